@@ -1,0 +1,1 @@
+"""Pure data work (no Airflow imports): limits, rendering, chunking, results, manifest, pricing."""

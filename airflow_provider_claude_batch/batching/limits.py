@@ -1,0 +1,44 @@
+"""Every Message Batches API limit and rule, in one place."""
+
+from __future__ import annotations
+
+import re
+
+from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError
+
+#: Most requests one batch may hold.
+MAX_REQUESTS_PER_BATCH = 100_000
+#: Largest serialized create body, in bytes (the API answers 413 beyond it).
+MAX_BYTES_PER_BATCH = 256 * 1024 * 1024
+#: custom_id: 1-64 characters of letters, digits, "_" and "-"; unique within a batch.
+CUSTOM_ID_PATTERN = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+CUSTOM_ID_MAX_LENGTH = 64
+#: A batch stops processing (remaining requests expire) this long after creation.
+BATCH_EXPIRY_HOURS = 24
+#: Results stay downloadable this long after creation, then the batch is archived.
+RESULTS_RETENTION_DAYS = 29
+#: ``limit`` accepted by GET /v1/messages/batches.
+LIST_PAGE_MAX = 1000
+LIST_PAGE_DEFAULT = 20
+
+PROCESSING_STATUSES = ("in_progress", "canceling", "ended")
+RESULT_TYPES = ("succeeded", "errored", "canceled", "expired")
+#: Per-request error types worth resubmitting in a later round.
+RETRYABLE_ERROR_TYPES = frozenset({"overloaded_error", "api_error", "rate_limit_error"})
+#: Bytes the create envelope ``{"requests":[...]}`` adds around the comma-joined requests.
+CREATE_ENVELOPE_BYTES = len(b'{"requests":[]}')
+
+
+def validate_custom_id(custom_id: object, *, where: str = "") -> str:
+    """Return ``custom_id`` if the API accepts it, else raise naming ``where`` (e.g. the row)."""
+    location = f" ({where})" if where else ""
+    if not isinstance(custom_id, str):
+        raise ClaudeBatchInputError(
+            f"custom_id{location} must be a string, got {type(custom_id).__name__} {custom_id!r}"
+        )
+    if not CUSTOM_ID_PATTERN.match(custom_id):
+        raise ClaudeBatchInputError(
+            f"custom_id{location} is {custom_id!r}: it must be 1-{CUSTOM_ID_MAX_LENGTH} characters of "
+            "letters, digits, '_' or '-'"
+        )
+    return custom_id

@@ -1,0 +1,65 @@
+"""Small helpers over path objects (``pathlib.Path``, ``ObjectStoragePath``, any ``UPath``).
+
+Nothing here imports Airflow: callers pass path objects, so the same code writes to local
+disk in tests and to S3/GCS in production.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+
+def as_path(location: Any) -> Any:
+    """A path object for ``location`` (already a path object, or a string/URI)."""
+    if isinstance(location, str):
+        if "://" in location and not location.startswith("file://"):
+            from upath import UPath
+
+            return UPath(location)
+        return Path(location.removeprefix("file://"))
+    return location
+
+
+def is_local(path: Any) -> bool:
+    if isinstance(path, Path):
+        return True
+    protocol = getattr(path, "protocol", "") or ""
+    return protocol in ("", "file", "local")
+
+
+def replace(source: Any, target: Any) -> None:
+    """Move ``source`` to ``target``, replacing it (atomically on local disk)."""
+    if isinstance(source, Path) and isinstance(target, Path):
+        os.replace(source, target)
+        return
+    if is_local(source) and is_local(target):
+        os.replace(str(source.path if hasattr(source, "path") else source), str(target.path if hasattr(target, "path") else target))
+        return
+    if target.exists():
+        target.unlink()
+    source.rename(target)
+
+
+@contextmanager
+def atomic_writer(target: Any, mode: str = "wb") -> Iterator[IO[Any]]:
+    """Write to a temporary sibling of ``target``; it takes the final name only when the
+    block finishes without an error, so readers never see a half-written file."""
+    target = as_path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:12]}"
+    try:
+        with temporary.open(mode) as handle:
+            yield handle
+        replace(temporary, target)
+    except BaseException:
+        try:
+            if temporary.exists():
+                temporary.unlink()
+        except OSError:
+            pass
+        raise

@@ -1,0 +1,63 @@
+"""The ``apache_airflow_provider`` entry point: what Airflow learns about this provider."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_provider_claude_batch import __version__
+
+_PACKAGE = "airflow_provider_claude_batch"
+_INTEGRATION = "Claude Message Batches"
+
+
+def get_provider_info() -> dict[str, Any]:
+    return {
+        "package-name": "airflow-provider-claude-batch",
+        "name": "Claude Message Batches",
+        "description": "Run Claude's Message Batches API at scale: chunked submit, deferrable waits, "
+        "results streamed to Parquet, retry-safe and backfill-safe.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": _INTEGRATION,
+                "external-doc-url": "https://docs.anthropic.com/en/docs/build-with-claude/batch-processing",
+                "tags": ["ai"],
+            }
+        ],
+        "hooks": [{"integration-name": _INTEGRATION, "python-modules": [f"{_PACKAGE}.hooks.claude_batch"]}],
+        "connection-types": [
+            {
+                "connection-type": "claude_batch",
+                "hook-class-name": f"{_PACKAGE}.hooks.claude_batch.ClaudeBatchHook",
+                "hook-name": "Claude Message Batches",
+                "conn-fields": {
+                    "workspace_id": {
+                        "label": "Workspace ID",
+                        "schema": {"type": ["string", "null"]},
+                        "description": "Sent as anthropic-workspace-id; only for keys that act on several workspaces.",
+                    },
+                    "default_model": {"label": "Default model", "schema": {"type": ["string", "null"]}},
+                    "timeout": {
+                        "label": "Request timeout (seconds)",
+                        "schema": {"type": ["number", "null"], "default": 600},
+                    },
+                    "max_retries": {
+                        "label": "Retries of safe calls",
+                        "schema": {"type": ["integer", "null"], "default": 2},
+                        "description": "Reads and cancels only: creates are never blindly retried.",
+                    },
+                    "anthropic_beta": {"label": "anthropic-beta header", "schema": {"type": ["string", "null"]}},
+                    "console_url_template": {
+                        "label": "Console URL template for a batch",
+                        "schema": {"type": ["string", "null"]},
+                        "description": "Used by the extra links, e.g. https://console.anthropic.com/workspaces/default/batches/{batch_id}",
+                    },
+                },
+                "ui-field-behaviour": {
+                    "hidden-fields": ["login", "schema", "port"],
+                    "relabeling": {"host": "Base URL (optional)", "password": "API key"},
+                    "placeholders": {"host": "https://api.anthropic.com"},
+                },
+            }
+        ],
+    }

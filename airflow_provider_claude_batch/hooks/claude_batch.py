@@ -1,0 +1,508 @@
+"""ClaudeBatchHook: an Airflow connection -> ``Anthropic`` / ``AsyncAnthropic`` clients.
+
+The hook owns every call to the Message Batches API. Two rules shape it:
+
+* A create is never blindly retried. The SDK retries a failed POST with no idempotency key,
+  so a create whose answer was lost can bill a duplicate batch. Creates go out with
+  ``max_retries=0``; after an ambiguous failure the hook lists recent batches and adopts the
+  one that was created, and only creates again when none was.
+* The API key never leaves the client: it is not logged, not put into exception text,
+  trigger kwargs, XCom or files. Errors name the connection id instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import time
+import weakref
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from functools import cached_property
+from typing import Any
+
+import anthropic
+import msgspec
+from anthropic.types.messages import DeletedMessageBatch, MessageBatch
+from airflow.sdk import BaseHook
+
+from airflow_provider_claude_batch.batching import limits
+from airflow_provider_claude_batch.exceptions import (
+    ClaudeBatchAPIError,
+    ClaudeBatchAuthError,
+    ClaudeBatchCreateAmbiguousError,
+    ClaudeBatchNotFoundError,
+)
+
+try:  # anthropic >= 2 ships its own fork of httpx
+    import httpx2 as _httpx
+except ImportError:  # pragma: no cover - older SDKs
+    import httpx as _httpx  # type: ignore[no-redef]
+
+#: Failures of a stream that was already answering (a dropped connection mid-body).
+STREAM_ERRORS: tuple[type[BaseException], ...] = (_httpx.TransportError, anthropic.APIConnectionError)
+#: HTTP statuses after which a create may or may not have happened.
+_AMBIGUOUS_CREATE_STATUSES = frozenset({408, 409, 500, 502, 503, 504})
+#: HTTP statuses that reject a create before it happens: safe to create again.
+_REJECTED_CREATE_STATUSES = frozenset({429, 529})
+#: Server-side ``created_at`` may trail our clock by this much.
+CLOCK_SKEW = timedelta(seconds=30)
+
+_json = msgspec.json.Encoder()
+
+
+def _extra(extra: dict[str, Any], name: str) -> Any:
+    """A connection extra, stored plainly or with the UI form's ``extra__claude_batch__`` prefix."""
+    value = extra.get(name)
+    if value in (None, ""):
+        value = extra.get(f"extra__claude_batch__{name}")
+    return None if value == "" else value
+
+
+@dataclass(frozen=True)
+class ClaudeBatchSettings:
+    """What a hook needs from its connection. ``repr`` never shows the key."""
+
+    conn_id: str
+    api_key: str | None = field(repr=False)
+    base_url: str | None = None
+    workspace_id: str | None = None
+    default_model: str | None = None
+    timeout: float = 600.0
+    max_retries: int = 2
+    anthropic_beta: str | None = None
+    console_url_template: str | None = None
+
+    @classmethod
+    def from_connection(cls, conn: Any) -> ClaudeBatchSettings:
+        extra = conn.extra_dejson or {}
+        host = (conn.host or "").strip() or None
+        if host and "://" not in host:
+            host = f"https://{host}"
+        if host and conn.port:
+            host = f"{host}:{conn.port}"
+        timeout = _extra(extra, "timeout")
+        max_retries = _extra(extra, "max_retries")
+        return cls(
+            conn_id=conn.conn_id,
+            api_key=conn.password or os.environ.get("ANTHROPIC_API_KEY") or None,
+            base_url=host,
+            workspace_id=_extra(extra, "workspace_id"),
+            default_model=_extra(extra, "default_model"),
+            timeout=float(timeout) if timeout is not None else 600.0,
+            max_retries=int(max_retries) if max_retries is not None else 2,
+            anthropic_beta=_extra(extra, "anthropic_beta"),
+            console_url_template=_extra(extra, "console_url_template"),
+        )
+
+    def client_kwargs(self) -> dict[str, Any]:
+        if not self.api_key:
+            raise ClaudeBatchAuthError(
+                f"Connection {self.conn_id!r} has no API key: put it in the connection's password "
+                "(or set ANTHROPIC_API_KEY for connections that have none)."
+            )
+        headers: dict[str, str] = {}
+        if self.workspace_id:
+            headers["anthropic-workspace-id"] = self.workspace_id
+        if self.anthropic_beta:
+            headers["anthropic-beta"] = self.anthropic_beta
+        kwargs: dict[str, Any] = {
+            "api_key": self.api_key,
+            "timeout": self.timeout,
+            "max_retries": self.max_retries,
+            "default_headers": headers,
+        }
+        if self.base_url:
+            kwargs["base_url"] = self.base_url
+        return kwargs
+
+    def cache_key(self) -> tuple[Any, ...]:
+        key_digest = hashlib.sha256((self.api_key or "").encode()).hexdigest()
+        return (self.conn_id, key_digest, self.base_url, self.workspace_id, self.anthropic_beta, self.timeout)
+
+
+class _SharedAsyncClients:
+    """One ``AsyncAnthropic`` per connection per event loop, and one semaphore per loop.
+
+    A triggerer runs thousands of waits on one loop; a client each would open thousands of
+    connection pools, and unbounded concurrency stalls the loop for every other trigger.
+    """
+
+    def __init__(self) -> None:
+        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[Any, ...], Any]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def client(self, settings: ClaudeBatchSettings) -> anthropic.AsyncAnthropic:
+        loop = asyncio.get_running_loop()
+        clients = self._by_loop.setdefault(loop, {})
+        key = settings.cache_key()
+        if key not in clients:
+            clients[key] = anthropic.AsyncAnthropic(**settings.client_kwargs())
+        return clients[key]  # type: ignore[no-any-return]
+
+    def semaphore(self, limit: int) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        if loop not in self._semaphores:
+            self._semaphores[loop] = asyncio.Semaphore(limit)
+        return self._semaphores[loop]
+
+
+SHARED_ASYNC_CLIENTS = _SharedAsyncClients()
+#: In-flight API calls per event loop across all triggers sharing it (see DESIGN: 128 keeps
+#: the loop's lag p99 in the tens of milliseconds at hundreds of polls per second).
+ASYNC_CONCURRENCY = 128
+
+
+def jsonl_to_create_body(jsonl: bytes) -> bytes:
+    """``{"requests":[...]}`` from a JSONL chunk of request objects, without re-serializing.
+
+    JSON text never holds a raw newline, so the line breaks are exactly the separators.
+    """
+    return b'{"requests":[' + jsonl.rstrip(b"\n").replace(b"\n", b",") + b"]}"
+
+
+def requests_to_create_body(requests: Iterable[dict[str, Any]]) -> tuple[bytes, int]:
+    lines = [_json.encode(request) for request in requests]
+    return b'{"requests":[' + b",".join(lines) + b"]}", len(lines)
+
+
+class ClaudeBatchHook(BaseHook):
+    """Interact with Claude's Message Batches API.
+
+    :param claude_batch_conn_id: Airflow connection of type ``claude_batch``. The API key is
+        its password (``ANTHROPIC_API_KEY`` is used only when it has none); the host, when
+        set, is the base URL; extras: ``workspace_id``, ``default_model``, ``timeout``,
+        ``max_retries``, ``anthropic_beta``, ``console_url_template``.
+    :param create_attempts: how many times a create that was rejected (429/529) or failed
+        without creating anything is sent, in all.
+    :param retry_backoff: first wait between create attempts, in seconds (doubles, capped
+        at 60 s; a ``retry-after`` header wins when it is shorter than the cap).
+    """
+
+    conn_name_attr = "claude_batch_conn_id"
+    default_conn_name = "claude_batch_default"
+    conn_type = "claude_batch"
+    hook_name = "Claude Message Batches"
+
+    def __init__(
+        self,
+        claude_batch_conn_id: str = default_conn_name,
+        *,
+        create_attempts: int = 4,
+        retry_backoff: float = 2.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.claude_batch_conn_id = claude_batch_conn_id
+        self.create_attempts = max(1, create_attempts)
+        self.retry_backoff = retry_backoff
+        self._settings: ClaudeBatchSettings | None = None
+
+    # ------------------------------------------------------------------ connection
+    @property
+    def settings(self) -> ClaudeBatchSettings:
+        if self._settings is None:
+            self._settings = ClaudeBatchSettings.from_connection(self.get_connection(self.claude_batch_conn_id))
+        return self._settings
+
+    async def asettings(self) -> ClaudeBatchSettings:
+        if self._settings is None:
+            conn = await self.aget_connection(self.claude_batch_conn_id)
+            self._settings = ClaudeBatchSettings.from_connection(conn)
+        return self._settings
+
+    @cached_property
+    def client(self) -> anthropic.Anthropic:
+        """The synchronous client (built once per hook)."""
+        return anthropic.Anthropic(**self.settings.client_kwargs())
+
+    @cached_property
+    def async_client(self) -> anthropic.AsyncAnthropic:
+        """An async client of this hook's own; triggers use :meth:`shared_async_client`."""
+        return anthropic.AsyncAnthropic(**self.settings.client_kwargs())
+
+    async def shared_async_client(self) -> anthropic.AsyncAnthropic:
+        """The async client shared by every hook of this connection on the running loop."""
+        return SHARED_ASYNC_CLIENTS.client(await self.asettings())
+
+    def get_conn(self) -> anthropic.Anthropic:
+        return self.client
+
+    def test_connection(self) -> tuple[bool, str]:
+        """The UI's *Test* button: one cheap authenticated call."""
+        try:
+            page = self.list_batches(limit=1)
+        except Exception as exc:
+            return False, str(exc)
+        return True, f"Connected: the API answered ({len(page.data)} recent batch(es) visible)."
+
+    # ------------------------------------------------------------------ errors
+    def _describe(self, exc: anthropic.APIError, action: str, batch_id: str | None) -> ClaudeBatchAPIError:
+        conn_id = self.claude_batch_conn_id
+        if isinstance(exc, anthropic.APIStatusError):
+            body = exc.body if isinstance(exc.body, dict) else {}
+            error = body.get("error") if isinstance(body.get("error"), dict) else {}
+            error_type = error.get("type") or type(exc).__name__
+            message = error.get("message") or ""
+            request_id = exc.request_id or body.get("request_id")
+            where = f" (request-id {request_id})" if request_id else ""
+            if exc.status_code in (401, 403):
+                return ClaudeBatchAuthError(
+                    f"Connection {conn_id!r} was rejected by the Claude API while trying to {action}: "
+                    f"{exc.status_code} {error_type}: {message}{where}. Check the API key (the connection's "
+                    "password) and its workspace.",
+                    status_code=exc.status_code,
+                    error_type=error_type,
+                )
+            if exc.status_code == 404 and batch_id:
+                return ClaudeBatchNotFoundError(
+                    f"Message batch {batch_id!r} was not found for connection {conn_id!r} while trying to "
+                    f"{action}{where}: it does not exist in this workspace, or was deleted.",
+                    status_code=404,
+                    error_type=error_type,
+                )
+            return ClaudeBatchAPIError(
+                f"Could not {action} (connection {conn_id!r}): {exc.status_code} {error_type}: {message}{where}",
+                status_code=exc.status_code,
+                error_type=error_type,
+            )
+        return ClaudeBatchAPIError(f"Could not {action} (connection {conn_id!r}): {type(exc).__name__}: {exc}")
+
+    @contextmanager
+    def _translated(self, action: str, batch_id: str | None = None) -> Iterator[None]:
+        try:
+            yield
+        except anthropic.APIError as exc:
+            raise self._describe(exc, action, batch_id) from exc
+
+    @asynccontextmanager
+    async def _atranslated(self, action: str, batch_id: str | None = None) -> AsyncIterator[None]:
+        try:
+            yield
+        except anthropic.APIError as exc:
+            raise self._describe(exc, action, batch_id) from exc
+
+    # ------------------------------------------------------------------ create
+    def create_batch(
+        self,
+        requests: Sequence[dict[str, Any]] | bytes,
+        *,
+        request_count: int | None = None,
+        intent_at: datetime | None = None,
+        known_batch_ids: Iterable[str] = (),
+    ) -> MessageBatch:
+        """Create one batch, never twice.
+
+        :param requests: request dicts, or a JSONL chunk of them (bytes, one per line), which
+            is sent without being parsed or re-serialized.
+        :param request_count: the number of requests (counted when not given).
+        :param intent_at: when the caller decided to create (e.g. recorded in a manifest);
+            batches created before it are never adopted. Defaults to now.
+        :param known_batch_ids: batches the caller already owns: never adopted.
+        """
+        if isinstance(requests, (bytes, bytearray)):
+            body = jsonl_to_create_body(bytes(requests))
+            count = request_count if request_count is not None else bytes(requests).rstrip(b"\n").count(b"\n") + 1
+        else:
+            body, count = requests_to_create_body(requests)
+        intent_at = intent_at or datetime.now(timezone.utc)
+        known = set(known_batch_ids)
+        last_error: ClaudeBatchAPIError | None = None
+        for attempt in range(1, self.create_attempts + 1):
+            try:
+                batch = self.client.post(
+                    "/v1/messages/batches",
+                    cast_to=MessageBatch,
+                    content=body,
+                    options={"headers": {"Content-Type": "application/json"}, "max_retries": 0},
+                )
+                self.log.info("Created batch %s with %d requests (%d bytes).", batch.id, count, len(body))
+                return batch
+            except anthropic.APIStatusError as exc:
+                last_error = self._describe(exc, f"create a batch of {count} requests", None)
+                if exc.status_code in _REJECTED_CREATE_STATUSES:
+                    self.log.warning("Create attempt %d was rejected: %s", attempt, last_error)
+                    self._sleep_before_retry(attempt, exc.response.headers.get("retry-after"))
+                    continue
+                if exc.status_code not in _AMBIGUOUS_CREATE_STATUSES:
+                    raise last_error from exc
+            except anthropic.APIConnectionError as exc:  # includes timeouts
+                last_error = self._describe(exc, f"create a batch of {count} requests", None)
+            # The batch may exist even though we got no answer: look before creating again.
+            self.log.warning("Create attempt %d failed ambiguously (%s); looking for the batch.", attempt, last_error)
+            adopted = self.find_created_batch(count, created_after=intent_at, exclude=known)
+            if adopted is not None:
+                self.log.warning("Adopted batch %s, created by the failed attempt; not creating again.", adopted.id)
+                return adopted
+            self._sleep_before_retry(attempt, None)
+        assert last_error is not None
+        raise last_error
+
+    def _sleep_before_retry(self, attempt: int, retry_after: str | None) -> None:
+        if attempt >= self.create_attempts:
+            return
+        delay = min(60.0, self.retry_backoff * 2 ** (attempt - 1))
+        if retry_after:
+            try:
+                delay = min(delay, max(0.0, float(retry_after)))
+            except ValueError:
+                pass
+        if delay > 0:
+            time.sleep(delay)
+
+    def find_created_batches(
+        self, request_count: int, *, created_after: datetime, exclude: Iterable[str] = ()
+    ) -> list[MessageBatch]:
+        """Batches with ``request_count`` requests created since ``created_after`` (less clock
+        skew), newest first, minus ``exclude``: candidates for a create whose answer was lost."""
+        excluded = set(exclude)
+        since = created_after - CLOCK_SKEW
+        found: list[MessageBatch] = []
+        after_id: str | None = None
+        while True:
+            page = self.list_batches(limit=limits.LIST_PAGE_MAX, after_id=after_id)
+            for batch in page.data:
+                if batch.created_at < since:
+                    return found
+                counts = batch.request_counts
+                total = counts.processing + counts.succeeded + counts.errored + counts.canceled + counts.expired
+                if total == request_count and batch.id not in excluded:
+                    found.append(batch)
+            if not page.has_more or not page.last_id:
+                return found
+            after_id = page.last_id
+
+    def find_created_batch(
+        self, request_count: int, *, created_after: datetime, exclude: Iterable[str] = ()
+    ) -> MessageBatch | None:
+        """The one batch a lost create made, ``None`` when there is none; raises when several
+        match, since adopting the wrong one would lose rows."""
+        try:
+            candidates = self.find_created_batches(request_count, created_after=created_after, exclude=exclude)
+        except ClaudeBatchAPIError as exc:
+            raise ClaudeBatchCreateAmbiguousError(
+                f"A create of {request_count} requests failed without an answer, and the lookup that "
+                f"decides whether it created a batch failed too: {exc}. Nothing was created again; "
+                "retry the task to look again."
+            ) from exc
+        if len(candidates) > 1:
+            raise ClaudeBatchCreateAmbiguousError(
+                f"A create of {request_count} requests failed without an answer and "
+                f"{len(candidates)} batches of that size were created since "
+                f"{created_after.isoformat()}: {', '.join(b.id for b in candidates)}. Refusing to "
+                "guess which one is ours; cancel the ones that are not and retry."
+            )
+        return candidates[0] if candidates else None
+
+    # ------------------------------------------------------------------ read / cancel / delete
+    def retrieve_batch(self, batch_id: str) -> MessageBatch:
+        with self._translated(f"retrieve batch {batch_id!r}", batch_id):
+            return self.client.messages.batches.retrieve(batch_id)
+
+    def list_batches(self, *, limit: int = limits.LIST_PAGE_DEFAULT, after_id: str | None = None) -> Any:
+        """One page (``.data``, ``.has_more``, ``.last_id``) of batches, newest first."""
+        with self._translated("list batches"):
+            kwargs: dict[str, Any] = {"limit": limit}
+            if after_id:
+                kwargs["after_id"] = after_id
+            return self.client.messages.batches.list(**kwargs)
+
+    def iter_batches(self, *, page_size: int = limits.LIST_PAGE_MAX) -> Iterator[MessageBatch]:
+        """Every batch of the workspace, newest first, page by page."""
+        after_id: str | None = None
+        while True:
+            page = self.list_batches(limit=page_size, after_id=after_id)
+            yield from page.data
+            if not page.has_more or not page.last_id:
+                return
+            after_id = page.last_id
+
+    def cancel_batch(self, batch_id: str) -> MessageBatch:
+        with self._translated(f"cancel batch {batch_id!r}", batch_id):
+            return self.client.messages.batches.cancel(batch_id)
+
+    def delete_batch(self, batch_id: str) -> DeletedMessageBatch:
+        with self._translated(f"delete batch {batch_id!r}", batch_id):
+            return self.client.messages.batches.delete(batch_id)
+
+    # ------------------------------------------------------------------ results
+    def iter_results_bytes(self, batch_id: str, *, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        """The raw results JSONL of an ended batch, streamed; no object is built per line."""
+        with self._translated(f"read the results of batch {batch_id!r}", batch_id):
+            with self.client.messages.batches.with_streaming_response.results(batch_id) as response:
+                yield from response.iter_bytes(chunk_size)
+
+    def iter_results_lines(self, batch_id: str) -> Iterator[bytes]:
+        """The raw results JSONL, one line (without its newline) at a time."""
+        pending = b""
+        for chunk in self.iter_results_bytes(batch_id):
+            lines = (pending + chunk).split(b"\n")
+            pending = lines.pop()
+            yield from (line for line in lines if line)
+        if pending:
+            yield pending
+
+    def download_results(self, batch_id: str, destination: Any, *, attempts: int = 5) -> int:
+        """Save the results JSONL to ``destination`` (a path or ``ObjectStoragePath``).
+
+        A connection dropped mid-download restarts the read from the start into a fresh
+        temporary file, so the saved file is always complete and never has duplicates; it
+        appears under its final name only once whole. Returns the number of bytes saved.
+        """
+        from airflow_provider_claude_batch.batching.storage import atomic_writer
+
+        for attempt in range(1, attempts + 1):
+            try:
+                with atomic_writer(destination) as out:
+                    size = 0
+                    for chunk in self.iter_results_bytes(batch_id):
+                        out.write(chunk)
+                        size += len(chunk)
+                self.log.info("Saved the results of batch %s (%d bytes) to %s.", batch_id, size, destination)
+                return size
+            except STREAM_ERRORS as exc:
+                if attempt == attempts:
+                    raise ClaudeBatchAPIError(
+                        f"The results download of batch {batch_id!r} broke off {attempts} times "
+                        f"(last: {type(exc).__name__}: {exc}); retry the task to download again."
+                    ) from exc
+                self.log.warning(
+                    "The results download of batch %s broke off (%s); starting it again (%d/%d).",
+                    batch_id,
+                    type(exc).__name__,
+                    attempt + 1,
+                    attempts,
+                )
+            except ClaudeBatchAPIError as exc:
+                if attempt == attempts or exc.status_code not in (None, 429, 500, 502, 503, 504, 529):
+                    raise
+        raise AssertionError("unreachable")
+
+    # ------------------------------------------------------------------ async (triggers)
+    async def aretrieve_batch(self, batch_id: str) -> MessageBatch:
+        client = await self.shared_async_client()
+        async with SHARED_ASYNC_CLIENTS.semaphore(ASYNC_CONCURRENCY):
+            async with self._atranslated(f"retrieve batch {batch_id!r}", batch_id):
+                return await client.messages.batches.retrieve(batch_id)
+
+    async def alist_batches(self, *, limit: int = limits.LIST_PAGE_MAX, after_id: str | None = None) -> Any:
+        client = await self.shared_async_client()
+        kwargs: dict[str, Any] = {"limit": limit}
+        if after_id:
+            kwargs["after_id"] = after_id
+        async with SHARED_ASYNC_CLIENTS.semaphore(ASYNC_CONCURRENCY):
+            async with self._atranslated("list batches"):
+                return await client.messages.batches.list(**kwargs)
+
+    async def acancel_batch(self, batch_id: str) -> MessageBatch:
+        client = await self.shared_async_client()
+        async with SHARED_ASYNC_CLIENTS.semaphore(ASYNC_CONCURRENCY):
+            async with self._atranslated(f"cancel batch {batch_id!r}", batch_id):
+                return await client.messages.batches.cancel(batch_id)

@@ -1,0 +1,785 @@
+"""A local, faithful emulator of the Message Batches API.
+
+The unmodified ``anthropic`` SDK talks to it over real HTTP through ``base_url``. It
+validates requests as the API does, moves batches from ``in_progress`` to ``ended`` by a
+clock (that tests advance instead of sleeping), answers deterministically (every text says
+it comes from the emulator), injects faults on demand and counts everything it received.
+
+State lives in one :class:`Emulator` object. In-process users (the pytest fixture) drive it
+directly; out-of-process users drive it through the ``/_emulator/*`` control endpoints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import math
+import secrets
+import socket
+import threading
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import msgspec
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from airflow_provider_claude_batch.batching import limits
+
+DEFAULT_API_KEY = "emulator-key"
+EMULATOR_TAG = "[claude-batch emulator]"
+
+ENDPOINTS = ("create", "retrieve", "list", "cancel", "delete", "results")
+
+_ERROR_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "overloaded_error": 529,
+}
+_STATUS_ERROR = {status: error_type for error_type, status in _ERROR_STATUS.items()}
+
+_json_encoder = msgspec.json.Encoder()
+_json_decoder = msgspec.json.Decoder()
+
+_FILLER_WORDS = (
+    "billing account technical login password invoice refund upgrade plan device sync "
+    "error crash timeout network export import report dashboard setting profile access"
+).split()
+
+
+def _rfc3339(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _stable_int(*parts: object) -> int:
+    digest = hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+class Clock:
+    """Wall clock plus an offset that tests move forward instead of sleeping."""
+
+    def __init__(self) -> None:
+        self._offset = timedelta()
+        self._lock = threading.Lock()
+
+    def now(self) -> datetime:
+        with self._lock:
+            return datetime.now(timezone.utc) + self._offset
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._offset += timedelta(seconds=seconds)
+
+
+@dataclass
+class Fault:
+    """One injected fault, consumed ``times`` times by calls to ``endpoint``.
+
+    ``status``: answer with this HTTP status and the matching error body. With
+    ``after_commit`` (create only) the batch is created first, then the error is returned:
+    the ambiguous failure that makes blind retries bill twice.
+    ``delay_seconds``: answer this much later (a slow response).
+    ``drop_after_bytes`` (results only): close the connection mid-body after that many bytes.
+    """
+
+    endpoint: str
+    status: int | None = None
+    times: int = 1
+    retry_after: float | None = None
+    after_commit: bool = False
+    delay_seconds: float = 0.0
+    drop_after_bytes: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.endpoint not in (*ENDPOINTS, "any"):
+            raise ValueError(f"unknown endpoint {self.endpoint!r}; use one of {ENDPOINTS} or 'any'")
+        if self.status is not None and self.status not in _STATUS_ERROR:
+            raise ValueError(f"unsupported fault status {self.status}; use one of {sorted(_STATUS_ERROR)}")
+
+
+@dataclass
+class EmulatorConfig:
+    """Knobs of the emulated service. Every field can be changed while it runs."""
+
+    api_keys: frozenset[str] = frozenset({DEFAULT_API_KEY})
+    #: Seconds from creation until a batch ends (``math.inf``: never, until it expires).
+    processing_seconds: float = 0.0
+    #: Seconds from a cancel until the batch ends with its remaining requests canceled.
+    cancel_seconds: float = 0.0
+    max_requests_per_batch: int = limits.MAX_REQUESTS_PER_BATCH
+    max_bytes_per_batch: int = limits.MAX_BYTES_PER_BATCH
+    #: Added to every API call (not to control endpoints): a far-away server.
+    latency_seconds: float = 0.0
+    #: Fractions of requests that end errored (``api_error``) / expired, chosen by a hash of
+    #: the custom_id so the same input always gets the same outcome.
+    errored_fraction: float = 0.0
+    expired_fraction: float = 0.0
+    #: Replies are ``reply_chars`` characters long, or drawn from this range by hash.
+    reply_chars: tuple[int, int] | None = None
+
+
+@dataclass
+class _StoredRequest:
+    custom_id: str
+    model: str
+    max_tokens: int
+    input_chars: int
+    prompt_digest: int
+    invalid_reason: str | None
+
+
+@dataclass
+class _Batch:
+    id: str
+    workspace: str | None
+    created_at: datetime
+    expires_at: datetime
+    requests: list[_StoredRequest]
+    ends_at: datetime | None
+    cancel_initiated_at: datetime | None = None
+    ended_at: datetime | None = None
+    outcomes: list[str] | None = None
+    deleted: bool = False
+
+    def settle(self, now: datetime, config: EmulatorConfig, resolve: Callable[[_StoredRequest], str]) -> None:
+        """Move the batch along its state machine up to ``now``."""
+        if self.ended_at is not None:
+            return
+        end_candidates = [self.expires_at]
+        if self.ends_at is not None:
+            end_candidates.append(self.ends_at)
+        cancel_end = None
+        if self.cancel_initiated_at is not None:
+            cancel_end = self.cancel_initiated_at + timedelta(seconds=config.cancel_seconds)
+            end_candidates.append(cancel_end)
+        end = min(end_candidates)
+        if now < end:
+            return
+        self.ended_at = end
+        if end == self.ends_at and (cancel_end is None or self.ends_at <= cancel_end):
+            self.outcomes = [resolve(request) for request in self.requests]
+        elif cancel_end is not None and end == cancel_end:
+            self.outcomes = ["canceled"] * len(self.requests)
+        else:
+            self.outcomes = ["expired"] * len(self.requests)
+
+    def processing_status(self) -> str:
+        if self.ended_at is not None:
+            return "ended"
+        return "canceling" if self.cancel_initiated_at is not None else "in_progress"
+
+    def request_counts(self) -> dict[str, int]:
+        counts = {"processing": 0, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
+        if self.outcomes is None:
+            counts["processing"] = len(self.requests)
+        else:
+            for outcome in self.outcomes:
+                counts[outcome.split(":", 1)[0]] += 1
+        return counts
+
+
+class EmulatorHTTPError(Exception):
+    def __init__(self, status: int, message: str, *, error_type: str | None = None, retry_after: float | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.error_type = error_type or _STATUS_ERROR.get(status, "api_error")
+        self.retry_after = retry_after
+
+
+class Emulator:
+    """The emulated Message Batches service: state, rules, faults and counters."""
+
+    def __init__(self, config: EmulatorConfig | None = None, clock: Clock | None = None) -> None:
+        self.config = config or EmulatorConfig()
+        self.clock = clock or Clock()
+        self._lock = threading.RLock()
+        self._batches: dict[str, _Batch] = {}
+        self._faults: list[Fault] = []
+        self._scripted_outcomes: dict[str, list[str]] = {}
+        self._ids = itertools.count(1)
+        self._seed = secrets.token_hex(4)
+        self.calls: Counter[str] = Counter()
+        self.stats: Counter[str] = Counter()
+        self.base_url: str | None = None
+
+    # ----------------------------------------------------------------- test controls
+    def reset(self) -> None:
+        with self._lock:
+            self._batches.clear()
+            self._faults.clear()
+            self._scripted_outcomes.clear()
+            self.calls.clear()
+            self.stats.clear()
+
+    def inject(self, fault: Fault) -> Fault:
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def script_outcomes(self, outcomes: dict[str, list[str] | str]) -> None:
+        """Queue outcomes per custom_id, used by the next batches that end with it.
+
+        Each entry is ``"succeeded"``, ``"expired"`` or ``"errored:<error_type>"``; a
+        custom_id without a queued outcome gets the default (succeeded, or the configured
+        errored/expired fractions, or an invalid_request_error for invalid params).
+        """
+        with self._lock:
+            for custom_id, queued in outcomes.items():
+                items = [queued] if isinstance(queued, str) else list(queued)
+                for item in items:
+                    kind = item.split(":", 1)[0]
+                    if kind not in ("succeeded", "errored", "expired"):
+                        raise ValueError(f"unknown outcome {item!r} for {custom_id!r}")
+                self._scripted_outcomes.setdefault(custom_id, []).extend(items)
+
+    def advance(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+
+    def batch_ids(self) -> list[str]:
+        with self._lock:
+            return list(self._batches)
+
+    def end_all(self) -> None:
+        """End every open batch now (its requests get their outcomes)."""
+        with self._lock:
+            now = self.clock.now()
+            for batch in self._batches.values():
+                if batch.ended_at is None and batch.cancel_initiated_at is None:
+                    batch.ends_at = now
+                batch.settle(now, self.config, self._resolve)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "calls": dict(self.calls),
+                "stats": dict(self.stats),
+                "batches": len(self._batches),
+                "open_batches": sum(1 for b in self._batches.values() if b.ended_at is None),
+            }
+
+    # ----------------------------------------------------------------- faults
+    def take_fault(self, endpoint: str) -> Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.endpoint in (endpoint, "any") and fault.times > 0:
+                    fault.times -= 1
+                    self.stats["faults_fired"] += 1
+                    if fault.times == 0:
+                        self._faults.remove(fault)
+                    return fault
+        return None
+
+    # ----------------------------------------------------------------- outcomes
+    def _resolve(self, request: _StoredRequest) -> str:
+        queued = self._scripted_outcomes.get(request.custom_id)
+        if queued:
+            return queued.pop(0)
+        if request.invalid_reason is not None:
+            return "errored:invalid_request_error"
+        if self.config.errored_fraction or self.config.expired_fraction:
+            draw = (_stable_int(request.custom_id, "outcome") % 1_000_000) / 1_000_000
+            if draw < self.config.errored_fraction:
+                return "errored:api_error"
+            if draw < self.config.errored_fraction + self.config.expired_fraction:
+                return "expired"
+        return "succeeded"
+
+    # ----------------------------------------------------------------- operations
+    def _new_batch_id(self) -> str:
+        return f"msgbatch_01emu{self._seed}{next(self._ids):012d}"
+
+    def create(self, body: bytes, workspace: str | None) -> dict[str, Any]:
+        config = self.config
+        self.stats["create_bytes"] += len(body)
+        if len(body) > config.max_bytes_per_batch:
+            raise EmulatorHTTPError(
+                413,
+                f"Request exceeds the maximum size of {config.max_bytes_per_batch} bytes "
+                f"for a batch (got {len(body)}).",
+                error_type="request_too_large",
+            )
+        try:
+            payload = _json_decoder.decode(body)
+        except msgspec.DecodeError as exc:
+            raise EmulatorHTTPError(400, f"Request body is not valid JSON: {exc}") from None
+        if not isinstance(payload, dict) or not isinstance(payload.get("requests"), list):
+            raise EmulatorHTTPError(400, "requests: Field required (a list of requests)")
+        raw_requests = payload["requests"]
+        if not raw_requests:
+            raise EmulatorHTTPError(400, "requests: List should have at least 1 item")
+        if len(raw_requests) > config.max_requests_per_batch:
+            raise EmulatorHTTPError(
+                400,
+                f"requests: a batch may hold at most {config.max_requests_per_batch} requests "
+                f"(got {len(raw_requests)}).",
+            )
+        stored: list[_StoredRequest] = []
+        seen: set[str] = set()
+        for index, item in enumerate(raw_requests):
+            stored.append(self._validate_request(index, item, seen))
+        now = self.clock.now()
+        with self._lock:
+            batch = _Batch(
+                id=self._new_batch_id(),
+                workspace=workspace,
+                created_at=now,
+                expires_at=now + timedelta(hours=limits.BATCH_EXPIRY_HOURS),
+                requests=stored,
+                ends_at=None if math.isinf(config.processing_seconds) else now + timedelta(seconds=config.processing_seconds),
+            )
+            self._batches[batch.id] = batch
+            self.stats["batches_created"] += 1
+            self.stats["requests_received"] += len(stored)
+            return self._batch_json(batch)
+
+    @staticmethod
+    def _validate_request(index: int, item: Any, seen: set[str]) -> _StoredRequest:
+        if not isinstance(item, dict):
+            raise EmulatorHTTPError(400, f"requests.{index}: Input should be an object")
+        custom_id = item.get("custom_id")
+        if not isinstance(custom_id, str) or not limits.CUSTOM_ID_PATTERN.match(custom_id):
+            raise EmulatorHTTPError(
+                400,
+                f"requests.{index}.custom_id: String should match pattern '{limits.CUSTOM_ID_PATTERN.pattern}'",
+            )
+        if custom_id in seen:
+            raise EmulatorHTTPError(400, f"requests.{index}.custom_id: Duplicate custom_id {custom_id!r} in batch")
+        seen.add(custom_id)
+        params = item.get("params")
+        if not isinstance(params, dict):
+            raise EmulatorHTTPError(400, f"requests.{index}.params: Field required")
+        invalid = None
+        model = params.get("model")
+        max_tokens = params.get("max_tokens")
+        messages = params.get("messages")
+        if not isinstance(model, str) or not model:
+            invalid = "model: Field required"
+        elif not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+            invalid = "max_tokens: Input should be an integer greater than or equal to 1"
+        elif not isinstance(messages, list) or not messages:
+            invalid = "messages: List should have at least 1 item"
+        prompt_bytes = _json_encoder.encode([params.get("system"), messages])
+        return _StoredRequest(
+            custom_id=custom_id,
+            model=model if isinstance(model, str) and model else "unknown",
+            max_tokens=max_tokens if isinstance(max_tokens, int) and max_tokens > 0 else 1,
+            input_chars=len(prompt_bytes),
+            prompt_digest=_stable_int(prompt_bytes),
+            invalid_reason=invalid,
+        )
+
+    def _get(self, batch_id: str, workspace: str | None) -> _Batch:
+        batch = self._batches.get(batch_id)
+        if batch is None or batch.deleted or batch.workspace != workspace:
+            raise EmulatorHTTPError(404, f"No message batch found with id '{batch_id}'.")
+        batch.settle(self.clock.now(), self.config, self._resolve)
+        return batch
+
+    def retrieve(self, batch_id: str, workspace: str | None) -> dict[str, Any]:
+        with self._lock:
+            return self._batch_json(self._get(batch_id, workspace))
+
+    def cancel(self, batch_id: str, workspace: str | None) -> dict[str, Any]:
+        with self._lock:
+            batch = self._get(batch_id, workspace)
+            if batch.ended_at is None and batch.cancel_initiated_at is None:
+                batch.cancel_initiated_at = self.clock.now()
+                self.stats["batches_canceled"] += 1
+                batch.settle(self.clock.now(), self.config, self._resolve)
+            return self._batch_json(batch)
+
+    def delete(self, batch_id: str, workspace: str | None) -> dict[str, Any]:
+        with self._lock:
+            batch = self._get(batch_id, workspace)
+            if batch.ended_at is None:
+                raise EmulatorHTTPError(
+                    400,
+                    f"Message batch '{batch_id}' cannot be deleted while it is {batch.processing_status()}; "
+                    "cancel it and wait for it to end first.",
+                )
+            batch.deleted = True
+            return {"id": batch_id, "type": "message_batch_deleted"}
+
+    def list(self, workspace: str | None, limit: int, after_id: str | None, before_id: str | None) -> dict[str, Any]:
+        if not 1 <= limit <= limits.LIST_PAGE_MAX:
+            raise EmulatorHTTPError(400, f"limit: Input should be between 1 and {limits.LIST_PAGE_MAX}")
+        with self._lock:
+            now = self.clock.now()
+            newest_first = [b for b in reversed(self._batches.values()) if not b.deleted and b.workspace == workspace]
+            for batch in newest_first:
+                batch.settle(now, self.config, self._resolve)
+            ids = [b.id for b in newest_first]
+            if after_id is not None:
+                start = ids.index(after_id) + 1 if after_id in ids else len(ids)
+                page = newest_first[start : start + limit]
+                has_more = start + limit < len(ids)
+            elif before_id is not None:
+                stop = ids.index(before_id) if before_id in ids else 0
+                page = newest_first[max(0, stop - limit) : stop]
+                has_more = stop - limit > 0
+            else:
+                page = newest_first[:limit]
+                has_more = limit < len(ids)
+            return {
+                "data": [self._batch_json(b) for b in page],
+                "has_more": has_more,
+                "first_id": page[0].id if page else None,
+                "last_id": page[-1].id if page else None,
+            }
+
+    def results_lines(self, batch_id: str, workspace: str | None) -> Iterable[bytes]:
+        """The results JSONL of an ended batch, one line at a time (not in request order)."""
+        with self._lock:
+            batch = self._get(batch_id, workspace)
+            if batch.ended_at is None or batch.outcomes is None:
+                raise EmulatorHTTPError(
+                    400, f"Message batch '{batch_id}' has not ended yet; results are available once it has."
+                )
+            pairs = list(zip(batch.requests, batch.outcomes, strict=True))
+        # Results carry no ordering guarantee: interleave the two halves so that consumers
+        # that assume request order are caught by the tests.
+        half = (len(pairs) + 1) // 2
+        order = [i for pair in itertools.zip_longest(range(half, len(pairs)), range(half)) for i in pair if i is not None]
+        for i in order:
+            request, outcome = pairs[i]
+            yield _json_encoder.encode(self._result_json(batch.id, request, outcome)) + b"\n"
+
+    # ----------------------------------------------------------------- JSON shapes
+    def _batch_json(self, batch: _Batch) -> dict[str, Any]:
+        ended = batch.ended_at is not None
+        archived_at = batch.created_at + timedelta(days=limits.RESULTS_RETENTION_DAYS)
+        return {
+            "id": batch.id,
+            "type": "message_batch",
+            "processing_status": batch.processing_status(),
+            "request_counts": batch.request_counts(),
+            "created_at": _rfc3339(batch.created_at),
+            "expires_at": _rfc3339(batch.expires_at),
+            "ended_at": _rfc3339(batch.ended_at),
+            "cancel_initiated_at": _rfc3339(batch.cancel_initiated_at),
+            "archived_at": _rfc3339(archived_at) if self.clock.now() >= archived_at else None,
+            "results_url": f"{self.base_url}/v1/messages/batches/{batch.id}/results" if ended else None,
+        }
+
+    def _reply_text(self, request: _StoredRequest) -> str:
+        config = self.config
+        if config.reply_chars is None:
+            words = [_FILLER_WORDS[(request.prompt_digest >> (5 * k)) % len(_FILLER_WORDS)] for k in range(3)]
+            return f"{EMULATOR_TAG} {' '.join(words)}"
+        low, high = config.reply_chars
+        target = low + request.prompt_digest % max(1, high - low + 1)
+        text = EMULATOR_TAG
+        k = 0
+        while len(text) < target:
+            text += " " + _FILLER_WORDS[(request.prompt_digest + k * 7919) % len(_FILLER_WORDS)]
+            k += 1
+        return text[:target]
+
+    def _result_json(self, batch_id: str, request: _StoredRequest, outcome: str) -> dict[str, Any]:
+        kind, _, error_type = outcome.partition(":")
+        if kind == "succeeded":
+            text = self._reply_text(request)
+            output_tokens = max(1, math.ceil(len(text) / 4))
+            stop_reason = "end_turn"
+            if output_tokens > request.max_tokens:
+                text = text[: request.max_tokens * 4]
+                output_tokens = request.max_tokens
+                stop_reason = "max_tokens"
+            return {
+                "custom_id": request.custom_id,
+                "result": {
+                    "type": "succeeded",
+                    "message": {
+                        "id": f"msg_emu{request.prompt_digest:016x}",
+                        "type": "message",
+                        "role": "assistant",
+                        "model": request.model,
+                        "content": [{"type": "text", "text": text, "citations": None}],
+                        "stop_reason": stop_reason,
+                        "stop_sequence": None,
+                        "usage": {
+                            "input_tokens": max(1, math.ceil(request.input_chars / 4)),
+                            "output_tokens": output_tokens,
+                            "cache_creation_input_tokens": 0,
+                            "cache_read_input_tokens": 0,
+                            "service_tier": "batch",
+                        },
+                    },
+                },
+            }
+        if kind == "errored":
+            error_type = error_type or "api_error"
+            message = (
+                request.invalid_reason
+                if error_type == "invalid_request_error" and request.invalid_reason
+                else f"{EMULATOR_TAG} injected {error_type}"
+            )
+            return {
+                "custom_id": request.custom_id,
+                "result": {
+                    "type": "errored",
+                    "error": {
+                        "type": "error",
+                        "error": {"type": error_type, "message": message},
+                        "request_id": f"req_emu{_stable_int(batch_id, request.custom_id):016x}",
+                    },
+                },
+            }
+        return {"custom_id": request.custom_id, "result": {"type": kind}}
+
+
+# --------------------------------------------------------------------- HTTP layer
+def _error_response(exc: EmulatorHTTPError, request_id: str) -> JSONResponse:
+    headers = {"request-id": request_id}
+    if exc.retry_after is not None:
+        headers["retry-after"] = f"{exc.retry_after:g}"
+    return JSONResponse(
+        status_code=exc.status,
+        content={"type": "error", "error": {"type": exc.error_type, "message": exc.message}, "request_id": request_id},
+        headers=headers,
+    )
+
+
+def _fault_error(fault: Fault) -> EmulatorHTTPError:
+    assert fault.status is not None
+    error_type = _STATUS_ERROR[fault.status]
+    return EmulatorHTTPError(
+        fault.status, f"{EMULATOR_TAG} injected {error_type}", error_type=error_type, retry_after=fault.retry_after
+    )
+
+
+def create_app(emulator: Emulator) -> FastAPI:
+    """The FastAPI application serving ``emulator``."""
+    app = FastAPI(title="Claude Message Batches API emulator", docs_url=None, redoc_url=None, openapi_url=None)
+
+    def authenticate(request: Request) -> tuple[str | None, str]:
+        request_id = f"req_emu{secrets.token_hex(8)}"
+        key = request.headers.get("x-api-key")
+        authorization = request.headers.get("authorization", "")
+        if key is None and authorization.lower().startswith("bearer "):
+            key = authorization[7:].strip()
+        if not key:
+            emulator.stats["auth_failures"] += 1
+            raise EmulatorHTTPError(401, "x-api-key header is required", error_type="authentication_error")
+        if key not in emulator.config.api_keys:
+            emulator.stats["auth_failures"] += 1
+            raise EmulatorHTTPError(401, "invalid x-api-key", error_type="authentication_error")
+        if not request.headers.get("anthropic-version"):
+            raise EmulatorHTTPError(400, "anthropic-version: header is required")
+        return request.headers.get("anthropic-workspace-id"), request_id
+
+    async def handle(
+        endpoint: str, request: Request, operation: Callable[[str | None, Fault | None], Any]
+    ) -> Response:
+        emulator.calls[endpoint] += 1
+        # results_url must point back at whatever address the client used to reach us.
+        emulator.base_url = str(request.base_url).rstrip("/")
+        request_id = "req_emu_unauthenticated"
+        try:
+            workspace, request_id = authenticate(request)
+            if emulator.config.latency_seconds:
+                await asyncio.sleep(emulator.config.latency_seconds)
+            fault = emulator.take_fault(endpoint)
+            if fault is not None and fault.delay_seconds:
+                await asyncio.sleep(fault.delay_seconds)
+            if fault is not None and fault.status is not None and not fault.after_commit:
+                raise _fault_error(fault)
+            result = operation(workspace, fault)
+            if isinstance(result, Response):
+                result.headers["request-id"] = request_id
+                return result
+            if fault is not None and fault.status is not None:
+                raise _fault_error(fault)
+            return Response(
+                content=_json_encoder.encode(result), media_type="application/json", headers={"request-id": request_id}
+            )
+        except EmulatorHTTPError as exc:
+            return _error_response(exc, request_id)
+
+    @app.post("/v1/messages/batches")
+    async def create_batch(request: Request) -> Response:
+        body = await request.body()
+        return await handle("create", request, lambda ws, _fault: emulator.create(body, ws))
+
+    @app.get("/v1/messages/batches")
+    async def list_batches(
+        request: Request, limit: int = limits.LIST_PAGE_DEFAULT, after_id: str | None = None, before_id: str | None = None
+    ) -> Response:
+        return await handle("list", request, lambda ws, _fault: emulator.list(ws, limit, after_id, before_id))
+
+    @app.get("/v1/messages/batches/{batch_id}")
+    async def retrieve_batch(batch_id: str, request: Request) -> Response:
+        return await handle("retrieve", request, lambda ws, _fault: emulator.retrieve(batch_id, ws))
+
+    @app.post("/v1/messages/batches/{batch_id}/cancel")
+    async def cancel_batch(batch_id: str, request: Request) -> Response:
+        return await handle("cancel", request, lambda ws, _fault: emulator.cancel(batch_id, ws))
+
+    @app.delete("/v1/messages/batches/{batch_id}")
+    async def delete_batch(batch_id: str, request: Request) -> Response:
+        return await handle("delete", request, lambda ws, _fault: emulator.delete(batch_id, ws))
+
+    @app.get("/v1/messages/batches/{batch_id}/results")
+    async def batch_results(batch_id: str, request: Request) -> Response:
+        def stream(workspace: str | None, fault: Fault | None) -> Response:
+            lines = iter(emulator.results_lines(batch_id, workspace))
+            first = next(lines, b"")  # surfaces "not ended" / 404 before the 200 is sent
+            return StreamingResponse(
+                _body_chunks(emulator, itertools.chain([first], lines), fault),
+                media_type="application/binary",
+            )
+
+        return await handle("results", request, stream)
+
+    # ------------------------------------------------------------- control plane
+    @app.get("/_emulator/state")
+    async def control_state() -> dict[str, Any]:
+        return emulator.snapshot()
+
+    @app.post("/_emulator/faults")
+    async def control_fault(request: Request) -> dict[str, Any]:
+        fault = Fault(**(await request.json()))
+        emulator.inject(fault)
+        return {"injected": fault.endpoint}
+
+    @app.post("/_emulator/advance")
+    async def control_advance(seconds: float) -> dict[str, Any]:
+        emulator.advance(seconds)
+        return {"now": _rfc3339(emulator.clock.now())}
+
+    @app.post("/_emulator/outcomes")
+    async def control_outcomes(request: Request) -> dict[str, Any]:
+        emulator.script_outcomes(await request.json())
+        return {"ok": True}
+
+    @app.post("/_emulator/config")
+    async def control_config(request: Request) -> dict[str, Any]:
+        for name, value in (await request.json()).items():
+            if not hasattr(emulator.config, name):
+                raise ValueError(f"unknown emulator setting {name!r}")
+            setattr(emulator.config, name, tuple(value) if name == "reply_chars" and value else value)
+        return {"ok": True}
+
+    @app.post("/_emulator/reset")
+    async def control_reset() -> dict[str, Any]:
+        emulator.reset()
+        return {"ok": True}
+
+    return app
+
+
+async def _body_chunks(emulator: Emulator, lines: Iterable[bytes], drop: Fault | None) -> AsyncIterator[bytes]:
+    """Group result lines into ~64 KiB chunks; with a drop fault, break the connection."""
+    buffer: list[bytes] = []
+    size = sent = 0
+    for line in lines:
+        buffer.append(line)
+        size += len(line)
+        if drop is not None and drop.drop_after_bytes is not None and sent + size >= drop.drop_after_bytes:
+            data = b"".join(buffer)[: max(0, drop.drop_after_bytes - sent)]
+            if data:
+                yield data
+            emulator.stats["results_dropped"] += 1
+            raise ConnectionAbortedError(f"{EMULATOR_TAG} dropped the results connection on purpose")
+        if size >= 65536:
+            yield b"".join(buffer)
+            sent += size
+            buffer, size = [], 0
+            await asyncio.sleep(0)
+    if buffer:
+        yield b"".join(buffer)
+
+
+@dataclass
+class RunningEmulator:
+    """An emulator served on a loopback port in a background thread."""
+
+    emulator: Emulator
+    host: str
+    port: int
+    server: uvicorn.Server = field(repr=False)
+    thread: threading.Thread = field(repr=False)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def api_key(self) -> str:
+        return sorted(self.emulator.config.api_keys)[0]
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+    def __enter__(self) -> RunningEmulator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def bind_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    return sock
+
+
+def _uvicorn_config(emulator: Emulator, log_level: str) -> uvicorn.Config:
+    return uvicorn.Config(
+        create_app(emulator),
+        log_level=log_level,
+        access_log=False,
+        lifespan="off",
+        timeout_keep_alive=30,
+        backlog=2048,
+    )
+
+
+def start_emulator(
+    config: EmulatorConfig | None = None, *, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"
+) -> RunningEmulator:
+    """Serve a new emulator on ``host:port`` (0: a free port) in a daemon thread.
+
+    The listening socket is bound before this returns, so clients can connect at once: the
+    kernel queues their connections until the server's loop accepts them.
+    """
+    emulator = Emulator(config)
+    sock = bind_socket(host, port)
+    bound_port = sock.getsockname()[1]
+    emulator.base_url = f"http://{host}:{bound_port}"
+    server = uvicorn.Server(_uvicorn_config(emulator, log_level))
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="claude-batch-emulator", daemon=True)
+    thread.start()
+    return RunningEmulator(emulator=emulator, host=host, port=bound_port, server=server, thread=thread)
+
+
+def serve_forever(config: EmulatorConfig, *, host: str, port: int, log_level: str = "info") -> None:
+    """Serve an emulator in the foreground (the command line entry point)."""
+    emulator = Emulator(config)
+    sock = bind_socket(host, port)
+    emulator.base_url = f"http://{host}:{sock.getsockname()[1]}"
+    # Printed once the socket listens: connections made from now on queue until served.
+    print(f"Claude Message Batches emulator listening on {emulator.base_url}", flush=True)
+    uvicorn.Server(_uvicorn_config(emulator, log_level)).run(sockets=[sock])

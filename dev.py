@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""The project's two entry points, runnable with nothing but python3.
+
+    python3 dev.py demo    # the example pipeline end to end (local emulator when no API key)
+    python3 dev.py test    # the whole test suite (extra arguments go to pytest)
+
+Both create ``.venv`` on first use and install exactly what ``requirements.lock`` pins (with
+``uv``, itself pinned below), then reuse it while the lock and pyproject are unchanged.
+Other commands: ``lint`` (ruff + mypy), ``bench`` (benchmarks), ``lock`` (re-resolve).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PYTHON = BIN / "python"
+LOCK = ROOT / "requirements.lock"
+STAMP = VENV / ".installed-lock"
+UV_VERSION = "0.13.9"
+
+
+def _run(*args: str | Path, env: dict[str, str] | None = None) -> None:
+    subprocess.run([str(a) for a in args], check=True, cwd=ROOT, env=env)
+
+
+def _fingerprint() -> str:
+    digest = hashlib.sha256()
+    for path in (LOCK, ROOT / "pyproject.toml"):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def ensure_venv() -> None:
+    """Create the virtualenv and sync it to the lock, unless it already is."""
+    if not PYTHON.exists():
+        print(f"Creating {VENV.name} ...", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    if STAMP.exists() and STAMP.read_text() == _fingerprint():
+        return
+    uv = BIN / "uv"
+    if not uv.exists():
+        _run(PYTHON, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", f"uv=={UV_VERSION}")
+    print("Installing the locked dependencies ...", flush=True)
+    _run(uv, "pip", "sync", "--quiet", "--python", PYTHON, LOCK)
+    _run(uv, "pip", "install", "--quiet", "--python", PYTHON, "--no-deps", "-e", ".")
+    STAMP.write_text(_fingerprint())
+
+
+def main(argv: list[str]) -> int:
+    command, rest = (argv[0], argv[1:]) if argv else ("help", [])
+    if command in ("help", "-h", "--help"):
+        print(__doc__)
+        return 0
+    if command == "lock":
+        ensure_venv()
+        _run(BIN / "uv", "pip", "compile", "--quiet", "pyproject.toml", "--extra", "test",
+             "--python-version", "3.11", "-o", LOCK)
+        return 0
+    ensure_venv()
+    if command == "test":
+        return subprocess.call([str(PYTHON), "-m", "pytest", *rest], cwd=ROOT)
+    if command == "demo":
+        return subprocess.call([str(PYTHON), str(ROOT / "scripts" / "demo.py"), *rest], cwd=ROOT)
+    if command == "lint":
+        status = subprocess.call([str(BIN / "ruff"), "check", "."], cwd=ROOT)
+        status |= subprocess.call([str(BIN / "ruff"), "format", "--check", "."], cwd=ROOT)
+        return status | subprocess.call([str(BIN / "mypy")], cwd=ROOT)
+    if command == "bench":
+        return subprocess.call([str(PYTHON), "-m", "benchmarks", *rest], cwd=ROOT)
+    print(f"unknown command {command!r}\n{__doc__}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
