@@ -61,8 +61,19 @@ def main(argv: list[str]) -> int:
         return 0
     if command == "lock":
         ensure_venv()
-        _run(BIN / "uv", "pip", "compile", "--quiet", "pyproject.toml", "--extra", "test",
-             "--python-version", "3.11", "-o", LOCK)
+        _run(
+            BIN / "uv",
+            "pip",
+            "compile",
+            "--quiet",
+            "pyproject.toml",
+            "--extra",
+            "test",
+            "--python-version",
+            "3.11",
+            "-o",
+            LOCK,
+        )
         return 0
     ensure_venv()
     if command == "test":

@@ -38,7 +38,10 @@ def replace(source: Any, target: Any) -> None:
         os.replace(source, target)
         return
     if is_local(source) and is_local(target):
-        os.replace(str(source.path if hasattr(source, "path") else source), str(target.path if hasattr(target, "path") else target))
+        os.replace(
+            str(source.path if hasattr(source, "path") else source),
+            str(target.path if hasattr(target, "path") else target),
+        )
         return
     if target.exists():
         target.unlink()

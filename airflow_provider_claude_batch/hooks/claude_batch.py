@@ -18,7 +18,7 @@ import os
 import time
 import weakref
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
@@ -26,8 +26,8 @@ from typing import Any
 
 import anthropic
 import msgspec
-from anthropic.types.messages import DeletedMessageBatch, MessageBatch
 from airflow.sdk import BaseHook
+from anthropic.types.messages import DeletedMessageBatch, MessageBatch
 
 from airflow_provider_claude_batch.batching import limits
 from airflow_provider_claude_batch.exceptions import (
@@ -145,7 +145,7 @@ class _SharedAsyncClients:
         key = settings.cache_key()
         if key not in clients:
             clients[key] = anthropic.AsyncAnthropic(**settings.client_kwargs())
-        return clients[key]  # type: ignore[no-any-return]
+        return clients[key]
 
     def semaphore(self, limit: int) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
@@ -247,8 +247,8 @@ class ClaudeBatchHook(BaseHook):
     def _describe(self, exc: anthropic.APIError, action: str, batch_id: str | None) -> ClaudeBatchAPIError:
         conn_id = self.claude_batch_conn_id
         if isinstance(exc, anthropic.APIStatusError):
-            body = exc.body if isinstance(exc.body, dict) else {}
-            error = body.get("error") if isinstance(body.get("error"), dict) else {}
+            body: dict[str, Any] = exc.body if isinstance(exc.body, dict) else {}
+            error: dict[str, Any] = body["error"] if isinstance(body.get("error"), dict) else {}
             error_type = error.get("type") or type(exc).__name__
             message = error.get("message") or ""
             request_id = exc.request_id or body.get("request_id")
@@ -350,10 +350,8 @@ class ClaudeBatchHook(BaseHook):
             return
         delay = min(60.0, self.retry_backoff * 2 ** (attempt - 1))
         if retry_after:
-            try:
+            with suppress(ValueError):
                 delay = min(delay, max(0.0, float(retry_after)))
-            except ValueError:
-                pass
         if delay > 0:
             time.sleep(delay)
 
@@ -497,9 +495,8 @@ class ClaudeBatchHook(BaseHook):
         kwargs: dict[str, Any] = {"limit": limit}
         if after_id:
             kwargs["after_id"] = after_id
-        async with SHARED_ASYNC_CLIENTS.semaphore(ASYNC_CONCURRENCY):
-            async with self._atranslated("list batches"):
-                return await client.messages.batches.list(**kwargs)
+        async with SHARED_ASYNC_CLIENTS.semaphore(ASYNC_CONCURRENCY), self._atranslated("list batches"):
+            return await client.messages.batches.list(**kwargs)
 
     async def acancel_batch(self, batch_id: str) -> MessageBatch:
         client = await self.shared_async_client()

@@ -16,7 +16,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument(
-        "--api-key", action="append", dest="api_keys", help=f"accepted API key (repeatable; default {DEFAULT_API_KEY!r})"
+        "--api-key",
+        action="append",
+        dest="api_keys",
+        help=f"accepted API key (repeatable; default {DEFAULT_API_KEY!r})",
     )
     parser.add_argument("--processing-seconds", type=float, default=5.0, help="time until a batch ends (inf: never)")
     parser.add_argument("--cancel-seconds", type=float, default=1.0)

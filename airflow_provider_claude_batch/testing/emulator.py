@@ -51,10 +51,30 @@ _STATUS_ERROR = {status: error_type for error_type, status in _ERROR_STATUS.item
 _json_encoder = msgspec.json.Encoder()
 _json_decoder = msgspec.json.Decoder()
 
-_FILLER_WORDS = (
-    "billing account technical login password invoice refund upgrade plan device sync "
-    "error crash timeout network export import report dashboard setting profile access"
-).split()
+_FILLER_WORDS = [
+    "billing",
+    "account",
+    "technical",
+    "login",
+    "password",
+    "invoice",
+    "refund",
+    "upgrade",
+    "plan",
+    "device",
+    "sync",
+    "error",
+    "crash",
+    "timeout",
+    "network",
+    "export",
+    "import",
+    "report",
+    "dashboard",
+    "setting",
+    "profile",
+    "access",
+]
 
 
 def _rfc3339(moment: datetime | None) -> str | None:
@@ -343,7 +363,9 @@ class Emulator:
                 created_at=now,
                 expires_at=now + timedelta(hours=limits.BATCH_EXPIRY_HOURS),
                 requests=stored,
-                ends_at=None if math.isinf(config.processing_seconds) else now + timedelta(seconds=config.processing_seconds),
+                ends_at=None
+                if math.isinf(config.processing_seconds)
+                else now + timedelta(seconds=config.processing_seconds),
             )
             self._batches[batch.id] = batch
             self.stats["batches_created"] += 1
@@ -457,7 +479,9 @@ class Emulator:
         # Results carry no ordering guarantee: interleave the two halves so that consumers
         # that assume request order are caught by the tests.
         half = (len(pairs) + 1) // 2
-        order = [i for pair in itertools.zip_longest(range(half, len(pairs)), range(half)) for i in pair if i is not None]
+        order = [
+            i for pair in itertools.zip_longest(range(half, len(pairs)), range(half)) for i in pair if i is not None
+        ]
         for i in order:
             request, outcome = pairs[i]
             yield _json_encoder.encode(self._result_json(batch.id, request, outcome)) + b"\n"
@@ -586,9 +610,7 @@ def create_app(emulator: Emulator) -> FastAPI:
             raise EmulatorHTTPError(400, "anthropic-version: header is required")
         return request.headers.get("anthropic-workspace-id"), request_id
 
-    async def handle(
-        endpoint: str, request: Request, operation: Callable[[str | None, Fault | None], Any]
-    ) -> Response:
+    async def handle(endpoint: str, request: Request, operation: Callable[[str | None, Fault | None], Any]) -> Response:
         emulator.calls[endpoint] += 1
         # results_url must point back at whatever address the client used to reach us.
         emulator.base_url = str(request.base_url).rstrip("/")
@@ -598,16 +620,22 @@ def create_app(emulator: Emulator) -> FastAPI:
             if emulator.config.latency_seconds:
                 await asyncio.sleep(emulator.config.latency_seconds)
             fault = emulator.take_fault(endpoint)
-            if fault is not None and fault.delay_seconds:
-                await asyncio.sleep(fault.delay_seconds)
-            if fault is not None and fault.status is not None and not fault.after_commit:
-                raise _fault_error(fault)
+            committed = fault is not None and fault.after_commit
+            if fault is not None and not committed:
+                if fault.delay_seconds:
+                    await asyncio.sleep(fault.delay_seconds)
+                if fault.status is not None:
+                    raise _fault_error(fault)
             result = operation(workspace, fault)
+            if committed:  # the work is done; only the answer is slow or lost
+                assert fault is not None
+                if fault.delay_seconds:
+                    await asyncio.sleep(fault.delay_seconds)
+                if fault.status is not None:
+                    raise _fault_error(fault)
             if isinstance(result, Response):
                 result.headers["request-id"] = request_id
                 return result
-            if fault is not None and fault.status is not None:
-                raise _fault_error(fault)
             return Response(
                 content=_json_encoder.encode(result), media_type="application/json", headers={"request-id": request_id}
             )
@@ -621,7 +649,10 @@ def create_app(emulator: Emulator) -> FastAPI:
 
     @app.get("/v1/messages/batches")
     async def list_batches(
-        request: Request, limit: int = limits.LIST_PAGE_DEFAULT, after_id: str | None = None, before_id: str | None = None
+        request: Request,
+        limit: int = limits.LIST_PAGE_DEFAULT,
+        after_id: str | None = None,
+        before_id: str | None = None,
     ) -> Response:
         return await handle("list", request, lambda ws, _fault: emulator.list(ws, limit, after_id, before_id))
 
@@ -769,7 +800,6 @@ def start_emulator(
     bound_port = sock.getsockname()[1]
     emulator.base_url = f"http://{host}:{bound_port}"
     server = uvicorn.Server(_uvicorn_config(emulator, log_level))
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="claude-batch-emulator", daemon=True)
     thread.start()
     return RunningEmulator(emulator=emulator, host=host, port=bound_port, server=server, thread=thread)

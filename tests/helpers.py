@@ -1,0 +1,23 @@
+"""Shared test helpers."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+#: The key every test uses; random per run, so that any leak is caught exactly.
+TEST_API_KEY = f"test-key-{secrets.token_hex(16)}"
+
+
+def make_requests(count: int, *, prefix: str = "req", max_tokens: int = 16) -> list[dict[str, Any]]:
+    return [
+        {
+            "custom_id": f"{prefix}-{i}",
+            "params": {
+                "model": "claude-sonnet-4-6",
+                "max_tokens": max_tokens,
+                "messages": [{"role": "user", "content": f"Say something about item {i}"}],
+            },
+        }
+        for i in range(count)
+    ]
