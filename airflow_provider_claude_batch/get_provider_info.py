@@ -25,6 +25,16 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "hooks": [{"integration-name": _INTEGRATION, "python-modules": [f"{_PACKAGE}.hooks.claude_batch"]}],
+        "operators": [{"integration-name": _INTEGRATION, "python-modules": [f"{_PACKAGE}.operators.submit"]}],
+        "sensors": [{"integration-name": _INTEGRATION, "python-modules": [f"{_PACKAGE}.sensors.batch"]}],
+        "triggers": [{"integration-name": _INTEGRATION, "python-modules": [f"{_PACKAGE}.triggers.batch"]}],
+        "transfers": [
+            {
+                "source-integration-name": _INTEGRATION,
+                "target-integration-name": "Apache Parquet",
+                "python-module": f"{_PACKAGE}.transfers.batch_to_parquet",
+            }
+        ],
         "connection-types": [
             {
                 "connection-type": "claude_batch",

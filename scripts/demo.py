@@ -1,64 +1,114 @@
-"""The README's main job: a full round trip through ClaudeBatchHook.
+"""The README's main job: the example pipeline end to end under real Airflow.
 
-With ``ANTHROPIC_API_KEY`` set it talks to the real API; otherwise it starts the local
-emulator and talks to that. (The pipeline DAG replaces this round trip once it lands.)
+Runs ``example_dags/claude_batch_support_tickets.py`` with ``dag.test()``: 2,500 synthetic
+tickets -> 3 batches -> a deferred wait -> Parquet. With ``ANTHROPIC_API_KEY`` set it uses
+the real Message Batches API (and bills for it); without, it starts the local emulator.
+Airflow's state for the demo lives in ``.airflow/`` beside this repository.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
-import time
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
 
-from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
-from airflow_provider_claude_batch.testing import EmulatorConfig, start_emulator
-
-TICKETS = [
-    "I can't log into my account after resetting my password.",
-    "I was charged twice for my subscription this month.",
-    "The mobile app crashes when I try to upload images.",
-]
+ROOT = Path(__file__).resolve().parent.parent
+HOME = ROOT / ".airflow"
+DAGS = ROOT / "example_dags"
+DAG_ID = "claude_batch_support_tickets"
 
 
-def main() -> None:
+def _prepare_environment(data_dir: Path) -> None:
+    os.environ["AIRFLOW_HOME"] = str(HOME)
+    os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(DAGS)
+    os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+    os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
+    os.environ["CLAUDE_BATCH_EXAMPLE_DATA"] = str(data_dir)
+    os.environ.setdefault("CLAUDE_BATCH_EXAMPLE_POLL_SECONDS", "1")
+    HOME.mkdir(exist_ok=True)
+
+
+def _migrate() -> None:
+    if (HOME / "airflow.db").exists():
+        return
+    print("Creating the Airflow metadata database (once) ...", flush=True)
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=2_500, help="tickets to classify")
+    parser.add_argument("--date", default=datetime.now(timezone.utc).strftime("%Y-%m-%d"), help="logical date")
+    args = parser.parse_args()
+    data_dir = ROOT / "demo-output"
+    _prepare_environment(data_dir)
+
     running = None
     if os.environ.get("ANTHROPIC_API_KEY"):
         os.environ.setdefault("AIRFLOW_CONN_CLAUDE_BATCH_DEFAULT", json.dumps({"conn_type": "claude_batch"}))
-        print("ANTHROPIC_API_KEY is set: using the real Message Batches API.")
+        print("ANTHROPIC_API_KEY is set: using the real Message Batches API (this is billed).")
     else:
-        running = start_emulator(EmulatorConfig(processing_seconds=2.0))
+        from airflow_provider_claude_batch.testing import EmulatorConfig, start_emulator
+
+        running = start_emulator(EmulatorConfig(processing_seconds=3.0, errored_fraction=0.01, expired_fraction=0.005))
         os.environ["AIRFLOW_CONN_CLAUDE_BATCH_DEFAULT"] = json.dumps(
             {"conn_type": "claude_batch", "host": running.base_url, "password": running.api_key}
         )
-        print(f"No ANTHROPIC_API_KEY: using the local emulator at {running.base_url}.")
-    hook = ClaudeBatchHook()
-    requests = [
-        {
-            "custom_id": f"ticket-{i:03d}",
-            "params": {
-                "model": "claude-sonnet-4-6",
-                "max_tokens": 16,
-                "system": "Answer with one word.",
-                "messages": [{"role": "user", "content": f"Classify (Billing/Technical/Account/Other): {text}"}],
-            },
-        }
-        for i, text in enumerate(TICKETS, 1)
-    ]
-    batch = hook.create_batch(requests)
-    print(f"created {batch.id}: {batch.processing_status}, {len(requests)} requests")
-    while (batch := hook.retrieve_batch(batch.id)).processing_status != "ended":
-        print(f"  {batch.processing_status}: {batch.request_counts.processing} processing")
-        time.sleep(1)
-    print(f"ended: {batch.request_counts}")
-    for line in hook.iter_results_lines(batch.id):
-        result = json.loads(line)
-        outcome = result["result"]
-        text = outcome["message"]["content"][0]["text"] if outcome["type"] == "succeeded" else outcome["type"]
-        print(f"  {result['custom_id']}: {text}")
+        print(f"No ANTHROPIC_API_KEY: using the local Message Batches emulator at {running.base_url}.")
+
+    sys.path.insert(0, str(DAGS))
+    from example_data import write_tickets
+
+    tickets = write_tickets(data_dir, args.date, args.rows)
+    print(f"Wrote {args.rows} tickets to {tickets}")
+    _migrate()
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=str(DAGS / f"{DAG_ID}.py")).get_dag(DAG_ID)
+    assert dag is not None, f"{DAG_ID} did not load"
+    logical_date = datetime.fromisoformat(args.date).replace(tzinfo=timezone.utc)
+    print(f"Running {DAG_ID} for {args.date} with dag.test() ...", flush=True)
+    dag_run = dag.test(logical_date=logical_date)
+    print(f"DAG run {dag_run.run_id}: {dag_run.state}")
     if running is not None:
-        print(f"emulator counters: {running.emulator.snapshot()['calls']}")
+        print(
+            f"Emulator saw: {running.emulator.snapshot()['calls']}, batches created: "
+            f"{running.emulator.stats['batches_created']}"
+        )
         running.stop()
+    if str(dag_run.state) != "success":
+        return 1
+    return _report(data_dir / "support" / "ticket_labels" / f"ds={args.date}")
+
+
+def _report(output: Path) -> int:
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    table = ds.dataset(output, format="parquet").to_table()
+    print(f"\nResults landed in {output} ({table.num_rows} rows, {len(list(output.glob('*.parquet')))} files)")
+    for value, count in sorted((r["values"], r["counts"]) for r in pc.value_counts(table["result_type"]).to_pylist()):
+        print(f"  {value:<10} {count:>7}")
+    tokens = {name: pc.sum(table[name]).as_py() or 0 for name in ("input_tokens", "output_tokens")}
+    print(
+        f"  tokens: {tokens['input_tokens']} input, {tokens['output_tokens']} output; "
+        f"cost ${pc.sum(table['cost_usd']).as_py() or 0:.4f} at batch prices"
+    )
+    sample = table.slice(0, 3).select(["ticket_id", "product", "result_type", "text"]).to_pylist()
+    for row in sample:
+        print(f"  {row}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -66,3 +66,45 @@ def atomic_writer(target: Any, mode: str = "wb") -> Iterator[IO[Any]]:
         except OSError:
             pass
         raise
+
+
+def remove_tree(path: Any) -> None:
+    """Delete a folder and everything below it (no error when it does not exist)."""
+    if not path.exists():
+        return
+    if is_local(path):
+        import shutil
+
+        shutil.rmtree(str(getattr(path, "path", path)), ignore_errors=True)
+    else:
+        path.fs.rm(path.path, recursive=True)
+
+
+def replace_tree(staged: Any, target: Any) -> None:
+    """Make the folder ``staged`` take the place of ``target``, replacing it whole.
+
+    On local disk this is two renames (the old folder is moved aside, then deleted), so a
+    reader sees the old or the new folder. Object stores have no folder rename: the old
+    objects are deleted, then the staged ones moved under the target prefix.
+    """
+    if is_local(staged) and is_local(target):
+        staged_os = str(getattr(staged, "path", staged))
+        target_os = str(getattr(target, "path", target))
+        aside = None
+        if os.path.lexists(target_os):
+            aside = os.path.join(
+                os.path.dirname(target_os), f".{os.path.basename(target_os)}.old-{uuid.uuid4().hex[:12]}"
+            )
+            os.replace(target_os, aside)
+        os.replace(staged_os, target_os)
+        if aside is not None:
+            import shutil
+
+            if os.path.isdir(aside):
+                shutil.rmtree(aside, ignore_errors=True)
+            else:
+                os.unlink(aside)
+        return
+    if target.exists():
+        remove_tree(target)
+    target.fs.mv(staged.path, target.path, recursive=True)

@@ -1,0 +1,207 @@
+"""Split request lines into chunks that each fit one batch, by count AND serialized bytes.
+
+Each chunk is written as JSONL (``chunk-00000.jsonl``) as the rows stream by, together with
+a Parquet file of the input columns to carry into the results (``inputs-00000.parquet``).
+Memory holds one record batch at a time plus 8 bytes per custom_id (for the run-wide
+uniqueness check), never a whole chunk or the whole input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from airflow_provider_claude_batch.batching import limits
+from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError
+from airflow_provider_claude_batch.batching.requests import RequestRenderer
+
+CUSTOM_ID_COLUMN = "custom_id"
+
+
+def chunk_name(index: int) -> str:
+    return f"chunk-{index:05d}.jsonl"
+
+
+def inputs_name(index: int) -> str:
+    return f"inputs-{index:05d}.parquet"
+
+
+def id_hash(custom_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(custom_id.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+@dataclass
+class ChunkInfo:
+    """What the manifest records about one written chunk."""
+
+    index: int
+    requests_file: str
+    inputs_file: str | None
+    request_count: int
+    body_bytes: int  # size of the create body {"requests":[...]} built from this chunk
+    sha256: str
+    first_row: int
+
+
+@dataclass
+class ChunkLimits:
+    max_requests: int = limits.MAX_REQUESTS_PER_BATCH
+    max_bytes: int = limits.MAX_BYTES_PER_BATCH
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_requests <= limits.MAX_REQUESTS_PER_BATCH:
+            raise ClaudeBatchInputError(
+                f"max_requests_per_batch must be between 1 and {limits.MAX_REQUESTS_PER_BATCH}, got {self.max_requests}"
+            )
+        if not limits.CREATE_ENVELOPE_BYTES < self.max_bytes <= limits.MAX_BYTES_PER_BATCH:
+            raise ClaudeBatchInputError(
+                f"max_bytes_per_batch must be at most {limits.MAX_BYTES_PER_BATCH}, got {self.max_bytes}"
+            )
+
+
+@dataclass
+class _OpenChunk:
+    index: int
+    first_row: int
+    handle: IO[bytes]
+    digest: Any = field(default_factory=hashlib.sha256)
+    count: int = 0
+    body_bytes: int = limits.CREATE_ENVELOPE_BYTES
+    inputs_writer: pq.ParquetWriter | None = None
+    inputs_sink: IO[bytes] | None = None
+
+    def close(self) -> None:
+        self.handle.close()
+        if self.inputs_writer is not None:
+            self.inputs_writer.close()
+        if self.inputs_sink is not None:
+            self.inputs_sink.close()
+
+
+class ChunkWriter:
+    """Writes rendered requests into ``directory`` as consecutive chunks.
+
+    ``directory`` is any path object with ``/`` and ``open`` (``pathlib.Path``,
+    ``ObjectStoragePath``). ``input_columns``: columns of the input saved beside each chunk
+    (``None``: none), keyed by custom_id, so results can be joined back later.
+    """
+
+    def __init__(self, directory: Any, chunk_limits: ChunkLimits, *, input_columns: list[str] | None = None) -> None:
+        self.directory = directory
+        self.limits = chunk_limits
+        self.input_columns = input_columns
+        self.chunks: list[ChunkInfo] = []
+        self._open: _OpenChunk | None = None
+        self._id_hashes: list[np.ndarray] = []
+        self.rows = 0
+
+    def _start(self, first_row: int) -> _OpenChunk:
+        index = len(self.chunks)
+        handle = (self.directory / chunk_name(index)).open("wb")
+        self._open = _OpenChunk(index=index, first_row=first_row, handle=handle)
+        return self._open
+
+    def _finish(self) -> None:
+        chunk = self._open
+        if chunk is None:
+            return
+        chunk.close()
+        self.chunks.append(
+            ChunkInfo(
+                index=chunk.index,
+                requests_file=chunk_name(chunk.index),
+                inputs_file=inputs_name(chunk.index) if chunk.inputs_writer is not None else None,
+                request_count=chunk.count,
+                body_bytes=chunk.body_bytes,
+                sha256=chunk.digest.hexdigest(),
+                first_row=chunk.first_row,
+            )
+        )
+        self._open = None
+
+    def write_batch(self, renderer: RequestRenderer, batch: pa.RecordBatch) -> None:
+        """Render and write one record batch of input rows (splitting across chunks as needed)."""
+        first_row = self.rows
+        rendered = list(renderer.render_batch(batch, first_row=first_row))  # one record batch at most
+        ids = [request.custom_id for request in rendered]
+        inputs = self._inputs_table(batch, ids)
+        max_requests, max_bytes = self.limits.max_requests, self.limits.max_bytes
+        chunk = self._open
+        segment_start = 0  # where the open chunk's rows begin within this record batch
+        for offset, request in enumerate(rendered):
+            cost = len(request.line) + 1  # its bytes plus the comma that joins it to the others
+            if limits.CREATE_ENVELOPE_BYTES + len(request.line) > max_bytes:
+                raise ClaudeBatchInputError(
+                    f"row {first_row + offset} (custom_id {request.custom_id!r}) serializes to {len(request.line)} "
+                    f"bytes, more than max_bytes_per_batch ({max_bytes}) allows for one request"
+                )
+            if chunk is None or chunk.count >= max_requests or chunk.body_bytes + cost > max_bytes:
+                if chunk is not None:
+                    self._write_inputs(chunk, inputs, segment_start, offset)
+                    self._finish()
+                chunk = self._start(first_row + offset)
+                segment_start = offset
+            chunk.handle.write(request.line + b"\n")
+            chunk.digest.update(request.line + b"\n")
+            chunk.count += 1
+            chunk.body_bytes += cost if chunk.count > 1 else len(request.line)
+        if chunk is not None:
+            self._write_inputs(chunk, inputs, segment_start, len(rendered))
+        self.rows += batch.num_rows
+        self._id_hashes.append(np.fromiter((id_hash(i) for i in ids), dtype=np.int64, count=len(ids)))
+
+    def _inputs_table(self, batch: pa.RecordBatch, ids: list[str]) -> pa.Table | None:
+        if self.input_columns is None:
+            return None
+        names = [c for c in self.input_columns if c != CUSTOM_ID_COLUMN]
+        return pa.Table.from_batches([batch]).select(names).append_column(CUSTOM_ID_COLUMN, pa.array(ids, pa.string()))
+
+    def _write_inputs(self, chunk: _OpenChunk, inputs: pa.Table | None, start: int, end: int) -> None:
+        if inputs is None or end <= start:
+            return
+        part = inputs.slice(start, end - start)
+        if chunk.inputs_writer is None:
+            chunk.inputs_sink = (self.directory / inputs_name(chunk.index)).open("wb")
+            chunk.inputs_writer = pq.ParquetWriter(chunk.inputs_sink, part.schema)
+        chunk.inputs_writer.write_table(part)
+
+    def close(self) -> list[ChunkInfo]:
+        """Finish the last chunk and check custom_ids are unique across all chunks."""
+        self._finish()
+        self._check_unique_ids()
+        return self.chunks
+
+    def abort(self) -> None:
+        if self._open is not None:
+            self._open.close()
+            self._open = None
+
+    def _check_unique_ids(self) -> None:
+        if not self._id_hashes:
+            return
+        hashes = np.concatenate(self._id_hashes)
+        self._id_hashes = [hashes]
+        ordered = np.sort(hashes, kind="stable")
+        repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+        if repeated.size == 0:
+            return
+        suspects = set(repeated[:100].tolist())
+        rows: dict[str, list[int]] = {}
+        for chunk in self.chunks:  # rare path: find the offending ids and rows on disk
+            with (self.directory / chunk.requests_file).open("rb") as handle:
+                for offset, line in enumerate(handle):
+                    start = line.index(b'"custom_id":"') + 13
+                    custom_id = line[start : line.index(b'"', start)].decode()
+                    if id_hash(custom_id) in suspects:
+                        rows.setdefault(custom_id, []).append(chunk.first_row + offset)
+        duplicates = {cid: where for cid, where in rows.items() if len(where) > 1}
+        if duplicates:
+            shown = "; ".join(f"{cid!r} at rows {where[:5]}" for cid, where in list(duplicates.items())[:5])
+            raise ClaudeBatchInputError(
+                f"custom_id must be unique across the whole run: {len(duplicates)} duplicated, e.g. {shown}"
+            )

@@ -1,0 +1,167 @@
+"""Saved raw results -> Parquet, with chosen input columns joined back by custom_id.
+
+Each batch's raw JSONL is parsed in record batches (bounded memory) and written to one
+Parquet part per chunk in row groups. Every chunk's results are checked against its
+requests: exactly one row per custom_id, none missing, none extra.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from airflow_provider_claude_batch.batching.chunks import CUSTOM_ID_COLUMN
+from airflow_provider_claude_batch.batching.errors import ClaudeBatchError, ClaudeBatchInputError
+from airflow_provider_claude_batch.batching.manifest import BatchRecord, Manifest
+from airflow_provider_claude_batch.batching.pricing import PriceTable
+from airflow_provider_claude_batch.batching.results import RESULT_SCHEMA, ResultParser, iter_file_lines
+
+TOKEN_COLUMNS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+
+
+class ClaudeBatchMissingResultsError(ClaudeBatchError):
+    """A batch's results do not match its requests one to one."""
+
+
+@dataclass
+class LandingStats:
+    rows: int = 0
+    by_result_type: Counter[str] = field(default_factory=Counter)
+    tokens: Counter[str] = field(default_factory=Counter)
+    cost_usd: float = 0.0
+    rows_without_cost: int = 0
+    files: list[str] = field(default_factory=list)
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        self.rows += batch.num_rows
+        for entry in pc.value_counts(batch.column("result_type")).to_pylist():
+            self.by_result_type[entry["values"]] += entry["counts"]
+        for name in TOKEN_COLUMNS:
+            self.tokens[name] += int(pc.sum(batch.column(name)).as_py() or 0)
+        cost = batch.column("cost_usd")
+        self.cost_usd += float(pc.sum(cost).as_py() or 0.0)
+        self.rows_without_cost += int(
+            pc.sum(pc.and_(pc.is_null(cost), pc.equal(batch.column("result_type"), "succeeded"))).as_py() or 0
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "by_result_type": dict(self.by_result_type),
+            "tokens": dict(self.tokens),
+            "cost_usd": round(self.cost_usd, 6),
+            "rows_without_cost": self.rows_without_cost,
+            "files": self.files,
+        }
+
+
+def _input_lookup(run_dir: Any, record: BatchRecord, keep_columns: list[str]) -> pa.Table | None:
+    if not keep_columns:
+        return None
+    if record.inputs_file is None:
+        raise ClaudeBatchInputError(
+            f"keep_columns {keep_columns} were asked for, but the submit task saved no input columns "
+            "(input_columns=None); set input_columns on the submit operator"
+        )
+    with (run_dir / record.inputs_file).open("rb") as handle:
+        table = pq.read_table(handle)
+    missing = [c for c in keep_columns if c not in table.column_names]
+    if missing:
+        raise ClaudeBatchInputError(
+            f"keep_columns {missing} are not among the saved input columns {table.column_names[:-1]}"
+        )
+    clashes = [c for c in keep_columns if c in RESULT_SCHEMA.names and c != CUSTOM_ID_COLUMN]
+    if clashes:
+        raise ClaudeBatchInputError(f"keep_columns {clashes} clash with result columns; rename them upstream")
+    return table.select([CUSTOM_ID_COLUMN, *[c for c in keep_columns if c != CUSTOM_ID_COLUMN]])
+
+
+def output_schema(run_dir: Any, manifest: Manifest, keep_columns: list[str]) -> pa.Schema:
+    schema = RESULT_SCHEMA
+    if not keep_columns or not manifest.batches:
+        return schema
+    table = _input_lookup(run_dir, manifest.batches[0], keep_columns)
+    assert table is not None
+    for name in table.column_names[1:]:
+        schema = schema.append(table.schema.field(name))
+    return schema
+
+
+def parse_chunk(
+    run_dir: Any,
+    record: BatchRecord,
+    raw_file: Any,
+    schema: pa.Schema,
+    keep_columns: list[str],
+    prices: PriceTable,
+    rows_per_batch: int,
+) -> Iterator[pa.RecordBatch]:
+    """Record batches of one batch's results, with input columns joined, checked one to one
+    against the chunk's request count."""
+    inputs = _input_lookup(run_dir, record, keep_columns)
+    input_ids = inputs.column(CUSTOM_ID_COLUMN) if inputs is not None else None
+    parser = ResultParser(record.batch_id or "", record.round, prices, rows_per_batch=rows_per_batch)
+    seen = 0
+    with raw_file.open("rb") as handle:
+        for batch in parser.parse(iter_file_lines(handle), source=str(raw_file)):
+            if inputs is not None and input_ids is not None:
+                positions = pc.index_in(batch.column("custom_id"), value_set=input_ids)
+                if positions.null_count:
+                    stray = batch.column("custom_id").filter(pc.is_null(positions))[0].as_py()
+                    raise ClaudeBatchMissingResultsError(
+                        f"batch {record.batch_id!r} returned a result for custom_id {stray!r}, which is not among "
+                        f"the requests of {record.key}"
+                    )
+                joined = inputs.take(positions)
+                arrays = batch.columns + [joined.column(name).combine_chunks() for name in joined.column_names[1:]]
+                batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
+            seen += batch.num_rows
+            yield batch
+    if seen != record.request_count:
+        raise ClaudeBatchMissingResultsError(
+            f"batch {record.batch_id!r} ({record.key}) returned {seen} results for {record.request_count} "
+            f"requests; the raw results are kept at {raw_file}. Delete that file and rerun the task to download "
+            "them again."
+        )
+
+
+def write_parts(
+    run_dir: Any,
+    manifest: Manifest,
+    raw_files: dict[str, Any],
+    staged_dir: Any,
+    *,
+    keep_columns: list[str],
+    prices: PriceTable,
+    row_group_size: int = 65_536,
+    compression: str = "zstd",
+) -> LandingStats:
+    """Write ``part-NNNNN.parquet`` per chunk into ``staged_dir`` and return the totals."""
+    schema = output_schema(run_dir, manifest, keep_columns)
+    stats = LandingStats()
+    for record in manifest.batches:
+        if record.round != 0:
+            continue
+        name = f"part-{record.chunk:05d}.parquet"
+        ids_seen: set[str] = set()
+        with (staged_dir / name).open("wb") as sink, pq.ParquetWriter(sink, schema, compression=compression) as writer:
+            for batch in parse_chunk(
+                run_dir, record, raw_files[record.batch_id or ""], schema, keep_columns, prices, row_group_size
+            ):
+                ids = batch.column("custom_id").to_pylist()
+                ids_seen.update(ids)
+                writer.write_batch(batch, row_group_size=row_group_size)
+                stats.add(batch)
+        if len(ids_seen) != record.request_count:
+            raise ClaudeBatchMissingResultsError(
+                f"batch {record.batch_id!r} ({record.key}) returned duplicate custom_ids: "
+                f"{len(ids_seen)} distinct of {record.request_count}"
+            )
+        stats.files.append(name)
+    return stats

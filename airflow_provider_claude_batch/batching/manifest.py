@@ -1,0 +1,171 @@
+"""The manifest: the run-stable record of a submit task's chunks, batches and rounds.
+
+Invariants (everything else in the provider relies on them):
+
+* One manifest per task instance, at ``{work_dir}/{dag_id}/{run_id}/{task_id}[/{map_index}]/
+  manifest.json``; it is the single source of truth. XCom only points at it, because XCom is
+  cleared when a task retries and the manifest must survive that.
+* The identity of a run's work is its **fingerprint**: a hash of the request settings, the
+  chunk limits and every chunk's content hash. It never includes times, try numbers, paths or
+  anything else that changes between tries, so an unchanged input on a retry, a clear or a
+  rerun of a backfill yields the same fingerprint and re-attaches instead of billing again.
+* Every create is bracketed by two writes: ``intent_at`` before the call, ``batch_id`` after.
+  A record with an intent and no batch id is a possible orphan (the process died in between);
+  it is resolved by looking the batch up, never by blindly creating again.
+* Writes are atomic (temporary file, then rename): a reader sees the old or the new manifest,
+  never half of one.
+* Request bodies are immutable once written: chunk files are only ever read after the
+  manifest names them, and later rounds write new files rather than rewriting old ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from airflow_provider_claude_batch.batching.errors import ClaudeBatchManifestError
+from airflow_provider_claude_batch.batching.storage import as_path, atomic_writer
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_VERSION = 1
+
+
+def utcnow_iso() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+@dataclass
+class BatchRecord:
+    """One create: a chunk (round 0) or a resubmission of some of its requests (round > 0)."""
+
+    chunk: int
+    round: int
+    requests_file: str
+    request_count: int
+    body_bytes: int
+    sha256: str
+    inputs_file: str | None = None
+    intent_at: str | None = None
+    batch_id: str | None = None
+    created_at: str | None = None
+    processing_status: str | None = None
+    request_counts: dict[str, int] | None = None
+    ended_at: str | None = None
+    results_file: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"round {self.round} chunk {self.chunk}"
+
+    @property
+    def needs_create(self) -> bool:
+        return self.batch_id is None
+
+    @property
+    def is_open(self) -> bool:
+        return self.batch_id is not None and self.processing_status != "ended"
+
+
+@dataclass
+class Manifest:
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int
+    conn_id: str
+    fingerprint: str
+    spec: dict[str, Any]
+    max_requests_per_batch: int
+    max_bytes_per_batch: int
+    total_requests: int
+    input_columns: list[str] | None
+    batches: list[BatchRecord] = field(default_factory=list)
+    created_at: str = field(default_factory=utcnow_iso)
+    updated_at: str = field(default_factory=utcnow_iso)
+    version: int = MANIFEST_VERSION
+    notes: list[str] = field(default_factory=list)
+
+    # ------------------------------------------------------------------ queries
+    def batch_ids(self) -> list[str]:
+        return [b.batch_id for b in self.batches if b.batch_id]
+
+    def open_batch_ids(self) -> list[str]:
+        return [b.batch_id for b in self.batches if b.batch_id and b.processing_status != "ended"]
+
+    def record_for(self, batch_id: str) -> BatchRecord:
+        for record in self.batches:
+            if record.batch_id == batch_id:
+                return record
+        raise ClaudeBatchManifestError(f"batch {batch_id!r} is not in the manifest of {self.task_id!r}")
+
+    @property
+    def rounds(self) -> int:
+        return 1 + max((b.round for b in self.batches), default=0)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "chunks": len({b.chunk for b in self.batches if b.round == 0}),
+            "requests": self.total_requests,
+            "batch_ids": self.batch_ids(),
+            "rounds": self.rounds,
+        }
+
+    # ------------------------------------------------------------------ persistence
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), indent=1, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes, *, where: str = "manifest") -> Manifest:
+        try:
+            raw = json.loads(data)
+            if raw.get("version") != MANIFEST_VERSION:
+                raise ClaudeBatchManifestError(
+                    f"{where} has version {raw.get('version')!r}; this provider reads version {MANIFEST_VERSION}"
+                )
+            raw["batches"] = [BatchRecord(**b) for b in raw.get("batches", [])]
+            return cls(**raw)
+        except ClaudeBatchManifestError:
+            raise
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise ClaudeBatchManifestError(f"{where} is not a readable manifest: {exc}") from None
+
+    def save(self, directory: Any) -> Any:
+        self.updated_at = utcnow_iso()
+        target = as_path(directory) / MANIFEST_NAME
+        with atomic_writer(target) as out:
+            out.write(self.to_json())
+        return target
+
+
+def load_manifest(location: Any) -> Manifest:
+    """Read a manifest from its file or its folder."""
+    path = as_path(location)
+    if path.name != MANIFEST_NAME:
+        path = path / MANIFEST_NAME
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ClaudeBatchManifestError(
+            f"no manifest at {path}: has the submit task run for this DAG run (and is work_dir shared "
+            "storage that this worker can read)?"
+        ) from None
+    except OSError as exc:
+        raise ClaudeBatchManifestError(f"cannot read the manifest at {path}: {exc}") from None
+    return Manifest.from_json(data, where=str(path))
+
+
+def manifest_exists(directory: Any) -> bool:
+    return bool((as_path(directory) / MANIFEST_NAME).exists())
+
+
+def fingerprint(spec: dict[str, Any], max_requests: int, max_bytes: int, chunk_hashes: list[str]) -> str:
+    digest = hashlib.sha256()
+    digest.update(
+        json.dumps({"spec": spec, "max_requests": max_requests, "max_bytes": max_bytes}, sort_keys=True).encode()
+    )
+    for chunk_hash in chunk_hashes:
+        digest.update(chunk_hash.encode())
+    return digest.hexdigest()

@@ -1,0 +1,134 @@
+"""Token usage -> US dollars: one price table, with the Message Batches discount applied.
+
+Prices are the synchronous API's list prices in USD per million tokens; batch requests cost
+``BATCH_DISCOUNT`` of them. Models are matched by the longest known prefix, so dated model
+ids (``claude-sonnet-4-5-20250929``) find their family. An unknown model has an unknown cost
+(``None``), never zero. Override or extend the table without a code change by pointing the
+``CLAUDE_BATCH_PRICES`` environment variable at a JSON file (or giving the JSON inline):
+``{"my-model": {"input": 3, "output": 15, "cache_write": 3.75, "cache_read": 0.3}}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError
+
+BATCH_DISCOUNT = 0.5
+PRICES_ENV = "CLAUDE_BATCH_PRICES"
+PER_TOKEN = 1 / 1_000_000
+
+
+@dataclass(frozen=True)
+class ModelPrice:
+    """Synchronous list prices, USD per million tokens."""
+
+    input: float
+    output: float
+    cache_write: float
+    cache_read: float
+
+    @classmethod
+    def from_input_output(cls, input: float, output: float) -> ModelPrice:
+        # Anthropic's published ratios: 5-minute cache writes 1.25x input, cache reads 0.1x.
+        return cls(input, output, round(input * 1.25, 6), round(input * 0.1, 6))
+
+
+#: Published list prices (synchronous API) as of the provider's release; override as above.
+DEFAULT_PRICES: dict[str, ModelPrice] = {
+    "claude-opus-4-6": ModelPrice.from_input_output(5, 25),
+    "claude-opus-4-5": ModelPrice.from_input_output(5, 25),
+    "claude-opus-4-1": ModelPrice.from_input_output(15, 75),
+    "claude-opus-4": ModelPrice.from_input_output(15, 75),
+    "claude-sonnet-4": ModelPrice.from_input_output(3, 15),
+    "claude-3-7-sonnet": ModelPrice.from_input_output(3, 15),
+    "claude-3-5-sonnet": ModelPrice.from_input_output(3, 15),
+    "claude-haiku-4-5": ModelPrice.from_input_output(1, 5),
+    "claude-3-5-haiku": ModelPrice.from_input_output(0.8, 4),
+    "claude-3-haiku": ModelPrice.from_input_output(0.25, 1.25),
+    "claude-3-opus": ModelPrice.from_input_output(15, 75),
+}
+
+
+@dataclass(frozen=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+
+
+class PriceTable:
+    def __init__(self, prices: Mapping[str, ModelPrice] | None = None) -> None:
+        self.prices = dict(DEFAULT_PRICES if prices is None else prices)
+        self._by_model: dict[str, ModelPrice | None] = {}
+
+    @classmethod
+    def load(cls, overrides: Mapping[str, Any] | str | None = None) -> PriceTable:
+        """The default table, updated from ``CLAUDE_BATCH_PRICES`` and then ``overrides``
+        (a mapping, a JSON string or a JSON file path)."""
+        table = cls()
+        for source in (os.environ.get(PRICES_ENV), overrides):
+            if source:
+                table.prices.update(_parse_prices(source))
+        return table
+
+    def price(self, model: str | None) -> ModelPrice | None:
+        if not model:
+            return None
+        if model not in self._by_model:
+            matches = [prefix for prefix in self.prices if model == prefix or model.startswith(prefix + "-")]
+            self._by_model[model] = self.prices[max(matches, key=len)] if matches else None
+        return self._by_model[model]
+
+    def cost(self, model: str | None, usage: Usage, *, batch: bool = True) -> float | None:
+        price = self.price(model)
+        if price is None:
+            return None
+        dollars = PER_TOKEN * (
+            usage.input_tokens * price.input
+            + usage.output_tokens * price.output
+            + usage.cache_creation_input_tokens * price.cache_write
+            + usage.cache_read_input_tokens * price.cache_read
+        )
+        return dollars * BATCH_DISCOUNT if batch else dollars
+
+
+def _parse_prices(source: Mapping[str, Any] | str) -> dict[str, ModelPrice]:
+    if isinstance(source, str):
+        text = source.strip()
+        if not text.startswith("{"):
+            try:
+                text = Path(text).read_text()
+            except OSError as exc:
+                raise ClaudeBatchInputError(f"cannot read the price table {source!r}: {exc}") from None
+        try:
+            source = json.loads(text)
+        except ValueError as exc:
+            raise ClaudeBatchInputError(f"the price table is not valid JSON: {exc}") from None
+    assert isinstance(source, Mapping)
+    parsed: dict[str, ModelPrice] = {}
+    for model, value in source.items():
+        try:
+            if isinstance(value, ModelPrice):
+                parsed[model] = value
+            elif "cache_write" in value or "cache_read" in value:
+                parsed[model] = ModelPrice(
+                    float(value["input"]),
+                    float(value["output"]),
+                    float(value["cache_write"]),
+                    float(value["cache_read"]),
+                )
+            else:
+                parsed[model] = ModelPrice.from_input_output(float(value["input"]), float(value["output"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ClaudeBatchInputError(
+                f"price of model {model!r} needs numbers for input and output (and optionally cache_write, "
+                f"cache_read) in USD per million tokens: {exc!r}"
+            ) from None
+    return parsed

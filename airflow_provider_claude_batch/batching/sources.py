@@ -1,0 +1,128 @@
+"""Input sources as a stream of Arrow record batches (bounded memory for files of any size).
+
+A source is a list of strings or dicts, a pandas DataFrame, an Arrow table, or a file or
+folder of Parquet, CSV or JSONL given as a path object or URI (local paths and fsspec URIs
+such as ``s3://...``). Files are scanned with ``pyarrow.dataset`` in record batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+from pyarrow.fs import FSSpecHandler, LocalFileSystem, PyFileSystem
+
+from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError
+from airflow_provider_claude_batch.batching.requests import rows_to_table
+from airflow_provider_claude_batch.batching.storage import as_path, is_local
+
+FORMATS = ("parquet", "csv", "jsonl")
+_EXTENSIONS = {
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".csv": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+}
+DEFAULT_BATCH_ROWS = 65_536
+
+
+@dataclass
+class Source:
+    description: str
+    schema: pa.Schema
+    batches: Iterator[pa.RecordBatch]
+
+
+def _table_source(table: pa.Table, description: str, batch_rows: int) -> Source:
+    return Source(description, table.schema, iter(table.to_batches(max_chunksize=batch_rows)))
+
+
+def _detect_format(path: Any, files: Sequence[str]) -> str:
+    names = files or [str(path)]
+    found = {_EXTENSIONS.get("." + name.rsplit(".", 1)[-1].lower()) for name in names if "." in name.rsplit("/", 1)[-1]}
+    found.discard(None)
+    if len(found) == 1:
+        return found.pop()  # type: ignore[return-value]
+    if not found:
+        raise ClaudeBatchInputError(
+            f"cannot tell the format of source {path}: name a file ending in "
+            f"{sorted(_EXTENSIONS)} or pass source_format (one of {FORMATS})"
+        )
+    raise ClaudeBatchInputError(f"source {path} mixes formats {sorted(found)}: pass source_format to choose one")  # type: ignore[type-var]
+
+
+def _filesystem(path: Any) -> tuple[Any, str]:
+    if is_local(path):
+        return LocalFileSystem(), str(getattr(path, "path", path))
+    return PyFileSystem(FSSpecHandler(path.fs)), path.path
+
+
+def open_source(
+    source: Any,
+    *,
+    source_format: str | None = None,
+    columns: Sequence[str] | None = None,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+) -> Source:
+    """Open ``source`` for streaming; ``columns`` limits what is read from files."""
+    if source_format is not None and source_format not in FORMATS:
+        raise ClaudeBatchInputError(f"unknown source_format {source_format!r}; use one of {FORMATS}")
+    if isinstance(source, pa.Table):
+        return _table_source(source, "the Arrow table", batch_rows)
+    if type(source).__module__.startswith("pandas") and hasattr(source, "columns"):
+        try:
+            table = pa.Table.from_pandas(source, preserve_index=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise ClaudeBatchInputError(f"the DataFrame cannot be converted to Arrow: {exc}") from None
+        return _table_source(table, "the DataFrame", batch_rows)
+    if isinstance(source, (list, tuple)):
+        return _table_source(rows_to_table(source), "the list", batch_rows)
+    if isinstance(source, (bytes, bytearray)) or source is None:
+        raise ClaudeBatchInputError(f"unsupported source of type {type(source).__name__}")
+    return _file_source(as_path(source), source_format, columns, batch_rows)
+
+
+def _file_source(path: Any, source_format: str | None, columns: Sequence[str] | None, batch_rows: int) -> Source:
+    description = f"source {path}"
+    filesystem, location = _filesystem(path)
+    try:
+        info = filesystem.get_file_info(location)
+        if info.type.name == "NotFound":
+            raise ClaudeBatchInputError(f"{description} does not exist")
+        if info.type.name == "Directory":
+            selector = pa.fs.FileSelector(location, recursive=True)
+            files = [
+                f.path
+                for f in filesystem.get_file_info(selector)
+                if f.type.name == "File"
+                and not any(part.startswith((".", "_")) for part in f.path[len(location) :].split("/"))
+            ]
+            if not files:
+                raise ClaudeBatchInputError(f"{description} is an empty folder")
+        else:
+            files = [location]
+        fmt = source_format or _detect_format(path, files if info.type.name == "Directory" else [])
+        file_format: ds.FileFormat | str = "json" if fmt == "jsonl" else fmt
+        dataset = ds.dataset(sorted(files), filesystem=filesystem, format=file_format)
+        wanted = [c for c in columns if c in dataset.schema.names] if columns is not None else None
+        scanner = dataset.scanner(columns=wanted, batch_size=batch_rows)
+        # The full schema, so that a missing column is reported with every column that exists.
+        return Source(description, dataset.schema, _guarded(scanner.to_batches(), description))
+    except ClaudeBatchInputError:
+        raise
+    except (OSError, pa.ArrowException, ValueError) as exc:
+        raise ClaudeBatchInputError(f"{description} cannot be read: {type(exc).__name__}: {exc}") from None
+
+
+def _guarded(batches: Iterator[pa.RecordBatch], description: str) -> Iterator[pa.RecordBatch]:
+    try:
+        for batch in batches:
+            if batch.num_rows:
+                yield batch
+    except (OSError, pa.ArrowException) as exc:
+        raise ClaudeBatchInputError(f"{description} cannot be read: {type(exc).__name__}: {exc}") from None

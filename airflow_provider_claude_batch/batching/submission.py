@@ -1,0 +1,231 @@
+"""The submit task's work, step by step: stage request chunks, reconcile them with an earlier
+try's manifest, then create only the batches that do not exist yet.
+
+``hook`` arguments are duck-typed (``create_batch``, ``find_created_batch``,
+``cancel_batch``), so this module stays free of Airflow imports.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from airflow_provider_claude_batch.batching.chunks import ChunkInfo, ChunkLimits, ChunkWriter
+from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError, ClaudeBatchManifestError
+from airflow_provider_claude_batch.batching.manifest import BatchRecord, Manifest, fingerprint, utcnow_iso
+from airflow_provider_claude_batch.batching.requests import RequestRenderer, RequestSpec
+from airflow_provider_claude_batch.batching.sources import open_source
+from airflow_provider_claude_batch.batching.storage import remove_tree
+
+log = logging.getLogger(__name__)
+
+InputChangePolicy = Literal["fail", "resubmit"]
+INPUT_CHANGE_POLICIES = ("fail", "resubmit")
+STAGING_PREFIX = "requests-"
+
+
+@dataclass
+class StagedRun:
+    directory_name: str
+    chunks: list[ChunkInfo]
+    total_requests: int
+    fingerprint: str
+    input_columns: list[str] | None
+
+
+def stage_requests(
+    source: Any,
+    spec: RequestSpec,
+    chunk_limits: ChunkLimits,
+    run_dir: Any,
+    *,
+    input_columns: list[str] | Literal["all"] | None = "all",
+    source_format: str | None = None,
+) -> StagedRun:
+    """Render every row into request chunks under a fresh ``requests-<id>/`` folder.
+
+    Everything is validated here, before any batch exists: a bad row stops the run with its
+    row number and field, and the partial folder is removed.
+    """
+    renderer = RequestRenderer(spec)
+    wanted: list[str] | None = None
+    if isinstance(input_columns, list):
+        wanted = list(dict.fromkeys([*renderer.needed_columns, *input_columns]))
+    elif input_columns is None:
+        wanted = renderer.needed_columns
+    opened = open_source(source, source_format=source_format, columns=wanted)
+    renderer.check_schema(opened.schema, source=opened.description)
+    if input_columns == "all":
+        saved: list[str] | None = list(opened.schema.names)
+    elif input_columns is None:
+        saved = None
+    else:
+        missing = [c for c in input_columns if c not in opened.schema.names]
+        if missing:
+            raise ClaudeBatchInputError(
+                f"input_columns {missing} are not in {opened.description}; its columns are {opened.schema.names}"
+            )
+        saved = list(input_columns)
+    name = f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}"
+    directory = run_dir / name
+    directory.mkdir(parents=True, exist_ok=True)
+    writer = ChunkWriter(directory, chunk_limits, input_columns=saved)
+    try:
+        for batch in opened.batches:
+            writer.write_batch(renderer, batch)
+        chunks = writer.close()
+    except BaseException:
+        writer.abort()
+        remove_tree(directory)
+        raise
+    total = sum(chunk.request_count for chunk in chunks)
+    digest = fingerprint(spec.describe(), chunk_limits.max_requests, chunk_limits.max_bytes, [c.sha256 for c in chunks])
+    return StagedRun(name, chunks, total, digest, saved)
+
+
+def new_manifest(
+    staged: StagedRun,
+    *,
+    dag_id: str,
+    run_id: str,
+    task_id: str,
+    map_index: int,
+    conn_id: str,
+    spec: RequestSpec,
+    chunk_limits: ChunkLimits,
+) -> Manifest:
+    return Manifest(
+        dag_id=dag_id,
+        run_id=run_id,
+        task_id=task_id,
+        map_index=map_index,
+        conn_id=conn_id,
+        fingerprint=staged.fingerprint,
+        spec=spec.describe(),
+        max_requests_per_batch=chunk_limits.max_requests,
+        max_bytes_per_batch=chunk_limits.max_bytes,
+        total_requests=staged.total_requests,
+        input_columns=staged.input_columns,
+        batches=[
+            BatchRecord(
+                chunk=chunk.index,
+                round=0,
+                requests_file=f"{staged.directory_name}/{chunk.requests_file}",
+                inputs_file=f"{staged.directory_name}/{chunk.inputs_file}" if chunk.inputs_file else None,
+                request_count=chunk.request_count,
+                body_bytes=chunk.body_bytes,
+                sha256=chunk.sha256,
+            )
+            for chunk in staged.chunks
+        ],
+    )
+
+
+def reconcile(
+    existing: Manifest | None,
+    staged: StagedRun,
+    fresh: Manifest,
+    run_dir: Any,
+    *,
+    policy: InputChangePolicy,
+    hook: Any,
+) -> tuple[Manifest, bool]:
+    """Decide which manifest this try works from. Returns it and whether it is re-attached.
+
+    Same fingerprint: the earlier try's manifest (its batches are ours; the new staging is
+    dropped). Different fingerprint: ``fail`` raises before anything is created; ``resubmit``
+    cancels the earlier batches that are still running and starts over, keeping the old
+    manifest beside the new one for the record.
+    """
+    if existing is None:
+        return fresh, False
+    if existing.fingerprint == staged.fingerprint:
+        remove_tree(run_dir / staged.directory_name)
+        return existing, True
+    created = existing.batch_ids()
+    if policy == "fail":
+        remove_tree(run_dir / staged.directory_name)
+        raise ClaudeBatchManifestError(
+            f"the input of {existing.task_id!r} changed since an earlier try created {len(created)} batch(es) "
+            f"({', '.join(created[:5])}{'...' if len(created) > 5 else ''}); fingerprint {existing.fingerprint[:12]} "
+            f"is now {staged.fingerprint[:12]}. Nothing was submitted. To replace them, set "
+            "on_input_change='resubmit' (cancels the earlier batches and submits the new input)."
+        )
+    for batch_id in existing.open_batch_ids():
+        try:
+            hook.cancel_batch(batch_id)
+            log.warning("Input changed: canceled earlier batch %s.", batch_id)
+        except Exception as exc:  # an ended or deleted batch needs no cancel
+            log.warning("Input changed: could not cancel earlier batch %s: %s", batch_id, exc)
+    stamp = datetime.now().strftime("%Y%m%dT%H%M%S")
+    with (run_dir / f"manifest.replaced-{stamp}.json").open("wb") as out:
+        out.write(existing.to_json())
+    fresh.notes.append(
+        f"{utcnow_iso()}: input changed; replaced fingerprint {existing.fingerprint[:12]} "
+        f"(batches {', '.join(created) or 'none'} canceled if still running)"
+    )
+    return fresh, False
+
+
+def create_missing_batches(manifest: Manifest, run_dir: Any, hook: Any) -> list[str]:
+    """Create a batch for every record without one, saving the manifest around each create.
+
+    A record that already has an intent but no batch id was being created when an earlier
+    try died: look for that batch first and adopt it rather than bill twice.
+    """
+    created: list[str] = []
+    for record in manifest.batches:
+        if not record.needs_create:
+            continue
+        known = manifest.batch_ids()
+        if record.intent_at is not None:
+            orphan = hook.find_created_batch(
+                record.request_count, created_after=datetime.fromisoformat(record.intent_at), exclude=known
+            )
+            if orphan is not None:
+                log.warning(
+                    "Re-attached %s to batch %s, created by an earlier try that died before recording it.",
+                    record.key,
+                    orphan.id,
+                )
+                _record_created(record, orphan)
+                manifest.save(run_dir)
+                continue
+        record.intent_at = utcnow_iso()
+        manifest.save(run_dir)
+        body = (run_dir / record.requests_file).read_bytes()
+        batch = hook.create_batch(
+            body,
+            request_count=record.request_count,
+            intent_at=datetime.fromisoformat(record.intent_at),
+            known_batch_ids=known,
+        )
+        _record_created(record, batch)
+        manifest.save(run_dir)
+        created.append(batch.id)
+    return created
+
+
+def _record_created(record: BatchRecord, batch: Any) -> None:
+    record.batch_id = batch.id
+    record.created_at = batch.created_at.isoformat()
+    record.processing_status = batch.processing_status
+
+
+def drop_unreferenced_staging(manifest: Manifest, run_dir: Any) -> None:
+    """Remove ``requests-*`` folders that no manifest record points at (left by failed tries)."""
+    used = {record.requests_file.split("/", 1)[0] for record in manifest.batches}
+    if not run_dir.exists():
+        return
+    for child in run_dir.iterdir():
+        if child.name.startswith(STAGING_PREFIX) and child.name not in used:
+            remove_tree(child)
+
+
+def check_policy(policy: str) -> InputChangePolicy:
+    if policy not in INPUT_CHANGE_POLICIES:
+        raise ClaudeBatchInputError(f"on_input_change must be one of {INPUT_CHANGE_POLICIES}, got {policy!r}")
+    return policy  # type: ignore[return-value]

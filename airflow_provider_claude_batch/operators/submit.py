@@ -1,0 +1,228 @@
+"""ClaudeBatchSubmitOperator: upstream rows -> as many Message Batches as the limits require."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+from airflow.sdk import Asset, BaseOperator
+from airflow.sdk.exceptions import AirflowSkipException
+
+from airflow_provider_claude_batch.batching import limits
+from airflow_provider_claude_batch.batching.chunks import ChunkLimits
+from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError
+from airflow_provider_claude_batch.batching.manifest import load_manifest, manifest_exists
+from airflow_provider_claude_batch.batching.requests import TEXT_COLUMN, RequestSpec
+from airflow_provider_claude_batch.batching.storage import remove_tree
+from airflow_provider_claude_batch.batching.submission import (
+    check_policy,
+    create_missing_batches,
+    drop_unreferenced_staging,
+    new_manifest,
+    reconcile,
+    stage_requests,
+)
+from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+from airflow_provider_claude_batch.workdir import run_directory, warn_if_local_with_remote_executor
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+class _Literal:
+    """Holds a list or DataFrame source so that Airflow's templating leaves it alone (it
+    would otherwise compile every string of a list as a Jinja template)."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"<{type(self.value).__name__} source of {len(self.value)} rows>"
+
+
+class ClaudeBatchSubmitOperator(BaseOperator):
+    """Render one Messages request per input row and submit them as Message Batches.
+
+    Rows come from ``source``: a list of strings (column ``text``) or dicts, a pandas
+    DataFrame (e.g. an upstream task's XCom), a Parquet/CSV/JSONL file or folder given as a
+    path or URI (``s3://...`` and other fsspec URIs), or an :class:`~airflow.sdk.Asset`
+    (its URI; the Asset becomes an inlet). Rows stream through in record batches and are
+    split into as many batches as ``max_requests_per_batch`` and ``max_bytes_per_batch``
+    require. Every request body is written to the work directory before any batch is
+    created, and the manifest there records which batches exist, so a retry or a clear
+    re-attaches to them instead of submitting (and paying for) the same work again.
+
+    :param source: the input rows (templated when a string).
+    :param prompt: ``str.format`` template over columns for the user message (templated).
+    :param model: model for every request; defaults to the connection's ``default_model``.
+    :param max_tokens: ``max_tokens`` of every request.
+    :param system: optional system prompt, may use ``{column}`` fields too (templated).
+    :param request_params: extra Messages API parameters for every request (temperature,
+        stop_sequences, metadata, ...).
+    :param id_column: column with each row's custom_id (1-64 of ``[A-Za-z0-9_-]``, unique
+        across the run). Without it, ids are ``{id_prefix}-{row number}``.
+    :param params_column: optional column of per-row parameter dicts (or JSON strings)
+        merged over ``request_params``.
+    :param max_requests_per_batch: at most 100,000 (the API's limit).
+    :param max_bytes_per_batch: serialized create body limit, at most 256 MB.
+    :param work_dir: base folder or URI for manifests and request bodies; shared object
+        storage in production. Defaults to ``$AIRFLOW__CLAUDE_BATCH__WORK_DIR`` or
+        ``$AIRFLOW_HOME/claude_batch``.
+    :param source_format: ``parquet``, ``csv`` or ``jsonl`` when the file names do not say.
+    :param input_columns: input columns kept beside the requests so the transfer can join
+        them back to results: ``"all"`` (default), a list, or ``None``.
+    :param on_empty: ``"skip"`` (default: the task is skipped) or ``"fail"`` when the
+        source has no rows. Nothing is submitted either way.
+    :param on_input_change: when a retry finds batches created for a different input:
+        ``"fail"`` (default) or ``"resubmit"`` (cancel them, submit the new input).
+    :param claude_batch_conn_id: the ``claude_batch`` connection.
+
+    Returns (XCom) a small summary: the manifest's location, the batch ids, chunk and
+    request counts. Downstream tasks take it as ``manifest=submit.output``.
+    """
+
+    template_fields: Sequence[str] = (
+        "source",
+        "prompt",
+        "system",
+        "model",
+        "work_dir",
+        "id_column",
+        "params_column",
+        "request_params",
+        "source_format",
+    )
+    template_fields_renderers = {"request_params": "json", "prompt": "py", "system": "py"}
+    ui_color = "#e8d4c4"
+
+    def __init__(
+        self,
+        *,
+        source: Any,
+        prompt: str = "{" + TEXT_COLUMN + "}",
+        model: str | None = None,
+        max_tokens: int = 1024,
+        system: str | None = None,
+        request_params: Mapping[str, Any] | None = None,
+        id_column: str | None = None,
+        params_column: str | None = None,
+        id_prefix: str = "row",
+        max_requests_per_batch: int = limits.MAX_REQUESTS_PER_BATCH,
+        max_bytes_per_batch: int = limits.MAX_BYTES_PER_BATCH,
+        work_dir: str | None = None,
+        source_format: str | None = None,
+        input_columns: list[str] | Literal["all"] | None = "all",
+        on_empty: Literal["skip", "fail"] = "skip",
+        on_input_change: Literal["fail", "resubmit"] = "fail",
+        claude_batch_conn_id: str = ClaudeBatchHook.default_conn_name,
+        **kwargs: Any,
+    ) -> None:
+        if isinstance(source, Asset):
+            kwargs["inlets"] = [*(kwargs.get("inlets") or []), source]
+        super().__init__(**kwargs)
+        if isinstance(source, (list, tuple)) or type(source).__module__.startswith(("pandas", "pyarrow")):
+            source = _Literal(source)
+        self.source = source
+        self.prompt = prompt
+        self.model = model
+        self.max_tokens = max_tokens
+        self.system = system
+        self.request_params = dict(request_params or {})
+        self.id_column = id_column
+        self.params_column = params_column
+        self.id_prefix = id_prefix
+        self.max_requests_per_batch = max_requests_per_batch
+        self.max_bytes_per_batch = max_bytes_per_batch
+        self.work_dir = work_dir
+        self.source_format = source_format
+        self.input_columns = input_columns
+        if on_empty not in ("skip", "fail"):
+            raise ValueError(f"on_empty must be 'skip' or 'fail', got {on_empty!r}")
+        self.on_empty = on_empty
+        self.on_input_change = check_policy(on_input_change)
+        self.claude_batch_conn_id = claude_batch_conn_id
+
+    def _source_value(self) -> Any:
+        source = self.source
+        if isinstance(source, _Literal):
+            return source.value
+        if isinstance(source, Asset):
+            return source.uri
+        return source
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        hook = ClaudeBatchHook(self.claude_batch_conn_id)
+        model = self.model or hook.settings.default_model
+        spec = RequestSpec(
+            prompt=self.prompt,
+            model=model or "",
+            max_tokens=self.max_tokens,
+            system=self.system,
+            params=self.request_params,
+            id_column=self.id_column,
+            params_column=self.params_column,
+            id_prefix=self.id_prefix,
+        )
+        chunk_limits = ChunkLimits(self.max_requests_per_batch, self.max_bytes_per_batch)
+        ti = context["ti"]
+        run_dir = run_directory(self.work_dir, ti.dag_id, ti.run_id, ti.task_id, ti.map_index)
+        warn_if_local_with_remote_executor(run_dir, self.log)
+        run_dir.mkdir(parents=True, exist_ok=True)
+
+        staged = stage_requests(
+            self._source_value(),
+            spec,
+            chunk_limits,
+            run_dir,
+            input_columns=self.input_columns,
+            source_format=self.source_format,
+        )
+        self.log.info(
+            "Rendered %d requests into %d chunk(s) (limits: %d requests, %d bytes per batch); fingerprint %s.",
+            staged.total_requests,
+            len(staged.chunks),
+            chunk_limits.max_requests,
+            chunk_limits.max_bytes,
+            staged.fingerprint[:12],
+        )
+        existing = load_manifest(run_dir) if manifest_exists(run_dir) else None
+        if staged.total_requests == 0 and (existing is None or not existing.batch_ids()):
+            remove_tree(run_dir / staged.directory_name)
+            message = "The source has no rows: nothing to submit."
+            if self.on_empty == "fail":
+                raise ClaudeBatchInputError(message + " (on_empty='fail')")
+            raise AirflowSkipException(message)
+        fresh = new_manifest(
+            staged,
+            dag_id=ti.dag_id,
+            run_id=ti.run_id,
+            task_id=ti.task_id,
+            map_index=ti.map_index if ti.map_index is not None else -1,
+            conn_id=self.claude_batch_conn_id,
+            spec=spec,
+            chunk_limits=chunk_limits,
+        )
+        manifest, reattached = reconcile(existing, staged, fresh, run_dir, policy=self.on_input_change, hook=hook)
+        if reattached:
+            self.log.info(
+                "Input unchanged since an earlier try: re-attaching to %d existing batch(es).",
+                len(manifest.batch_ids()),
+            )
+        manifest.save(run_dir)
+        drop_unreferenced_staging(manifest, run_dir)
+        created = create_missing_batches(manifest, run_dir, hook)
+        summary = {
+            "manifest": str(run_dir / "manifest.json"),
+            "conn_id": self.claude_batch_conn_id,
+            **manifest.summary(),
+        }
+        summary["created_now"] = created
+        self.log.info(
+            "%d batch(es) for %d requests: %d created now, %d re-attached. Manifest: %s",
+            len(manifest.batch_ids()),
+            manifest.total_requests,
+            len(created),
+            len(manifest.batch_ids()) - len(created),
+            summary["manifest"],
+        )
+        return summary

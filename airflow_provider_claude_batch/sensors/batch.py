@@ -1,0 +1,201 @@
+"""ClaudeBatchSensor: wait until every batch of a submit task has ended."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseSensorOperator, PokeReturnValue
+from airflow.sdk.exceptions import AirflowSensorTimeout
+
+from airflow_provider_claude_batch.batching.errors import ClaudeBatchError
+from airflow_provider_claude_batch.batching.progress import Progress, batch_state, summary_table, total_counts
+from airflow_provider_claude_batch.exceptions import ClaudeBatchAPIError
+from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+from airflow_provider_claude_batch.triggers.batch import ClaudeBatchTrigger
+from airflow_provider_claude_batch.workdir import open_manifest
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+#: Batches end within 24 hours of creation (the rest of their requests expire); the default
+#: timeout leaves room for a create late in a long submit.
+DEFAULT_TIMEOUT_SECONDS = 26 * 3600
+
+
+class ClaudeBatchFailedRequestsError(ClaudeBatchError):
+    """More requests failed than ``max_failed_fraction`` allows."""
+
+
+class ClaudeBatchSensor(BaseSensorOperator):
+    """Wait for every batch of a manifest (or explicit batch ids) to end.
+
+    Deferrable by default: the wait runs in the triggerer (one trigger polls all the
+    batches concurrently with a shared async client) and holds no worker slot. With
+    ``deferrable=False`` it pokes like any sensor (``mode="poke"`` or ``"reschedule"``).
+
+    :param manifest: the submit task's output (``submit.output``) or a manifest path/URI.
+    :param batch_ids: explicit batch ids instead of a manifest.
+    :param claude_batch_conn_id: defaults to the manifest's connection.
+    :param poll_interval: seconds between polls.
+    :param max_failed_fraction: fail when more than this fraction of requests ended
+        errored, expired or canceled (``None``: never fail on outcomes; the transfer still
+        lands every row with its outcome).
+    :param cancel_on_timeout: cancel the batches still running when the sensor times out.
+    :param cancel_on_kill: cancel them when the task is killed (also while deferred).
+    :param max_poll_errors: consecutive failed polls tolerated before failing.
+
+    Returns (XCom) per-batch request counts and totals; with a manifest, it also records
+    the final state of every batch there.
+    """
+
+    template_fields: Sequence[str] = ("manifest", "batch_ids", "claude_batch_conn_id")
+    ui_color = "#f3e3d3"
+
+    def __init__(
+        self,
+        *,
+        manifest: Any = None,
+        batch_ids: list[str] | None = None,
+        claude_batch_conn_id: str | None = None,
+        poll_interval: float = 60.0,
+        deferrable: bool = True,
+        max_failed_fraction: float | None = None,
+        cancel_on_timeout: bool = True,
+        cancel_on_kill: bool = True,
+        max_poll_errors: int = 10,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(poke_interval=poll_interval, timeout=timeout, **kwargs)
+        if manifest is None and not batch_ids:
+            raise ValueError("ClaudeBatchSensor needs manifest= (the submit task's output) or batch_ids=")
+        if max_failed_fraction is not None and not 0 <= max_failed_fraction <= 1:
+            raise ValueError(f"max_failed_fraction must be between 0 and 1, got {max_failed_fraction}")
+        self.manifest = manifest
+        self.batch_ids = batch_ids
+        self.claude_batch_conn_id = claude_batch_conn_id
+        self.poll_interval = poll_interval
+        self.deferrable = deferrable
+        self.max_failed_fraction = max_failed_fraction
+        self.cancel_on_timeout = cancel_on_timeout
+        self.cancel_on_kill = cancel_on_kill
+        self.max_poll_errors = max_poll_errors
+
+    # ------------------------------------------------------------------ targets
+    def _targets(self) -> tuple[list[str], str]:
+        if self.manifest is not None:
+            manifest, _ = open_manifest(self.manifest)
+            ids = manifest.batch_ids()
+            missing = [b.key for b in manifest.batches if b.batch_id is None]
+            if missing:
+                raise ClaudeBatchError(
+                    f"the manifest of {manifest.task_id!r} has {len(missing)} record(s) without a batch "
+                    f"({', '.join(missing[:5])}): the submit task did not finish; clear it to create them"
+                )
+            return ids, self.claude_batch_conn_id or manifest.conn_id
+        return list(self.batch_ids or []), self.claude_batch_conn_id or ClaudeBatchHook.default_conn_name
+
+    @property
+    def hook(self) -> ClaudeBatchHook:
+        return ClaudeBatchHook(self._targets()[1])
+
+    # ------------------------------------------------------------------ deferrable path
+    def execute(self, context: Context) -> Any:
+        ids, conn_id = self._targets()
+        if not ids:
+            raise ClaudeBatchError("there are no batches to wait for")
+        if not self.deferrable:
+            try:
+                return super().execute(context)
+            except AirflowSensorTimeout:
+                self._cancel_open(ids, conn_id, reason="the sensor timed out")
+                raise
+        self.log.info("Deferring: waiting for %d batch(es) in the triggerer.", len(ids))
+        self.defer(
+            trigger=ClaudeBatchTrigger(
+                batch_ids=ids,
+                claude_batch_conn_id=conn_id,
+                poll_interval=self.poll_interval,
+                deadline=time.time() + float(self.timeout),
+                max_poll_errors=self.max_poll_errors,
+                cancel_on_kill=self.cancel_on_kill,
+            ),
+            method_name="execute_complete",
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        states: dict[str, dict[str, Any]] = event.get("batches") or {}
+        self._record(states)
+        status = event.get("status")
+        if status == "timeout":
+            ids, conn_id = self._targets()
+            if self.cancel_on_timeout:
+                self._cancel_open(event.get("open") or ids, conn_id, reason="the sensor timed out")
+            raise AirflowSensorTimeout(f"Claude batches did not end in time: {event.get('message')}")
+        if status != "success":
+            raise ClaudeBatchAPIError(f"Waiting for the batches failed: {event.get('message')}")
+        return self._finish(states)
+
+    # ------------------------------------------------------------------ poke path
+    def poke(self, context: Context) -> bool | PokeReturnValue:
+        ids, conn_id = self._targets()
+        hook = ClaudeBatchHook(conn_id)
+        states = {batch_id: batch_state(hook.retrieve_batch(batch_id)) for batch_id in ids}
+        started = self._started_at(context)
+        self.log.info("%s", Progress(total_batches=len(ids), started_at=started).line(states))
+        if all(state["processing_status"] == "ended" for state in states.values()):
+            self._record(states)
+            return PokeReturnValue(is_done=True, xcom_value=self._finish(states))
+        return False
+
+    @staticmethod
+    def _started_at(context: Context) -> float:
+        ti = context.get("ti")
+        start = getattr(ti, "start_date", None)
+        return start.timestamp() if start is not None else time.time()
+
+    # ------------------------------------------------------------------ shared
+    def _record(self, states: dict[str, dict[str, Any]]) -> None:
+        if self.manifest is None or not states:
+            return
+        manifest, run_dir = open_manifest(self.manifest)
+        for record in manifest.batches:
+            state = states.get(record.batch_id or "")
+            if state is not None:
+                record.processing_status = state["processing_status"]
+                record.request_counts = state["request_counts"]
+                record.ended_at = state.get("ended_at")
+        manifest.save(run_dir)
+
+    def _finish(self, states: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        totals = total_counts(states)
+        requests = sum(totals.values())
+        failed = totals["errored"] + totals["expired"] + totals["canceled"]
+        self.log.info("All %d batch(es) ended:\n%s", len(states), summary_table(states))
+        if self.max_failed_fraction is not None and requests and failed / requests > self.max_failed_fraction:
+            raise ClaudeBatchFailedRequestsError(
+                f"{failed} of {requests} requests ({failed / requests:.1%}) ended errored, expired or canceled, "
+                f"more than max_failed_fraction={self.max_failed_fraction:.1%}"
+            )
+        return {"batches": states, "totals": totals}
+
+    def _cancel_open(self, ids: list[str], conn_id: str, *, reason: str) -> None:
+        hook = ClaudeBatchHook(conn_id)
+        for batch_id in ids:
+            try:
+                batch = hook.cancel_batch(batch_id)
+                self.log.warning("%s: canceled batch %s (%s).", reason, batch_id, batch.processing_status)
+            except Exception as exc:
+                self.log.warning("%s: could not cancel batch %s: %s", reason, batch_id, exc)
+
+    def on_kill(self) -> None:
+        if not self.cancel_on_kill:
+            return
+        try:
+            ids, conn_id = self._targets()
+        except Exception as exc:
+            self.log.warning("Task killed, but its batches could not be determined: %s", exc)
+            return
+        self._cancel_open(ids, conn_id, reason="the task was killed")
