@@ -1,0 +1,62 @@
+"""Manifest persistence and the price table (no Airflow, no network)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError, ClaudeBatchManifestError
+from airflow_provider_claude_batch.batching.manifest import BatchRecord, Manifest, load_manifest
+from airflow_provider_claude_batch.batching.pricing import PRICES_ENV, PriceTable, Usage
+
+
+def _manifest() -> Manifest:
+    return Manifest(
+        dag_id="d", run_id="r", task_id="t", map_index=-1, conn_id="c", fingerprint="f" * 64, spec={"prompt": "{x}"},
+        max_requests_per_batch=10, max_bytes_per_batch=1000, total_requests=3, input_columns=None,
+        batches=[BatchRecord(chunk=0, round=0, requests_file="requests-1/chunk-00000.jsonl", request_count=3, body_bytes=99, sha256="s")],
+    )
+
+
+def test_round_trip_and_atomic_save(tmp_path: Path) -> None:
+    manifest = _manifest()
+    manifest.batches[0].batch_id = "msgbatch_1"
+    manifest.save(tmp_path)
+    loaded = load_manifest(tmp_path)
+    assert loaded == manifest
+    assert loaded.summary() == {"chunks": 1, "requests": 3, "batch_ids": ["msgbatch_1"], "rounds": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json"]
+
+
+def test_missing_or_bad_manifest_is_explained(tmp_path: Path) -> None:
+    with pytest.raises(ClaudeBatchManifestError, match="no manifest at .*has the submit task run"):
+        load_manifest(tmp_path)
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(ClaudeBatchManifestError, match="not a readable manifest"):
+        load_manifest(tmp_path)
+    (tmp_path / "manifest.json").write_text('{"version": 99}')
+    with pytest.raises(ClaudeBatchManifestError, match="version 99"):
+        load_manifest(tmp_path)
+
+
+def test_prices_match_model_families_by_prefix() -> None:
+    table = PriceTable()
+    assert table.price("claude-sonnet-4-5-20250929") == table.price("claude-sonnet-4")
+    assert table.price("claude-opus-4-1-20250805") == table.prices["claude-opus-4-1"]
+    assert table.price("claude-opus-4-6") == table.prices["claude-opus-4-6"]
+    assert table.price("gpt-4") is None
+    assert table.cost("gpt-4", Usage(100, 100)) is None
+    assert table.cost("claude-haiku-4-5", Usage(1_000_000, 0)) == pytest.approx(0.5)
+    assert table.cost("claude-haiku-4-5", Usage(1_000_000, 0), batch=False) == pytest.approx(1.0)
+
+
+def test_prices_can_be_overridden_without_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    prices = tmp_path / "prices.json"
+    prices.write_text('{"my-model": {"input": 2, "output": 4}}')
+    monkeypatch.setenv(PRICES_ENV, str(prices))
+    table = PriceTable.load({"claude-sonnet-4": {"input": 1, "output": 1, "cache_write": 1, "cache_read": 1}})
+    assert table.cost("my-model", Usage(1_000_000, 1_000_000)) == pytest.approx(3.0)
+    assert table.cost("claude-sonnet-4-6", Usage(0, 0, 1_000_000, 1_000_000)) == pytest.approx(1.0)
+    with pytest.raises(ClaudeBatchInputError, match="price of model 'bad'"):
+        PriceTable.load({"bad": {"input": "x"}})

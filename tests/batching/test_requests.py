@@ -1,0 +1,129 @@
+"""Rows -> request lines (no Airflow, no network)."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pytest
+
+from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError
+from airflow_provider_claude_batch.batching.requests import PromptTemplate, RequestRenderer, RequestSpec, rows_to_table
+
+
+def _render(spec: RequestSpec, table: pa.Table, first_row: int = 0) -> list[dict]:
+    renderer = RequestRenderer(spec)
+    renderer.check_schema(table.schema, source="the test table")
+    out = []
+    for batch in table.to_batches():
+        out += [json.loads(r.line) for r in renderer.render_batch(batch, first_row=first_row)]
+        first_row += batch.num_rows
+    return out
+
+
+def test_renders_the_api_request_shape() -> None:
+    table = pa.table({"id": ["a-1", "b_2"], "body": ['say "hi"\nnow', "ünïcode ✓"]})
+    spec = RequestSpec(
+        prompt="Classify: {body}", model="claude-sonnet-4-6", max_tokens=16, system="One word.",
+        params={"temperature": 0}, id_column="id",
+    )
+    assert _render(spec, table) == [
+        {
+            "custom_id": "a-1",
+            "params": {
+                "model": "claude-sonnet-4-6", "max_tokens": 16, "temperature": 0, "system": "One word.",
+                "messages": [{"role": "user", "content": 'Classify: say "hi"\nnow'}],
+            },
+        },
+        {
+            "custom_id": "b_2",
+            "params": {
+                "model": "claude-sonnet-4-6", "max_tokens": 16, "temperature": 0, "system": "One word.",
+                "messages": [{"role": "user", "content": "Classify: ünïcode ✓"}],
+            },
+        },
+    ]
+
+
+def test_system_template_and_per_row_params() -> None:
+    table = pa.table({"lang": ["French", "German"], "text": ["hello", "bye"],
+                      "opts": ['{"temperature": 0.5}', None]})
+    spec = RequestSpec(prompt="{text}", system="Answer in {lang}.", model="m", max_tokens=5, params_column="opts")
+    first, second = _render(spec, table)
+    assert first["params"]["system"] == "Answer in French."
+    assert first["params"]["temperature"] == 0.5
+    assert second["params"]["system"] == "Answer in German."
+    assert "temperature" not in second["params"]
+
+
+def test_derived_ids_follow_the_row_position_stably() -> None:
+    table = pa.table({"text": ["a", "b", "c"]})
+    spec = RequestSpec(prompt="{text}", model="m", max_tokens=5)
+    assert [r["custom_id"] for r in _render(spec, table)] == ["row-0", "row-1", "row-2"]
+    assert [r["custom_id"] for r in _render(spec, table, first_row=10)] == ["row-10", "row-11", "row-12"]
+
+
+def test_template_features() -> None:
+    template = PromptTemplate("{a} and {b:>3} and {a!r} {{literal}}")
+    assert template.fields == ("a", "b")
+    assert template.render(["x", "y"]) == "x and   y and 'x' {literal}"
+    with pytest.raises(ClaudeBatchInputError, match="positional"):
+        PromptTemplate("{0}")
+    with pytest.raises(ClaudeBatchInputError, match="not a valid format string"):
+        PromptTemplate("{unclosed")
+
+
+def test_missing_template_column_names_it_and_the_columns() -> None:
+    renderer = RequestRenderer(RequestSpec(prompt="{body}", model="m", max_tokens=5))
+    with pytest.raises(ClaudeBatchInputError, match=r"column 'body' used by the prompt/system template is not in the test table; its columns are \['text'\]"):
+        renderer.check_schema(pa.schema([("text", pa.string())]), source="the test table")
+    renderer = RequestRenderer(RequestSpec(prompt="{text}", model="m", max_tokens=5, id_column="key"))
+    with pytest.raises(ClaudeBatchInputError, match="'key' used by id_column"):
+        renderer.check_schema(pa.schema([("text", pa.string())]), source="t")
+
+
+def test_null_prompt_value_names_row_and_field() -> None:
+    table = pa.table({"id": ["a", "b"], "body": ["ok", None]})
+    with pytest.raises(ClaudeBatchInputError, match=r"row 1 \(custom_id 'b'\): column 'body' is null"):
+        _render(RequestSpec(prompt="{body}", model="m", max_tokens=5, id_column="id"), table)
+
+
+@pytest.mark.parametrize(("value", "needle"), [("has space", "row 0, column 'id'"), ("x" * 65, "1-64"), (None, "row 0: id_column 'id' is null")])
+def test_invalid_custom_id_names_the_row(value: object, needle: str) -> None:
+    table = pa.table({"id": pa.array([value], pa.string()), "body": ["ok"]})
+    with pytest.raises(ClaudeBatchInputError, match=needle):
+        _render(RequestSpec(prompt="{body}", model="m", max_tokens=5, id_column="id"), table)
+
+
+def test_numeric_ids_become_strings() -> None:
+    table = pa.table({"id": [101, 102], "body": ["a", "b"]})
+    assert [r["custom_id"] for r in _render(RequestSpec(prompt="{body}", model="m", max_tokens=5, id_column="id"), table)] == ["101", "102"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"model": ""}, "model is required"),
+        ({"max_tokens": 0}, "max_tokens must be a positive integer"),
+        ({"params": {"messages": []}}, "params may not set"),
+        ({"system": "a", "params": {"system": "b"}}, "either as system= or in params"),
+        ({"id_prefix": "bad prefix"}, "id_prefix"),
+    ],
+)
+def test_spec_validation(kwargs: dict, needle: str) -> None:
+    base = {"prompt": "{text}", "model": "m", "max_tokens": 5}
+    with pytest.raises(ClaudeBatchInputError, match=needle):
+        RequestSpec(**{**base, **kwargs})
+
+
+def test_bad_per_row_params_name_the_row() -> None:
+    table = pa.table({"text": ["a"], "opts": ["not json"]})
+    with pytest.raises(ClaudeBatchInputError, match="row 0 .*params_column is not valid JSON"):
+        _render(RequestSpec(prompt="{text}", model="m", max_tokens=5, params_column="opts"), table)
+
+
+def test_rows_to_table() -> None:
+    assert rows_to_table(["a", "b"]).column_names == ["text"]
+    assert rows_to_table([{"x": 1, "y": "a"}]).column_names == ["x", "y"]
+    with pytest.raises(ClaudeBatchInputError, match="only strings or only dicts"):
+        rows_to_table(["a", {"x": 1}])
