@@ -26,7 +26,9 @@ def _write(tmp_path: Path, table: pa.Table, limits: ChunkLimits, *, batch_rows: 
 
 
 def _table(rows: int, body: str = "ticket text") -> pa.Table:
-    return pa.table({"id": [f"t-{i}" for i in range(rows)], "body": [f"{body} {i}" for i in range(rows)], "product": ["web"] * rows})
+    return pa.table(
+        {"id": [f"t-{i}" for i in range(rows)], "body": [f"{body} {i}" for i in range(rows)], "product": ["web"] * rows}
+    )
 
 
 def test_splits_by_request_count(tmp_path: Path) -> None:
@@ -50,13 +52,18 @@ def test_splits_by_bytes_and_body_size_is_exact(tmp_path: Path) -> None:
 
 def test_one_request_larger_than_the_byte_limit_names_the_row(tmp_path: Path) -> None:
     table = pa.table({"id": ["a", "b"], "body": ["short", "y" * 5000]})
-    with pytest.raises(ClaudeBatchInputError, match=r"row 1 \(custom_id 'b'\) serializes to \d+ bytes, more than max_bytes_per_batch \(2000\)"):
+    with pytest.raises(
+        ClaudeBatchInputError,
+        match=r"row 1 \(custom_id 'b'\) serializes to \d+ bytes, more than max_bytes_per_batch \(2000\)",
+    ):
         _write(tmp_path, table, ChunkLimits(max_bytes=2000))
 
 
 def test_duplicate_ids_across_chunks_are_found(tmp_path: Path) -> None:
     table = pa.table({"id": ["a", "b", "c", "d", "a"], "body": ["1", "2", "3", "4", "5"]})
-    with pytest.raises(ClaudeBatchInputError, match=r"unique across the whole run: 1 duplicated, e.g. 'a' at rows \[0, 4\]"):
+    with pytest.raises(
+        ClaudeBatchInputError, match=r"unique across the whole run: 1 duplicated, e.g. 'a' at rows \[0, 4\]"
+    ):
         _write(tmp_path, table, ChunkLimits(max_requests=2), batch_rows=2)
 
 
@@ -77,7 +84,14 @@ def test_same_input_gives_the_same_hashes(tmp_path: Path) -> None:
     assert [c.sha256 for c in first] == [c.sha256 for c in second]
 
 
-@pytest.mark.parametrize(("kwargs", "needle"), [({"max_requests": 0}, "max_requests_per_batch"), ({"max_requests": 100_001}, "max_requests_per_batch"), ({"max_bytes": 300 * 1024 * 1024}, "max_bytes_per_batch")])
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"max_requests": 0}, "max_requests_per_batch"),
+        ({"max_requests": 100_001}, "max_requests_per_batch"),
+        ({"max_bytes": 300 * 1024 * 1024}, "max_bytes_per_batch"),
+    ],
+)
 def test_limits_are_checked(kwargs: dict, needle: str) -> None:
     with pytest.raises(ClaudeBatchInputError, match=needle):
         ChunkLimits(**kwargs)

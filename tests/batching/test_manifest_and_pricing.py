@@ -13,9 +13,27 @@ from airflow_provider_claude_batch.batching.pricing import PRICES_ENV, PriceTabl
 
 def _manifest() -> Manifest:
     return Manifest(
-        dag_id="d", run_id="r", task_id="t", map_index=-1, conn_id="c", fingerprint="f" * 64, spec={"prompt": "{x}"},
-        max_requests_per_batch=10, max_bytes_per_batch=1000, total_requests=3, input_columns=None,
-        batches=[BatchRecord(chunk=0, round=0, requests_file="requests-1/chunk-00000.jsonl", request_count=3, body_bytes=99, sha256="s")],
+        dag_id="d",
+        run_id="r",
+        task_id="t",
+        map_index=-1,
+        conn_id="c",
+        fingerprint="f" * 64,
+        spec={"prompt": "{x}"},
+        max_requests_per_batch=10,
+        max_bytes_per_batch=1000,
+        total_requests=3,
+        input_columns=None,
+        batches=[
+            BatchRecord(
+                chunk=0,
+                round=0,
+                requests_file="requests-1/chunk-00000.jsonl",
+                request_count=3,
+                body_bytes=99,
+                sha256="s",
+            )
+        ],
     )
 
 

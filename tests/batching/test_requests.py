@@ -24,21 +24,31 @@ def _render(spec: RequestSpec, table: pa.Table, first_row: int = 0) -> list[dict
 def test_renders_the_api_request_shape() -> None:
     table = pa.table({"id": ["a-1", "b_2"], "body": ['say "hi"\nnow', "ünïcode ✓"]})
     spec = RequestSpec(
-        prompt="Classify: {body}", model="claude-sonnet-4-6", max_tokens=16, system="One word.",
-        params={"temperature": 0}, id_column="id",
+        prompt="Classify: {body}",
+        model="claude-sonnet-4-6",
+        max_tokens=16,
+        system="One word.",
+        params={"temperature": 0},
+        id_column="id",
     )
     assert _render(spec, table) == [
         {
             "custom_id": "a-1",
             "params": {
-                "model": "claude-sonnet-4-6", "max_tokens": 16, "temperature": 0, "system": "One word.",
+                "model": "claude-sonnet-4-6",
+                "max_tokens": 16,
+                "temperature": 0,
+                "system": "One word.",
                 "messages": [{"role": "user", "content": 'Classify: say "hi"\nnow'}],
             },
         },
         {
             "custom_id": "b_2",
             "params": {
-                "model": "claude-sonnet-4-6", "max_tokens": 16, "temperature": 0, "system": "One word.",
+                "model": "claude-sonnet-4-6",
+                "max_tokens": 16,
+                "temperature": 0,
+                "system": "One word.",
                 "messages": [{"role": "user", "content": "Classify: ünïcode ✓"}],
             },
         },
@@ -46,8 +56,7 @@ def test_renders_the_api_request_shape() -> None:
 
 
 def test_system_template_and_per_row_params() -> None:
-    table = pa.table({"lang": ["French", "German"], "text": ["hello", "bye"],
-                      "opts": ['{"temperature": 0.5}', None]})
+    table = pa.table({"lang": ["French", "German"], "text": ["hello", "bye"], "opts": ['{"temperature": 0.5}', None]})
     spec = RequestSpec(prompt="{text}", system="Answer in {lang}.", model="m", max_tokens=5, params_column="opts")
     first, second = _render(spec, table)
     assert first["params"]["system"] == "Answer in French."
@@ -75,7 +84,10 @@ def test_template_features() -> None:
 
 def test_missing_template_column_names_it_and_the_columns() -> None:
     renderer = RequestRenderer(RequestSpec(prompt="{body}", model="m", max_tokens=5))
-    with pytest.raises(ClaudeBatchInputError, match=r"column 'body' used by the prompt/system template is not in the test table; its columns are \['text'\]"):
+    with pytest.raises(
+        ClaudeBatchInputError,
+        match=r"column 'body' used by the prompt/system template is not in the test table; its columns are \['text'\]",
+    ):
         renderer.check_schema(pa.schema([("text", pa.string())]), source="the test table")
     renderer = RequestRenderer(RequestSpec(prompt="{text}", model="m", max_tokens=5, id_column="key"))
     with pytest.raises(ClaudeBatchInputError, match="'key' used by id_column"):
@@ -88,7 +100,10 @@ def test_null_prompt_value_names_row_and_field() -> None:
         _render(RequestSpec(prompt="{body}", model="m", max_tokens=5, id_column="id"), table)
 
 
-@pytest.mark.parametrize(("value", "needle"), [("has space", "row 0, column 'id'"), ("x" * 65, "1-64"), (None, "row 0: id_column 'id' is null")])
+@pytest.mark.parametrize(
+    ("value", "needle"),
+    [("has space", "row 0, column 'id'"), ("x" * 65, "1-64"), (None, "row 0: id_column 'id' is null")],
+)
 def test_invalid_custom_id_names_the_row(value: object, needle: str) -> None:
     table = pa.table({"id": pa.array([value], pa.string()), "body": ["ok"]})
     with pytest.raises(ClaudeBatchInputError, match=needle):
@@ -97,7 +112,9 @@ def test_invalid_custom_id_names_the_row(value: object, needle: str) -> None:
 
 def test_numeric_ids_become_strings() -> None:
     table = pa.table({"id": [101, 102], "body": ["a", "b"]})
-    assert [r["custom_id"] for r in _render(RequestSpec(prompt="{body}", model="m", max_tokens=5, id_column="id"), table)] == ["101", "102"]
+    assert [
+        r["custom_id"] for r in _render(RequestSpec(prompt="{body}", model="m", max_tokens=5, id_column="id"), table)
+    ] == ["101", "102"]
 
 
 @pytest.mark.parametrize(

@@ -8,21 +8,46 @@ import pyarrow as pa
 import pytest
 
 from airflow_provider_claude_batch.batching.pricing import PriceTable
-from airflow_provider_claude_batch.batching.results import RESULT_SCHEMA, ClaudeBatchResultsError, ResultParser, iter_file_lines
+from airflow_provider_claude_batch.batching.results import (
+    RESULT_SCHEMA,
+    ClaudeBatchResultsError,
+    ResultParser,
+    iter_file_lines,
+)
 
 SUCCEEDED = {
     "custom_id": "a",
     "result": {
         "type": "succeeded",
         "message": {
-            "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-6",
-            "content": [{"type": "text", "text": "Bill", "citations": None}, {"type": "tool_use", "id": "t", "name": "x", "input": {}}, {"type": "text", "text": "ing"}],
-            "stop_reason": "end_turn", "stop_sequence": None,
-            "usage": {"input_tokens": 1000, "output_tokens": 200, "cache_creation_input_tokens": 100, "cache_read_input_tokens": 50, "service_tier": "batch"},
+            "id": "msg_1",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude-sonnet-4-6",
+            "content": [
+                {"type": "text", "text": "Bill", "citations": None},
+                {"type": "tool_use", "id": "t", "name": "x", "input": {}},
+                {"type": "text", "text": "ing"},
+            ],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": 1000,
+                "output_tokens": 200,
+                "cache_creation_input_tokens": 100,
+                "cache_read_input_tokens": 50,
+                "service_tier": "batch",
+            },
         },
     },
 }
-ERRORED = {"custom_id": "b", "result": {"type": "errored", "error": {"type": "error", "error": {"type": "overloaded_error", "message": "busy"}, "request_id": "req_1"}}}
+ERRORED = {
+    "custom_id": "b",
+    "result": {
+        "type": "errored",
+        "error": {"type": "error", "error": {"type": "overloaded_error", "message": "busy"}, "request_id": "req_1"},
+    },
+}
 EXPIRED = {"custom_id": "c", "result": {"type": "expired"}}
 CANCELED = {"custom_id": "d", "result": {"type": "canceled"}}
 
@@ -38,7 +63,12 @@ def test_every_outcome_maps_onto_the_schema() -> None:
     assert ok["result_type"] == "succeeded"
     assert ok["text"] == "Billing"  # text blocks joined, other blocks skipped
     assert json.loads(ok["content"])[1]["type"] == "tool_use"
-    assert (ok["input_tokens"], ok["output_tokens"], ok["cache_creation_input_tokens"], ok["cache_read_input_tokens"]) == (1000, 200, 100, 50)
+    assert (
+        ok["input_tokens"],
+        ok["output_tokens"],
+        ok["cache_creation_input_tokens"],
+        ok["cache_read_input_tokens"],
+    ) == (1000, 200, 100, 50)
     assert ok["batch_id"] == "msgbatch_1" and ok["round"] == 0
     # Sonnet: $3 in, $15 out, $3.75 cache write, $0.30 cache read per MTok, halved for batches.
     assert ok["cost_usd"] == pytest.approx(0.5 * (1000 * 3 + 200 * 15 + 100 * 3.75 + 50 * 0.3) / 1e6)

@@ -31,7 +31,9 @@ def test_lists_dataframes_and_tables() -> None:
 def test_files_of_each_format(tmp_path: Path) -> None:
     pq.write_table(TABLE, tmp_path / "t.parquet")
     pacsv.write_csv(TABLE, tmp_path / "t.csv")
-    (tmp_path / "t.jsonl").write_text("".join(f'{{"id": "{r["id"]}", "body": "{r["body"]}"}}\n' for r in TABLE.to_pylist()))
+    (tmp_path / "t.jsonl").write_text(
+        "".join(f'{{"id": "{r["id"]}", "body": "{r["body"]}"}}\n' for r in TABLE.to_pylist())
+    )
     for name in ("t.parquet", "t.csv", "t.jsonl"):
         assert _rows(str(tmp_path / name)) == TABLE.to_pylist(), name
     assert _rows(f"file://{tmp_path}/t.parquet") == TABLE.to_pylist()

@@ -1,0 +1,187 @@
+"""The pipeline under real Airflow (``dag.test()``: metadata DB, task runner, inline trigger)
+against the emulator over HTTP."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+
+from airflow_provider_claude_batch.batching.manifest import load_manifest
+from airflow_provider_claude_batch.batching.results import RESULT_SCHEMA
+from airflow_provider_claude_batch.testing import RunningEmulator
+from tests.airflow.conftest import run_dag, task_states, xcom
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def example_dag(airflow_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, work_dir: Path):  # type: ignore[no-untyped-def]
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("CLAUDE_BATCH_EXAMPLE_DATA", str(tmp_path / "lake"))
+    monkeypatch.setenv("CLAUDE_BATCH_EXAMPLE_POLL_SECONDS", "0.2")
+    target = airflow_db / "dags" / "claude_batch_support_tickets.py"
+    shutil.copy(ROOT / "example_dags" / "claude_batch_support_tickets.py", target)
+    monkeypatch.syspath_prepend(str(ROOT / "example_dags"))
+    dag = DagBag(dag_folder=str(target)).get_dag("claude_batch_support_tickets")
+    assert dag is not None
+    return dag, tmp_path / "lake"
+
+
+def test_example_dag_lands_one_row_per_ticket(example_dag, emulator: RunningEmulator) -> None:  # type: ignore[no-untyped-def]
+    from example_data import write_tickets
+
+    dag, lake = example_dag
+    emulator.emulator.config.errored_fraction = 0.02
+    emulator.emulator.config.expired_fraction = 0.01
+    write_tickets(lake, "2026-11-01", 2_500)
+    dag_run = run_dag(dag)
+    assert task_states(dag_run) == {"submit": "success", "wait": "success", "land": "success"}
+    assert emulator.emulator.stats["batches_created"] == 3
+
+    summary = xcom(dag_run, "submit")
+    assert summary["chunks"] == 3 and summary["requests"] == 2_500 and len(summary["batch_ids"]) == 3
+    manifest = load_manifest(summary["manifest"])
+    assert [b.request_count for b in manifest.batches] == [1000, 1000, 500]
+    assert {b.processing_status for b in manifest.batches} == {"ended"}  # recorded by the sensor
+
+    output = lake / "support" / "ticket_labels" / "ds=2026-11-01"
+    table = ds.dataset(output, format="parquet").to_table()
+    tickets = pq.read_table(lake / "support" / "tickets" / "ds=2026-11-01" / "tickets.parquet")
+    assert table.num_rows == 2_500
+    assert sorted(table.column("custom_id").to_pylist()) == sorted(tickets.column("ticket_id").to_pylist())
+    assert table.column("custom_id").to_pylist() == table.column("ticket_id").to_pylist()
+    assert table.schema.names == [*RESULT_SCHEMA.names, "ticket_id", "product"]
+    by_id = dict(zip(tickets.column("ticket_id").to_pylist(), tickets.column("product").to_pylist(), strict=True))
+    assert all(by_id[row["ticket_id"]] == row["product"] for row in table.select(["ticket_id", "product"]).to_pylist())
+    kinds = table.column("result_type").to_pylist()
+    assert kinds.count("succeeded") > 2_400 and kinds.count("errored") > 0 and kinds.count("expired") > 0
+    landed = xcom(dag_run, "land")
+    assert landed["rows"] == 2_500 and landed["by_result_type"]["succeeded"] == kinds.count("succeeded")
+    assert sorted(p.name for p in output.iterdir()) == [
+        "part-00000.parquet",
+        "part-00001.parquet",
+        "part-00002.parquet",
+    ]
+
+
+def test_dataframe_and_list_sources(make_dag, emulator: RunningEmulator, work_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    dag = make_dag(
+        f"""
+        import pandas as pd
+        frame = pd.DataFrame({{"id": ["a", "b", "c"], "q": ["1+1?", "2+2?", "3+3?"]}})
+        s1 = ClaudeBatchSubmitOperator(task_id="from_df", source=frame, id_column="id", prompt="{{q}}",
+                                       model="claude-haiku-4-5", max_tokens=8, max_requests_per_batch=2)
+        s2 = ClaudeBatchSubmitOperator(task_id="from_list", source=["x", "y"], model="claude-haiku-4-5", max_tokens=8)
+        w = ClaudeBatchSensor(task_id="wait", manifest=s1.output, poll_interval=0.1)
+        ClaudeBatchToParquetOperator(task_id="land", manifest=s1.output, destination={str(tmp_path / "out")!r}, keep_columns=["q"])
+        s1 >> w
+        """
+    )
+    dag_run = run_dag(dag)
+    states = task_states(dag_run)
+    assert states["from_df"] == states["from_list"] == states["land"] == "success"
+    assert xcom(dag_run, "from_df")["chunks"] == 2
+    assert xcom(dag_run, "from_list")["requests"] == 2
+    out = ds.dataset(tmp_path / "out", format="parquet").to_table()
+    assert sorted(zip(out.column("custom_id").to_pylist(), out.column("q").to_pylist())) == [
+        ("a", "1+1?"),
+        ("b", "2+2?"),
+        ("c", "3+3?"),
+    ]
+
+
+def test_bad_input_fails_before_anything_is_submitted(make_dag, emulator: RunningEmulator, work_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    dag = make_dag(
+        """
+        ClaudeBatchSubmitOperator(task_id="submit", source=[{"id": "a", "text": "x"}, {"id": "b", "text": "y"}],
+                                  id_column="id", prompt="{body}", model="claude-haiku-4-5", max_tokens=8)
+        """
+    )
+    dag_run = run_dag(dag)
+    assert task_states(dag_run) == {"submit": "failed"}
+    assert emulator.emulator.calls["create"] == 0
+    assert not list(work_dir.rglob("chunk-*.jsonl"))  # the partial staging was removed
+
+
+def test_empty_input_skips_without_submitting(make_dag, emulator: RunningEmulator, work_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    dag = make_dag(
+        """
+        ClaudeBatchSubmitOperator(task_id="skip", source=[], model="claude-haiku-4-5", max_tokens=8)
+        ClaudeBatchSubmitOperator(task_id="fail", source=[], model="claude-haiku-4-5", max_tokens=8, on_empty="fail")
+        """
+    )
+    assert task_states(run_dag(dag)) == {"skip": "skipped", "fail": "failed"}
+    assert emulator.emulator.calls["create"] == 0
+
+
+def test_poke_mode_sensor(make_dag, emulator: RunningEmulator, work_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    emulator.emulator.config.processing_seconds = 0.5
+    dag = make_dag(
+        """
+        s = ClaudeBatchSubmitOperator(task_id="submit", source=["a", "b", "c"], model="claude-haiku-4-5", max_tokens=8)
+        w = ClaudeBatchSensor(task_id="wait", manifest=s.output, deferrable=False, mode="poke", poll_interval=0.2)
+        s >> w
+        """
+    )
+    dag_run = run_dag(dag)
+    assert task_states(dag_run) == {"submit": "success", "wait": "success"}
+    result = xcom(dag_run, "wait")
+    assert result["totals"]["succeeded"] == 3
+    assert emulator.emulator.calls["retrieve"] >= 2
+
+
+def test_partial_failure_policy(make_dag, emulator: RunningEmulator, work_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    emulator.emulator.script_outcomes({"row-0": "errored:invalid_request_error", "row-1": "expired"})
+    dag = make_dag(
+        """
+        s = ClaudeBatchSubmitOperator(task_id="submit", source=["a", "b", "c", "d"], model="claude-haiku-4-5", max_tokens=8)
+        strict = ClaudeBatchSensor(task_id="strict", manifest=s.output, poll_interval=0.1, max_failed_fraction=0.25)
+        lenient = ClaudeBatchSensor(task_id="lenient", manifest=s.output, poll_interval=0.1, max_failed_fraction=0.5)
+        s >> [strict, lenient]
+        """
+    )
+    states = task_states(run_dag(dag))
+    assert states == {"submit": "success", "strict": "failed", "lenient": "success"}
+
+
+def test_rerun_of_the_same_run_reattaches_instead_of_billing_again(
+    make_dag, emulator: RunningEmulator, work_dir: Path
+) -> None:  # type: ignore[no-untyped-def]
+    dag = make_dag(
+        """
+        ClaudeBatchSubmitOperator(task_id="submit", source=[f"t{i}" for i in range(7)], model="claude-haiku-4-5",
+                                  max_tokens=8, max_requests_per_batch=3)
+        """
+    )
+    first = xcom(run_dag(dag), "submit")
+    second = xcom(run_dag(dag), "submit")
+    assert emulator.emulator.stats["batches_created"] == 3
+    assert first["batch_ids"] == second["batch_ids"]
+    assert second["created_now"] == []
+
+
+def test_secret_never_lands_in_files_or_xcom(
+    make_dag, emulator: RunningEmulator, work_dir: Path, airflow_db: Path
+) -> None:  # type: ignore[no-untyped-def]
+    from tests.helpers import TEST_API_KEY
+
+    dag = make_dag(
+        """
+        s = ClaudeBatchSubmitOperator(task_id="submit", source=["a"], model="claude-haiku-4-5", max_tokens=8)
+        w = ClaudeBatchSensor(task_id="wait", manifest=s.output, poll_interval=0.1)
+        s >> w
+        """
+    )
+    dag_run = run_dag(dag)
+    assert TEST_API_KEY not in json.dumps([xcom(dag_run, "submit"), xcom(dag_run, "wait")])
+    for path in [*work_dir.rglob("*"), *(airflow_db / "logs").rglob("*")]:
+        if path.is_file():
+            assert TEST_API_KEY.encode() not in path.read_bytes(), path
+    assert sys.modules  # keep the import used
