@@ -90,7 +90,7 @@ def test_dataframe_and_list_sources(make_dag, emulator: RunningEmulator, work_di
     assert xcom(dag_run, "from_df")["chunks"] == 2
     assert xcom(dag_run, "from_list")["requests"] == 2
     out = ds.dataset(tmp_path / "out", format="parquet").to_table()
-    assert sorted(zip(out.column("custom_id").to_pylist(), out.column("q").to_pylist())) == [
+    assert sorted(zip(out.column("custom_id").to_pylist(), out.column("q").to_pylist(), strict=True)) == [
         ("a", "1+1?"),
         ("b", "2+2?"),
         ("c", "3+3?"),
