@@ -21,6 +21,7 @@ from airflow_provider_claude_batch.batching.errors import ClaudeBatchError, Clau
 from airflow_provider_claude_batch.batching.manifest import BatchRecord, Manifest
 from airflow_provider_claude_batch.batching.pricing import PriceTable
 from airflow_provider_claude_batch.batching.results import RESULT_SCHEMA, ResultParser, iter_file_lines
+from airflow_provider_claude_batch.batching.rounds import final_rounds, records_by_chunk
 
 TOKEN_COLUMNS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 
@@ -37,6 +38,8 @@ class LandingStats:
     cost_usd: float = 0.0
     rows_without_cost: int = 0
     files: list[str] = field(default_factory=list)
+    rounds: int = 1
+    resubmitted: int = 0
 
     def add(self, batch: pa.RecordBatch) -> None:
         self.rows += batch.num_rows
@@ -58,6 +61,8 @@ class LandingStats:
             "cost_usd": round(self.cost_usd, 6),
             "rows_without_cost": self.rows_without_cost,
             "files": self.files,
+            "rounds": self.rounds,
+            "resubmitted_requests": self.resubmitted,
         }
 
 
@@ -93,8 +98,9 @@ def output_schema(run_dir: Any, manifest: Manifest, keep_columns: list[str]) -> 
     return schema
 
 
-def parse_chunk(
+def parse_record(
     run_dir: Any,
+    inputs_record: BatchRecord,
     record: BatchRecord,
     raw_file: Any,
     schema: pa.Schema,
@@ -102,9 +108,9 @@ def parse_chunk(
     prices: PriceTable,
     rows_per_batch: int,
 ) -> Iterator[pa.RecordBatch]:
-    """Record batches of one batch's results, with input columns joined, checked one to one
-    against the chunk's request count."""
-    inputs = _input_lookup(run_dir, record, keep_columns)
+    """Record batches of one batch's results, with the chunk's input columns joined, checked
+    one to one against the batch's request count."""
+    inputs = _input_lookup(run_dir, inputs_record, keep_columns)
     input_ids = inputs.column(CUSTOM_ID_COLUMN) if inputs is not None else None
     parser = ResultParser(record.batch_id or "", record.round, prices, rows_per_batch=rows_per_batch)
     seen = 0
@@ -131,6 +137,17 @@ def parse_chunk(
         )
 
 
+def _keep_final(
+    batch: pa.RecordBatch, round_number: int, retried: pa.Array, retried_rounds: pa.Array
+) -> pa.RecordBatch:
+    """Only the rows whose request's final outcome comes from ``round_number``."""
+    if len(retried) == 0:
+        return batch
+    position = pc.index_in(batch.column("custom_id"), value_set=retried)
+    final = pc.fill_null(pc.take(retried_rounds, position), 0)
+    return batch.filter(pc.equal(final, round_number))
+
+
 def write_parts(
     run_dir: Any,
     manifest: Manifest,
@@ -142,26 +159,34 @@ def write_parts(
     row_group_size: int = 65_536,
     compression: str = "zstd",
 ) -> LandingStats:
-    """Write ``part-NNNNN.parquet`` per chunk into ``staged_dir`` and return the totals."""
+    """Write ``part-NNNNN.parquet`` per chunk into ``staged_dir`` and return the totals.
+
+    Each request's row comes from the last round it was submitted in.
+    """
     schema = output_schema(run_dir, manifest, keep_columns)
     stats = LandingStats()
-    for record in manifest.batches:
-        if record.round != 0:
-            continue
-        name = f"part-{record.chunk:05d}.parquet"
-        ids_seen: set[str] = set()
+    for chunk, records in records_by_chunk(manifest).items():
+        base = records[0]
+        final = final_rounds(run_dir, records)
+        retried = pa.array(list(final), pa.string())
+        retried_rounds = pa.array(list(final.values()), pa.int32())
+        name = f"part-{chunk:05d}.parquet"
+        rows = 0
         with (staged_dir / name).open("wb") as sink, pq.ParquetWriter(sink, schema, compression=compression) as writer:
-            for batch in parse_chunk(
-                run_dir, record, raw_files[record.batch_id or ""], schema, keep_columns, prices, row_group_size
-            ):
-                ids = batch.column("custom_id").to_pylist()
-                ids_seen.update(ids)
-                writer.write_batch(batch, row_group_size=row_group_size)
-                stats.add(batch)
-        if len(ids_seen) != record.request_count:
+            for record in records:
+                raw = raw_files[record.batch_id or ""]
+                for batch in parse_record(run_dir, base, record, raw, schema, keep_columns, prices, row_group_size):
+                    kept = _keep_final(batch, record.round, retried, retried_rounds)
+                    if kept.num_rows:
+                        writer.write_batch(kept, row_group_size=row_group_size)
+                        stats.add(kept)
+                        rows += kept.num_rows
+        if rows != base.request_count:
             raise ClaudeBatchMissingResultsError(
-                f"batch {record.batch_id!r} ({record.key}) returned duplicate custom_ids: "
-                f"{len(ids_seen)} distinct of {record.request_count}"
+                f"chunk {chunk} has {base.request_count} requests but {rows} final results across "
+                f"{len(records)} round(s); the raw results are kept under {run_dir / 'raw'}"
             )
         stats.files.append(name)
+    stats.rounds = max((r.round for r in manifest.batches), default=0) + 1
+    stats.resubmitted = sum(r.request_count for r in manifest.batches if r.round > 0)
     return stats

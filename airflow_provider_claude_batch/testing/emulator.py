@@ -103,6 +103,10 @@ class Clock:
         with self._lock:
             self._offset += timedelta(seconds=seconds)
 
+    def reset(self) -> None:
+        with self._lock:
+            self._offset = timedelta()
+
 
 @dataclass
 class Fault:
@@ -113,11 +117,13 @@ class Fault:
     the ambiguous failure that makes blind retries bill twice.
     ``delay_seconds``: answer this much later (a slow response).
     ``drop_after_bytes`` (results only): close the connection mid-body after that many bytes.
+    ``skip``: let this many matching calls through untouched first.
     """
 
     endpoint: str
     status: int | None = None
     times: int = 1
+    skip: int = 0
     retry_after: float | None = None
     after_commit: bool = False
     delay_seconds: float = 0.0
@@ -144,7 +150,7 @@ class EmulatorConfig:
     #: Added to every API call (not to control endpoints): a far-away server.
     latency_seconds: float = 0.0
     #: Fractions of requests that end errored (``api_error``) / expired, chosen by a hash of
-    #: the custom_id so the same input always gets the same outcome.
+    #: the custom_id and how often it was submitted, so runs replay identically.
     errored_fraction: float = 0.0
     expired_fraction: float = 0.0
     #: Replies are ``reply_chars`` characters long, or drawn from this range by hash.
@@ -230,6 +236,7 @@ class Emulator:
         self._batches: dict[str, _Batch] = {}
         self._faults: list[Fault] = []
         self._scripted_outcomes: dict[str, list[str]] = {}
+        self._attempts: Counter[str] = Counter()
         self._ids = itertools.count(1)
         self._seed = secrets.token_hex(4)
         self.calls: Counter[str] = Counter()
@@ -242,8 +249,10 @@ class Emulator:
             self._batches.clear()
             self._faults.clear()
             self._scripted_outcomes.clear()
+            self._attempts.clear()
             self.calls.clear()
             self.stats.clear()
+            self.clock.reset()
 
     def inject(self, fault: Fault) -> Fault:
         with self._lock:
@@ -300,6 +309,9 @@ class Emulator:
         with self._lock:
             for fault in self._faults:
                 if fault.endpoint in (endpoint, "any") and fault.times > 0:
+                    if fault.skip > 0:
+                        fault.skip -= 1
+                        return None
                     fault.times -= 1
                     self.stats["faults_fired"] += 1
                     if fault.times == 0:
@@ -315,7 +327,10 @@ class Emulator:
         if request.invalid_reason is not None:
             return "errored:invalid_request_error"
         if self.config.errored_fraction or self.config.expired_fraction:
-            draw = (_stable_int(request.custom_id, "outcome") % 1_000_000) / 1_000_000
+            # Transient failures are drawn afresh for each submission of the same custom_id,
+            # so a resubmission usually succeeds (and the same sequence replays identically).
+            self._attempts[request.custom_id] += 1
+            draw = (_stable_int(request.custom_id, self._attempts[request.custom_id]) % 1_000_000) / 1_000_000
             if draw < self.config.errored_fraction:
                 return "errored:api_error"
             if draw < self.config.errored_fraction + self.config.expired_fraction:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -10,9 +11,15 @@ from airflow.sdk import BaseOperator
 
 from airflow_provider_claude_batch.batching.errors import ClaudeBatchError
 from airflow_provider_claude_batch.batching.landing import write_parts
+from airflow_provider_claude_batch.batching.manifest import Manifest
 from airflow_provider_claude_batch.batching.pricing import PriceTable
+from airflow_provider_claude_batch.batching.progress import batch_state
+from airflow_provider_claude_batch.batching.rounds import plan_next_round
 from airflow_provider_claude_batch.batching.storage import remove_tree, replace_tree
+from airflow_provider_claude_batch.batching.submission import create_missing_batches
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+from airflow_provider_claude_batch.sensors.batch import DEFAULT_TIMEOUT_SECONDS
+from airflow_provider_claude_batch.triggers.batch import ClaudeBatchTrigger
 from airflow_provider_claude_batch.workdir import as_storage_path, open_manifest
 
 if TYPE_CHECKING:
@@ -36,6 +43,13 @@ class ClaudeBatchToParquetOperator(BaseOperator):
     :param compression: Parquet compression codec.
     :param prices: overrides of the price table used for ``cost_usd`` (model -> USD per
         million tokens), see :mod:`airflow_provider_claude_batch.batching.pricing`.
+    :param max_retry_rounds: how many times requests that ended ``expired`` or ``errored``
+        with a transient error (overloaded, api, rate limit) are resubmitted, from the saved
+        request bodies, before their last outcome is landed. ``0`` disables resubmission.
+        Requests rejected as invalid are never resubmitted.
+    :param deferrable: wait for resubmitted batches in the triggerer (default) or by polling.
+    :param poll_interval: seconds between polls of resubmitted batches.
+    :param wait_timeout: seconds to wait for a round of resubmitted batches.
     :param claude_batch_conn_id: defaults to the manifest's connection.
 
     Returns (XCom) the destination, rows per result type, tokens and cost.
@@ -53,6 +67,10 @@ class ClaudeBatchToParquetOperator(BaseOperator):
         row_group_size: int = 65_536,
         compression: str = "zstd",
         prices: dict[str, Any] | None = None,
+        max_retry_rounds: int = 2,
+        deferrable: bool = True,
+        poll_interval: float = 60.0,
+        wait_timeout: float = DEFAULT_TIMEOUT_SECONDS,
         claude_batch_conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
@@ -63,30 +81,92 @@ class ClaudeBatchToParquetOperator(BaseOperator):
         self.row_group_size = row_group_size
         self.compression = compression
         self.prices = prices
+        if max_retry_rounds < 0:
+            raise ValueError(f"max_retry_rounds must be >= 0, got {max_retry_rounds}")
+        self.max_retry_rounds = max_retry_rounds
+        self.deferrable = deferrable
+        self.poll_interval = poll_interval
+        self.wait_timeout = wait_timeout
         self.claude_batch_conn_id = claude_batch_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
+        return self._land()
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        if event.get("status") != "success":
+            raise ClaudeBatchError(f"Waiting for the resubmitted batches failed: {event.get('message')}")
+        return self._land()
+
+    def _land(self) -> dict[str, Any]:
         manifest, run_dir = open_manifest(self.manifest)
         hook = ClaudeBatchHook(self.claude_batch_conn_id or manifest.conn_id)
+        while True:
+            # Records of a round planned by an earlier try but not created yet.
+            create_missing_batches(manifest, run_dir, hook)
+            still_open = self._refresh(manifest, run_dir, hook)
+            if still_open:
+                self._wait(still_open, manifest.conn_id)
+                continue
+            raw_files = self._download(manifest, run_dir, hook)
+            next_round = plan_next_round(manifest, run_dir, self.max_retry_rounds)
+            if not next_round:
+                break
+            self.log.info(
+                "Round %d: resubmitting %d request(s) that ended expired or with a retryable error, in %d batch(es).",
+                next_round[0].round,
+                sum(r.request_count for r in next_round),
+                len(next_round),
+            )
+            manifest.batches.extend(next_round)
+            manifest.save(run_dir)
+        return self._write(manifest, run_dir, raw_files)
+
+    def _refresh(self, manifest: Manifest, run_dir: Any, hook: ClaudeBatchHook) -> list[str]:
+        """Update the manifest with batches not known to have ended; return those still open."""
+        still_open = []
+        for record in manifest.batches:
+            if record.batch_id is None or record.processing_status == "ended":
+                continue
+            state = batch_state(hook.retrieve_batch(record.batch_id))
+            record.processing_status = state["processing_status"]
+            record.request_counts = state["request_counts"]
+            record.ended_at = state["ended_at"]
+            if record.processing_status != "ended":
+                still_open.append(record.batch_id)
+        manifest.save(run_dir)
+        return still_open
+
+    def _wait(self, batch_ids: list[str], conn_id: str) -> None:
+        if not self.deferrable:
+            self.log.info("Waiting %.0f s for %d open batch(es).", self.poll_interval, len(batch_ids))
+            time.sleep(self.poll_interval)
+            return
+        self.defer(
+            trigger=ClaudeBatchTrigger(
+                batch_ids=batch_ids,
+                claude_batch_conn_id=self.claude_batch_conn_id or conn_id,
+                poll_interval=self.poll_interval,
+                deadline=time.time() + self.wait_timeout,
+            ),
+            method_name="execute_complete",
+        )
+
+    def _download(self, manifest: Manifest, run_dir: Any, hook: ClaudeBatchHook) -> dict[str, Any]:
         raw_files: dict[str, Any] = {}
         for record in manifest.batches:
             if record.batch_id is None:
                 raise ClaudeBatchError(f"{record.key} has no batch: the submit task did not finish; clear it")
-            raw = run_dir / "raw" / f"{record.batch_id}.jsonl"
+            name = f"raw/{record.batch_id}.jsonl"
+            raw = run_dir / name
             raw_files[record.batch_id] = raw
-            if raw.exists():
-                self.log.info("Raw results of %s already saved at %s.", record.batch_id, raw)
-                continue
-            batch = hook.retrieve_batch(record.batch_id)
-            if batch.processing_status != "ended":
-                raise ClaudeBatchError(
-                    f"batch {record.batch_id} ({record.key}) is still {batch.processing_status}; "
-                    "wait for it with ClaudeBatchSensor before landing its results"
-                )
-            hook.download_results(record.batch_id, raw)
-            record.results_file = f"raw/{record.batch_id}.jsonl"
-        manifest.save(run_dir)
+            if not raw.exists():
+                hook.download_results(record.batch_id, raw)
+            if record.results_file != name:
+                record.results_file = name
+                manifest.save(run_dir)
+        return raw_files
 
+    def _write(self, manifest: Manifest, run_dir: Any, raw_files: dict[str, Any]) -> dict[str, Any]:
         destination = as_storage_path(self.destination)
         staged = destination.parent / f".{destination.name}.tmp-{uuid.uuid4().hex[:12]}"
         staged.mkdir(parents=True, exist_ok=True)
@@ -107,10 +187,11 @@ class ClaudeBatchToParquetOperator(BaseOperator):
             raise
         summary = {"destination": str(destination), **stats.as_dict()}
         self.log.info(
-            "Landed %d rows in %s (%s); tokens %s; cost $%.4f%s.",
+            "Landed %d rows in %s (%s) after %d round(s); tokens %s; cost $%.4f%s.",
             stats.rows,
             destination,
             ", ".join(f"{count} {kind}" for kind, count in sorted(stats.by_result_type.items())),
+            stats.rounds,
             dict(stats.tokens),
             stats.cost_usd,
             f" ({stats.rows_without_cost} succeeded rows of an unpriced model)" if stats.rows_without_cost else "",

@@ -43,13 +43,14 @@ def test_example_dag_lands_one_row_per_ticket(example_dag, emulator: RunningEmul
     write_tickets(lake, "2026-11-01", 2_500)
     dag_run = run_dag(dag)
     assert task_states(dag_run) == {"submit": "success", "wait": "success", "land": "success"}
-    assert emulator.emulator.stats["batches_created"] == 3
 
     summary = xcom(dag_run, "submit")
     assert summary["chunks"] == 3 and summary["requests"] == 2_500 and len(summary["batch_ids"]) == 3
     manifest = load_manifest(summary["manifest"])
-    assert [b.request_count for b in manifest.batches] == [1000, 1000, 500]
-    assert {b.processing_status for b in manifest.batches} == {"ended"}  # recorded by the sensor
+    assert [b.request_count for b in manifest.batches if b.round == 0] == [1000, 1000, 500]
+    assert {b.processing_status for b in manifest.batches} == {"ended"}
+    # Round 0 plus resubmissions of the transient failures; nothing else was created.
+    assert emulator.emulator.stats["batches_created"] == len(manifest.batches) > 3
 
     output = lake / "support" / "ticket_labels" / "ds=2026-11-01"
     table = ds.dataset(output, format="parquet").to_table()
@@ -61,7 +62,8 @@ def test_example_dag_lands_one_row_per_ticket(example_dag, emulator: RunningEmul
     by_id = dict(zip(tickets.column("ticket_id").to_pylist(), tickets.column("product").to_pylist(), strict=True))
     assert all(by_id[row["ticket_id"]] == row["product"] for row in table.select(["ticket_id", "product"]).to_pylist())
     kinds = table.column("result_type").to_pylist()
-    assert kinds.count("succeeded") > 2_400 and kinds.count("errored") > 0 and kinds.count("expired") > 0
+    assert kinds.count("succeeded") > 2_490  # most transient failures succeeded when resubmitted
+    assert max(table.column("round").to_pylist()) >= 1
     landed = xcom(dag_run, "land")
     assert landed["rows"] == 2_500 and landed["by_result_type"]["succeeded"] == kinds.count("succeeded")
     assert sorted(p.name for p in output.iterdir()) == [

@@ -1,0 +1,139 @@
+"""Resubmission rounds: requests that ended for a transient reason are sent again.
+
+Round 0 is one batch per chunk. After a round ends, every request of it that ended
+``expired`` or ``errored`` with a retryable error type (overloaded, api, rate limit) is
+copied, byte for byte from the chunk's saved request body, into a new request file and a new
+batch of round ``r + 1`` for that chunk, up to ``max_retry_rounds``. Requests that failed for
+a reason a retry cannot fix (``invalid_request_error``) are never resubmitted. A request's
+final outcome is the one from the highest round that included it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import msgspec
+
+from airflow_provider_claude_batch.batching import limits
+from airflow_provider_claude_batch.batching.manifest import BatchRecord, Manifest
+from airflow_provider_claude_batch.batching.results import iter_file_lines
+
+
+class _Error(msgspec.Struct):
+    type: str | None = None
+
+
+class _Envelope(msgspec.Struct):
+    error: _Error | None = None
+
+
+class _Result(msgspec.Struct):
+    type: str
+    error: _Envelope | None = None
+
+
+class _Outcome(msgspec.Struct):
+    custom_id: str
+    result: _Result
+
+
+_outcome = msgspec.json.Decoder(_Outcome)
+_CUSTOM_ID_PREFIX = b'{"custom_id":"'
+
+
+def is_retryable(result_type: str, error_type: str | None) -> bool:
+    if result_type == "expired":
+        return True
+    return result_type == "errored" and error_type in limits.RETRYABLE_ERROR_TYPES
+
+
+def retryable_ids(lines: Iterable[bytes]) -> list[str]:
+    """custom_ids of the result lines whose outcome a resubmission may change."""
+    found = []
+    for line in lines:
+        if not line:
+            continue
+        outcome = _outcome.decode(line)
+        result = outcome.result
+        error_type = result.error.error.type if result.error is not None and result.error.error is not None else None
+        if is_retryable(result.type, error_type):
+            found.append(outcome.custom_id)
+    return found
+
+
+def request_ids(lines: Iterable[bytes]) -> Iterator[str]:
+    """custom_ids of request lines as the renderer writes them (custom_id first)."""
+    for line in lines:
+        if line.startswith(_CUSTOM_ID_PREFIX):
+            end = line.index(b'"', len(_CUSTOM_ID_PREFIX))
+            yield line[len(_CUSTOM_ID_PREFIX) : end].decode()
+        elif line:
+            yield msgspec.json.decode(line)["custom_id"]
+
+
+def records_by_chunk(manifest: Manifest) -> dict[int, list[BatchRecord]]:
+    grouped: dict[int, list[BatchRecord]] = {}
+    for record in manifest.batches:
+        grouped.setdefault(record.chunk, []).append(record)
+    return {chunk: sorted(records, key=lambda r: r.round) for chunk, records in sorted(grouped.items())}
+
+
+def plan_next_round(manifest: Manifest, run_dir: Any, max_retry_rounds: int) -> list[BatchRecord]:
+    """Write the request files of the next round and return its (not yet created) records.
+
+    Empty when nothing is retryable or the rounds are used up. Needs every record's raw
+    results saved (``results_file``).
+    """
+    new_records: list[BatchRecord] = []
+    for chunk, records in records_by_chunk(manifest).items():
+        latest = records[-1]
+        if latest.round >= max_retry_rounds:
+            continue
+        if latest.results_file is None:
+            raise ValueError(f"{latest.key} has no saved results yet")
+        with (run_dir / latest.results_file).open("rb") as handle:
+            retry = set(retryable_ids(iter_file_lines(handle)))
+        if not retry:
+            continue
+        next_round = latest.round + 1
+        base = records[0]
+        requests_file = f"round-{next_round:02d}/chunk-{chunk:05d}.jsonl"
+        target = run_dir / requests_file
+        target.parent.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        count = 0
+        body_bytes = limits.CREATE_ENVELOPE_BYTES
+        with (run_dir / base.requests_file).open("rb") as source, target.open("wb") as out:
+            for line in iter_file_lines(source):
+                if not line or next(request_ids([line])) not in retry:
+                    continue
+                out.write(line + b"\n")
+                digest.update(line + b"\n")
+                body_bytes += len(line) + (1 if count else 0)
+                count += 1
+        new_records.append(
+            BatchRecord(
+                chunk=chunk,
+                round=next_round,
+                requests_file=requests_file,
+                request_count=count,
+                body_bytes=body_bytes,
+                sha256=digest.hexdigest(),
+            )
+        )
+    return new_records
+
+
+def final_rounds(run_dir: Any, records: list[BatchRecord]) -> dict[str, int]:
+    """For one chunk: the round each resubmitted custom_id last went out in (ids absent from
+    the result stayed in round 0)."""
+    final: dict[str, int] = {}
+    for record in records:
+        if record.round == 0:
+            continue
+        with (run_dir / record.requests_file).open("rb") as handle:
+            for custom_id in request_ids(iter_file_lines(handle)):
+                final[custom_id] = max(record.round, final.get(custom_id, 0))
+    return final
