@@ -200,3 +200,46 @@ def test_backfill_twice_creates_no_new_batches_and_identical_output(
     assert sorted(first) == ["ds=2026-11-01", "ds=2026-11-02", "ds=2026-11-03"]
     assert {r["text"] is not None for part in first.values() for r in part.values()} == {True}
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]  # no staging left behind
+
+
+def test_crash_between_create_and_record_is_recovered_without_a_second_batch(
+    make_dag, emulator: RunningEmulator, work_dir: Path, airflow_db: Path
+) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.system.stack import wait_until
+
+    dag = make_dag(
+        """
+        ClaudeBatchSubmitOperator(task_id="submit", source=[f"t{i}" for i in range(5)], model="claude-haiku-4-5",
+                                  max_tokens=8, max_requests_per_batch=3)
+        """,
+        dag_id="orphan_recovery",
+    )
+    # The second create commits on the server, then its answer hangs: kill the worker there.
+    emulator.emulator.inject(Fault("create", after_commit=True, delay_seconds=60, skip=1))
+    day = "2026-11-01T00:00:00+00:00"
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "tests.airflow.dag_test_process", dag.fileloc, dag.dag_id, day],
+        env=os.environ.copy(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: emulator.emulator.stats["batches_created"] == 2, timeout=120, interval=0.05, what="the second create")
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+    emulator.emulator.clear_faults()
+    orphan = emulator.emulator.batch_ids()[-1]
+    manifest_path = work_dir / "orphan_recovery" / "manual__2026-11-01T00:00:00+00:00" / "submit" / "manifest.json"
+    crashed = load_manifest(manifest_path)
+    assert crashed.batches[1].intent_at is not None and crashed.batches[1].batch_id is None  # the orphan window
+
+    dag_run = run_dag(dag, datetime(2026, 11, 1, tzinfo=timezone.utc))
+    assert task_states(dag_run) == {"submit": "success"}
+    assert emulator.emulator.stats["batches_created"] == 2
+    assert load_manifest(manifest_path).batches[1].batch_id == orphan

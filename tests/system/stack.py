@@ -57,6 +57,7 @@ class AirflowStack:
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "2",
             "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_SEC": "1",
             **extra_env,
         }
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
@@ -70,11 +71,48 @@ class AirflowStack:
     def start(self, timeout: float = 120) -> None:
         self.airflow("db", "migrate")
         for component in COMPONENTS:
-            log = (self.home / f"{component}.log").open("wb")
-            self.processes[component] = subprocess.Popen(
-                [sys.executable, "-m", "airflow", component], env=self.env, stdout=log, stderr=subprocess.STDOUT
-            )
+            self.start_component(component)
         wait_until(self._healthy, timeout=timeout, what="a healthy api-server, scheduler and triggerer")
+
+    def start_component(self, component: str) -> None:
+        log = (self.home / f"{component}.log").open("ab")
+        self.processes[component] = subprocess.Popen(
+            [sys.executable, "-m", "airflow", component], env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+
+    def stop_component(self, component: str) -> None:
+        process = self.processes.pop(component)
+        process.terminate()
+        process.wait(timeout=60)
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
+        listing = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
+        return {ti["task_id"]: ti["state"] for ti in listing}
+
+    def run_state(self, dag_id: str, run_id: str) -> str:
+        return str(self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"])
+
+    def trigger(self, dag_id: str, logical_date: str) -> str:
+        wait_until(lambda: self.has_dag(dag_id), timeout=90, what=f"the dag-processor to parse {dag_id}")
+        self.api("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+        return str(self.api("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": logical_date})["dag_run_id"])
+
+    def has_dag(self, dag_id: str) -> bool:
+        try:
+            self.api("GET", f"/dags/{dag_id}")
+        except httpx.HTTPStatusError:
+            return False
+        return True
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 180) -> str:
+        def finished() -> str | None:
+            state = self.run_state(dag_id, run_id)
+            return state if state in ("success", "failed") else None
+
+        return str(wait_until(finished, timeout=timeout, what=f"run {run_id} of {dag_id} to finish"))
+
+    def set_task_state(self, dag_id: str, run_id: str, task_id: str, state: str) -> None:
+        self.api("PATCH", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}", json={"new_state": state})
 
     def _healthy(self) -> bool:
         for name, process in self.processes.items():

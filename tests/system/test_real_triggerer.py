@@ -1,14 +1,16 @@
-"""The example DAG in a real deployment: the sensor defers to a real triggerer process, which
-polls the emulator while the task instance sits in state ``deferred`` holding no worker slot."""
+"""A real deployment (api-server, scheduler, dag-processor, triggerer as processes): the sensor
+defers to the triggerer, survives a triggerer restart, and a kill cancels the batches."""
 
 from __future__ import annotations
 
 import json
+import math
 import shutil
+import sys
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
@@ -19,23 +21,39 @@ from tests.system.stack import AirflowStack, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 DAG_ID = "claude_batch_support_tickets"
+POKE_DAG_ID = "claude_batch_poke_sensor"
+POKE_DAG = f"""
+from datetime import datetime
+from airflow.sdk import DAG
+from airflow_provider_claude_batch.operators.submit import ClaudeBatchSubmitOperator
+from airflow_provider_claude_batch.sensors.batch import ClaudeBatchSensor
+
+with DAG({POKE_DAG_ID!r}, schedule=None, start_date=datetime(2026, 1, 1)):
+    s = ClaudeBatchSubmitOperator(task_id="submit", source=["a", "b", "c"], model="claude-haiku-4-5", max_tokens=8)
+    s >> ClaudeBatchSensor(task_id="wait", manifest=s.output, deferrable=False, mode="poke", poll_interval=0.5)
+"""
+
+pytestmark = pytest.mark.system
 
 
-@pytest.fixture
-def stack(tmp_path: Path, emulator: RunningEmulator) -> Iterator[AirflowStack]:
-    lake = tmp_path / "lake"
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, emulator_server: RunningEmulator) -> Iterator[AirflowStack]:
+    home = tmp_path_factory.mktemp("deployment")
     stack = AirflowStack(
-        tmp_path / "airflow",
+        home / "airflow",
         {
             "AIRFLOW_CONN_CLAUDE_BATCH_DEFAULT": json.dumps(
-                {"conn_type": "claude_batch", "host": emulator.base_url, "password": TEST_API_KEY}
+                {"conn_type": "claude_batch", "host": emulator_server.base_url, "password": TEST_API_KEY}
             ),
-            "CLAUDE_BATCH_EXAMPLE_DATA": str(lake),
+            "CLAUDE_BATCH_EXAMPLE_DATA": str(home / "lake"),
             "CLAUDE_BATCH_EXAMPLE_POLL_SECONDS": "1",
-            "AIRFLOW__CLAUDE_BATCH__WORK_DIR": str(tmp_path / "work"),
+            "AIRFLOW__CLAUDE_BATCH__WORK_DIR": str(home / "work"),
         },
     )
     shutil.copy(ROOT / "example_dags" / f"{DAG_ID}.py", stack.home / "dags")
+    (stack.home / "dags" / f"{POKE_DAG_ID}.py").write_text(textwrap.dedent(POKE_DAG))
+    stack.lake = home / "lake"  # type: ignore[attr-defined]
+    sys.path.insert(0, str(ROOT / "example_dags"))
     stack.start()
     try:
         yield stack
@@ -43,34 +61,24 @@ def stack(tmp_path: Path, emulator: RunningEmulator) -> Iterator[AirflowStack]:
         stack.stop()
 
 
-@pytest.mark.system
-def test_sensor_waits_deferred_in_a_real_triggerer(
-    stack: AirflowStack, emulator: RunningEmulator, tmp_path: Path
-) -> None:
-    import sys
-
-    sys.path.insert(0, str(ROOT / "example_dags"))
+def _tickets(stack: AirflowStack, ds: str, rows: int) -> pq.ParquetFile:
     from example_data import write_tickets
 
-    write_tickets(tmp_path / "lake", "2026-11-02", 2_100)
-    emulator.emulator.config.processing_seconds = 8
-    wait_until(lambda: _dag_parsed(stack), timeout=90, what=f"the dag-processor to parse {DAG_ID}")
-    stack.api("PATCH", f"/dags/{DAG_ID}", json={"is_paused": False})
-    run = stack.api("POST", f"/dags/{DAG_ID}/dagRuns", json={"logical_date": "2026-11-02T00:00:00Z"})
-    run_id = run["dag_run_id"]
+    return pq.read_table(write_tickets(stack.lake, ds, rows))  # type: ignore[attr-defined]
 
-    # Watch the run: note each time the sensor is seen deferred and how many polls the
-    # emulator had received by then.
+
+def test_sensor_waits_deferred_in_a_real_triggerer(stack: AirflowStack, emulator: RunningEmulator) -> None:
+    tickets = _tickets(stack, "2026-11-02", 2_100)
+    emulator.emulator.config.processing_seconds = 12
+    run_id = stack.trigger(DAG_ID, "2026-11-02T00:00:00Z")
+
+    # Each time the sensor is seen deferred, note how many polls the emulator had received.
     polls_while_deferred: list[int] = []
 
     def finished() -> str | None:
-        states = {
-            ti["task_id"]: ti["state"]
-            for ti in stack.api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")["task_instances"]
-        }
-        if states.get("wait") == "deferred":
+        if stack.task_states(DAG_ID, run_id).get("wait") == "deferred":
             polls_while_deferred.append(emulator.emulator.calls["retrieve"])
-        state = stack.api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}")["state"]
+        state = stack.run_state(DAG_ID, run_id)
         return state if state in ("success", "failed") else None
 
     final = wait_until(finished, timeout=180, interval=0.5, what="the DAG run to finish")
@@ -80,14 +88,12 @@ def test_sensor_waits_deferred_in_a_real_triggerer(
 
     # The trigger's progress lines land in the sensor's task log (what the UI shows while deferred).
     wait_logs = "".join(
-        p.read_text(errors="replace")
-        for p in (stack.home / "logs").rglob("*")
-        if p.is_file() and "task_id=wait" in str(p)
+        p.read_text(errors="replace") for p in (stack.home / "logs").rglob("*") if p.is_file() and run_id in str(p) and "task_id=wait" in str(p)
     )
-    assert "batches 0/3 ended" in wait_logs and "batches 3/3 ended" in wait_logs
+    assert wait_logs.count("% done); elapsed") >= 2
+    assert "batches 3/3 ended" in wait_logs
 
-    tickets = pq.read_table(tmp_path / "lake" / "support" / "tickets" / "ds=2026-11-02" / "tickets.parquet")
-    output = ds.dataset(tmp_path / "lake" / "support" / "ticket_labels" / "ds=2026-11-02", format="parquet").to_table()
+    output = ds.dataset(stack.lake / "support" / "ticket_labels" / "ds=2026-11-02", format="parquet").to_table()  # type: ignore[attr-defined]
     assert output.num_rows == 2_100
     assert sorted(output.column("custom_id").to_pylist()) == sorted(tickets.column("ticket_id").to_pylist())
     assert emulator.emulator.stats["batches_created"] == 3
@@ -96,9 +102,42 @@ def test_sensor_waits_deferred_in_a_real_triggerer(
             assert TEST_API_KEY.encode() not in log.read_bytes(), log
 
 
-def _dag_parsed(stack: AirflowStack) -> bool:
-    try:
-        stack.api("GET", f"/dags/{DAG_ID}")
-    except httpx.HTTPStatusError:
-        return False
-    return True
+def test_the_wait_survives_a_triggerer_restart(stack: AirflowStack, emulator: RunningEmulator) -> None:
+    _tickets(stack, "2026-11-03", 1_500)
+    emulator.emulator.config.processing_seconds = math.inf
+    run_id = stack.trigger(DAG_ID, "2026-11-03T00:00:00Z")
+    wait_until(
+        lambda: stack.task_states(DAG_ID, run_id).get("wait") == "deferred" and emulator.emulator.calls["retrieve"] >= 2,
+        timeout=120, what="the sensor to defer and the trigger to poll",
+    )
+    stack.stop_component("triggerer")
+    polls_before = emulator.emulator.calls["retrieve"]
+    stack.start_component("triggerer")
+    wait_until(lambda: emulator.emulator.calls["retrieve"] > polls_before, timeout=120, what="the new triggerer to poll")
+    assert stack.task_states(DAG_ID, run_id)["wait"] == "deferred"
+    emulator.emulator.end_all()
+    assert stack.wait_for_run(DAG_ID, run_id) == "success"
+    assert emulator.emulator.stats["batches_created"] == 2
+
+
+def test_killing_a_deferred_sensor_cancels_its_batches(stack: AirflowStack, emulator: RunningEmulator) -> None:
+    _tickets(stack, "2026-11-04", 1_200)
+    emulator.emulator.config.processing_seconds = math.inf
+    run_id = stack.trigger(DAG_ID, "2026-11-04T00:00:00Z")
+    wait_until(lambda: stack.task_states(DAG_ID, run_id).get("wait") == "deferred", timeout=120, what="the deferral")
+    polls = emulator.emulator.calls["retrieve"]
+    wait_until(lambda: emulator.emulator.calls["retrieve"] > polls, timeout=60, what="the trigger to run")
+    stack.set_task_state(DAG_ID, run_id, "wait", "failed")
+    wait_until(lambda: emulator.emulator.stats["batches_canceled"] == 2, timeout=60, what="the trigger's on_kill to cancel")
+    assert stack.wait_for_run(DAG_ID, run_id) == "failed"
+
+
+def test_killing_a_poking_sensor_cancels_its_batches(stack: AirflowStack, emulator: RunningEmulator) -> None:
+    emulator.emulator.config.processing_seconds = math.inf
+    run_id = stack.trigger(POKE_DAG_ID, "2026-11-05T00:00:00Z")
+    wait_until(
+        lambda: stack.task_states(POKE_DAG_ID, run_id).get("wait") == "running" and emulator.emulator.calls["retrieve"] >= 1,
+        timeout=120, what="the sensor to poke",
+    )
+    stack.set_task_state(POKE_DAG_ID, run_id, "wait", "failed")
+    wait_until(lambda: emulator.emulator.stats["batches_canceled"] == 1, timeout=60, what="on_kill to cancel")
