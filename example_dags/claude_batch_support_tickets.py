@@ -54,6 +54,7 @@ with DAG(
         manifest=submit.output,
         destination=DATA + "/support/ticket_labels/ds={{ ds }}/",
         keep_columns=["ticket_id", "product"],
+        poll_interval=POLL_SECONDS,  # for resubmitted batches
         outlets=[LABELS],
     )
     submit >> wait >> land

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 #: Batches end within 24 hours of creation (the rest of their requests expire); the default
 #: timeout leaves room for a create late in a long submit.
 DEFAULT_TIMEOUT_SECONDS = 26 * 3600
+#: Up to this many batches, the sensor checks once in the worker before deferring.
+QUICK_CHECK_MAX_BATCHES = 50
 
 
 class ClaudeBatchFailedRequestsError(ClaudeBatchError):
@@ -112,6 +114,17 @@ class ClaudeBatchSensor(BaseSensorOperator):
             except AirflowSensorTimeout:
                 self._cancel_open(ids, conn_id, reason="the sensor timed out")
                 raise
+        if len(ids) <= QUICK_CHECK_MAX_BATCHES:
+            # Already ended (a rerun, a late sensor): no deferral round trip needed.
+            hook = ClaudeBatchHook(conn_id)
+            try:
+                states = {batch_id: batch_state(hook.retrieve_batch(batch_id)) for batch_id in ids}
+            except ClaudeBatchAPIError as exc:
+                self.log.warning("Could not check the batches before deferring (%s); the trigger will.", exc)
+                states = {}
+            if states and all(state["processing_status"] == "ended" for state in states.values()):
+                self._record(states)
+                return self._finish(states)
         self.log.info("Deferring: waiting for %d batch(es) in the triggerer.", len(ids))
         self.defer(
             trigger=ClaudeBatchTrigger(

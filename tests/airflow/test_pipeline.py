@@ -38,6 +38,7 @@ def test_example_dag_lands_one_row_per_ticket(example_dag, emulator: RunningEmul
     from example_data import write_tickets
 
     dag, lake = example_dag
+    emulator.emulator.config.processing_seconds = 0.5  # long enough for the sensor to defer
     emulator.emulator.config.errored_fraction = 0.02
     emulator.emulator.config.expired_fraction = 0.01
     write_tickets(lake, "2026-11-01", 2_500)
@@ -187,3 +188,31 @@ def test_secret_never_lands_in_files_or_xcom(
         if path.is_file():
             assert TEST_API_KEY.encode() not in path.read_bytes(), path
     assert sys.modules  # keep the import used
+
+
+def test_sensor_does_not_defer_when_the_batches_already_ended(
+    make_dag, emulator: RunningEmulator, work_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:  # type: ignore[no-untyped-def]
+    dag = make_dag(
+        """
+        s = ClaudeBatchSubmitOperator(task_id="submit", source=["a"], model="claude-haiku-4-5", max_tokens=8)
+        w = ClaudeBatchSensor(task_id="wait", manifest=s.output, poll_interval=0.1)
+        s >> w
+        """
+    )
+    with caplog.at_level("INFO"):
+        dag_run = run_dag(dag)
+    assert task_states(dag_run) == {"submit": "success", "wait": "success"}
+    assert "running trigger in line" not in caplog.text
+    emulator.emulator.config.processing_seconds = 30
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        deferred = make_dag(
+            """
+            s = ClaudeBatchSubmitOperator(task_id="submit", source=["b"], model="claude-haiku-4-5", max_tokens=8)
+            w = ClaudeBatchSensor(task_id="wait", manifest=s.output, poll_interval=0.1, timeout=0.3)
+            s >> w
+            """
+        )
+        run_dag(deferred)
+    assert "running trigger in line" in caplog.text

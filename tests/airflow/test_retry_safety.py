@@ -107,11 +107,13 @@ def test_retry_after_poll_failures_waits_on_the_same_batches(
         s >> w
         """
     )
-    # Three failed polls (each one call plus the SDK's two retries) end the first try.
-    emulator.emulator.inject(Fault("retrieve", status=500, times=9, retry_after=0.001))
+    # Each call fails three times (the SDK retries twice): the sensor's check before
+    # deferring, then three polls of the trigger, which ends the first try.
+    emulator.emulator.inject(Fault("retrieve", status=500, times=12, retry_after=0.001))
     dag_run = run_dag(dag)
     assert task_states(dag_run) == {"submit": "success", "wait": "success"}
-    assert emulator.emulator.stats["faults_fired"] == 9
+    assert emulator.emulator.stats["faults_fired"] == 12
+    assert dag_run.get_task_instance("wait").try_number == 2
     assert emulator.emulator.stats["batches_created"] == 1
 
 
@@ -229,7 +231,12 @@ def test_crash_between_create_and_record_is_recovered_without_a_second_batch(
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_until(lambda: emulator.emulator.stats["batches_created"] == 2, timeout=120, interval=0.05, what="the second create")
+        wait_until(
+            lambda: emulator.emulator.stats["batches_created"] == 2,
+            timeout=120,
+            interval=0.05,
+            what="the second create",
+        )
     finally:
         worker.send_signal(signal.SIGKILL)
         worker.wait()

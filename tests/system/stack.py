@@ -58,15 +58,21 @@ class AirflowStack:
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "2",
             "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_SEC": "1",
+            # A trigger that fires within a second of its deferral can race the scheduler
+            # (Airflow then retries the task); keep such retries quick in tests.
+            "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": "2",
             **extra_env,
         }
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         (home / "dags").mkdir(parents=True, exist_ok=True)
 
     def airflow(self, *args: str) -> str:
-        return subprocess.run(
-            [sys.executable, "-m", "airflow", *args], env=self.env, check=True, capture_output=True, text=True
-        ).stdout
+        done = subprocess.run([sys.executable, "-m", "airflow", *args], env=self.env, capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(
+                f"airflow {' '.join(args)} failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+            )
+        return done.stdout
 
     def start(self, timeout: float = 120) -> None:
         self.airflow("db", "migrate")

@@ -51,6 +51,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, emulator_server: RunningEmul
         },
     )
     shutil.copy(ROOT / "example_dags" / f"{DAG_ID}.py", stack.home / "dags")
+    shutil.copy(ROOT / "example_dags" / "claude_batch_review_backfill.py", stack.home / "dags")
     (stack.home / "dags" / f"{POKE_DAG_ID}.py").write_text(textwrap.dedent(POKE_DAG))
     stack.lake = home / "lake"  # type: ignore[attr-defined]
     sys.path.insert(0, str(ROOT / "example_dags"))
@@ -88,7 +89,9 @@ def test_sensor_waits_deferred_in_a_real_triggerer(stack: AirflowStack, emulator
 
     # The trigger's progress lines land in the sensor's task log (what the UI shows while deferred).
     wait_logs = "".join(
-        p.read_text(errors="replace") for p in (stack.home / "logs").rglob("*") if p.is_file() and run_id in str(p) and "task_id=wait" in str(p)
+        p.read_text(errors="replace")
+        for p in (stack.home / "logs").rglob("*")
+        if p.is_file() and run_id in str(p) and "task_id=wait" in str(p)
     )
     assert wait_logs.count("% done); elapsed") >= 2
     assert "batches 3/3 ended" in wait_logs
@@ -107,13 +110,18 @@ def test_the_wait_survives_a_triggerer_restart(stack: AirflowStack, emulator: Ru
     emulator.emulator.config.processing_seconds = math.inf
     run_id = stack.trigger(DAG_ID, "2026-11-03T00:00:00Z")
     wait_until(
-        lambda: stack.task_states(DAG_ID, run_id).get("wait") == "deferred" and emulator.emulator.calls["retrieve"] >= 2,
-        timeout=120, what="the sensor to defer and the trigger to poll",
+        lambda: (
+            stack.task_states(DAG_ID, run_id).get("wait") == "deferred" and emulator.emulator.calls["retrieve"] >= 2
+        ),
+        timeout=120,
+        what="the sensor to defer and the trigger to poll",
     )
     stack.stop_component("triggerer")
     polls_before = emulator.emulator.calls["retrieve"]
     stack.start_component("triggerer")
-    wait_until(lambda: emulator.emulator.calls["retrieve"] > polls_before, timeout=120, what="the new triggerer to poll")
+    wait_until(
+        lambda: emulator.emulator.calls["retrieve"] > polls_before, timeout=120, what="the new triggerer to poll"
+    )
     assert stack.task_states(DAG_ID, run_id)["wait"] == "deferred"
     emulator.emulator.end_all()
     assert stack.wait_for_run(DAG_ID, run_id) == "success"
@@ -128,7 +136,9 @@ def test_killing_a_deferred_sensor_cancels_its_batches(stack: AirflowStack, emul
     polls = emulator.emulator.calls["retrieve"]
     wait_until(lambda: emulator.emulator.calls["retrieve"] > polls, timeout=60, what="the trigger to run")
     stack.set_task_state(DAG_ID, run_id, "wait", "failed")
-    wait_until(lambda: emulator.emulator.stats["batches_canceled"] == 2, timeout=60, what="the trigger's on_kill to cancel")
+    wait_until(
+        lambda: emulator.emulator.stats["batches_canceled"] == 2, timeout=60, what="the trigger's on_kill to cancel"
+    )
     assert stack.wait_for_run(DAG_ID, run_id) == "failed"
 
 
@@ -136,8 +146,61 @@ def test_killing_a_poking_sensor_cancels_its_batches(stack: AirflowStack, emulat
     emulator.emulator.config.processing_seconds = math.inf
     run_id = stack.trigger(POKE_DAG_ID, "2026-11-05T00:00:00Z")
     wait_until(
-        lambda: stack.task_states(POKE_DAG_ID, run_id).get("wait") == "running" and emulator.emulator.calls["retrieve"] >= 1,
-        timeout=120, what="the sensor to poke",
+        lambda: (
+            stack.task_states(POKE_DAG_ID, run_id).get("wait") == "running" and emulator.emulator.calls["retrieve"] >= 1
+        ),
+        timeout=120,
+        what="the sensor to poke",
     )
     stack.set_task_state(POKE_DAG_ID, run_id, "wait", "failed")
     wait_until(lambda: emulator.emulator.stats["batches_canceled"] == 1, timeout=60, what="on_kill to cancel")
+
+
+BACKFILL_DAG_ID = "claude_batch_review_backfill"
+
+
+def test_running_the_same_backfill_twice_creates_nothing_new(stack: AirflowStack, emulator: RunningEmulator) -> None:
+    days = ["2026-10-06", "2026-10-07", "2026-10-08"]
+    for day in days:
+        _tickets(stack, day, 40)
+    emulator.emulator.config.processing_seconds = 6
+    wait_until(lambda: stack.has_dag(BACKFILL_DAG_ID), timeout=90, what="the backfill DAG to be parsed")
+    stack.api("PATCH", f"/dags/{BACKFILL_DAG_ID}", json={"is_paused": False})
+
+    def backfill(*extra: str) -> dict[str, bytes]:
+        stack.airflow(
+            "backfill",
+            "create",
+            "--dag-id",
+            BACKFILL_DAG_ID,
+            "--from-date",
+            days[0],
+            "--to-date",
+            days[-1],
+            "--max-active-runs",
+            "3",
+            *extra,
+        )
+
+        def done() -> bool:
+            runs = stack.api("GET", f"/dags/{BACKFILL_DAG_ID}/dagRuns", params={"run_type": "backfill"})["dag_runs"]
+            return len(runs) == 3 and all(r["state"] in ("success", "failed") for r in runs) and runs
+
+        runs = wait_until(done, timeout=240, interval=1, what="the backfill runs")
+        assert {r["state"] for r in runs} == {"success"}, stack.log_tail("scheduler")
+
+        def completed() -> bool:
+            backfills = stack.api("GET", "/backfills", params={"dag_id": BACKFILL_DAG_ID})["backfills"]
+            return all(b["completed_at"] for b in backfills)
+
+        wait_until(completed, timeout=60, what="the scheduler to mark the backfill complete")
+        root = stack.lake / "support" / "ticket_summaries"  # type: ignore[attr-defined]
+        return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.parquet"))}
+
+    first = backfill()
+    created = emulator.emulator.stats["batches_created"]
+    assert created == 3
+    second = backfill("--reprocess-behavior", "completed")
+    assert emulator.emulator.stats["batches_created"] == created
+    assert first == second
+    assert sorted(first) == [f"ds={day}/part-00000.parquet" for day in days]
