@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-bytes", type=int, default=None, help="bytes per create body limit")
     parser.add_argument("--errored-fraction", type=float, default=0.0)
     parser.add_argument("--expired-fraction", type=float, default=0.0)
+    parser.add_argument("--reply-chars", default=None, help="reply length range, e.g. 50-500")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     config = EmulatorConfig(
@@ -38,6 +39,9 @@ def main(argv: list[str] | None = None) -> None:
         errored_fraction=args.errored_fraction,
         expired_fraction=args.expired_fraction,
     )
+    if args.reply_chars:
+        low, _, high = args.reply_chars.partition("-")
+        config.reply_chars = (int(low), int(high or low))
     if args.max_requests:
         config.max_requests_per_batch = args.max_requests
     if args.max_bytes:

@@ -61,13 +61,23 @@ class AirflowStack:
             # A trigger that fires within a second of its deferral can race the scheduler
             # (Airflow then retries the task); keep such retries quick in tests.
             "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": "2",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "tests.system.sqlite_connect_args.SYNC",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": "tests.system.sqlite_connect_args.ASYNC",
+            "PYTHONPATH": os.pathsep.join(
+                filter(None, [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH")])
+            ),
             **extra_env,
         }
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         (home / "dags").mkdir(parents=True, exist_ok=True)
 
     def airflow(self, *args: str) -> str:
-        done = subprocess.run([sys.executable, "-m", "airflow", *args], env=self.env, capture_output=True, text=True)
+        for _ in range(3):  # SQLite shared by five processes: a CLI write can still lose the lock
+            done = subprocess.run(
+                [sys.executable, "-m", "airflow", *args], env=self.env, capture_output=True, text=True
+            )
+            if "database is locked" not in done.stderr:
+                break
         if done.returncode:
             raise RuntimeError(
                 f"airflow {' '.join(args)} failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
