@@ -5,6 +5,7 @@ python -m benchmarks.p1_results case IMPL SOURCE ...   (one measured process)
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import tempfile
@@ -60,7 +61,7 @@ def ours(batch_id: str, raw: Path | None, out: Path) -> int:
     if raw is None:
         raw = out / "raw.jsonl"
         ClaudeBatchHook().download_results(batch_id, raw)
-    rows = sum(1 for _ in raw.open("rb"))
+    rows = raw.read_bytes().count(b"\n")
     manifest = Manifest(
         dag_id="bench",
         run_id="bench",
@@ -131,17 +132,15 @@ def floor(batch_id: str, raw: Path | None, out: Path) -> int:
 
 def _preimport(impl: str, over_http: bool) -> None:
     """Import what each path needs before the clock starts: a worker has them loaded already,
-    and Airflow's own import time would otherwise dwarf the work being compared."""
-    import pyarrow.json
-    import pyarrow.parquet  # noqa: F401
-
+    and Airflow's own import time would otherwise dwarf the work being compared. pandas is
+    imported for every path because pyarrow imports it lazily on its first conversion."""
+    modules = ["pandas", "pyarrow.json", "pyarrow.parquet"]
     if impl == "ours" or over_http:
-        import airflow_provider_claude_batch.batching.landing
-        import airflow_provider_claude_batch.hooks.claude_batch  # noqa: F401
+        modules += ["airflow_provider_claude_batch.batching.landing", "airflow_provider_claude_batch.hooks.claude_batch"]
     if impl == "tutorial":
-        import anthropic  # noqa: F401
-        import pandas  # noqa: F401
-        from anthropic._models import construct_type_unchecked  # noqa: F401
+        modules += ["anthropic", "anthropic._models", "anthropic.types.messages"]
+    for module in modules:
+        importlib.import_module(module)
 
 
 def main(argv: list[str]) -> None:

@@ -20,7 +20,7 @@ from airflow_provider_claude_batch.batching.chunks import CUSTOM_ID_COLUMN
 from airflow_provider_claude_batch.batching.errors import ClaudeBatchError, ClaudeBatchInputError
 from airflow_provider_claude_batch.batching.manifest import BatchRecord, Manifest
 from airflow_provider_claude_batch.batching.pricing import PriceTable
-from airflow_provider_claude_batch.batching.results import RESULT_SCHEMA, ResultParser, iter_file_lines
+from airflow_provider_claude_batch.batching.results import RESULT_SCHEMA, ResultParser
 from airflow_provider_claude_batch.batching.rounds import final_rounds, records_by_chunk
 
 TOKEN_COLUMNS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
@@ -41,7 +41,7 @@ class LandingStats:
     rounds: int = 1
     resubmitted: int = 0
 
-    def add(self, batch: pa.RecordBatch) -> None:
+    def add(self, batch: pa.Table) -> None:
         self.rows += batch.num_rows
         for entry in pc.value_counts(batch.column("result_type")).to_pylist():
             self.by_result_type[entry["values"]] += entry["counts"]
@@ -98,6 +98,20 @@ def output_schema(run_dir: Any, manifest: Manifest, keep_columns: list[str]) -> 
     return schema
 
 
+def _grouped(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
+    """Tables of about ``rows`` rows from small record batches (no copies)."""
+    buffer: list[pa.RecordBatch] = []
+    size = 0
+    for batch in batches:
+        buffer.append(batch)
+        size += batch.num_rows
+        if size >= rows:
+            yield pa.Table.from_batches(buffer)
+            buffer, size = [], 0
+    if buffer:
+        yield pa.Table.from_batches(buffer)
+
+
 def parse_record(
     run_dir: Any,
     inputs_record: BatchRecord,
@@ -106,29 +120,30 @@ def parse_record(
     schema: pa.Schema,
     keep_columns: list[str],
     prices: PriceTable,
-    rows_per_batch: int,
-) -> Iterator[pa.RecordBatch]:
-    """Record batches of one batch's results, with the chunk's input columns joined, checked
-    one to one against the batch's request count."""
+    rows_per_group: int,
+) -> Iterator[pa.Table]:
+    """Tables of ``rows_per_group`` results of one batch, with the chunk's input columns
+    joined, checked one to one against the batch's request count."""
     inputs = _input_lookup(run_dir, inputs_record, keep_columns)
     input_ids = inputs.column(CUSTOM_ID_COLUMN) if inputs is not None else None
-    parser = ResultParser(record.batch_id or "", record.round, prices, rows_per_batch=rows_per_batch)
+    parser = ResultParser(record.batch_id or "", record.round, prices)
     seen = 0
     with raw_file.open("rb") as handle:
-        for batch in parser.parse(iter_file_lines(handle), source=str(raw_file)):
+        for table in _grouped(parser.parse_file(handle, source=str(raw_file)), rows_per_group):
             if inputs is not None and input_ids is not None:
-                positions = pc.index_in(batch.column("custom_id"), value_set=input_ids)
+                positions = pc.index_in(table.column("custom_id"), value_set=input_ids)
                 if positions.null_count:
-                    stray = batch.column("custom_id").filter(pc.is_null(positions))[0].as_py()
+                    stray = table.column("custom_id").filter(pc.is_null(positions))[0].as_py()
                     raise ClaudeBatchMissingResultsError(
                         f"batch {record.batch_id!r} returned a result for custom_id {stray!r}, which is not among "
                         f"the requests of {record.key}"
                     )
                 joined = inputs.take(positions)
-                arrays = batch.columns + [joined.column(name).combine_chunks() for name in joined.column_names[1:]]
-                batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
-            seen += batch.num_rows
-            yield batch
+                table = pa.Table.from_arrays(
+                    table.columns + [joined.column(name) for name in joined.column_names[1:]], schema=schema
+                )
+            seen += table.num_rows
+            yield table
     if seen != record.request_count:
         raise ClaudeBatchMissingResultsError(
             f"batch {record.batch_id!r} ({record.key}) returned {seen} results for {record.request_count} "
@@ -175,10 +190,10 @@ def write_parts(
         with (staged_dir / name).open("wb") as sink, pq.ParquetWriter(sink, schema, compression=compression) as writer:
             for record in records:
                 raw = raw_files[record.batch_id or ""]
-                for batch in parse_record(run_dir, base, record, raw, schema, keep_columns, prices, row_group_size):
-                    kept = _keep_final(batch, record.round, retried, retried_rounds)
+                for table in parse_record(run_dir, base, record, raw, schema, keep_columns, prices, row_group_size):
+                    kept = _keep_final(table, record.round, retried, retried_rounds)
                     if kept.num_rows:
-                        writer.write_batch(kept, row_group_size=row_group_size)
+                        writer.write_table(kept, row_group_size=row_group_size)
                         stats.add(kept)
                         rows += kept.num_rows
         if rows != base.request_count:

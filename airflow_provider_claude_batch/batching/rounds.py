@@ -21,20 +21,20 @@ from airflow_provider_claude_batch.batching.manifest import BatchRecord, Manifes
 from airflow_provider_claude_batch.batching.results import iter_file_lines
 
 
-class _Error(msgspec.Struct):
+class _Error(msgspec.Struct, gc=False):
     type: str | None = None
 
 
-class _Envelope(msgspec.Struct):
+class _Envelope(msgspec.Struct, gc=False):
     error: _Error | None = None
 
 
-class _Result(msgspec.Struct):
+class _Result(msgspec.Struct, gc=False):
     type: str
     error: _Envelope | None = None
 
 
-class _Outcome(msgspec.Struct):
+class _Outcome(msgspec.Struct, gc=False):
     custom_id: str
     result: _Result
 
