@@ -1,12 +1,13 @@
 """Run every benchmark side by side and write docs/benchmarks.md.
 
-    python3 dev.py bench                 # full sizes (about 15 minutes on 2 cores)
-    python3 dev.py bench --smoke         # tiny sizes: proves the scripts run (CI), no table
+python3 dev.py bench                 # full sizes (about 15 minutes on 2 cores)
+python3 dev.py bench --smoke         # tiny sizes: proves the scripts run (CI), no table
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 from datetime import datetime, timezone
@@ -17,8 +18,14 @@ import httpx
 from benchmarks.common import ROOT, Series, machine_line, repeat, run_case
 from benchmarks.emulator_process import API_KEY, configure, connection_env, emulator_process
 
-FULL = {"p1_rows": [100_000, 1_000_000], "p2_rows": 1_000_000, "p3_rows": 100_000,
-        "p4": [(100, 100), (1000, 10)], "p4_seconds": 20.0, "latency": 0.2}
+FULL = {
+    "p1_rows": [100_000, 1_000_000],
+    "p2_rows": 1_000_000,
+    "p3_rows": 100_000,
+    "p4": [(100, 100), (1000, 10)],
+    "p4_seconds": 20.0,
+    "latency": 0.2,
+}
 SMOKE = {"p1_rows": [300], "p2_rows": 2_000, "p3_rows": 500, "p4": [(2, 3)], "p4_seconds": 1.0, "latency": 0.01}
 
 
@@ -37,8 +44,19 @@ def bench_p1(sizes: dict, runs: int, tmp: Path) -> list[tuple[int, dict[str, Ser
                 "tutorial, from the saved file": ("tutorial", str(raw)),
                 "floor: pyarrow.json.read_json of the file": ("floor", str(raw)),
             }
-            out.append((rows, {name: repeat(f"P1 {rows} {name}", runs, lambda a=args: run_case(
-                "benchmarks.p1_results", "case", a[0], batch_id, a[1], env=env)) for name, args in cases.items()}))
+            out.append(
+                (
+                    rows,
+                    {
+                        name: repeat(
+                            f"P1 {rows} {name}",
+                            runs,
+                            lambda a=args: run_case("benchmarks.p1_results", "case", a[0], batch_id, a[1], env=env),
+                        )
+                        for name, args in cases.items()
+                    },
+                )
+            )
         raw.unlink()
     return out
 
@@ -48,8 +66,13 @@ def bench_p2(sizes: dict, runs: int, tmp: Path) -> dict[str, Series]:
 
     source = make_input(tmp / "input.parquet", sizes["p2_rows"])
     return {
-        f"{label}": repeat(f"P2 {label}", runs, lambda c=columns: run_case("benchmarks.p2_render", "case", str(source), c))
-        for label, columns in (("requests only (input_columns=None)", "none"), ("requests + input columns (default)", "all"))
+        f"{label}": repeat(
+            f"P2 {label}", runs, lambda c=columns: run_case("benchmarks.p2_render", "case", str(source), c)
+        )
+        for label, columns in (
+            ("requests only (input_columns=None)", "none"),
+            ("requests + input columns (default)", "all"),
+        )
     }
 
 
@@ -61,7 +84,9 @@ def bench_p3(sizes: dict, runs: int, tmp: Path) -> dict[str, Series]:
     with emulator_process("--processing-seconds", "inf", "--max-bytes", str(2**31)) as url:
         env = connection_env(url)
         for label, impl in (("our hook (JSONL bytes as they are)", "ours"), ("SDK create(requests=[dicts])", "sdk")):
-            results[label] = repeat(f"P3 {label}", runs, lambda i=impl: run_case("benchmarks.p3_create", "case", i, str(chunk), env=env))
+            results[label] = repeat(
+                f"P3 {label}", runs, lambda i=impl: run_case("benchmarks.p3_create", "case", i, str(chunk), env=env)
+            )
     return results
 
 
@@ -73,7 +98,10 @@ def bench_p4(sizes: dict, runs: int, tmp: Path) -> list[tuple[str, dict[str, Ser
         ids = []
         with httpx.Client(base_url=url, headers={"x-api-key": API_KEY, "anthropic-version": "2023-06-01"}) as client:
             for i in range(total):
-                request = {"custom_id": "r", "params": {"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": "x"}]}}
+                request = {
+                    "custom_id": "r",
+                    "params": {"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": "x"}]},
+                }
                 ids.append(client.post("/v1/messages/batches", json={"requests": [request]}).json()["id"])
         ids_file = tmp / "ids.txt"
         ids_file.write_text("\n".join(ids))
@@ -81,9 +109,24 @@ def bench_p4(sizes: dict, runs: int, tmp: Path) -> list[tuple[str, dict[str, Ser
         for triggers, per_trigger in sizes["p4"]:
             label = f"{triggers} triggers x {per_trigger} batches"
             series = {}
-            for name, impl in (("ours: shared async client, 128 in flight", "ours"), ("to_thread(sync retrieve) per batch", "threads")):
-                series[name] = repeat(f"P4 {label} {name}", runs, lambda i=impl, t=triggers, b=per_trigger: run_case(
-                    "benchmarks.p4_triggerer", "case", i, str(t), str(b), str(sizes["p4_seconds"]), str(ids_file), env=env))
+            for name, impl in (
+                ("ours: shared async client, 128 in flight", "ours"),
+                ("to_thread(sync retrieve) per batch", "threads"),
+            ):
+                series[name] = repeat(
+                    f"P4 {label} {name}",
+                    runs,
+                    lambda i=impl, t=triggers, b=per_trigger: run_case(
+                        "benchmarks.p4_triggerer",
+                        "case",
+                        i,
+                        str(t),
+                        str(b),
+                        str(sizes["p4_seconds"]),
+                        str(ids_file),
+                        env=env,
+                    ),
+                )
             out.append((label, series))
     return out
 
@@ -107,24 +150,55 @@ def write_report(path: Path, runs: int, p1: list, p2: dict, p3: dict, p4: list) 
     for rows, series in p1:
         lines += [f"### {rows:,} results", "", "| path | seconds | peak RSS (MB) |", "|---|---|---|"]
         lines += [f"| {name} | {s.cell('seconds')} | {s.cell('rss_mb', '{:.0f}')} |" for name, s in series.items()]
-        ours, tutorial, floor = (series[k].median("seconds") for k in (
-            "ours, from the saved file", "tutorial, from the saved file", "floor: pyarrow.json.read_json of the file"))
-        ours_http, tutorial_http = (series[k].median("seconds") for k in (
-            "ours, from the emulator over HTTP", "tutorial, from the emulator over HTTP"))
-        lines += ["", f"From the file: ours is {tutorial / ours:.1f}x faster than the tutorial's path and "
-                  f"{ours / floor:.1f}x the floor; over HTTP {tutorial_http / ours_http:.1f}x faster.", ""]
-    lines += ["## P2: rendering 1M rows from Parquet into request chunks of 100k", "",
-              "| case | rows/s | seconds | peak RSS (MB) |", "|---|---|---|---|"]
-    lines += [f"| {name} | {s.cell('rows_per_second', '{:,.0f}')} | {s.cell('seconds')} | {s.cell('rss_mb', '{:.0f}')} |" for name, s in p2.items()]
+        ours, tutorial, floor = (
+            series[k].median("seconds")
+            for k in (
+                "ours, from the saved file",
+                "tutorial, from the saved file",
+                "floor: pyarrow.json.read_json of the file",
+            )
+        )
+        ours_http, tutorial_http = (
+            series[k].median("seconds")
+            for k in ("ours, from the emulator over HTTP", "tutorial, from the emulator over HTTP")
+        )
+        lines += [
+            "",
+            f"From the file: ours is {tutorial / ours:.1f}x faster than the tutorial's path and "
+            f"{ours / floor:.1f}x the floor; over HTTP {tutorial_http / ours_http:.1f}x faster.",
+            "",
+        ]
+    lines += [
+        "## P2: rendering 1M rows from Parquet into request chunks of 100k",
+        "",
+        "| case | rows/s | seconds | peak RSS (MB) |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {name} | {s.cell('rows_per_second', '{:,.0f}')} | {s.cell('seconds')} | {s.cell('rss_mb', '{:.0f}')} |"
+        for name, s in p2.items()
+    ]
     lines += ["", "## P3: creating one 100k-request batch", "", "| path | seconds | peak RSS (MB) |", "|---|---|---|"]
     lines += [f"| {name} | {s.cell('seconds')} | {s.cell('rss_mb', '{:.0f}')} |" for name, s in p3.items()]
     lines += ["", "## P4: batch waits on one triggerer event loop (200 ms latency per call)", ""]
     for label, series in p4:
-        lines += [f"### {label}", "", "| polling | polls/s | loop lag p50 (ms) | loop lag p99 (ms) | CPU % |", "|---|---|---|---|---|"]
-        lines += [f"| {name} | {s.cell('polls_per_second', '{:.0f}')} | {s.cell('lag_p50_ms', '{:.1f}')} | "
-                  f"{s.cell('lag_p99_ms', '{:.1f}')} | {s.cell('cpu_percent', '{:.0f}')} |" for name, s in series.items()]
+        lines += [
+            f"### {label}",
+            "",
+            "| polling | polls/s | loop lag p50 (ms) | loop lag p99 (ms) | CPU % |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {name} | {s.cell('polls_per_second', '{:.0f}')} | {s.cell('lag_p50_ms', '{:.1f}')} | "
+            f"{s.cell('lag_p99_ms', '{:.1f}')} | {s.cell('cpu_percent', '{:.0f}')} |"
+            for name, s in series.items()
+        ]
         names = list(series)
-        lines += ["", f"Ratio: {series[names[0]].median('polls_per_second') / series[names[1]].median('polls_per_second'):.1f}x the polls/s.", ""]
+        lines += [
+            "",
+            f"Ratio: {series[names[0]].median('polls_per_second') / series[names[1]].median('polls_per_second'):.1f}x the polls/s.",
+            "",
+        ]
     analysis = ROOT / "benchmarks" / "ANALYSIS.md"
     if analysis.exists():
         lines += [analysis.read_text().strip(), ""]
@@ -136,7 +210,15 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one run, no report")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", choices=["p1", "p2", "p3", "p4"], action="append")
+    parser.add_argument("--report-only", action="store_true", help="rewrite the report from docs/benchmarks.json")
     args = parser.parse_args()
+    target = ROOT / "docs" / "benchmarks.md"
+    saved = ROOT / "docs" / "benchmarks.json"
+    if args.report_only:
+        data = json.loads(saved.read_text())
+        write_report(target, data["runs"], *_load(data))
+        print(f"wrote {target}")
+        return
     sizes, runs = (SMOKE, 1) if args.smoke else (FULL, args.runs)
     only = set(args.only or ["p1", "p2", "p3", "p4"])
     os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
@@ -147,10 +229,36 @@ def main() -> None:
         p3 = bench_p3(sizes, runs, tmp) if "p3" in only else {}
         p4 = bench_p4(sizes, runs, tmp) if "p4" in only else []
     if not args.smoke and only == {"p1", "p2", "p3", "p4"}:
-        target = ROOT / "docs" / "benchmarks.md"
         target.parent.mkdir(exist_ok=True)
+        saved.write_text(json.dumps(_dump(runs, p1, p2, p3, p4), indent=1))
         write_report(target, runs, p1, p2, p3, p4)
         print(f"wrote {target}")
+
+
+def _dump(runs: int, p1: list, p2: dict, p3: dict, p4: list) -> dict:
+    def series(group: dict) -> dict:
+        return {name: s.runs for name, s in group.items()}
+
+    return {
+        "runs": runs,
+        "machine": machine_line(),
+        "p1": [[rows, series(group)] for rows, group in p1],
+        "p2": series(p2),
+        "p3": series(p3),
+        "p4": [[label, series(group)] for label, group in p4],
+    }
+
+
+def _load(data: dict) -> tuple[list, dict, dict, list]:
+    def series(group: dict) -> dict:
+        return {name: Series(name, runs) for name, runs in group.items()}
+
+    return (
+        [(rows, series(group)) for rows, group in data["p1"]],
+        series(data["p2"]),
+        series(data["p3"]),
+        [(label, series(group)) for label, group in data["p4"]],
+    )
 
 
 if __name__ == "__main__":

@@ -56,9 +56,10 @@ def ours(batch_id: str, raw: Path | None, out: Path) -> int:
     from airflow_provider_claude_batch.batching.landing import write_parts
     from airflow_provider_claude_batch.batching.manifest import BatchRecord, Manifest
     from airflow_provider_claude_batch.batching.pricing import PriceTable
-    from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 
     if raw is None:
+        from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+
         raw = out / "raw.jsonl"
         ClaudeBatchHook().download_results(batch_id, raw)
     rows = raw.read_bytes().count(b"\n")
@@ -135,8 +136,10 @@ def _preimport(impl: str, over_http: bool) -> None:
     and Airflow's own import time would otherwise dwarf the work being compared. pandas is
     imported for every path because pyarrow imports it lazily on its first conversion."""
     modules = ["pandas", "pyarrow.json", "pyarrow.parquet"]
-    if impl == "ours" or over_http:
-        modules += ["airflow_provider_claude_batch.batching.landing", "airflow_provider_claude_batch.hooks.claude_batch"]
+    if impl == "ours":
+        modules += ["airflow_provider_claude_batch.batching.landing"]
+    if over_http:
+        modules += ["airflow_provider_claude_batch.hooks.claude_batch"]
     if impl == "tutorial":
         modules += ["anthropic", "anthropic._models", "anthropic.types.messages"]
     for module in modules:

@@ -19,7 +19,9 @@ from benchmarks.common import report
 
 def make_input(path: Path, rows: int) -> Path:
     """``rows`` tickets with two text columns, written in row groups of 100k."""
-    with pq.ParquetWriter(path, pa.schema([("ticket_id", pa.string()), ("product", pa.string()), ("body", pa.string())])) as writer:
+    with pq.ParquetWriter(
+        path, pa.schema([("ticket_id", pa.string()), ("product", pa.string()), ("body", pa.string())])
+    ) as writer:
         for start in range(0, rows, 100_000):
             n = min(100_000, rows - start)
             writer.write_table(
@@ -27,7 +29,10 @@ def make_input(path: Path, rows: int) -> Path:
                     {
                         "ticket_id": [f"T-{i:08d}" for i in range(start, start + n)],
                         "product": [("web", "ios", "android", "api")[i % 4] for i in range(start, start + n)],
-                        "body": [f"My order {i} arrived damaged and support has not answered for {i % 9} days." for i in range(start, start + n)],
+                        "body": [
+                            f"My order {i} arrived damaged and support has not answered for {i % 9} days."
+                            for i in range(start, start + n)
+                        ],
                     }
                 )
             )
@@ -50,11 +55,22 @@ def main(argv: list[str]) -> None:
     started, cpu_started = time.perf_counter(), time.process_time()
     with tempfile.TemporaryDirectory(prefix="bench-p2-") as tmp:
         staged = stage_requests(
-            source, spec, ChunkLimits(max_requests=100_000), Path(tmp), input_columns=None if input_columns == "none" else "all"
+            source,
+            spec,
+            ChunkLimits(max_requests=100_000),
+            Path(tmp),
+            input_columns=None if input_columns == "none" else "all",
         )
         seconds = time.perf_counter() - started
-        report({"rows": staged.total_requests, "chunks": len(staged.chunks), "rows_per_second": staged.total_requests / seconds},
-               started=started, cpu_started=cpu_started)
+        report(
+            {
+                "rows": staged.total_requests,
+                "chunks": len(staged.chunks),
+                "rows_per_second": staged.total_requests / seconds,
+            },
+            started=started,
+            cpu_started=cpu_started,
+        )
 
 
 if __name__ == "__main__":

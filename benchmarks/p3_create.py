@@ -20,8 +20,14 @@ def make_chunk(path: Path, rows: int) -> Path:
     body = "Please classify the following support ticket, which describes a problem with an order. " * 4
     with path.open("w") as out:
         for i in range(rows):
-            request = {"custom_id": f"r-{i}", "params": {"model": "claude-haiku-4-5", "max_tokens": 8,
-                       "messages": [{"role": "user", "content": f"{body} (ticket {i})"}]}}
+            request = {
+                "custom_id": f"r-{i}",
+                "params": {
+                    "model": "claude-haiku-4-5",
+                    "max_tokens": 8,
+                    "messages": [{"role": "user", "content": f"{body} (ticket {i})"}],
+                },
+            }
             out.write(json.dumps(request, separators=(",", ":")) + "\n")
     return path
 
@@ -44,7 +50,11 @@ def main(argv: list[str]) -> None:
         assert hook.client is not None  # built before the clock starts, like the SDK's client
         started, cpu_started = time.perf_counter(), time.process_time()
         batch = hook.create_batch(chunk.read_bytes())
-    report({"requests": batch.request_counts.processing, "bytes": chunk.stat().st_size}, started=started, cpu_started=cpu_started)
+    report(
+        {"requests": batch.request_counts.processing, "bytes": chunk.stat().st_size},
+        started=started,
+        cpu_started=cpu_started,
+    )
 
 
 if __name__ == "__main__":

@@ -89,8 +89,16 @@ def main(argv: list[str]) -> None:
     lags = asyncio.run(_measure(instances, seconds))
     elapsed = time.perf_counter() - started
     polls = httpx.get(f"{base_url}/_emulator/state").json()["calls"].get("retrieve", 0) - before
-    report({"polls": polls, "polls_per_second": polls / elapsed, "cpu_percent": 100 * (time.process_time() - cpu_started) / elapsed, **lags},
-           started=started, cpu_started=cpu_started)
+    report(
+        {
+            "polls": polls,
+            "polls_per_second": polls / elapsed,
+            "cpu_percent": 100 * (time.process_time() - cpu_started) / elapsed,
+            **lags,
+        },
+        started=started,
+        cpu_started=cpu_started,
+    )
 
 
 if __name__ == "__main__":
