@@ -51,7 +51,9 @@ def bench_p1(sizes: dict, runs: int, tmp: Path) -> list[tuple[int, dict[str, Ser
                         name: repeat(
                             f"P1 {rows} {name}",
                             runs,
-                            lambda a=args: run_case("benchmarks.p1_results", "case", a[0], batch_id, a[1], env=env),
+                            lambda a=args, b=batch_id, e=env: run_case(
+                                "benchmarks.p1_results", "case", a[0], b, a[1], env=e
+                            ),
                         )
                         for name, args in cases.items()
                     },
@@ -97,7 +99,7 @@ def bench_p4(sizes: dict, runs: int, tmp: Path) -> list[tuple[str, dict[str, Ser
         env = connection_env(url)
         ids = []
         with httpx.Client(base_url=url, headers={"x-api-key": API_KEY, "anthropic-version": "2023-06-01"}) as client:
-            for i in range(total):
+            for _ in range(total):
                 request = {
                     "custom_id": "r",
                     "params": {"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": "x"}]},

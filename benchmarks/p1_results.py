@@ -62,7 +62,8 @@ def ours(batch_id: str, raw: Path | None, out: Path) -> int:
 
         raw = out / "raw.jsonl"
         ClaudeBatchHook().download_results(batch_id, raw)
-    rows = raw.read_bytes().count(b"\n")
+    with raw.open("rb") as handle:  # streamed: holding the file would dwarf what is measured
+        rows = sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
     manifest = Manifest(
         dag_id="bench",
         run_id="bench",
