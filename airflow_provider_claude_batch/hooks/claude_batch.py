@@ -155,9 +155,10 @@ class _SharedAsyncClients:
 
 
 SHARED_ASYNC_CLIENTS = _SharedAsyncClients()
-#: In-flight API calls per event loop across all triggers sharing it (see DESIGN: 128 keeps
-#: the loop's lag p99 in the tens of milliseconds at hundreds of polls per second).
-ASYNC_CONCURRENCY = 128
+#: In-flight API calls per event loop, across all the triggers that share it. Bounded so that
+#: answers arrive no faster than the loop can parse them: past that, every other trigger on
+#: the loop waits (see docs/benchmarks.md, P4).
+ASYNC_CONCURRENCY = int(os.environ.get("AIRFLOW__CLAUDE_BATCH__TRIGGER_CONCURRENCY", "128"))
 
 
 def jsonl_to_create_body(jsonl: bytes) -> bytes:
