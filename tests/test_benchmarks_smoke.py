@@ -14,6 +14,14 @@ def test_every_benchmark_runs_at_smoke_size() -> None:
         [sys.executable, "-m", "benchmarks", "--smoke"], cwd=ROOT, capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    for case in ("P1 300 ours", "P1 300 tutorial", "P1 300 floor", "P2 requests only", "P3 our hook", "P3 SDK", "P4 2 triggers"):
+    for case in (
+        "P1 300 ours",
+        "P1 300 tutorial",
+        "P1 300 floor",
+        "P2 requests only",
+        "P3 our hook",
+        "P3 SDK",
+        "P4 2 triggers",
+    ):
         assert case in done.stdout, case
     assert "'rows': 300" in done.stdout

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from airflow_provider_claude_batch.batching.chunks import CUSTOM_ID_COLUMN
 from airflow_provider_claude_batch.batching.errors import ClaudeBatchError, ClaudeBatchInputError
 from airflow_provider_claude_batch.batching.manifest import BatchRecord, Manifest
-from airflow_provider_claude_batch.batching.pricing import PriceTable
+from airflow_provider_claude_batch.batching.pricing import BATCH_DISCOUNT, PriceTable
 from airflow_provider_claude_batch.batching.results import RESULT_SCHEMA, ResultParser
 from airflow_provider_claude_batch.batching.rounds import final_rounds, records_by_chunk
 
@@ -40,9 +40,19 @@ class LandingStats:
     files: list[str] = field(default_factory=list)
     rounds: int = 1
     resubmitted: int = 0
+    #: batch_id -> rows, tokens by kind and cost of the rows landed from that batch.
+    by_batch: dict[str, Counter[str]] = field(default_factory=dict)
 
     def add(self, batch: pa.Table) -> None:
         self.rows += batch.num_rows
+        sums = batch.group_by("batch_id").aggregate(
+            [("custom_id", "count"), *[(name, "sum") for name in (*TOKEN_COLUMNS, "cost_usd")]]
+        )
+        for row in sums.to_pylist():
+            totals = self.by_batch.setdefault(row["batch_id"], Counter())
+            totals["rows"] += row["custom_id_count"]
+            for name in (*TOKEN_COLUMNS, "cost_usd"):
+                totals[name] += row[f"{name}_sum"] or 0
         for entry in pc.value_counts(batch.column("result_type")).to_pylist():
             self.by_result_type[entry["values"]] += entry["counts"]
         for name in TOKEN_COLUMNS:
@@ -59,7 +69,16 @@ class LandingStats:
             "by_result_type": dict(self.by_result_type),
             "tokens": dict(self.tokens),
             "cost_usd": round(self.cost_usd, 6),
+            # What the same tokens would have cost on the synchronous Messages API.
+            "cost_usd_sync_api": round(self.cost_usd / BATCH_DISCOUNT, 6),
+            "saving_usd": round(self.cost_usd / BATCH_DISCOUNT - self.cost_usd, 6),
             "rows_without_cost": self.rows_without_cost,
+            "by_batch": {
+                batch_id: {
+                    name: round(value, 6) if name == "cost_usd" else int(value) for name, value in totals.items()
+                }
+                for batch_id, totals in self.by_batch.items()
+            },
             "files": self.files,
             "rounds": self.rounds,
             "resubmitted_requests": self.resubmitted,
@@ -205,3 +224,27 @@ def write_parts(
     stats.rounds = max((r.round for r in manifest.batches), default=0) + 1
     stats.resubmitted = sum(r.request_count for r in manifest.batches if r.round > 0)
     return stats
+
+
+def cost_table(stats: LandingStats) -> str:
+    """Per-batch tokens and cost, for the task log."""
+    header = (
+        f"{'batch':<40} {'rows':>8} {'input':>12} {'output':>12} {'cache write':>12} {'cache read':>12} {'cost $':>10}"
+    )
+    lines = [header, "-" * len(header)]
+    for batch_id, totals in stats.by_batch.items():
+        lines.append(
+            f"{batch_id:<40} {int(totals['rows']):>8} "
+            + " ".join(f"{int(totals[name]):>12}" for name in TOKEN_COLUMNS)
+            + f" {totals['cost_usd']:>10.4f}"
+        )
+    lines.append(
+        f"{'total':<40} {stats.rows:>8} "
+        + " ".join(f"{int(stats.tokens[name]):>12}" for name in TOKEN_COLUMNS)
+        + f" {stats.cost_usd:>10.4f}"
+    )
+    lines.append(
+        f"At synchronous API prices the same tokens cost ${stats.cost_usd / BATCH_DISCOUNT:.4f}: "
+        f"the batch discount saved ${stats.cost_usd / BATCH_DISCOUNT - stats.cost_usd:.4f}."
+    )
+    return "\n".join(lines)

@@ -133,7 +133,9 @@ class ResultParser:
         if block:
             yield self._decode(b"\n".join(block), first_line, source)
 
-    def parse_file(self, handle: Any, *, source: str = "results", block_bytes: int = 1 << 21) -> Iterator[pa.RecordBatch]:
+    def parse_file(
+        self, handle: Any, *, source: str = "results", block_bytes: int = 1 << 21
+    ) -> Iterator[pa.RecordBatch]:
         """Record batches from a results file, read in blocks cut at line ends; each block is
         decoded in one call without splitting it into lines."""
         pending = b""
@@ -199,11 +201,11 @@ class ResultParser:
             "model": models,
             "input_tokens": [u.input_tokens if u is not None else None for u in usages],
             "output_tokens": [u.output_tokens if u is not None else None for u in usages],
-            "cache_creation_input_tokens": [(u.cache_creation_input_tokens or 0) if u is not None else None for u in usages],
-            "cache_read_input_tokens": [(u.cache_read_input_tokens or 0) if u is not None else None for u in usages],
-            "error_type": [
-                None if e is None else (e.error.type if e.error is not None else e.type) for e in envelopes
+            "cache_creation_input_tokens": [
+                (u.cache_creation_input_tokens or 0) if u is not None else None for u in usages
             ],
+            "cache_read_input_tokens": [(u.cache_read_input_tokens or 0) if u is not None else None for u in usages],
+            "error_type": [None if e is None else (e.error.type if e.error is not None else e.type) for e in envelopes],
             "error_message": [
                 None if e is None else (e.error.message if e.error is not None else e.message) for e in envelopes
             ],
@@ -227,6 +229,7 @@ class ResultParser:
         )
         cost = (tokens * rates).sum(axis=1) * (BATCH_DISCOUNT * PER_TOKEN)
         return pa.array(cost, pa.float64(), from_pandas=True)  # NaN -> null
+
 
 def iter_file_lines(handle: Any, block_size: int = 1 << 22) -> Iterator[bytes]:
     """Lines of a binary file handle, read in large blocks (faster than line iteration on

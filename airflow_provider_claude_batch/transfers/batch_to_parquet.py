@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from airflow_provider_claude_batch.batching.errors import ClaudeBatchError
-from airflow_provider_claude_batch.batching.landing import write_parts
+from airflow_provider_claude_batch.batching.landing import cost_table, write_parts
 from airflow_provider_claude_batch.batching.manifest import Manifest
 from airflow_provider_claude_batch.batching.pricing import PriceTable
 from airflow_provider_claude_batch.batching.progress import batch_state
@@ -186,6 +186,7 @@ class ClaudeBatchToParquetOperator(BaseOperator):
             remove_tree(staged)
             raise
         summary = {"destination": str(destination), **stats.as_dict()}
+        self.log.info("Tokens and cost per batch:\n%s", cost_table(stats))
         self.log.info(
             "Landed %d rows in %s (%s) after %d round(s); tokens %s; cost $%.4f%s.",
             stats.rows,

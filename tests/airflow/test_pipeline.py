@@ -67,6 +67,14 @@ def test_example_dag_lands_one_row_per_ticket(example_dag, emulator: RunningEmul
     assert max(table.column("round").to_pylist()) >= 1
     landed = xcom(dag_run, "land")
     assert landed["rows"] == 2_500 and landed["by_result_type"]["succeeded"] == kinds.count("succeeded")
+    import pyarrow.compute as pc
+
+    assert landed["cost_usd"] == pytest.approx(pc.sum(table.column("cost_usd")).as_py())
+    assert landed["cost_usd_sync_api"] == pytest.approx(2 * landed["cost_usd"])
+    assert landed["saving_usd"] == pytest.approx(landed["cost_usd"])
+    assert sum(b["rows"] for b in landed["by_batch"].values()) == 2_500
+    assert set(landed["by_batch"]) == set(table.column("batch_id").to_pylist())
+    assert landed["tokens"]["input_tokens"] == sum(b["input_tokens"] for b in landed["by_batch"].values())
     assert sorted(p.name for p in output.iterdir()) == [
         "part-00000.parquet",
         "part-00001.parquet",
