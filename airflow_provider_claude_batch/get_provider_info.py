@@ -35,6 +35,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-module": f"{_PACKAGE}.transfers.batch_to_parquet",
             }
         ],
+        "extra-links": [f"{_PACKAGE}.links.ClaudeBatchConsoleLink", f"{_PACKAGE}.links.ClaudeBatchOutputLink"],
         "connection-types": [
             {
                 "connection-type": "claude_batch",
@@ -60,7 +61,8 @@ def get_provider_info() -> dict[str, Any]:
                     "console_url_template": {
                         "label": "Console URL template for a batch",
                         "schema": {"type": ["string", "null"]},
-                        "description": "Used by the extra links, e.g. https://console.anthropic.com/workspaces/default/batches/{batch_id}",
+                        "description": "Extra link URL; fields {batch_id} and {workspace_id}. Default: "
+                        "https://console.anthropic.com/workspaces/{workspace_id}/batches/{batch_id}",
                     },
                 },
                 "ui-field-behaviour": {

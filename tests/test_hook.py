@@ -243,3 +243,10 @@ def test_airflow_lists_the_provider(airflow_home: Path) -> None:
         check=True,
     ).stdout
     assert "claude_batch" in hooks and "ClaudeBatchHook" in hooks
+    links = subprocess.run(
+        [sys.executable, "-m", "airflow", "providers", "links", "--output", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "links.ClaudeBatchConsoleLink" in links and "links.ClaudeBatchOutputLink" in links

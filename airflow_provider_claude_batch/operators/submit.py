@@ -23,6 +23,7 @@ from airflow_provider_claude_batch.batching.submission import (
     stage_requests,
 )
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+from airflow_provider_claude_batch.links import ClaudeBatchConsoleLink, console_url
 from airflow_provider_claude_batch.workdir import run_directory, warn_if_local_with_remote_executor
 
 if TYPE_CHECKING:
@@ -94,6 +95,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
     )
     template_fields_renderers = {"request_params": "json", "prompt": "py", "system": "py"}
     ui_color = "#e8d4c4"
+    operator_extra_links = (ClaudeBatchConsoleLink(),)
 
     def __init__(
         self,
@@ -141,6 +143,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         self.on_empty = on_empty
         self.on_input_change = check_policy(on_input_change)
         self.claude_batch_conn_id = claude_batch_conn_id
+        self.console_link: str | None = None
 
     def _source_value(self) -> Any:
         source = self.source
@@ -217,6 +220,11 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             **manifest.summary(),
         }
         summary["created_now"] = created
+        if manifest.batch_ids():
+            settings = hook.settings
+            self.console_link = console_url(
+                settings.console_url_template, manifest.batch_ids()[0], settings.workspace_id
+            )
         self.log.info(
             "%d batch(es) for %d requests: %d created now, %d re-attached. Manifest: %s",
             len(manifest.batch_ids()),

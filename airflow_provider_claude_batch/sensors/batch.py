@@ -13,6 +13,7 @@ from airflow_provider_claude_batch.batching.errors import ClaudeBatchError
 from airflow_provider_claude_batch.batching.progress import Progress, batch_state, summary_table, total_counts
 from airflow_provider_claude_batch.exceptions import ClaudeBatchAPIError
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+from airflow_provider_claude_batch.links import ClaudeBatchConsoleLink, console_url
 from airflow_provider_claude_batch.triggers.batch import ClaudeBatchTrigger
 from airflow_provider_claude_batch.workdir import open_manifest
 
@@ -54,6 +55,7 @@ class ClaudeBatchSensor(BaseSensorOperator):
 
     template_fields: Sequence[str] = ("manifest", "batch_ids", "claude_batch_conn_id")
     ui_color = "#f3e3d3"
+    operator_extra_links = (ClaudeBatchConsoleLink(),)
 
     def __init__(
         self,
@@ -84,6 +86,7 @@ class ClaudeBatchSensor(BaseSensorOperator):
         self.cancel_on_timeout = cancel_on_timeout
         self.cancel_on_kill = cancel_on_kill
         self.max_poll_errors = max_poll_errors
+        self.console_link: str | None = None
 
     # ------------------------------------------------------------------ targets
     def _targets(self) -> tuple[list[str], str]:
@@ -108,6 +111,7 @@ class ClaudeBatchSensor(BaseSensorOperator):
         ids, conn_id = self._targets()
         if not ids:
             raise ClaudeBatchError("there are no batches to wait for")
+        self._set_console_link(ids[0], conn_id)
         if not self.deferrable:
             try:
                 return super().execute(context)
@@ -202,6 +206,13 @@ class ClaudeBatchSensor(BaseSensorOperator):
                 self.log.warning("%s: canceled batch %s (%s).", reason, batch_id, batch.processing_status)
             except Exception as exc:
                 self.log.warning("%s: could not cancel batch %s: %s", reason, batch_id, exc)
+
+    def _set_console_link(self, batch_id: str, conn_id: str) -> None:
+        try:
+            settings = ClaudeBatchHook(conn_id).settings
+        except Exception:  # the link is a convenience; the wait must not fail for it
+            return
+        self.console_link = console_url(settings.console_url_template, batch_id, settings.workspace_id)
 
     def on_kill(self) -> None:
         if not self.cancel_on_kill:

@@ -18,6 +18,7 @@ from airflow_provider_claude_batch.batching.rounds import plan_next_round
 from airflow_provider_claude_batch.batching.storage import remove_tree, replace_tree
 from airflow_provider_claude_batch.batching.submission import create_missing_batches
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+from airflow_provider_claude_batch.links import ClaudeBatchOutputLink
 from airflow_provider_claude_batch.sensors.batch import DEFAULT_TIMEOUT_SECONDS
 from airflow_provider_claude_batch.triggers.batch import ClaudeBatchTrigger
 from airflow_provider_claude_batch.workdir import as_storage_path, open_manifest
@@ -57,6 +58,7 @@ class ClaudeBatchToParquetOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("manifest", "destination", "keep_columns", "claude_batch_conn_id")
     ui_color = "#d4e3e8"
+    operator_extra_links = (ClaudeBatchOutputLink(),)
 
     def __init__(
         self,
@@ -87,6 +89,7 @@ class ClaudeBatchToParquetOperator(BaseOperator):
         self.deferrable = deferrable
         self.poll_interval = poll_interval
         self.wait_timeout = wait_timeout
+        self.output_link: str | None = None
         self.claude_batch_conn_id = claude_batch_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -186,6 +189,7 @@ class ClaudeBatchToParquetOperator(BaseOperator):
             remove_tree(staged)
             raise
         summary = {"destination": str(destination), **stats.as_dict()}
+        self.output_link = str(destination) if "://" in str(destination) else f"file://{destination}"
         self.log.info("Tokens and cost per batch:\n%s", cost_table(stats))
         self.log.info(
             "Landed %d rows in %s (%s) after %d round(s); tokens %s; cost $%.4f%s.",

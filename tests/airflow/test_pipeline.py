@@ -224,3 +224,43 @@ def test_sensor_does_not_defer_when_the_batches_already_ended(
         )
         run_dag(deferred)
     assert "running trigger in line" in caplog.text
+
+
+def test_extra_links_point_at_the_batch_and_the_output(
+    make_dag, emulator: RunningEmulator, work_dir: Path, tmp_path: Path, connection_env
+) -> None:  # type: ignore[no-untyped-def]
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    connection_env(
+        "linked",
+        extra={"console_url_template": "https://console.example/{workspace_id}/b/{batch_id}", "workspace_id": "wrk_1"},
+    )
+    connection_env("broken_template", extra={"console_url_template": "https://console.example/{nope}"})
+    dag = make_dag(
+        f"""
+        s = ClaudeBatchSubmitOperator(task_id="submit", source=["a"], model="claude-haiku-4-5", max_tokens=8,
+                                      claude_batch_conn_id="linked")
+        w = ClaudeBatchSensor(task_id="wait", manifest=s.output, poll_interval=0.1)
+        l = ClaudeBatchToParquetOperator(task_id="land", manifest=s.output, destination={str(tmp_path / "out")!r})
+        b = ClaudeBatchSubmitOperator(task_id="broken", source=["b"], model="claude-haiku-4-5", max_tokens=8,
+                                      claude_batch_conn_id="broken_template")
+        s >> w >> l
+        """
+    )
+    dag_run = run_dag(dag)
+    assert set(task_states(dag_run).values()) == {"success"}  # a bad template never fails a task
+    batch_id = xcom(dag_run, "submit")["batch_ids"][0]
+
+    def link(task_id: str, name: str) -> object:
+        with create_session() as session:
+            query = XComModel.get_many(
+                run_id=dag_run.run_id, dag_ids=dag_run.dag_id, task_ids=task_id, key=f"_link_{name}"
+            )
+            row = session.scalars(query).first()
+            return None if row is None else XComModel.deserialize_value(row)
+
+    assert link("submit", "ClaudeBatchConsoleLink") == f"https://console.example/wrk_1/b/{batch_id}"
+    assert link("wait", "ClaudeBatchConsoleLink") == f"https://console.example/wrk_1/b/{batch_id}"
+    assert link("land", "ClaudeBatchOutputLink") == f"file://{tmp_path / 'out'}"
+    assert link("broken", "ClaudeBatchConsoleLink") == ""
