@@ -12,6 +12,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+import msgspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -29,6 +30,16 @@ def chunk_name(index: int) -> str:
 
 def inputs_name(index: int) -> str:
     return f"inputs-{index:05d}.parquet"
+
+
+_CUSTOM_ID_PREFIX = b'{"custom_id":"'
+
+
+def request_id(line: bytes) -> str:
+    """The custom_id of a request line (the renderer writes it first; any other line is parsed)."""
+    if line.startswith(_CUSTOM_ID_PREFIX):
+        return line[len(_CUSTOM_ID_PREFIX) : line.index(b'"', len(_CUSTOM_ID_PREFIX))].decode()
+    return str(msgspec.json.decode(line)["custom_id"])
 
 
 def id_hash(custom_id: str) -> int:
@@ -195,8 +206,7 @@ class ChunkWriter:
         for chunk in self.chunks:  # rare path: find the offending ids and rows on disk
             with (self.directory / chunk.requests_file).open("rb") as handle:
                 for offset, line in enumerate(handle):
-                    start = line.index(b'"custom_id":"') + 13
-                    custom_id = line[start : line.index(b'"', start)].decode()
+                    custom_id = request_id(line.rstrip(b"\n"))
                     if id_hash(custom_id) in suspects:
                         rows.setdefault(custom_id, []).append(chunk.first_row + offset)
         duplicates = {cid: where for cid, where in rows.items() if len(where) > 1}

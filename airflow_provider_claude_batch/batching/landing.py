@@ -85,35 +85,43 @@ class LandingStats:
         }
 
 
-def _input_lookup(run_dir: Any, record: BatchRecord, keep_columns: list[str]) -> pa.Table | None:
-    if not keep_columns:
-        return None
+def _kept(keep_columns: list[str]) -> list[str]:
+    return [CUSTOM_ID_COLUMN, *[c for c in keep_columns if c != CUSTOM_ID_COLUMN]]
+
+
+def _inputs_path(run_dir: Any, record: BatchRecord, keep_columns: list[str]) -> Any:
     if record.inputs_file is None:
         raise ClaudeBatchInputError(
             f"keep_columns {keep_columns} were asked for, but the submit task saved no input columns "
             "(input_columns=None); set input_columns on the submit operator"
         )
-    with (run_dir / record.inputs_file).open("rb") as handle:
-        table = pq.read_table(handle)
-    missing = [c for c in keep_columns if c not in table.column_names]
-    if missing:
-        raise ClaudeBatchInputError(
-            f"keep_columns {missing} are not among the saved input columns {table.column_names[:-1]}"
-        )
-    clashes = [c for c in keep_columns if c in RESULT_SCHEMA.names and c != CUSTOM_ID_COLUMN]
-    if clashes:
-        raise ClaudeBatchInputError(f"keep_columns {clashes} clash with result columns; rename them upstream")
-    return table.select([CUSTOM_ID_COLUMN, *[c for c in keep_columns if c != CUSTOM_ID_COLUMN]])
+    return run_dir / record.inputs_file
+
+
+def _input_lookup(run_dir: Any, record: BatchRecord, keep_columns: list[str]) -> pa.Table | None:
+    """custom_id and the kept input columns of one chunk (checked by :func:`output_schema`)."""
+    if not keep_columns:
+        return None
+    with _inputs_path(run_dir, record, keep_columns).open("rb") as handle:
+        return pq.read_table(handle, columns=_kept(keep_columns))
 
 
 def output_schema(run_dir: Any, manifest: Manifest, keep_columns: list[str]) -> pa.Schema:
+    """The results schema plus the kept input columns, read from the first chunk's Parquet
+    footer; a missing or clashing column is an error before anything is written."""
     schema = RESULT_SCHEMA
     if not keep_columns or not manifest.batches:
         return schema
-    table = _input_lookup(run_dir, manifest.batches[0], keep_columns)
-    assert table is not None
-    for name in table.column_names[1:]:
-        schema = schema.append(table.schema.field(name))
+    with _inputs_path(run_dir, manifest.batches[0], keep_columns).open("rb") as handle:
+        saved = pq.read_schema(handle)
+    missing = [c for c in keep_columns if c not in saved.names]
+    if missing:
+        raise ClaudeBatchInputError(f"keep_columns {missing} are not among the saved input columns {saved.names[:-1]}")
+    clashes = [c for c in keep_columns if c in RESULT_SCHEMA.names and c != CUSTOM_ID_COLUMN]
+    if clashes:
+        raise ClaudeBatchInputError(f"keep_columns {clashes} clash with result columns; rename them upstream")
+    for name in _kept(keep_columns)[1:]:
+        schema = schema.append(saved.field(name))
     return schema
 
 

@@ -60,6 +60,12 @@ class BatchRecord:
     def key(self) -> str:
         return f"round {self.round} chunk {self.chunk}"
 
+    def apply_state(self, state: dict[str, Any]) -> None:
+        """Record a polled batch state (see ``progress.batch_state``)."""
+        self.processing_status = state["processing_status"]
+        self.request_counts = state["request_counts"]
+        self.ended_at = state.get("ended_at")
+
     @property
     def needs_create(self) -> bool:
         return self.batch_id is None

@@ -11,12 +11,13 @@ final outcome is the one from the highest round that included it.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
 
 from airflow_provider_claude_batch.batching import limits
+from airflow_provider_claude_batch.batching.chunks import request_id
 from airflow_provider_claude_batch.batching.manifest import BatchRecord, Manifest
 from airflow_provider_claude_batch.batching.results import iter_file_lines
 
@@ -40,7 +41,6 @@ class _Outcome(msgspec.Struct, gc=False):
 
 
 _outcome = msgspec.json.Decoder(_Outcome)
-_CUSTOM_ID_PREFIX = b'{"custom_id":"'
 
 
 def is_retryable(result_type: str, error_type: str | None) -> bool:
@@ -61,16 +61,6 @@ def retryable_ids(lines: Iterable[bytes]) -> list[str]:
         if is_retryable(result.type, error_type):
             found.append(outcome.custom_id)
     return found
-
-
-def request_ids(lines: Iterable[bytes]) -> Iterator[str]:
-    """custom_ids of request lines as the renderer writes them (custom_id first)."""
-    for line in lines:
-        if line.startswith(_CUSTOM_ID_PREFIX):
-            end = line.index(b'"', len(_CUSTOM_ID_PREFIX))
-            yield line[len(_CUSTOM_ID_PREFIX) : end].decode()
-        elif line:
-            yield msgspec.json.decode(line)["custom_id"]
 
 
 def records_by_chunk(manifest: Manifest) -> dict[int, list[BatchRecord]]:
@@ -107,7 +97,7 @@ def plan_next_round(manifest: Manifest, run_dir: Any, max_retry_rounds: int) -> 
         body_bytes = limits.CREATE_ENVELOPE_BYTES
         with (run_dir / base.requests_file).open("rb") as source, target.open("wb") as out:
             for line in iter_file_lines(source):
-                if not line or next(request_ids([line])) not in retry:
+                if not line or request_id(line) not in retry:
                     continue
                 out.write(line + b"\n")
                 digest.update(line + b"\n")
@@ -134,6 +124,6 @@ def final_rounds(run_dir: Any, records: list[BatchRecord]) -> dict[str, int]:
         if record.round == 0:
             continue
         with (run_dir / record.requests_file).open("rb") as handle:
-            for custom_id in request_ids(iter_file_lines(handle)):
+            for custom_id in map(request_id, filter(None, iter_file_lines(handle))):
                 final[custom_id] = max(record.round, final.get(custom_id, 0))
     return final

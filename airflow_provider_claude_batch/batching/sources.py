@@ -17,7 +17,7 @@ from pyarrow.fs import FSSpecHandler, LocalFileSystem, PyFileSystem
 
 from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError
 from airflow_provider_claude_batch.batching.requests import rows_to_table
-from airflow_provider_claude_batch.batching.storage import as_path, is_local
+from airflow_provider_claude_batch.batching.storage import as_path, is_local, local_os_path
 
 FORMATS = ("parquet", "csv", "jsonl")
 _EXTENSIONS = {
@@ -58,7 +58,7 @@ def _detect_format(path: Any, files: Sequence[str]) -> str:
 
 def _filesystem(path: Any) -> tuple[Any, str]:
     if is_local(path):
-        return LocalFileSystem(), str(getattr(path, "path", path))
+        return LocalFileSystem(), local_os_path(path)
     return PyFileSystem(FSSpecHandler(path.fs)), path.path
 
 

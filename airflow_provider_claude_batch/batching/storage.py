@@ -32,6 +32,11 @@ def is_local(path: Any) -> bool:
     return protocol in ("", "file", "local")
 
 
+def local_os_path(path: Any) -> str:
+    """The local file system path of a local path object (``ObjectStoragePath`` keeps it in ``.path``)."""
+    return str(getattr(path, "path", path))
+
+
 def replace(source: Any, target: Any) -> None:
     """Move ``source`` to ``target``, replacing it (atomically on local disk)."""
     if isinstance(source, Path) and isinstance(target, Path):
@@ -75,7 +80,7 @@ def remove_tree(path: Any) -> None:
     if is_local(path):
         import shutil
 
-        shutil.rmtree(str(getattr(path, "path", path)), ignore_errors=True)
+        shutil.rmtree(local_os_path(path), ignore_errors=True)
     else:
         path.fs.rm(path.path, recursive=True)
 
@@ -88,8 +93,8 @@ def replace_tree(staged: Any, target: Any) -> None:
     objects are deleted, then the staged ones moved under the target prefix.
     """
     if is_local(staged) and is_local(target):
-        staged_os = str(getattr(staged, "path", staged))
-        target_os = str(getattr(target, "path", target))
+        staged_os = local_os_path(staged)
+        target_os = local_os_path(target)
         aside = None
         if os.path.lexists(target_os):
             aside = os.path.join(

@@ -364,19 +364,14 @@ class ClaudeBatchHook(BaseHook):
         excluded = set(exclude)
         since = created_after - CLOCK_SKEW
         found: list[MessageBatch] = []
-        after_id: str | None = None
-        while True:
-            page = self.list_batches(limit=limits.LIST_PAGE_MAX, after_id=after_id)
-            for batch in page.data:
-                if batch.created_at < since:
-                    return found
-                counts = batch.request_counts
-                total = counts.processing + counts.succeeded + counts.errored + counts.canceled + counts.expired
-                if total == request_count and batch.id not in excluded:
-                    found.append(batch)
-            if not page.has_more or not page.last_id:
-                return found
-            after_id = page.last_id
+        for batch in self.iter_batches():  # newest first: stop at the first one that is too old
+            if batch.created_at < since:
+                break
+            counts = batch.request_counts
+            total = counts.processing + counts.succeeded + counts.errored + counts.canceled + counts.expired
+            if total == request_count and batch.id not in excluded:
+                found.append(batch)
+        return found
 
     def find_created_batch(
         self, request_count: int, *, created_after: datetime, exclude: Iterable[str] = ()

@@ -102,10 +102,6 @@ class ClaudeBatchSensor(BaseSensorOperator):
             return ids, self.claude_batch_conn_id or manifest.conn_id
         return list(self.batch_ids or []), self.claude_batch_conn_id or ClaudeBatchHook.default_conn_name
 
-    @property
-    def hook(self) -> ClaudeBatchHook:
-        return ClaudeBatchHook(self._targets()[1])
-
     # ------------------------------------------------------------------ deferrable path
     def execute(self, context: Context) -> Any:
         ids, conn_id = self._targets()
@@ -120,9 +116,8 @@ class ClaudeBatchSensor(BaseSensorOperator):
                 raise
         if len(ids) <= QUICK_CHECK_MAX_BATCHES:
             # Already ended (a rerun, a late sensor): no deferral round trip needed.
-            hook = ClaudeBatchHook(conn_id)
             try:
-                states = {batch_id: batch_state(hook.retrieve_batch(batch_id)) for batch_id in ids}
+                states = self._poll(ids, conn_id)
             except ClaudeBatchAPIError as exc:
                 self.log.warning("Could not check the batches before deferring (%s); the trigger will.", exc)
                 states = {}
@@ -158,8 +153,7 @@ class ClaudeBatchSensor(BaseSensorOperator):
     # ------------------------------------------------------------------ poke path
     def poke(self, context: Context) -> bool | PokeReturnValue:
         ids, conn_id = self._targets()
-        hook = ClaudeBatchHook(conn_id)
-        states = {batch_id: batch_state(hook.retrieve_batch(batch_id)) for batch_id in ids}
+        states = self._poll(ids, conn_id)
         started = self._started_at(context)
         self.log.info("%s", Progress(total_batches=len(ids), started_at=started).line(states))
         if all(state["processing_status"] == "ended" for state in states.values()):
@@ -174,6 +168,11 @@ class ClaudeBatchSensor(BaseSensorOperator):
         return start.timestamp() if start is not None else time.time()
 
     # ------------------------------------------------------------------ shared
+    @staticmethod
+    def _poll(ids: list[str], conn_id: str) -> dict[str, dict[str, Any]]:
+        hook = ClaudeBatchHook(conn_id)
+        return {batch_id: batch_state(hook.retrieve_batch(batch_id)) for batch_id in ids}
+
     def _record(self, states: dict[str, dict[str, Any]]) -> None:
         if self.manifest is None or not states:
             return
@@ -181,9 +180,7 @@ class ClaudeBatchSensor(BaseSensorOperator):
         for record in manifest.batches:
             state = states.get(record.batch_id or "")
             if state is not None:
-                record.processing_status = state["processing_status"]
-                record.request_counts = state["request_counts"]
-                record.ended_at = state.get("ended_at")
+                record.apply_state(state)
         manifest.save(run_dir)
 
     def _finish(self, states: dict[str, dict[str, Any]]) -> dict[str, Any]:

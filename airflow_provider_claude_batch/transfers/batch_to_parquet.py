@@ -130,10 +130,7 @@ class ClaudeBatchToParquetOperator(BaseOperator):
         for record in manifest.batches:
             if record.batch_id is None or record.processing_status == "ended":
                 continue
-            state = batch_state(hook.retrieve_batch(record.batch_id))
-            record.processing_status = state["processing_status"]
-            record.request_counts = state["request_counts"]
-            record.ended_at = state["ended_at"]
+            record.apply_state(batch_state(hook.retrieve_batch(record.batch_id)))
             if record.processing_status != "ended":
                 still_open.append(record.batch_id)
         manifest.save(run_dir)
