@@ -99,6 +99,11 @@ def _report(output: Path) -> int:
     print(f"\nResults landed in {output} ({table.num_rows} rows, {len(list(output.glob('*.parquet')))} files)")
     for value, count in sorted((r["values"], r["counts"]) for r in pc.value_counts(table["result_type"]).to_pylist()):
         print(f"  {value:<10} {count:>7}")
+    resubmitted = pc.sum(pc.greater(table["round"], 0)).as_py() or 0
+    print(
+        f"  rounds: {pc.max(table['round']).as_py() + 1} ({resubmitted} requests landed from resubmissions "
+        "of transient failures; each resubmission is a batch of its own)"
+    )
     tokens = {name: pc.sum(table[name]).as_py() or 0 for name in ("input_tokens", "output_tokens")}
     print(
         f"  tokens: {tokens['input_tokens']} input, {tokens['output_tokens']} output; "
