@@ -168,10 +168,8 @@ def test_running_the_same_backfill_twice_creates_nothing_new(stack: AirflowStack
     stack.api("PATCH", f"/dags/{BACKFILL_DAG_ID}", json={"is_paused": False})
 
     def backfill(*extra: str) -> dict[str, bytes]:
-        stack.airflow(
-            "backfill",
-            "create",
-            "--dag-id",
+        assert not stack.active_backfills(BACKFILL_DAG_ID)
+        stack.create_backfill(
             BACKFILL_DAG_ID,
             "--from-date",
             days[0],
@@ -189,11 +187,11 @@ def test_running_the_same_backfill_twice_creates_nothing_new(stack: AirflowStack
         runs = wait_until(done, timeout=240, interval=1, what="the backfill runs")
         assert {r["state"] for r in runs} == {"success"}, stack.log_tail("scheduler")
 
-        def completed() -> bool:
-            backfills = stack.api("GET", "/backfills", params={"dag_id": BACKFILL_DAG_ID})["backfills"]
-            return all(b["completed_at"] for b in backfills)
-
-        wait_until(completed, timeout=60, what="the scheduler to mark the backfill complete")
+        wait_until(
+            lambda: not stack.active_backfills(BACKFILL_DAG_ID),
+            timeout=60,
+            what="the scheduler to mark the backfill complete",
+        )
         root = stack.lake / "support" / "ticket_summaries"  # type: ignore[attr-defined]
         return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.parquet"))}
 
