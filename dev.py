@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -54,6 +55,16 @@ def ensure_venv() -> None:
     STAMP.write_text(_fingerprint())
 
 
+def ensure_browser() -> None:
+    """The UI test drives Debian's chromium; install it when missing and we may (root, apt)."""
+    if shutil.which("chromium") or not shutil.which("apt-get") or os.name == "nt" or os.geteuid() != 0:
+        return
+    print("Installing chromium for the browser test ...", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=False, env=env, stdout=subprocess.DEVNULL)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=False, env=env, stdout=subprocess.DEVNULL)
+
+
 def main(argv: list[str]) -> int:
     command, rest = (argv[0], argv[1:]) if argv else ("help", [])
     if command in ("help", "-h", "--help"):
@@ -72,11 +83,12 @@ def main(argv: list[str]) -> int:
             "--python-version",
             "3.11",
             "-o",
-            LOCK,
+            LOCK.name,  # relative: the lock's header records the command
         )
         return 0
     ensure_venv()
     if command == "test":
+        ensure_browser()
         return subprocess.call([str(PYTHON), "-m", "pytest", *rest], cwd=ROOT)
     if command == "demo":
         return subprocess.call([str(PYTHON), str(ROOT / "scripts" / "demo.py"), *rest], cwd=ROOT)

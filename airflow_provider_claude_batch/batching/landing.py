@@ -23,6 +23,8 @@ from airflow_provider_claude_batch.batching.pricing import BATCH_DISCOUNT, Price
 from airflow_provider_claude_batch.batching.results import RESULT_SCHEMA, ResultParser
 from airflow_provider_claude_batch.batching.rounds import final_rounds, records_by_chunk
 
+#: The transfer's summary, saved beside the manifest (cost per batch, for the Claude Batches page).
+LANDING_SUMMARY_NAME = "landing.json"
 TOKEN_COLUMNS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 
 
@@ -46,11 +48,18 @@ class LandingStats:
     def add(self, batch: pa.Table) -> None:
         self.rows += batch.num_rows
         sums = batch.group_by("batch_id").aggregate(
-            [("custom_id", "count"), *[(name, "sum") for name in (*TOKEN_COLUMNS, "cost_usd")]]
+            [
+                ("custom_id", "count"),
+                ("input_tokens", "count"),
+                ("cost_usd", "count"),
+                *[(name, "sum") for name in (*TOKEN_COLUMNS, "cost_usd")],
+            ]
         )
         for row in sums.to_pylist():
             totals = self.by_batch.setdefault(row["batch_id"], Counter())
             totals["rows"] += row["custom_id_count"]
+            # Rows with usage but no price (a model missing from the price table).
+            totals["unpriced"] += row["input_tokens_count"] - row["cost_usd_count"]
             for name in (*TOKEN_COLUMNS, "cost_usd"):
                 totals[name] += row[f"{name}_sum"] or 0
         for entry in pc.value_counts(batch.column("result_type")).to_pylist():
@@ -73,16 +82,19 @@ class LandingStats:
             "cost_usd_sync_api": round(self.cost_usd / BATCH_DISCOUNT, 6),
             "saving_usd": round(self.cost_usd / BATCH_DISCOUNT - self.cost_usd, 6),
             "rows_without_cost": self.rows_without_cost,
-            "by_batch": {
-                batch_id: {
-                    name: round(value, 6) if name == "cost_usd" else int(value) for name, value in totals.items()
-                }
-                for batch_id, totals in self.by_batch.items()
-            },
+            "by_batch": {batch_id: _batch_totals(totals) for batch_id, totals in self.by_batch.items()},
             "files": self.files,
             "rounds": self.rounds,
             "resubmitted_requests": self.resubmitted,
         }
+
+
+def _batch_totals(totals: Counter[str]) -> dict[str, Any]:
+    """One batch's rows, tokens and cost; the cost is unknown (None), never a partial sum, when
+    some of its rows are of a model missing from the price table."""
+    out: dict[str, Any] = {name: int(value) for name, value in totals.items() if name not in ("cost_usd", "unpriced")}
+    out["cost_usd"] = None if totals["unpriced"] else round(totals["cost_usd"], 6)
+    return out
 
 
 def _kept(keep_columns: list[str]) -> list[str]:
@@ -244,7 +256,7 @@ def cost_table(stats: LandingStats) -> str:
         lines.append(
             f"{batch_id:<40} {int(totals['rows']):>8} "
             + " ".join(f"{int(totals[name]):>12}" for name in TOKEN_COLUMNS)
-            + f" {totals['cost_usd']:>10.4f}"
+            + (f" {totals['cost_usd']:>10.4f}" if not totals["unpriced"] else f" {'unknown':>10}")
         )
     lines.append(
         f"{'total':<40} {stats.rows:>8} "

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
+from airflow.sdk import Asset, BaseOperator
 
 from airflow_provider_claude_batch.batching.errors import ClaudeBatchError
-from airflow_provider_claude_batch.batching.landing import cost_table, write_parts
+from airflow_provider_claude_batch.batching.landing import LANDING_SUMMARY_NAME, cost_table, write_parts
 from airflow_provider_claude_batch.batching.manifest import Manifest
 from airflow_provider_claude_batch.batching.pricing import PriceTable
 from airflow_provider_claude_batch.batching.progress import batch_state
 from airflow_provider_claude_batch.batching.rounds import plan_next_round
-from airflow_provider_claude_batch.batching.storage import remove_tree, replace_tree
+from airflow_provider_claude_batch.batching.storage import atomic_writer, remove_tree, replace_tree
 from airflow_provider_claude_batch.batching.submission import create_missing_batches
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 from airflow_provider_claude_batch.links import ClaudeBatchOutputLink
@@ -93,12 +94,26 @@ class ClaudeBatchToParquetOperator(BaseOperator):
         self.claude_batch_conn_id = claude_batch_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
-        return self._land()
+        return self._announce(context, self._land())
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         if event.get("status") != "success":
             raise ClaudeBatchError(f"Waiting for the resubmitted batches failed: {event.get('message')}")
-        return self._land()
+        return self._announce(context, self._land())
+
+    def _announce(self, context: Context, summary: dict[str, Any]) -> dict[str, Any]:
+        """Put where and what was landed on the outlet Assets' events, so that DAGs scheduled on
+        them find the partition in ``triggering_asset_events`` without guessing paths."""
+        extra = {
+            "destination": summary["destination"],
+            "rows": summary["rows"],
+            "by_result_type": summary["by_result_type"],
+            "cost_usd": summary["cost_usd"],
+        }
+        for outlet in self.outlets or []:
+            if isinstance(outlet, Asset):
+                context["outlet_events"][outlet].extra.update(extra)
+        return summary
 
     def _land(self) -> dict[str, Any]:
         manifest, run_dir = open_manifest(self.manifest)
@@ -186,6 +201,9 @@ class ClaudeBatchToParquetOperator(BaseOperator):
             remove_tree(staged)
             raise
         summary = {"destination": str(destination), **stats.as_dict()}
+        # Beside the manifest, for the Claude Batches page (cost per batch).
+        with atomic_writer(run_dir / LANDING_SUMMARY_NAME) as out:
+            out.write(json.dumps(summary, indent=1).encode())
         self.output_link = str(destination) if "://" in str(destination) else f"file://{destination}"
         self.log.info("Tokens and cost per batch:\n%s", cost_table(stats))
         self.log.info(

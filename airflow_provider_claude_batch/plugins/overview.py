@@ -1,0 +1,159 @@
+"""What the Claude Batches page shows: a connection's recent batches, joined with the
+manifests in the work directory (which DAG run and task created each batch) and with the
+transfers' landing summaries (what each batch cost).
+
+Every source may be missing or broken (no such connection, an unreachable API, a manifest
+that does not parse, an unknown model): each problem becomes a note on the page, never an
+exception out of it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from airflow_provider_claude_batch.batching.landing import LANDING_SUMMARY_NAME
+from airflow_provider_claude_batch.batching.manifest import MANIFEST_NAME, Manifest
+from airflow_provider_claude_batch.batching.progress import COUNT_KINDS, batch_state
+from airflow_provider_claude_batch.links import console_url
+
+log = logging.getLogger(__name__)
+
+#: Manifest locations under the work directory: ``dag/run/task`` and ``dag/run/task/map_index``.
+_MANIFEST_PATTERNS = (f"*/*/*/{MANIFEST_NAME}", f"*/*/*/*/{MANIFEST_NAME}")
+
+
+@dataclass(frozen=True)
+class Origin:
+    """The task instance whose manifest records a batch."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int
+    chunk: int
+    round: int
+
+
+@dataclass
+class BatchRow:
+    id: str
+    processing_status: str
+    request_counts: dict[str, int]
+    created_at: str | None
+    expires_at: str | None
+    ended_at: str | None
+    age_seconds: float | None
+    expires_in_seconds: float | None
+    percent_done: float
+    cost_usd: float | None = None
+    #: A transfer landed this batch's results (so a missing cost means an unpriced model).
+    landed: bool = False
+    origin: Origin | None = None
+    console_url: str | None = None
+
+    @property
+    def total(self) -> int:
+        return sum(self.request_counts.values())
+
+
+@dataclass
+class Overview:
+    conn_id: str
+    rows: list[BatchRow] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _seconds_between(start: datetime | None, end: datetime) -> float | None:
+    return None if start is None else (end - start).total_seconds()
+
+
+def batch_row(batch: Any, now: datetime) -> BatchRow:
+    state = batch_state(batch)
+    counts = state["request_counts"]
+    total = sum(counts.values())
+    expires_at = getattr(batch, "expires_at", None)
+    return BatchRow(
+        id=batch.id,
+        processing_status=state["processing_status"],
+        request_counts=counts,
+        created_at=state["created_at"],
+        expires_at=expires_at.isoformat() if expires_at else None,
+        ended_at=state["ended_at"],
+        age_seconds=_seconds_between(batch.created_at, now),
+        expires_in_seconds=None if expires_at is None else (expires_at - now).total_seconds(),
+        percent_done=100.0 * (total - counts["processing"]) / total if total else 0.0,
+    )
+
+
+def _read_json(path: Any) -> Any:
+    return json.loads(path.read_bytes())
+
+
+def scan_work_dir(work_dir: Any, notes: list[str]) -> tuple[dict[str, Origin], dict[str, float | None]]:
+    """batch id -> the task that created it, and batch id -> landed cost, from every manifest
+    (and landing summary) under ``work_dir``. Unreadable files become notes."""
+    origins: dict[str, Origin] = {}
+    costs: dict[str, float | None] = {}
+    try:
+        manifests = [path for pattern in _MANIFEST_PATTERNS for path in work_dir.glob(pattern)]
+    except OSError as exc:
+        notes.append(f"The work directory {work_dir} cannot be listed ({exc}); DAG runs are not shown.")
+        return origins, costs
+    for path in manifests:
+        try:
+            manifest = Manifest.from_json(path.read_bytes(), where=str(path))
+        except Exception as exc:  # one bad file must not hide the others
+            notes.append(f"Skipped {path}: {exc}")
+            continue
+        for record in manifest.batches:
+            if record.batch_id:
+                origins[record.batch_id] = Origin(
+                    manifest.dag_id, manifest.run_id, manifest.task_id, manifest.map_index, record.chunk, record.round
+                )
+        summary_path = path.parent / LANDING_SUMMARY_NAME
+        if summary_path.exists():
+            try:
+                by_batch = _read_json(summary_path).get("by_batch", {})
+                for batch_id, totals in by_batch.items():
+                    cost = totals.get("cost_usd")
+                    costs[batch_id] = None if cost is None else float(cost)
+            except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+                notes.append(f"Skipped {summary_path}: {exc}")
+    return origins, costs
+
+
+def build_overview(
+    conn_id: str,
+    batches: Iterable[Any],
+    work_dir: Any | None,
+    *,
+    console_url_template: str | None = None,
+    workspace_id: str | None = None,
+    now: datetime | None = None,
+) -> Overview:
+    """Rows for ``batches`` (newest first, as ``list`` returns them) with origin and cost."""
+    now = now or datetime.now(timezone.utc)
+    overview = Overview(conn_id=conn_id)
+    origins: dict[str, Origin] = {}
+    costs: dict[str, float | None] = {}
+    if work_dir is not None:
+        origins, costs = scan_work_dir(work_dir, overview.notes)
+    for batch in batches:
+        row = batch_row(batch, now)
+        row.origin = origins.get(row.id)
+        row.cost_usd = costs.get(row.id)
+        row.landed = row.id in costs
+        row.console_url = console_url(console_url_template, row.id, workspace_id)
+        overview.rows.append(row)
+    return overview
+
+
+__all__ = ["COUNT_KINDS", "BatchRow", "Origin", "Overview", "build_overview", "scan_work_dir"]

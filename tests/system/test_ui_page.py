@@ -1,0 +1,96 @@
+"""The Claude Batches page inside a running api-server, seen through a real headless browser,
+and the Asset hand-off from the transfer to a downstream DAG."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from airflow_provider_claude_batch.testing import RunningEmulator
+from tests.system.conftest import DAG_ID, tickets
+from tests.system.stack import AirflowStack, wait_until
+
+pytestmark = pytest.mark.system
+
+REPORT_DAG_ID = "claude_batch_label_report"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+#: What this machine's closed network needs: no background connections, no sandbox as root.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def test_the_batches_page_shows_a_landed_run_and_the_asset_triggers_the_report(
+    stack: AirflowStack, emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    tickets(stack, "2026-11-07", 120)
+    emulator.emulator.config.processing_seconds = 1
+    wait_until(lambda: stack.has_dag(REPORT_DAG_ID), timeout=90, what="the report DAG to be parsed")
+    stack.api("PATCH", f"/dags/{REPORT_DAG_ID}", json={"is_paused": False})
+    run_id = stack.trigger(DAG_ID, "2026-11-07T00:00:00Z")
+    assert stack.wait_for_run(DAG_ID, run_id) == "success", stack.log_tail("scheduler")
+    batch_ids = set(emulator.emulator.batch_ids())
+    assert len(batch_ids) == 1
+
+    # The JSON endpoint: the batch, who created it and what it cost.
+    listing = httpx.get(f"{stack.base_url}/claude-batches/api/batches", timeout=30).json()
+    (row,) = [r for r in listing["rows"] if r["id"] in batch_ids]
+    assert row["origin"]["dag_id"] == DAG_ID and row["origin"]["run_id"] == run_id
+    assert row["origin"]["task_id"] == "submit"
+    assert row["processing_status"] == "ended" and row["request_counts"]["succeeded"] == 120
+    assert row["cost_usd"] is not None and row["cost_usd"] > 0
+
+    # The page in the Airflow UI (an external view in the nav, rendered in an iframe).
+    from playwright.sync_api import sync_playwright
+
+    if not CHROMIUM:
+        message = "the browser check needs Debian's chromium (python3 dev.py test installs it when it runs as root)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    screenshot = tmp_path / "claude-batches-page.png"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 600})
+            page.goto(f"{stack.base_url}/plugin/claude-batches")
+            frame = page.frame_locator("iframe")
+            batch_row = frame.locator(f'tr[data-batch-id="{row["id"]}"]')
+            batch_row.wait_for(timeout=60_000)
+            text = batch_row.inner_text()
+            page.screenshot(path=str(screenshot))
+            nav = page.get_by_role("button", name="Browse")
+            nav.click()
+            assert page.get_by_role("menuitem", name="Claude Batches").is_visible()
+        finally:
+            browser.close()
+    assert "ended" in text and "120" in text and "$" in text
+    assert f"{DAG_ID} / submit" in text and run_id in text
+    assert screenshot.stat().st_size > 10_000
+    print(f"screenshot: {screenshot}")
+
+    # The transfer's outlet event carries the partition; the downstream DAG reports on it.
+    def report_run() -> dict[str, Any] | None:
+        runs = stack.api("GET", f"/dags/{REPORT_DAG_ID}/dagRuns")["dag_runs"]
+        done = [r for r in runs if r["state"] in ("success", "failed")]
+        return done[0] if done else None
+
+    report = wait_until(report_run, timeout=120, what="the Asset-scheduled report DAG to run")
+    assert report["state"] == "success", stack.log_tail("scheduler")
+    written = stack.lake / "support" / "ticket_labels" / "_report_ds=2026-11-07.json"  # type: ignore[attr-defined]
+    summary = json.loads(written.read_text())
+    assert summary["rows"] == 120
+    assert sum(label["text_count"] for label in summary["labels"]) == 120

@@ -1,0 +1,125 @@
+"""The Claude Batches page's data and HTML, against the emulator over real HTTP: origins from
+manifests, costs from landing summaries, and every broken source shown as a note."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_provider_claude_batch.batching.manifest import BatchRecord, Manifest
+from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+from airflow_provider_claude_batch.plugins.batches_page import load_overview, render_page
+from airflow_provider_claude_batch.testing import RunningEmulator
+from tests.helpers import TEST_API_KEY, make_requests
+
+
+@pytest.fixture
+def work_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("AIRFLOW__CLAUDE_BATCH__WORK_DIR", str(tmp_path / "work"))
+    return tmp_path / "work"
+
+
+def _manifest(work_dir: Path, dag_id: str, run_id: str, batch_ids: list[str], cost: Any = "absent") -> None:
+    folder = work_dir / dag_id / run_id / "submit"
+    folder.mkdir(parents=True)
+    manifest = Manifest(
+        dag_id=dag_id,
+        run_id=run_id,
+        task_id="submit",
+        map_index=-1,
+        conn_id="claude_batch_default",
+        fingerprint="f",
+        spec={},
+        max_requests_per_batch=10,
+        max_bytes_per_batch=10,
+        total_requests=len(batch_ids),
+        input_columns=None,
+        batches=[
+            BatchRecord(chunk=i, round=0, requests_file="", request_count=1, body_bytes=1, sha256="", batch_id=b)
+            for i, b in enumerate(batch_ids)
+        ],
+    )
+    manifest.save(folder)
+    if cost != "absent":
+        summary = {"by_batch": {b: {"rows": 1, "cost_usd": cost} for b in batch_ids}}
+        (folder / "landing.json").write_text(json.dumps(summary))
+
+
+def _created(count: int) -> list[str]:
+    hook = ClaudeBatchHook()
+    return [hook.create_batch(make_requests(2, prefix=f"b{i}")).id for i in range(count)]
+
+
+def test_rows_carry_the_creating_task_and_the_landed_cost(emulator: RunningEmulator, work_dir: Path) -> None:
+    emulator.emulator.config.processing_seconds = 3600
+    first, second, third = _created(3)
+    emulator.emulator.end_all()
+    _manifest(work_dir, "nightly", "scheduled__2026-11-01T00:00:00+00:00", [first], cost=0.0125)
+    _manifest(work_dir, "pricing_gap", "manual__1", [second], cost=None)
+    (work_dir / "broken" / "run" / "submit").mkdir(parents=True)
+    (work_dir / "broken" / "run" / "submit" / "manifest.json").write_text("{not json")
+
+    overview = load_overview("claude_batch_default", 10)
+
+    rows = {row.id: row for row in overview.rows}
+    assert [row.id for row in overview.rows] == [third, second, first]  # newest first
+    assert rows[first].origin is not None and rows[first].origin.dag_id == "nightly"
+    assert rows[first].cost_usd == 0.0125 and rows[first].landed
+    assert rows[second].cost_usd is None and rows[second].landed  # landed, unpriced model
+    assert rows[third].origin is None and not rows[third].landed
+    assert rows[first].processing_status == "ended" and rows[first].request_counts["succeeded"] == 2
+    assert rows[first].expires_in_seconds is not None and rows[first].expires_in_seconds > 23 * 3600
+    assert any("broken" in note for note in overview.notes)
+
+    page = render_page(overview, 10)
+    assert "$0.0125" in page and "unknown price" in page and "not landed" in page
+    assert "nightly / submit" in page and "scheduled__2026-11-01T00:00:00+00:00" in page
+    assert "../dags/nightly/runs/scheduled__2026-11-01T00%3A00%3A00%2B00%3A00/tasks/submit" in page
+
+
+def test_limit_takes_the_newest(emulator: RunningEmulator, work_dir: Path) -> None:
+    ids = _created(3)
+    assert [row.id for row in load_overview("claude_batch_default", 2).rows] == ids[::-1][:2]
+
+
+def test_a_missing_connection_is_a_note_not_an_error(emulator: RunningEmulator, work_dir: Path) -> None:
+    overview = load_overview("no_such_connection", 10)
+    assert overview.rows == []
+    assert "no_such_connection" in overview.notes[0]
+    assert "no_such_connection" in render_page(overview, 10)
+
+
+def test_an_unreachable_api_is_a_note_without_the_key(
+    emulator: RunningEmulator, work_dir: Path, connection_env: Any
+) -> None:
+    connection_env("claude_down", host="http://127.0.0.1:9", extra=json.dumps({"max_retries": 0, "timeout": 5}))
+    overview = load_overview("claude_down", 10)
+    assert overview.rows == [] and "claude_down" in overview.notes[0]
+    assert TEST_API_KEY not in json.dumps(overview.as_dict())
+
+
+def test_a_wrong_key_is_a_note(emulator: RunningEmulator, work_dir: Path, connection_env: Any) -> None:
+    connection_env("claude_badkey", password="not-the-key")
+    overview = load_overview("claude_badkey", 10)
+    assert overview.rows == [] and "claude_badkey" in overview.notes[0]
+    assert "not-the-key" not in overview.notes[0]
+
+
+def test_a_console_template_that_does_not_render_gives_no_link(
+    emulator: RunningEmulator, work_dir: Path, connection_env: Any
+) -> None:
+    connection_env("claude_tpl", extra=json.dumps({"console_url_template": "https://console/{nope}/{batch_id}"}))
+    (batch_id,) = _created(1)
+    (row,) = load_overview("claude_tpl", 10).rows
+    assert row.id == batch_id and row.console_url is None
+    assert f"<code>{batch_id}</code>" in render_page(load_overview("claude_tpl", 10), 10)
+
+
+def test_page_escapes_what_it_shows(emulator: RunningEmulator, work_dir: Path) -> None:
+    (batch_id,) = _created(1)
+    _manifest(work_dir, "dag<script>", "run", [batch_id])
+    page = render_page(load_overview("claude_batch_default", 10), 10)
+    assert "dag<script>" not in page and "dag&lt;script&gt;" in page
