@@ -161,6 +161,33 @@ SHARED_ASYNC_CLIENTS = _SharedAsyncClients()
 ASYNC_CONCURRENCY = int(os.environ.get("AIRFLOW__CLAUDE_BATCH__TRIGGER_CONCURRENCY", "128"))
 
 
+class BatchCounts(msgspec.Struct, gc=False):
+    processing: int = 0
+    succeeded: int = 0
+    errored: int = 0
+    canceled: int = 0
+    expired: int = 0
+
+
+class BatchStateEntry(msgspec.Struct, gc=False):
+    """The part of a ``MessageBatch`` that waiting needs (same attribute names)."""
+
+    id: str
+    processing_status: str
+    request_counts: BatchCounts
+    created_at: datetime
+    ended_at: datetime | None = None
+
+
+class BatchStatesPage(msgspec.Struct, gc=False):
+    data: list[BatchStateEntry]
+    has_more: bool = False
+    last_id: str | None = None
+
+
+_states_page_decoder = msgspec.json.Decoder(BatchStatesPage)
+
+
 def jsonl_to_create_body(jsonl: bytes) -> bytes:
     """``{"requests":[...]}`` from a JSONL chunk of request objects, without re-serializing.
 
@@ -493,6 +520,20 @@ class ClaudeBatchHook(BaseHook):
             kwargs["after_id"] = after_id
         async with SHARED_ASYNC_CLIENTS.semaphore(ASYNC_CONCURRENCY), self._atranslated("list batches"):
             return await client.messages.batches.list(**kwargs)
+
+    async def alist_batch_states(
+        self, *, limit: int = limits.LIST_PAGE_MAX, after_id: str | None = None
+    ) -> BatchStatesPage:
+        """One ``list`` page decoded straight from its JSON into the fields a wait needs: a
+        page of 1,000 batches costs the event loop about a millisecond this way, against tens
+        of milliseconds as SDK models."""
+        client = await self.shared_async_client()
+        kwargs: dict[str, Any] = {"limit": limit}
+        if after_id:
+            kwargs["after_id"] = after_id
+        async with SHARED_ASYNC_CLIENTS.semaphore(ASYNC_CONCURRENCY), self._atranslated("list batches"):
+            raw = await client.messages.batches.with_raw_response.list(**kwargs)
+        return _states_page_decoder.decode(raw.http_response.content)
 
     async def acancel_batch(self, batch_id: str) -> MessageBatch:
         client = await self.shared_async_client()

@@ -9,14 +9,16 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_claude_batch.batching.progress import Progress, batch_state
+from airflow_provider_claude_batch.batching.progress import Progress
 from airflow_provider_claude_batch.exceptions import ClaudeBatchAuthError, ClaudeBatchNotFoundError
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+from airflow_provider_claude_batch.triggers.shared_states import shared_batch_states
 
 
 class ClaudeBatchTrigger(BaseTrigger):
-    """Poll every open batch concurrently with the shared async client; fire once when all
-    have ended, when the deadline passes, or when polling keeps failing.
+    """Poll every open batch; fire once when all have ended, when the deadline passes, or
+    when polling keeps failing. Polls go through the loop's shared batch states (``list``
+    pages shared by every trigger of the connection, see ``triggers/shared_states.py``).
 
     :param batch_ids: the batches to wait for.
     :param claude_batch_conn_id: connection to poll with (the key is looked up in the
@@ -70,10 +72,14 @@ class ClaudeBatchTrigger(BaseTrigger):
         pending = list(self.batch_ids)
         progress = Progress(total_batches=len(self.batch_ids), started_at=self.started_at)
         failed_polls = 0
+        shared = await shared_batch_states(hook)
         while True:
-            answers = await asyncio.gather(*(hook.aretrieve_batch(b) for b in pending), return_exceptions=True)
             errors: list[str] = []
-            for batch_id, answer in zip(pending, answers, strict=True):
+            try:
+                answers = await shared.states(pending)
+            except Exception as exc:  # the listing itself failed
+                answers = dict.fromkeys(pending, exc)
+            for batch_id, answer in answers.items():
                 if isinstance(answer, (ClaudeBatchNotFoundError, ClaudeBatchAuthError)):
                     # Waiting cannot fix a missing batch or a rejected key.
                     yield TriggerEvent({"status": "error", "message": str(answer), "batches": states})
@@ -81,7 +87,7 @@ class ClaudeBatchTrigger(BaseTrigger):
                 if isinstance(answer, BaseException):
                     errors.append(f"{batch_id}: {answer}")
                 else:
-                    states[batch_id] = batch_state(answer)
+                    states[batch_id] = answer
             if errors:
                 failed_polls += 1
                 self.log.warning(

@@ -108,8 +108,10 @@ def test_retry_after_poll_failures_waits_on_the_same_batches(
         """
     )
     # Each call fails three times (the SDK retries twice): the sensor's check before
-    # deferring, then three polls of the trigger, which ends the first try.
-    emulator.emulator.inject(Fault("retrieve", status=500, times=12, retry_after=0.001))
+    # deferring (a retrieve), then three polls of the trigger (list pages), which ends the
+    # first try.
+    emulator.emulator.inject(Fault("retrieve", status=500, times=3, retry_after=0.001))
+    emulator.emulator.inject(Fault("list", status=500, times=9, retry_after=0.001))
     dag_run = run_dag(dag)
     assert task_states(dag_run) == {"submit": "success", "wait": "success"}
     assert emulator.emulator.stats["faults_fired"] == 12

@@ -29,7 +29,7 @@ def test_sensor_waits_deferred_in_a_real_triggerer(stack: AirflowStack, emulator
 
     def finished() -> str | None:
         if stack.task_states(DAG_ID, run_id).get("wait") == "deferred":
-            polls_while_deferred.append(emulator.emulator.calls["retrieve"])
+            polls_while_deferred.append(emulator.emulator.calls["list"])
         state = stack.run_state(DAG_ID, run_id)
         return state if state in ("success", "failed") else None
 
@@ -61,18 +61,14 @@ def test_the_wait_survives_a_triggerer_restart(stack: AirflowStack, emulator: Ru
     emulator.emulator.config.processing_seconds = math.inf
     run_id = stack.trigger(DAG_ID, "2026-11-03T00:00:00Z")
     wait_until(
-        lambda: (
-            stack.task_states(DAG_ID, run_id).get("wait") == "deferred" and emulator.emulator.calls["retrieve"] >= 2
-        ),
+        lambda: stack.task_states(DAG_ID, run_id).get("wait") == "deferred" and emulator.emulator.calls["list"] >= 2,
         timeout=120,
         what="the sensor to defer and the trigger to poll",
     )
     stack.stop_component("triggerer")
-    polls_before = emulator.emulator.calls["retrieve"]
+    polls_before = emulator.emulator.calls["list"]
     stack.start_component("triggerer")
-    wait_until(
-        lambda: emulator.emulator.calls["retrieve"] > polls_before, timeout=120, what="the new triggerer to poll"
-    )
+    wait_until(lambda: emulator.emulator.calls["list"] > polls_before, timeout=120, what="the new triggerer to poll")
     assert stack.task_states(DAG_ID, run_id)["wait"] == "deferred"
     emulator.emulator.end_all()
     assert stack.wait_for_run(DAG_ID, run_id) == "success"
@@ -84,8 +80,8 @@ def test_killing_a_deferred_sensor_cancels_its_batches(stack: AirflowStack, emul
     emulator.emulator.config.processing_seconds = math.inf
     run_id = stack.trigger(DAG_ID, "2026-11-04T00:00:00Z")
     wait_until(lambda: stack.task_states(DAG_ID, run_id).get("wait") == "deferred", timeout=120, what="the deferral")
-    polls = emulator.emulator.calls["retrieve"]
-    wait_until(lambda: emulator.emulator.calls["retrieve"] > polls, timeout=60, what="the trigger to run")
+    polls = emulator.emulator.calls["list"]
+    wait_until(lambda: emulator.emulator.calls["list"] > polls, timeout=60, what="the trigger to run")
     stack.set_task_state(DAG_ID, run_id, "wait", "failed")
     wait_until(
         lambda: emulator.emulator.stats["batches_canceled"] == 2, timeout=60, what="the trigger's on_kill to cancel"

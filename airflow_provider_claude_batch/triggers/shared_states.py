@@ -1,0 +1,131 @@
+"""Batch states for every trigger on a triggerer's event loop, from shared ``list`` pages.
+
+A triggerer can hold thousands of waits. One ``retrieve`` per batch per poll costs the loop a
+few milliseconds each (request building, transport, model validation), so at a few hundred
+polls a second the loop is saturated and every other trigger on it lags. A ``list`` page
+answers up to 1,000 batches in one call, newest first, so instead:
+
+* all triggers of one connection on one loop share a :class:`SharedBatchStates`;
+* a poll registers the ids it wants and joins the refresh in flight if that one covers them,
+  else the next one, so concurrent polls cost one walk through the pages, not one each;
+* a refresh walks pages until it has seen every wanted id, or until the pages reach batches
+  created before any wanted batch could still be open (a batch ends at the latest 24 hours
+  after its creation); ids it did not see are retrieved one by one, which also surfaces a
+  batch that does not exist (404) exactly as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from airflow_provider_claude_batch.batching import limits
+from airflow_provider_claude_batch.batching.progress import batch_state
+from airflow_provider_claude_batch.hooks.claude_batch import CLOCK_SKEW, ClaudeBatchHook
+
+#: A batch created before this horizon cannot still be open.
+OPEN_HORIZON = timedelta(hours=limits.BATCH_EXPIRY_HOURS) + CLOCK_SKEW
+
+#: A batch's state, or why it could not be had.
+StateOrError = dict[str, Any] | BaseException
+
+
+@dataclass
+class _Refresh:
+    wanted: set[str]
+    done: asyncio.Future[dict[str, StateOrError]] = field(repr=False)
+    #: Ids can still join until the refresh starts, on the loop's next turn: so the polls
+    #: issued in one turn (triggers woken together) share it.
+    started: bool = False
+
+
+class SharedBatchStates:
+    """Coalesces the polls of every trigger of one connection on one event loop."""
+
+    def __init__(self, hook: ClaudeBatchHook, *, page_size: int = limits.LIST_PAGE_MAX) -> None:
+        self.hook = hook
+        self.page_size = page_size
+        self._running: _Refresh | None = None
+        self._queued: set[str] = set()
+        #: API calls made, by kind (for tests and benchmarks).
+        self.calls = {"list": 0, "retrieve": 0}
+
+    async def states(self, batch_ids: Iterable[str]) -> dict[str, StateOrError]:
+        """The current state of each of ``batch_ids`` (an exception where it failed). Raises
+        when the listing itself fails, e.g. a rejected key."""
+        wanted = frozenset(batch_ids)
+        while True:
+            running = self._running
+            if running is None:
+                running = self._start(set(wanted | self._queued))
+                self._queued.clear()
+            elif not running.started:
+                running.wanted |= wanted
+            elif not wanted <= running.wanted:
+                # Started before we asked: wait it out, then join (or start) the next one.
+                self._queued |= wanted
+                await asyncio.wait([running.done])
+                continue
+            found = await asyncio.shield(running.done)
+            return {batch_id: found[batch_id] for batch_id in wanted}
+
+    def _start(self, wanted: set[str]) -> _Refresh:
+        loop = asyncio.get_running_loop()
+        refresh = _Refresh(wanted, loop.create_future())
+
+        async def run() -> None:
+            refresh.started = True
+            try:
+                refresh.done.set_result(await self._refresh(frozenset(refresh.wanted)))
+            except asyncio.CancelledError:
+                refresh.done.cancel()
+                raise
+            except Exception as exc:
+                refresh.done.set_exception(exc)
+                refresh.done.exception()  # retrieved here: waiters re-raise it themselves
+            finally:
+                self._running = None
+
+        self._running = refresh
+        self._task = loop.create_task(run())
+        return refresh
+
+    async def _refresh(self, wanted: frozenset[str]) -> dict[str, StateOrError]:
+        found: dict[str, StateOrError] = {}
+        horizon = datetime.now(timezone.utc) - OPEN_HORIZON
+        after_id: str | None = None
+        while len(found) < len(wanted):
+            page = await self.hook.alist_batch_states(limit=self.page_size, after_id=after_id)
+            self.calls["list"] += 1
+            for entry in page.data:
+                if entry.id in wanted:
+                    found[entry.id] = batch_state(entry)
+            if not page.has_more or not page.data or page.data[-1].created_at < horizon:
+                break
+            after_id = page.last_id or page.data[-1].id
+        missing = [batch_id for batch_id in wanted if batch_id not in found]
+        if missing:
+            answers = await asyncio.gather(*(self.hook.aretrieve_batch(b) for b in missing), return_exceptions=True)
+            self.calls["retrieve"] += len(missing)
+            for batch_id, answer in zip(missing, answers, strict=True):
+                found[batch_id] = answer if isinstance(answer, BaseException) else batch_state(answer)
+        return found
+
+
+_BY_LOOP: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[Any, ...], SharedBatchStates]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def shared_batch_states(hook: ClaudeBatchHook) -> SharedBatchStates:
+    """The :class:`SharedBatchStates` of ``hook``'s connection on the running loop."""
+    settings = await hook.asettings()
+    by_key = _BY_LOOP.setdefault(asyncio.get_running_loop(), {})
+    key = settings.cache_key()
+    if key not in by_key:
+        by_key[key] = SharedBatchStates(hook)
+    return by_key[key]
