@@ -1,6 +1,7 @@
-"""P4: many batch waits on one event loop: our trigger (shared async client, bounded
-concurrency) vs a trigger that polls with ``asyncio.to_thread(sync retrieve)`` per batch (the
-public Anthropic provider's pattern). Both run the same loop shape; only the polling differs.
+"""P4: many batch waits on one event loop: our trigger (states from list pages shared by all
+triggers of the loop) vs a trigger that polls with ``asyncio.to_thread(sync retrieve)`` per
+batch (the public Anthropic provider's pattern). Both run the same loop shape; only the
+polling differs. "polls" counts batch states handed to triggers, whatever the API calls.
 
     python -m benchmarks.p4_triggerer case IMPL TRIGGERS BATCHES_PER_TRIGGER SECONDS IDS_FILE
 """
@@ -17,6 +18,9 @@ from typing import Any
 from benchmarks.common import report
 
 
+STATES_SEEN = [0]
+
+
 class ThreadPerPollTrigger:
     """The baseline: the same loop as ClaudeBatchTrigger, one blocking retrieve per batch in a thread."""
 
@@ -29,6 +33,7 @@ class ThreadPerPollTrigger:
             batches = await asyncio.gather(
                 *(asyncio.to_thread(self.client.messages.batches.retrieve, b) for b in self.batch_ids)
             )
+            STATES_SEEN[0] += len(batches)
             if all(b.processing_status == "ended" for b in batches):
                 yield batches
                 return
@@ -77,6 +82,16 @@ def main(argv: list[str]) -> None:
     from airflow_provider_claude_batch.triggers.batch import ClaudeBatchTrigger
 
     if impl == "ours":
+        from airflow_provider_claude_batch.triggers.shared_states import SharedBatchStates
+
+        shared_states = SharedBatchStates.states
+
+        async def counted(self: SharedBatchStates, batch_ids: Any) -> Any:
+            answer = await shared_states(self, batch_ids)
+            STATES_SEEN[0] += len(answer)
+            return answer
+
+        SharedBatchStates.states = counted  # type: ignore[method-assign]
         instances: list[Any] = [ClaudeBatchTrigger(group, poll_interval=0.0) for group in groups]
     else:
         import anthropic
@@ -84,15 +99,21 @@ def main(argv: list[str]) -> None:
         client = anthropic.Anthropic(**ClaudeBatchHook().settings.client_kwargs())
         instances = [ThreadPerPollTrigger(group, client) for group in groups]
     base_url = ClaudeBatchHook().settings.base_url
-    before = httpx.get(f"{base_url}/_emulator/state").json()["calls"].get("retrieve", 0)
+
+    def api_calls() -> int:
+        calls = httpx.get(f"{base_url}/_emulator/state").json()["calls"]
+        return int(calls.get("retrieve", 0) + calls.get("list", 0))
+
+    before = api_calls()
     started, cpu_started = time.perf_counter(), time.process_time()
     lags = asyncio.run(_measure(instances, seconds))
     elapsed = time.perf_counter() - started
-    polls = httpx.get(f"{base_url}/_emulator/state").json()["calls"].get("retrieve", 0) - before
+    calls = api_calls() - before
     report(
         {
-            "polls": polls,
-            "polls_per_second": polls / elapsed,
+            "polls": STATES_SEEN[0],
+            "polls_per_second": STATES_SEEN[0] / elapsed,
+            "api_calls_per_second": calls / elapsed,
             "cpu_percent": 100 * (time.process_time() - cpu_started) / elapsed,
             **lags,
         },

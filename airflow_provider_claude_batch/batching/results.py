@@ -1,9 +1,9 @@
 """Results JSONL -> Arrow record batches with one schema, in bounded memory.
 
-Lines are decoded with msgspec into small typed structs, a block of ``rows_per_batch`` lines
-per decode call (content blocks stay raw bytes and are decoded once more, again a block at a
-time, only for their text), then turned column by column into one ``pyarrow.RecordBatch``.
-Nothing holds more than one block.
+A block of lines at a time: pyarrow's JSON reader (C++, multi-threaded) reads the fields that
+become columns, msgspec cuts out each ``content`` array as raw JSON, and Arrow compute joins
+the text blocks and prices the tokens. No Python object is built per field, and nothing
+holds more than one block.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from typing import Any
 import msgspec
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pa_json
 
 from airflow_provider_claude_batch.batching.errors import ClaudeBatchError
 from airflow_provider_claude_batch.batching.pricing import BATCH_DISCOUNT, PER_TOKEN, PriceTable
@@ -40,6 +42,7 @@ RESULT_SCHEMA = pa.schema(
 )
 #: Lines decoded per msgspec call: small enough to stay in cache (measured fastest at 2-4k).
 DEFAULT_ROWS_PER_BATCH = 4_096
+_TOKEN_COLUMNS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 
 
 class ClaudeBatchResultsError(ClaudeBatchError):
@@ -78,37 +81,58 @@ class _Result(msgspec.Struct, gc=False):
 
 
 class _Line(msgspec.Struct, gc=False):
+    """One result line as the API defines it: the check that names a bad line."""
+
     custom_id: str
     result: _Result
 
 
-class _Block(msgspec.Struct, gc=False):
-    type: str
-    text: str | None = None
+class _ContentOnlyMessage(msgspec.Struct, gc=False):
+    content: msgspec.Raw = msgspec.Raw(b"[]")
+
+
+class _ContentOnlyResult(msgspec.Struct, gc=False):
+    message: _ContentOnlyMessage | None = None
+
+
+class _ContentOnlyLine(msgspec.Struct, gc=False):
+    result: _ContentOnlyResult
 
 
 _line_decoder = msgspec.json.Decoder(_Line)
-_lines_decoder = msgspec.json.Decoder(list[_Line])
-_contents_decoder = msgspec.json.Decoder(list[list[_Block]])
-_NO_USAGE = _Usage()
-_TOKEN_COLUMNS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+_contents_decoder = msgspec.json.Decoder(list[_ContentOnlyLine])
 
-
-def _texts(contents: list[bytes]) -> list[str | None]:
-    """Joined text blocks of many ``content`` arrays, decoded in one call."""
-    blocks_per_row = _contents_decoder.decode(b"[" + b",".join(contents) + b"]")
-    texts: list[str | None] = []
-    for blocks in blocks_per_row:
-        if len(blocks) == 1:
-            texts.append(blocks[0].text if blocks[0].type == "text" else None)
-        else:
-            parts = [block.text for block in blocks if block.type == "text" and block.text is not None]
-            texts.append("".join(parts) if parts else None)
-    return texts
+_USAGE = pa.struct([(name, pa.int64()) for name in _TOKEN_COLUMNS])
+_MESSAGE = pa.struct(
+    [
+        ("model", pa.string()),
+        ("content", pa.list_(pa.struct([("type", pa.string()), ("text", pa.string())]))),
+        ("stop_reason", pa.string()),
+        ("usage", _USAGE),
+    ]
+)
+_DETAIL = pa.struct([("type", pa.string()), ("message", pa.string())])
+_ERROR = pa.struct([("type", pa.string()), ("error", _DETAIL), ("message", pa.string())])
+#: The fields of a result line that land in columns; everything else is skipped by the reader.
+_LINE_SCHEMA = pa.schema(
+    [
+        ("custom_id", pa.string()),
+        ("result", pa.struct([("type", pa.string()), ("message", _MESSAGE), ("error", _ERROR)])),
+    ]
+)
+_JSON_PARSE = pa_json.ParseOptions(explicit_schema=_LINE_SCHEMA, unexpected_field_behavior="ignore")
+_JSON_READ = pa_json.ReadOptions(use_threads=True, block_size=1 << 20)
+_NULL_STRING = pa.scalar(None, pa.string())
 
 
 class ResultParser:
-    """Turns result lines of one batch into record batches of :data:`RESULT_SCHEMA`."""
+    """Turns result lines of one batch into record batches of :data:`RESULT_SCHEMA`.
+
+    Each block of lines is read twice, both times in C: pyarrow's JSON reader (multi-threaded)
+    turns the fields that become columns into Arrow arrays, and msgspec cuts out each
+    ``content`` array as raw JSON for the ``content`` column. A block either reader rejects is
+    checked line by line, so the error names the line.
+    """
 
     def __init__(
         self, batch_id: str, round_number: int, prices: PriceTable, *, rows_per_batch: int = DEFAULT_ROWS_PER_BATCH
@@ -120,7 +144,8 @@ class ResultParser:
         self.rows = 0
 
     def parse(self, lines: Iterable[bytes], *, source: str = "results") -> Iterator[pa.RecordBatch]:
-        """Record batches from result lines (each without its newline)."""
+        """Record batches of at most ``rows_per_batch`` rows from result lines (each without
+        its newline)."""
         block: list[bytes] = []
         first_line = 1
         for line_number, raw_line in enumerate(lines, 1):
@@ -136,8 +161,8 @@ class ResultParser:
     def parse_file(
         self, handle: Any, *, source: str = "results", block_bytes: int = 1 << 21
     ) -> Iterator[pa.RecordBatch]:
-        """Record batches from a results file, read in blocks cut at line ends; each block is
-        decoded in one call without splitting it into lines."""
+        """Record batches from a results file, read in blocks of about ``block_bytes`` cut at
+        line ends."""
         pending = b""
         first_line = 1
         while True:
@@ -156,79 +181,104 @@ class ResultParser:
             yield self._decode(pending, first_line, source)
 
     def _decode(self, block: bytes, first_line: int, source: str) -> pa.RecordBatch:
-        """Decode newline-separated result lines as one JSON array (JSON text never holds a
-        raw newline, so newlines are exactly the separators)."""
         try:
-            decoded = _lines_decoder.decode(b"[" + block.replace(b"\n", b",") + b"]")
-        except msgspec.DecodeError as block_error:
-            decoded = []
-            for offset, raw_line in enumerate(block.split(b"\n")):  # rare path: blank or bad lines
-                if not raw_line.strip():
-                    continue
-                try:
-                    decoded.append(_line_decoder.decode(raw_line))
-                except msgspec.DecodeError as exc:
-                    raise ClaudeBatchResultsError(
-                        f"{source}, line {first_line + offset} of batch {self.batch_id!r} is not a batch result: {exc}"
-                    ) from None
-            if not decoded:
-                raise ClaudeBatchResultsError(f"{source} of batch {self.batch_id!r}: {block_error}") from None
-        return self._emit(decoded)
+            return self._columns(block)
+        except (pa.ArrowInvalid, msgspec.DecodeError, _IncompleteLine):
+            return self._columns(self._checked(block, first_line, source))
 
-    def _emit(self, decoded: list[_Line]) -> pa.RecordBatch:
-        count = len(decoded)
-        results = [line.result for line in decoded]
-        messages = [result.message for result in results]
-        texts: list[str | None] = [None] * count
-        contents: list[str | None] = [None] * count
-        with_message = [i for i, message in enumerate(messages) if message is not None]
-        if with_message:
-            raw_contents = [bytes(messages[i].content) for i in with_message]  # type: ignore[union-attr]
-            for i, text, raw in zip(with_message, _texts(raw_contents), raw_contents, strict=True):
-                texts[i] = text
-                contents[i] = raw.decode()
-        usages = [(message.usage or _NO_USAGE) if message is not None else None for message in messages]
-        models = [message.model if message is not None else None for message in messages]
-        envelopes = [result.error for result in results]
-        columns: dict[str, list[Any]] = {
-            "custom_id": [line.custom_id for line in decoded],
-            "batch_id": [self.batch_id] * count,
-            "round": [self.round] * count,
-            "result_type": [result.type for result in results],
-            "text": texts,
-            "content": contents,
-            "stop_reason": [message.stop_reason if message is not None else None for message in messages],
-            "model": models,
-            "input_tokens": [u.input_tokens if u is not None else None for u in usages],
-            "output_tokens": [u.output_tokens if u is not None else None for u in usages],
-            "cache_creation_input_tokens": [
-                (u.cache_creation_input_tokens or 0) if u is not None else None for u in usages
-            ],
-            "cache_read_input_tokens": [(u.cache_read_input_tokens or 0) if u is not None else None for u in usages],
-            "error_type": [None if e is None else (e.error.type if e.error is not None else e.type) for e in envelopes],
-            "error_message": [
-                None if e is None else (e.error.message if e.error is not None else e.message) for e in envelopes
-            ],
+    def _checked(self, block: bytes, first_line: int, source: str) -> bytes:
+        """The block's non-blank lines, each checked against the result shape (rare path)."""
+        good: list[bytes] = []
+        for offset, raw_line in enumerate(block.split(b"\n")):
+            if not raw_line.strip():
+                continue
+            try:
+                _line_decoder.decode(raw_line)
+            except msgspec.DecodeError as exc:
+                raise ClaudeBatchResultsError(
+                    f"{source}, line {first_line + offset} of batch {self.batch_id!r} is not a batch result: {exc}"
+                ) from None
+            good.append(raw_line.strip())
+        if not good:
+            raise ClaudeBatchResultsError(f"{source} of batch {self.batch_id!r}: no result lines in a block")
+        return b"\n".join(good)
+
+    def _columns(self, block: bytes) -> pa.RecordBatch:
+        table = pa_json.read_json(pa.BufferReader(block), read_options=_JSON_READ, parse_options=_JSON_PARSE)
+        count = table.num_rows
+        result = table.column("result").combine_chunks()
+        custom_id = table.column("custom_id").combine_chunks()
+        result_type = _field(result, "type")
+        if custom_id.null_count or result_type.null_count:
+            raise _IncompleteLine
+        # Newlines separate the lines exactly: JSON text never holds a raw newline.
+        lines = _contents_decoder.decode(b"[" + block.replace(b"\n", b",") + b"]")
+        if len(lines) != count:
+            raise _IncompleteLine
+        raw_contents = [None if line.result.message is None else bytes(line.result.message.content) for line in lines]
+        message = _field(result, "message")
+        has_message = message.is_valid()
+        usage = _field(message, "usage")
+        envelope = _field(result, "error")
+        detail = _field(envelope, "error")
+        columns: dict[str, pa.Array] = {
+            "custom_id": custom_id,
+            "batch_id": pa.array(np.full(count, self.batch_id, dtype=object), pa.string()),
+            "round": pa.array(np.full(count, self.round, dtype=np.int32)),
+            "result_type": result_type,
+            "text": _joined_text(_field(message, "content")),
+            "content": pa.array(raw_contents, pa.binary()).cast(pa.string()),
+            "stop_reason": _field(message, "stop_reason"),
+            "model": _field(message, "model"),
+            "error_type": pc.coalesce(_field(detail, "type"), _field(envelope, "type")),
+            "error_message": pc.coalesce(_field(detail, "message"), _field(envelope, "message")),
         }
-        arrays = {name: pa.array(values, RESULT_SCHEMA.field(name).type) for name, values in columns.items()}
-        arrays["cost_usd"] = self._costs(models, arrays)
+        for name in _TOKEN_COLUMNS:
+            # A message without usage counts zero tokens; a row without a message has none.
+            tokens = pc.fill_null(_field(usage, name), 0)
+            columns[name] = pc.if_else(has_message, tokens, pa.scalar(None, pa.int64()))
+        columns["cost_usd"] = self._costs(columns)
         self.rows += count
-        return pa.RecordBatch.from_arrays([arrays[name] for name in RESULT_SCHEMA.names], schema=RESULT_SCHEMA)
+        return pa.RecordBatch.from_arrays([columns[name] for name in RESULT_SCHEMA.names], schema=RESULT_SCHEMA)
 
-    def _costs(self, models: list[str | None], arrays: dict[str, pa.Array]) -> pa.Array:
+    def _costs(self, columns: dict[str, pa.Array]) -> pa.Array:
         """cost_usd per row: tokens times the row's model prices, at the batch discount (null
         without usage or for a model missing from the price table)."""
+        models = columns["model"]
         rates = np.full((len(models), 4), np.nan)
-        for model in {m for m in models if m is not None}:
-            price = self.prices.price(model)
+        for model in pc.unique(models).to_pylist():
+            price = None if model is None else self.prices.price(model)
             if price is not None:
-                mask = np.fromiter((m == model for m in models), dtype=bool, count=len(models))
+                mask = pc.fill_null(pc.equal(models, model), False).to_numpy(zero_copy_only=False)
                 rates[mask] = (price.input, price.output, price.cache_write, price.cache_read)
         tokens = np.stack(
-            [arrays[name].to_numpy(zero_copy_only=False).astype(np.float64) for name in _TOKEN_COLUMNS], axis=1
+            [columns[name].to_numpy(zero_copy_only=False).astype(np.float64) for name in _TOKEN_COLUMNS], axis=1
         )
         cost = (tokens * rates).sum(axis=1) * (BATCH_DISCOUNT * PER_TOKEN)
         return pa.array(cost, pa.float64(), from_pandas=True)  # NaN -> null
+
+
+def _field(struct: pa.Array, name: str) -> pa.Array:
+    """A struct's child, null wherever the struct itself is null."""
+    return pc.struct_field(struct, name)
+
+
+class _IncompleteLine(Exception):
+    """A line lacks a field every result has: re-check the block line by line."""
+
+
+def _joined_text(content: pa.ListArray) -> pa.Array:
+    """The text blocks of each row's content joined; null where a row has no text block."""
+    offsets = content.offsets.to_numpy()
+    blocks = content.values.slice(offsets[0], offsets[-1] - offsets[0])
+    offsets = offsets - offsets[0]
+    is_text = pc.fill_null(pc.equal(pc.struct_field(blocks, "type"), "text"), False)
+    texts = pc.fill_null(pc.if_else(is_text, pc.struct_field(blocks, "text"), _NULL_STRING), "")
+    joined = pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), texts), "")
+    has_text = np.zeros(len(content), dtype=bool)
+    rows = np.repeat(np.arange(len(content)), np.diff(offsets))
+    has_text[rows[is_text.to_numpy(zero_copy_only=False)]] = True
+    return pc.if_else(pc.and_(pa.array(has_text), content.is_valid()), joined, _NULL_STRING)
 
 
 def iter_file_lines(handle: Any, block_size: int = 1 << 22) -> Iterator[bytes]:

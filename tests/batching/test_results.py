@@ -101,3 +101,67 @@ def test_iter_file_lines_handles_block_boundaries(tmp_path) -> None:  # type: ig
     path.write_bytes(b"".join(f"line-{i}\n".encode() for i in range(1000)))
     with path.open("rb") as handle:
         assert list(iter_file_lines(handle, block_size=7)) == [f"line-{i}".encode() for i in range(1000)]
+
+
+def _expected(line: dict) -> dict:  # type: ignore[type-arg]
+    """The schema's meaning of one line, written plainly: the oracle for the columnar parser."""
+    result = line["result"]
+    message, envelope = result.get("message"), result.get("error")
+    usage = (message or {}).get("usage") or {}
+    texts = [b["text"] for b in (message or {}).get("content", []) if b.get("type") == "text"]
+    detail = (envelope or {}).get("error")
+    return {
+        "custom_id": line["custom_id"],
+        "result_type": result["type"],
+        "text": "".join(texts) if texts else None,
+        "content": None if message is None else json.dumps(message.get("content", []), separators=(",", ":")),
+        "model": None if message is None else message.get("model"),
+        "input_tokens": None if message is None else usage.get("input_tokens", 0),
+        "cache_read_input_tokens": None if message is None else (usage.get("cache_read_input_tokens") or 0),
+        "error_type": None if envelope is None else (detail or envelope).get("type"),
+        "error_message": None if envelope is None else (detail or envelope).get("message"),
+    }
+
+
+def test_columnar_parse_matches_the_plain_reading_of_every_shape() -> None:
+    shapes = []
+    for i in range(300):
+        kind = i % 6
+        line = json.loads(json.dumps(SUCCEEDED))
+        line["custom_id"] = f"id-{i}"
+        message = line["result"]["message"]
+        if kind == 1:
+            message["content"] = [{"type": "tool_use", "id": "t", "name": "f", "input": {"a": [1, {"b": None}]}}]
+        elif kind == 2:
+            del message["usage"]
+            message["content"] = [{"type": "text", "text": f'quote " and \\n {i} é'}]
+        elif kind == 3:
+            line = dict(ERRORED, custom_id=f"id-{i}")
+        elif kind == 4:
+            line = dict(EXPIRED, custom_id=f"id-{i}")
+        elif kind == 5:
+            message["content"] = []
+            message["usage"]["cache_read_input_tokens"] = None
+        shapes.append(line)
+    parser = ResultParser("msgbatch_1", 0, PriceTable(), rows_per_batch=64)
+    encoded = [json.dumps(line, separators=(",", ":")).encode() for line in shapes]
+    table = pa.Table.from_batches(list(parser.parse(encoded)), schema=RESULT_SCHEMA)
+    rows = table.to_pylist()
+    assert len(rows) == 300
+    for row, line in zip(rows, shapes, strict=True):
+        expected = _expected(line)
+        assert {key: row[key] for key in expected} == expected
+
+
+def test_blank_lines_in_a_file_are_skipped(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(b"\n".join([json.dumps(SUCCEEDED).encode(), b"", json.dumps(EXPIRED).encode(), b""]) + b"\n")
+    with path.open("rb") as handle:
+        batches = list(ResultParser("b", 0, PriceTable()).parse_file(handle))
+    assert pa.Table.from_batches(batches).column("custom_id").to_pylist() == ["a", "c"]
+
+
+def test_a_line_without_a_result_is_named() -> None:
+    parser = ResultParser("msgbatch_y", 0, PriceTable())
+    with pytest.raises(ClaudeBatchResultsError, match="line 3 of batch 'msgbatch_y'"):
+        list(parser.parse([json.dumps(EXPIRED).encode(), json.dumps(ERRORED).encode(), b'{"custom_id": "z"}']))
