@@ -34,8 +34,9 @@ class ClaudeBatchFailedRequestsError(ClaudeBatchError):
 class ClaudeBatchSensor(BaseSensorOperator):
     """Wait for every batch of a manifest (or explicit batch ids) to end.
 
-    Deferrable by default: the wait runs in the triggerer (one trigger polls all the
-    batches concurrently with a shared async client) and holds no worker slot. With
+    Deferrable by default: the wait runs in the triggerer and holds no worker slot (one
+    trigger per task; all triggers of a connection on a triggerer share ``list`` pages, so
+    thousands of waits cost a few API calls per poll). With
     ``deferrable=False`` it pokes like any sensor (``mode="poke"`` or ``"reschedule"``).
 
     :param manifest: the submit task's output (``submit.output``) or a manifest path/URI.

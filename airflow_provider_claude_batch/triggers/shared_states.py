@@ -8,6 +8,7 @@ answers up to 1,000 batches in one call, newest first, so instead:
 * all triggers of one connection on one loop share a :class:`SharedBatchStates`;
 * a poll registers the ids it wants and joins the refresh in flight if that one covers them,
   else the next one, so concurrent polls cost one walk through the pages, not one each;
+* the waiters of a refresh resume in waves of a few dozen per loop turn, not all in one;
 * a refresh walks pages until it has seen every wanted id, or until the pages reach batches
   created before any wanted batch could still be open (a batch ends at the latest 24 hours
   after its creation); ids it did not see are retrieved one by one, which also surfaces a
@@ -30,6 +31,9 @@ from airflow_provider_claude_batch.hooks.claude_batch import CLOCK_SKEW, ClaudeB
 #: A batch created before this horizon cannot still be open.
 OPEN_HORIZON = timedelta(hours=limits.BATCH_EXPIRY_HOURS) + CLOCK_SKEW
 
+#: Waiters of one refresh resumed per loop turn.
+WAKE_WAVE = 32
+
 #: A batch's state, or why it could not be had.
 StateOrError = dict[str, Any] | BaseException
 
@@ -41,6 +45,7 @@ class _Refresh:
     #: Ids can still join until the refresh starts, on the loop's next turn: so the polls
     #: issued in one turn (triggers woken together) share it.
     started: bool = False
+    served: int = 0
 
 
 class SharedBatchStates:
@@ -71,6 +76,12 @@ class SharedBatchStates:
                 await asyncio.wait([running.done])
                 continue
             found = await asyncio.shield(running.done)
+            # Every waiter of a refresh wakes in the same loop turn; with a thousand triggers
+            # that one turn would stall the loop. Resume them in waves instead.
+            position = running.served
+            running.served += 1
+            for _ in range(position // WAKE_WAVE):
+                await asyncio.sleep(0)
             return {batch_id: found[batch_id] for batch_id in wanted}
 
     def _start(self, wanted: set[str]) -> _Refresh:
