@@ -17,7 +17,6 @@ from typing import Any
 
 from benchmarks.common import report
 
-
 STATES_SEEN = [0]
 
 
