@@ -35,7 +35,7 @@ def _commands() -> list[list[str]]:
 
 
 def test_the_readme_opens_with_exactly_the_two_commands() -> None:
-    first_lang, first_block = BLOCKS[0]
+    _, first_block = BLOCKS[0]
     assert README.startswith("```bash\n")
     assert [line.split("#")[0].strip() for line in first_block.strip().splitlines()] == [
         "python3 dev.py demo",
@@ -90,7 +90,7 @@ def _help(*args: str) -> str:
 
 
 def test_shell_commands_exist_with_the_options_used() -> None:
-    dev_commands = re.findall(r"if command == \"(\w+)\"", (ROOT / "dev.py").read_text()) + ["test", "demo"]
+    dev_commands = [*re.findall(r"if command == \"(\w+)\"", (ROOT / "dev.py").read_text()), "test", "demo"]
     checked = 0
     for command in _commands():
         if command[:2] == ["python3", "dev.py"]:
