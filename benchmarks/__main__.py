@@ -51,8 +51,8 @@ def bench_p1(sizes: dict, runs: int, tmp: Path) -> list[tuple[int, dict[str, Ser
                         name: repeat(
                             f"P1 {rows} {name}",
                             runs,
-                            lambda a=args, b=batch_id, e=env: run_case(
-                                "benchmarks.p1_results", "case", a[0], b, a[1], env=e
+                            lambda a=args, b=batch_id, e=env, n=rows: run_case(
+                                "benchmarks.p1_results", "case", a[0], b, a[1], str(n), env=e
                             ),
                         )
                         for name, args in cases.items()

