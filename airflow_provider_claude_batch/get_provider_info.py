@@ -35,7 +35,11 @@ def get_provider_info() -> dict[str, Any]:
                 "python-module": f"{_PACKAGE}.transfers.batch_to_parquet",
             }
         ],
-        "extra-links": [f"{_PACKAGE}.links.ClaudeBatchConsoleLink", f"{_PACKAGE}.links.ClaudeBatchOutputLink"],
+        "extra-links": [
+            f"{_PACKAGE}.links.ClaudeBatchConsoleLink",
+            f"{_PACKAGE}.links.ClaudeBatchesPageLink",
+            f"{_PACKAGE}.links.ClaudeBatchOutputLink",
+        ],
         "connection-types": [
             {
                 "connection-type": "claude_batch",

@@ -1,4 +1,5 @@
-"""Operator extra links: the batch in the Anthropic Console, and the Parquet output.
+"""Operator extra links: the batch in the Anthropic Console, every batch of the task on the
+Claude Batches page, and the Parquet output.
 
 The Console's batch URL is not a documented API, so its template is configurable per
 connection (extra ``console_url_template``, fields ``{batch_id}`` and ``{workspace_id}``).
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode, urlparse
 
 from airflow.sdk import BaseOperatorLink
 
@@ -32,6 +34,26 @@ def console_url(template: str | None, batch_id: str, workspace_id: str | None = 
         return None
 
 
+#: Where the provider's plugin serves the Claude Batches page on the api-server.
+BATCHES_PAGE_PREFIX = "/claude-batches"
+
+
+def batches_page_url(conn_id: str, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> str:
+    """The Claude Batches page showing one submit task's batches. Root-relative, under the
+    path of ``[api] base_url`` when Airflow is served below a prefix."""
+    prefix = ""
+    try:
+        from airflow.configuration import conf
+
+        prefix = urlparse(conf.get("api", "base_url", fallback="") or "").path.rstrip("/")
+    except Exception:  # a link must never fail a task
+        pass
+    query = {"conn_id": conn_id, "dag_id": dag_id, "run_id": run_id, "task_id": task_id}
+    if map_index >= 0:
+        query["map_index"] = str(map_index)
+    return f"{prefix}{BATCHES_PAGE_PREFIX}/?{urlencode(query)}"
+
+
 class ClaudeBatchConsoleLink(BaseOperatorLink):
     """The task's (first) batch in the Anthropic Console."""
 
@@ -39,6 +61,15 @@ class ClaudeBatchConsoleLink(BaseOperatorLink):
 
     def get_link(self, operator: Any, *, ti_key: TaskInstanceKey) -> str:
         return getattr(operator, "console_link", None) or ""
+
+
+class ClaudeBatchesPageLink(BaseOperatorLink):
+    """Every batch of the task (all chunks and rounds) on the Claude Batches page."""
+
+    name = "Claude Batches of this task"
+
+    def get_link(self, operator: Any, *, ti_key: TaskInstanceKey) -> str:
+        return getattr(operator, "batches_page_link", None) or ""
 
 
 class ClaudeBatchOutputLink(BaseOperatorLink):

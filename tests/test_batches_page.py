@@ -123,3 +123,24 @@ def test_page_escapes_what_it_shows(emulator: RunningEmulator, work_dir: Path) -
     _manifest(work_dir, "dag<script>", "run", [batch_id])
     page = render_page(load_overview("claude_batch_default", 10), 10)
     assert "dag<script>" not in page and "dag&lt;script&gt;" in page
+
+
+def test_a_task_filter_shows_exactly_that_tasks_batches(emulator: RunningEmulator, work_dir: Path) -> None:
+    from airflow_provider_claude_batch.plugins.batches_page import TaskFilter
+
+    first, second, third = _created(3)
+    _manifest(work_dir, "nightly", "run_1", [first, third])
+    _manifest(work_dir, "other", "run_1", [second])
+    task = TaskFilter("nightly", "run_1", "submit")
+    overview = load_overview("claude_batch_default", 10, task)
+    assert [row.id for row in overview.rows] == [third, first]
+    assert all(row.origin is not None and row.origin.dag_id == "nightly" for row in overview.rows)
+    page = render_page(overview, 10, task)
+    assert "nightly / run_1 / submit" in page and ">all batches</a>" in page and second not in page
+
+
+def test_a_task_without_a_manifest_is_a_note(emulator: RunningEmulator, work_dir: Path) -> None:
+    from airflow_provider_claude_batch.plugins.batches_page import TaskFilter
+
+    overview = load_overview("claude_batch_default", 10, TaskFilter("nightly", "never_ran", "submit"))
+    assert overview.rows == [] and "no manifest at" in overview.notes[0]

@@ -250,3 +250,4 @@ def test_airflow_lists_the_provider(airflow_home: Path) -> None:
         check=True,
     ).stdout
     assert "links.ClaudeBatchConsoleLink" in links and "links.ClaudeBatchOutputLink" in links
+    assert "links.ClaudeBatchesPageLink" in links

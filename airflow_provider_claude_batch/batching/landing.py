@@ -7,8 +7,9 @@ requests: exactly one row per custom_id, none missing, none extra.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -202,6 +203,39 @@ def _keep_final(
     return batch.filter(pc.equal(final, round_number))
 
 
+class _BackgroundWriter:
+    """A Parquet writer whose row groups are encoded and compressed on a thread of their own
+    (pyarrow releases the GIL there) while the next ones are parsed. At most two row groups
+    wait, so memory stays bounded; a write error surfaces at the next write or on close."""
+
+    _MAX_PENDING = 2
+
+    def __init__(self, sink: Any, schema: pa.Schema, compression: str) -> None:
+        self._writer = pq.ParquetWriter(sink, schema, compression=compression)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-writer")
+        self._pending: deque[Future[None]] = deque()
+
+    def write(self, table: pa.Table, row_group_size: int) -> None:
+        while len(self._pending) >= self._MAX_PENDING:
+            self._pending.popleft().result()
+        self._pending.append(self._pool.submit(self._writer.write_table, table, row_group_size=row_group_size))
+
+    def __enter__(self) -> _BackgroundWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            while self._pending:
+                future = self._pending.popleft()
+                if exc_info[0] is None:
+                    future.result()
+                else:
+                    future.cancel()
+        finally:
+            self._pool.shutdown(wait=True)
+            self._writer.close()
+
+
 def write_parts(
     run_dir: Any,
     manifest: Manifest,
@@ -226,13 +260,13 @@ def write_parts(
         retried_rounds = pa.array(list(final.values()), pa.int32())
         name = f"part-{chunk:05d}.parquet"
         rows = 0
-        with (staged_dir / name).open("wb") as sink, pq.ParquetWriter(sink, schema, compression=compression) as writer:
+        with (staged_dir / name).open("wb") as sink, _BackgroundWriter(sink, schema, compression) as writer:
             for record in records:
                 raw = raw_files[record.batch_id or ""]
                 for table in parse_record(run_dir, base, record, raw, schema, keep_columns, prices, row_group_size):
                     kept = _keep_final(table, record.round, retried, retried_rounds)
                     if kept.num_rows:
-                        writer.write_table(kept, row_group_size=row_group_size)
+                        writer.write(kept, row_group_size)
                         stats.add(kept)
                         rows += kept.num_rows
         if rows != base.request_count:

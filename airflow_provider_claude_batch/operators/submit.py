@@ -23,7 +23,12 @@ from airflow_provider_claude_batch.batching.submission import (
     stage_requests,
 )
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
-from airflow_provider_claude_batch.links import ClaudeBatchConsoleLink, console_url
+from airflow_provider_claude_batch.links import (
+    ClaudeBatchConsoleLink,
+    ClaudeBatchesPageLink,
+    batches_page_url,
+    console_url,
+)
 from airflow_provider_claude_batch.workdir import run_directory, warn_if_local_with_remote_executor
 
 if TYPE_CHECKING:
@@ -95,7 +100,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
     )
     template_fields_renderers = {"request_params": "json", "prompt": "py", "system": "py"}
     ui_color = "#e8d4c4"
-    operator_extra_links = (ClaudeBatchConsoleLink(),)
+    operator_extra_links = (ClaudeBatchConsoleLink(), ClaudeBatchesPageLink())
 
     def __init__(
         self,
@@ -144,6 +149,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         self.on_input_change = check_policy(on_input_change)
         self.claude_batch_conn_id = claude_batch_conn_id
         self.console_link: str | None = None
+        self.batches_page_link: str | None = None
 
     def _source_value(self) -> Any:
         source = self.source
@@ -224,6 +230,9 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             settings = hook.settings
             self.console_link = console_url(
                 settings.console_url_template, manifest.batch_ids()[0], settings.workspace_id
+            )
+            self.batches_page_link = batches_page_url(
+                manifest.conn_id, manifest.dag_id, manifest.run_id, manifest.task_id, manifest.map_index
             )
         self.log.info(
             "%d batch(es) for %d requests: %d created now, %d re-attached. Manifest: %s",

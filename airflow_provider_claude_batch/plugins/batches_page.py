@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import itertools
 import logging
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -49,23 +50,50 @@ def _scrubbed(text: str, secret: str | None) -> str:
     return text.replace(secret, "***") if secret else text
 
 
-def load_overview(conn_id: str, limit: int) -> Overview:
-    """The page's data; any failure (missing connection, API down, bad key) becomes a note."""
+@dataclass(frozen=True)
+class TaskFilter:
+    """Show only the batches of one submit task instance (from its manifest)."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int = -1
+
+    def describe(self) -> str:
+        return f"{self.dag_id} / {self.run_id} / {self.task_id}" + (
+            f" [{self.map_index}]" if self.map_index >= 0 else ""
+        )
+
+
+def _task_batch_ids(task: TaskFilter) -> list[str]:
+    from airflow_provider_claude_batch.batching.manifest import load_manifest
+    from airflow_provider_claude_batch.workdir import run_directory
+
+    folder = run_directory(None, task.dag_id, task.run_id, task.task_id, task.map_index)
+    return load_manifest(folder).batch_ids()
+
+
+def load_overview(conn_id: str, limit: int, task: TaskFilter | None = None) -> Overview:
+    """The page's data; any failure (missing connection, API down, bad key, no manifest)
+    becomes a note."""
     from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
     from airflow_provider_claude_batch.workdir import as_storage_path, default_work_dir
 
     secret = None
+    what = f"the batches of {task.describe()}" if task else f"the batches of connection {conn_id!r}"
     try:
         hook = ClaudeBatchHook(conn_id)
         settings = hook.settings
         secret = settings.api_key
-        batches = list(itertools.islice(hook.iter_batches(page_size=min(limit, 1000)), limit))
+        if task is None:
+            batches = list(itertools.islice(hook.iter_batches(page_size=min(limit, 1000)), limit))
+        else:
+            # Newest first, like the listing.
+            batches = [hook.retrieve_batch(batch_id) for batch_id in reversed(_task_batch_ids(task)[-limit:])]
     except Exception as exc:
-        log.warning("Claude Batches page: listing batches of %r failed: %s", conn_id, type(exc).__name__)
+        log.warning("Claude Batches page: reading %s failed: %s", what, type(exc).__name__)
         overview = Overview(conn_id=conn_id)
-        overview.notes.append(
-            _scrubbed(f"Could not list the batches of connection {conn_id!r}: {type(exc).__name__}: {exc}", secret)
-        )
+        overview.notes.append(_scrubbed(f"Could not read {what}: {type(exc).__name__}: {exc}", secret))
         return overview
     note: str | None = None
     work_dir: Any = None
@@ -165,13 +193,19 @@ td.origin{white-space:normal;min-width:220px}
 """
 
 
-def render_page(overview: Overview, limit: int) -> str:
+def render_page(overview: Overview, limit: int, task: TaskFilter | None = None) -> str:
     head = "".join(f'<th class="num">{kind}</th>' for kind in COUNT_KINDS)
     rows = "".join(_row_html(row) for row in overview.rows) or (
         f'<tr><td colspan="{8 + len(COUNT_KINDS)}" class="muted">No batches.</td></tr>'
     )
     notes = "".join(f'<div class="note">{html.escape(note)}</div>' for note in overview.notes)
-    refresh = "?" + urlencode({"conn_id": overview.conn_id, "limit": limit})
+    query = {"conn_id": overview.conn_id, "limit": limit}
+    scope = html.escape(f"connection {overview.conn_id}")
+    if task is not None:
+        query.update(dag_id=task.dag_id, run_id=task.run_id, task_id=task.task_id, map_index=task.map_index)
+        everything = html.escape("?" + urlencode({"conn_id": overview.conn_id, "limit": limit}))
+        scope = f'{html.escape(task.describe())} (<a href="{everything}">all batches</a>)'
+    refresh = "?" + urlencode(query)
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>Claude Batches</title><style>{_STYLE}</style></head>
 <body>
@@ -181,7 +215,7 @@ def render_page(overview: Overview, limit: int) -> str:
   <label>Latest <input name="limit" type="number" min="1" max="1000" value="{limit}" style="width:70px"></label>
   <button type="submit">Show</button>
   <a href="{html.escape(refresh)}">Refresh</a>
-  <span class="muted">{len(overview.rows)} batch(es) of connection {html.escape(overview.conn_id)}, newest first</span>
+  <span class="muted">{len(overview.rows)} batch(es) of {scope}, newest first</span>
 </form>
 {notes}
 <table id="batches">
@@ -192,6 +226,15 @@ def render_page(overview: Overview, limit: int) -> str:
 </body></html>"""
 
 
+def _task_filter(
+    dag_id: str | None = None, run_id: str | None = None, task_id: str | None = None, map_index: int = -1
+) -> TaskFilter | None:
+    """``?dag_id=&run_id=&task_id=[&map_index=]``: one submit task's batches (all three needed)."""
+    if not (dag_id and run_id and task_id):
+        return None
+    return TaskFilter(dag_id, run_id, task_id, map_index)
+
+
 def create_app() -> FastAPI:
     app = FastAPI(title="Claude Batches", description="Recent Message Batches of a Claude connection.")
     authorized = _authorized_user(DEFAULT_CONN_ID)
@@ -200,14 +243,22 @@ def create_app() -> FastAPI:
     # Sync handlers: FastAPI runs them in a thread pool, so the blocking API calls never
     # stall the api-server's event loop.
     @app.get("/", response_class=HTMLResponse)
-    def page(_user: Any = Depends(authorized), conn_id: str = DEFAULT_CONN_ID, limit: int = limit_query) -> str:
-        return render_page(load_overview(conn_id, limit), limit)
+    def page(
+        _user: Any = Depends(authorized),
+        conn_id: str = DEFAULT_CONN_ID,
+        limit: int = limit_query,
+        task: TaskFilter | None = Depends(_task_filter),
+    ) -> str:
+        return render_page(load_overview(conn_id, limit, task), limit, task)
 
     @app.get("/api/batches")
     def batches(
-        _user: Any = Depends(authorized), conn_id: str = DEFAULT_CONN_ID, limit: int = limit_query
+        _user: Any = Depends(authorized),
+        conn_id: str = DEFAULT_CONN_ID,
+        limit: int = limit_query,
+        task: TaskFilter | None = Depends(_task_filter),
     ) -> dict[str, Any]:
-        return load_overview(conn_id, limit).as_dict()
+        return load_overview(conn_id, limit, task).as_dict()
 
     return app
 

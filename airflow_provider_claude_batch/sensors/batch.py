@@ -13,7 +13,12 @@ from airflow_provider_claude_batch.batching.errors import ClaudeBatchError
 from airflow_provider_claude_batch.batching.progress import Progress, batch_state, summary_table, total_counts
 from airflow_provider_claude_batch.exceptions import ClaudeBatchAPIError
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
-from airflow_provider_claude_batch.links import ClaudeBatchConsoleLink, console_url
+from airflow_provider_claude_batch.links import (
+    ClaudeBatchConsoleLink,
+    ClaudeBatchesPageLink,
+    batches_page_url,
+    console_url,
+)
 from airflow_provider_claude_batch.triggers.batch import ClaudeBatchTrigger
 from airflow_provider_claude_batch.workdir import open_manifest
 
@@ -56,7 +61,7 @@ class ClaudeBatchSensor(BaseSensorOperator):
 
     template_fields: Sequence[str] = ("manifest", "batch_ids", "claude_batch_conn_id")
     ui_color = "#f3e3d3"
-    operator_extra_links = (ClaudeBatchConsoleLink(),)
+    operator_extra_links = (ClaudeBatchConsoleLink(), ClaudeBatchesPageLink())
 
     def __init__(
         self,
@@ -88,6 +93,7 @@ class ClaudeBatchSensor(BaseSensorOperator):
         self.cancel_on_kill = cancel_on_kill
         self.max_poll_errors = max_poll_errors
         self.console_link: str | None = None
+        self.batches_page_link: str | None = None
 
     # ------------------------------------------------------------------ targets
     def _targets(self) -> tuple[list[str], str]:
@@ -100,6 +106,9 @@ class ClaudeBatchSensor(BaseSensorOperator):
                     f"the manifest of {manifest.task_id!r} has {len(missing)} record(s) without a batch "
                     f"({', '.join(missing[:5])}): the submit task did not finish; clear it to create them"
                 )
+            self.batches_page_link = batches_page_url(
+                manifest.conn_id, manifest.dag_id, manifest.run_id, manifest.task_id, manifest.map_index
+            )
             return ids, self.claude_batch_conn_id or manifest.conn_id
         return list(self.batch_ids or []), self.claude_batch_conn_id or ClaudeBatchHook.default_conn_name
 

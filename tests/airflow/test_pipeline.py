@@ -264,3 +264,10 @@ def test_extra_links_point_at_the_batch_and_the_output(
     assert link("wait", "ClaudeBatchConsoleLink") == f"https://console.example/wrk_1/b/{batch_id}"
     assert link("land", "ClaudeBatchOutputLink") == f"file://{tmp_path / 'out'}"
     assert link("broken", "ClaudeBatchConsoleLink") == ""
+    from urllib.parse import urlencode
+
+    page = "/claude-batches/?" + urlencode(
+        {"conn_id": "linked", "dag_id": dag_run.dag_id, "run_id": dag_run.run_id, "task_id": "submit"}
+    )
+    assert link("submit", "ClaudeBatchesPageLink") == page
+    assert link("wait", "ClaudeBatchesPageLink") == page  # the sensor links the submit task's batches
