@@ -159,7 +159,7 @@ class ResultParser:
             yield self._decode(b"\n".join(block), first_line, source)
 
     def parse_file(
-        self, handle: Any, *, source: str = "results", block_bytes: int = 1 << 23
+        self, handle: Any, *, source: str = "results", block_bytes: int = 1 << 22
     ) -> Iterator[pa.RecordBatch]:
         """Record batches from a results file, read in blocks of about ``block_bytes`` cut at
         line ends."""
