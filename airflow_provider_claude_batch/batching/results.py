@@ -9,6 +9,7 @@ holds more than one block.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import msgspec
@@ -146,45 +147,67 @@ class ResultParser:
     def parse(self, lines: Iterable[bytes], *, source: str = "results") -> Iterator[pa.RecordBatch]:
         """Record batches of at most ``rows_per_batch`` rows from result lines (each without
         its newline)."""
-        block: list[bytes] = []
-        first_line = 1
-        for line_number, raw_line in enumerate(lines, 1):
-            if not block:
-                first_line = line_number
-            block.append(raw_line)
-            if len(block) >= self.rows_per_batch:
-                yield self._decode(b"\n".join(block), first_line, source)
-                block = []
-        if block:
-            yield self._decode(b"\n".join(block), first_line, source)
+
+        def blocks() -> Iterator[tuple[bytes, int]]:
+            block: list[bytes] = []
+            first_line = 1
+            for line_number, raw_line in enumerate(lines, 1):
+                if not block:
+                    first_line = line_number
+                block.append(raw_line)
+                if len(block) >= self.rows_per_batch:
+                    yield b"\n".join(block), first_line
+                    block = []
+            if block:
+                yield b"\n".join(block), first_line
+
+        return self._decode_all(blocks(), source)
 
     def parse_file(
         self, handle: Any, *, source: str = "results", block_bytes: int = 1 << 22
     ) -> Iterator[pa.RecordBatch]:
         """Record batches from a results file, read in blocks of about ``block_bytes`` cut at
         line ends."""
-        pending = b""
-        first_line = 1
-        while True:
-            data = handle.read(block_bytes)
-            if not data:
-                break
-            data = pending + data if pending else data
-            cut = data.rfind(b"\n")
-            if cut < 0:
-                pending = data
-                continue
-            block, pending = data[:cut], data[cut + 1 :]
-            yield self._decode(block, first_line, source)
-            first_line += block.count(b"\n") + 1
-        if pending.strip():
-            yield self._decode(pending, first_line, source)
 
-    def _decode(self, block: bytes, first_line: int, source: str) -> pa.RecordBatch:
+        def blocks() -> Iterator[tuple[bytes, int]]:
+            pending = b""
+            first_line = 1
+            while True:
+                data = handle.read(block_bytes)
+                if not data:
+                    break
+                data = pending + data if pending else data
+                cut = data.rfind(b"\n")
+                if cut < 0:
+                    pending = data
+                    continue
+                block, pending = data[:cut], data[cut + 1 :]
+                yield block, first_line
+                first_line += block.count(b"\n") + 1
+            if pending.strip():
+                yield pending, first_line
+
+        return self._decode_all(blocks(), source)
+
+    def _decode_all(self, blocks: Iterator[tuple[bytes, int]], source: str) -> Iterator[pa.RecordBatch]:
+        """Decode blocks in order, pyarrow's reading of the next block (which releases the GIL)
+        overlapping the msgspec pass and the compute of the current one."""
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="results-reader") as reader:
+            current: tuple[bytes, int, Future[pa.Table]] | None = None
+            for block, first_line in blocks:
+                ahead = (block, first_line, reader.submit(_read_columns, block))
+                if current is not None:
+                    yield self._decode(*current, source)
+                current = ahead
+            if current is not None:
+                yield self._decode(*current, source)
+
+    def _decode(self, block: bytes, first_line: int, table: Future[pa.Table], source: str) -> pa.RecordBatch:
         try:
-            return self._columns(block)
+            return self._columns(table.result(), block)
         except (pa.ArrowInvalid, msgspec.DecodeError, _IncompleteLine):
-            return self._columns(self._checked(block, first_line, source))
+            checked = self._checked(block, first_line, source)
+            return self._columns(_read_columns(checked), checked)
 
     def _checked(self, block: bytes, first_line: int, source: str) -> bytes:
         """The block's non-blank lines, each checked against the result shape (rare path)."""
@@ -203,8 +226,7 @@ class ResultParser:
             raise ClaudeBatchResultsError(f"{source} of batch {self.batch_id!r}: no result lines in a block")
         return b"\n".join(good)
 
-    def _columns(self, block: bytes) -> pa.RecordBatch:
-        table = pa_json.read_json(pa.BufferReader(block), read_options=_JSON_READ, parse_options=_JSON_PARSE)
+    def _columns(self, table: pa.Table, block: bytes) -> pa.RecordBatch:
         count = table.num_rows
         result = table.column("result").combine_chunks()
         custom_id = table.column("custom_id").combine_chunks()
@@ -256,6 +278,11 @@ class ResultParser:
         )
         cost = (tokens * rates).sum(axis=1) * (BATCH_DISCOUNT * PER_TOKEN)
         return pa.array(cost, pa.float64(), from_pandas=True)  # NaN -> null
+
+
+def _read_columns(block: bytes) -> pa.Table:
+    """The fields of a block's result lines that become columns (pyarrow's JSON reader)."""
+    return pa_json.read_json(pa.BufferReader(block), read_options=_JSON_READ, parse_options=_JSON_PARSE)
 
 
 def _field(struct: pa.Array, name: str) -> pa.Array:
