@@ -133,7 +133,19 @@ def test_empty_input_skips_without_submitting(make_dag, emulator: RunningEmulato
 
 
 def test_poke_mode_sensor(make_dag, emulator: RunningEmulator, work_dir: Path) -> None:  # type: ignore[no-untyped-def]
-    emulator.emulator.config.processing_seconds = 0.5
+    import math
+    import threading
+    import time
+
+    emulator.emulator.config.processing_seconds = math.inf
+
+    def end_after_two_pokes() -> None:  # driven by the emulator's counter, bounded
+        deadline = time.monotonic() + 120
+        while emulator.emulator.calls["retrieve"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        emulator.emulator.end_all()
+
+    threading.Thread(target=end_after_two_pokes, daemon=True).start()
     dag = make_dag(
         """
         s = ClaudeBatchSubmitOperator(task_id="submit", source=["a", "b", "c"], model="claude-haiku-4-5", max_tokens=8)
