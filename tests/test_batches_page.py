@@ -144,3 +144,40 @@ def test_a_task_without_a_manifest_is_a_note(emulator: RunningEmulator, work_dir
 
     overview = load_overview("claude_batch_default", 10, TaskFilter("nightly", "never_ran", "submit"))
     assert overview.rows == [] and "no manifest at" in overview.notes[0]
+
+
+def test_a_task_filter_cannot_step_out_of_the_work_directory() -> None:
+    from fastapi import HTTPException
+
+    from airflow_provider_claude_batch.plugins.batches_page import _task_filter
+
+    assert _task_filter(None, "run", "task") is None
+    with pytest.raises(HTTPException) as raised:
+        _task_filter("..", "run", "task")
+    assert raised.value.status_code == 400
+
+
+def test_the_page_needs_read_access_to_the_connection(
+    emulator: RunningEmulator, work_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plugin's own check, with Airflow's auth manager replaced by one that allows only
+    ``claude_batch_default`` (the auth manager is not what is tested here)."""
+    import airflow.api_fastapi.app as api_app
+    from airflow.api_fastapi.core_api.security import get_user
+    from fastapi.testclient import TestClient
+
+    from airflow_provider_claude_batch.plugins.batches_page import create_app
+
+    class OnlyDefault:
+        def is_authorized_connection(self, *, method: str, details: Any, user: Any) -> bool:
+            return method == "GET" and details.conn_id == "claude_batch_default"
+
+    monkeypatch.setattr(api_app, "get_auth_manager", lambda: OnlyDefault())
+    app = create_app()
+    app.dependency_overrides[get_user] = lambda: "someone"
+    (batch_id,) = _created(1)
+    with TestClient(app) as client:
+        allowed = client.get("/api/batches")
+        denied = client.get("/", params={"conn_id": "other_connection"})
+    assert allowed.status_code == 200 and [r["id"] for r in allowed.json()["rows"]] == [batch_id]
+    assert denied.status_code == 403 and "other_connection" in denied.text

@@ -30,8 +30,9 @@ DEFAULT_CONN_ID = "claude_batch_default"
 DEFAULT_LIMIT = 50
 
 
-def _authorized_user(conn_id: str) -> Any:
-    """The request's Airflow user, who must be allowed to read connection ``conn_id``."""
+def _authorized_user() -> Any:
+    """A dependency: the request's Airflow user, who must be allowed to read the connection
+    named by the ``conn_id`` query parameter."""
     from airflow.api_fastapi.app import get_auth_manager
     from airflow.api_fastapi.auth.managers.models.resource_details import ConnectionDetails
     from airflow.api_fastapi.core_api.security import get_user
@@ -232,12 +233,14 @@ def _task_filter(
     """``?dag_id=&run_id=&task_id=[&map_index=]``: one submit task's batches (all three needed)."""
     if not (dag_id and run_id and task_id):
         return None
+    if {dag_id, run_id, task_id} & {".", ".."}:  # never a path step out of the work directory
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "dag_id, run_id and task_id must be names, not '.' or '..'")
     return TaskFilter(dag_id, run_id, task_id, map_index)
 
 
 def create_app() -> FastAPI:
     app = FastAPI(title="Claude Batches", description="Recent Message Batches of a Claude connection.")
-    authorized = _authorized_user(DEFAULT_CONN_ID)
+    authorized = _authorized_user()
     limit_query = Query(DEFAULT_LIMIT, ge=1, le=1000)
 
     # Sync handlers: FastAPI runs them in a thread pool, so the blocking API calls never
