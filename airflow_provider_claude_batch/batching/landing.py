@@ -22,12 +22,11 @@ from airflow_provider_claude_batch.batching.chunks import CUSTOM_ID_COLUMN
 from airflow_provider_claude_batch.batching.errors import ClaudeBatchError, ClaudeBatchInputError
 from airflow_provider_claude_batch.batching.manifest import BatchRecord, Manifest
 from airflow_provider_claude_batch.batching.pricing import BATCH_DISCOUNT, PriceTable
-from airflow_provider_claude_batch.batching.results import RESULT_SCHEMA, ResultParser
+from airflow_provider_claude_batch.batching.results import RESULT_SCHEMA, TOKEN_COLUMNS, ResultParser
 from airflow_provider_claude_batch.batching.rounds import final_rounds, records_by_chunk
 
 #: The transfer's summary, saved beside the manifest (cost per batch, for the Claude Batches page).
 LANDING_SUMMARY_NAME = "landing.json"
-TOKEN_COLUMNS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 
 
 class ClaudeBatchMissingResultsError(ClaudeBatchError):
@@ -270,46 +269,33 @@ def write_parts(
     Each request's row comes from the last round it was submitted in.
     """
     with _landing_memory_pool():
-        return _write_parts(run_dir, manifest, raw_files, staged_dir, keep_columns, prices, row_group_size, compression)
-
-
-def _write_parts(
-    run_dir: Any,
-    manifest: Manifest,
-    raw_files: dict[str, Any],
-    staged_dir: Any,
-    keep_columns: list[str],
-    prices: PriceTable,
-    row_group_size: int,
-    compression: str,
-) -> LandingStats:
-    schema = output_schema(run_dir, manifest, keep_columns)
-    stats = LandingStats()
-    for chunk, records in records_by_chunk(manifest).items():
-        base = records[0]
-        final = final_rounds(run_dir, records)
-        retried = pa.array(list(final), pa.string())
-        retried_rounds = pa.array(list(final.values()), pa.int32())
-        name = f"part-{chunk:05d}.parquet"
-        rows = 0
-        with (staged_dir / name).open("wb") as sink, _BackgroundWriter(sink, schema, compression) as writer:
-            for record in records:
-                raw = raw_files[record.batch_id or ""]
-                for table in parse_record(run_dir, base, record, raw, schema, keep_columns, prices, row_group_size):
-                    kept = _keep_final(table, record.round, retried, retried_rounds)
-                    if kept.num_rows:
-                        writer.write(kept, row_group_size)
-                        stats.add(kept)
-                        rows += kept.num_rows
-        if rows != base.request_count:
-            raise ClaudeBatchMissingResultsError(
-                f"chunk {chunk} has {base.request_count} requests but {rows} final results across "
-                f"{len(records)} round(s); the raw results are kept under {run_dir / 'raw'}"
-            )
-        stats.files.append(name)
-    stats.rounds = max((r.round for r in manifest.batches), default=0) + 1
-    stats.resubmitted = sum(r.request_count for r in manifest.batches if r.round > 0)
-    return stats
+        schema = output_schema(run_dir, manifest, keep_columns)
+        stats = LandingStats()
+        for chunk, records in records_by_chunk(manifest).items():
+            base = records[0]
+            final = final_rounds(run_dir, records)
+            retried = pa.array(list(final), pa.string())
+            retried_rounds = pa.array(list(final.values()), pa.int32())
+            name = f"part-{chunk:05d}.parquet"
+            rows = 0
+            with (staged_dir / name).open("wb") as sink, _BackgroundWriter(sink, schema, compression) as writer:
+                for record in records:
+                    raw = raw_files[record.batch_id or ""]
+                    for table in parse_record(run_dir, base, record, raw, schema, keep_columns, prices, row_group_size):
+                        kept = _keep_final(table, record.round, retried, retried_rounds)
+                        if kept.num_rows:
+                            writer.write(kept, row_group_size)
+                            stats.add(kept)
+                            rows += kept.num_rows
+            if rows != base.request_count:
+                raise ClaudeBatchMissingResultsError(
+                    f"chunk {chunk} has {base.request_count} requests but {rows} final results across "
+                    f"{len(records)} round(s); the raw results are kept under {run_dir / 'raw'}"
+                )
+            stats.files.append(name)
+        stats.rounds = max((r.round for r in manifest.batches), default=0) + 1
+        stats.resubmitted = sum(r.request_count for r in manifest.batches if r.round > 0)
+        return stats
 
 
 def cost_table(stats: LandingStats) -> str:

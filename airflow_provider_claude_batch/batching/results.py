@@ -43,7 +43,8 @@ RESULT_SCHEMA = pa.schema(
 )
 #: Lines decoded per msgspec call: small enough to stay in cache (measured fastest at 2-4k).
 DEFAULT_ROWS_PER_BATCH = 4_096
-_TOKEN_COLUMNS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+#: Token usage columns of the results schema, in price-table order.
+TOKEN_COLUMNS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 
 
 class ClaudeBatchResultsError(ClaudeBatchError):
@@ -103,7 +104,7 @@ class _ContentOnlyLine(msgspec.Struct, gc=False):
 _line_decoder = msgspec.json.Decoder(_Line)
 _contents_decoder = msgspec.json.Decoder(list[_ContentOnlyLine])
 
-_USAGE = pa.struct([(name, pa.int64()) for name in _TOKEN_COLUMNS])
+_USAGE = pa.struct([(name, pa.int64()) for name in TOKEN_COLUMNS])
 _MESSAGE = pa.struct(
     [
         ("model", pa.string()),
@@ -255,7 +256,7 @@ class ResultParser:
             "error_type": pc.coalesce(_field(detail, "type"), _field(envelope, "type")),
             "error_message": pc.coalesce(_field(detail, "message"), _field(envelope, "message")),
         }
-        for name in _TOKEN_COLUMNS:
+        for name in TOKEN_COLUMNS:
             # A message without usage counts zero tokens; a row without a message has none.
             tokens = pc.fill_null(_field(usage, name), 0)
             columns[name] = pc.if_else(has_message, tokens, pa.scalar(None, pa.int64()))
@@ -274,7 +275,7 @@ class ResultParser:
                 mask = pc.fill_null(pc.equal(models, model), False).to_numpy(zero_copy_only=False)
                 rates[mask] = (price.input, price.output, price.cache_write, price.cache_read)
         tokens = np.stack(
-            [columns[name].to_numpy(zero_copy_only=False).astype(np.float64) for name in _TOKEN_COLUMNS], axis=1
+            [columns[name].to_numpy(zero_copy_only=False).astype(np.float64) for name in TOKEN_COLUMNS], axis=1
         )
         cost = (tokens * rates).sum(axis=1) * (BATCH_DISCOUNT * PER_TOKEN)
         return pa.array(cost, pa.float64(), from_pandas=True)  # NaN -> null
