@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from airflow_provider_claude_batch.testing import RunningEmulator
+from tests.helpers import TEST_API_KEY
 from tests.system.conftest import DAG_ID, tickets
 from tests.system.stack import AirflowStack, wait_until
 
@@ -52,6 +53,18 @@ def test_the_batches_page_shows_a_landed_run_and_the_asset_triggers_the_report(
     assert row["origin"]["task_id"] == "submit"
     assert row["processing_status"] == "ended" and row["request_counts"]["succeeded"] == 120
     assert row["cost_usd"] is not None and row["cost_usd"] > 0
+
+    # A connection kept in the metadata database (not the environment) works the same.
+    stack.airflow(
+        "connections",
+        "add",
+        "claude_in_db",
+        "--conn-json",
+        json.dumps({"conn_type": "claude_batch", "host": emulator.base_url, "password": TEST_API_KEY}),
+    )
+    from_db = httpx.get(f"{stack.base_url}/claude-batches/api/batches", params={"conn_id": "claude_in_db"}, timeout=30)
+    assert [r["id"] for r in from_db.json()["rows"]] == [row["id"]], from_db.text
+    assert TEST_API_KEY not in from_db.text
 
     # The page in the Airflow UI (an external view in the nav, rendered in an iframe).
     from playwright.sync_api import sync_playwright
