@@ -75,14 +75,20 @@ def test_rows_carry_the_creating_task_and_the_landed_cost(emulator: RunningEmula
     assert any("broken" in note for note in overview.notes)
 
     page = render_page(overview, 10)
+    assert 'http-equiv="refresh"' not in page  # every batch has ended
     assert "$0.0125" in page and "unknown price" in page and "not landed" in page
     assert "nightly / submit" in page and "scheduled__2026-11-01T00:00:00+00:00" in page
     assert "../dags/nightly/runs/scheduled__2026-11-01T00%3A00%3A00%2B00%3A00/tasks/submit" in page
 
 
-def test_limit_takes_the_newest(emulator: RunningEmulator, work_dir: Path) -> None:
+def test_limit_takes_the_newest_and_a_running_batch_refreshes_the_page(
+    emulator: RunningEmulator, work_dir: Path
+) -> None:
+    emulator.emulator.config.processing_seconds = 3600
     ids = _created(3)
-    assert [row.id for row in load_overview("claude_batch_default", 2).rows] == ids[::-1][:2]
+    overview = load_overview("claude_batch_default", 2)
+    assert [row.id for row in overview.rows] == ids[::-1][:2]
+    assert '<meta http-equiv="refresh" content="30">' in render_page(overview, 2)
 
 
 def test_a_missing_connection_is_a_note_not_an_error(emulator: RunningEmulator, work_dir: Path) -> None:

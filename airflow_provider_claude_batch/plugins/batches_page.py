@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 URL_PREFIX = "/claude-batches"
 DEFAULT_CONN_ID = "claude_batch_default"
 DEFAULT_LIMIT = 50
+AUTO_REFRESH_SECONDS = 30
 
 
 def _authorized_user() -> Any:
@@ -207,8 +208,11 @@ def render_page(overview: Overview, limit: int, task: TaskFilter | None = None) 
         everything = html.escape("?" + urlencode({"conn_id": overview.conn_id, "limit": limit}))
         scope = f'{html.escape(task.describe())} (<a href="{everything}">all batches</a>)'
     refresh = "?" + urlencode(query)
+    # While a batch is still running the page reloads itself, like Airflow's own views.
+    running = any(row.processing_status != "ended" for row in overview.rows)
+    refresh_tag = f'<meta http-equiv="refresh" content="{AUTO_REFRESH_SECONDS}">' if running else ""
     return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>Claude Batches</title><style>{_STYLE}</style></head>
+<html><head><meta charset="utf-8"><title>Claude Batches</title>{refresh_tag}<style>{_STYLE}</style></head>
 <body>
 <h1>Claude Batches</h1>
 <form method="get">
