@@ -21,7 +21,15 @@ from fastapi import Depends, FastAPI, HTTPException, Query, status
 from fastapi.responses import HTMLResponse
 
 from airflow_provider_claude_batch.batching.progress import COUNT_KINDS
-from airflow_provider_claude_batch.plugins.overview import BatchRow, Overview, build_overview
+from airflow_provider_claude_batch.plugins.overview import (
+    BatchRow,
+    Costs,
+    Origins,
+    Overview,
+    build_overview,
+    manifest_origins,
+    scan_work_dir,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,22 +75,19 @@ class TaskFilter:
         )
 
 
-def _task_batch_ids(task: TaskFilter) -> list[str]:
-    from airflow_provider_claude_batch.batching.manifest import load_manifest
-    from airflow_provider_claude_batch.workdir import run_directory
-
-    folder = run_directory(None, task.dag_id, task.run_id, task.task_id, task.map_index)
-    return load_manifest(folder).batch_ids()
-
-
 def load_overview(conn_id: str, limit: int, task: TaskFilter | None = None) -> Overview:
     """The page's data; any failure (missing connection, API down, bad key, no manifest)
-    becomes a note."""
+    becomes a note. The task view reads only that task's manifest, the full view every
+    manifest under the work directory."""
+    from airflow_provider_claude_batch.batching.manifest import load_manifest
     from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
-    from airflow_provider_claude_batch.workdir import as_storage_path, default_work_dir
+    from airflow_provider_claude_batch.workdir import as_storage_path, default_work_dir, run_directory
 
     secret = None
     what = f"the batches of {task.describe()}" if task else f"the batches of connection {conn_id!r}"
+    notes: list[str] = []
+    origins: Origins = {}
+    costs: Costs = {}
     try:
         hook = ClaudeBatchHook(conn_id)
         settings = hook.settings
@@ -90,28 +95,30 @@ def load_overview(conn_id: str, limit: int, task: TaskFilter | None = None) -> O
         if task is None:
             batches = list(itertools.islice(hook.iter_batches(page_size=min(limit, 1000)), limit))
         else:
+            folder = run_directory(None, task.dag_id, task.run_id, task.task_id, task.map_index)
+            manifest = load_manifest(folder)
+            manifest_origins(manifest, folder, origins, costs, notes)
             # Newest first, like the listing.
-            batches = [hook.retrieve_batch(batch_id) for batch_id in reversed(_task_batch_ids(task)[-limit:])]
+            batches = [hook.retrieve_batch(batch_id) for batch_id in reversed(manifest.batch_ids()[-limit:])]
     except Exception as exc:
         log.warning("Claude Batches page: reading %s failed: %s", what, type(exc).__name__)
         overview = Overview(conn_id=conn_id)
         overview.notes.append(_scrubbed(f"Could not read {what}: {type(exc).__name__}: {exc}", secret))
         return overview
-    note: str | None = None
-    work_dir: Any = None
-    try:
-        work_dir = as_storage_path(default_work_dir())
-    except Exception as exc:
-        note = f"The work directory cannot be opened ({exc}); DAG runs are not shown."
+    if task is None:
+        try:
+            origins, costs = scan_work_dir(as_storage_path(default_work_dir()), notes)
+        except Exception as exc:
+            notes.append(f"The work directory cannot be opened ({exc}); DAG runs are not shown.")
     overview = build_overview(
         conn_id,
         batches,
-        work_dir,
+        origins,
+        costs,
         console_url_template=settings.console_url_template,
         workspace_id=settings.workspace_id,
     )
-    if note:
-        overview.notes.append(note)
+    overview.notes.extend(notes)
     return overview
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from airflow_provider_claude_batch.batching.landing import LANDING_SUMMARY_NAME
 from airflow_provider_claude_batch.batching.manifest import MANIFEST_NAME, Manifest
-from airflow_provider_claude_batch.batching.progress import COUNT_KINDS, batch_state
+from airflow_provider_claude_batch.batching.progress import batch_state
 from airflow_provider_claude_batch.links import console_url
 
 log = logging.getLogger(__name__)
@@ -93,15 +93,34 @@ def batch_row(batch: Any, now: datetime) -> BatchRow:
     )
 
 
-def _read_json(path: Any) -> Any:
-    return json.loads(path.read_bytes())
+Origins = dict[str, Origin]
+#: batch id -> landed cost (None: landed, but a model is missing from the price table).
+Costs = dict[str, float | None]
 
 
-def scan_work_dir(work_dir: Any, notes: list[str]) -> tuple[dict[str, Origin], dict[str, float | None]]:
+def manifest_origins(manifest: Manifest, folder: Any, origins: Origins, costs: Costs, notes: list[str]) -> None:
+    """Add the batches of one manifest (and the costs of its landing summary in ``folder``)."""
+    for record in manifest.batches:
+        if record.batch_id:
+            origins[record.batch_id] = Origin(
+                manifest.dag_id, manifest.run_id, manifest.task_id, manifest.map_index, record.chunk, record.round
+            )
+    summary_path = folder / LANDING_SUMMARY_NAME
+    if summary_path.exists():
+        try:
+            by_batch = json.loads(summary_path.read_bytes()).get("by_batch", {})
+            for batch_id, totals in by_batch.items():
+                cost = totals.get("cost_usd")
+                costs[batch_id] = None if cost is None else float(cost)
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            notes.append(f"Skipped {summary_path}: {exc}")
+
+
+def scan_work_dir(work_dir: Any, notes: list[str]) -> tuple[Origins, Costs]:
     """batch id -> the task that created it, and batch id -> landed cost, from every manifest
     (and landing summary) under ``work_dir``. Unreadable files become notes."""
-    origins: dict[str, Origin] = {}
-    costs: dict[str, float | None] = {}
+    origins: Origins = {}
+    costs: Costs = {}
     try:
         manifests = [path for pattern in _MANIFEST_PATTERNS for path in work_dir.glob(pattern)]
     except OSError as exc:
@@ -113,27 +132,15 @@ def scan_work_dir(work_dir: Any, notes: list[str]) -> tuple[dict[str, Origin], d
         except Exception as exc:  # one bad file must not hide the others
             notes.append(f"Skipped {path}: {exc}")
             continue
-        for record in manifest.batches:
-            if record.batch_id:
-                origins[record.batch_id] = Origin(
-                    manifest.dag_id, manifest.run_id, manifest.task_id, manifest.map_index, record.chunk, record.round
-                )
-        summary_path = path.parent / LANDING_SUMMARY_NAME
-        if summary_path.exists():
-            try:
-                by_batch = _read_json(summary_path).get("by_batch", {})
-                for batch_id, totals in by_batch.items():
-                    cost = totals.get("cost_usd")
-                    costs[batch_id] = None if cost is None else float(cost)
-            except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
-                notes.append(f"Skipped {summary_path}: {exc}")
+        manifest_origins(manifest, path.parent, origins, costs, notes)
     return origins, costs
 
 
 def build_overview(
     conn_id: str,
     batches: Iterable[Any],
-    work_dir: Any | None,
+    origins: Origins,
+    costs: Costs,
     *,
     console_url_template: str | None = None,
     workspace_id: str | None = None,
@@ -142,10 +149,6 @@ def build_overview(
     """Rows for ``batches`` (newest first, as ``list`` returns them) with origin and cost."""
     now = now or datetime.now(timezone.utc)
     overview = Overview(conn_id=conn_id)
-    origins: dict[str, Origin] = {}
-    costs: dict[str, float | None] = {}
-    if work_dir is not None:
-        origins, costs = scan_work_dir(work_dir, overview.notes)
     for batch in batches:
         row = batch_row(batch, now)
         row.origin = origins.get(row.id)
@@ -156,4 +159,4 @@ def build_overview(
     return overview
 
 
-__all__ = ["COUNT_KINDS", "BatchRow", "Origin", "Overview", "build_overview", "scan_work_dir"]
+__all__ = ["BatchRow", "Origin", "Overview", "build_overview", "manifest_origins", "scan_work_dir"]
