@@ -17,6 +17,8 @@ from airflow.sdk import BaseOperatorLink
 if TYPE_CHECKING:
     from airflow.sdk.types import TaskInstanceKey
 
+    from airflow_provider_claude_batch.batching.manifest import Manifest
+
 log = logging.getLogger(__name__)
 
 DEFAULT_CONSOLE_URL_TEMPLATE = "https://console.anthropic.com/workspaces/{workspace_id}/batches/{batch_id}"
@@ -38,9 +40,9 @@ def console_url(template: str | None, batch_id: str, workspace_id: str | None = 
 BATCHES_PAGE_PREFIX = "/claude-batches"
 
 
-def batches_page_url(conn_id: str, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> str:
-    """The Claude Batches page showing one submit task's batches. Root-relative, under the
-    path of ``[api] base_url`` when Airflow is served below a prefix."""
+def batches_page_url(manifest: Manifest) -> str:
+    """The Claude Batches page showing the batches of the submit task that wrote ``manifest``.
+    Root-relative, under the path of ``[api] base_url`` when Airflow is served below a prefix."""
     prefix = ""
     try:
         from airflow.configuration import conf
@@ -48,9 +50,14 @@ def batches_page_url(conn_id: str, dag_id: str, run_id: str, task_id: str, map_i
         prefix = urlparse(conf.get("api", "base_url", fallback="") or "").path.rstrip("/")
     except Exception:  # a link must never fail a task
         pass
-    query = {"conn_id": conn_id, "dag_id": dag_id, "run_id": run_id, "task_id": task_id}
-    if map_index >= 0:
-        query["map_index"] = str(map_index)
+    query = {
+        "conn_id": manifest.conn_id,
+        "dag_id": manifest.dag_id,
+        "run_id": manifest.run_id,
+        "task_id": manifest.task_id,
+    }
+    if manifest.map_index >= 0:
+        query["map_index"] = str(manifest.map_index)
     return f"{prefix}{BATCHES_PAGE_PREFIX}/?{urlencode(query)}"
 
 

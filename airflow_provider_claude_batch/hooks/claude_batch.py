@@ -188,6 +188,11 @@ class BatchStatesPage(msgspec.Struct, gc=False):
 _states_page_decoder = msgspec.json.Decoder(BatchStatesPage)
 
 
+def _page_params(limit: int, after_id: str | None) -> dict[str, Any]:
+    """Arguments of one ``list`` call: the page size, and where the previous page ended."""
+    return {"limit": limit, "after_id": after_id} if after_id else {"limit": limit}
+
+
 def jsonl_to_create_body(jsonl: bytes) -> bytes:
     """``{"requests":[...]}`` from a JSONL chunk of request objects, without re-serializing.
 
@@ -430,10 +435,7 @@ class ClaudeBatchHook(BaseHook):
     def list_batches(self, *, limit: int = limits.LIST_PAGE_DEFAULT, after_id: str | None = None) -> Any:
         """One page (``.data``, ``.has_more``, ``.last_id``) of batches, newest first."""
         with self._translated("list batches"):
-            kwargs: dict[str, Any] = {"limit": limit}
-            if after_id:
-                kwargs["after_id"] = after_id
-            return self.client.messages.batches.list(**kwargs)
+            return self.client.messages.batches.list(**_page_params(limit, after_id))
 
     def iter_batches(self, *, page_size: int = limits.LIST_PAGE_MAX) -> Iterator[MessageBatch]:
         """Every batch of the workspace, newest first, page by page."""
@@ -515,11 +517,8 @@ class ClaudeBatchHook(BaseHook):
 
     async def alist_batches(self, *, limit: int = limits.LIST_PAGE_MAX, after_id: str | None = None) -> Any:
         client = await self.shared_async_client()
-        kwargs: dict[str, Any] = {"limit": limit}
-        if after_id:
-            kwargs["after_id"] = after_id
         async with SHARED_ASYNC_CLIENTS.semaphore(ASYNC_CONCURRENCY), self._atranslated("list batches"):
-            return await client.messages.batches.list(**kwargs)
+            return await client.messages.batches.list(**_page_params(limit, after_id))
 
     async def alist_batch_states(
         self, *, limit: int = limits.LIST_PAGE_MAX, after_id: str | None = None
@@ -528,11 +527,8 @@ class ClaudeBatchHook(BaseHook):
         page of 1,000 batches costs the event loop about a millisecond this way, against tens
         of milliseconds as SDK models."""
         client = await self.shared_async_client()
-        kwargs: dict[str, Any] = {"limit": limit}
-        if after_id:
-            kwargs["after_id"] = after_id
         async with SHARED_ASYNC_CLIENTS.semaphore(ASYNC_CONCURRENCY), self._atranslated("list batches"):
-            raw = await client.messages.batches.with_raw_response.list(**kwargs)
+            raw = await client.messages.batches.with_raw_response.list(**_page_params(limit, after_id))
         return _states_page_decoder.decode(raw.http_response.content)
 
     async def acancel_batch(self, batch_id: str) -> MessageBatch:

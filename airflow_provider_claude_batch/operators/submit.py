@@ -231,9 +231,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             self.console_link = console_url(
                 settings.console_url_template, manifest.batch_ids()[0], settings.workspace_id
             )
-            self.batches_page_link = batches_page_url(
-                manifest.conn_id, manifest.dag_id, manifest.run_id, manifest.task_id, manifest.map_index
-            )
+            self.batches_page_link = batches_page_url(manifest)
         self.log.info(
             "%d batch(es) for %d requests: %d created now, %d re-attached. Manifest: %s",
             len(manifest.batch_ids()),

@@ -106,9 +106,7 @@ class ClaudeBatchSensor(BaseSensorOperator):
                     f"the manifest of {manifest.task_id!r} has {len(missing)} record(s) without a batch "
                     f"({', '.join(missing[:5])}): the submit task did not finish; clear it to create them"
                 )
-            self.batches_page_link = batches_page_url(
-                manifest.conn_id, manifest.dag_id, manifest.run_id, manifest.task_id, manifest.map_index
-            )
+            self.batches_page_link = batches_page_url(manifest)
             return ids, self.claude_batch_conn_id or manifest.conn_id
         return list(self.batch_ids or []), self.claude_batch_conn_id or ClaudeBatchHook.default_conn_name
 
