@@ -56,6 +56,7 @@ class SharedBatchStates:
         self.page_size = page_size
         self._running: _Refresh | None = None
         self._queued: set[str] = set()
+        self._task: asyncio.Task[None] | None = None  # keeps the running refresh referenced
         #: API calls made, by kind (for tests and benchmarks).
         self.calls = {"list": 0, "retrieve": 0}
 
