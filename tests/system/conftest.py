@@ -6,7 +6,7 @@ import json
 import shutil
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -56,6 +56,36 @@ def stack(tmp_path_factory: pytest.TempPathFactory, emulator_server: RunningEmul
         yield stack
     finally:
         stack.stop()
+
+
+@pytest.fixture(autouse=True)
+def _deployment_guard(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Each system test starts on a live deployment and leaves no run behind it: a run still
+    queued or running (a scheduled run retrying, a killed sensor's run) is failed, so it cannot
+    hold a slot or a DAG's max_active_runs in the next test."""
+    if "stack" not in request.fixturenames:
+        yield
+        return
+    stack: AirflowStack = request.getfixturevalue("stack")
+    stack.check_alive()
+    yield
+    for run in stack.api("GET", "/dags/~/dagRuns", params={"state": ["queued", "running"]})["dag_runs"]:
+        stack.api("PATCH", f"/dags/{run['dag_id']}/dagRuns/{run['dag_run_id']}", json={"state": "failed"})
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report: pytest.TestReport = yield
+    stack = getattr(item, "funcargs", {}).get("stack")
+    if report.failed and isinstance(stack, AirflowStack):
+        report.sections.append(("the Airflow deployment at the failure", stack.diagnostics()))
+        emulator = item.funcargs.get("emulator")  # type: ignore[attr-defined]
+        if isinstance(emulator, RunningEmulator):
+            calls, stats = dict(emulator.emulator.calls), dict(emulator.emulator.stats)
+            report.sections.append(("the emulator at the failure", f"calls {calls}\nstats {stats}"))
+    return report
 
 
 def tickets(stack: AirflowStack, ds: str, rows: int) -> pq.ParquetFile:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -47,7 +48,7 @@ class AirflowStack:
             "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__CORE__PARALLELISM": "6",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
             "AIRFLOW__API__HOST": "127.0.0.1",
@@ -101,6 +102,7 @@ class AirflowStack:
 
     def start(self, timeout: float = 120) -> None:
         self.airflow("db", "migrate")
+        self._use_write_ahead_log()
         for component in COMPONENTS:
             self.start_component(component)
         wait_until(self._healthy, timeout=timeout, what="a healthy api-server, scheduler and triggerer")
@@ -145,10 +147,39 @@ class AirflowStack:
     def set_task_state(self, dag_id: str, run_id: str, task_id: str, state: str) -> None:
         self.api("PATCH", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}", json={"new_state": state})
 
-    def _healthy(self) -> bool:
+    def _use_write_ahead_log(self) -> None:
+        """WAL lets the five processes read while one writes (the mode is kept in the file), so a
+        busy scheduler loop does not stall every other component on the SQLite lock."""
+        with sqlite3.connect(self.home / "airflow.db") as db:
+            db.execute("PRAGMA journal_mode=WAL")
+
+    def check_alive(self) -> None:
         for name, process in self.processes.items():
             if process.poll() is not None:
                 raise RuntimeError(f"airflow {name} exited with {process.returncode}:\n{self.log_tail(name)}")
+
+    def diagnostics(self) -> str:
+        """What a failed system test needs to say: which component is down, which runs and task
+        instances are stuck in which state, and the end of the scheduler's and triggerer's logs."""
+        lines = [
+            f"{name}: {'running' if p.poll() is None else f'exited with {p.returncode}'}"
+            for name, p in self.processes.items()
+        ]
+        try:
+            runs = self._api("GET", "/dags/~/dagRuns", params={"state": ["queued", "running"]})["dag_runs"]
+            lines += [f"run {r['dag_id']} {r['dag_run_id']}: {r['state']}" for r in runs]
+            unfinished = ["queued", "scheduled", "running", "deferred", "up_for_retry", "restarting"]
+            tis = self._api("GET", "/dags/~/dagRuns/~/taskInstances", params={"state": unfinished})["task_instances"]
+            lines += [f"task {t['dag_id']}.{t['task_id']} {t['dag_run_id']}: {t['state']}" for t in tis]
+        except (httpx.HTTPError, ValueError) as error:
+            lines.append(f"api-server did not answer: {error!r}")
+        for component in ("scheduler", "triggerer"):
+            tail = [line[:300] for line in self.log_tail(component, 25).splitlines()]
+            lines += [f"--- {component}.log (end)", *tail]
+        return "\n".join(lines)
+
+    def _healthy(self) -> bool:
+        self.check_alive()
         try:
             health = httpx.get(f"{self.base_url}/api/v2/monitor/health", timeout=5).json()
         except (httpx.HTTPError, ValueError):
@@ -162,6 +193,10 @@ class AirflowStack:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
     def api(self, method: str, path: str, **kwargs: Any) -> Any:
+        self.check_alive()  # a dead component fails the test now, not at the end of a long wait
+        return self._api(method, path, **kwargs)
+
+    def _api(self, method: str, path: str, **kwargs: Any) -> Any:
         response = httpx.request(method, f"{self.base_url}/api/v2{path}", timeout=30, **kwargs)
         response.raise_for_status()
         return response.json()

@@ -110,7 +110,9 @@ def test_running_the_same_backfill_twice_creates_nothing_new(stack: AirflowStack
     days = ["2026-10-06", "2026-10-07", "2026-10-08"]
     for day in days:
         _tickets(stack, day, 40)
-    emulator.emulator.config.processing_seconds = 6
+    # Long enough that the sensors are seen deferred by the scheduler before their trigger fires: a
+    # trigger firing first makes Airflow retry the sensor ("state changed externally").
+    emulator.emulator.config.processing_seconds = 10
     wait_until(lambda: stack.has_dag(BACKFILL_DAG_ID), timeout=90, what="the backfill DAG to be parsed")
     stack.api("PATCH", f"/dags/{BACKFILL_DAG_ID}", json={"is_paused": False})
 
