@@ -163,27 +163,42 @@ def test_a_task_filter_cannot_step_out_of_the_work_directory() -> None:
     assert raised.value.status_code == 400
 
 
-def test_the_page_needs_read_access_to_the_connection(
+def test_the_page_needs_the_connection_and_shows_only_readable_dags(
     emulator: RunningEmulator, work_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The plugin's own check, with Airflow's auth manager replaced by one that allows only
-    ``claude_batch_default`` (the auth manager is not what is tested here)."""
+    """The plugin's own checks, with Airflow's auth manager replaced by one that allows only
+    ``claude_batch_default`` and the DAG ``visible`` (the auth manager is not what is tested)."""
     import airflow.api_fastapi.app as api_app
     from airflow.api_fastapi.core_api.security import get_user
     from fastapi.testclient import TestClient
 
     from airflow_provider_claude_batch.plugins.batches_page import create_app
 
-    class OnlyDefault:
+    class OnlyDefaultAndVisible:
         def is_authorized_connection(self, *, method: str, details: Any, user: Any) -> bool:
             return method == "GET" and details.conn_id == "claude_batch_default"
 
-    monkeypatch.setattr(api_app, "get_auth_manager", lambda: OnlyDefault())
+        def get_authorized_dag_ids(self, *, user: Any, method: str = "GET") -> set[str]:
+            return {"visible"} if method == "GET" else set()
+
+    monkeypatch.setattr(api_app, "get_auth_manager", lambda: OnlyDefaultAndVisible())
     app = create_app()
     app.dependency_overrides[get_user] = lambda: "someone"
-    (batch_id,) = _created(1)
+    mine, theirs = _created(2)
+    _manifest(work_dir, "visible", "manual__1", [mine])
+    _manifest(work_dir, "secret_dag", "manual__2", [theirs])
     with TestClient(app) as client:
         allowed = client.get("/api/batches")
+        page = client.get("/")
         denied = client.get("/", params={"conn_id": "other_connection"})
-    assert allowed.status_code == 200 and [r["id"] for r in allowed.json()["rows"]] == [batch_id]
+        one_task = client.get("/api/batches", params={"dag_id": "visible", "run_id": "manual__1", "task_id": "submit"})
+        hidden_task = client.get("/", params={"dag_id": "secret_dag", "run_id": "manual__2", "task_id": "submit"})
+    rows = {r["id"]: r for r in allowed.json()["rows"]}
+    assert allowed.status_code == 200 and set(rows) == {mine, theirs}
+    assert rows[mine]["origin"]["dag_id"] == "visible" and not rows[mine]["origin_hidden"]
+    assert rows[theirs]["origin"] is None and rows[theirs]["origin_hidden"]
+    assert "secret_dag" not in allowed.text and "secret_dag" not in page.text
+    assert "a DAG you may not read" in page.text and "manual__1" in page.text
     assert denied.status_code == 403 and "other_connection" in denied.text
+    assert one_task.status_code == 200 and [r["id"] for r in one_task.json()["rows"]] == [mine]
+    assert hidden_task.status_code == 403 and "secret_dag" in hidden_task.text

@@ -4,7 +4,8 @@ shown in the UI's navigation as an external view).
 ``/claude-batches/`` renders a connection's recent batches as HTML (status, request counts,
 age, expiry, cost once landed, and the DAG run and task that created each batch);
 ``/claude-batches/api/batches`` returns the same as JSON. Both need an Airflow user allowed
-to read the connection, since the page calls the API with its key.
+to read the connection, since the page calls the API with its key; which DAG run created a
+batch is shown only to users who may read that DAG (the one-task view needs it too).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import html
 import itertools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -56,6 +58,21 @@ def _authorized_user() -> Any:
     return check
 
 
+def _dag_reader(user: Any) -> Callable[[str], bool]:
+    """``may_read(dag_id)`` for the request's user, asking the auth manager once per request."""
+    from airflow.api_fastapi.app import get_auth_manager
+
+    readable: set[str] | None = None
+
+    def may_read(dag_id: str) -> bool:
+        nonlocal readable
+        if readable is None:
+            readable = set(get_auth_manager().get_authorized_dag_ids(user=user, method="GET"))
+        return dag_id in readable
+
+    return may_read
+
+
 def _scrubbed(text: str, secret: str | None) -> str:
     return text.replace(secret, "***") if secret else text
 
@@ -75,10 +92,12 @@ class TaskFilter:
         )
 
 
-def load_overview(conn_id: str, limit: int, task: TaskFilter | None = None) -> Overview:
+def load_overview(
+    conn_id: str, limit: int, task: TaskFilter | None = None, may_read_dag: Callable[[str], bool] | None = None
+) -> Overview:
     """The page's data; any failure (missing connection, API down, bad key, no manifest)
     becomes a note. The task view reads only that task's manifest, the full view every
-    manifest under the work directory."""
+    manifest under the work directory. DAG runs of DAGs ``may_read_dag`` refuses stay hidden."""
     from airflow_provider_claude_batch.batching.manifest import load_manifest
     from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
     from airflow_provider_claude_batch.workdir import as_storage_path, default_work_dir, run_directory
@@ -117,6 +136,7 @@ def load_overview(conn_id: str, limit: int, task: TaskFilter | None = None) -> O
         costs,
         console_url_template=settings.console_url_template,
         workspace_id=settings.workspace_id,
+        may_read_dag=may_read_dag,
     )
     overview.notes.extend(notes)
     return overview
@@ -146,7 +166,8 @@ def _expiry(row: BatchRow) -> str:
 def _origin_cell(row: BatchRow) -> str:
     origin = row.origin
     if origin is None:
-        return '<span class="muted">not in a manifest here</span>'
+        seen = "a DAG you may not read" if row.origin_hidden else "not in a manifest here"
+        return f'<span class="muted">{seen}</span>'
     # Relative to this app's mount point, so it works behind a proxy prefix too.
     task_url = f"../dags/{quote(origin.dag_id)}/runs/{quote(origin.run_id)}/tasks/{quote(origin.task_id)}"
     if origin.map_index >= 0:
@@ -256,23 +277,29 @@ def create_app() -> FastAPI:
 
     # Sync handlers: FastAPI runs them in a thread pool, so the blocking API calls never
     # stall the api-server's event loop.
+    def visible_overview(user: Any, conn_id: str, limit: int, task: TaskFilter | None) -> Overview:
+        may_read_dag = _dag_reader(user)
+        if task is not None and not may_read_dag(task.dag_id):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"You may not read DAG {task.dag_id!r}.")
+        return load_overview(conn_id, limit, task, may_read_dag)
+
     @app.get("/", response_class=HTMLResponse)
     def page(
-        _user: Any = Depends(authorized),
+        user: Any = Depends(authorized),
         conn_id: str = DEFAULT_CONN_ID,
         limit: int = limit_query,
         task: TaskFilter | None = Depends(_task_filter),
     ) -> str:
-        return render_page(load_overview(conn_id, limit, task), limit, task)
+        return render_page(visible_overview(user, conn_id, limit, task), limit, task)
 
     @app.get("/api/batches")
     def batches(
-        _user: Any = Depends(authorized),
+        user: Any = Depends(authorized),
         conn_id: str = DEFAULT_CONN_ID,
         limit: int = limit_query,
         task: TaskFilter | None = Depends(_task_filter),
     ) -> dict[str, Any]:
-        return load_overview(conn_id, limit, task).as_dict()
+        return visible_overview(user, conn_id, limit, task).as_dict()
 
     return app
 

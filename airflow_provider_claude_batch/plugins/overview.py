@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -54,6 +54,8 @@ class BatchRow:
     #: A transfer landed this batch's results (so a missing cost means an unpriced model).
     landed: bool = False
     origin: Origin | None = None
+    #: A manifest names the creating task, but the viewer may not read its DAG.
+    origin_hidden: bool = False
     console_url: str | None = None
 
     @property
@@ -144,14 +146,19 @@ def build_overview(
     *,
     console_url_template: str | None = None,
     workspace_id: str | None = None,
+    may_read_dag: Callable[[str], bool] | None = None,
     now: datetime | None = None,
 ) -> Overview:
-    """Rows for ``batches`` (newest first, as ``list`` returns them) with origin and cost."""
+    """Rows for ``batches`` (newest first, as ``list`` returns them) with origin and cost. An
+    origin in a DAG that ``may_read_dag`` refuses is hidden: the batch shows, its DAG run not."""
     now = now or datetime.now(timezone.utc)
     overview = Overview(conn_id=conn_id)
     for batch in batches:
         row = batch_row(batch, now)
-        row.origin = origins.get(row.id)
+        origin = origins.get(row.id)
+        if origin is not None and may_read_dag is not None and not may_read_dag(origin.dag_id):
+            origin, row.origin_hidden = None, True
+        row.origin = origin
         row.cost_usd = costs.get(row.id)
         row.landed = row.id in costs
         row.console_url = console_url(console_url_template, row.id, workspace_id)
