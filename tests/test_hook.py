@@ -251,3 +251,25 @@ def test_airflow_lists_the_provider(airflow_home: Path) -> None:
     ).stdout
     assert "links.ClaudeBatchConsoleLink" in links and "links.ClaudeBatchOutputLink" in links
     assert "links.ClaudeBatchesPageLink" in links
+
+
+def test_the_sdk_transport_logs_no_line_per_call(hook: ClaudeBatchHook, caplog: pytest.LogCaptureFixture) -> None:
+    """Like Airflow's own ``httpx`` setting: a poll is not an INFO line in the task log, unless
+    the deployment's logging config chose a level for the transport itself."""
+    import logging
+
+    from airflow_provider_claude_batch.hooks.claude_batch import quiet_transport_logs
+
+    transport = logging.getLogger("httpx2")
+    with caplog.at_level(logging.INFO):
+        hook.list_batches()
+    assert not [r for r in caplog.records if r.name == "httpx2"], caplog.text
+
+    transport.setLevel(logging.DEBUG)
+    try:
+        quiet_transport_logs()
+        assert transport.level == logging.DEBUG
+    finally:
+        transport.setLevel(logging.NOTSET)
+    quiet_transport_logs()
+    assert transport.level == logging.WARNING

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import time
 import weakref
@@ -41,6 +42,18 @@ try:  # anthropic >= 2 ships its own fork of httpx
     import httpx2 as _httpx
 except ImportError:  # pragma: no cover - older SDKs
     import httpx as _httpx  # type: ignore[no-redef]
+
+
+def quiet_transport_logs() -> None:
+    """Airflow keeps ``httpx`` at WARN in task and triggerer logs ("too chatty even at info");
+    the SDK's fork logs as ``httpx2``, one INFO line per call. Treat it the same unless a
+    logging config already chose its level."""
+    transport = logging.getLogger(_httpx.__name__)
+    if transport.level == logging.NOTSET:
+        transport.setLevel(logging.WARNING)
+
+
+quiet_transport_logs()
 
 #: Failures of a stream that was already answering (a dropped connection mid-body).
 STREAM_ERRORS: tuple[type[BaseException], ...] = (_httpx.TransportError, anthropic.APIConnectionError)
