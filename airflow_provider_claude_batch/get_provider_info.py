@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_provider_claude_batch import __version__
+from airflow_provider_claude_batch.config import OPTIONS, SECTION
 
 _PACKAGE = "airflow_provider_claude_batch"
 _INTEGRATION = "Claude Message Batches"
@@ -40,6 +41,12 @@ def get_provider_info() -> dict[str, Any]:
             f"{_PACKAGE}.links.ClaudeBatchesPageLink",
             f"{_PACKAGE}.links.ClaudeBatchOutputLink",
         ],
+        "config": {
+            SECTION: {
+                "description": "Claude Message Batches: where runs keep their state, prices, triggerer load.",
+                "options": OPTIONS,
+            }
+        },
         "connection-types": [
             {
                 "connection-type": "claude_batch",

@@ -15,14 +15,14 @@ from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_claude_batch.batching.errors import ClaudeBatchManifestError
 from airflow_provider_claude_batch.batching.manifest import MANIFEST_NAME, Manifest, load_manifest
+from airflow_provider_claude_batch.config import setting
 
-WORK_DIR_ENV = "AIRFLOW__CLAUDE_BATCH__WORK_DIR"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._:+=@-]")
 
 
 def default_work_dir() -> str:
-    """``[claude_batch] work_dir`` from the environment, else ``$AIRFLOW_HOME/claude_batch``."""
-    configured = os.environ.get(WORK_DIR_ENV)
+    """``[claude_batch] work_dir`` (environment or airflow.cfg), else ``$AIRFLOW_HOME/claude_batch``."""
+    configured = setting("work_dir")
     if configured:
         return configured
     home = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")

@@ -6,7 +6,7 @@ as Parquet, partitioned by date. Reruns and backfills replace the day's partitio
 re-attach to batches already created, so no ticket is billed twice.
 
 Paths default to a local folder; point CLAUDE_BATCH_EXAMPLE_DATA at shared storage
-(``s3://...``) in production, together with AIRFLOW__CLAUDE_BATCH__WORK_DIR.
+(``s3://...``) in production, together with ``[claude_batch] work_dir``.
 """
 
 from __future__ import annotations

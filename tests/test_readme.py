@@ -70,17 +70,29 @@ def test_the_quick_start_dag_is_wired_as_described() -> None:
 
 def test_environment_variable_blocks_hold_valid_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     from airflow_provider_claude_batch.batching.pricing import PriceTable
+    from airflow_provider_claude_batch.config import setting
     from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 
     exports = {cmd[1].split("=", 1)[0]: cmd[1].split("=", 1)[1] for cmd in _commands() if cmd[0] == "export"}
-    assert set(exports) == {"AIRFLOW_CONN_CLAUDE_BATCH_DEFAULT", "CLAUDE_BATCH_PRICES"}
+    assert set(exports) == {"AIRFLOW_CONN_CLAUDE_BATCH_DEFAULT", "AIRFLOW__CLAUDE_BATCH__PRICES"}
     connection = json.loads(exports["AIRFLOW_CONN_CLAUDE_BATCH_DEFAULT"])
     assert connection["conn_type"] == "claude_batch"
     monkeypatch.setenv("AIRFLOW_CONN_CLAUDE_BATCH_DEFAULT", exports["AIRFLOW_CONN_CLAUDE_BATCH_DEFAULT"])
     settings = ClaudeBatchHook().settings
     assert settings.api_key == "<your API key>" and settings.default_model == "claude-haiku-4-5"
-    monkeypatch.setenv("CLAUDE_BATCH_PRICES", exports["CLAUDE_BATCH_PRICES"])
-    assert PriceTable.load().price("my-fine-tune") is not None
+    monkeypatch.setenv("AIRFLOW__CLAUDE_BATCH__PRICES", exports["AIRFLOW__CLAUDE_BATCH__PRICES"])
+    assert PriceTable.load(setting("prices")).price("my-fine-tune") is not None
+
+
+def test_the_configuration_table_lists_every_option() -> None:
+    from airflow_provider_claude_batch.config import OPTIONS
+
+    section = README.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    documented = re.findall(r"^\| `(\w+)` \|", section, flags=re.M)
+    assert documented == list(OPTIONS)
+    for option, spec in OPTIONS.items():
+        if spec["default"]:
+            assert f"| `{option}` | `{spec['default']}` |" in section
 
 
 def _help(*args: str) -> str:

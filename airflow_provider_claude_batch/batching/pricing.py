@@ -3,8 +3,9 @@
 Prices are the synchronous API's list prices in USD per million tokens; batch requests cost
 ``BATCH_DISCOUNT`` of them. Models are matched by the longest known prefix, so dated model
 ids (``claude-sonnet-4-5-20250929``) find their family. An unknown model has an unknown cost
-(``None``), never zero. Override or extend the table without a code change by pointing the
-``CLAUDE_BATCH_PRICES`` environment variable at a JSON file (or giving the JSON inline):
+(``None``), never zero. Override or extend the table without a code change: Airflow's
+``[claude_batch] prices`` option (``AIRFLOW__CLAUDE_BATCH__PRICES``), or the
+``CLAUDE_BATCH_PRICES`` environment variable, holds the JSON inline or the path of a JSON file:
 ``{"my-model": {"input": 3, "output": 15, "cache_write": 3.75, "cache_read": 0.3}}``.
 """
 
@@ -69,11 +70,11 @@ class PriceTable:
         self._by_model: dict[str, ModelPrice | None] = {}
 
     @classmethod
-    def load(cls, overrides: Mapping[str, Any] | str | None = None) -> PriceTable:
-        """The default table, updated from ``CLAUDE_BATCH_PRICES`` and then ``overrides``
-        (a mapping, a JSON string or a JSON file path)."""
+    def load(cls, *overrides: Mapping[str, Any] | str | None) -> PriceTable:
+        """The default table, updated from ``CLAUDE_BATCH_PRICES`` and then from each of
+        ``overrides`` in turn (a mapping, a JSON string or a JSON file path; None skipped)."""
         table = cls()
-        for source in (os.environ.get(PRICES_ENV), overrides):
+        for source in (os.environ.get(PRICES_ENV), *overrides):
             if source:
                 table.prices.update(_parse_prices(source))
         return table

@@ -31,6 +31,7 @@ from airflow.sdk import BaseHook
 from anthropic.types.messages import DeletedMessageBatch, MessageBatch
 
 from airflow_provider_claude_batch.batching import limits
+from airflow_provider_claude_batch.config import trigger_concurrency
 from airflow_provider_claude_batch.exceptions import (
     ClaudeBatchAPIError,
     ClaudeBatchAuthError,
@@ -160,18 +161,18 @@ class _SharedAsyncClients:
             clients[key] = anthropic.AsyncAnthropic(**settings.client_kwargs())
         return clients[key]
 
-    def semaphore(self, limit: int) -> asyncio.Semaphore:
+    def semaphore(self) -> asyncio.Semaphore:
+        """In-flight API calls per event loop, across all the triggers that share it
+        (``[claude_batch] trigger_concurrency``). Bounded so that answers arrive no faster than
+        the loop can parse them: past that, every other trigger on the loop waits (see
+        docs/benchmarks.md, P4)."""
         loop = asyncio.get_running_loop()
         if loop not in self._semaphores:
-            self._semaphores[loop] = asyncio.Semaphore(limit)
+            self._semaphores[loop] = asyncio.Semaphore(trigger_concurrency())
         return self._semaphores[loop]
 
 
 SHARED_ASYNC_CLIENTS = _SharedAsyncClients()
-#: In-flight API calls per event loop, across all the triggers that share it. Bounded so that
-#: answers arrive no faster than the loop can parse them: past that, every other trigger on
-#: the loop waits (see docs/benchmarks.md, P4).
-ASYNC_CONCURRENCY = int(os.environ.get("AIRFLOW__CLAUDE_BATCH__TRIGGER_CONCURRENCY", "128"))
 
 
 class BatchCounts(msgspec.Struct, gc=False):
@@ -524,13 +525,13 @@ class ClaudeBatchHook(BaseHook):
     # ------------------------------------------------------------------ async (triggers)
     async def aretrieve_batch(self, batch_id: str) -> MessageBatch:
         client = await self.shared_async_client()
-        async with SHARED_ASYNC_CLIENTS.semaphore(ASYNC_CONCURRENCY):
+        async with SHARED_ASYNC_CLIENTS.semaphore():
             async with self._atranslated(f"retrieve batch {batch_id!r}", batch_id):
                 return await client.messages.batches.retrieve(batch_id)
 
     async def alist_batches(self, *, limit: int = limits.LIST_PAGE_MAX, after_id: str | None = None) -> Any:
         client = await self.shared_async_client()
-        async with SHARED_ASYNC_CLIENTS.semaphore(ASYNC_CONCURRENCY), self._atranslated("list batches"):
+        async with SHARED_ASYNC_CLIENTS.semaphore(), self._atranslated("list batches"):
             return await client.messages.batches.list(**_page_params(limit, after_id))
 
     async def alist_batch_states(
@@ -540,12 +541,12 @@ class ClaudeBatchHook(BaseHook):
         page of 1,000 batches costs the event loop about a millisecond this way, against tens
         of milliseconds as SDK models."""
         client = await self.shared_async_client()
-        async with SHARED_ASYNC_CLIENTS.semaphore(ASYNC_CONCURRENCY), self._atranslated("list batches"):
+        async with SHARED_ASYNC_CLIENTS.semaphore(), self._atranslated("list batches"):
             raw = await client.messages.batches.with_raw_response.list(**_page_params(limit, after_id))
         return _states_page_decoder.decode(raw.http_response.content)
 
     async def acancel_batch(self, batch_id: str) -> MessageBatch:
         client = await self.shared_async_client()
-        async with SHARED_ASYNC_CLIENTS.semaphore(ASYNC_CONCURRENCY):
+        async with SHARED_ASYNC_CLIENTS.semaphore():
             async with self._atranslated(f"cancel batch {batch_id!r}", batch_id):
                 return await client.messages.batches.cancel(batch_id)

@@ -72,8 +72,8 @@ class ClaudeBatchSubmitOperator(BaseOperator):
     :param max_requests_per_batch: at most 100,000 (the API's limit).
     :param max_bytes_per_batch: serialized create body limit, at most 256 MB.
     :param work_dir: base folder or URI for manifests and request bodies; shared object
-        storage in production. Defaults to ``$AIRFLOW__CLAUDE_BATCH__WORK_DIR`` or
-        ``$AIRFLOW_HOME/claude_batch``.
+        storage in production. Defaults to ``[claude_batch] work_dir`` (airflow.cfg or
+        ``AIRFLOW__CLAUDE_BATCH__WORK_DIR``), else ``$AIRFLOW_HOME/claude_batch``.
     :param source_format: ``parquet``, ``csv`` or ``jsonl`` when the file names do not say.
     :param input_columns: input columns kept beside the requests so the transfer can join
         them back to results: ``"all"`` (default), a list, or ``None``.

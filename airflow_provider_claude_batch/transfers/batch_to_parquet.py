@@ -18,6 +18,7 @@ from airflow_provider_claude_batch.batching.progress import batch_state
 from airflow_provider_claude_batch.batching.rounds import plan_next_round
 from airflow_provider_claude_batch.batching.storage import atomic_writer, remove_tree, replace_tree
 from airflow_provider_claude_batch.batching.submission import create_missing_batches
+from airflow_provider_claude_batch.config import setting
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 from airflow_provider_claude_batch.links import ClaudeBatchOutputLink
 from airflow_provider_claude_batch.sensors.batch import DEFAULT_TIMEOUT_SECONDS
@@ -44,7 +45,8 @@ class ClaudeBatchToParquetOperator(BaseOperator):
     :param row_group_size: rows per Parquet row group (and per record batch in memory).
     :param compression: Parquet compression codec.
     :param prices: overrides of the price table used for ``cost_usd`` (model -> USD per
-        million tokens), see :mod:`airflow_provider_claude_batch.batching.pricing`.
+        million tokens), applied over ``[claude_batch] prices``; see
+        :mod:`airflow_provider_claude_batch.batching.pricing`.
     :param max_retry_rounds: how many times requests that ended ``expired`` or ``errored``
         with a transient error (overloaded, api, rate limit) are resubmitted, from the saved
         request bodies, before their last outcome is landed. ``0`` disables resubmission.
@@ -192,7 +194,7 @@ class ClaudeBatchToParquetOperator(BaseOperator):
                 raw_files,
                 staged,
                 keep_columns=list(self.keep_columns or []),
-                prices=PriceTable.load(self.prices),
+                prices=PriceTable.load(setting("prices"), self.prices),
                 row_group_size=self.row_group_size,
                 compression=self.compression,
             )

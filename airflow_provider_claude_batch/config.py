@@ -1,0 +1,56 @@
+"""The provider's ``[claude_batch]`` settings, read the way Airflow reads its own: the
+environment (``AIRFLOW__CLAUDE_BATCH__<OPTION>``), then ``airflow.cfg``. The options, their
+defaults and descriptions are declared once, in :data:`OPTIONS`, which ``get_provider_info``
+publishes (so ``airflow config list`` shows them)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+SECTION = "claude_batch"
+
+OPTIONS: dict[str, dict[str, Any]] = {
+    "work_dir": {
+        "description": "Where submit tasks keep manifests, request bodies and raw results "
+        "(``{work_dir}/{dag_id}/{run_id}/{task_id}/``): a local path or an object storage URI. Every "
+        "worker must reach it, so use shared object storage (s3://, gs://, ...) when tasks run on several "
+        "machines. Empty: ``$AIRFLOW_HOME/claude_batch``.\n",
+        "version_added": "0.1.0",
+        "type": "string",
+        "example": "s3://aws_default@lake/_claude_batch/",
+        "default": "",
+    },
+    "prices": {
+        "description": "Overrides of the price table used for cost_usd: a JSON object (or the path of a JSON "
+        "file) of model -> USD per million tokens for input, output, cache_write and cache_read, before "
+        "the batch discount. An operator's own ``prices`` apply on top.\n",
+        "version_added": "0.1.0",
+        "type": "string",
+        "example": '{"my-model": {"input": 3, "output": 15, "cache_write": 3.75, "cache_read": 0.3}}',
+        "default": "",
+    },
+    "trigger_concurrency": {
+        "description": "API calls in flight at once per triggerer event loop, across every Claude batch "
+        "trigger on it.\n",
+        "version_added": "0.1.0",
+        "type": "integer",
+        "example": "64",
+        "default": "128",
+    },
+}
+
+
+def setting(option: str) -> str | None:
+    """The configured value of ``[claude_batch] option``, or None when unset or empty."""
+    if option not in OPTIONS:
+        raise KeyError(f"[{SECTION}] has no option {option!r}")
+    try:
+        from airflow.sdk.configuration import conf
+    except ImportError:  # pragma: no cover - cores whose Task SDK has no configuration module
+        from airflow.configuration import conf
+    value = conf.get(SECTION, option, fallback=None)
+    return str(value) if value not in (None, "") else None
+
+
+def trigger_concurrency() -> int:
+    return int(setting("trigger_concurrency") or OPTIONS["trigger_concurrency"]["default"])
