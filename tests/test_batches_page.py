@@ -1,5 +1,5 @@
 """The Claude Batches page's data and HTML, against the emulator over real HTTP: origins from
-manifests, costs from landing summaries, and every broken source shown as a note."""
+the batch index, costs from landing summaries, and every broken source shown as a note."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_claude_batch.batching.batch_index import record_origin
 from airflow_provider_claude_batch.batching.manifest import BatchRecord, Manifest
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 from airflow_provider_claude_batch.plugins.batches_page import load_overview, render_page
@@ -43,6 +44,8 @@ def _manifest(work_dir: Path, dag_id: str, run_id: str, batch_ids: list[str], co
         ],
     )
     manifest.save(folder)
+    for record in manifest.batches:
+        record_origin(manifest, record, folder)
     if cost != "absent":
         summary = {"by_batch": {b: {"rows": 1, "cost_usd": cost} for b in batch_ids}}
         (folder / "landing.json").write_text(json.dumps(summary))
@@ -59,8 +62,7 @@ def test_rows_carry_the_creating_task_and_the_landed_cost(emulator: RunningEmula
     emulator.emulator.end_all()
     _manifest(work_dir, "nightly", "scheduled__2026-11-01T00:00:00+00:00", [first], cost=0.0125)
     _manifest(work_dir, "pricing_gap", "manual__1", [second], cost=None)
-    (work_dir / "broken" / "run" / "submit").mkdir(parents=True)
-    (work_dir / "broken" / "run" / "submit" / "manifest.json").write_text("{not json")
+    (work_dir / "_batches" / f"{third}.json").write_text("{not json")
 
     overview = load_overview("claude_batch_default", 10)
 
@@ -72,7 +74,7 @@ def test_rows_carry_the_creating_task_and_the_landed_cost(emulator: RunningEmula
     assert rows[third].origin is None and not rows[third].landed
     assert rows[first].processing_status == "ended" and rows[first].request_counts["succeeded"] == 2
     assert rows[first].expires_in_seconds is not None and rows[first].expires_in_seconds > 23 * 3600
-    assert any("broken" in note for note in overview.notes)
+    assert any(third in note for note in overview.notes)  # its index entry is broken
 
     page = render_page(overview, 10)
     assert 'http-equiv="refresh"' not in page  # every batch has ended

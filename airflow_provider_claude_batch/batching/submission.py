@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from airflow_provider_claude_batch.batching.batch_index import record_origin
 from airflow_provider_claude_batch.batching.chunks import ChunkInfo, ChunkLimits, ChunkWriter
 from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError, ClaudeBatchManifestError
 from airflow_provider_claude_batch.batching.manifest import BatchRecord, Manifest, fingerprint, utcnow_iso
@@ -193,6 +194,7 @@ def create_missing_batches(manifest: Manifest, run_dir: Any, hook: Any) -> list[
                 )
                 _record_created(record, orphan)
                 manifest.save(run_dir)
+                record_origin(manifest, record, run_dir)
                 continue
         record.intent_at = utcnow_iso()
         manifest.save(run_dir)
@@ -205,6 +207,7 @@ def create_missing_batches(manifest: Manifest, run_dir: Any, hook: Any) -> list[
         )
         _record_created(record, batch)
         manifest.save(run_dir)
+        record_origin(manifest, record, run_dir)
         created.append(batch.id)
     return created
 

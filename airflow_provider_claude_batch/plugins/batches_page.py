@@ -29,8 +29,8 @@ from airflow_provider_claude_batch.plugins.overview import (
     Origins,
     Overview,
     build_overview,
+    indexed_origins,
     manifest_origins,
-    scan_work_dir,
 )
 
 log = logging.getLogger(__name__)
@@ -96,8 +96,8 @@ def load_overview(
     conn_id: str, limit: int, task: TaskFilter | None = None, may_read_dag: Callable[[str], bool] | None = None
 ) -> Overview:
     """The page's data; any failure (missing connection, API down, bad key, no manifest)
-    becomes a note. The task view reads only that task's manifest, the full view every
-    manifest under the work directory. DAG runs of DAGs ``may_read_dag`` refuses stay hidden."""
+    becomes a note. The task view reads only that task's manifest, the full view the batch
+    index entry of each batch shown. DAG runs of DAGs ``may_read_dag`` refuses stay hidden."""
     from airflow_provider_claude_batch.batching.manifest import load_manifest
     from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
     from airflow_provider_claude_batch.workdir import as_storage_path, default_work_dir, run_directory
@@ -126,7 +126,7 @@ def load_overview(
         return overview
     if task is None:
         try:
-            origins, costs = scan_work_dir(as_storage_path(default_work_dir()), notes)
+            origins, costs = indexed_origins(as_storage_path(default_work_dir()), [b.id for b in batches], notes)
         except Exception as exc:
             notes.append(f"The work directory cannot be opened ({exc}); DAG runs are not shown.")
     overview = build_overview(

@@ -1,5 +1,5 @@
-"""What the Claude Batches page shows: a connection's recent batches, joined with the
-manifests in the work directory (which DAG run and task created each batch) and with the
+"""What the Claude Batches page shows: a connection's recent batches, joined with the batch
+index in the work directory (which DAG run and task created each batch) and with the
 transfers' landing summaries (what each batch cost).
 
 Every source may be missing or broken (no such connection, an unreachable API, a manifest
@@ -12,19 +12,18 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from airflow_provider_claude_batch.batching.batch_index import read_origin
 from airflow_provider_claude_batch.batching.landing import LANDING_SUMMARY_NAME
-from airflow_provider_claude_batch.batching.manifest import MANIFEST_NAME, Manifest
+from airflow_provider_claude_batch.batching.manifest import Manifest
 from airflow_provider_claude_batch.batching.progress import batch_state
 from airflow_provider_claude_batch.links import console_url
 
 log = logging.getLogger(__name__)
-
-#: Manifest locations under the work directory: ``dag/run/task`` and ``dag/run/task/map_index``.
-_MANIFEST_PATTERNS = (f"*/*/*/{MANIFEST_NAME}", f"*/*/*/*/{MANIFEST_NAME}")
 
 
 @dataclass(frozen=True)
@@ -107,34 +106,61 @@ def manifest_origins(manifest: Manifest, folder: Any, origins: Origins, costs: C
             origins[record.batch_id] = Origin(
                 manifest.dag_id, manifest.run_id, manifest.task_id, manifest.map_index, record.chunk, record.round
             )
+    costs.update(landing_costs(folder, notes))
+
+
+def landing_costs(folder: Any, notes: list[str]) -> Costs:
+    """batch id -> cost from the landing summary in a task folder (none before a transfer ran)."""
+    costs: Costs = {}
     summary_path = folder / LANDING_SUMMARY_NAME
-    if summary_path.exists():
+    try:
+        if not summary_path.exists():
+            return costs
+        by_batch = json.loads(summary_path.read_bytes()).get("by_batch", {})
+        for batch_id, totals in by_batch.items():
+            cost = totals.get("cost_usd")
+            costs[batch_id] = None if cost is None else float(cost)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        notes.append(f"Skipped {summary_path}: {exc}")
+    return costs
+
+
+def indexed_origins(work_dir: Any, batch_ids: Iterable[str], notes: list[str]) -> tuple[Origins, Costs]:
+    """batch id -> the task that created it (from the batch index under ``work_dir``), and
+    batch id -> landed cost (from the landing summaries of those tasks). One small read per
+    batch and per task folder, in parallel: object storage answers each in tens of ms.
+    Unreadable entries become notes."""
+    from airflow_provider_claude_batch.workdir import run_directory
+
+    def lookup(batch_id: str) -> tuple[str, dict[str, Any] | None, str | None]:
         try:
-            by_batch = json.loads(summary_path.read_bytes()).get("by_batch", {})
-            for batch_id, totals in by_batch.items():
-                cost = totals.get("cost_usd")
-                costs[batch_id] = None if cost is None else float(cost)
-        except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
-            notes.append(f"Skipped {summary_path}: {exc}")
+            return batch_id, read_origin(work_dir, batch_id), None
+        except Exception as exc:  # one bad entry must not hide the others
+            return batch_id, None, f"Skipped the index entry of {batch_id}: {exc}"
 
-
-def scan_work_dir(work_dir: Any, notes: list[str]) -> tuple[Origins, Costs]:
-    """batch id -> the task that created it, and batch id -> landed cost, from every manifest
-    (and landing summary) under ``work_dir``. Unreadable files become notes."""
     origins: Origins = {}
     costs: Costs = {}
-    try:
-        manifests = [path for pattern in _MANIFEST_PATTERNS for path in work_dir.glob(pattern)]
-    except OSError as exc:
-        notes.append(f"The work directory {work_dir} cannot be listed ({exc}); DAG runs are not shown.")
-        return origins, costs
-    for path in manifests:
-        try:
-            manifest = Manifest.from_json(path.read_bytes(), where=str(path))
-        except Exception as exc:  # one bad file must not hide the others
-            notes.append(f"Skipped {path}: {exc}")
-            continue
-        manifest_origins(manifest, path.parent, origins, costs, notes)
+    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="claude-batches-page") as pool:
+        found = list(pool.map(lookup, batch_ids))
+        folders: dict[tuple[str, str, str, int], list[str]] = {}
+        for batch_id, entry, problem in found:
+            if problem:
+                notes.append(problem)
+            if entry is None:
+                continue
+            map_index = int(entry.get("map_index", -1))
+            origins[batch_id] = Origin(
+                entry["dag_id"],
+                entry["run_id"],
+                entry["task_id"],
+                map_index,
+                int(entry.get("chunk", 0)),
+                int(entry.get("round", 0)),
+            )
+            folders.setdefault((entry["dag_id"], entry["run_id"], entry["task_id"], map_index), [])
+        summaries = pool.map(lambda key: landing_costs(run_directory(work_dir, *key), notes), list(folders))
+        for landed in summaries:
+            costs.update(landed)
     return origins, costs
 
 
@@ -166,4 +192,4 @@ def build_overview(
     return overview
 
 
-__all__ = ["BatchRow", "Origin", "Overview", "build_overview", "manifest_origins", "scan_work_dir"]
+__all__ = ["BatchRow", "Origin", "Overview", "build_overview", "indexed_origins", "landing_costs", "manifest_origins"]

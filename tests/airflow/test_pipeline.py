@@ -12,6 +12,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
+from airflow_provider_claude_batch.batching.batch_index import read_origin
 from airflow_provider_claude_batch.batching.manifest import load_manifest
 from airflow_provider_claude_batch.batching.results import RESULT_SCHEMA
 from airflow_provider_claude_batch.testing import RunningEmulator
@@ -52,6 +53,17 @@ def test_example_dag_lands_one_row_per_ticket(example_dag, emulator: RunningEmul
     assert {b.processing_status for b in manifest.batches} == {"ended"}
     # Round 0 plus resubmissions of the transient failures; nothing else was created.
     assert emulator.emulator.stats["batches_created"] == len(manifest.batches) > 3
+    # Each batch, the resubmitted ones too, can be traced back to its task from its id alone.
+    work_dir = Path(summary["manifest"]).parents[3]
+    for record in manifest.batches:
+        assert read_origin(work_dir, record.batch_id) == {
+            "dag_id": manifest.dag_id,
+            "run_id": manifest.run_id,
+            "task_id": "submit",
+            "map_index": -1,
+            "chunk": record.chunk,
+            "round": record.round,
+        }
 
     output = lake / "support" / "ticket_labels" / "ds=2026-11-01"
     table = ds.dataset(output, format="parquet").to_table()

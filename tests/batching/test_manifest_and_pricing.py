@@ -78,3 +78,17 @@ def test_prices_can_be_overridden_without_code(tmp_path: Path, monkeypatch: pyte
     assert table.cost("claude-sonnet-4-6", Usage(0, 0, 1_000_000, 1_000_000)) == pytest.approx(1.0)
     with pytest.raises(ClaudeBatchInputError, match="price of model 'bad'"):
         PriceTable.load({"bad": {"input": "x"}})
+
+
+def test_the_batch_index_sits_in_the_work_dir_and_takes_only_batch_ids(tmp_path: Path) -> None:
+    from airflow_provider_claude_batch.batching.batch_index import index_path, read_origin, work_dir_of
+
+    work_dir = tmp_path / "work"
+    assert work_dir_of(work_dir / "dag" / "run" / "task", -1) == work_dir
+    assert work_dir_of(work_dir / "dag" / "run" / "task" / "3", 3) == work_dir
+    assert index_path(work_dir, "../../etc/passwd") is None and read_origin(work_dir, "a/b") is None
+    assert read_origin(work_dir, "msgbatch_unknown") is None
+    (work_dir / "_batches").mkdir(parents=True)
+    (work_dir / "_batches" / "msgbatch_odd.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="not a batch index entry"):
+        read_origin(work_dir, "msgbatch_odd")
