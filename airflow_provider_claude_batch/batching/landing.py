@@ -43,7 +43,8 @@ class LandingStats:
     files: list[str] = field(default_factory=list)
     rounds: int = 1
     resubmitted: int = 0
-    #: batch_id -> rows, tokens by kind and cost of the rows landed from that batch.
+    #: batch_id -> rows, tokens by kind and cost of the rows landed from that batch (every
+    #: batch of the run, zero rows for one whose requests all went out again).
     by_batch: dict[str, Counter[str]] = field(default_factory=dict)
 
     def add(self, batch: pa.Table) -> None:
@@ -93,7 +94,7 @@ class LandingStats:
 def _batch_totals(totals: Counter[str]) -> dict[str, Any]:
     """One batch's rows, tokens and cost; the cost is unknown (None), never a partial sum, when
     some of its rows are of a model missing from the price table."""
-    out: dict[str, Any] = {name: int(value) for name, value in totals.items() if name not in ("cost_usd", "unpriced")}
+    out: dict[str, Any] = {name: int(totals[name]) for name in ("rows", *TOKEN_COLUMNS)}
     out["cost_usd"] = None if totals["unpriced"] else round(totals["cost_usd"], 6)
     return out
 
@@ -280,6 +281,9 @@ def write_parts(
             rows = 0
             with (staged_dir / name).open("wb") as sink, _BackgroundWriter(sink, schema, compression) as writer:
                 for record in records:
+                    # Listed even when every row of it was superseded by a later round: it was
+                    # landed, with nothing (and nothing billed) left from it.
+                    stats.by_batch.setdefault(record.batch_id or "", Counter())
                     raw = raw_files[record.batch_id or ""]
                     for table in parse_record(run_dir, base, record, raw, schema, keep_columns, prices, row_group_size):
                         kept = _keep_final(table, record.round, retried, retried_rounds)

@@ -65,6 +65,16 @@ def test_the_pipeline_runs_on_object_storage_and_reruns_cleanly(
     assert created > 3  # three chunks and their resubmissions
     index = fs.find(f"/{root}/_claude_batch/_batches")
     assert len(index) == created
+    # The Claude Batches page finds each batch's task and cost there.
+    from airflow_provider_claude_batch.plugins.batches_page import load_overview
+
+    overview = load_overview("claude_batch_default", 50)
+    assert len(overview.rows) == created and not overview.notes
+    assert {row.origin.dag_id for row in overview.rows if row.origin} == {dag.dag_id}
+    # Every batch counts as landed, also one whose requests all went out again in a later
+    # round (no rows of it are left, and errored requests are not billed).
+    assert all(row.origin and row.landed and row.cost_usd is not None for row in overview.rows)
+    assert any(row.origin and row.origin.round and row.cost_usd == 0 for row in overview.rows)
 
     # A clear of the whole run: no batch is created again, the partition is replaced whole.
     dag_run = run_dag(dag)
