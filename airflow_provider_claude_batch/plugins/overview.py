@@ -53,7 +53,7 @@ class BatchRow:
     #: A transfer landed this batch's results (so a missing cost means an unpriced model).
     landed: bool = False
     origin: Origin | None = None
-    #: A manifest names the creating task, but the viewer may not read its DAG.
+    #: The work directory names the creating task, but the viewer may not read its DAG.
     origin_hidden: bool = False
     console_url: str | None = None
 
@@ -132,34 +132,33 @@ def indexed_origins(work_dir: Any, batch_ids: Iterable[str], notes: list[str]) -
     Unreadable entries become notes."""
     from airflow_provider_claude_batch.workdir import run_directory
 
-    def lookup(batch_id: str) -> tuple[str, dict[str, Any] | None, str | None]:
+    def lookup(batch_id: str) -> tuple[str, Origin | None, str | None]:
         try:
-            return batch_id, read_origin(work_dir, batch_id), None
+            entry = read_origin(work_dir, batch_id)
+            if entry is None:
+                return batch_id, None, None
+            origin = Origin(
+                entry["dag_id"],
+                entry["run_id"],
+                entry["task_id"],
+                int(entry.get("map_index", -1)),
+                int(entry.get("chunk", 0)),
+                int(entry.get("round", 0)),
+            )
+            return batch_id, origin, None
         except Exception as exc:  # one bad entry must not hide the others
             return batch_id, None, f"Skipped the index entry of {batch_id}: {exc}"
 
     origins: Origins = {}
     costs: Costs = {}
     with ThreadPoolExecutor(max_workers=8, thread_name_prefix="claude-batches-page") as pool:
-        found = list(pool.map(lookup, batch_ids))
-        folders: dict[tuple[str, str, str, int], list[str]] = {}
-        for batch_id, entry, problem in found:
+        for batch_id, origin, problem in pool.map(lookup, batch_ids):
             if problem:
                 notes.append(problem)
-            if entry is None:
-                continue
-            map_index = int(entry.get("map_index", -1))
-            origins[batch_id] = Origin(
-                entry["dag_id"],
-                entry["run_id"],
-                entry["task_id"],
-                map_index,
-                int(entry.get("chunk", 0)),
-                int(entry.get("round", 0)),
-            )
-            folders.setdefault((entry["dag_id"], entry["run_id"], entry["task_id"], map_index), [])
-        summaries = pool.map(lambda key: landing_costs(run_directory(work_dir, *key), notes), list(folders))
-        for landed in summaries:
+            if origin is not None:
+                origins[batch_id] = origin
+        folders = {(o.dag_id, o.run_id, o.task_id, o.map_index) for o in origins.values()}
+        for landed in pool.map(lambda key: landing_costs(run_directory(work_dir, *key), notes), folders):
             costs.update(landed)
     return origins, costs
 
