@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 PROBE = """
 import json
 from airflow_provider_claude_batch.batching.pricing import PriceTable
@@ -55,3 +57,16 @@ def test_airflow_knows_the_section_and_its_defaults(airflow_home: Path) -> None:
         check=True,
     ).stdout
     assert "work_dir" in listing and "shared object storage" in listing
+
+
+def test_a_bad_trigger_concurrency_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow_provider_claude_batch.config import trigger_concurrency
+
+    monkeypatch.setenv("AIRFLOW__CLAUDE_BATCH__TRIGGER_CONCURRENCY", "many")
+    with pytest.raises(ValueError, match=r"\[claude_batch\] trigger_concurrency .* 'many'"):
+        trigger_concurrency()
+    monkeypatch.setenv("AIRFLOW__CLAUDE_BATCH__TRIGGER_CONCURRENCY", "0")
+    with pytest.raises(ValueError, match="at least 1"):
+        trigger_concurrency()
+    monkeypatch.setenv("AIRFLOW__CLAUDE_BATCH__TRIGGER_CONCURRENCY", "32")
+    assert trigger_concurrency() == 32
