@@ -46,6 +46,7 @@ with DAG(
         model="claude-sonnet-4-6",
         max_tokens=16,
         max_requests_per_batch=1_000,
+        max_cost_usd=5.0,  # a night with far more tickets than usual fails before it is billed
         inlets=[TICKETS],
     )
     wait = ClaudeBatchSensor(task_id="wait", manifest=submit.output, poll_interval=POLL_SECONDS)

@@ -14,5 +14,10 @@ class ClaudeBatchInputError(ClaudeBatchError, ValueError):
     """
 
 
+class ClaudeBatchBudgetError(ClaudeBatchInputError):
+    """What a run could cost is over its ``max_cost_usd`` (or cannot be priced): nothing was
+    submitted."""
+
+
 class ClaudeBatchManifestError(ClaudeBatchError):
     """The work directory's manifest is missing, unreadable or does not match the input."""

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError
+from airflow_provider_claude_batch.batching.requests import RequestTally
 
 BATCH_DISCOUNT = 0.5
 PRICES_ENV = "CLAUDE_BATCH_PRICES"
@@ -133,3 +134,18 @@ def _parse_prices(source: Mapping[str, Any] | str) -> dict[str, ModelPrice]:
                 f"cache_read) in USD per million tokens: {exc!r}"
             ) from None
     return parsed
+
+
+def cost_ceiling(tallies: Mapping[str, RequestTally], prices: PriceTable) -> tuple[float | None, list[str]]:
+    """The most a run's requests can cost at batch prices: each input byte a token (priced as
+    a cache write where that costs more than plain input) and every answer at its max_tokens.
+    None, with the models concerned, when a model has no price."""
+    unpriced = sorted(model for model in tallies if prices.price(model) is None)
+    if unpriced:
+        return None, unpriced
+    dollars = 0.0
+    for model, tally in tallies.items():
+        price = prices.price(model)
+        assert price is not None
+        dollars += tally.input_bytes * max(price.input, price.cache_write) + tally.max_output_tokens * price.output
+    return dollars * PER_TOKEN * BATCH_DISCOUNT, []

@@ -30,6 +30,16 @@ class RenderedRequest:
     line: bytes  # one JSON object, no trailing newline
 
 
+@dataclass
+class RequestTally:
+    """The most one model's requests of a run can use: every token of a request's input
+    covers at least one byte of its JSON line, and no answer is longer than its max_tokens."""
+
+    requests: int = 0
+    input_bytes: int = 0
+    max_output_tokens: int = 0
+
+
 @dataclass(frozen=True)
 class PromptTemplate:
     """A ``str.format`` template over column names, e.g. ``"Classify: {body}"``."""
@@ -142,6 +152,23 @@ class RequestRenderer:
         self._middle = b',"params":' + encoded_base[:-1] + (b"," if len(base) else b"")
         self._tail = b"}}"
         self.rows_rendered = 0
+        # Rows rendered with the spec's own model and max_tokens: their bytes, summed cheaply.
+        self._base_rows = 0
+        self._base_bytes = 0
+        #: model -> tally of the rows whose params_column chose their model or max_tokens.
+        self._overridden: dict[str, RequestTally] = {}
+
+    def tally(self) -> dict[str, RequestTally]:
+        """Per model: requests rendered so far, their bytes and their output token limits."""
+        tallies = {
+            model: RequestTally(t.requests, t.input_bytes, t.max_output_tokens) for model, t in self._overridden.items()
+        }
+        if self._base_rows:
+            base = tallies.setdefault(self.spec.model, RequestTally())
+            base.requests += self._base_rows
+            base.input_bytes += self._base_bytes
+            base.max_output_tokens += self._base_rows * self.spec.max_tokens
+        return tallies
 
     @property
     def needed_columns(self) -> list[str]:
@@ -219,6 +246,8 @@ class RequestRenderer:
                 line = self._merged_line(custom_id, prompt, system_columns, offset, per_row_params[offset], row)
             else:
                 line = head + _encode(custom_id) + middle + extra + message + tail
+                self._base_rows += 1
+                self._base_bytes += len(line)
             yield RenderedRequest(custom_id, line)
         self.rows_rendered += batch.num_rows
 
@@ -246,7 +275,18 @@ class RequestRenderer:
             params["system"] = self.system.render([column[offset] for column in system_columns])
         params.update(overrides)
         params["messages"] = [{"role": "user", "content": prompt}]
-        return _encode({"custom_id": custom_id, "params": params})
+        line = _encode({"custom_id": custom_id, "params": params})
+        max_tokens = params.get("max_tokens")
+        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+            raise ClaudeBatchInputError(
+                f"row {row} (custom_id {custom_id!r}): params_column sets max_tokens to {max_tokens!r}; "
+                "it must be a positive integer"
+            )
+        tally = self._overridden.setdefault(str(params.get("model")), RequestTally())
+        tally.requests += 1
+        tally.input_bytes += len(line)
+        tally.max_output_tokens += max_tokens
+        return line
 
 
 def rows_to_table(rows: Sequence[Any]) -> pa.Table:

@@ -15,9 +15,14 @@ from typing import Any, Literal
 
 from airflow_provider_claude_batch.batching.batch_index import record_origin
 from airflow_provider_claude_batch.batching.chunks import ChunkInfo, ChunkLimits, ChunkWriter
-from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError, ClaudeBatchManifestError
+from airflow_provider_claude_batch.batching.errors import (
+    ClaudeBatchBudgetError,
+    ClaudeBatchInputError,
+    ClaudeBatchManifestError,
+)
 from airflow_provider_claude_batch.batching.manifest import BatchRecord, Manifest, fingerprint, utcnow_iso
-from airflow_provider_claude_batch.batching.requests import RequestRenderer, RequestSpec
+from airflow_provider_claude_batch.batching.pricing import PriceTable, cost_ceiling
+from airflow_provider_claude_batch.batching.requests import RequestRenderer, RequestSpec, RequestTally
 from airflow_provider_claude_batch.batching.sources import open_source
 from airflow_provider_claude_batch.batching.storage import remove_tree
 
@@ -35,6 +40,8 @@ class StagedRun:
     total_requests: int
     fingerprint: str
     input_columns: list[str] | None
+    #: model -> requests, bytes and output token limits (for the cost ceiling).
+    tally: dict[str, RequestTally]
 
 
 def stage_requests(
@@ -84,7 +91,30 @@ def stage_requests(
         raise
     total = sum(chunk.request_count for chunk in chunks)
     digest = fingerprint(spec.describe(), chunk_limits.max_requests, chunk_limits.max_bytes, [c.sha256 for c in chunks])
-    return StagedRun(name, chunks, total, digest, saved)
+    return StagedRun(name, chunks, total, digest, saved, renderer.tally())
+
+
+def check_budget(staged: StagedRun, prices: PriceTable, max_cost_usd: float | None) -> float | None:
+    """The run's cost ceiling at batch prices (None when a model has no price); raises
+    :class:`ClaudeBatchBudgetError` when it is over ``max_cost_usd``, or cannot be known while
+    a budget is set."""
+    ceiling, unpriced = cost_ceiling(staged.tally, prices)
+    if max_cost_usd is None:
+        return ceiling
+    if ceiling is None:
+        raise ClaudeBatchBudgetError(
+            f"max_cost_usd is set but model(s) {unpriced} have no price, so the most these requests could cost is "
+            "unknown; add them to [claude_batch] prices (or the operator's prices). Nothing was submitted."
+        )
+    if ceiling > max_cost_usd:
+        input_bytes = sum(t.input_bytes for t in staged.tally.values())
+        output_tokens = sum(t.max_output_tokens for t in staged.tally.values())
+        raise ClaudeBatchBudgetError(
+            f"{staged.total_requests} requests could cost up to ${ceiling:,.2f} at batch prices (at most "
+            f"{input_bytes:,} input and {output_tokens:,} output tokens), over max_cost_usd ${max_cost_usd:,.2f}. "
+            "Nothing was submitted. Check the input (more rows than expected?), lower max_tokens, or raise max_cost_usd."
+        )
+    return ceiling
 
 
 def new_manifest(

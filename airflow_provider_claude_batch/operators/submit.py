@@ -10,11 +10,13 @@ from airflow.sdk.exceptions import AirflowSkipException
 
 from airflow_provider_claude_batch.batching import limits
 from airflow_provider_claude_batch.batching.chunks import ChunkLimits
-from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError
+from airflow_provider_claude_batch.batching.errors import ClaudeBatchBudgetError, ClaudeBatchInputError
 from airflow_provider_claude_batch.batching.manifest import load_manifest, manifest_exists
+from airflow_provider_claude_batch.batching.pricing import PriceTable
 from airflow_provider_claude_batch.batching.requests import TEXT_COLUMN, RequestSpec
 from airflow_provider_claude_batch.batching.storage import remove_tree
 from airflow_provider_claude_batch.batching.submission import (
+    check_budget,
     check_policy,
     create_missing_batches,
     drop_unreferenced_staging,
@@ -22,6 +24,7 @@ from airflow_provider_claude_batch.batching.submission import (
     reconcile,
     stage_requests,
 )
+from airflow_provider_claude_batch.config import setting
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 from airflow_provider_claude_batch.links import (
     ClaudeBatchConsoleLink,
@@ -81,10 +84,14 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         source has no rows. Nothing is submitted either way.
     :param on_input_change: when a retry finds batches created for a different input:
         ``"fail"`` (default) or ``"resubmit"`` (cancel them, submit the new input).
+    :param max_cost_usd: a budget for the run: when the most its requests could cost at batch
+        prices (every input byte a token, every answer at ``max_tokens``) is above it, the task
+        fails before submitting anything. The ceiling is logged and returned either way.
+    :param prices: price table overrides for the ceiling, over ``[claude_batch] prices``.
     :param claude_batch_conn_id: the ``claude_batch`` connection.
 
     Returns (XCom) a small summary: the manifest's location, the batch ids, chunk and
-    request counts. Downstream tasks take it as ``manifest=submit.output``.
+    request counts, the cost ceiling. Downstream tasks take it as ``manifest=submit.output``.
     """
 
     template_fields: Sequence[str] = (
@@ -121,6 +128,8 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         input_columns: list[str] | Literal["all"] | None = "all",
         on_empty: Literal["skip", "fail"] = "skip",
         on_input_change: Literal["fail", "resubmit"] = "fail",
+        max_cost_usd: float | None = None,
+        prices: dict[str, Any] | None = None,
         claude_batch_conn_id: str = ClaudeBatchHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
@@ -147,6 +156,10 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             raise ValueError(f"on_empty must be 'skip' or 'fail', got {on_empty!r}")
         self.on_empty = on_empty
         self.on_input_change = check_policy(on_input_change)
+        if max_cost_usd is not None and not max_cost_usd > 0:
+            raise ValueError(f"max_cost_usd must be a positive number of dollars, got {max_cost_usd!r}")
+        self.max_cost_usd = max_cost_usd
+        self.prices = prices
         self.claude_batch_conn_id = claude_batch_conn_id
         self.console_link: str | None = None
         self.batches_page_link: str | None = None
@@ -195,6 +208,20 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             staged.fingerprint[:12],
         )
         existing = load_manifest(run_dir) if manifest_exists(run_dir) else None
+        # The budget guards new work only: re-attaching to batches of the same input bills nothing.
+        new_work = existing is None or existing.fingerprint != staged.fingerprint
+        try:
+            ceiling = check_budget(
+                staged, PriceTable.load(setting("prices"), self.prices), self.max_cost_usd if new_work else None
+            )
+        except ClaudeBatchBudgetError:
+            remove_tree(run_dir / staged.directory_name)
+            raise
+        self.log.info(
+            "Cost ceiling: %s at batch prices%s.",
+            "unknown (a model has no price)" if ceiling is None else f"${ceiling:,.4f}",
+            f" (max_cost_usd ${self.max_cost_usd:,.2f})" if self.max_cost_usd is not None else "",
+        )
         if staged.total_requests == 0 and (existing is None or not existing.batch_ids()):
             remove_tree(run_dir / staged.directory_name)
             message = "The source has no rows: nothing to submit."
@@ -226,6 +253,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             **manifest.summary(),
         }
         summary["created_now"] = created
+        summary["cost_ceiling_usd"] = None if ceiling is None else round(ceiling, 6)
         if manifest.batch_ids():
             settings = hook.settings
             self.console_link = console_url(

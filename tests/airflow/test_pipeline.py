@@ -222,6 +222,29 @@ def test_secret_never_lands_in_files_or_xcom(
     assert sys.modules  # keep the import used
 
 
+def test_a_budget_stops_the_run_before_anything_is_billed(
+    make_dag, emulator: RunningEmulator, work_dir: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """The guard in a real run (its message: tests/batching/test_submission.py)."""
+    body = """
+        s = ClaudeBatchSubmitOperator(task_id="submit", source=[f"ticket {{i}}: the app crashes on login" for i in range(200)],
+                                      model="claude-haiku-4-5", max_tokens=64, max_cost_usd={budget})
+        w = ClaudeBatchSensor(task_id="wait", manifest=s.output, poll_interval=0.1)
+        l = ClaudeBatchToParquetOperator(task_id="land", manifest=s.output, destination={out!r})
+        s >> w >> l
+        """
+    dag_run = run_dag(make_dag(body.format(budget=0.001, out=str(tmp_path / "out"))))
+    assert task_states(dag_run)["submit"] == "failed"
+    assert emulator.emulator.calls["create"] == 0
+    assert not list(work_dir.rglob("chunk-*.jsonl"))
+
+    # Within budget: the ceiling is reported, and what the run cost stays under it.
+    dag_run = run_dag(make_dag(body.format(budget=1, out=str(tmp_path / "out"))))
+    assert task_states(dag_run) == {"submit": "success", "wait": "success", "land": "success"}
+    ceiling = xcom(dag_run, "submit")["cost_ceiling_usd"]
+    assert 0 < xcom(dag_run, "land")["cost_usd"] <= ceiling < 1
+
+
 def test_sensor_does_not_defer_when_the_batches_already_ended(
     make_dag, emulator: RunningEmulator, work_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:  # type: ignore[no-untyped-def]

@@ -92,3 +92,19 @@ def test_the_batch_index_sits_in_the_work_dir_and_takes_only_batch_ids(tmp_path:
     (work_dir / "_batches" / "msgbatch_odd.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="not a batch index entry"):
         read_origin(work_dir, "msgbatch_odd")
+
+
+def test_the_cost_ceiling_prices_bytes_as_tokens_and_full_answers() -> None:
+    from airflow_provider_claude_batch.batching.pricing import cost_ceiling
+    from airflow_provider_claude_batch.batching.requests import RequestTally
+
+    prices = PriceTable.load({"m": {"input": 2, "output": 10, "cache_write": 2.5, "cache_read": 0.2}})
+    ceiling, unpriced = cost_ceiling(
+        {"m": RequestTally(requests=4, input_bytes=1_000_000, max_output_tokens=100_000)}, prices
+    )
+    # 1M bytes at the cache-write price (the dearer input) + 100k answer tokens, halved.
+    assert unpriced == [] and ceiling == pytest.approx((2.5 + 1.0) / 2)
+    assert cost_ceiling({"m": RequestTally(1, 10, 10), "mystery": RequestTally(1, 10, 10)}, prices) == (
+        None,
+        ["mystery"],
+    )

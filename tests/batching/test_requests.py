@@ -139,6 +139,28 @@ def test_bad_per_row_params_name_the_row() -> None:
         _render(RequestSpec(prompt="{text}", model="m", max_tokens=5, params_column="opts"), table)
 
 
+def test_bad_per_row_max_tokens_names_the_row() -> None:
+    table = pa.table({"text": ["a", "b"], "opts": [None, '{"max_tokens": "lots"}']})
+    with pytest.raises(ClaudeBatchInputError, match="row 1 .*max_tokens to 'lots'"):
+        _render(RequestSpec(prompt="{text}", model="m", max_tokens=5, params_column="opts"), table)
+
+
+def test_the_tally_counts_bytes_and_output_limits_per_model() -> None:
+    table = pa.table(
+        {
+            "text": ["short", "a longer question", "third"],
+            "opts": [None, '{"model": "big", "max_tokens": 100}', '{"temperature": 0}'],
+        }
+    )
+    renderer = RequestRenderer(RequestSpec(prompt="{text}", model="small", max_tokens=5, params_column="opts"))
+    lines = [r.line for batch in table.to_batches() for r in renderer.render_batch(batch, first_row=0)]
+    tally = renderer.tally()
+    assert set(tally) == {"small", "big"}
+    assert (tally["small"].requests, tally["small"].max_output_tokens) == (2, 10)
+    assert tally["small"].input_bytes == len(lines[0]) + len(lines[2])
+    assert (tally["big"].requests, tally["big"].input_bytes, tally["big"].max_output_tokens) == (1, len(lines[1]), 100)
+
+
 def test_rows_to_table() -> None:
     assert rows_to_table(["a", "b"]).column_names == ["text"]
     assert rows_to_table([{"x": 1, "y": "a"}]).column_names == ["x", "y"]
