@@ -8,7 +8,7 @@ requests: exactly one row per custom_id, none missing, none extra.
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -120,23 +120,49 @@ def _input_lookup(run_dir: Any, record: BatchRecord, keep_columns: list[str]) ->
         return pq.read_table(handle, columns=_kept(keep_columns))
 
 
-def output_schema(run_dir: Any, manifest: Manifest, keep_columns: list[str]) -> pa.Schema:
-    """The results schema plus the kept input columns, read from the first chunk's Parquet
-    footer; a missing or clashing column is an error before anything is written."""
+def output_schema(
+    run_dir: Any, manifest: Manifest, keep_columns: list[str], rename: Mapping[str, str] | None = None
+) -> pa.Schema:
+    """The results schema plus the kept input columns (named as ``rename`` says), read from
+    the first chunk's Parquet footer; a missing or clashing column is an error before anything
+    is written."""
     schema = RESULT_SCHEMA
     if not keep_columns or not manifest.batches:
         return schema
+    rename = rename or {}
     with _inputs_path(run_dir, manifest.batches[0], keep_columns).open("rb") as handle:
         saved = pq.read_schema(handle)
     missing = [c for c in keep_columns if c not in saved.names]
     if missing:
         raise ClaudeBatchInputError(f"keep_columns {missing} are not among the saved input columns {saved.names[:-1]}")
-    clashes = [c for c in keep_columns if c in RESULT_SCHEMA.names and c != CUSTOM_ID_COLUMN]
+    kept = _kept(keep_columns)[1:]
+    names = [rename.get(name, name) for name in kept]
+    clashes = [name for name in names if name in RESULT_SCHEMA.names]
     if clashes:
-        raise ClaudeBatchInputError(f"keep_columns {clashes} clash with result columns; rename them upstream")
-    for name in _kept(keep_columns)[1:]:
-        schema = schema.append(saved.field(name))
+        raise ClaudeBatchInputError(
+            f"keep_columns {clashes} clash with result columns; give them other names, e.g. "
+            f"keep_columns={{{clashes[0]!r}: 'input_{clashes[0]}'}}"
+        )
+    doubled = sorted({name for name in names if names.count(name) > 1})
+    if doubled:
+        raise ClaudeBatchInputError(f"keep_columns name two columns {doubled}")
+    for name, output_name in zip(kept, names, strict=True):
+        schema = schema.append(saved.field(name).with_name(output_name))
     return schema
+
+
+def keep_columns_spec(value: Any) -> tuple[list[str], dict[str, str]]:
+    """``keep_columns`` as given to the transfer: a list of input columns, or a mapping of input
+    column -> output column name. Returns the input columns and the renames."""
+    if value is None:
+        return [], {}
+    if isinstance(value, Mapping):
+        if not all(isinstance(k, str) and isinstance(v, str) and v for k, v in value.items()):
+            raise ClaudeBatchInputError(f"keep_columns must map column names to new names, got {dict(value)!r}")
+        return list(value), dict(value)
+    if isinstance(value, str) or not all(isinstance(c, str) for c in value):
+        raise ClaudeBatchInputError(f"keep_columns must be a list of column names or a mapping, got {value!r}")
+    return list(value), {}
 
 
 def _grouped(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
@@ -262,6 +288,7 @@ def write_parts(
     *,
     keep_columns: list[str],
     prices: PriceTable,
+    rename: Mapping[str, str] | None = None,
     row_group_size: int = 65_536,
     compression: str = "zstd",
 ) -> LandingStats:
@@ -270,7 +297,7 @@ def write_parts(
     Each request's row comes from the last round it was submitted in.
     """
     with _landing_memory_pool():
-        schema = output_schema(run_dir, manifest, keep_columns)
+        schema = output_schema(run_dir, manifest, keep_columns, rename)
         stats = LandingStats()
         for chunk, records in records_by_chunk(manifest).items():
             base = records[0]

@@ -11,7 +11,12 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import Asset, BaseOperator
 
 from airflow_provider_claude_batch.batching.errors import ClaudeBatchError
-from airflow_provider_claude_batch.batching.landing import LANDING_SUMMARY_NAME, cost_table, write_parts
+from airflow_provider_claude_batch.batching.landing import (
+    LANDING_SUMMARY_NAME,
+    cost_table,
+    keep_columns_spec,
+    write_parts,
+)
 from airflow_provider_claude_batch.batching.manifest import Manifest
 from airflow_provider_claude_batch.batching.pricing import PriceTable
 from airflow_provider_claude_batch.batching.progress import batch_state
@@ -41,7 +46,9 @@ class ClaudeBatchToParquetOperator(BaseOperator):
 
     :param manifest: the submit task's output (``submit.output``) or a manifest path/URI.
     :param destination: folder path or URI of the output (templated, e.g. with ``{{ ds }}``).
-    :param keep_columns: input columns joined back to each result by custom_id.
+    :param keep_columns: input columns joined back to each result by custom_id: a list, or a
+        mapping of input column -> output name (``{"text": "input_text"}`` for a column whose name
+        a result column already has).
     :param row_group_size: rows per Parquet row group (and per record batch in memory).
     :param compression: Parquet compression codec.
     :param prices: overrides of the price table used for ``cost_usd`` (model -> USD per
@@ -68,7 +75,7 @@ class ClaudeBatchToParquetOperator(BaseOperator):
         *,
         manifest: Any,
         destination: str,
-        keep_columns: list[str] | None = None,
+        keep_columns: list[str] | dict[str, str] | None = None,
         row_group_size: int = 65_536,
         compression: str = "zstd",
         prices: dict[str, Any] | None = None,
@@ -82,6 +89,8 @@ class ClaudeBatchToParquetOperator(BaseOperator):
         super().__init__(**kwargs)
         self.manifest = manifest
         self.destination = destination
+        if isinstance(keep_columns, (list, dict)):
+            keep_columns_spec(keep_columns)  # a wrong shape fails when the DAG is parsed
         self.keep_columns = keep_columns
         self.row_group_size = row_group_size
         self.compression = compression
@@ -184,6 +193,7 @@ class ClaudeBatchToParquetOperator(BaseOperator):
         return raw_files
 
     def _write(self, manifest: Manifest, run_dir: Any, raw_files: dict[str, Any]) -> dict[str, Any]:
+        keep_columns, rename = keep_columns_spec(self.keep_columns)
         destination = as_storage_path(self.destination)
         staged = destination.parent / f".{destination.name}.tmp-{uuid.uuid4().hex[:12]}"
         staged.mkdir(parents=True, exist_ok=True)
@@ -193,7 +203,8 @@ class ClaudeBatchToParquetOperator(BaseOperator):
                 manifest,
                 raw_files,
                 staged,
-                keep_columns=list(self.keep_columns or []),
+                keep_columns=keep_columns,
+                rename=rename,
                 prices=PriceTable.load(setting("prices"), self.prices),
                 row_group_size=self.row_group_size,
                 compression=self.compression,

@@ -120,6 +120,40 @@ def test_dataframe_and_list_sources(make_dag, emulator: RunningEmulator, work_di
     ]
 
 
+def test_mapped_tasks_keep_one_manifest_and_output_per_map_index(
+    make_dag, emulator: RunningEmulator, work_dir: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "out"
+    dag = make_dag(
+        f"""
+        s = ClaudeBatchSubmitOperator.partial(task_id="submit", model="claude-haiku-4-5", max_tokens=8).expand(
+            source=[["a", "b"], ["c", "d", "e"]])
+        w = ClaudeBatchSensor.partial(task_id="wait", poll_interval=0.1).expand(manifest=s.output)
+        l = ClaudeBatchToParquetOperator.partial(
+            task_id="land", destination={str(out)!r} + "/group={{{{ ti.map_index }}}}",
+            keep_columns={{"text": "input_text"}}
+        ).expand(manifest=s.output)
+        w >> l
+        """
+    )
+    dag_run = run_dag(dag)
+    assert {(ti.task_id, ti.map_index, str(ti.state)) for ti in dag_run.get_task_instances()} == {
+        (task, index, "success") for task in ("submit", "wait", "land") for index in (0, 1)
+    }
+    for index, texts in ((0, ["a", "b"]), (1, ["c", "d", "e"])):
+        table = ds.dataset(out / f"group={index}", format="parquet").to_table()
+        # The input joined back per map index, under a name that does not clash with the answer.
+        assert sorted(table.column("input_text").to_pylist()) == texts
+        assert all(text.startswith("[claude-batch emulator]") for text in table.column("text").to_pylist())
+        manifest = load_manifest(work_dir / dag.dag_id / dag_run.run_id / "submit" / str(index))
+        assert manifest.map_index == index and manifest.total_requests == len(texts)
+        (batch_id,) = manifest.batch_ids()
+        assert read_origin(work_dir, batch_id)["map_index"] == index  # type: ignore[index]
+    assert emulator.emulator.stats["batches_created"] == 2
+    run_dag(dag)  # a clear of the whole run re-attaches every map index
+    assert emulator.emulator.stats["batches_created"] == 2
+
+
 def test_bad_input_fails_before_anything_is_submitted(make_dag, emulator: RunningEmulator, work_dir: Path) -> None:  # type: ignore[no-untyped-def]
     dag = make_dag(
         """

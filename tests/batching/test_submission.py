@@ -39,3 +39,32 @@ def test_a_budget_needs_every_model_priced(tmp_path: Path) -> None:
     assert check_budget(staged, PRICES, None) is None
     with pytest.raises(ClaudeBatchBudgetError, match=r"model\(s\) \['house-model'\] have no price"):
         check_budget(staged, PRICES, 100)
+
+
+def test_keep_columns_are_checked_and_can_be_renamed(tmp_path: Path) -> None:
+    from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError
+    from airflow_provider_claude_batch.batching.landing import keep_columns_spec, output_schema
+    from airflow_provider_claude_batch.batching.submission import new_manifest
+
+    spec = RequestSpec(prompt="{text}", model="m", max_tokens=10)
+    source = [{"text": "hi", "product": "ios"}, {"text": "yo", "product": "web"}]
+    staged = stage_requests(source, spec, ChunkLimits(), tmp_path)
+    manifest = new_manifest(
+        staged, dag_id="d", run_id="r", task_id="t", map_index=-1, conn_id="c", spec=spec, chunk_limits=ChunkLimits()
+    )
+
+    def schema(keep: object) -> list[str]:
+        columns, rename = keep_columns_spec(keep)
+        return output_schema(tmp_path, manifest, columns, rename).names[-len(columns) :]
+
+    assert schema(["product"]) == ["product"]
+    assert schema({"text": "input_text", "product": "product"}) == ["input_text", "product"]
+    with pytest.raises(ClaudeBatchInputError, match=r"\['text'\] clash with result columns.*'text': 'input_text'"):
+        schema(["text"])
+    with pytest.raises(ClaudeBatchInputError, match=r"name two columns \['x'\]"):
+        schema({"text": "x", "product": "x"})
+    with pytest.raises(ClaudeBatchInputError, match=r"\['nope'\] are not among the saved input columns"):
+        schema(["nope"])
+    for bad in ("product", {"product": 3}, [1]):
+        with pytest.raises(ClaudeBatchInputError, match="keep_columns must"):
+            keep_columns_spec(bad)
