@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import secrets
+import subprocess
+import sys
 from typing import Any
 
 #: The key every test uses; random per run, so that any leak is caught exactly.
@@ -21,3 +23,8 @@ def make_requests(count: int, *, prefix: str = "req", max_tokens: int = 16) -> l
         }
         for i in range(count)
     ]
+
+
+def airflow_cli(*args: str) -> str:
+    """What ``airflow <args>`` prints (it must succeed), in this test session's AIRFLOW_HOME."""
+    return subprocess.run([sys.executable, "-m", "airflow", *args], capture_output=True, text=True, check=True).stdout

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import airflow_cli
+
 PROBE = """
 import json
 from airflow_provider_claude_batch.batching.pricing import PriceTable
@@ -43,19 +45,9 @@ def test_unset_options_fall_back_to_the_documented_defaults(tmp_path: Path) -> N
 
 
 def test_airflow_knows_the_section_and_its_defaults(airflow_home: Path) -> None:
-    value = subprocess.run(
-        [sys.executable, "-m", "airflow", "config", "get-value", "claude_batch", "trigger_concurrency"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    value = airflow_cli("config", "get-value", "claude_batch", "trigger_concurrency")
     assert value.strip().splitlines()[-1] == "128"
-    listing = subprocess.run(
-        [sys.executable, "-m", "airflow", "config", "list", "--section", "claude_batch", "--include-descriptions"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    listing = airflow_cli("config", "list", "--section", "claude_batch", "--include-descriptions")
     assert "work_dir" in listing and "shared object storage" in listing
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -19,7 +17,7 @@ from airflow_provider_claude_batch.exceptions import (
 )
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook, jsonl_to_create_body
 from airflow_provider_claude_batch.testing import Fault, RunningEmulator
-from tests.helpers import TEST_API_KEY, make_requests
+from tests.helpers import TEST_API_KEY, airflow_cli, make_requests
 
 
 @pytest.fixture
@@ -228,27 +226,12 @@ def test_async_calls_share_one_client_per_loop(emulator: RunningEmulator) -> Non
 
 
 def test_airflow_lists_the_provider(airflow_home: Path) -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "airflow", "providers", "list", "--output", "json"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    out = airflow_cli("providers", "list", "--output", "json")
     providers = {p["package_name"]: p for p in json.loads(out[out.index("[") :])}
     assert "airflow-provider-claude-batch" in providers
-    hooks = subprocess.run(
-        [sys.executable, "-m", "airflow", "providers", "hooks", "--output", "json"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    hooks = airflow_cli("providers", "hooks", "--output", "json")
     assert "claude_batch" in hooks and "ClaudeBatchHook" in hooks
-    links = subprocess.run(
-        [sys.executable, "-m", "airflow", "providers", "links", "--output", "json"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    links = airflow_cli("providers", "links", "--output", "json")
     assert "links.ClaudeBatchConsoleLink" in links and "links.ClaudeBatchOutputLink" in links
     assert "links.ClaudeBatchesPageLink" in links
 
