@@ -223,8 +223,8 @@ def create_missing_batches(manifest: Manifest, run_dir: Any, hook: Any) -> list[
                     orphan.id,
                 )
                 _record_created(record, orphan)
-                manifest.save(run_dir)
                 record_origin(manifest, record, run_dir)
+                manifest.save(run_dir)
                 continue
         record.intent_at = utcnow_iso()
         manifest.save(run_dir)
@@ -236,8 +236,9 @@ def create_missing_batches(manifest: Manifest, run_dir: Any, hook: Any) -> list[
             known_batch_ids=known,
         )
         _record_created(record, batch)
-        manifest.save(run_dir)
+        # The index entry first: once the manifest records a batch, its entry exists too.
         record_origin(manifest, record, run_dir)
+        manifest.save(run_dir)
         created.append(batch.id)
     return created
 
