@@ -88,10 +88,27 @@ def main() -> int:
         running.stop()
     if str(dag_run.state) != "success":
         return 1
-    return _report(data_dir / "support" / "ticket_labels" / f"ds={args.date}")
+    budget = getattr(dag.get_task("submit"), "max_cost_usd", None)
+    return _report(data_dir / "support" / "ticket_labels" / f"ds={args.date}", _submit_summary(dag_run), budget)
 
 
-def _report(output: Path) -> int:
+def _submit_summary(dag_run: object) -> dict[str, object]:
+    """The submit task's XCom (its manifest location, batches and cost ceiling)."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        query = XComModel.get_many(
+            run_id=dag_run.run_id,  # type: ignore[attr-defined]
+            dag_ids=DAG_ID,
+            task_ids="submit",
+            key="return_value",
+        )
+        row = session.scalars(query).first()
+        return {} if row is None else dict(XComModel.deserialize_value(row))
+
+
+def _report(output: Path, submitted: dict[str, object], budget: float | None) -> int:
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
 
@@ -109,6 +126,10 @@ def _report(output: Path) -> int:
         f"  tokens: {tokens['input_tokens']} input, {tokens['output_tokens']} output; "
         f"cost ${pc.sum(table['cost_usd']).as_py() or 0:.4f} at batch prices"
     )
+    ceiling = submitted.get("cost_ceiling_usd")
+    if isinstance(ceiling, float):
+        limit = f"; the DAG's max_cost_usd is ${budget:.2f}" if budget is not None else ""
+        print(f"  cost ceiling checked before submitting: ${ceiling:.4f}{limit}")
     sample = table.slice(0, 3).select(["ticket_id", "product", "result_type", "text"]).to_pylist()
     for row in sample:
         print(f"  {row}")
