@@ -76,8 +76,14 @@ def test_the_pipeline_runs_on_object_storage_and_reruns_cleanly(
     assert all(row.origin and row.landed and row.cost_usd is not None for row in overview.rows)
     assert any(row.origin and row.origin.round and row.cost_usd == 0 for row in overview.rows)
 
-    # A clear of the whole run: no batch is created again, the partition is replaced whole.
+    # A clear of the whole run after the raw results expired from the work directory (a
+    # lifecycle rule): no batch is created again, the results are downloaded again, and the
+    # partition is replaced whole with the same rows.
+    (raw_dir,) = {f.rsplit("/", 1)[0] for f in fs.find(f"/{root}/_claude_batch") if "/raw/" in f}
+    fs.rm(raw_dir, recursive=True)
+    downloads = emulator.emulator.calls["results"]
     dag_run = run_dag(dag)
     assert task_states(dag_run) == {"submit": "success", "wait": "success", "land": "success"}
     assert emulator.emulator.stats["batches_created"] == created
+    assert emulator.emulator.calls["results"] == downloads + created
     assert landed() == first
