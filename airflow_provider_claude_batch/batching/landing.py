@@ -109,7 +109,13 @@ def _inputs_path(run_dir: Any, record: BatchRecord, keep_columns: list[str]) -> 
             f"keep_columns {keep_columns} were asked for, but the submit task saved no input columns "
             "(input_columns=None); set input_columns on the submit operator"
         )
-    return run_dir / record.inputs_file
+    path = run_dir / record.inputs_file
+    if not path.exists():
+        raise ClaudeBatchInputError(
+            f"the input columns for keep_columns, saved at {path}, are gone (expired from the work directory?); "
+            "clear the submit task too, so that it renders them again"
+        )
+    return path
 
 
 def _input_lookup(run_dir: Any, record: BatchRecord, keep_columns: list[str]) -> pa.Table | None:

@@ -118,12 +118,15 @@ def plan_next_round(manifest: Manifest, run_dir: Any, max_retry_rounds: int) -> 
 
 def final_rounds(run_dir: Any, records: list[BatchRecord]) -> dict[str, int]:
     """For one chunk: the round each resubmitted custom_id last went out in (ids absent from
-    the result stayed in round 0)."""
+    the result stayed in round 0). Read from each round's saved results, which hold one line per
+    request sent, so re-landing needs no request file of a later round."""
     final: dict[str, int] = {}
     for record in records:
         if record.round == 0:
             continue
-        with (run_dir / record.requests_file).open("rb") as handle:
+        if record.results_file is None:
+            raise ValueError(f"{record.key} has no saved results yet")
+        with (run_dir / record.results_file).open("rb") as handle:
             for custom_id in map(request_id, filter(None, iter_file_lines(handle))):
                 final[custom_id] = max(record.round, final.get(custom_id, 0))
     return final

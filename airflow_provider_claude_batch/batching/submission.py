@@ -174,7 +174,17 @@ def reconcile(
     if existing is None:
         return fresh, False
     if existing.fingerprint == staged.fingerprint:
-        remove_tree(run_dir / staged.directory_name)
+        if _staging_lost(existing, run_dir):
+            # Same fingerprint, so the new chunk files are byte for byte the lost ones: point the
+            # earlier batches' records at them (a lifecycle rule may expire request bodies).
+            by_chunk = {record.chunk: record for record in fresh.batches}
+            for record in existing.batches:
+                if record.round == 0:
+                    record.requests_file = by_chunk[record.chunk].requests_file
+                    record.inputs_file = by_chunk[record.chunk].inputs_file
+            log.warning("The request files of an earlier try are gone; using the identical ones rendered now.")
+        else:
+            remove_tree(run_dir / staged.directory_name)
         return existing, True
     created = existing.batch_ids()
     if policy == "fail":
@@ -247,6 +257,17 @@ def _record_created(record: BatchRecord, batch: Any) -> None:
     record.batch_id = batch.id
     record.created_at = batch.created_at.isoformat()
     record.processing_status = batch.processing_status
+
+
+def _staging_lost(manifest: Manifest, run_dir: Any) -> bool:
+    """Whether a first-round request or input file the manifest names no longer exists."""
+    for record in manifest.batches:
+        if record.round != 0:
+            continue
+        for name in (record.requests_file, record.inputs_file):
+            if name and not (run_dir / name).exists():
+                return True
+    return False
 
 
 def drop_unreferenced_staging(manifest: Manifest, run_dir: Any) -> None:

@@ -76,14 +76,32 @@ def test_the_pipeline_runs_on_object_storage_and_reruns_cleanly(
     assert all(row.origin and row.landed and row.cost_usd is not None for row in overview.rows)
     assert any(row.origin and row.origin.round and row.cost_usd == 0 for row in overview.rows)
 
-    # A clear of the whole run after the raw results expired from the work directory (a
-    # lifecycle rule): no batch is created again, the results are downloaded again, and the
+    # A clear of the whole run after a lifecycle rule expired everything big from the work
+    # directory (raw results, request bodies, input columns, resubmission requests): no batch is
+    # created again, the results are downloaded again, the requests rendered again, and the
     # partition is replaced whole with the same rows.
-    (raw_dir,) = {f.rsplit("/", 1)[0] for f in fs.find(f"/{root}/_claude_batch") if "/raw/" in f}
-    fs.rm(raw_dir, recursive=True)
+    run_folder = f"/{root}/_claude_batch/{dag.dag_id}/{dag_run.run_id}/submit"
+    expired = sorted(fs.ls(run_folder, detail=False))
+    expired = [f for f in expired if f.rsplit("/", 1)[1].startswith(("raw", "requests-", "round-"))]
+    assert len(expired) >= 3
+    for folder in expired:
+        fs.rm(folder, recursive=True)
     downloads = emulator.emulator.calls["results"]
     dag_run = run_dag(dag)
     assert task_states(dag_run) == {"submit": "success", "wait": "success", "land": "success"}
     assert emulator.emulator.stats["batches_created"] == created
     assert emulator.emulator.calls["results"] == downloads + created
     assert landed() == first
+
+    # Only the transfer cleared after they expired again: its keep_columns input is gone.
+    for folder in fs.ls(run_folder, detail=False):
+        if folder.rsplit("/", 1)[1].startswith("requests-"):
+            fs.rm(folder, recursive=True)
+    from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError
+    from airflow_provider_claude_batch.batching.landing import output_schema
+    from airflow_provider_claude_batch.batching.manifest import load_manifest
+    from airflow_provider_claude_batch.workdir import as_storage_path
+
+    run_dir = as_storage_path(f"memory://{run_folder.lstrip('/')}")
+    with pytest.raises(ClaudeBatchInputError, match="are gone .*clear the submit task too"):
+        output_schema(run_dir, load_manifest(run_dir), ["q"])
