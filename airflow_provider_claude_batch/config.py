@@ -5,7 +5,11 @@ publishes (so ``airflow config list`` shows them)."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from airflow_provider_claude_batch.batching.pricing import PriceTable
 
 SECTION = "claude_batch"
 
@@ -57,3 +61,11 @@ def trigger_concurrency() -> int:
     if not value.strip().isdigit() or int(value) < 1:
         raise ValueError(f"[{SECTION}] trigger_concurrency must be a whole number of at least 1, got {value!r}")
     return int(value)
+
+
+def price_table(overrides: Mapping[str, Any] | None = None) -> PriceTable:
+    """The price table with ``[claude_batch] prices`` applied, then an operator's ``overrides``."""
+    # Imported here: the hook imports this module, and the triggerer needs no pyarrow.
+    from airflow_provider_claude_batch.batching.pricing import PriceTable
+
+    return PriceTable.load(setting("prices"), overrides)

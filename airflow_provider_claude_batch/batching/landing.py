@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -103,26 +103,31 @@ def _kept(keep_columns: list[str]) -> list[str]:
     return [CUSTOM_ID_COLUMN, *[c for c in keep_columns if c != CUSTOM_ID_COLUMN]]
 
 
-def _inputs_path(run_dir: Any, record: BatchRecord, keep_columns: list[str]) -> Any:
+@contextmanager
+def _open_inputs(run_dir: Any, record: BatchRecord, keep_columns: list[str]) -> Iterator[IO[bytes]]:
+    """The chunk's saved input columns, open for reading."""
     if record.inputs_file is None:
         raise ClaudeBatchInputError(
             f"keep_columns {keep_columns} were asked for, but the submit task saved no input columns "
             "(input_columns=None); set input_columns on the submit operator"
         )
     path = run_dir / record.inputs_file
-    if not path.exists():
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
         raise ClaudeBatchInputError(
             f"the input columns for keep_columns, saved at {path}, are gone (expired from the work directory?); "
             "clear the submit task too, so that it renders them again"
-        )
-    return path
+        ) from None
+    with handle:
+        yield handle
 
 
 def _input_lookup(run_dir: Any, record: BatchRecord, keep_columns: list[str]) -> pa.Table | None:
     """custom_id and the kept input columns of one chunk (checked by :func:`output_schema`)."""
     if not keep_columns:
         return None
-    with _inputs_path(run_dir, record, keep_columns).open("rb") as handle:
+    with _open_inputs(run_dir, record, keep_columns) as handle:
         return pq.read_table(handle, columns=_kept(keep_columns))
 
 
@@ -136,7 +141,7 @@ def output_schema(
     if not keep_columns or not manifest.batches:
         return schema
     rename = rename or {}
-    with _inputs_path(run_dir, manifest.batches[0], keep_columns).open("rb") as handle:
+    with _open_inputs(run_dir, manifest.batches[0], keep_columns) as handle:
         saved = pq.read_schema(handle)
     missing = [c for c in keep_columns if c not in saved.names]
     if missing:

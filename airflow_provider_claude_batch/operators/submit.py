@@ -12,7 +12,6 @@ from airflow_provider_claude_batch.batching import limits
 from airflow_provider_claude_batch.batching.chunks import ChunkLimits
 from airflow_provider_claude_batch.batching.errors import ClaudeBatchBudgetError, ClaudeBatchInputError
 from airflow_provider_claude_batch.batching.manifest import load_manifest, manifest_exists
-from airflow_provider_claude_batch.batching.pricing import PriceTable
 from airflow_provider_claude_batch.batching.requests import TEXT_COLUMN, RequestSpec
 from airflow_provider_claude_batch.batching.storage import remove_tree
 from airflow_provider_claude_batch.batching.submission import (
@@ -24,7 +23,7 @@ from airflow_provider_claude_batch.batching.submission import (
     reconcile,
     stage_requests,
 )
-from airflow_provider_claude_batch.config import setting
+from airflow_provider_claude_batch.config import price_table
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 from airflow_provider_claude_batch.links import (
     ClaudeBatchConsoleLink,
@@ -211,9 +210,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         # The budget guards new work only: re-attaching to batches of the same input bills nothing.
         new_work = existing is None or existing.fingerprint != staged.fingerprint
         try:
-            ceiling = check_budget(
-                staged, PriceTable.load(setting("prices"), self.prices), self.max_cost_usd if new_work else None
-            )
+            ceiling = check_budget(staged, price_table(self.prices), self.max_cost_usd if new_work else None)
         except ClaudeBatchBudgetError:
             remove_tree(run_dir / staged.directory_name)
             raise

@@ -18,12 +18,11 @@ from airflow_provider_claude_batch.batching.landing import (
     write_parts,
 )
 from airflow_provider_claude_batch.batching.manifest import Manifest
-from airflow_provider_claude_batch.batching.pricing import PriceTable
 from airflow_provider_claude_batch.batching.progress import batch_state
 from airflow_provider_claude_batch.batching.rounds import plan_next_round
 from airflow_provider_claude_batch.batching.storage import atomic_writer, remove_tree, replace_tree
 from airflow_provider_claude_batch.batching.submission import create_missing_batches
-from airflow_provider_claude_batch.config import setting
+from airflow_provider_claude_batch.config import price_table
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 from airflow_provider_claude_batch.links import ClaudeBatchOutputLink
 from airflow_provider_claude_batch.sensors.batch import DEFAULT_TIMEOUT_SECONDS
@@ -205,7 +204,7 @@ class ClaudeBatchToParquetOperator(BaseOperator):
                 staged,
                 keep_columns=keep_columns,
                 rename=rename,
-                prices=PriceTable.load(setting("prices"), self.prices),
+                prices=price_table(self.prices),
                 row_group_size=self.row_group_size,
                 compression=self.compression,
             )
