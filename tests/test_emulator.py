@@ -12,6 +12,7 @@ import pytest
 from anthropic.types.messages import MessageBatchIndividualResponse
 
 from airflow_provider_claude_batch.testing import EMULATOR_TAG, Fault, RunningEmulator
+from airflow_provider_claude_batch.testing.federation import FederationRule
 from tests.helpers import TEST_API_KEY, make_requests
 
 
@@ -332,3 +333,132 @@ def test_command_line_server() -> None:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_models_list_and_retrieve_parse_strictly(client: anthropic.Anthropic) -> None:
+    first = client.models.list(limit=2)
+    assert [m.id for m in first.data] == ["claude-opus-4-6", "claude-sonnet-4-6"]
+    assert first.has_more and first.last_id == "claude-sonnet-4-6"
+    every = [m.id for m in client.models.list(limit=2)]  # the SDK follows after_id
+    assert len(every) == len(set(every)) > 2
+    assert "claude-haiku-4-5-20251001" in every
+    assert client.models.retrieve("claude-haiku-4-5").id == "claude-haiku-4-5-20251001"
+    with pytest.raises(anthropic.NotFoundError) as missing:
+        client.models.retrieve("claude-nonexistent-1")
+    assert missing.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
+
+
+def test_models_need_authentication(emulator: RunningEmulator) -> None:
+    answer = httpx.get(f"{emulator.base_url}/v1/models", headers={"anthropic-version": "2023-06-01"})
+    assert answer.status_code == 401 and answer.json()["error"]["type"] == "authentication_error"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "error_type"),
+    [
+        ("GET", "/v1/no/such/route", 404, "not_found_error"),
+        ("POST", "/v1/messages", 404, "not_found_error"),
+        ("PUT", "/v1/messages/batches", 405, "invalid_request_error"),
+        ("PATCH", "/v1/models", 405, "invalid_request_error"),
+    ],
+)
+def test_unknown_routes_and_methods_answer_in_the_api_error_shape(
+    emulator: RunningEmulator, method: str, path: str, status: int, error_type: str
+) -> None:
+    answer = httpx.request(method, f"{emulator.base_url}{path}", headers={"x-api-key": TEST_API_KEY})
+    assert answer.status_code == status
+    body = answer.json()
+    assert set(body) == {"type", "error", "request_id"} and body["type"] == "error"
+    assert body["error"]["type"] == error_type and path in body["error"]["message"]
+    assert answer.headers["request-id"] == body["request_id"] and body["request_id"].startswith("req_")
+
+
+def test_the_sdk_raises_its_typed_error_for_an_unknown_route(client: anthropic.Anthropic) -> None:
+    with pytest.raises(anthropic.NotFoundError) as raised:
+        client.get("/v1/not-a-route", cast_to=object)
+    assert raised.value.request_id is not None
+
+
+def test_a_malformed_query_is_an_invalid_request(emulator: RunningEmulator) -> None:
+    answer = httpx.get(
+        f"{emulator.base_url}/v1/messages/batches",
+        params={"limit": "many"},
+        headers={"x-api-key": TEST_API_KEY, "anthropic-version": "2023-06-01"},
+    )
+    assert answer.status_code == 400
+    assert answer.json()["error"] == {
+        "type": "invalid_request_error",
+        "message": answer.json()["error"]["message"],
+    } and answer.json()["error"]["message"].startswith("limit:")
+
+
+def test_every_401_has_its_own_request_id(emulator: RunningEmulator) -> None:
+    url = f"{emulator.base_url}/v1/messages/batches"
+    answers = [httpx.get(url, headers={"x-api-key": "wrong-test-key"}) for _ in range(3)]
+    answers.append(httpx.get(url))
+    ids = [a.headers["request-id"] for a in answers]
+    assert all(a.status_code == 401 for a in answers)
+    assert [a.json()["request_id"] for a in answers] == ids
+    assert len(set(ids)) == len(ids)
+
+
+IDENTITY_TOKEN = "eyJhbGciOiJSUzI1NiJ9.test-identity.sig"
+
+
+def _federated_client(emulator: RunningEmulator, identity_token: str, **overrides: str) -> anthropic.Anthropic:
+    from anthropic.lib.credentials import WorkloadIdentityCredentials
+
+    rule = emulator.emulator.config.federation
+    credentials = WorkloadIdentityCredentials(
+        identity_token_provider=lambda: identity_token,
+        federation_rule_id=overrides.get("rule", rule.rule_id),
+        organization_id=rule.organization_id,
+        workspace_id=overrides.get("workspace"),
+    )
+    return anthropic.Anthropic(credentials=credentials, base_url=emulator.base_url, max_retries=0)
+
+
+def test_federated_token_exchange_then_bearer_calls(emulator: RunningEmulator) -> None:
+    from anthropic.lib.credentials import WorkloadIdentityError
+
+    emulator.emulator.config.federation = FederationRule(trusted_identity_tokens=frozenset({IDENTITY_TOKEN}))
+    client = _federated_client(emulator, IDENTITY_TOKEN, workspace="wrkspc_fed")
+    batch = client.messages.batches.create(requests=make_requests(1))  # type: ignore[arg-type]
+    assert [b.id for b in client.messages.batches.list()] == [batch.id]
+    # One exchange serves many calls (the SDK caches the token); the token is workspace-bound.
+    assert emulator.emulator.stats["token_exchanges"] == 1
+    keyed = anthropic.Anthropic(
+        api_key=TEST_API_KEY, base_url=emulator.base_url, default_headers={"anthropic-workspace-id": "wrkspc_fed"}
+    )
+    assert [b.id for b in keyed.messages.batches.list()] == [batch.id]
+
+    with pytest.raises(WorkloadIdentityError) as untrusted:
+        _federated_client(emulator, "eyJ.untrusted.sig").messages.batches.list()
+    assert untrusted.value.status_code == 401 and "untrusted" not in str(untrusted.value)
+    with pytest.raises(WorkloadIdentityError):
+        _federated_client(emulator, IDENTITY_TOKEN, rule="fdrl_other").messages.batches.list()
+    assert emulator.emulator.stats["token_exchange_failures"] >= 2
+    assert emulator.emulator.stats["token_exchanges"] == 1  # no token for either
+
+
+def test_an_expired_or_unflagged_access_token_is_refused(emulator: RunningEmulator) -> None:
+    emulator.emulator.config.federation = FederationRule(trusted_identity_tokens=frozenset({IDENTITY_TOKEN}))
+    base = emulator.base_url
+    minted = httpx.post(
+        f"{base}/v1/oauth/token",
+        json={
+            "grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer",
+            "assertion": IDENTITY_TOKEN,
+            "federation_rule_id": "fdrl_emulator",
+            "organization_id": emulator.emulator.config.federation.organization_id,
+        },
+    )
+    assert minted.status_code == 200 and minted.json()["token_type"] == "Bearer"
+    token = minted.json()["access_token"]
+    headers = {"authorization": f"Bearer {token}", "anthropic-version": "2023-06-01"}
+    no_beta = httpx.get(f"{base}/v1/messages/batches", headers=headers)
+    assert no_beta.status_code == 401 and "oauth-2025-04-20" in no_beta.text
+    headers["anthropic-beta"] = "oauth-2025-04-20"
+    assert httpx.get(f"{base}/v1/messages/batches", headers=headers).status_code == 200
+    emulator.emulator.advance(minted.json()["expires_in"] + 1)
+    assert httpx.get(f"{base}/v1/messages/batches", headers=headers).status_code == 401

@@ -27,14 +27,25 @@ from typing import Any
 import msgspec
 import uvicorn
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from airflow_provider_claude_batch.batching import limits
+from airflow_provider_claude_batch.testing.federation import (
+    OAUTH_API_BETA,
+    TOKEN_PREFIX,
+    FederationError,
+    FederationRule,
+    TokenIssuer,
+)
+from airflow_provider_claude_batch.testing.models_catalog import find_model, models_page
+from airflow_provider_claude_batch.testing.pagination import cursor_page, list_body
 
 DEFAULT_API_KEY = "emulator-key"
 EMULATOR_TAG = "[claude-batch emulator]"
 
-ENDPOINTS = ("create", "retrieve", "list", "cancel", "delete", "results")
+ENDPOINTS = ("create", "retrieve", "list", "cancel", "delete", "results", "models")
 
 _ERROR_STATUS = {
     "invalid_request_error": 400,
@@ -81,6 +92,10 @@ def _rfc3339(moment: datetime | None) -> str | None:
     if moment is None:
         return None
     return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _batch_id(batch: _Batch) -> str:
+    return batch.id
 
 
 def _stable_int(*parts: object) -> int:
@@ -155,6 +170,8 @@ class EmulatorConfig:
     expired_fraction: float = 0.0
     #: Replies are ``reply_chars`` characters long, or drawn from this range by hash.
     reply_chars: tuple[int, int] | None = None
+    #: Workload identity federation: the rule ``POST /v1/oauth/token`` exchanges against.
+    federation: FederationRule = field(default_factory=FederationRule)
 
 
 @dataclass
@@ -242,10 +259,12 @@ class Emulator:
         self.calls: Counter[str] = Counter()
         self.stats: Counter[str] = Counter()
         self.base_url: str | None = None
+        self.tokens = TokenIssuer()
 
     # ----------------------------------------------------------------- test controls
     def reset(self) -> None:
         with self._lock:
+            self.tokens.reset()
             self._batches.clear()
             self._faults.clear()
             self._scripted_outcomes.clear()
@@ -463,24 +482,8 @@ class Emulator:
             newest_first = [b for b in reversed(self._batches.values()) if not b.deleted and b.workspace == workspace]
             for batch in newest_first:
                 batch.settle(now, self.config, self._resolve)
-            ids = [b.id for b in newest_first]
-            if after_id is not None:
-                start = ids.index(after_id) + 1 if after_id in ids else len(ids)
-                page = newest_first[start : start + limit]
-                has_more = start + limit < len(ids)
-            elif before_id is not None:
-                stop = ids.index(before_id) if before_id in ids else 0
-                page = newest_first[max(0, stop - limit) : stop]
-                has_more = stop - limit > 0
-            else:
-                page = newest_first[:limit]
-                has_more = limit < len(ids)
-            return {
-                "data": [self._batch_json(b) for b in page],
-                "has_more": has_more,
-                "first_id": page[0].id if page else None,
-                "last_id": page[-1].id if page else None,
-            }
+            page, has_more = cursor_page(newest_first, _batch_id, limit, after_id, before_id)
+            return list_body(page, _batch_id, has_more, self._batch_json)
 
     def results_lines(self, batch_id: str, workspace: str | None) -> Iterable[bytes]:
         """The results JSONL of an ended batch, one line at a time (not in request order)."""
@@ -609,12 +612,17 @@ def create_app(emulator: Emulator) -> FastAPI:
     """The FastAPI application serving ``emulator``."""
     app = FastAPI(title="Claude Message Batches API emulator", docs_url=None, redoc_url=None, openapi_url=None)
 
-    def authenticate(request: Request) -> tuple[str | None, str]:
-        request_id = f"req_emu{secrets.token_hex(8)}"
+    def new_request_id() -> str:
+        return f"req_emu{secrets.token_hex(8)}"
+
+    def authenticate(request: Request) -> str | None:
+        """The workspace a request acts in, once its credentials pass (else a 401)."""
         key = request.headers.get("x-api-key")
         authorization = request.headers.get("authorization", "")
         if key is None and authorization.lower().startswith("bearer "):
             key = authorization[7:].strip()
+            if key.startswith(TOKEN_PREFIX):
+                return authenticate_access_token(request, key)
         if not key:
             emulator.stats["auth_failures"] += 1
             raise EmulatorHTTPError(401, "x-api-key header is required", error_type="authentication_error")
@@ -623,15 +631,34 @@ def create_app(emulator: Emulator) -> FastAPI:
             raise EmulatorHTTPError(401, "invalid x-api-key", error_type="authentication_error")
         if not request.headers.get("anthropic-version"):
             raise EmulatorHTTPError(400, "anthropic-version: header is required")
-        return request.headers.get("anthropic-workspace-id"), request_id
+        return request.headers.get("anthropic-workspace-id")
+
+    def authenticate_access_token(request: Request, token: str) -> str | None:
+        """A federated access token acts in the workspace it was minted for, with the OAuth beta."""
+        valid, workspace = emulator.tokens.workspace_of(token, emulator.clock.now())
+        if not valid:
+            emulator.stats["auth_failures"] += 1
+            raise EmulatorHTTPError(401, "invalid or expired access token", error_type="authentication_error")
+        flags = {flag.strip() for flag in request.headers.get("anthropic-beta", "").split(",")}
+        if OAUTH_API_BETA not in flags:
+            emulator.stats["auth_failures"] += 1
+            raise EmulatorHTTPError(
+                401,
+                f"OAuth authentication needs the anthropic-beta {OAUTH_API_BETA}",
+                error_type="authentication_error",
+            )
+        if not request.headers.get("anthropic-version"):
+            raise EmulatorHTTPError(400, "anthropic-version: header is required")
+        emulator.stats["token_requests"] += 1
+        return workspace
 
     async def handle(endpoint: str, request: Request, operation: Callable[[str | None, Fault | None], Any]) -> Response:
         emulator.calls[endpoint] += 1
         # results_url must point back at whatever address the client used to reach us.
         emulator.base_url = str(request.base_url).rstrip("/")
-        request_id = "req_emu_unauthenticated"
+        request_id = new_request_id()  # every answer has its own, failures included
         try:
-            workspace, request_id = authenticate(request)
+            workspace = authenticate(request)
             if emulator.config.latency_seconds:
                 await asyncio.sleep(emulator.config.latency_seconds)
             fault = emulator.take_fault(endpoint)
@@ -695,6 +722,63 @@ def create_app(emulator: Emulator) -> FastAPI:
 
         return await handle("results", request, stream)
 
+    @app.get("/v1/models")
+    async def list_models(
+        request: Request, limit: int = 20, after_id: str | None = None, before_id: str | None = None
+    ) -> Response:
+        def page(_ws: str | None, _fault: Fault | None) -> dict[str, Any]:
+            if not 1 <= limit <= limits.LIST_PAGE_MAX:
+                raise EmulatorHTTPError(400, f"limit: Input should be between 1 and {limits.LIST_PAGE_MAX}")
+            return models_page(limit, after_id, before_id)
+
+        return await handle("models", request, page)
+
+    @app.get("/v1/models/{model_id}")
+    async def retrieve_model(model_id: str, request: Request) -> Response:
+        def one(_ws: str | None, _fault: Fault | None) -> dict[str, Any]:
+            found = find_model(model_id)
+            if found is None:
+                raise EmulatorHTTPError(404, f"model: {model_id}")
+            return found
+
+        return await handle("models", request, one)
+
+    @app.post("/v1/oauth/token")
+    async def exchange_token(request: Request) -> Response:
+        """Workload identity federation's token exchange (no API key: the assertion is the credential)."""
+        emulator.calls["token"] += 1
+        request_id = new_request_id()
+        headers = {"request-id": request_id}
+        try:
+            body = _json_decoder.decode(await request.body())
+        except msgspec.DecodeError:
+            body = None
+        try:
+            with emulator._lock:
+                answer = emulator.tokens.exchange(body, emulator.config.federation, emulator.clock.now())
+        except FederationError as exc:
+            emulator.stats["token_exchange_failures"] += 1
+            return JSONResponse(status_code=exc.status, content=exc.body(), headers=headers)
+        emulator.stats["token_exchanges"] += 1
+        return JSONResponse(content=answer, headers=headers)
+
+    # Routes and methods the API does not have answer in its error shape, not FastAPI's.
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        error_type = _STATUS_ERROR.get(exc.status_code, "invalid_request_error")
+        message = f"{exc.detail}: {request.method} {request.url.path}"
+        response = _error_response(EmulatorHTTPError(exc.status_code, message, error_type=error_type), new_request_id())
+        if exc.headers:
+            response.headers.update(exc.headers)  # e.g. the ``allow`` header of a 405
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(part) for part in first.get("loc", ()) if part not in ("query", "path", "body"))
+        message = f"{where}: {first.get('msg', 'invalid request')}" if where else "invalid request"
+        return _error_response(EmulatorHTTPError(400, message), new_request_id())
+
     # ------------------------------------------------------------- control plane
     @app.get("/_emulator/state")
     async def control_state() -> dict[str, Any]:
@@ -721,7 +805,13 @@ def create_app(emulator: Emulator) -> FastAPI:
         for name, value in (await request.json()).items():
             if not hasattr(emulator.config, name):
                 raise ValueError(f"unknown emulator setting {name!r}")
-            setattr(emulator.config, name, tuple(value) if name == "reply_chars" and value else value)
+            if name == "reply_chars" and value:
+                value = tuple(value)
+            elif name == "federation":
+                value = FederationRule(
+                    **{**value, "trusted_identity_tokens": frozenset(value.get("trusted_identity_tokens", ()))}
+                )
+            setattr(emulator.config, name, value)
         return {"ok": True}
 
     @app.post("/_emulator/reset")
