@@ -6,6 +6,8 @@ never contain an API key.
 
 from __future__ import annotations
 
+import anthropic
+
 from airflow_provider_claude_batch.batching.errors import (
     ClaudeBatchError,
     ClaudeBatchInputError,
@@ -17,6 +19,7 @@ __all__ = [
     "ClaudeBatchAuthError",
     "ClaudeBatchCreateAmbiguousError",
     "ClaudeBatchError",
+    "ClaudeBatchFederationError",
     "ClaudeBatchInputError",
     "ClaudeBatchManifestError",
     "ClaudeBatchNotFoundError",
@@ -34,6 +37,15 @@ class ClaudeBatchAPIError(ClaudeBatchError):
 
 class ClaudeBatchAuthError(ClaudeBatchAPIError):
     """The API key is missing or was rejected (401/403)."""
+
+
+class ClaudeBatchFederationError(ClaudeBatchAuthError, anthropic.AnthropicError):
+    """A connection's identity token could not be exchanged for an access token.
+
+    Also an ``AnthropicError`` because it is raised inside the SDK's request (where the SDK
+    fetches tokens): the SDK passes its own errors through, but would wrap any other one as
+    a connection error and retry it, and a create would then look ambiguous.
+    """
 
 
 class ClaudeBatchNotFoundError(ClaudeBatchAPIError):

@@ -75,10 +75,35 @@ def get_provider_info() -> dict[str, Any]:
                         "description": "Extra link URL; fields {batch_id} and {workspace_id}. Default: "
                         "https://console.anthropic.com/workspaces/{workspace_id}/batches/{batch_id}",
                     },
+                    # Keyless: workload identity federation (leave the API key empty). None is a secret.
+                    "federation_rule_id": {
+                        "label": "Federation rule ID (keyless)",
+                        "schema": {"type": ["string", "null"]},
+                        "description": "Workload identity federation instead of an API key: the rule that "
+                        "trusts this deployment's identity tokens.",
+                    },
+                    "organization_id": {
+                        "label": "Organization ID (keyless)",
+                        "schema": {"type": ["string", "null"]},
+                        "description": "The organization's UUID; needed with a federation rule.",
+                    },
+                    "service_account_id": {
+                        "label": "Service account ID (keyless, optional)",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "identity_token_file": {
+                        "label": "Identity token file (keyless)",
+                        "schema": {"type": ["string", "null"]},
+                        "description": "Path of the OIDC token the platform rotates, e.g. a Kubernetes projected "
+                        "service account token. Default: $ANTHROPIC_IDENTITY_TOKEN_FILE.",
+                    },
                 },
                 "ui-field-behaviour": {
                     "hidden-fields": ["login", "schema", "port"],
-                    "relabeling": {"host": "Base URL (optional)", "password": "API key"},
+                    "relabeling": {
+                        "host": "Base URL (optional)",
+                        "password": "API key (empty with workload identity federation)",
+                    },
                     "placeholders": {"host": "https://api.anthropic.com"},
                 },
             }

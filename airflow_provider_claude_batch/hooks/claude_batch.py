@@ -38,6 +38,11 @@ from airflow_provider_claude_batch.exceptions import (
     ClaudeBatchCreateAmbiguousError,
     ClaudeBatchNotFoundError,
 )
+from airflow_provider_claude_batch.hooks.credentials import (
+    FEDERATION_EXTRAS,
+    FederationSettings,
+    federated_credentials,
+)
 
 try:  # anthropic >= 2 ships its own fork of httpx
     import httpx2 as _httpx
@@ -89,6 +94,8 @@ class ClaudeBatchSettings:
     max_retries: int = 2
     anthropic_beta: str | None = None
     console_url_template: str | None = None
+    #: Workload identity federation instead of an API key (see ``hooks/credentials.py``).
+    federation: FederationSettings | None = None
 
     @classmethod
     def from_connection(cls, conn: Any) -> ClaudeBatchSettings:
@@ -100,9 +107,14 @@ class ClaudeBatchSettings:
             host = f"{host}:{conn.port}"
         timeout = _extra(extra, "timeout")
         max_retries = _extra(extra, "max_retries")
+        federation = FederationSettings.from_extras(
+            conn.conn_id, {name: _extra(extra, name) for name in FEDERATION_EXTRAS}
+        )
+        # A connection set up for federation does not fall back to a key from the environment.
+        fallback_key = None if federation else os.environ.get("ANTHROPIC_API_KEY")
         return cls(
             conn_id=conn.conn_id,
-            api_key=conn.password or os.environ.get("ANTHROPIC_API_KEY") or None,
+            api_key=conn.password or fallback_key or None,
             base_url=host,
             workspace_id=_extra(extra, "workspace_id"),
             default_model=_extra(extra, "default_model"),
@@ -110,9 +122,12 @@ class ClaudeBatchSettings:
             max_retries=int(max_retries) if max_retries is not None else 2,
             anthropic_beta=_extra(extra, "anthropic_beta"),
             console_url_template=_extra(extra, "console_url_template"),
+            federation=federation,
         )
 
     def client_kwargs(self) -> dict[str, Any]:
+        if not self.api_key and self.federation is not None:
+            return self._federated_client_kwargs()
         if not self.api_key:
             raise ClaudeBatchAuthError(
                 f"Connection {self.conn_id!r} has no API key: put it in the connection's password "
@@ -133,9 +148,31 @@ class ClaudeBatchSettings:
             kwargs["base_url"] = self.base_url
         return kwargs
 
+    def _federated_client_kwargs(self) -> dict[str, Any]:
+        """Keyless: the SDK exchanges the identity token; the workspace is the token's own."""
+        assert self.federation is not None
+        headers = {"anthropic-beta": self.anthropic_beta} if self.anthropic_beta else {}
+        kwargs: dict[str, Any] = {
+            "credentials": federated_credentials(self.conn_id, self.federation, self.workspace_id),
+            "timeout": self.timeout,
+            "max_retries": self.max_retries,
+            "default_headers": headers,
+        }
+        if self.base_url:
+            kwargs["base_url"] = self.base_url
+        return kwargs
+
     def cache_key(self) -> tuple[Any, ...]:
         key_digest = hashlib.sha256((self.api_key or "").encode()).hexdigest()
-        return (self.conn_id, key_digest, self.base_url, self.workspace_id, self.anthropic_beta, self.timeout)
+        return (
+            self.conn_id,
+            key_digest,
+            self.base_url,
+            self.workspace_id,
+            self.anthropic_beta,
+            self.timeout,
+            self.federation,
+        )
 
 
 class _SharedAsyncClients:
@@ -226,7 +263,9 @@ class ClaudeBatchHook(BaseHook):
     :param claude_batch_conn_id: Airflow connection of type ``claude_batch``. The API key is
         its password (``ANTHROPIC_API_KEY`` is used only when it has none); the host, when
         set, is the base URL; extras: ``workspace_id``, ``default_model``, ``timeout``,
-        ``max_retries``, ``anthropic_beta``, ``console_url_template``.
+        ``max_retries``, ``anthropic_beta``, ``console_url_template``. Without a key, the extras
+        ``federation_rule_id``, ``organization_id`` (and optionally ``service_account_id``,
+        ``identity_token_file``) sign in with workload identity federation instead.
     :param create_attempts: how many times a create that was rejected (429/529) or failed
         without creating anything is sent, in all.
     :param retry_backoff: first wait between create attempts, in seconds (doubles, capped
