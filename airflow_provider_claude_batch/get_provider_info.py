@@ -36,6 +36,9 @@ def get_provider_info() -> dict[str, Any]:
                 "python-module": f"{_PACKAGE}.transfers.batch_to_parquet",
             }
         ],
+        "task-decorators": [
+            {"name": "claude_batch", "class-name": f"{_PACKAGE}.decorators.claude_batch.claude_batch_task"}
+        ],
         "extra-links": [
             f"{_PACKAGE}.links.ClaudeBatchConsoleLink",
             f"{_PACKAGE}.links.ClaudeBatchesPageLink",

@@ -1,0 +1,164 @@
+"""``@task.claude_batch``: a function returning rows (or prompts) becomes submit, wait and land.
+
+Design: one task, not a group of three. The decorated operator *is* the submit operator
+(so it renders, budgets, chunks and re-attaches exactly like it), and after submitting it
+lands through the transfer operator's code, which defers to the triggerer while any batch
+is open and resubmits transient failures in rounds. Why one task:
+
+* ``@task.claude_batch(...)(...)`` and ``.expand(...)`` then behave like any TaskFlow task:
+  one mapped task per input, one XCom (the landing summary) to pass on.
+* The wait holds no worker slot (it is a deferral, like the sensor's), and everything
+  that must survive a retry lives in the manifest, so a retry of the whole task calls the
+  function again, finds the same fingerprint and re-attaches instead of billing twice.
+* The cost of fusing: the steps cannot be cleared one by one. Use the three operators
+  when a pipeline needs that (or a sensor timeout separate from the landing's).
+
+Invariants: the function runs once per try, in ``execute`` and never on resume from a
+deferral; a resume only lands (the manifest's location is derived from the task instance,
+because ``dag.test()`` drops the kwargs given to ``defer``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from airflow.sdk.bases.decorator import DecoratedOperator, TaskDecorator, determine_kwargs, task_decorator_factory
+from airflow.sdk.definitions._internal.types import SET_DURING_EXECUTION
+from airflow.sdk.definitions.context import context_merge
+
+from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError
+from airflow_provider_claude_batch.batching.landing import keep_columns_spec
+from airflow_provider_claude_batch.operators.submit import ClaudeBatchSubmitOperator, _Literal
+from airflow_provider_claude_batch.sensors.batch import DEFAULT_TIMEOUT_SECONDS
+from airflow_provider_claude_batch.transfers.batch_to_parquet import ClaudeBatchToParquetOperator
+from airflow_provider_claude_batch.workdir import as_storage_path, run_directory
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+class _ClaudeBatchDecoratedOperator(DecoratedOperator, ClaudeBatchSubmitOperator):
+    """Calls the function for its rows, submits them, waits deferred and lands them as Parquet.
+
+    :param destination: output folder (templated); default ``output/`` in the task's work
+        directory.
+    :param keep_columns, row_group_size, compression, max_retry_rounds, poll_interval,
+        wait_timeout, deferrable: as on :class:`ClaudeBatchToParquetOperator`.
+
+    Every other argument is the submit operator's. Returns the landing summary (destination,
+    rows per outcome, tokens, cost) plus the manifest's location and the batch ids.
+    """
+
+    template_fields: Sequence[str] = (
+        *DecoratedOperator.template_fields,
+        *(f for f in ClaudeBatchSubmitOperator.template_fields if f != "source"),
+        "destination",
+        "keep_columns",
+    )
+    template_fields_renderers: ClassVar[dict[str, str]] = {
+        **DecoratedOperator.template_fields_renderers,
+        **ClaudeBatchSubmitOperator.template_fields_renderers,
+    }
+    custom_operator_name: str = "@task.claude_batch"
+    operator_extra_links: tuple[Any, ...] = (
+        *ClaudeBatchSubmitOperator.operator_extra_links,
+        *ClaudeBatchToParquetOperator.operator_extra_links,
+    )
+
+    def __init__(
+        self,
+        *,
+        python_callable: Callable[..., Any],
+        op_args: Collection[Any] | None = None,
+        op_kwargs: Mapping[str, Any] | None = None,
+        destination: str | None = None,
+        keep_columns: list[str] | dict[str, str] | None = None,
+        row_group_size: int = 65_536,
+        compression: str = "zstd",
+        max_retry_rounds: int = 2,
+        poll_interval: float = 60.0,
+        wait_timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        deferrable: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        if "source" in kwargs:
+            raise TypeError("@task.claude_batch takes its rows from the function's return value, not source=")
+        super().__init__(
+            python_callable=python_callable,
+            op_args=op_args,
+            op_kwargs=op_kwargs,
+            source=SET_DURING_EXECUTION,
+            **kwargs,
+        )
+        self.destination = destination
+        self.keep_columns = keep_columns
+        self.landing: dict[str, Any] = {
+            "row_group_size": row_group_size,
+            "compression": compression,
+            "max_retry_rounds": max_retry_rounds,
+            "poll_interval": poll_interval,
+            "wait_timeout": wait_timeout,
+            "deferrable": deferrable,
+        }
+        self.output_link: str | None = None
+        # Wrong landing arguments fail when the DAG is parsed, as on the transfer operator.
+        if isinstance(keep_columns, (list, dict)):
+            keep_columns_spec(keep_columns)
+        if max_retry_rounds < 0:
+            raise ValueError(f"max_retry_rounds must be >= 0, got {max_retry_rounds}")
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        context_merge(context, self.op_kwargs)
+        kwargs = determine_kwargs(self.python_callable, self.op_args, context)
+        rows = self.python_callable(*self.op_args, **kwargs)
+        if rows is None:
+            raise ClaudeBatchInputError(
+                f"The @task.claude_batch function {self.python_callable.__name__}() returned None: return the rows "
+                "(a list of prompts or dicts, a DataFrame) or a file/folder path of them."
+            )
+        self.source = rows if isinstance(rows, str) else _Literal(rows)
+        submitted = super().execute(context)  # the submit operator's execute (DecoratedOperator has none)
+        self.log.info("Submitted; landing (deferring while batches are open).")
+        return self._land(context, submitted["manifest"], lambda lander: lander.execute(context))
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        """Resumed by the trigger: land (possibly deferring again for resubmitted requests)."""
+        ti = context["ti"]
+        manifest = run_directory(self.work_dir, ti.dag_id, ti.run_id, ti.task_id, ti.map_index) / "manifest.json"
+        return self._land(context, str(manifest), lambda lander: lander.execute_complete(context, event))
+
+    def _land(
+        self, context: Context, manifest: str, step: Callable[[ClaudeBatchToParquetOperator], dict[str, Any]]
+    ) -> dict[str, Any]:
+        destination = self.destination or str(as_storage_path(manifest).parent / "output")
+        lander = self._lander(destination, manifest)
+        landed = step(lander)
+        self.output_link = lander.output_link
+        summary = dict(landed)
+        summary["manifest"] = manifest
+        return summary
+
+    def _lander(self, destination: str, manifest: str | None = None) -> ClaudeBatchToParquetOperator:
+        """The landing step, built on the fly (not part of the DAG): its defers name this task's
+        ``execute_complete``, which builds it again."""
+        return ClaudeBatchToParquetOperator(
+            task_id=f"{self.task_id}__land",
+            manifest=manifest,
+            destination=destination,
+            keep_columns=self.keep_columns,
+            prices=self.prices,
+            claude_batch_conn_id=self.claude_batch_conn_id,
+            outlets=list(self.outlets or []),
+            **self.landing,
+        )
+
+
+def claude_batch_task(python_callable: Callable[..., Any] | None = None, **kwargs: Any) -> TaskDecorator:
+    """``@task.claude_batch(prompt=..., model=..., destination=...)``: see
+    :class:`_ClaudeBatchDecoratedOperator`. Registered with Airflow under ``task-decorators``."""
+    return task_decorator_factory(
+        python_callable=python_callable,
+        decorated_operator_class=_ClaudeBatchDecoratedOperator,
+        **kwargs,
+    )
