@@ -93,6 +93,8 @@ class Manifest:
     updated_at: str = field(default_factory=utcnow_iso)
     version: int = MANIFEST_VERSION
     notes: list[str] = field(default_factory=list)
+    #: Where the rows came from (a path/URI or an Asset's URI; ``None`` for in-memory rows): lineage.
+    source: str | None = None
 
     # ------------------------------------------------------------------ queries
     def batch_ids(self) -> list[str]:

@@ -135,6 +135,7 @@ class _ClaudeBatchDecoratedOperator(DecoratedOperator, ClaudeBatchSubmitOperator
         lander = self._lander(destination, manifest)
         landed = step(lander)
         self.output_link = lander.output_link
+        self.lineage = lander.lineage  # the function's source (when a path) in, the Parquet out
         summary = dict(landed)
         summary["manifest"] = manifest
         return summary

@@ -25,6 +25,7 @@ from airflow_provider_claude_batch.batching.submission import (
 )
 from airflow_provider_claude_batch.config import price_table
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+from airflow_provider_claude_batch.lineage import LineageRecord, operator_lineage, source_location
 from airflow_provider_claude_batch.links import (
     ClaudeBatchConsoleLink,
     ClaudeBatchesPageLink,
@@ -162,6 +163,11 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         self.claude_batch_conn_id = claude_batch_conn_id
         self.console_link: str | None = None
         self.batches_page_link: str | None = None
+        self.lineage: LineageRecord | None = None
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the source dataset read, with its row count (see ``lineage.py``)."""
+        return operator_lineage(self.lineage or LineageRecord())
 
     def _source_value(self) -> Any:
         source = self.source
@@ -236,6 +242,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             chunk_limits=chunk_limits,
         )
         manifest, reattached = reconcile(existing, staged, fresh, run_dir, policy=self.on_input_change, hook=hook)
+        manifest.source = source_location(self._source_value())
         if reattached:
             self.log.info(
                 "Input unchanged since an earlier try: re-attaching to %d existing batch(es).",
@@ -257,6 +264,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
                 settings.console_url_template, manifest.batch_ids()[0], settings.workspace_id
             )
             self.batches_page_link = batches_page_url(manifest)
+        self.lineage = LineageRecord(source=manifest.source, requests=manifest.total_requests)
         self.log.info(
             "%d batch(es) for %d requests: %d created now, %d re-attached. Manifest: %s",
             len(manifest.batch_ids()),

@@ -24,6 +24,7 @@ from airflow_provider_claude_batch.batching.storage import atomic_writer, remove
 from airflow_provider_claude_batch.batching.submission import create_missing_batches
 from airflow_provider_claude_batch.config import price_table
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+from airflow_provider_claude_batch.lineage import LineageRecord, operator_lineage
 from airflow_provider_claude_batch.links import ClaudeBatchOutputLink
 from airflow_provider_claude_batch.sensors.batch import DEFAULT_TIMEOUT_SECONDS
 from airflow_provider_claude_batch.triggers.batch import ClaudeBatchTrigger
@@ -102,9 +103,15 @@ class ClaudeBatchToParquetOperator(BaseOperator):
         self.wait_timeout = wait_timeout
         self.output_link: str | None = None
         self.claude_batch_conn_id = claude_batch_conn_id
+        self.lineage: LineageRecord | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
         return self._announce(context, self._land())
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the submit's source in, the Parquet partition out with its rows, files
+        and schema (see ``lineage.py``)."""
+        return operator_lineage(self.lineage or LineageRecord())
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         if event.get("status") != "success":
@@ -213,6 +220,13 @@ class ClaudeBatchToParquetOperator(BaseOperator):
             remove_tree(staged)
             raise
         summary = {"destination": str(destination), **stats.as_dict()}
+        self.lineage = LineageRecord(
+            source=manifest.source,
+            requests=manifest.total_requests,
+            destination=str(destination),
+            rows=stats.rows,
+            files=list(stats.files),
+        )
         # Beside the manifest, for the Claude Batches page (cost per batch).
         with atomic_writer(run_dir / LANDING_SUMMARY_NAME) as out:
             out.write(json.dumps(summary, indent=1).encode())
