@@ -29,6 +29,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--errored-fraction", type=float, default=0.0)
     parser.add_argument("--expired-fraction", type=float, default=0.0)
     parser.add_argument("--reply-chars", default=None, help="reply length range, e.g. 50-500")
+    parser.add_argument(
+        "--gradual",
+        action="store_true",
+        help="requests end one by one over the processing time (the real API reports them all at the end)",
+    )
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     config = EmulatorConfig(
@@ -38,6 +43,7 @@ def main(argv: list[str] | None = None) -> None:
         latency_seconds=args.latency_seconds,
         errored_fraction=args.errored_fraction,
         expired_fraction=args.expired_fraction,
+        gradual_ending=args.gradual,
     )
     if args.reply_chars:
         low, _, high = args.reply_chars.partition("-")

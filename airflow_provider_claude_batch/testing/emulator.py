@@ -172,6 +172,14 @@ class EmulatorConfig:
     reply_chars: tuple[int, int] | None = None
     #: Workload identity federation: the rule ``POST /v1/oauth/token`` exchanges against.
     federation: FederationRule = field(default_factory=FederationRule)
+    #: Opt-in: requests end one by one, evenly over ``processing_seconds`` (in request order),
+    #: and ``request_counts`` move from ``processing`` to their outcome as they do; the batch
+    #: ends with its last request. The real API does the work this way but reports none of
+    #: it: its requests stay ``processing`` until the whole batch ends (the default here).
+    #: The mode models a service that reports per-request progress, so that waiting, the
+    #: estimate of the time left and the page can be exercised with it. A cancel or the
+    #: 24 h expiry keeps the outcomes of requests that already ended.
+    gradual_ending: bool = False
 
 
 @dataclass
@@ -195,7 +203,20 @@ class _Batch:
     cancel_initiated_at: datetime | None = None
     ended_at: datetime | None = None
     outcomes: list[str] | None = None
+    #: ``gradual_ending``: the outcomes of the first requests, which ended before the batch.
+    finished: list[str] = field(default_factory=list)
     deleted: bool = False
+
+    def _finish_gradually(self, until: datetime, resolve: Callable[[_StoredRequest], str]) -> None:
+        """End the requests due by ``until``: request k (of n) at ``created + (k+1)/n`` of the
+        way to ``ends_at``, so the last one ends with the batch."""
+        if self.ends_at is None:
+            return
+        span = (self.ends_at - self.created_at).total_seconds()
+        share = 1.0 if span <= 0 else (until - self.created_at).total_seconds() / span
+        due = min(len(self.requests), max(0, math.floor(share * len(self.requests) + 1e-9)))
+        for request in self.requests[len(self.finished) : due]:
+            self.finished.append(resolve(request))
 
     def settle(self, now: datetime, config: EmulatorConfig, resolve: Callable[[_StoredRequest], str]) -> None:
         """Move the batch along its state machine up to ``now``."""
@@ -209,15 +230,18 @@ class _Batch:
             cancel_end = self.cancel_initiated_at + timedelta(seconds=config.cancel_seconds)
             end_candidates.append(cancel_end)
         end = min(end_candidates)
+        if config.gradual_ending:
+            self._finish_gradually(min(now, end), resolve)
         if now < end:
             return
         self.ended_at = end
+        rest = self.requests[len(self.finished) :]
         if end == self.ends_at and (cancel_end is None or self.ends_at <= cancel_end):
-            self.outcomes = [resolve(request) for request in self.requests]
+            self.outcomes = self.finished + [resolve(request) for request in rest]
         elif cancel_end is not None and end == cancel_end:
-            self.outcomes = ["canceled"] * len(self.requests)
+            self.outcomes = self.finished + ["canceled"] * len(rest)
         else:
-            self.outcomes = ["expired"] * len(self.requests)
+            self.outcomes = self.finished + ["expired"] * len(rest)
 
     def processing_status(self) -> str:
         if self.ended_at is not None:
@@ -226,11 +250,10 @@ class _Batch:
 
     def request_counts(self) -> dict[str, int]:
         counts = {"processing": 0, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
-        if self.outcomes is None:
-            counts["processing"] = len(self.requests)
-        else:
-            for outcome in self.outcomes:
-                counts[outcome.split(":", 1)[0]] += 1
+        ended = self.finished if self.outcomes is None else self.outcomes
+        counts["processing"] = len(self.requests) - len(ended)
+        for outcome in ended:
+            counts[outcome.split(":", 1)[0]] += 1
         return counts
 
 
