@@ -4,6 +4,7 @@ the batch index, costs from landing summaries, and every broken source shown as 
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -195,6 +196,9 @@ def test_the_page_needs_the_connection_and_shows_only_readable_dags(
         denied = client.get("/", params={"conn_id": "other_connection"})
         one_task = client.get("/api/batches", params={"dag_id": "visible", "run_id": "manual__1", "task_id": "submit"})
         hidden_task = client.get("/", params={"dag_id": "secret_dag", "run_id": "manual__2", "task_id": "submit"})
+        one_dag = client.get("/api/batches", params={"dag_id": "visible", "status": "", "since": ""})
+        hidden_dag = client.get("/api/batches", params={"dag_id": "secret_dag"})
+        bad_status = client.get("/", params={"status": "done"})
     rows = {r["id"]: r for r in allowed.json()["rows"]}
     assert allowed.status_code == 200 and set(rows) == {mine, theirs}
     assert rows[mine]["origin"]["dag_id"] == "visible" and not rows[mine]["origin_hidden"]
@@ -204,3 +208,170 @@ def test_the_page_needs_the_connection_and_shows_only_readable_dags(
     assert denied.status_code == 403 and "other_connection" in denied.text
     assert one_task.status_code == 200 and [r["id"] for r in one_task.json()["rows"]] == [mine]
     assert hidden_task.status_code == 403 and "secret_dag" in hidden_task.text
+    assert [run["batch_ids"] for run in one_dag.json()["runs"]] == [[mine]]
+    assert one_dag.json()["connections"] == ["claude_batch_default"]
+    assert hidden_dag.json()["runs"] == [] and len(hidden_dag.json()["chart"]) == 30
+    assert bad_status.status_code == 400 and "status must be one of" in bad_status.text
+
+
+# --------------------------------------------------------------------- runs, filters, chart
+NIGHTLY_RUN = "scheduled__2026-11-01T00:00:00+00:00"
+
+
+def _dates(known: dict[tuple[str, str], str | None]) -> Any:
+    """A stand-in for the metadata database's DagRun table (the DB lookup itself runs in the
+    browser system test): records which runs were asked for."""
+    asked: list[set[tuple[str, str]]] = []
+
+    def lookup(runs: Any) -> dict[tuple[str, str], str | None]:
+        asked.append(set(runs))
+        return {key: value for key, value in known.items() if key in asked[-1]}
+
+    lookup.asked = asked  # type: ignore[attr-defined]
+    return lookup
+
+
+def test_one_row_per_run_with_its_batches_beneath(emulator: RunningEmulator, work_dir: Path) -> None:
+    from airflow_provider_claude_batch.plugins.batches_page import load_overview
+
+    emulator.emulator.config.processing_seconds = 3600
+    first, second, other, stray = _created(4)
+    emulator.emulator.script_outcomes({"b1-0": "errored:api_error"})
+    emulator.emulator.advance(600)
+    emulator.emulator.end_all()
+    _manifest(work_dir, "nightly", NIGHTLY_RUN, [first, second], cost=0.02)
+    _manifest(work_dir, "nightly", "manual__2026-11-02T08:00:00+00:00", [other])
+    lookup = _dates({("nightly", NIGHTLY_RUN): "2026-11-01T00:00:00+00:00"})
+
+    overview = load_overview("claude_batch_default", 10, run_dates=lookup)
+
+    assert lookup.asked == [{("nightly", NIGHTLY_RUN), ("nightly", "manual__2026-11-02T08:00:00+00:00")}]
+    runs = overview.runs()
+    assert [(r.dag_id, r.run_id) for r in runs] == [
+        ("nightly", "manual__2026-11-02T08:00:00+00:00"),  # newest batch first
+        ("nightly", NIGHTLY_RUN),
+        (None, None),  # the batch no manifest here names
+    ]
+    manual, nightly, unknown = runs
+    assert [row.id for row in nightly.batches] == [second, first] and [row.id for row in unknown.batches] == [stray]
+    totals = nightly.totals()
+    assert totals["total"] == 4 and totals["request_counts"]["errored"] == 1 and totals["percent_done"] == 100.0
+    assert totals["cost_usd"] == pytest.approx(0.04) and manual.totals()["cost_usd"] is None  # not landed
+    assert totals["duration_seconds"] == pytest.approx(600, abs=5)
+    created = datetime.fromisoformat(totals["created_at"])
+    assert datetime.fromisoformat(totals["results_until"]) == created + timedelta(days=29)
+    assert nightly.logical_date == "2026-11-01T00:00:00+00:00" and manual.logical_date is None
+
+    now = emulator.emulator.clock.now()
+    page = render_page(overview, 10, now=now)
+    run_row = page.split(f'data-run="nightly/{NIGHTLY_RUN}"', 1)[1].split("</tr>", 1)[0]
+    assert "2026-11-01 00:00" in run_row and NIGHTLY_RUN not in run_row.split("title=")[0]  # the date, not the id
+    assert '<span class="ok" style="width:75.00%">' in run_row and 'class="failed" style="width:25.00%"' in run_row
+    assert "$0.0400" in run_row and '<td class="num">-</td>' in run_row  # rows reused: not recorded yet
+    assert (created + timedelta(days=29)).strftime("%Y-%m-%d") in run_row and "10 min" in run_row
+    assert page.index(f'data-batch-id="{second}"') < page.index(f'data-batch-id="{first}"')
+    assert page.index(f'data-run="nightly/{NIGHTLY_RUN}"') < page.index(f'data-batch-id="{second}"')
+    # A run the database no longer knows shows its run id instead of a date.
+    assert ">manual__2026-11-02T08:00:00+00:00</a>" in page
+
+
+def test_filters_by_dag_status_and_logical_date(emulator: RunningEmulator, work_dir: Path) -> None:
+    from datetime import date
+
+    from airflow_provider_claude_batch.plugins.batches_page import load_overview
+    from airflow_provider_claude_batch.plugins.overview import PageFilter
+
+    emulator.emulator.config.processing_seconds = 3600
+    ended_ok, ended_failed, running = _created(3)
+    emulator.emulator.script_outcomes({"b1-1": "expired"})
+    emulator.emulator.end_all()
+    _manifest(work_dir, "nightly", "r1", [ended_ok])
+    _manifest(work_dir, "nightly", "r2", [ended_failed])
+    emulator.emulator.config.processing_seconds = 3600
+    _manifest(work_dir, "weekly", "r3", [running])
+    # ``running`` ended too (end_all); make a fresh open batch for the weekly run instead.
+    (open_batch,) = [ClaudeBatchHook().create_batch(make_requests(2, prefix="open")).id]
+    _manifest(work_dir, "weekly", "r4", [open_batch])
+    lookup = _dates(
+        {
+            ("nightly", "r1"): "2026-11-01T00:00:00+00:00",
+            ("nightly", "r2"): "2026-11-02T00:00:00+00:00",
+            ("weekly", "r3"): "2026-10-26T00:00:00+00:00",
+            ("weekly", "r4"): "2026-11-02T00:00:00+00:00",
+        }
+    )
+    overview = load_overview("claude_batch_default", 10, run_dates=lookup)
+
+    def runs(**kwargs: Any) -> list[str | None]:
+        return [run.run_id for run in overview.runs(PageFilter(**kwargs))]
+
+    assert runs() == ["r4", "r3", "r2", "r1"]
+    assert runs(dag_id="nightly") == ["r2", "r1"]
+    assert runs(status="in_progress") == ["r4"]
+    assert runs(status="failed") == ["r2"]
+    assert runs(status="ended", dag_id="weekly") == ["r3"]
+    assert runs(since=date(2026, 11, 2)) == ["r4", "r2"]
+    assert runs(since=date(2026, 11, 1), until=date(2026, 11, 1)) == ["r1"]
+    with pytest.raises(ValueError, match="status must be one of"):
+        PageFilter(status="done")
+
+
+def test_the_chart_sums_cost_and_success_per_day_over_30_days(emulator: RunningEmulator, work_dir: Path) -> None:
+    from airflow_provider_claude_batch.plugins.batches_page import load_overview, render_chart
+
+    emulator.emulator.config.processing_seconds = 60
+    hook = ClaudeBatchHook()
+    old = hook.create_batch(make_requests(2, prefix="old")).id  # 40 days ago: outside
+    emulator.emulator.advance(15 * 86400)
+    early = hook.create_batch(make_requests(4, prefix="early")).id  # 25 days ago
+    emulator.emulator.advance(23 * 86400)
+    emulator.emulator.script_outcomes({"late-0": "errored:api_error"})
+    late = hook.create_batch(make_requests(4, prefix="late")).id
+    late_open = hook.create_batch(make_requests(2, prefix="open")).id
+    emulator.emulator.advance(2 * 86400)
+    emulator.emulator.config.processing_seconds = 3600
+    today = hook.create_batch(make_requests(3, prefix="today")).id  # still open
+    _manifest(work_dir, "nightly", "r_early", [early], cost=0.5)
+    _manifest(work_dir, "nightly", "r_late", [late, late_open], cost=0.25)
+    _manifest(work_dir, "weekly", "r_old", [old], cost=9.0)
+    now = emulator.emulator.clock.now()
+    overview = load_overview("claude_batch_default", 1, run_dates=_dates({}), now=now)
+    assert [row.id for row in overview.rows] == [today]  # the table: the newest ``limit``
+    assert {row.id for row in overview.chart_rows} == {late_open, late, early}  # 30 days, not the 40-day-old one
+
+    points = overview.chart(now.date())
+    assert len(points) == 30 and points[-1].day == now.date().isoformat()
+    by_day = {p.day: p for p in points}
+    late_day = by_day[(now - timedelta(days=2)).date().isoformat()]
+    assert (late_day.batches, late_day.requests, late_day.cost_usd) == (2, 6, pytest.approx(0.5))
+    assert late_day.succeeded_share == pytest.approx(5 / 6)
+    assert by_day[(now - timedelta(days=25)).date().isoformat()].cost_usd == pytest.approx(0.5)
+    today_point = by_day[now.date().isoformat()]
+    assert today_point.succeeded_share is None and today_point.unpriced_batches == 1  # open, not landed
+    assert sum(p.cost_usd for p in points) == pytest.approx(1.0)
+    # The DAG filter narrows the chart too.
+    from airflow_provider_claude_batch.plugins.overview import PageFilter
+
+    assert sum(p.batches for p in overview.chart(now.date(), PageFilter(dag_id="weekly"))) == 0
+
+    svg = render_chart(points)
+    assert svg.count('<rect class="cost"') == 30 and "<polyline" in svg and "cdn" not in svg.lower()
+    assert f'data-day="{late_day.day}"' in svg and "83.3% succeeded" in svg
+
+
+def test_the_connection_picker_lists_readable_claude_connections(
+    emulator: RunningEmulator, work_dir: Path, connection_env: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_claude_batch.plugins.batches_page import claude_connections
+
+    connection_env("claude_nightly")
+    connection_env("claude_secret_team")
+    monkeypatch.setenv("AIRFLOW_CONN_CLAUDE_URI", "claude-batch://:key@localhost")
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", "postgres://user:pw@db/warehouse")
+    monkeypatch.setenv("AIRFLOW_CONN_BROKEN", "{not json")
+    picked = claude_connections(lambda conn_id: conn_id != "claude_secret_team", "typed_in")
+    assert picked == ["claude_batch_default", "claude_nightly", "claude_uri", "typed_in"]
+    page = render_page(load_overview("claude_batch_default", 10, run_dates=_dates({})), 10, connections=picked)
+    picker = page.split('<select name="conn_id">', 1)[1].split("</select>", 1)[0]
+    assert '<option value="claude_batch_default" selected>' in picker and "claude_secret_team" not in picker
+    assert '<input name="conn_id"' not in page

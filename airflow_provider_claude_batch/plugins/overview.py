@@ -1,6 +1,7 @@
 """What the Claude Batches page shows: a connection's recent batches, joined with the batch
 index in the work directory (which DAG run and task created each batch) and with the
-transfers' landing summaries (what each batch cost).
+transfers' landing summaries (what each batch cost), then grouped into one entry per DAG run
+(:class:`RunGroup`), filtered (:class:`PageFilter`) and summed per day (:func:`daily_chart`).
 
 Every source may be missing or broken (no such connection, an unreachable API, a manifest
 that does not parse, an unknown model): each problem becomes a note on the page, never an
@@ -14,13 +15,14 @@ import logging
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
+from airflow_provider_claude_batch.batching import limits
 from airflow_provider_claude_batch.batching.batch_index import read_origin
 from airflow_provider_claude_batch.batching.landing import LANDING_SUMMARY_NAME
 from airflow_provider_claude_batch.batching.manifest import Manifest
-from airflow_provider_claude_batch.batching.progress import batch_state
+from airflow_provider_claude_batch.batching.progress import COUNT_KINDS, FAILED_KINDS, batch_state
 from airflow_provider_claude_batch.links import console_url
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,13 @@ class BatchRow:
     age_seconds: float | None
     expires_in_seconds: float | None
     percent_done: float
+    #: From ``ended_at - created_at`` (None while open).
+    duration_seconds: float | None = None
+    #: When the results stop being downloadable: created_at + 29 days (then ``archived_at``).
+    results_until: str | None = None
+    #: Rows answered from earlier runs instead of this batch. None until the manifest or the
+    #: landing summary records reuse (the page shows "-").
+    rows_reused: int | None = None
     cost_usd: float | None = None
     #: A transfer landed this batch's results (so a missing cost means an unpriced model).
     landed: bool = False
@@ -61,15 +70,200 @@ class BatchRow:
     def total(self) -> int:
         return sum(self.request_counts.values())
 
+    @property
+    def failed(self) -> int:
+        return sum(self.request_counts.get(kind, 0) for kind in FAILED_KINDS)
+
+    @property
+    def created_day(self) -> date | None:
+        return datetime.fromisoformat(self.created_at).astimezone(timezone.utc).date() if self.created_at else None
+
+
+#: (dag_id, run_id) -> (logical date as ISO 8601, or None for a run without one, e.g. an
+#: asset-triggered run; then its run_after stands in). Runs missing from the result are gone
+#: from the metadata database.
+RunDates = dict[tuple[str, str], str | None]
+
+
+@dataclass
+class RunGroup:
+    """The batches of one DAG run, newest batch first. ``dag_id`` None: the batches whose run is
+    unknown here (no index entry) or hidden from the viewer, shown together."""
+
+    dag_id: str | None
+    run_id: str | None
+    #: ISO 8601, from the metadata database; None when the run is unknown there.
+    logical_date: str | None
+    batches: list[BatchRow] = field(default_factory=list)
+
+    @property
+    def processing_status(self) -> str:
+        statuses = {row.processing_status for row in self.batches}
+        return next((s for s in ("in_progress", "canceling") if s in statuses), "ended")
+
+    def totals(self) -> dict[str, Any]:
+        """Sums over the batches (``cost_usd`` None unless every batch's cost is known;
+        ``results_until``: the earliest, when the first batch's results go)."""
+        counts = {kind: sum(row.request_counts.get(kind, 0) for row in self.batches) for kind in COUNT_KINDS}
+        total = sum(counts.values())
+        costs = [row.cost_usd for row in self.batches]
+        created = [row.created_at for row in self.batches if row.created_at]
+        ended = [row.ended_at for row in self.batches if row.ended_at]
+        all_ended = len(ended) == len(self.batches)
+        duration = None
+        if all_ended and created:
+            duration = (datetime.fromisoformat(max(ended)) - datetime.fromisoformat(min(created))).total_seconds()
+        until = [row.results_until for row in self.batches if row.results_until]
+        return {
+            "request_counts": counts,
+            "total": total,
+            "percent_done": 100.0 * (total - counts["processing"]) / total if total else 0.0,
+            "cost_usd": None if not costs or None in costs else sum(c for c in costs if c is not None),
+            "created_at": min(created) if created else None,
+            "ended_at": max(ended) if all_ended and ended else None,
+            "duration_seconds": duration,
+            "results_until": min(until) if until else None,
+            "rows_reused": None,
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "dag_id": self.dag_id,
+            "run_id": self.run_id,
+            "logical_date": self.logical_date,
+            "processing_status": self.processing_status,
+            **self.totals(),
+            "batch_ids": [row.id for row in self.batches],
+        }
+
+
+#: The page's status filter: a batch's processing status, or "failed" for batches with
+#: errored, expired or canceled requests.
+STATUS_CHOICES = ("in_progress", "canceling", "ended", "failed")
+
+
+@dataclass(frozen=True)
+class PageFilter:
+    """What the viewer narrowed the page to. Dates compare with the run's logical date (UTC
+    day), or the batch's creation day when its run is unknown; both ends included."""
+
+    dag_id: str | None = None
+    status: str | None = None
+    since: date | None = None
+    until: date | None = None
+
+    def __post_init__(self) -> None:
+        if self.status is not None and self.status not in STATUS_CHOICES:
+            raise ValueError(f"status must be one of {', '.join(STATUS_CHOICES)} (got {self.status!r})")
+
+    def keeps(self, row: BatchRow, logical_date: str | None) -> bool:
+        if self.dag_id and (row.origin is None or row.origin.dag_id != self.dag_id):
+            return False
+        if self.status == "failed":
+            if not row.failed:
+                return False
+        elif self.status and row.processing_status != self.status:
+            return False
+        if self.since or self.until:
+            day = (
+                datetime.fromisoformat(logical_date).astimezone(timezone.utc).date()
+                if logical_date
+                else row.created_day
+            )
+            if day is None or (self.since and day < self.since) or (self.until and day > self.until):
+                return False
+        return True
+
+
+def group_runs(rows: Iterable[BatchRow], run_dates: RunDates, page_filter: PageFilter | None = None) -> list[RunGroup]:
+    """One group per DAG run, in the order of their newest batch (rows come newest first);
+    batches without a visible run form one group at the end. Only rows the filter keeps."""
+    groups: dict[tuple[str, str] | None, RunGroup] = {}
+    for row in rows:
+        key = (row.origin.dag_id, row.origin.run_id) if row.origin else None
+        logical_date = run_dates.get(key) if key else None
+        if page_filter is not None and not page_filter.keeps(row, logical_date):
+            continue
+        if key not in groups:
+            groups[key] = RunGroup(key[0], key[1], logical_date) if key else RunGroup(None, None, None)
+        groups[key].batches.append(row)
+    unknown = groups.pop(None, None)
+    return [*groups.values(), *([unknown] if unknown else [])]
+
+
+@dataclass
+class DayPoint:
+    """One UTC day of the chart: what the batches created that day cost, and how their ended
+    requests came out (``succeeded_share`` None while none has ended)."""
+
+    day: str
+    batches: int = 0
+    requests: int = 0
+    ended_requests: int = 0
+    succeeded: int = 0
+    cost_usd: float = 0.0
+    #: Batches of the day whose cost is not known (not landed, or an unpriced model).
+    unpriced_batches: int = 0
+
+    @property
+    def succeeded_share(self) -> float | None:
+        return self.succeeded / self.ended_requests if self.ended_requests else None
+
+
+CHART_DAYS = 30
+
+
+def daily_chart(rows: Iterable[BatchRow], today: date, days: int = CHART_DAYS) -> list[DayPoint]:
+    """``days`` points ending ``today`` (oldest first), one per UTC day of batch creation:
+    spend happens when a batch runs, whatever the logical date of its DAG run."""
+    first = today - timedelta(days=days - 1)
+    points = {first + timedelta(days=i): DayPoint((first + timedelta(days=i)).isoformat()) for i in range(days)}
+    for row in rows:
+        point = points.get(row.created_day) if row.created_day else None
+        if point is None:
+            continue
+        point.batches += 1
+        point.requests += row.total
+        point.ended_requests += row.total - row.request_counts.get("processing", 0)
+        point.succeeded += row.request_counts.get("succeeded", 0)
+        if row.cost_usd is None:
+            point.unpriced_batches += 1
+        else:
+            point.cost_usd += row.cost_usd
+    return list(points.values())
+
 
 @dataclass
 class Overview:
     conn_id: str
     rows: list[BatchRow] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: Logical dates of the runs shown, from the metadata database.
+    run_dates: RunDates = field(default_factory=dict)
+    #: Batches of the last 30 days older than ``rows`` (the table's): they feed the chart only.
+    chart_rows: list[BatchRow] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def runs(self, page_filter: PageFilter | None = None) -> list[RunGroup]:
+        return group_runs(self.rows, self.run_dates, page_filter)
+
+    def chart(self, today: date, page_filter: PageFilter | None = None) -> list[DayPoint]:
+        """The last 30 days of the rows, narrowed to the filter's DAG only (a status or date
+        filter would hollow out the trend it is there to show)."""
+        dag_only = PageFilter(dag_id=page_filter.dag_id) if page_filter and page_filter.dag_id else None
+        every = [*self.rows, *self.chart_rows]
+        return daily_chart((r for r in every if dag_only is None or dag_only.keeps(r, None)), today)
+
+    def as_dict(self, page_filter: PageFilter | None = None, today: date | None = None) -> dict[str, Any]:
+        """The JSON API: ``rows`` (every batch read, unfiltered, as before), ``runs`` (the
+        filtered groups) and ``chart`` (30 days)."""
+        today = today or datetime.now(timezone.utc).date()
+        return {
+            "conn_id": self.conn_id,
+            "rows": [asdict(row) for row in self.rows],
+            "notes": list(self.notes),
+            "runs": [run.as_dict() for run in self.runs(page_filter)],
+            "chart": [{**asdict(p), "succeeded_share": p.succeeded_share} for p in self.chart(today, page_filter)],
+        }
 
 
 def _seconds_between(start: datetime | None, end: datetime) -> float | None:
@@ -81,6 +275,7 @@ def batch_row(batch: Any, now: datetime) -> BatchRow:
     counts = state["request_counts"]
     total = sum(counts.values())
     expires_at = getattr(batch, "expires_at", None)
+    created_at, ended_at = batch.created_at, batch.ended_at
     return BatchRow(
         id=batch.id,
         processing_status=state["processing_status"],
@@ -91,6 +286,8 @@ def batch_row(batch: Any, now: datetime) -> BatchRow:
         age_seconds=_seconds_between(batch.created_at, now),
         expires_in_seconds=None if expires_at is None else (expires_at - now).total_seconds(),
         percent_done=100.0 * (total - counts["processing"]) / total if total else 0.0,
+        duration_seconds=_seconds_between(created_at, ended_at) if ended_at else None,
+        results_until=(created_at + timedelta(days=limits.RESULTS_RETENTION_DAYS)).isoformat() if created_at else None,
     )
 
 
@@ -125,6 +322,14 @@ def landing_costs(folder: Any, notes: list[str]) -> Costs:
     return costs
 
 
+#: (work dir, batch id) -> origin, for index entries already read in this process. An entry
+#: never changes once written (a batch id is created once), so the page's 30-day chart reads
+#: each entry once per api-server, not on every load. Missing entries are not cached: the
+#: index is written just after a create, and a page load may come in between.
+_KNOWN_ORIGINS: dict[tuple[str, str], Origin] = {}
+_KNOWN_ORIGINS_MAX = 100_000
+
+
 def indexed_origins(work_dir: Any, batch_ids: Iterable[str], notes: list[str]) -> tuple[Origins, Costs]:
     """batch id -> the task that created it (from the batch index under ``work_dir``), and
     batch id -> landed cost (from the landing summaries of those tasks). One small read per
@@ -133,6 +338,9 @@ def indexed_origins(work_dir: Any, batch_ids: Iterable[str], notes: list[str]) -
     from airflow_provider_claude_batch.workdir import run_directory
 
     def lookup(batch_id: str) -> tuple[str, Origin | None, str | None]:
+        cached = _KNOWN_ORIGINS.get((str(work_dir), batch_id))
+        if cached is not None:
+            return batch_id, cached, None
         try:
             entry = read_origin(work_dir, batch_id)
             if entry is None:
@@ -145,6 +353,9 @@ def indexed_origins(work_dir: Any, batch_ids: Iterable[str], notes: list[str]) -
                 int(entry.get("chunk", 0)),
                 int(entry.get("round", 0)),
             )
+            if len(_KNOWN_ORIGINS) >= _KNOWN_ORIGINS_MAX:
+                _KNOWN_ORIGINS.clear()
+            _KNOWN_ORIGINS[(str(work_dir), batch_id)] = origin
             return batch_id, origin, None
         except Exception as exc:  # one bad entry must not hide the others
             return batch_id, None, f"Skipped the index entry of {batch_id}: {exc}"
@@ -191,4 +402,17 @@ def build_overview(
     return overview
 
 
-__all__ = ["BatchRow", "Origin", "Overview", "build_overview", "indexed_origins", "landing_costs", "manifest_origins"]
+__all__ = [
+    "BatchRow",
+    "DayPoint",
+    "Origin",
+    "Overview",
+    "PageFilter",
+    "RunGroup",
+    "build_overview",
+    "daily_chart",
+    "group_runs",
+    "indexed_origins",
+    "landing_costs",
+    "manifest_origins",
+]
