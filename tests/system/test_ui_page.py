@@ -1,5 +1,6 @@
-"""The Claude Batches page inside a running api-server, seen through a real headless browser,
-and the Asset hand-off from the transfer to a downstream DAG."""
+"""The Claude Batches page inside a running api-server, seen through a real headless browser
+(runs by logical date with their batches and bars, the 30-day chart; screenshots of both), and
+the Asset hand-off from the transfer to a downstream DAG."""
 
 from __future__ import annotations
 
@@ -53,6 +54,12 @@ def test_the_batches_page_shows_a_landed_run_and_the_asset_triggers_the_report(
     assert row["origin"]["task_id"] == "submit"
     assert row["processing_status"] == "ended" and row["request_counts"]["succeeded"] == 120
     assert row["cost_usd"] is not None and row["cost_usd"] > 0
+    # Its DAG run, by the logical date the metadata database holds.
+    (run,) = [r for r in listing["runs"] if r["run_id"] == run_id]
+    assert run["logical_date"].startswith("2026-11-07T00:00:00") and run["batch_ids"] == [row["id"]]
+    assert run["percent_done"] == 100.0 and run["cost_usd"] == row["cost_usd"]
+    assert sum(day["batches"] for day in listing["chart"]) >= 1
+    assert "claude_batch_default" in listing["connections"]
 
     # A connection kept in the metadata database (not the environment) works the same.
     stack.airflow(
@@ -66,6 +73,19 @@ def test_the_batches_page_shows_a_landed_run_and_the_asset_triggers_the_report(
     assert [r["id"] for r in from_db.json()["rows"]] == [row["id"]], from_db.text
     assert TEST_API_KEY not in from_db.text
 
+    # A second night still running, its requests ending gradually: half done on the page.
+    tickets(stack, "2026-11-08", 60)
+    emulator.emulator.config.gradual_ending = True
+    emulator.emulator.config.processing_seconds = 3600
+    running_id = stack.trigger(DAG_ID, "2026-11-08T00:00:00Z")
+    wait_until(
+        lambda: stack.task_states(DAG_ID, running_id).get("wait") == "deferred",
+        timeout=120,
+        what="the second run's sensor to defer",
+    )
+    (open_batch,) = set(emulator.emulator.batch_ids()) - batch_ids
+    emulator.emulator.advance(1800)
+
     # The page in the Airflow UI (an external view in the nav, rendered in an iframe).
     from playwright.sync_api import sync_playwright
 
@@ -75,25 +95,41 @@ def test_the_batches_page_shows_a_landed_run_and_the_asset_triggers_the_report(
             pytest.fail(message)
         pytest.skip(message)
     screenshot = tmp_path / "claude-batches-page.png"
+    chart_shot = tmp_path / "claude-batches-chart.png"
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 600})
+            page = browser.new_page(viewport={"width": 1500, "height": 820})
             page.goto(f"{stack.base_url}/plugin/claude-batches")
             frame = page.frame_locator("iframe")
             batch_row = frame.locator(f'tr[data-batch-id="{row["id"]}"]')
             batch_row.wait_for(timeout=60_000)
             text = batch_row.inner_text()
+            ended_run = frame.locator(f'tr.run[data-run="{DAG_ID}/{run_id}"]').inner_text()
+            open_run = frame.locator(f'tr.run[data-run="{DAG_ID}/{running_id}"]').inner_text()
+            open_bar = frame.locator(f'tr[data-batch-id="{open_batch}"] .bar .ok').get_attribute("style")
+            frame.locator("#runs").scroll_into_view_if_needed()
             page.screenshot(path=str(screenshot))
+            frame.locator("#chart").screenshot(path=str(chart_shot))
+            points = frame.locator("#chart rect.cost").count()
+            # Clicking a run folds its batches away.
+            frame.locator(f'tr.run[data-run="{DAG_ID}/{run_id}"]').click()
+            assert not batch_row.is_visible()
+            # The DAG filter and the connection picker are selects of what exists.
+            assert DAG_ID in frame.locator('select[name="dag_id"]').inner_text()
+            assert "claude_in_db" in frame.locator('select[name="conn_id"]').inner_text()
             nav = page.get_by_role("button", name="Browse")
             nav.click()
             assert page.get_by_role("menuitem", name="Claude Batches").is_visible()
         finally:
             browser.close()
-    assert "ended" in text and "120" in text and "$" in text
-    assert f"{DAG_ID} / submit" in text and run_id in text
-    assert screenshot.stat().st_size > 10_000
-    print(f"screenshot: {screenshot}")
+    assert "ended" in text and "120" in text and "$" in text and "100.0%" in text and "submit" in text
+    assert "2026-11-07 00:00" in ended_run and "100.0%" in ended_run
+    assert "2026-11-08 00:00" in open_run and "in_progress" in open_run and "50.0%" in open_run
+    assert open_bar == "width:50.00%"
+    assert points == 30
+    assert screenshot.stat().st_size > 10_000 and chart_shot.stat().st_size > 5_000
+    print(f"screenshots: {screenshot} {chart_shot}")
 
     # The transfer's outlet event carries the partition; the downstream DAG reports on it.
     def report_run() -> dict[str, Any] | None:
@@ -107,3 +143,7 @@ def test_the_batches_page_shows_a_landed_run_and_the_asset_triggers_the_report(
     summary = json.loads(written.read_text())
     assert summary["rows"] == 120
     assert sum(label["text_count"] for label in summary["labels"]) == 120
+
+    # The running night finishes once its batch ends.
+    emulator.emulator.end_all()
+    assert stack.wait_for_run(DAG_ID, running_id) == "success"
