@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from airflow_provider_claude_batch.batching.chunks import CUSTOM_ID_COLUMN
 from airflow_provider_claude_batch.batching.errors import ClaudeBatchError, ClaudeBatchInputError
 from airflow_provider_claude_batch.batching.manifest import BatchRecord, Manifest
-from airflow_provider_claude_batch.batching.pricing import BATCH_DISCOUNT, PriceTable
+from airflow_provider_claude_batch.batching.pricing import PriceTable, sync_api_cost
 from airflow_provider_claude_batch.batching.results import RESULT_SCHEMA, TOKEN_COLUMNS, ResultParser
 from airflow_provider_claude_batch.batching.rounds import final_rounds, records_by_chunk
 
@@ -81,8 +81,8 @@ class LandingStats:
             "tokens": dict(self.tokens),
             "cost_usd": round(self.cost_usd, 6),
             # What the same tokens would have cost on the synchronous Messages API.
-            "cost_usd_sync_api": round(self.cost_usd / BATCH_DISCOUNT, 6),
-            "saving_usd": round(self.cost_usd / BATCH_DISCOUNT - self.cost_usd, 6),
+            "cost_usd_sync_api": round(sync_api_cost(self.cost_usd), 6),
+            "saving_usd": round(sync_api_cost(self.cost_usd) - self.cost_usd, 6),
             "rows_without_cost": self.rows_without_cost,
             "by_batch": {batch_id: _batch_totals(totals) for batch_id, totals in self.by_batch.items()},
             "files": self.files,
@@ -358,7 +358,7 @@ def cost_table(stats: LandingStats) -> str:
         + f" {stats.cost_usd:>10.4f}"
     )
     lines.append(
-        f"At synchronous API prices the same tokens cost ${stats.cost_usd / BATCH_DISCOUNT:.4f}: "
-        f"the batch discount saved ${stats.cost_usd / BATCH_DISCOUNT - stats.cost_usd:.4f}."
+        f"At synchronous API prices the same tokens cost ${sync_api_cost(stats.cost_usd):.4f}: "
+        f"the batch discount saved ${sync_api_cost(stats.cost_usd) - stats.cost_usd:.4f}."
     )
     return "\n".join(lines)

@@ -4,26 +4,35 @@ Prices are the synchronous API's list prices in USD per million tokens; batch re
 ``BATCH_DISCOUNT`` of them. Models are matched by the longest known prefix, so dated model
 ids (``claude-sonnet-4-5-20250929``) find their family. An unknown model has an unknown cost
 (``None``), never zero. Override or extend the table without a code change: Airflow's
-``[claude_batch] prices`` option (``AIRFLOW__CLAUDE_BATCH__PRICES``), or the
-``CLAUDE_BATCH_PRICES`` environment variable, holds the JSON inline or the path of a JSON file:
-``{"my-model": {"input": 3, "output": 15, "cache_write": 3.75, "cache_read": 0.3}}``.
+``[claude_batch] prices`` option (``AIRFLOW__CLAUDE_BATCH__PRICES``, read by
+:func:`airflow_provider_claude_batch.config.price_table`) holds the JSON inline or the path of a
+JSON file: ``{"my-model": {"input": 3, "output": 15, "cache_write": 3.75, "cache_read": 0.3}}``.
+
+The cost formula is written once, in :meth:`ModelPrice.cost`: tokens of each kind times their
+price, per million, at the batch discount. It takes plain numbers (a ceiling, a test) or numpy
+arrays (a block of result rows) alike, so every dollar figure of the provider comes from it.
+This module imports neither pyarrow nor the request renderer: the submit task's budget check
+and the triggerer need only the table.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError
-from airflow_provider_claude_batch.batching.requests import RequestTally
+
+if TYPE_CHECKING:
+    import numpy as np
 
 BATCH_DISCOUNT = 0.5
-PRICES_ENV = "CLAUDE_BATCH_PRICES"
 PER_TOKEN = 1 / 1_000_000
+
+#: Token counts: plain numbers, or numpy arrays of one block of result rows.
+Tokens = TypeVar("Tokens", float, "np.ndarray")
 
 
 @dataclass(frozen=True)
@@ -39,6 +48,25 @@ class ModelPrice:
     def from_input_output(cls, input: float, output: float) -> ModelPrice:
         # Anthropic's published ratios: 5-minute cache writes 1.25x input, cache reads 0.1x.
         return cls(input, output, round(input * 1.25, 6), round(input * 0.1, 6))
+
+    def cost(
+        self,
+        input_tokens: Tokens,
+        output_tokens: Tokens,
+        cache_write_tokens: Tokens,
+        cache_read_tokens: Tokens,
+        *,
+        batch: bool = True,
+    ) -> Tokens:
+        """USD for these tokens, at the batch discount unless ``batch=False``. The one cost
+        formula: numbers in, a number out; arrays in, an array out."""
+        dollars = PER_TOKEN * (
+            input_tokens * self.input
+            + output_tokens * self.output
+            + cache_write_tokens * self.cache_write
+            + cache_read_tokens * self.cache_read
+        )
+        return dollars * BATCH_DISCOUNT if batch else dollars
 
 
 #: Published list prices (synchronous API) as of the provider's release; override as above.
@@ -72,10 +100,10 @@ class PriceTable:
 
     @classmethod
     def load(cls, *overrides: Mapping[str, Any] | str | None) -> PriceTable:
-        """The default table, updated from ``CLAUDE_BATCH_PRICES`` and then from each of
-        ``overrides`` in turn (a mapping, a JSON string or a JSON file path; None skipped)."""
+        """The default table, updated from each of ``overrides`` in turn (a mapping, a JSON
+        string or a JSON file path; None skipped)."""
         table = cls()
-        for source in (os.environ.get(PRICES_ENV), *overrides):
+        for source in overrides:
             if source:
                 table.prices.update(_parse_prices(source))
         return table
@@ -92,13 +120,13 @@ class PriceTable:
         price = self.price(model)
         if price is None:
             return None
-        dollars = PER_TOKEN * (
-            usage.input_tokens * price.input
-            + usage.output_tokens * price.output
-            + usage.cache_creation_input_tokens * price.cache_write
-            + usage.cache_read_input_tokens * price.cache_read
+        return price.cost(
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.cache_creation_input_tokens,
+            usage.cache_read_input_tokens,
+            batch=batch,
         )
-        return dollars * BATCH_DISCOUNT if batch else dollars
 
 
 def _parse_prices(source: Mapping[str, Any] | str) -> dict[str, ModelPrice]:
@@ -136,6 +164,22 @@ def _parse_prices(source: Mapping[str, Any] | str) -> dict[str, ModelPrice]:
     return parsed
 
 
+def sync_api_cost(batch_cost: float) -> float:
+    """What tokens that cost ``batch_cost`` at batch prices cost on the synchronous API."""
+    return batch_cost / BATCH_DISCOUNT
+
+
+@dataclass
+class RequestTally:
+    """The most one model's requests of a run can use: every token of a request's input
+    covers at least one byte of its JSON line, and no answer is longer than its max_tokens.
+    Counted by the renderer as it writes the requests; priced by :func:`cost_ceiling`."""
+
+    requests: int = 0
+    input_bytes: int = 0
+    max_output_tokens: int = 0
+
+
 def cost_ceiling(tallies: Mapping[str, RequestTally], prices: PriceTable) -> tuple[float | None, list[str]]:
     """The most a run's requests can cost at batch prices: each input byte a token (priced as
     a cache write where that costs more than plain input) and every answer at its max_tokens.
@@ -147,5 +191,6 @@ def cost_ceiling(tallies: Mapping[str, RequestTally], prices: PriceTable) -> tup
     for model, tally in tallies.items():
         price = prices.price(model)
         assert price is not None
-        dollars += tally.input_bytes * max(price.input, price.cache_write) + tally.max_output_tokens * price.output
-    return dollars * PER_TOKEN * BATCH_DISCOUNT, []
+        dearest_input = replace(price, input=max(price.input, price.cache_write))
+        dollars += dearest_input.cost(tally.input_bytes, tally.max_output_tokens, 0, 0)
+    return dollars, []

@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from airflow_provider_claude_batch.batching import limits
 from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError
+from airflow_provider_claude_batch.batching.pricing import RequestTally
 
 _encode = msgspec.json.Encoder().encode
 #: Column a list of strings becomes, so ``prompt="{text}"`` works for plain lists.
@@ -28,16 +29,6 @@ TEXT_COLUMN = "text"
 class RenderedRequest:
     custom_id: str
     line: bytes  # one JSON object, no trailing newline
-
-
-@dataclass
-class RequestTally:
-    """The most one model's requests of a run can use: every token of a request's input
-    covers at least one byte of its JSON line, and no answer is longer than its max_tokens."""
-
-    requests: int = 0
-    input_bytes: int = 0
-    max_output_tokens: int = 0
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
 from airflow_provider_claude_batch.batching.errors import ClaudeBatchError
-from airflow_provider_claude_batch.batching.pricing import BATCH_DISCOUNT, PER_TOKEN, PriceTable
+from airflow_provider_claude_batch.batching.pricing import PriceTable
 
 #: The results schema, once. Input columns joined back by custom_id are appended after it.
 RESULT_SCHEMA = pa.schema(
@@ -268,16 +268,14 @@ class ResultParser:
         """cost_usd per row: tokens times the row's model prices, at the batch discount (null
         without usage or for a model missing from the price table)."""
         models = columns["model"]
-        rates = np.full((len(models), 4), np.nan)
+        # Null tokens (no message) become NaN, and so does their cost.
+        tokens = [columns[name].to_numpy(zero_copy_only=False).astype(np.float64) for name in TOKEN_COLUMNS]
+        cost = np.full(len(models), np.nan)
         for model in pc.unique(models).to_pylist():
             price = None if model is None else self.prices.price(model)
             if price is not None:
                 mask = pc.fill_null(pc.equal(models, model), False).to_numpy(zero_copy_only=False)
-                rates[mask] = (price.input, price.output, price.cache_write, price.cache_read)
-        tokens = np.stack(
-            [columns[name].to_numpy(zero_copy_only=False).astype(np.float64) for name in TOKEN_COLUMNS], axis=1
-        )
-        cost = (tokens * rates).sum(axis=1) * (BATCH_DISCOUNT * PER_TOKEN)
+                cost[mask] = price.cost(*(kind[mask] for kind in tokens))
         return pa.array(cost, pa.float64(), from_pandas=True)  # NaN -> null
 
 

@@ -21,8 +21,8 @@ from airflow_provider_claude_batch.batching.errors import (
     ClaudeBatchManifestError,
 )
 from airflow_provider_claude_batch.batching.manifest import BatchRecord, Manifest, fingerprint, utcnow_iso
-from airflow_provider_claude_batch.batching.pricing import PriceTable, cost_ceiling
-from airflow_provider_claude_batch.batching.requests import RequestRenderer, RequestSpec, RequestTally
+from airflow_provider_claude_batch.batching.pricing import PriceTable, RequestTally, cost_ceiling
+from airflow_provider_claude_batch.batching.requests import RequestRenderer, RequestSpec
 from airflow_provider_claude_batch.batching.sources import open_source
 from airflow_provider_claude_batch.batching.storage import remove_tree
 

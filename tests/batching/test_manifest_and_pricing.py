@@ -8,7 +8,7 @@ import pytest
 
 from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError, ClaudeBatchManifestError
 from airflow_provider_claude_batch.batching.manifest import BatchRecord, Manifest, load_manifest
-from airflow_provider_claude_batch.batching.pricing import PRICES_ENV, PriceTable, Usage
+from airflow_provider_claude_batch.batching.pricing import PriceTable, RequestTally, Usage, cost_ceiling
 
 
 def _manifest() -> Manifest:
@@ -72,8 +72,13 @@ def test_prices_match_model_families_by_prefix() -> None:
 def test_prices_can_be_overridden_without_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     prices = tmp_path / "prices.json"
     prices.write_text('{"my-model": {"input": 2, "output": 4}}')
-    monkeypatch.setenv(PRICES_ENV, str(prices))
-    table = PriceTable.load({"claude-sonnet-4": {"input": 1, "output": 1, "cache_write": 1, "cache_read": 1}})
+    # The one place prices come from is [claude_batch] prices (config.price_table); the old
+    # variable of the same meaning is no longer read.
+    monkeypatch.setenv("CLAUDE_BATCH_PRICES", '{"env-model": {"input": 1, "output": 1}}')
+    table = PriceTable.load(
+        str(prices), {"claude-sonnet-4": {"input": 1, "output": 1, "cache_write": 1, "cache_read": 1}}
+    )
+    assert table.price("env-model") is None
     assert table.cost("my-model", Usage(1_000_000, 1_000_000)) == pytest.approx(3.0)
     assert table.cost("claude-sonnet-4-6", Usage(0, 0, 1_000_000, 1_000_000)) == pytest.approx(1.0)
     with pytest.raises(ClaudeBatchInputError, match="price of model 'bad'"):
@@ -95,9 +100,6 @@ def test_the_batch_index_sits_in_the_work_dir_and_takes_only_batch_ids(tmp_path:
 
 
 def test_the_cost_ceiling_prices_bytes_as_tokens_and_full_answers() -> None:
-    from airflow_provider_claude_batch.batching.pricing import cost_ceiling
-    from airflow_provider_claude_batch.batching.requests import RequestTally
-
     prices = PriceTable.load({"m": {"input": 2, "output": 10, "cache_write": 2.5, "cache_read": 0.2}})
     ceiling, unpriced = cost_ceiling(
         {"m": RequestTally(requests=4, input_bytes=1_000_000, max_output_tokens=100_000)}, prices
