@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from airflow_provider_claude_batch.batching import limits
 from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError
+from airflow_provider_claude_batch.batching.lines import iter_file_lines
 from airflow_provider_claude_batch.batching.requests import RequestRenderer
 
 CUSTOM_ID_COLUMN = "custom_id"
@@ -208,8 +209,8 @@ class ChunkWriter:
         rows: dict[str, list[int]] = {}
         for chunk in self.chunks:  # rare path: find the offending ids and rows on disk
             with (self.directory / chunk.requests_file).open("rb") as handle:
-                for offset, line in enumerate(handle):
-                    custom_id = request_id(line.rstrip(b"\n"))
+                for offset, line in enumerate(iter_file_lines(handle)):
+                    custom_id = request_id(line)
                     if id_hash(custom_id) in suspects:
                         rows.setdefault(custom_id, []).append(chunk.first_row + offset)
         duplicates = {cid: where for cid, where in rows.items() if len(where) > 1}

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
 from airflow_provider_claude_batch.batching.errors import ClaudeBatchError
+from airflow_provider_claude_batch.batching.lines import line_blocks, read_blocks
 from airflow_provider_claude_batch.batching.pricing import PriceTable
 
 #: The results schema, once. Input columns joined back by custom_id are appended after it.
@@ -171,22 +172,10 @@ class ResultParser:
         line ends."""
 
         def blocks() -> Iterator[tuple[bytes, int]]:
-            pending = b""
             first_line = 1
-            while True:
-                data = handle.read(block_bytes)
-                if not data:
-                    break
-                data = pending + data if pending else data
-                cut = data.rfind(b"\n")
-                if cut < 0:
-                    pending = data
-                    continue
-                block, pending = data[:cut], data[cut + 1 :]
+            for block in line_blocks(read_blocks(handle, block_bytes)):
                 yield block, first_line
                 first_line += block.count(b"\n") + 1
-            if pending.strip():
-                yield pending, first_line
 
         return self._decode_all(blocks(), source)
 
@@ -305,18 +294,3 @@ def _joined_text(content: pa.ListArray) -> pa.Array:
     rows = np.repeat(np.arange(len(content)), np.diff(offsets))
     has_text[rows[is_text.to_numpy(zero_copy_only=False)]] = True
     return pc.if_else(pc.and_(pa.array(has_text), content.is_valid()), joined, _NULL_STRING)
-
-
-def iter_file_lines(handle: Any, block_size: int = 1 << 22) -> Iterator[bytes]:
-    """Lines of a binary file handle, read in large blocks (faster than line iteration on
-    remote file systems)."""
-    pending = b""
-    while True:
-        block = handle.read(block_size)
-        if not block:
-            break
-        lines = (pending + block).split(b"\n")
-        pending = lines.pop()
-        yield from lines
-    if pending:
-        yield pending

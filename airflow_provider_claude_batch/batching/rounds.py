@@ -18,8 +18,8 @@ import msgspec
 
 from airflow_provider_claude_batch.batching import limits
 from airflow_provider_claude_batch.batching.chunks import request_id
+from airflow_provider_claude_batch.batching.lines import iter_file_lines
 from airflow_provider_claude_batch.batching.manifest import BatchRecord, Manifest
-from airflow_provider_claude_batch.batching.results import iter_file_lines
 
 
 class _Error(msgspec.Struct, gc=False):

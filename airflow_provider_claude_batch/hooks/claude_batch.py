@@ -31,6 +31,7 @@ from airflow.sdk import BaseHook
 from anthropic.types.messages import DeletedMessageBatch, MessageBatch
 
 from airflow_provider_claude_batch.batching import limits
+from airflow_provider_claude_batch.batching.lines import iter_lines
 from airflow_provider_claude_batch.config import trigger_concurrency
 from airflow_provider_claude_batch.exceptions import (
     ClaudeBatchAPIError,
@@ -517,13 +518,7 @@ class ClaudeBatchHook(BaseHook):
 
     def iter_results_lines(self, batch_id: str) -> Iterator[bytes]:
         """The raw results JSONL, one line (without its newline) at a time."""
-        pending = b""
-        for chunk in self.iter_results_bytes(batch_id):
-            lines = (pending + chunk).split(b"\n")
-            pending = lines.pop()
-            yield from (line for line in lines if line)
-        if pending:
-            yield pending
+        return iter_lines(self.iter_results_bytes(batch_id))
 
     def download_results(self, batch_id: str, destination: Any, *, attempts: int = 5) -> int:
         """Save the results JSONL to ``destination`` (a path or ``ObjectStoragePath``).

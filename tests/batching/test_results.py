@@ -12,7 +12,6 @@ from airflow_provider_claude_batch.batching.results import (
     RESULT_SCHEMA,
     ClaudeBatchResultsError,
     ResultParser,
-    iter_file_lines,
 )
 
 SUCCEEDED = {
@@ -94,13 +93,6 @@ def test_malformed_line_names_the_line_and_batch() -> None:
     parser = ResultParser("msgbatch_x", 0, PriceTable())
     with pytest.raises(ClaudeBatchResultsError, match="line 2 of batch 'msgbatch_x'"):
         list(parser.parse([json.dumps(EXPIRED).encode(), b'{"custom_id": 5}']))
-
-
-def test_iter_file_lines_handles_block_boundaries(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    path = tmp_path / "r.jsonl"
-    path.write_bytes(b"".join(f"line-{i}\n".encode() for i in range(1000)))
-    with path.open("rb") as handle:
-        assert list(iter_file_lines(handle, block_size=7)) == [f"line-{i}".encode() for i in range(1000)]
 
 
 def _expected(line: dict) -> dict:  # type: ignore[type-arg]
