@@ -79,13 +79,41 @@ class ChunkLimits:
 
 
 @dataclass
+class ChunkBody:
+    """Requests as one create call sends them: how many, the size of the body
+    ``{"requests":[line,line,...]}`` they make, and the sha256 of their JSONL file.
+
+    The one place a create body's size is counted: chunking checks ``max_bytes_per_batch``
+    with it, and a resubmission round records its batches' sizes with it.
+    """
+
+    count: int = 0
+    body_bytes: int = limits.CREATE_ENVELOPE_BYTES
+    digest: Any = field(default_factory=hashlib.sha256)
+
+    def added_bytes(self, line: bytes) -> int:
+        """What ``line`` adds to the body: its bytes, plus the comma that joins it to the others."""
+        return len(line) + (1 if self.count else 0)
+
+    def add(self, line: bytes) -> bytes:
+        """Count ``line`` in; returns it with its newline, as the JSONL file holds it."""
+        self.body_bytes += self.added_bytes(line)
+        self.count += 1
+        jsonl = line + b"\n"
+        self.digest.update(jsonl)
+        return jsonl
+
+    @property
+    def sha256(self) -> str:
+        return str(self.digest.hexdigest())
+
+
+@dataclass
 class _OpenChunk:
     index: int
     first_row: int
     handle: IO[bytes]
-    digest: Any = field(default_factory=hashlib.sha256)
-    count: int = 0
-    body_bytes: int = limits.CREATE_ENVELOPE_BYTES
+    body: ChunkBody = field(default_factory=ChunkBody)
     inputs_writer: pq.ParquetWriter | None = None
     inputs_sink: IO[bytes] | None = None
 
@@ -130,9 +158,9 @@ class ChunkWriter:
                 index=chunk.index,
                 requests_file=chunk_name(chunk.index),
                 inputs_file=inputs_name(chunk.index) if chunk.inputs_writer is not None else None,
-                request_count=chunk.count,
-                body_bytes=chunk.body_bytes,
-                sha256=chunk.digest.hexdigest(),
+                request_count=chunk.body.count,
+                body_bytes=chunk.body.body_bytes,
+                sha256=chunk.body.sha256,
                 first_row=chunk.first_row,
             )
         )
@@ -148,23 +176,22 @@ class ChunkWriter:
         chunk = self._open
         segment_start = 0  # where the open chunk's rows begin within this record batch
         for offset, request in enumerate(rendered):
-            cost = len(request.line) + 1  # its bytes plus the comma that joins it to the others
-            if limits.CREATE_ENVELOPE_BYTES + len(request.line) > max_bytes:
+            if ChunkBody().body_bytes + len(request.line) > max_bytes:
                 raise ClaudeBatchInputError(
                     f"row {first_row + offset} (custom_id {request.custom_id!r}) serializes to {len(request.line)} "
                     f"bytes, more than max_bytes_per_batch ({max_bytes}) allows for one request"
                 )
-            if chunk is None or chunk.count >= max_requests or chunk.body_bytes + cost > max_bytes:
+            if (
+                chunk is None
+                or chunk.body.count >= max_requests
+                or chunk.body.body_bytes + chunk.body.added_bytes(request.line) > max_bytes
+            ):
                 if chunk is not None:
                     self._write_inputs(chunk, inputs, segment_start, offset)
                     self._finish()
                 chunk = self._start(first_row + offset)
                 segment_start = offset
-            line = request.line + b"\n"
-            chunk.handle.write(line)
-            chunk.digest.update(line)
-            chunk.count += 1
-            chunk.body_bytes += cost if chunk.count > 1 else len(request.line)
+            chunk.handle.write(chunk.body.add(request.line))
         if chunk is not None:
             self._write_inputs(chunk, inputs, segment_start, len(rendered))
         self.rows += batch.num_rows

@@ -83,11 +83,22 @@ class _Result(msgspec.Struct, gc=False):
     error: _ErrorEnvelope | None = None
 
 
-class _Line(msgspec.Struct, gc=False):
-    """One result line as the API defines it: the check that names a bad line."""
+class ResultLine(msgspec.Struct, gc=False):
+    """One result line as the API defines it: the check that names a bad line, and what
+    resubmission rounds read to decide which requests to send again."""
 
     custom_id: str
     result: _Result
+
+    @property
+    def error_type(self) -> str | None:
+        """The error's type (``overloaded_error``, ...), else the envelope's; the same rule as
+        the ``error_type`` column."""
+        envelope = self.result.error
+        if envelope is None:
+            return None
+        detail = envelope.error.type if envelope.error is not None else None
+        return detail if detail is not None else envelope.type
 
 
 class _ContentOnlyMessage(msgspec.Struct, gc=False):
@@ -102,7 +113,9 @@ class _ContentOnlyLine(msgspec.Struct, gc=False):
     result: _ContentOnlyResult
 
 
-_line_decoder = msgspec.json.Decoder(_Line)
+_line_decoder = msgspec.json.Decoder(ResultLine)
+#: One result line (bytes, without its newline) -> :class:`ResultLine`; raises ``msgspec.DecodeError``.
+decode_result_line = _line_decoder.decode
 _contents_decoder = msgspec.json.Decoder(list[_ContentOnlyLine])
 
 _USAGE = pa.struct([(name, pa.int64()) for name in TOKEN_COLUMNS])

@@ -10,37 +10,14 @@ final outcome is the one from the highest round that included it.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from typing import Any
 
-import msgspec
-
 from airflow_provider_claude_batch.batching import limits
-from airflow_provider_claude_batch.batching.chunks import request_id
+from airflow_provider_claude_batch.batching.chunks import ChunkBody, request_id
 from airflow_provider_claude_batch.batching.lines import iter_file_lines
 from airflow_provider_claude_batch.batching.manifest import BatchRecord, Manifest
-
-
-class _Error(msgspec.Struct, gc=False):
-    type: str | None = None
-
-
-class _Envelope(msgspec.Struct, gc=False):
-    error: _Error | None = None
-
-
-class _Result(msgspec.Struct, gc=False):
-    type: str
-    error: _Envelope | None = None
-
-
-class _Outcome(msgspec.Struct, gc=False):
-    custom_id: str
-    result: _Result
-
-
-_outcome = msgspec.json.Decoder(_Outcome)
+from airflow_provider_claude_batch.batching.results import decode_result_line
 
 
 def is_retryable(result_type: str, error_type: str | None) -> bool:
@@ -55,10 +32,8 @@ def retryable_ids(lines: Iterable[bytes]) -> list[str]:
     for line in lines:
         if not line:
             continue
-        outcome = _outcome.decode(line)
-        result = outcome.result
-        error_type = result.error.error.type if result.error is not None and result.error.error is not None else None
-        if is_retryable(result.type, error_type):
+        outcome = decode_result_line(line)
+        if is_retryable(outcome.result.type, outcome.error_type):
             found.append(outcome.custom_id)
     return found
 
@@ -92,25 +67,19 @@ def plan_next_round(manifest: Manifest, run_dir: Any, max_retry_rounds: int) -> 
         requests_file = f"round-{next_round:02d}/chunk-{chunk:05d}.jsonl"
         target = run_dir / requests_file
         target.parent.mkdir(parents=True, exist_ok=True)
-        digest = hashlib.sha256()
-        count = 0
-        body_bytes = limits.CREATE_ENVELOPE_BYTES
+        body = ChunkBody()
         with (run_dir / base.requests_file).open("rb") as source, target.open("wb") as out:
             for line in iter_file_lines(source):
-                if not line or request_id(line) not in retry:
-                    continue
-                out.write(line + b"\n")
-                digest.update(line + b"\n")
-                body_bytes += len(line) + (1 if count else 0)
-                count += 1
+                if request_id(line) in retry:
+                    out.write(body.add(line))
         new_records.append(
             BatchRecord(
                 chunk=chunk,
                 round=next_round,
                 requests_file=requests_file,
-                request_count=count,
-                body_bytes=body_bytes,
-                sha256=digest.hexdigest(),
+                request_count=body.count,
+                body_bytes=body.body_bytes,
+                sha256=body.sha256,
             )
         )
     return new_records
