@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from airflow_provider_claude_batch.batching.batch_index import record_origin
+from airflow_provider_claude_batch.batching.cancel import cancel_batches
 from airflow_provider_claude_batch.batching.chunks import ChunkInfo, ChunkLimits, ChunkWriter
 from airflow_provider_claude_batch.batching.errors import (
     ClaudeBatchBudgetError,
@@ -195,12 +196,7 @@ def reconcile(
             f"is now {staged.fingerprint[:12]}. Nothing was submitted. To replace them, set "
             "on_input_change='resubmit' (cancels the earlier batches and submits the new input)."
         )
-    for batch_id in existing.open_batch_ids():
-        try:
-            hook.cancel_batch(batch_id)
-            log.warning("Input changed: canceled earlier batch %s.", batch_id)
-        except Exception as exc:  # an ended or deleted batch needs no cancel
-            log.warning("Input changed: could not cancel earlier batch %s: %s", batch_id, exc)
+    cancel_batches(hook, existing.open_batch_ids(), reason="Input changed", log=log)
     stamp = datetime.now().strftime("%Y%m%dT%H%M%S")
     with (run_dir / f"manifest.replaced-{stamp}.json").open("wb") as out:
         out.write(existing.to_json())

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowSensorTimeout
 
+from airflow_provider_claude_batch.batching.cancel import cancel_batches
 from airflow_provider_claude_batch.batching.errors import ClaudeBatchError
 from airflow_provider_claude_batch.batching.progress import Progress, batch_state, summary_table, total_counts
 from airflow_provider_claude_batch.exceptions import ClaudeBatchAPIError
@@ -204,13 +205,7 @@ class ClaudeBatchSensor(BaseSensorOperator):
         return {"batches": states, "totals": totals}
 
     def _cancel_open(self, ids: list[str], conn_id: str, *, reason: str) -> None:
-        hook = ClaudeBatchHook(conn_id)
-        for batch_id in ids:
-            try:
-                batch = hook.cancel_batch(batch_id)
-                self.log.warning("%s: canceled batch %s (%s).", reason, batch_id, batch.processing_status)
-            except Exception as exc:
-                self.log.warning("%s: could not cancel batch %s: %s", reason, batch_id, exc)
+        cancel_batches(ClaudeBatchHook(conn_id), ids, reason=reason, log=self.log)
 
     def _set_console_link(self, batch_id: str, conn_id: str) -> None:
         try:

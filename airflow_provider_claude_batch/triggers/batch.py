@@ -9,6 +9,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_provider_claude_batch.batching.cancel import acancel_batches
 from airflow_provider_claude_batch.batching.progress import Progress
 from airflow_provider_claude_batch.exceptions import ClaudeBatchAuthError, ClaudeBatchNotFoundError
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
@@ -122,10 +123,6 @@ class ClaudeBatchTrigger(BaseTrigger):
         """A user killed the deferred task (mark failed/success, clear): stop paying for it."""
         if not self.cancel_on_kill:
             return
-        hook = ClaudeBatchHook(self.claude_batch_conn_id)
-        for batch_id in self.batch_ids:
-            try:
-                batch = await hook.acancel_batch(batch_id)
-                self.log.warning("Task killed: canceled batch %s (%s).", batch_id, batch.processing_status)
-            except Exception as exc:
-                self.log.warning("Task killed: could not cancel batch %s: %s", batch_id, exc)
+        await acancel_batches(
+            ClaudeBatchHook(self.claude_batch_conn_id), self.batch_ids, reason="Task killed", log=self.log
+        )
