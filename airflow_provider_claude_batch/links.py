@@ -9,12 +9,13 @@ A template that does not render gives no link and a warning, never a failed task
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlencode, urlparse
 
 from airflow.sdk import BaseOperatorLink
 
 if TYPE_CHECKING:
+    from airflow.sdk import Context
     from airflow.sdk.types import TaskInstanceKey
 
     from airflow_provider_claude_batch.batching.manifest import Manifest
@@ -61,28 +62,56 @@ def batches_page_url(manifest: Manifest) -> str:
     return f"{prefix}{BATCHES_PAGE_PREFIX}/?{urlencode(query)}"
 
 
-class ClaudeBatchConsoleLink(BaseOperatorLink):
+class _AttributeLink(BaseOperatorLink):
+    """A link whose URL the operator keeps in an attribute (``attribute``) while it runs.
+
+    Airflow 3 shows the URL the worker saved in XCom (key ``_link_<ClassName>``) when a try
+    of the task ended; it is computed from the operator instance at hand. An operator that
+    defers is a fresh instance when it resumes, one that never ran ``execute``: so
+    :func:`persist_links` saves the URLs before deferring, and a link whose attribute is empty
+    falls back to what was saved, instead of overwriting it with nothing.
+    """
+
+    attribute: ClassVar[str]
+
+    def get_link(self, operator: Any, *, ti_key: TaskInstanceKey) -> str:
+        return getattr(operator, self.attribute, None) or _saved_url(self.xcom_key, ti_key)
+
+
+def _saved_url(key: str, ti_key: TaskInstanceKey) -> str:
+    try:
+        from airflow.sdk.execution_time.xcom import XCom
+
+        value = XCom.get_value(ti_key=ti_key, key=key)
+    except Exception:  # a link must never fail a task
+        return ""
+    return value if isinstance(value, str) else ""
+
+
+def persist_links(operator: Any, context: Context) -> None:
+    """Save the URLs of ``operator``'s links in XCom now (call it before deferring)."""
+    for link in getattr(operator, "operator_extra_links", ()):
+        url = getattr(operator, link.attribute, None) if isinstance(link, _AttributeLink) else None
+        if url:
+            context["ti"].xcom_push(key=link.xcom_key, value=url)
+
+
+class ClaudeBatchConsoleLink(_AttributeLink):
     """The task's (first) batch in the Anthropic Console."""
 
     name = "Claude batch in Console"
-
-    def get_link(self, operator: Any, *, ti_key: TaskInstanceKey) -> str:
-        return getattr(operator, "console_link", None) or ""
+    attribute = "console_link"
 
 
-class ClaudeBatchesPageLink(BaseOperatorLink):
+class ClaudeBatchesPageLink(_AttributeLink):
     """Every batch of the task (all chunks and rounds) on the Claude Batches page."""
 
     name = "Claude Batches of this task"
-
-    def get_link(self, operator: Any, *, ti_key: TaskInstanceKey) -> str:
-        return getattr(operator, "batches_page_link", None) or ""
+    attribute = "batches_page_link"
 
 
-class ClaudeBatchOutputLink(BaseOperatorLink):
+class ClaudeBatchOutputLink(_AttributeLink):
     """Where the transfer landed its Parquet."""
 
     name = "Parquet output"
-
-    def get_link(self, operator: Any, *, ti_key: TaskInstanceKey) -> str:
-        return getattr(operator, "output_link", None) or ""
+    attribute = "output_link"

@@ -19,6 +19,7 @@ from airflow_provider_claude_batch.links import (
     ClaudeBatchesPageLink,
     batches_page_url,
     console_url,
+    persist_links,
 )
 from airflow_provider_claude_batch.triggers.batch import ClaudeBatchTrigger
 from airflow_provider_claude_batch.workdir import open_manifest
@@ -134,6 +135,7 @@ class ClaudeBatchSensor(BaseSensorOperator):
                 self._record(states)
                 return self._finish(states)
         self.log.info("Deferring: waiting for %d batch(es) in the triggerer.", len(ids))
+        persist_links(self, context)  # the instance that resumes never sets them
         self.defer(
             trigger=ClaudeBatchTrigger(
                 batch_ids=ids,
