@@ -1,0 +1,63 @@
+"""Path helpers on local disk and on an fsspec file system (``memory://``) (batching/storage.py)."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from upath import UPath
+
+from airflow_provider_claude_batch.batching.storage import (
+    as_path,
+    atomic_writer,
+    is_local,
+    remove_tree,
+    replace_tree,
+)
+
+
+@pytest.fixture(params=["local", "memory"])
+def base(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    if request.param == "local":
+        return tmp_path
+    return as_path(f"memory://storage-test-{uuid.uuid4().hex[:8]}")
+
+
+def _names(folder: Any) -> list[str]:
+    return sorted(child.name for child in folder.iterdir())
+
+
+def test_as_path_picks_the_path_type_by_scheme(tmp_path: Path) -> None:
+    assert as_path(str(tmp_path)) == tmp_path and as_path(f"file://{tmp_path}") == tmp_path
+    remote = as_path("memory://bucket/key")
+    assert isinstance(remote, UPath) and not is_local(remote)
+    assert is_local(tmp_path)
+
+
+def test_atomic_writer_shows_the_file_only_when_whole(base: Any) -> None:
+    target = base / "sub" / "file.json"
+    with atomic_writer(target) as out:
+        out.write(b"first")
+        assert not target.exists()  # nothing under the final name while writing
+    assert target.read_bytes() == b"first"
+    with pytest.raises(RuntimeError), atomic_writer(target) as out:
+        out.write(b"half")
+        raise RuntimeError("interrupted")
+    assert target.read_bytes() == b"first"  # the old content stays, no temporary is left
+    assert _names(target.parent) == ["file.json"]
+
+
+def test_replace_tree_swaps_a_folder_whole_and_remove_tree_deletes_it(base: Any) -> None:
+    target, staged = base / "out", base / ".out.tmp"
+    for folder, names in ((target, ["old-1", "old-2"]), (staged, ["new-1"])):
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            (folder / name).write_bytes(name.encode())
+    replace_tree(staged, target)
+    assert _names(target) == ["new-1"] and (target / "new-1").read_bytes() == b"new-1"
+    assert not staged.exists()
+    remove_tree(target)
+    assert not target.exists()
+    remove_tree(target)  # already gone: no error

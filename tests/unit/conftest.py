@@ -1,0 +1,46 @@
+"""Unit-test helpers: a real submitted run (the submit task's steps, the real hook, the emulator)
+without Airflow's scheduler or metadata DB."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_claude_batch.batching.chunks import ChunkLimits
+from airflow_provider_claude_batch.batching.manifest import Manifest
+from airflow_provider_claude_batch.batching.requests import RequestSpec
+from airflow_provider_claude_batch.batching.submission import create_missing_batches, new_manifest, stage_requests
+from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+from airflow_provider_claude_batch.testing import RunningEmulator
+
+SubmitRun = Callable[..., tuple[Manifest, Path]]
+
+
+@pytest.fixture
+def submit_run(emulator: RunningEmulator, tmp_path: Path) -> SubmitRun:
+    """``submit_run(rows, max_requests=...)``: stage ``rows`` (a list of texts or dicts), write the
+    manifest and create its batches on the emulator; returns the manifest and its run folder."""
+
+    def submit(rows: list[object], *, max_requests: int = 100, task_id: str = "submit") -> tuple[Manifest, Path]:
+        run_dir = tmp_path / "work" / "dag" / "run" / task_id
+        run_dir.mkdir(parents=True, exist_ok=True)
+        spec = RequestSpec(prompt="{text}", model="claude-haiku-4-5", max_tokens=8)
+        limits = ChunkLimits(max_requests=max_requests)
+        staged = stage_requests(rows, spec, limits, run_dir)
+        manifest = new_manifest(
+            staged,
+            dag_id="dag",
+            run_id="run",
+            task_id=task_id,
+            map_index=-1,
+            conn_id=ClaudeBatchHook.default_conn_name,
+            spec=spec,
+            chunk_limits=limits,
+        )
+        manifest.save(run_dir)
+        create_missing_batches(manifest, run_dir, ClaudeBatchHook(retry_backoff=0))
+        return manifest, run_dir
+
+    return submit

@@ -1,0 +1,66 @@
+"""ClaudeBatchSubmitOperator.execute called directly, against the emulator (operators/submit.py).
+Retries and clears through Airflow are in tests/airflow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from airflow.sdk.exceptions import AirflowSkipException
+
+from airflow_provider_claude_batch.batching.errors import ClaudeBatchBudgetError, ClaudeBatchInputError
+from airflow_provider_claude_batch.batching.manifest import load_manifest
+from airflow_provider_claude_batch.operators.submit import ClaudeBatchSubmitOperator
+from airflow_provider_claude_batch.testing import RunningEmulator
+
+
+def _context(task_id: str = "submit") -> Any:
+    return {"ti": SimpleNamespace(dag_id="dag", run_id="run", task_id=task_id, map_index=-1)}
+
+
+def _operator(tmp_path: Path, source: Any, **kwargs: Any) -> ClaudeBatchSubmitOperator:
+    return ClaudeBatchSubmitOperator(
+        task_id="submit", source=source, model="claude-haiku-4-5", max_tokens=8, work_dir=str(tmp_path), **kwargs
+    )
+
+
+def test_rows_become_as_many_batches_as_the_limits_require(tmp_path: Path, emulator: RunningEmulator) -> None:
+    summary = _operator(tmp_path, [f"q{i}" for i in range(25)], max_requests_per_batch=10).execute(_context())
+    assert summary["chunks"] == 3 and summary["requests"] == 25 and len(summary["created_now"]) == 3
+    assert emulator.emulator.stats["batches_created"] == 3
+    assert emulator.emulator.stats["requests_received"] == 25
+    assert summary["manifest"] == str(tmp_path / "dag" / "run" / "submit" / "manifest.json")
+    assert load_manifest(tmp_path / "dag" / "run" / "submit").batch_ids() == summary["batch_ids"]
+    assert summary["cost_ceiling_usd"] > 0
+
+
+def test_a_second_try_with_the_same_input_creates_nothing(tmp_path: Path, emulator: RunningEmulator) -> None:
+    first = _operator(tmp_path, ["a", "b"]).execute(_context())
+    again = _operator(tmp_path, ["a", "b"]).execute(_context())
+    assert again["created_now"] == [] and again["batch_ids"] == first["batch_ids"]
+    assert emulator.emulator.stats["batches_created"] == 1
+
+
+def test_no_rows_skip_or_fail_and_submit_nothing(tmp_path: Path, emulator: RunningEmulator) -> None:
+    with pytest.raises(AirflowSkipException):
+        _operator(tmp_path, []).execute(_context())
+    with pytest.raises(ClaudeBatchInputError, match="on_empty='fail'"):
+        _operator(tmp_path, [], on_empty="fail").execute(_context("other"))
+    assert emulator.emulator.stats["batches_created"] == 0
+
+
+def test_a_budget_stops_the_run_before_the_create(tmp_path: Path, emulator: RunningEmulator) -> None:
+    with pytest.raises(ClaudeBatchBudgetError, match="over max_cost_usd"):
+        _operator(tmp_path, ["a"] * 3, max_cost_usd=1e-9).execute(_context())
+    assert emulator.emulator.stats["batches_created"] == 0
+
+
+def test_bad_parameters_fail_when_the_dag_is_parsed(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="on_empty"):
+        _operator(tmp_path, ["a"], on_empty="ignore")
+    with pytest.raises(ClaudeBatchInputError, match="on_input_change"):
+        _operator(tmp_path, ["a"], on_input_change="merge")
+    with pytest.raises(ValueError, match="max_cost_usd must be a positive"):
+        _operator(tmp_path, ["a"], max_cost_usd=0)

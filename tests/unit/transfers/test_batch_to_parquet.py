@@ -1,0 +1,67 @@
+"""ClaudeBatchToParquetOperator.execute called directly, against the emulator, without
+deferring (transfers/batch_to_parquet.py). The deferred rounds through Airflow are in tests/airflow."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from airflow_provider_claude_batch.testing import RunningEmulator
+from airflow_provider_claude_batch.transfers.batch_to_parquet import ClaudeBatchToParquetOperator
+from tests.unit.conftest import SubmitRun
+
+ROWS = [{"text": f"question {i}", "product": f"p{i % 2}"} for i in range(6)]
+
+
+def test_every_request_lands_once_and_transient_failures_go_out_again(
+    submit_run: SubmitRun, emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    emulator.emulator.script_outcomes({"row-1": "expired", "row-2": "errored:invalid_request_error"})
+    _, run_dir = submit_run(ROWS, max_requests=4)
+    destination = tmp_path / "out"
+    land = ClaudeBatchToParquetOperator(
+        task_id="land",
+        manifest={"manifest": str(run_dir / "manifest.json")},
+        destination=str(destination),
+        keep_columns=["product"],
+        deferrable=False,
+        max_retry_rounds=1,
+    )
+    summary = land.execute({})
+    table = pq.read_table(destination).to_pydict()
+    outcomes = dict(zip(table["custom_id"], table["result_type"], strict=True))
+    assert sorted(outcomes) == [f"row-{i}" for i in range(6)]
+    assert outcomes["row-1"] == "succeeded"  # resubmitted in round 1
+    assert outcomes["row-2"] == "errored"  # a retry cannot fix an invalid request
+    assert dict(zip(table["custom_id"], table["round"], strict=True))["row-1"] == 1
+    assert emulator.emulator.stats["batches_created"] == 2 + 1  # two chunks, one resubmission
+    assert summary["rows"] == 6 and summary["rounds"] == 2 and summary["resubmitted_requests"] == 1
+    assert json.loads((run_dir / "landing.json").read_text())["destination"] == str(destination)
+    assert land.output_link == f"file://{destination}"
+
+
+def test_landing_again_replaces_the_partition_and_bills_nothing(
+    submit_run: SubmitRun, emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    _, run_dir = submit_run(ROWS)
+    destination = tmp_path / "out"
+    for _ in range(2):
+        ClaudeBatchToParquetOperator(
+            task_id="land", manifest=str(run_dir), destination=str(destination), deferrable=False
+        ).execute({})
+    assert pq.read_table(destination).num_rows == 6
+    assert sorted(p.name for p in destination.iterdir()) == ["part-00000.parquet"]
+    assert emulator.emulator.stats["batches_created"] == 1
+    assert emulator.emulator.calls["results"] == 1  # the raw results were saved once
+
+
+def test_bad_parameters_fail_when_the_dag_is_parsed() -> None:
+    with pytest.raises(ValueError, match="max_retry_rounds must be >= 0"):
+        ClaudeBatchToParquetOperator(task_id="l", manifest="m", destination="d", max_retry_rounds=-1)
+    not_names: Any = [1]
+    with pytest.raises(ValueError, match="keep_columns"):
+        ClaudeBatchToParquetOperator(task_id="l", manifest="m", destination="d", keep_columns=not_names)
