@@ -5,17 +5,38 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from airflow_provider_claude_batch.batching import limits
 from airflow_provider_claude_batch.batching.chunks import ChunkLimits
-from airflow_provider_claude_batch.batching.manifest import Manifest
+from airflow_provider_claude_batch.batching.manifest import BatchRecord, Manifest
 from airflow_provider_claude_batch.batching.requests import RequestSpec
 from airflow_provider_claude_batch.batching.submission import create_missing_batches, new_manifest, stage_requests
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 from airflow_provider_claude_batch.testing import RunningEmulator
 
 SubmitRun = Callable[..., tuple[Manifest, Path]]
+
+
+def manifest_of(records: list[BatchRecord], **fields: Any) -> Manifest:
+    """A manifest holding ``records``, with plain values for every other field."""
+    values: dict[str, Any] = {
+        "dag_id": "dag",
+        "run_id": "run",
+        "task_id": "submit",
+        "map_index": -1,
+        "conn_id": "conn",
+        "fingerprint": "f" * 64,
+        "spec": {},
+        "max_requests_per_batch": limits.MAX_REQUESTS_PER_BATCH,
+        "max_bytes_per_batch": limits.MAX_BYTES_PER_BATCH,
+        "total_requests": sum(record.request_count for record in records),
+        "input_columns": None,
+    }
+    values.update(fields)
+    return Manifest(batches=records, **values)
 
 
 @pytest.fixture

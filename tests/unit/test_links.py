@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_claude_batch.batching.manifest import Manifest
 from airflow_provider_claude_batch.links import (
     DEFAULT_CONSOLE_URL_TEMPLATE,
     ClaudeBatchConsoleLink,
@@ -18,23 +17,7 @@ from airflow_provider_claude_batch.links import (
     console_url,
     persist_links,
 )
-
-
-def _manifest(map_index: int) -> Manifest:
-    return Manifest(
-        dag_id="dag",
-        run_id="manual__2026",
-        task_id="submit",
-        map_index=map_index,
-        conn_id="conn",
-        fingerprint="f",
-        spec={},
-        max_requests_per_batch=1,
-        max_bytes_per_batch=1,
-        total_requests=0,
-        input_columns=None,
-        batches=[],
-    )
+from tests.unit.conftest import manifest_of
 
 
 def test_console_url_fills_the_template_and_a_bad_one_gives_none(caplog: pytest.LogCaptureFixture) -> None:
@@ -47,10 +30,10 @@ def test_console_url_fills_the_template_and_a_bad_one_gives_none(caplog: pytest.
 
 
 def test_the_page_link_names_the_submit_task_and_its_map_index() -> None:
-    assert batches_page_url(_manifest(-1)) == (
+    assert batches_page_url(manifest_of([], run_id="manual__2026", conn_id="conn")) == (
         "/claude-batches/?conn_id=conn&dag_id=dag&run_id=manual__2026&task_id=submit"
     )
-    assert batches_page_url(_manifest(3)).endswith("&task_id=submit&map_index=3")
+    assert batches_page_url(manifest_of([], map_index=3)).endswith("&task_id=submit&map_index=3")
 
 
 def test_links_read_their_attribute_and_persist_saves_only_what_is_set() -> None:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_claude_batch.batching import limits
-from airflow_provider_claude_batch.batching.manifest import BatchRecord, Manifest
+from airflow_provider_claude_batch.batching.manifest import BatchRecord
 from airflow_provider_claude_batch.batching.rounds import final_rounds, plan_next_round, records_by_chunk
+from tests.unit.conftest import manifest_of
 
 
 def _request(custom_id: str) -> bytes:
@@ -44,23 +44,6 @@ def _chunk(run_dir: Path, chunk: int, outcomes: dict[str, str]) -> BatchRecord:
     )
 
 
-def _manifest(records: list[BatchRecord]) -> Manifest:
-    return Manifest(
-        dag_id="d",
-        run_id="r",
-        task_id="t",
-        map_index=-1,
-        conn_id="c",
-        fingerprint="f",
-        spec={},
-        max_requests_per_batch=10,
-        max_bytes_per_batch=limits.MAX_BYTES_PER_BATCH,
-        total_requests=sum(r.request_count for r in records),
-        input_columns=None,
-        batches=records,
-    )
-
-
 def test_only_transient_failures_go_out_again_byte_for_byte(tmp_path: Path) -> None:
     outcomes = {
         "a": "succeeded",
@@ -69,7 +52,7 @@ def test_only_transient_failures_go_out_again_byte_for_byte(tmp_path: Path) -> N
         "d": "errored:invalid_request_error",  # a retry cannot fix it
         "e": "errored:api_error",
     }
-    manifest = _manifest([_chunk(tmp_path, 0, outcomes), _chunk(tmp_path, 1, {"z": "succeeded"})])
+    manifest = manifest_of([_chunk(tmp_path, 0, outcomes), _chunk(tmp_path, 1, {"z": "succeeded"})])
     (planned,) = plan_next_round(manifest, tmp_path, max_retry_rounds=2)
     assert (planned.chunk, planned.round, planned.requests_file) == (0, 1, "round-01/chunk-00000.jsonl")
     body = (tmp_path / planned.requests_file).read_bytes()
@@ -80,9 +63,9 @@ def test_only_transient_failures_go_out_again_byte_for_byte(tmp_path: Path) -> N
 
 
 def test_no_round_past_the_limit_and_none_without_failures(tmp_path: Path) -> None:
-    manifest = _manifest([_chunk(tmp_path, 0, {"a": "expired"})])
+    manifest = manifest_of([_chunk(tmp_path, 0, {"a": "expired"})])
     assert plan_next_round(manifest, tmp_path, max_retry_rounds=0) == []
-    clean = _manifest([_chunk(tmp_path, 1, {"a": "succeeded"})])
+    clean = manifest_of([_chunk(tmp_path, 1, {"a": "succeeded"})])
     assert plan_next_round(clean, tmp_path, max_retry_rounds=2) == []
 
 
@@ -90,12 +73,12 @@ def test_a_round_needs_the_results_of_the_last_one(tmp_path: Path) -> None:
     record = _chunk(tmp_path, 0, {"a": "expired"})
     record.results_file = None
     with pytest.raises(ValueError, match="round 0 chunk 0 has no saved results yet"):
-        plan_next_round(_manifest([record]), tmp_path, max_retry_rounds=2)
+        plan_next_round(manifest_of([record]), tmp_path, max_retry_rounds=2)
 
 
 def test_each_request_lands_from_the_last_round_it_went_out_in(tmp_path: Path) -> None:
     base = _chunk(tmp_path, 0, {"a": "succeeded", "b": "expired", "c": "expired"})
-    manifest = _manifest([base])
+    manifest = manifest_of([base])
     (first,) = plan_next_round(manifest, tmp_path, max_retry_rounds=2)
     first.batch_id, first.results_file = "msgbatch_r1", "raw/msgbatch_r1.jsonl"
     (tmp_path / first.results_file).write_bytes(_result("b", "succeeded") + b"\n" + _result("c", "expired") + b"\n")
