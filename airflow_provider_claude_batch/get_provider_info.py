@@ -39,6 +39,9 @@ def get_provider_info() -> dict[str, Any]:
         "task-decorators": [
             {"name": "claude_batch", "class-name": f"{_PACKAGE}.decorators.claude_batch.claude_batch_task"}
         ],
+        # Also an ``airflow.plugins`` entry point (pyproject), which is what loads it while providers
+        # are discovered lazily (the default); listed here as providers list theirs.
+        "plugins": [{"name": "claude_batches", "plugin-class": f"{_PACKAGE}.plugins.batches_page.ClaudeBatchesPlugin"}],
         "extra-links": [
             f"{_PACKAGE}.links.ClaudeBatchConsoleLink",
             f"{_PACKAGE}.links.ClaudeBatchesPageLink",

@@ -25,7 +25,21 @@ log = logging.getLogger(__name__)
 DEFAULT_CONSOLE_URL_TEMPLATE = "https://console.anthropic.com/workspaces/{workspace_id}/batches/{batch_id}"
 
 
-def console_url(template: str | None, batch_id: str, workspace_id: str | None = None) -> str | None:
+#: The API host whose batches the Console shows.
+ANTHROPIC_API_HOST = "api.anthropic.com"
+
+
+def console_url(
+    template: str | None, batch_id: str, workspace_id: str | None = None, *, base_url: str | None = None
+) -> str | None:
+    """The batch's page in the Anthropic Console, or None.
+
+    Without a ``console_url_template`` the default Console URL is used only when the
+    connection talks to the real API: a batch of another host (the local emulator, a gateway)
+    is not in the Console, and a link there would show someone else's 404.
+    """
+    if template is None and base_url and (urlparse(base_url).hostname or "") != ANTHROPIC_API_HOST:
+        return None
     try:
         return (template or DEFAULT_CONSOLE_URL_TEMPLATE).format(
             batch_id=batch_id, workspace_id=workspace_id or "default"
@@ -35,6 +49,22 @@ def console_url(template: str | None, batch_id: str, workspace_id: str | None = 
             "console_url_template %r cannot be rendered (%s: %s); no Console link.", template, type(exc).__name__, exc
         )
         return None
+
+
+def output_url(destination: str) -> str | None:
+    """A browser URL for a landed folder: the S3 or GCS console page of its prefix, else None.
+
+    A local path has no URL that the Airflow UI can open (browsers refuse ``file://`` links
+    from a web page), so local output gets no link rather than one that does nothing.
+    """
+    parsed = urlparse(destination)
+    bucket = parsed.netloc.rsplit("@", 1)[-1]  # ObjectStoragePath may carry a conn_id: s3://conn@bucket/
+    prefix = parsed.path.strip("/")
+    if parsed.scheme in ("s3", "s3a") and bucket:
+        return f"https://s3.console.aws.amazon.com/s3/buckets/{bucket}?{urlencode({'prefix': prefix + '/'})}"
+    if parsed.scheme in ("gs", "gcs") and bucket:
+        return f"https://console.cloud.google.com/storage/browser/{bucket}/{prefix}"
+    return None
 
 
 #: Where the provider's plugin serves the Claude Batches page on the api-server.

@@ -8,6 +8,7 @@ per row. That keeps rendering in the microseconds per row.
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,28 @@ TEXT_COLUMN = "text"
 class RenderedRequest:
     custom_id: str
     line: bytes  # one JSON object, no trailing newline
+
+
+#: A field of a ``"fields"`` template: a column name, then optional ``.attr`` / ``[key]``
+#: parts, ``!conversion`` and ``:spec`` (as in ``str.format``).
+_FIELD = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*|\[[^\[\]{}]*\])*(?:![rsa])?(?::[^{}]*)?\}")
+
+
+def fields_template(template: str) -> str:
+    """A ``"fields"`` template as a ``str.format`` template: ``{column}`` (see ``_FIELD``)
+    stays a field, every other brace becomes literal text.
+
+    This is what makes a prompt that asks for JSON easy: ``'Reply as {"label": ...}: {body}'``
+    needs no escaping in Python, in Jinja (single braces are not Jinja syntax) or here.
+    """
+    parts: list[str] = []
+    position = 0
+    for match in _FIELD.finditer(template):
+        parts.append(template[position : match.start()].replace("{", "{{").replace("}", "}}"))
+        parts.append(match.group())
+        position = match.end()
+    parts.append(template[position:].replace("{", "{{").replace("}", "}}"))
+    return "".join(parts)
 
 
 @dataclass(frozen=True)

@@ -118,7 +118,8 @@ class ClaudeBatchSettings:
             api_key=conn.password or fallback_key or None,
             base_url=host,
             workspace_id=_extra(extra, "workspace_id"),
-            default_model=_extra(extra, "default_model"),
+            # ``model`` is where the public Anthropic provider's ``anthropic`` connections keep theirs.
+            default_model=_extra(extra, "default_model") or _extra(extra, "model"),
             timeout=float(timeout) if timeout is not None else 600.0,
             max_retries=int(max_retries) if max_retries is not None else 2,
             anthropic_beta=_extra(extra, "anthropic_beta"),

@@ -12,7 +12,7 @@ from airflow_provider_claude_batch.batching import limits
 from airflow_provider_claude_batch.batching.chunks import ChunkLimits
 from airflow_provider_claude_batch.batching.errors import ClaudeBatchBudgetError, ClaudeBatchInputError
 from airflow_provider_claude_batch.batching.manifest import load_manifest, manifest_exists
-from airflow_provider_claude_batch.batching.requests import TEXT_COLUMN, RequestSpec
+from airflow_provider_claude_batch.batching.requests import TEXT_COLUMN, RequestSpec, fields_template
 from airflow_provider_claude_batch.batching.storage import remove_tree
 from airflow_provider_claude_batch.batching.submission import (
     check_budget,
@@ -24,6 +24,7 @@ from airflow_provider_claude_batch.batching.submission import (
     stage_requests,
 )
 from airflow_provider_claude_batch.config import price_table
+from airflow_provider_claude_batch.conventions import PROMPT_FILE_EXTENSIONS, ClaudeBatchParameterError, pick_alias
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 from airflow_provider_claude_batch.lineage import LineageRecord, operator_lineage, source_location
 from airflow_provider_claude_batch.links import (
@@ -62,7 +63,10 @@ class ClaudeBatchSubmitOperator(BaseOperator):
     re-attaches to them instead of submitting (and paying for) the same work again.
 
     :param source: the input rows (templated when a string).
-    :param prompt: ``str.format`` template over columns for the user message (templated).
+    :param prompt: the user message, with ``{column}`` fields filled from each row
+        (templated: Jinja first, e.g. ``{{ ds }}``, then the fields). A value ending in
+        ``.txt``, ``.md``, ``.j2``, ``.jinja`` or ``.jinja2`` is a file, found in the DAG's folder
+        or ``template_searchpath``. See ``prompt_format`` for literal braces (JSON).
     :param model: model for every request; defaults to the connection's ``default_model``.
     :param max_tokens: ``max_tokens`` of every request.
     :param system: optional system prompt, may use ``{column}`` fields too (templated).
@@ -88,7 +92,12 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         prices (every input byte a token, every answer at ``max_tokens``) is above it, the task
         fails before submitting anything. The ceiling is logged and returned either way.
     :param prices: price table overrides for the ceiling, over ``[claude_batch] prices``.
-    :param claude_batch_conn_id: the ``claude_batch`` connection.
+    :param prompt_format: how ``prompt`` and ``system`` mark fields. ``"fields"`` (default):
+        ``{name}`` (a column name, optionally with ``.attr``, ``[key]``, ``!r`` or ``:spec``) is
+        a field and every other brace is literal text, so ``{"label": "..."}`` needs no
+        escaping. ``"format"``: plain ``str.format``, where literal braces are doubled.
+    :param conn_id: the ``claude_batch`` (or ``anthropic``) connection (templated).
+        ``claude_batch_conn_id`` is accepted as the same parameter.
 
     Returns (XCom) a small summary: the manifest's location, the batch ids, chunk and
     request counts, the cost ceiling. Downstream tasks take it as ``manifest=submit.output``.
@@ -104,7 +113,11 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         "params_column",
         "request_params",
         "source_format",
+        "conn_id",
     )
+    #: A prompt or system given as a file name with one of these endings is read from the DAG's
+    #: folder or ``template_searchpath`` and rendered (Jinja), like any templated file in Airflow.
+    template_ext: Sequence[str] = PROMPT_FILE_EXTENSIONS
     template_fields_renderers = {"request_params": "json", "prompt": "py", "system": "py"}
     ui_color = "#e8d4c4"
     operator_extra_links = (ClaudeBatchConsoleLink(), ClaudeBatchesPageLink())
@@ -130,7 +143,9 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         on_input_change: Literal["fail", "resubmit"] = "fail",
         max_cost_usd: float | None = None,
         prices: dict[str, Any] | None = None,
-        claude_batch_conn_id: str = ClaudeBatchHook.default_conn_name,
+        prompt_format: Literal["fields", "format"] = "fields",
+        conn_id: str | None = None,
+        claude_batch_conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         if isinstance(source, Asset):
@@ -160,7 +175,13 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             raise ValueError(f"max_cost_usd must be a positive number of dollars, got {max_cost_usd!r}")
         self.max_cost_usd = max_cost_usd
         self.prices = prices
-        self.claude_batch_conn_id = claude_batch_conn_id
+        if prompt_format not in ("fields", "format"):
+            raise ClaudeBatchParameterError(f"prompt_format must be 'fields' or 'format', got {prompt_format!r}")
+        self.prompt_format = prompt_format
+        self.conn_id = (
+            pick_alias("conn_id", conn_id, "claude_batch_conn_id", claude_batch_conn_id)
+            or ClaudeBatchHook.default_conn_name
+        )
         self.console_link: str | None = None
         self.batches_page_link: str | None = None
         self.lineage: LineageRecord | None = None
@@ -168,6 +189,11 @@ class ClaudeBatchSubmitOperator(BaseOperator):
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """OpenLineage: the source dataset read, with its row count (see ``lineage.py``)."""
         return operator_lineage(self.lineage or LineageRecord())
+
+    @property
+    def claude_batch_conn_id(self) -> str:
+        """``conn_id`` (the older name of the parameter)."""
+        return self.conn_id
 
     def _source_value(self) -> Any:
         source = self.source
@@ -180,11 +206,12 @@ class ClaudeBatchSubmitOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         hook = ClaudeBatchHook(self.claude_batch_conn_id)
         model = self.model or hook.settings.default_model
+        as_template = fields_template if self.prompt_format == "fields" else str
         spec = RequestSpec(
-            prompt=self.prompt,
+            prompt=as_template(self.prompt),
             model=model or "",
             max_tokens=self.max_tokens,
-            system=self.system,
+            system=None if self.system is None else as_template(self.system),
             params=self.request_params,
             id_column=self.id_column,
             params_column=self.params_column,
@@ -261,7 +288,10 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         if manifest.batch_ids():
             settings = hook.settings
             self.console_link = console_url(
-                settings.console_url_template, manifest.batch_ids()[0], settings.workspace_id
+                settings.console_url_template,
+                manifest.batch_ids()[0],
+                settings.workspace_id,
+                base_url=settings.base_url,
             )
             self.batches_page_link = batches_page_url(manifest)
         self.lineage = LineageRecord(source=manifest.source, requests=manifest.total_requests)

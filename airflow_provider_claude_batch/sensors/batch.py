@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, cast
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
-from airflow.sdk.exceptions import AirflowSensorTimeout
+from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
 
 from airflow_provider_claude_batch.batching.cancel import cancel_batches
 from airflow_provider_claude_batch.batching.errors import ClaudeBatchError
 from airflow_provider_claude_batch.batching.progress import Progress, batch_state, summary_table, total_counts
+from airflow_provider_claude_batch.conventions import as_seconds, default_deferrable, pick_alias
 from airflow_provider_claude_batch.exceptions import ClaudeBatchAPIError
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 from airflow_provider_claude_batch.links import (
@@ -30,8 +32,25 @@ if TYPE_CHECKING:
 #: Batches end within 24 hours of creation (the rest of their requests expire); the default
 #: timeout leaves room for a create late in a long submit.
 DEFAULT_TIMEOUT_SECONDS = 26 * 3600
+#: Seconds between polls: batches take minutes to hours, and one poll costs an API call.
+DEFAULT_POKE_INTERVAL = 60.0
 #: Up to this many batches, the sensor checks once in the worker before deferring.
 QUICK_CHECK_MAX_BATCHES = 50
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    """The sensor's own timeout: ``AirflowSensorTimeout``, or with ``soft_fail`` the skip that
+    BaseSensorOperator raises in its place (a fresh exception; skips for a failed poke wrap it)."""
+    if isinstance(exc, AirflowSensorTimeout):
+        return True
+    return isinstance(exc, AirflowSkipException) and exc.__cause__ is None and exc.__context__ is None
+
+
+def _wait_started_at(states: dict[str, dict[str, Any]]) -> float:
+    """When the wait really began: the earliest creation of its batches (every poke of a
+    reschedule-mode sensor is a new process, so its own start says nothing)."""
+    created = [datetime.fromisoformat(s["created_at"]).timestamp() for s in states.values() if s.get("created_at")]
+    return min(created) if created else time.time()
 
 
 class ClaudeBatchFailedRequestsError(ClaudeBatchError):
@@ -48,8 +67,17 @@ class ClaudeBatchSensor(BaseSensorOperator):
 
     :param manifest: the submit task's output (``submit.output``) or a manifest path/URI.
     :param batch_ids: explicit batch ids instead of a manifest.
-    :param claude_batch_conn_id: defaults to the manifest's connection.
-    :param poll_interval: seconds between polls.
+    :param conn_id: the connection (templated); defaults to the manifest's connection.
+        ``claude_batch_conn_id`` is accepted as the same parameter.
+    :param poke_interval: seconds (or a ``timedelta``) between polls, in every mode
+        (``poll_interval`` is accepted as the same parameter). ``exponential_backoff`` and
+        ``max_wait`` apply to the poke and reschedule modes; a deferred wait polls evenly.
+    :param timeout: seconds (or a ``timedelta``) to wait, counted from the first poke in
+        every mode (26 hours by default: a batch ends within 24 hours of its creation).
+        ``soft_fail=True`` skips instead of failing at the timeout; the batches are
+        canceled first either way when ``cancel_on_timeout``.
+    :param deferrable: wait in the triggerer (no worker slot held). Defaults to on, or to
+        ``AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE`` when the deployment sets it.
     :param max_failed_fraction: fail when more than this fraction of requests ended
         errored, expired or canceled (``None``: never fail on outcomes; the transfer still
         lands every row with its outcome).
@@ -61,7 +89,7 @@ class ClaudeBatchSensor(BaseSensorOperator):
     the final state of every batch there.
     """
 
-    template_fields: Sequence[str] = ("manifest", "batch_ids", "claude_batch_conn_id")
+    template_fields: Sequence[str] = ("manifest", "batch_ids", "conn_id")
     ui_color = "#f3e3d3"
     operator_extra_links = (ClaudeBatchConsoleLink(), ClaudeBatchesPageLink())
 
@@ -70,32 +98,50 @@ class ClaudeBatchSensor(BaseSensorOperator):
         *,
         manifest: Any = None,
         batch_ids: list[str] | None = None,
+        conn_id: str | None = None,
         claude_batch_conn_id: str | None = None,
-        poll_interval: float = 60.0,
-        deferrable: bool = True,
+        poke_interval: float | timedelta | None = None,
+        poll_interval: float | timedelta | None = None,
+        deferrable: bool | None = None,
         max_failed_fraction: float | None = None,
         cancel_on_timeout: bool = True,
         cancel_on_kill: bool = True,
         max_poll_errors: int = 10,
-        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        timeout: float | timedelta = DEFAULT_TIMEOUT_SECONDS,
         **kwargs: Any,
     ) -> None:
-        super().__init__(poke_interval=poll_interval, timeout=timeout, **kwargs)
+        interval = cast(
+            "float | timedelta | None", pick_alias("poke_interval", poke_interval, "poll_interval", poll_interval)
+        )
+        super().__init__(
+            poke_interval=as_seconds(DEFAULT_POKE_INTERVAL if interval is None else interval, "poke_interval"),
+            timeout=as_seconds(timeout, "timeout"),
+            **kwargs,
+        )
         if manifest is None and not batch_ids:
             raise ValueError("ClaudeBatchSensor needs manifest= (the submit task's output) or batch_ids=")
         if max_failed_fraction is not None and not 0 <= max_failed_fraction <= 1:
             raise ValueError(f"max_failed_fraction must be between 0 and 1, got {max_failed_fraction}")
         self.manifest = manifest
         self.batch_ids = batch_ids
-        self.claude_batch_conn_id = claude_batch_conn_id
-        self.poll_interval = poll_interval
-        self.deferrable = deferrable
+        self.conn_id = pick_alias("conn_id", conn_id, "claude_batch_conn_id", claude_batch_conn_id)
+        self.deferrable = default_deferrable() if deferrable is None else deferrable
         self.max_failed_fraction = max_failed_fraction
         self.cancel_on_timeout = cancel_on_timeout
         self.cancel_on_kill = cancel_on_kill
         self.max_poll_errors = max_poll_errors
         self.console_link: str | None = None
         self.batches_page_link: str | None = None
+
+    @property
+    def poll_interval(self) -> float:
+        """``poke_interval`` in seconds (the older name of the parameter)."""
+        return float(self.poke_interval)
+
+    @property
+    def claude_batch_conn_id(self) -> str | None:
+        """``conn_id`` (the older name of the parameter)."""
+        return self.conn_id
 
     # ------------------------------------------------------------------ targets
     def _targets(self) -> tuple[list[str], str]:
@@ -121,16 +167,17 @@ class ClaudeBatchSensor(BaseSensorOperator):
         if not self.deferrable:
             try:
                 return super().execute(context)
-            except AirflowSensorTimeout:
-                self._cancel_open(ids, conn_id, reason="the sensor timed out")
+            except (AirflowSensorTimeout, AirflowSkipException) as exc:
+                if self.cancel_on_timeout and _is_timeout(exc):
+                    self._cancel_open(ids, conn_id, reason="the sensor timed out")
                 raise
+        states: dict[str, dict[str, Any]] = {}
         if len(ids) <= QUICK_CHECK_MAX_BATCHES:
             # Already ended (a rerun, a late sensor): no deferral round trip needed.
             try:
                 states = self._poll(ids, conn_id)
             except ClaudeBatchAPIError as exc:
                 self.log.warning("Could not check the batches before deferring (%s); the trigger will.", exc)
-                states = {}
             if states and all(state["processing_status"] == "ended" for state in states.values()):
                 self._record(states)
                 return self._finish(states)
@@ -144,6 +191,7 @@ class ClaudeBatchSensor(BaseSensorOperator):
                 deadline=time.time() + float(self.timeout),
                 max_poll_errors=self.max_poll_errors,
                 cancel_on_kill=self.cancel_on_kill,
+                started_at=_wait_started_at(states) if states else None,
             ),
             method_name="execute_complete",
         )
@@ -165,18 +213,12 @@ class ClaudeBatchSensor(BaseSensorOperator):
     def poke(self, context: Context) -> bool | PokeReturnValue:
         ids, conn_id = self._targets()
         states = self._poll(ids, conn_id)
-        started = self._started_at(context)
+        started = _wait_started_at(states)
         self.log.info("%s", Progress(total_batches=len(ids), started_at=started).line(states))
         if all(state["processing_status"] == "ended" for state in states.values()):
             self._record(states)
             return PokeReturnValue(is_done=True, xcom_value=self._finish(states))
         return False
-
-    @staticmethod
-    def _started_at(context: Context) -> float:
-        ti = context.get("ti")
-        start = getattr(ti, "start_date", None)
-        return start.timestamp() if start is not None else time.time()
 
     # ------------------------------------------------------------------ shared
     @staticmethod
@@ -214,7 +256,9 @@ class ClaudeBatchSensor(BaseSensorOperator):
             settings = ClaudeBatchHook(conn_id).settings
         except Exception:  # the link is a convenience; the wait must not fail for it
             return
-        self.console_link = console_url(settings.console_url_template, batch_id, settings.workspace_id)
+        self.console_link = console_url(
+            settings.console_url_template, batch_id, settings.workspace_id, base_url=settings.base_url
+        )
 
     def on_kill(self) -> None:
         if not self.cancel_on_kill:

@@ -6,6 +6,7 @@ import json
 import time
 import uuid
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset, BaseOperator
@@ -23,10 +24,11 @@ from airflow_provider_claude_batch.batching.rounds import plan_next_round
 from airflow_provider_claude_batch.batching.storage import atomic_writer, remove_tree, replace_tree
 from airflow_provider_claude_batch.batching.submission import create_missing_batches
 from airflow_provider_claude_batch.config import price_table
+from airflow_provider_claude_batch.conventions import as_seconds, default_deferrable, pick_alias
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 from airflow_provider_claude_batch.lineage import LineageRecord, operator_lineage
-from airflow_provider_claude_batch.links import ClaudeBatchOutputLink
-from airflow_provider_claude_batch.sensors.batch import DEFAULT_TIMEOUT_SECONDS
+from airflow_provider_claude_batch.links import ClaudeBatchOutputLink, output_url
+from airflow_provider_claude_batch.sensors.batch import DEFAULT_POKE_INTERVAL, DEFAULT_TIMEOUT_SECONDS
 from airflow_provider_claude_batch.triggers.batch import ClaudeBatchTrigger
 from airflow_provider_claude_batch.workdir import as_storage_path, open_manifest
 
@@ -58,15 +60,17 @@ class ClaudeBatchToParquetOperator(BaseOperator):
         with a transient error (overloaded, api, rate limit) are resubmitted, from the saved
         request bodies, before their last outcome is landed. ``0`` disables resubmission.
         Requests rejected as invalid are never resubmitted.
-    :param deferrable: wait for resubmitted batches in the triggerer (default) or by polling.
-    :param poll_interval: seconds between polls of resubmitted batches.
-    :param wait_timeout: seconds to wait for a round of resubmitted batches.
-    :param claude_batch_conn_id: defaults to the manifest's connection.
+    :param deferrable: wait for resubmitted batches in the triggerer or by polling. Defaults to
+        on, or to ``AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE`` when the deployment sets it.
+    :param poll_interval: seconds (or a ``timedelta``) between polls of resubmitted batches.
+    :param wait_timeout: seconds (or a ``timedelta``) to wait for a round of resubmitted batches.
+    :param conn_id: the connection (templated); defaults to the manifest's connection.
+        ``claude_batch_conn_id`` is accepted as the same parameter.
 
     Returns (XCom) the destination, rows per result type, tokens and cost.
     """
 
-    template_fields: Sequence[str] = ("manifest", "destination", "keep_columns", "claude_batch_conn_id")
+    template_fields: Sequence[str] = ("manifest", "destination", "keep_columns", "conn_id")
     ui_color = "#d4e3e8"
     operator_extra_links = (ClaudeBatchOutputLink(),)
 
@@ -80,9 +84,10 @@ class ClaudeBatchToParquetOperator(BaseOperator):
         compression: str = "zstd",
         prices: dict[str, Any] | None = None,
         max_retry_rounds: int = 2,
-        deferrable: bool = True,
-        poll_interval: float = 60.0,
-        wait_timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        deferrable: bool | None = None,
+        poll_interval: float | timedelta = DEFAULT_POKE_INTERVAL,
+        wait_timeout: float | timedelta = DEFAULT_TIMEOUT_SECONDS,
+        conn_id: str | None = None,
         claude_batch_conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
@@ -98,12 +103,17 @@ class ClaudeBatchToParquetOperator(BaseOperator):
         if max_retry_rounds < 0:
             raise ValueError(f"max_retry_rounds must be >= 0, got {max_retry_rounds}")
         self.max_retry_rounds = max_retry_rounds
-        self.deferrable = deferrable
-        self.poll_interval = poll_interval
-        self.wait_timeout = wait_timeout
+        self.deferrable = default_deferrable() if deferrable is None else deferrable
+        self.poll_interval = as_seconds(poll_interval, "poll_interval")
+        self.wait_timeout = as_seconds(wait_timeout, "wait_timeout")
         self.output_link: str | None = None
-        self.claude_batch_conn_id = claude_batch_conn_id
         self.lineage: LineageRecord | None = None
+        self.conn_id = pick_alias("conn_id", conn_id, "claude_batch_conn_id", claude_batch_conn_id)
+
+    @property
+    def claude_batch_conn_id(self) -> str | None:
+        """``conn_id`` (the older name of the parameter)."""
+        return self.conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
         return self._announce(context, self._land())
@@ -230,7 +240,7 @@ class ClaudeBatchToParquetOperator(BaseOperator):
         # Beside the manifest, for the Claude Batches page (cost per batch).
         with atomic_writer(run_dir / LANDING_SUMMARY_NAME) as out:
             out.write(json.dumps(summary, indent=1).encode())
-        self.output_link = str(destination) if "://" in str(destination) else f"file://{destination}"
+        self.output_link = output_url(str(destination))
         self.log.info("Tokens and cost per batch:\n%s", cost_table(stats))
         self.log.info(
             "Landed %d rows in %s (%s) after %d round(s); tokens %s; cost $%.4f%s.",
