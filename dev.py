@@ -6,7 +6,8 @@
 
 Both create ``.venv`` on first use and install exactly what ``requirements.lock`` pins (with
 ``uv``, itself pinned below), then reuse it while the lock and pyproject are unchanged.
-Other commands: ``lint`` (ruff + mypy), ``bench`` (benchmarks), ``lock`` (re-resolve).
+Other commands: ``lint`` (ruff + mypy), ``bench`` (benchmarks), ``lock`` (re-resolve),
+``smoke-deps`` (install without the lock at the lowest and newest allowed versions, and smoke).
 """
 
 from __future__ import annotations
@@ -96,6 +97,9 @@ def main(argv: list[str]) -> int:
         status = subprocess.call([str(BIN / "ruff"), "check", "."], cwd=ROOT)
         status |= subprocess.call([str(BIN / "ruff"), "format", "--check", "."], cwd=ROOT)
         return status | subprocess.call([str(BIN / "mypy")], cwd=ROOT)
+    if command == "smoke-deps":
+        script = ROOT / "scripts" / "smoke_deps.py"
+        return subprocess.call([sys.executable, str(script), "--uv", str(BIN / "uv"), *rest], cwd=ROOT)
     if command == "bench":
         return subprocess.call([str(PYTHON), "-m", "benchmarks", *rest], cwd=ROOT)
     print(f"unknown command {command!r}\n{__doc__}", file=sys.stderr)

@@ -14,6 +14,7 @@ bound that cannot be picked, or a version the code does not work with, fails her
 
     python3 dev.py smoke-deps                 # both ends
     python3 dev.py smoke-deps lowest          # one end
+    python3 dev.py smoke-deps lowest --with 'anthropic==1.2.0'   # probe below a bound
     python3 scripts/smoke_deps.py --uv PATH   # without dev.py (uv on PATH otherwise)
 
 Virtualenvs live in ``.smoke/<end>/`` and are rebuilt every run (uv's cache keeps it fast).
@@ -44,12 +45,12 @@ def _run(*args: str | Path, env: dict[str, str] | None = None, capture: bool = F
     return result.stdout if capture else ""
 
 
-def build(end: str, uv: str, python: str) -> Path:
-    """A fresh virtualenv with the provider installed at one end of its ranges."""
+def build(end: str, uv: str, python: str, pins: list[str]) -> Path:
+    """A fresh virtualenv with the provider installed at one end of its ranges (and ``pins``)."""
     venv = ROOT / ".smoke" / end
     _run(uv, "venv", "--quiet", "--clear", "--python", python, venv)
     py = venv / "bin" / "python"
-    _run(uv, "pip", "install", "--quiet", "--python", py, "--resolution", RESOLUTIONS[end], ROOT)
+    _run(uv, "pip", "install", "--quiet", "--python", py, "--resolution", RESOLUTIONS[end], ROOT, *pins)
     frozen = _run(uv, "pip", "freeze", "--python", py, capture=True)
     versions = {line.split("==")[0].lower(): line.split("==")[1] for line in frozen.splitlines() if "==" in line}
     print(f"[{end}] " + ", ".join(f"{name} {versions.get(name, '?')}" for name in REPORTED), flush=True)
@@ -157,6 +158,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("ends", nargs="*", choices=[*RESOLUTIONS, []], help="lowest, newest (default: both)")
     parser.add_argument("--uv", default=shutil.which("uv"), help="the uv executable")
     parser.add_argument("--python", default="3.11", help="interpreter for the virtualenvs (uv --python)")
+    parser.add_argument(
+        "--with",
+        dest="pins",
+        action="append",
+        default=[],
+        metavar="REQ",
+        help="an extra requirement, to probe a version outside the range: --with 'anthropic==1.2.0'",
+    )
     parser.add_argument("--check", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.check:
@@ -166,7 +175,7 @@ def main(argv: list[str]) -> int:
         parser.error("uv not found: pass --uv or run `python3 dev.py smoke-deps`")
     for end in args.ends or list(RESOLUTIONS):
         started = time.monotonic()
-        py = build(end, args.uv, args.python)
+        py = build(end, args.uv, args.python, args.pins)
         built = time.monotonic() - started
         smoke(end, py)
         print(f"[{end}] ok: install {built:.0f} s, smoke {time.monotonic() - started - built:.0f} s", flush=True)

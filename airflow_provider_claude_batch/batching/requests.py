@@ -157,7 +157,7 @@ class RequestRenderer:
         self.system = PromptTemplate(spec.system) if spec.system is not None else None
         self._system_is_constant = self.system is not None and not self.system.fields
         base = {"model": spec.model, "max_tokens": spec.max_tokens, **spec.params}
-        if self._system_is_constant:
+        if self.system is not None and self._system_is_constant:
             base["system"] = self.system.render([])  # a template without fields: unescape its braces
         self._base_params = base
         # {"custom_id":<id>,"params":{...base...,"messages":[{"role":"user","content":<prompt>}]}}

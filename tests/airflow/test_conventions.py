@@ -124,7 +124,12 @@ def test_deferrable_follows_the_deployment_and_defaults_to_on(make_dag, monkeypa
 # ---------------------------------------------------------------------------------- reschedule timeout
 @pytest.mark.parametrize(("soft_fail", "final_state"), [(False, "failed"), (True, "skipped")])
 def test_reschedule_mode_timeout_cancels_and_logs_the_real_elapsed_time(
-    make_dag, emulator: RunningEmulator, work_dir: Path, capfd: pytest.CaptureFixture[str], soft_fail: bool, final_state: str
+    make_dag,
+    emulator: RunningEmulator,
+    work_dir: Path,
+    capfd: pytest.CaptureFixture[str],
+    soft_fail: bool,
+    final_state: str,
 ) -> None:  # type: ignore[no-untyped-def]
     emulator.emulator.config.processing_seconds = math.inf
     dag = make_dag(

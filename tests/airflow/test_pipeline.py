@@ -326,6 +326,7 @@ def test_extra_links_point_at_the_batch_and_the_output(
         l = ClaudeBatchToParquetOperator(task_id="land", manifest=s.output, destination={str(tmp_path / "out")!r})
         b = ClaudeBatchSubmitOperator(task_id="broken", source=["b"], model="claude-haiku-4-5", max_tokens=8,
                                       claude_batch_conn_id="broken_template")
+        u = ClaudeBatchSubmitOperator(task_id="unlinked", source=["c"], model="claude-haiku-4-5", max_tokens=8)
         s >> w >> l
         """
     )
@@ -343,8 +344,9 @@ def test_extra_links_point_at_the_batch_and_the_output(
 
     assert link("submit", "ClaudeBatchConsoleLink") == f"https://console.example/wrk_1/b/{batch_id}"
     assert link("wait", "ClaudeBatchConsoleLink") == f"https://console.example/wrk_1/b/{batch_id}"
-    assert link("land", "ClaudeBatchOutputLink") == f"file://{tmp_path / 'out'}"
+    assert link("land", "ClaudeBatchOutputLink") == ""  # a browser cannot open a local folder from a web page
     assert link("broken", "ClaudeBatchConsoleLink") == ""
+    assert link("unlinked", "ClaudeBatchConsoleLink") == ""  # the emulator's batches are not in the Console
     from urllib.parse import urlencode
 
     page = "/claude-batches/?" + urlencode(
