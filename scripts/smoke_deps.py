@@ -50,7 +50,12 @@ def build(end: str, uv: str, python: str, pins: list[str]) -> Path:
     venv = ROOT / ".smoke" / end
     _run(uv, "venv", "--quiet", "--clear", "--python", python, venv)
     py = venv / "bin" / "python"
-    _run(uv, "pip", "install", "--quiet", "--python", py, "--resolution", RESOLUTIONS[end], ROOT, *pins)
+    install = [uv, "pip", "install", "--quiet", "--python", py, "--resolution", RESOLUTIONS[end], ROOT]
+    with tempfile.NamedTemporaryFile("w", suffix=".txt") as overrides:
+        # Overrides, not requirements: a probe below a declared bound must win over that bound.
+        overrides.write("\n".join(pins))
+        overrides.flush()
+        _run(*install, *(["--override", overrides.name] if pins else []))
     frozen = _run(uv, "pip", "freeze", "--python", py, capture=True)
     versions = {line.split("==")[0].lower(): line.split("==")[1] for line in frozen.splitlines() if "==" in line}
     print(f"[{end}] " + ", ".join(f"{name} {versions.get(name, '?')}" for name in REPORTED), flush=True)
@@ -164,7 +169,7 @@ def main(argv: list[str]) -> int:
         action="append",
         default=[],
         metavar="REQ",
-        help="an extra requirement, to probe a version outside the range: --with 'anthropic==1.2.0'",
+        help="force a version (uv --override), to probe outside the declared range: --with 'anthropic==1.2.0'",
     )
     parser.add_argument("--check", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
