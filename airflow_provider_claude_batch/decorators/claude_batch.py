@@ -21,6 +21,7 @@ because ``dag.test()`` drops the kwargs given to ``defer``).
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk.bases.decorator import DecoratedOperator, TaskDecorator, determine_kwargs, task_decorator_factory
@@ -29,6 +30,7 @@ from airflow.sdk.definitions.context import context_merge
 
 from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError
 from airflow_provider_claude_batch.batching.landing import keep_columns_spec
+from airflow_provider_claude_batch.conventions import as_seconds, default_deferrable
 from airflow_provider_claude_batch.operators.submit import ClaudeBatchSubmitOperator, _Literal
 from airflow_provider_claude_batch.sensors.batch import DEFAULT_TIMEOUT_SECONDS
 from airflow_provider_claude_batch.transfers.batch_to_parquet import ClaudeBatchToParquetOperator
@@ -77,9 +79,9 @@ class _ClaudeBatchDecoratedOperator(DecoratedOperator, ClaudeBatchSubmitOperator
         row_group_size: int = 65_536,
         compression: str = "zstd",
         max_retry_rounds: int = 2,
-        poll_interval: float = 60.0,
-        wait_timeout: float = DEFAULT_TIMEOUT_SECONDS,
-        deferrable: bool = True,
+        poll_interval: float | timedelta = 60.0,
+        wait_timeout: float | timedelta = DEFAULT_TIMEOUT_SECONDS,
+        deferrable: bool | None = None,
         **kwargs: Any,
     ) -> None:
         if "source" in kwargs:
@@ -97,9 +99,10 @@ class _ClaudeBatchDecoratedOperator(DecoratedOperator, ClaudeBatchSubmitOperator
             "row_group_size": row_group_size,
             "compression": compression,
             "max_retry_rounds": max_retry_rounds,
-            "poll_interval": poll_interval,
-            "wait_timeout": wait_timeout,
-            "deferrable": deferrable,
+            # Checked and resolved now, as the transfer does: a wrong duration fails at DAG parse.
+            "poll_interval": as_seconds(poll_interval, "poll_interval"),
+            "wait_timeout": as_seconds(wait_timeout, "wait_timeout"),
+            "deferrable": default_deferrable() if deferrable is None else deferrable,
         }
         self.output_link: str | None = None
         # Wrong landing arguments fail when the DAG is parsed, as on the transfer operator.
