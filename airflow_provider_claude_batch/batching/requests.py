@@ -16,10 +16,12 @@ from typing import Any
 
 import msgspec
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from airflow_provider_claude_batch.batching import limits
 from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError
 from airflow_provider_claude_batch.batching.pricing import RequestTally
+from airflow_provider_claude_batch.batching.request_params import check_params
 
 _encode = msgspec.json.Encoder().encode
 #: Column a list of strings becomes, so ``prompt="{text}"`` works for plain lists.
@@ -60,10 +62,14 @@ class PromptTemplate:
 
     template: str
     fields: tuple[str, ...] = field(init=False)
+    #: Columns the template formats itself (``{n:.2f}``, ``{n!s}``, ``{a[0]}``): their values
+    #: need not be text.
+    formatted: frozenset[str] = field(init=False, repr=False)
     _positional: str = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         fields: list[str] = []
+        formatted: set[str] = set()
         parts: list[str] = []
         try:
             parsed = list(string.Formatter().parse(self.template))
@@ -83,6 +89,8 @@ class PromptTemplate:
             if column not in fields:
                 fields.append(column)
             rest = name[len(column) :]
+            if rest or conversion or spec:
+                formatted.add(column)
             parts.append(
                 "{"
                 + str(fields.index(column))
@@ -92,6 +100,7 @@ class PromptTemplate:
                 + "}"
             )
         object.__setattr__(self, "fields", tuple(fields))
+        object.__setattr__(self, "formatted", frozenset(formatted))
         object.__setattr__(self, "_positional", "".join(parts))
 
     def render(self, values: Sequence[Any]) -> str:
@@ -109,6 +118,8 @@ class RequestSpec:
     :param id_column: column holding the custom_id; without it, ids are ``{id_prefix}-{row}``
         from the row's position in the input, stable for the same input.
     :param params_column: optional column of per-row dicts merged over ``params``.
+    :param allow_empty_prompt: accept empty (or whitespace-only) text in the prompt's columns;
+        by default such a row is an error, since it is almost always missing data.
     """
 
     prompt: str
@@ -119,12 +130,15 @@ class RequestSpec:
     id_column: str | None = None
     params_column: str | None = None
     id_prefix: str = "row"
+    allow_empty_prompt: bool = False
 
     def __post_init__(self) -> None:
-        if not self.model:
+        if self.model is None or self.model == "":
             raise ClaudeBatchInputError("model is required (or set default_model on the connection)")
-        if not isinstance(self.max_tokens, int) or isinstance(self.max_tokens, bool) or self.max_tokens < 1:
-            raise ClaudeBatchInputError(f"max_tokens must be a positive integer, got {self.max_tokens!r}")
+        check_params({"model": self.model, "max_tokens": self.max_tokens}, where="the operator's arguments")
+        if not isinstance(self.params, Mapping):
+            raise ClaudeBatchInputError(f"request_params must be an object, got {type(self.params).__name__}")
+        check_params(self.params, where="request_params")
         reserved = {"model", "max_tokens", "messages"} & set(self.params)
         if reserved:
             raise ClaudeBatchInputError(
@@ -212,6 +226,7 @@ class RequestRenderer:
     def render_batch(self, batch: pa.RecordBatch, *, first_row: int) -> Iterator[RenderedRequest]:
         """Render one record batch whose first row is input row ``first_row`` (0-based)."""
         spec = self.spec
+        self._check_text(batch, first_row)
         columns = {name: batch.column(name).to_pylist() for name in self.needed_columns}
         prompt_columns = [columns[name] for name in self.prompt.fields]
         system_columns = (
@@ -265,6 +280,52 @@ class RequestRenderer:
             yield RenderedRequest(custom_id, line)
         self.rows_rendered += batch.num_rows
 
+    def _check_text(self, batch: pa.RecordBatch, first_row: int) -> None:
+        """Every value a template inserts must be text: numbers, NaN, lists (and, for the prompt,
+        empty strings unless ``allow_empty_prompt``) are errors naming the first such row and
+        its column. Checked per column with Arrow compute, so the per-row loop stays lean;
+        nulls are reported by the loop itself."""
+        checks = [(self.prompt, "prompt", not self.spec.allow_empty_prompt)]
+        if self.system is not None and not self._system_is_constant:
+            checks.append((self.system, "system prompt", False))
+        for template, role, reject_empty in checks:
+            for name in template.fields:
+                column = batch.column(name)
+                if pa.types.is_dictionary(column.type):
+                    column = column.dictionary_decode()
+                kind = column.type
+                if pa.types.is_null(kind):
+                    continue
+                problem: str | None = None
+                if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
+                    if reject_empty:
+                        bad = pc.match_substring_regex(column, r"^\s*$")
+                        problem = "empty (set allow_empty_prompt=True to send it anyway)"
+                    else:
+                        continue
+                elif name not in template.formatted:
+                    bad = pc.is_valid(column)
+                    problem = (
+                        f"{kind} where the {role} needs text; format it explicitly to insert it anyway "
+                        f"(e.g. {{{name}!s}})"
+                    )
+                elif pa.types.is_floating(kind):
+                    bad = pc.or_(pc.is_nan(column), pc.is_inf(column))
+                    problem = "not a finite number"
+                else:
+                    continue
+                hit = pc.index(pc.fill_null(bad, False), True).as_py()
+                if hit >= 0:
+                    raise ClaudeBatchInputError(
+                        f"row {first_row + hit} ({self._row_label(batch, hit, first_row)}): column {name!r} is "
+                        f"{problem}; its value is {column[hit].as_py()!r}"
+                    )
+
+    def _row_label(self, batch: pa.RecordBatch, offset: int, first_row: int) -> str:
+        if self.spec.id_column:
+            return f"custom_id {batch.column(self.spec.id_column)[offset].as_py()!r}"
+        return f"custom_id {self.spec.id_prefix}-{first_row + offset}"
+
     def _merged_line(
         self, custom_id: str, prompt: str, system_columns: list[list[Any]] | None, offset: int, overrides: Any, row: int
     ) -> bytes:
@@ -284,18 +345,14 @@ class RequestRenderer:
             )
         if "messages" in overrides:
             raise ClaudeBatchInputError(f"row {row} (custom_id {custom_id!r}): params_column may not set messages")
+        check_params(overrides, where=f"row {row} (custom_id {custom_id!r}), params_column {self.spec.params_column!r}")
         params = dict(self._base_params)
         if system_columns is not None and self.system is not None:
             params["system"] = self.system.render([column[offset] for column in system_columns])
         params.update(overrides)
         params["messages"] = [{"role": "user", "content": prompt}]
         line = _encode({"custom_id": custom_id, "params": params})
-        max_tokens = params.get("max_tokens")
-        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
-            raise ClaudeBatchInputError(
-                f"row {row} (custom_id {custom_id!r}): params_column sets max_tokens to {max_tokens!r}; "
-                "it must be a positive integer"
-            )
+        max_tokens = int(params["max_tokens"])  # checked: the spec's, or the row's by check_params
         tally = self._overridden.setdefault(str(params.get("model")), RequestTally())
         tally.requests += 1
         tally.input_bytes += len(line)
@@ -308,11 +365,70 @@ def rows_to_table(rows: Sequence[Any]) -> pa.Table:
     if not rows:
         return pa.table({TEXT_COLUMN: pa.array([], pa.string())})
     if all(isinstance(row, str) for row in rows):
-        return pa.table({TEXT_COLUMN: pa.array(rows, pa.string())})
+        try:
+            return pa.table({TEXT_COLUMN: pa.array(rows, pa.string())})
+        except (pa.ArrowException, UnicodeEncodeError) as exc:
+            raise ClaudeBatchInputError(bad_value_message("the list", TEXT_COLUMN, rows, exc)) from None
     if all(isinstance(row, Mapping) for row in rows):
         try:
             return pa.Table.from_pylist([dict(row) for row in rows])
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        except (pa.ArrowException, UnicodeEncodeError) as exc:
+            keys = list(dict.fromkeys(key for row in rows for key in row))
+            for key in keys:
+                values = [row.get(key) for row in rows]
+                if first_bad_value(values) is not None:
+                    raise ClaudeBatchInputError(bad_value_message("the list of dicts", key, values, exc)) from None
             raise ClaudeBatchInputError(f"the list of dicts has columns of mixed types: {exc}") from None
     kinds = sorted({type(row).__name__ for row in rows})
-    raise ClaudeBatchInputError(f"a list source must hold only strings or only dicts, got {kinds}")
+    first = next(i for i, row in enumerate(rows) if not isinstance(row, type(rows[0])))
+    raise ClaudeBatchInputError(
+        f"a list source must hold only strings or only dicts, got {kinds} (row {first} is {rows[first]!r})"
+    )
+
+
+def first_bad_value(values: Sequence[Any]) -> int | None:
+    """Where a column of Python values stops being one Arrow type: the first string that is
+    not valid Unicode (a lone surrogate), the first value of another kind than the column's
+    first one, or the first NaN of a column that is not numbers. ``None`` when there is none."""
+    kind: str | None = None
+    first_nan: int | None = None
+    mismatch: int | None = None
+    for index, value in enumerate(values):
+        if value is None:
+            continue
+        if isinstance(value, float) and value != value:
+            first_nan = index if first_nan is None else first_nan
+            continue
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                mismatch = index
+                break
+        if isinstance(value, (list, tuple)) and first_bad_value(value) is not None:
+            mismatch = index
+            break
+        this = "number" if isinstance(value, (int, float)) and not isinstance(value, bool) else type(value).__name__
+        if kind is None:
+            kind = this
+        elif this != kind:
+            mismatch = index
+            break
+    found = [i for i in (mismatch, first_nan if kind != "number" else None) if i is not None]
+    return min(found) if found else None
+
+
+def bad_value_message(source: str, column: str, values: Sequence[Any], exc: BaseException) -> str:
+    """The error for a column that cannot become Arrow, naming its first bad row."""
+    index = first_bad_value(values)
+    if index is None:
+        return f"{source} cannot be converted to Arrow: column {column!r}: {exc}"
+    value = values[index]
+    what = "NaN" if isinstance(value, float) else "not valid Unicode text (a lone surrogate?)"
+    if isinstance(value, (list, tuple)) and first_bad_value(value) is not None:
+        what = f"a list whose item {first_bad_value(value)} is NaN, invalid text or of another type than the others"
+    elif not (isinstance(value, float) and value != value) and not isinstance(value, str):
+        what = f"a {type(value).__name__} among values of another type"
+    elif isinstance(value, str):
+        value = value.encode("utf-8", "backslashreplace").decode()
+    return f"{source}, row {index}, column {column!r}: the value is {what} ({value!r})"

@@ -16,7 +16,9 @@ import pyarrow.dataset as ds
 from pyarrow.fs import FSSpecHandler, LocalFileSystem, PyFileSystem
 
 from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError
-from airflow_provider_claude_batch.batching.requests import rows_to_table
+from airflow_provider_claude_batch.batching.input_files import check_csv_quotes, first_invalid_json_line
+from airflow_provider_claude_batch.batching.requests import bad_value_message, first_bad_value, rows_to_table
+from airflow_provider_claude_batch.batching.results import iter_file_lines
 from airflow_provider_claude_batch.batching.storage import as_path, is_local, local_os_path
 
 FORMATS = ("parquet", "csv", "jsonl")
@@ -77,13 +79,19 @@ def open_source(
     if type(source).__module__.startswith("pandas") and hasattr(source, "columns"):
         try:
             table = pa.Table.from_pandas(source, preserve_index=False)
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise ClaudeBatchInputError(f"the DataFrame cannot be converted to Arrow: {exc}") from None
+        except (pa.ArrowException, UnicodeEncodeError) as exc:
+            raise ClaudeBatchInputError(_dataframe_error(source, exc)) from None
         return _table_source(table, "the DataFrame", batch_rows)
     if isinstance(source, (list, tuple)):
         return _table_source(rows_to_table(source), "the list", batch_rows)
     if isinstance(source, (bytes, bytearray)) or source is None:
         raise ClaudeBatchInputError(f"unsupported source of type {type(source).__name__}")
+    if isinstance(source, str) and not source.strip():
+        # Path("") is the working folder: never read whatever happens to lie there.
+        raise ClaudeBatchInputError(
+            f"source is an empty string ({source!r}); did its template render to nothing? "
+            "Give a file, folder or URI, a list, a DataFrame or an Asset"
+        )
     return _file_source(as_path(source), source_format, columns, batch_rows)
 
 
@@ -107,22 +115,71 @@ def _file_source(path: Any, source_format: str | None, columns: Sequence[str] | 
         else:
             files = [location]
         fmt = source_format or _detect_format(path, files if info.type.name == "Directory" else [])
+        files = sorted(files)
+        if fmt == "csv":
+            for name in files:
+                with filesystem.open_input_stream(name) as stream:
+                    check_csv_quotes(iter_file_lines(stream), description=_file_description(path, location, name))
         file_format: ds.FileFormat | str = "json" if fmt == "jsonl" else fmt
-        dataset = ds.dataset(sorted(files), filesystem=filesystem, format=file_format)
+        located = _JsonlLocator(path, location, filesystem, files) if fmt == "jsonl" else None
+        try:
+            dataset = ds.dataset(files, filesystem=filesystem, format=file_format)
+        except pa.ArrowException:
+            if located is not None:
+                located.raise_first_invalid_line()
+            raise
         wanted = [c for c in columns if c in dataset.schema.names] if columns is not None else None
         scanner = dataset.scanner(columns=wanted, batch_size=batch_rows)
         # The full schema, so that a missing column is reported with every column that exists.
-        return Source(description, dataset.schema, _guarded(scanner.to_batches(), description))
+        return Source(description, dataset.schema, _guarded(scanner.to_batches(), description, located))
     except ClaudeBatchInputError:
         raise
     except (OSError, pa.ArrowException, ValueError) as exc:
         raise ClaudeBatchInputError(f"{description} cannot be read: {type(exc).__name__}: {exc}") from None
 
 
-def _guarded(batches: Iterator[pa.RecordBatch], description: str) -> Iterator[pa.RecordBatch]:
+def _file_description(path: Any, location: str, name: str) -> str:
+    """``source <path>`` for a file source, ``source <folder>, file <name>`` for one in a folder."""
+    if name == location:
+        return f"source {path}"
+    return f"source {path}, file {name[len(location) :].lstrip('/')}"
+
+
+@dataclass
+class _JsonlLocator:
+    """After Arrow's JSON reader failed: find the file and line that is not a JSON object."""
+
+    path: Any
+    location: str
+    filesystem: Any
+    files: list[str]
+
+    def raise_first_invalid_line(self) -> None:
+        for name in self.files:
+            with self.filesystem.open_input_stream(name) as stream:
+                found = first_invalid_json_line(iter_file_lines(stream))
+            if found is not None:
+                line, why = found
+                raise ClaudeBatchInputError(f"{_file_description(self.path, self.location, name)}, line {line}: {why}")
+
+
+def _guarded(
+    batches: Iterator[pa.RecordBatch], description: str, located: _JsonlLocator | None = None
+) -> Iterator[pa.RecordBatch]:
     try:
         for batch in batches:
             if batch.num_rows:
                 yield batch
     except (OSError, pa.ArrowException) as exc:
+        if located is not None:
+            located.raise_first_invalid_line()
         raise ClaudeBatchInputError(f"{description} cannot be read: {type(exc).__name__}: {exc}") from None
+
+
+def _dataframe_error(frame: Any, exc: BaseException) -> str:
+    """Name the first row and column of a DataFrame that Arrow could not convert."""
+    for name in frame.columns:
+        values = frame[name].tolist()
+        if first_bad_value(values) is not None:
+            return bad_value_message("the DataFrame", str(name), values, exc)
+    return f"the DataFrame cannot be converted to Arrow: {exc}"

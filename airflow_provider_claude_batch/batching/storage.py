@@ -13,10 +13,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError
+
 
 def as_path(location: Any) -> Any:
-    """A path object for ``location`` (already a path object, or a string/URI)."""
+    """A path object for ``location`` (already a path object, or a string/URI). An empty
+    string is an error: as a path it would mean the process's working folder."""
     if isinstance(location, str):
+        if not location.strip():
+            raise ClaudeBatchInputError(f"a location is an empty string ({location!r}), not a path")
         if "://" in location and not location.startswith("file://"):
             from upath import UPath
 

@@ -10,7 +10,7 @@ from airflow.sdk.exceptions import AirflowSkipException
 
 from airflow_provider_claude_batch.batching import limits
 from airflow_provider_claude_batch.batching.chunks import ChunkLimits
-from airflow_provider_claude_batch.batching.errors import ClaudeBatchBudgetError, ClaudeBatchInputError
+from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError
 from airflow_provider_claude_batch.batching.manifest import load_manifest, manifest_exists
 from airflow_provider_claude_batch.batching.requests import TEXT_COLUMN, RequestSpec, fields_template
 from airflow_provider_claude_batch.batching.storage import remove_tree
@@ -98,6 +98,8 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         escaping. ``"format"``: plain ``str.format``, where literal braces are doubled.
     :param conn_id: the ``claude_batch`` (or ``anthropic``) connection (templated).
         ``claude_batch_conn_id`` is accepted as the same parameter.
+    :param allow_empty_prompt: send rows whose prompt columns hold empty (or whitespace-only)
+        text; by default they fail the task before anything is submitted, naming the row.
 
     Returns (XCom) a small summary: the manifest's location, the batch ids, chunk and
     request counts, the cost ceiling. Downstream tasks take it as ``manifest=submit.output``.
@@ -146,6 +148,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         prompt_format: Literal["fields", "format"] = "fields",
         conn_id: str | None = None,
         claude_batch_conn_id: str | None = None,
+        allow_empty_prompt: bool = False,
         **kwargs: Any,
     ) -> None:
         if isinstance(source, Asset):
@@ -182,6 +185,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             pick_alias("conn_id", conn_id, "claude_batch_conn_id", claude_batch_conn_id)
             or ClaudeBatchHook.default_conn_name
         )
+        self.allow_empty_prompt = allow_empty_prompt
         self.console_link: str | None = None
         self.batches_page_link: str | None = None
         self.lineage: LineageRecord | None = None
@@ -216,6 +220,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             id_column=self.id_column,
             params_column=self.params_column,
             id_prefix=self.id_prefix,
+            allow_empty_prompt=self.allow_empty_prompt,
         )
         chunk_limits = ChunkLimits(self.max_requests_per_batch, self.max_bytes_per_batch)
         ti = context["ti"]
@@ -244,7 +249,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         new_work = existing is None or existing.fingerprint != staged.fingerprint
         try:
             ceiling = check_budget(staged, price_table(self.prices), self.max_cost_usd if new_work else None)
-        except ClaudeBatchBudgetError:
+        except BaseException:  # nothing was submitted: leave no staging behind
             remove_tree(run_dir / staged.directory_name)
             raise
         self.log.info(

@@ -141,7 +141,7 @@ def test_bad_per_row_params_name_the_row() -> None:
 
 def test_bad_per_row_max_tokens_names_the_row() -> None:
     table = pa.table({"text": ["a", "b"], "opts": [None, '{"max_tokens": "lots"}']})
-    with pytest.raises(ClaudeBatchInputError, match="row 1 .*max_tokens to 'lots'"):
+    with pytest.raises(ClaudeBatchInputError, match="row 1 .*max_tokens must be a positive integer, got 'lots'"):
         _render(RequestSpec(prompt="{text}", model="m", max_tokens=5, params_column="opts"), table)
 
 

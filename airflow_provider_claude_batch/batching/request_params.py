@@ -1,0 +1,141 @@
+"""The type and range of every Messages parameter, checked before a request is written.
+
+The API validates parameters per request and reports a bad one as an ``errored`` result,
+after the batch was created; some bad values (``model=123``) break the run's own code
+first. So every parameter a run sets (``model``, ``max_tokens``, ``request_params`` and
+each row's ``params_column``) is checked here, before anything is written or submitted,
+and an error names where the value came from and the field.
+
+The reference is the installed SDK's ``MessageCreateParams``: its keys are the parameters
+a request may carry (so a newer SDK extends the list by itself), plus the sampling
+parameters older models accept. Values are checked by type and range where the API
+documents one; the structure inside ``tools``, ``thinking`` and the like is left to the API.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from anthropic.types.message_create_params import MessageCreateParamsBase
+from anthropic.types.metadata_param import MetadataParam
+
+from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError
+
+#: Sampling parameters accepted by the API for the models that support them, though the SDK's
+#: typed parameters no longer list them.
+SAMPLING_PARAMS = ("temperature", "top_p", "top_k")
+#: Every parameter a request may carry.
+KNOWN_PARAMS = frozenset(MessageCreateParamsBase.__annotations__) | frozenset(SAMPLING_PARAMS)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+def _str_or_none(value: Any) -> str | None:
+    return None if value is None or isinstance(value, str) else "a string"
+
+
+def _non_empty_str(value: Any) -> str | None:
+    return None if isinstance(value, str) and value.strip() else "a non-empty string"
+
+
+def _positive_int(value: Any) -> str | None:
+    return None if _is_int(value) and value >= 1 else "a positive integer"
+
+
+def _unit_number(value: Any) -> str | None:
+    return None if _is_number(value) and 0 <= value <= 1 else "a number between 0 and 1"
+
+
+def _top_k(value: Any) -> str | None:
+    return None if _is_int(value) and value >= 0 else "a non-negative integer"
+
+
+def _stop_sequences(value: Any) -> str | None:
+    ok = isinstance(value, list) and all(isinstance(s, str) and s.strip() for s in value)
+    return None if ok else "a list of non-empty strings"
+
+
+def _metadata(value: Any) -> str | None:
+    allowed = set(MetadataParam.__annotations__)
+    ok = isinstance(value, Mapping) and set(value) <= allowed and all(_str_or_none(v) is None for v in value.values())
+    return None if ok else f"an object with only {sorted(allowed)} (strings)"
+
+
+def _system(value: Any) -> str | None:
+    if isinstance(value, str):
+        return None
+    ok = isinstance(value, list) and all(
+        isinstance(block, Mapping) and block.get("type") == "text" and isinstance(block.get("text"), str)
+        for block in value
+    )
+    return None if ok else 'a string or a list of {"type": "text", "text": ...} blocks'
+
+
+def _objects(value: Any) -> str | None:
+    ok = isinstance(value, list) and all(isinstance(item, Mapping) for item in value)
+    return None if ok else "a list of objects"
+
+
+def _typed_object(value: Any) -> str | None:
+    ok = isinstance(value, Mapping) and isinstance(value.get("type"), str)
+    return None if ok else 'an object with a "type"'
+
+
+def _object_or_none(value: Any) -> str | None:
+    return None if value is None or isinstance(value, Mapping) else "an object"
+
+
+def _one_of(*choices: Any) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if value in choices else f"one of {list(choices)}"
+
+    return check
+
+
+#: parameter -> check returning what the value must be, or None when it is fine.
+_CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "model": _non_empty_str,
+    "max_tokens": _positive_int,
+    "temperature": _unit_number,
+    "top_p": _unit_number,
+    "top_k": _top_k,
+    "stop_sequences": _stop_sequences,
+    "metadata": _metadata,
+    "system": _system,
+    "tools": _objects,
+    "tool_choice": _typed_object,
+    "thinking": _typed_object,
+    "service_tier": _one_of("auto", "standard_only"),
+    "speed": _one_of(None, "standard", "fast"),
+    "output_config": _object_or_none,
+    "cache_control": _object_or_none,
+    "diagnostics": _object_or_none,
+    "inference_geo": _str_or_none,
+    "user_profile_id": _str_or_none,
+    "workspace_id": _str_or_none,
+    "container": lambda v: None if v is None or isinstance(v, (str, Mapping)) else "a string or an object",
+}
+
+
+def check_params(params: Mapping[str, Any], *, where: str) -> None:
+    """Raise :class:`ClaudeBatchInputError` naming ``where`` and the field for the first
+    parameter the API would refuse by name, type or range (``messages`` is the renderer's)."""
+    for name, value in params.items():
+        if name == "messages":
+            continue
+        if name not in KNOWN_PARAMS:
+            raise ClaudeBatchInputError(
+                f"{where}: {name!r} is not a Messages API parameter; known ones are {sorted(KNOWN_PARAMS)}"
+            )
+        check = _CHECKS.get(name)
+        expected = check(value) if check is not None else None
+        if expected is not None:
+            raise ClaudeBatchInputError(f"{where}: {name} must be {expected}, got {value!r}")
