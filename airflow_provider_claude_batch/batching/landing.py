@@ -1,8 +1,9 @@
 """Saved raw results -> Parquet, with chosen input columns joined back by custom_id.
 
 Each batch's raw JSONL is parsed in record batches (bounded memory) and written to one
-Parquet part per chunk in row groups. Every chunk's results are checked against its
-requests: exactly one row per custom_id, none missing, none extra.
+Parquet part per chunk in row groups. Before any of it is parsed, each batch's results are
+checked against the requests it was sent (:func:`check_identity`): every custom_id exactly
+once and no stranger; a count alone would let a duplicated row hide a lost one.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from airflow_provider_claude_batch.batching.chunks import CUSTOM_ID_COLUMN
+from airflow_provider_claude_batch.batching.chunks import CUSTOM_ID_COLUMN, request_id
 from airflow_provider_claude_batch.batching.errors import ClaudeBatchError, ClaudeBatchInputError
+from airflow_provider_claude_batch.batching.lines import iter_file_lines
 from airflow_provider_claude_batch.batching.manifest import BatchRecord, Manifest
 from airflow_provider_claude_batch.batching.pricing import PriceTable, sync_api_cost
 from airflow_provider_claude_batch.batching.results import RESULT_SCHEMA, TOKEN_COLUMNS, ResultParser
@@ -89,6 +91,87 @@ class LandingStats:
             "rounds": self.rounds,
             "resubmitted_requests": self.resubmitted,
         }
+
+
+#: How many ids an identity error shows of each kind.
+SHOWN_IDS = 5
+
+
+@dataclass
+class IdentityCheck:
+    """How a batch's saved results compare with the requests it was sent: each custom_id
+    of the requests exactly once, and no other."""
+
+    batch_id: str
+    record: str
+    missing: list[str]
+    duplicated: list[str]
+    strangers: list[str]
+    counts: tuple[int, int, int]  # missing, duplicated, strangers (the lists hold the first few)
+
+    @property
+    def ok(self) -> bool:
+        return not any(self.counts)
+
+    def message(self, raw_file: Any) -> str:
+        parts = [
+            f"{count} {what} (e.g. {ids})"
+            for count, what, ids in zip(
+                self.counts,
+                ("missing", "returned more than once", "not among its requests"),
+                (self.missing, self.duplicated, self.strangers),
+                strict=True,
+            )
+            if count
+        ]
+        return (
+            f"batch {self.batch_id!r} ({self.record}): its results do not match its requests one to one, "
+            f"also when downloaded again: custom_ids {'; '.join(parts)}. Nothing was landed; the raw "
+            f"results are kept at {raw_file}."
+        )
+
+
+def expected_ids(run_dir: Any, record: BatchRecord, inputs_record: BatchRecord) -> pa.Array | None:
+    """The custom_ids a batch was sent: from its request file, else (first round) from the
+    chunk's saved input columns; ``None`` when neither is kept any more."""
+    requests = run_dir / record.requests_file
+    if requests.exists():
+        with requests.open("rb") as handle:
+            return pa.array([request_id(line) for line in iter_file_lines(handle) if line], pa.string())
+    if record.round == 0 and inputs_record.inputs_file and (run_dir / inputs_record.inputs_file).exists():
+        with (run_dir / inputs_record.inputs_file).open("rb") as handle:
+            return pq.read_table(handle, columns=[CUSTOM_ID_COLUMN]).column(CUSTOM_ID_COLUMN).combine_chunks()
+    return None
+
+
+def check_identity(run_dir: Any, record: BatchRecord, inputs_record: BatchRecord, raw_file: Any) -> IdentityCheck:
+    """Compare the custom_ids of a batch's raw results with those it was sent.
+
+    One pass over the raw file reads only each line's custom_id. Memory is the ids of one
+    batch (at most 100,000), held as Arrow strings, never the results. Without the request
+    ids (expired from the work directory) only repeats and the count can be checked.
+    """
+    with raw_file.open("rb") as handle:
+        seen = pa.array([request_id(line) for line in iter_file_lines(handle) if line], pa.string())
+    counts = pc.value_counts(seen)
+    repeated = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
+    expected = expected_ids(run_dir, record, inputs_record)
+    if expected is None:
+        missing = pa.array([], pa.string())
+        strangers = pa.array([], pa.string())
+        shortfall = max(0, record.request_count - (len(seen) - len(repeated)))
+    else:
+        missing = expected.filter(pc.invert(pc.is_in(expected, value_set=seen)))
+        strangers = seen.filter(pc.invert(pc.is_in(seen, value_set=expected))).unique()
+        shortfall = len(missing)
+    return IdentityCheck(
+        batch_id=record.batch_id or "",
+        record=record.key,
+        missing=missing[:SHOWN_IDS].to_pylist(),
+        duplicated=repeated[:SHOWN_IDS].to_pylist(),
+        strangers=strangers[:SHOWN_IDS].to_pylist(),
+        counts=(shortfall, len(repeated), len(strangers)),
+    )
 
 
 def _batch_totals(totals: Counter[str]) -> dict[str, Any]:

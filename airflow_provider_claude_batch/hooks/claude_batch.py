@@ -72,6 +72,8 @@ _REJECTED_CREATE_STATUSES = frozenset({429, 529})
 CLOCK_SKEW = timedelta(seconds=30)
 
 _json = msgspec.json.Encoder()
+#: An API key is printable ASCII without spaces (it travels in an HTTP header).
+_KEY_CHARACTERS = (0x21, 0x7E)
 
 
 def _extra(extra: dict[str, Any], name: str) -> Any:
@@ -115,7 +117,9 @@ class ClaudeBatchSettings:
         fallback_key = None if federation else os.environ.get("ANTHROPIC_API_KEY")
         return cls(
             conn_id=conn.conn_id,
-            api_key=conn.password or fallback_key or None,
+            # Surrounding whitespace is a copy-paste artefact (a trailing newline from a secrets
+            # file); sent as is, it makes an illegal header whose text carries the key.
+            api_key=(conn.password or fallback_key or "").strip() or None,
             base_url=host,
             workspace_id=_extra(extra, "workspace_id"),
             # ``model`` is where the public Anthropic provider's ``anthropic`` connections keep theirs.
@@ -134,6 +138,13 @@ class ClaudeBatchSettings:
             raise ClaudeBatchAuthError(
                 f"Connection {self.conn_id!r} has no API key: put it in the connection's password "
                 "(or set ANTHROPIC_API_KEY for connections that have none)."
+            )
+        if not all(_KEY_CHARACTERS[0] <= ord(c) <= _KEY_CHARACTERS[1] for c in self.api_key):
+            # Checked before any client exists: such a key cannot be sent in a header, and the
+            # transport's error about it would quote the header, key included.
+            raise ClaudeBatchAuthError(
+                f"Connection {self.conn_id!r} has a malformed API key: it holds whitespace, control or "
+                "non-ASCII characters inside it. Paste the key again into the connection's password."
             )
         headers: dict[str, str] = {}
         if self.workspace_id:
@@ -361,21 +372,37 @@ class ClaudeBatchHook(BaseHook):
                 status_code=exc.status_code,
                 error_type=error_type,
             )
-        return ClaudeBatchAPIError(f"Could not {action} (connection {conn_id!r}): {type(exc).__name__}: {exc}")
+        # A connection error's cause is the transport's exception, whose text may quote the
+        # request's headers: name its type only.
+        cause = f" ({type(exc.__cause__).__name__})" if exc.__cause__ is not None else ""
+        return ClaudeBatchAPIError(
+            self._scrubbed(f"Could not {action} (connection {conn_id!r}): {type(exc).__name__}{cause}: {exc}")
+        )
+
+    def _scrubbed(self, text: str) -> str:
+        """``text`` with the connection's key masked, should any layer below have quoted it."""
+        key = self._settings.api_key if self._settings is not None else None
+        return text.replace(key, "***") if key else text
+
+    @staticmethod
+    def _chained(exc: anthropic.APIError) -> BaseException | None:
+        """What a translated error may chain to: an answer from the API, never a transport
+        exception (its text and traceback may carry the request's headers, key included)."""
+        return exc if isinstance(exc, anthropic.APIStatusError) else None
 
     @contextmanager
     def _translated(self, action: str, batch_id: str | None = None) -> Iterator[None]:
         try:
             yield
         except anthropic.APIError as exc:
-            raise self._describe(exc, action, batch_id) from exc
+            raise self._describe(exc, action, batch_id) from self._chained(exc)
 
     @asynccontextmanager
     async def _atranslated(self, action: str, batch_id: str | None = None) -> AsyncIterator[None]:
         try:
             yield
         except anthropic.APIError as exc:
-            raise self._describe(exc, action, batch_id) from exc
+            raise self._describe(exc, action, batch_id) from self._chained(exc)
 
     # ------------------------------------------------------------------ create
     def create_batch(

@@ -14,7 +14,7 @@ from airflow_provider_claude_batch.batching.cancel import cancel_batches
 from airflow_provider_claude_batch.batching.errors import ClaudeBatchError
 from airflow_provider_claude_batch.batching.progress import Progress, batch_state, summary_table, total_counts
 from airflow_provider_claude_batch.conventions import as_seconds, default_deferrable, pick_alias
-from airflow_provider_claude_batch.exceptions import ClaudeBatchAPIError
+from airflow_provider_claude_batch.exceptions import ClaudeBatchAPIError, ClaudeBatchAuthError, ClaudeBatchNotFoundError
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 from airflow_provider_claude_batch.links import (
     ClaudeBatchConsoleLink,
@@ -130,6 +130,8 @@ class ClaudeBatchSensor(BaseSensorOperator):
         self.cancel_on_timeout = cancel_on_timeout
         self.cancel_on_kill = cancel_on_kill
         self.max_poll_errors = max_poll_errors
+        #: Consecutive failed pokes (poke mode keeps this instance between pokes).
+        self._failed_polls = 0
         self.console_link: str | None = None
         self.batches_page_link: str | None = None
 
@@ -212,7 +214,24 @@ class ClaudeBatchSensor(BaseSensorOperator):
     # ------------------------------------------------------------------ poke path
     def poke(self, context: Context) -> bool | PokeReturnValue:
         ids, conn_id = self._targets()
-        states = self._poll(ids, conn_id)
+        try:
+            states = self._poll(ids, conn_id)
+        except (ClaudeBatchAuthError, ClaudeBatchNotFoundError):
+            raise  # waiting cannot fix a rejected key or a missing batch
+        except ClaudeBatchAPIError as exc:
+            # Like the trigger: a blip (5xx, a dropped connection) is retried at the next poke,
+            # up to max_poll_errors in a row.
+            self._failed_polls += 1
+            if self._failed_polls > self.max_poll_errors:
+                raise ClaudeBatchAPIError(
+                    f"polling failed {self._failed_polls} times in a row (max_poll_errors={self.max_poll_errors}); "
+                    f"last error: {exc}",
+                    status_code=exc.status_code,
+                    error_type=exc.error_type,
+                ) from None
+            self.log.warning("Poll %d failed: %s", self._failed_polls, exc)
+            return False
+        self._failed_polls = 0
         started = _wait_started_at(states)
         self.log.info("%s", Progress(total_batches=len(ids), started_at=started).line(states))
         if all(state["processing_status"] == "ended" for state in states.values()):

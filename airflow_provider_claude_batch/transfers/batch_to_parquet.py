@@ -14,11 +14,13 @@ from airflow.sdk import Asset, BaseOperator
 from airflow_provider_claude_batch.batching.errors import ClaudeBatchError
 from airflow_provider_claude_batch.batching.landing import (
     LANDING_SUMMARY_NAME,
+    ClaudeBatchMissingResultsError,
+    check_identity,
     cost_table,
     keep_columns_spec,
     write_parts,
 )
-from airflow_provider_claude_batch.batching.manifest import Manifest
+from airflow_provider_claude_batch.batching.manifest import BatchRecord, Manifest
 from airflow_provider_claude_batch.batching.progress import batch_state
 from airflow_provider_claude_batch.batching.rounds import plan_next_round
 from airflow_provider_claude_batch.batching.storage import atomic_writer, remove_tree, replace_tree
@@ -107,6 +109,7 @@ class ClaudeBatchToParquetOperator(BaseOperator):
         self.poll_interval = as_seconds(poll_interval, "poll_interval")
         self.wait_timeout = as_seconds(wait_timeout, "wait_timeout")
         self.output_link: str | None = None
+        self._verified: set[str] = set()  # batches whose saved results matched their requests
         self.lineage: LineageRecord | None = None
         self.conn_id = pick_alias("conn_id", conn_id, "claude_batch_conn_id", claude_batch_conn_id)
 
@@ -195,6 +198,7 @@ class ClaudeBatchToParquetOperator(BaseOperator):
 
     def _download(self, manifest: Manifest, run_dir: Any, hook: ClaudeBatchHook) -> dict[str, Any]:
         raw_files: dict[str, Any] = {}
+        first_records = {record.chunk: record for record in manifest.batches if record.round == 0}
         for record in manifest.batches:
             if record.batch_id is None:
                 raise ClaudeBatchError(f"{record.key} has no batch: the submit task did not finish; clear it")
@@ -203,10 +207,32 @@ class ClaudeBatchToParquetOperator(BaseOperator):
             raw_files[record.batch_id] = raw
             if not raw.exists():
                 hook.download_results(record.batch_id, raw)
+            if record.batch_id not in self._verified:
+                self._verify(record, first_records.get(record.chunk, record), run_dir, raw, hook)
             if record.results_file != name:
                 record.results_file = name
                 manifest.save(run_dir)
         return raw_files
+
+    def _verify(
+        self, record: BatchRecord, inputs_record: BatchRecord, run_dir: Any, raw: Any, hook: ClaudeBatchHook
+    ) -> None:
+        """Every custom_id the batch was sent exactly once in its saved results, and no other.
+        A mismatch (a corrupted or foreign file) is downloaded once more before it fails the
+        task: nothing is landed from results that do not match their requests."""
+        check = check_identity(run_dir, record, inputs_record, raw)
+        if not check.ok:
+            self.log.warning(
+                "The saved results of batch %s do not match its requests (missing %d, repeated %d, foreign %d); "
+                "downloading them again.",
+                record.batch_id,
+                *check.counts,
+            )
+            hook.download_results(record.batch_id or "", raw)
+            check = check_identity(run_dir, record, inputs_record, raw)
+            if not check.ok:
+                raise ClaudeBatchMissingResultsError(check.message(raw))
+        self._verified.add(record.batch_id or "")
 
     def _write(self, manifest: Manifest, run_dir: Any, raw_files: dict[str, Any]) -> dict[str, Any]:
         keep_columns, rename = keep_columns_spec(self.keep_columns)
