@@ -324,7 +324,7 @@ class RequestRenderer:
     def _row_label(self, batch: pa.RecordBatch, offset: int, first_row: int) -> str:
         if self.spec.id_column:
             return f"custom_id {batch.column(self.spec.id_column)[offset].as_py()!r}"
-        return f"custom_id {self.spec.id_prefix}-{first_row + offset}"
+        return f"custom_id {f'{self.spec.id_prefix}-{first_row + offset}'!r}"
 
     def _merged_line(
         self, custom_id: str, prompt: str, system_columns: list[list[Any]] | None, offset: int, overrides: Any, row: int
