@@ -167,11 +167,16 @@ def check_identity(run_dir: Any, record: BatchRecord, inputs_record: BatchRecord
     return IdentityCheck(
         batch_id=record.batch_id or "",
         record=record.key,
-        missing=missing[:SHOWN_IDS].to_pylist(),
-        duplicated=repeated[:SHOWN_IDS].to_pylist(),
-        strangers=strangers[:SHOWN_IDS].to_pylist(),
+        missing=_first_ids(missing),
+        duplicated=_first_ids(repeated),
+        strangers=_first_ids(strangers),
         counts=(shortfall, len(repeated), len(strangers)),
     )
+
+
+def _first_ids(ids: pa.Array) -> list[str]:
+    """The first few ids in sorted order (results come in no particular order)."""
+    return pc.take(ids, pc.array_sort_indices(ids)[:SHOWN_IDS]).to_pylist() if len(ids) else []
 
 
 def _batch_totals(totals: Counter[str]) -> dict[str, Any]:

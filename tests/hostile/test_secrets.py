@@ -1,0 +1,82 @@
+"""The secrets sweep: a distinctive key goes through a full run (submit, deferred wait, land)
+on the emulator, and is then searched for everywhere the run leaves something: printed task
+logs, every file of the work directory and the destination, the Parquet, and the metadata
+database file itself (XCom, trigger rows, rendered fields). It must be found nowhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_claude_batch.testing import RunningEmulator
+from tests.airflow.conftest import airflow_db, make_dag, run_dag, task_states, work_dir  # noqa: F401  (fixtures)
+from tests.helpers import TEST_API_KEY
+
+PIPELINE = """
+s = ClaudeBatchSubmitOperator(task_id="submit", source=["a", "b", "c"], model="claude-haiku-4-5", max_tokens=8)
+w = ClaudeBatchSensor(task_id="wait", manifest=s.output, poll_interval=0.1)
+l = ClaudeBatchToParquetOperator(task_id="land", manifest=s.output, destination={destination!r}, keep_columns={{"text": "prompt_text"}})
+s >> w >> l
+"""
+
+
+def _files_holding(key: str, *folders: Path) -> list[Path]:
+    found = []
+    for folder in folders:
+        for path in folder.rglob("*"):
+            if path.is_file() and key.encode() in path.read_bytes():
+                found.append(path)
+    return found
+
+
+@pytest.mark.parametrize(
+    "padding", [("", ""), ("  ", "\n"), ("\t", " \r\n")], ids=["plain", "spaces-newline", "tab-crlf"]
+)
+def test_a_key_never_leaves_the_client(
+    padding: tuple[str, str],
+    make_dag,  # type: ignore[no-untyped-def]
+    connection_env,  # type: ignore[no-untyped-def]
+    emulator: RunningEmulator,
+    work_dir: Path,
+    airflow_db: Path,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    before, after = padding
+    connection_env("claude_batch_default", password=f"{before}{TEST_API_KEY}{after}")
+    destination = tmp_path / "out"
+    dag_run = run_dag(make_dag(PIPELINE.format(destination=str(destination))))
+
+    # The padded key works (whitespace is stripped), so the run lands every row.
+    assert task_states(dag_run) == {"submit": "success", "wait": "success", "land": "success"}
+    assert emulator.emulator.stats["batches_created"] == 1
+    assert len(list(destination.glob("*.parquet"))) == 1
+    printed = "".join(capfd.readouterr())
+    assert "Created batch" in printed  # the logs were captured
+    assert TEST_API_KEY not in printed
+    assert _files_holding(TEST_API_KEY, work_dir, destination, airflow_db) == []
+
+
+def test_a_malformed_key_is_refused_naming_the_connection_only(
+    make_dag,  # type: ignore[no-untyped-def]
+    connection_env,  # type: ignore[no-untyped-def]
+    emulator: RunningEmulator,
+    work_dir: Path,
+    airflow_db: Path,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    half = len(TEST_API_KEY) // 2
+    broken = f"{TEST_API_KEY[:half]}\n{TEST_API_KEY[half:]}"
+    connection_env("claude_batch_default", password=broken)
+    dag_run = run_dag(
+        make_dag('ClaudeBatchSubmitOperator(task_id="submit", source=["a"], model="claude-haiku-4-5", max_tokens=8)')
+    )
+
+    assert task_states(dag_run) == {"submit": "failed"}
+    assert emulator.emulator.calls["create"] == 0 and emulator.emulator.stats["batches_created"] == 0
+    printed = "".join(capfd.readouterr())
+    assert "Connection 'claude_batch_default' has a malformed API key" in printed
+    for fragment in (TEST_API_KEY[:half], TEST_API_KEY[half:]):
+        assert fragment not in printed
+        assert _files_holding(fragment, work_dir, airflow_db) == []
