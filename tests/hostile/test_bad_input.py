@@ -21,7 +21,7 @@ from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError
 from airflow_provider_claude_batch.batching.requests import RequestSpec
 from airflow_provider_claude_batch.batching.submission import stage_requests
 from airflow_provider_claude_batch.testing import RunningEmulator
-from tests.airflow.conftest import airflow_db, make_dag, run_dag, task_states, work_dir  # noqa: F401  (fixtures)
+from tests.airflow.conftest import run_dag, task_states
 
 NAN = math.nan
 

@@ -13,7 +13,7 @@ import pytest
 from airflow_provider_claude_batch.batching.landing import check_identity
 from airflow_provider_claude_batch.batching.manifest import BatchRecord
 from airflow_provider_claude_batch.testing import RunningEmulator
-from tests.airflow.conftest import airflow_db, make_dag, run_dag, task_states, work_dir  # noqa: F401  (fixtures)
+from tests.airflow.conftest import run_dag, task_states
 
 
 def _result(custom_id: str) -> str:

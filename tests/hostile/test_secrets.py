@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_claude_batch.testing import RunningEmulator
-from tests.airflow.conftest import airflow_db, make_dag, run_dag, task_states, work_dir  # noqa: F401  (fixtures)
+from tests.airflow.conftest import run_dag, task_states
 from tests.helpers import TEST_API_KEY
 
 PIPELINE = """
