@@ -281,9 +281,10 @@ class RequestRenderer:
         self.rows_rendered += batch.num_rows
 
     def _check_text(self, batch: pa.RecordBatch, first_row: int) -> None:
-        """Every value a template inserts must be text: numbers, NaN, lists (and, for the prompt,
-        empty strings unless ``allow_empty_prompt``) are errors naming the first such row and
-        its column. Checked per column with Arrow compute, so the per-row loop stays lean;
+        """Every value a template inserts must read as text: NaN and infinite floats, lists and
+        structs (unless the template formats them explicitly), and, for the prompt, empty strings
+        unless ``allow_empty_prompt`` are errors naming the first such row and its column.
+        Integers, decimals, booleans and dates are inserted as they print. Checked per column with Arrow compute, so the per-row loop stays lean;
         nulls are reported by the loop itself."""
         checks = [(self.prompt, "prompt", not self.spec.allow_empty_prompt)]
         if self.system is not None and not self._system_is_constant:
@@ -303,15 +304,22 @@ class RequestRenderer:
                         problem = "empty (set allow_empty_prompt=True to send it anyway)"
                     else:
                         continue
+                elif pa.types.is_floating(kind):
+                    bad = pc.or_(pc.is_nan(column), pc.is_inf(column))
+                    problem = "not a finite number"
+                elif (
+                    pa.types.is_integer(kind)
+                    or pa.types.is_decimal(kind)
+                    or pa.types.is_boolean(kind)
+                    or pa.types.is_temporal(kind)
+                ):
+                    continue  # a ticket number or a date reads the same in any prompt
                 elif name not in template.formatted:
                     bad = pc.is_valid(column)
                     problem = (
                         f"{kind} where the {role} needs text; format it explicitly to insert it anyway "
                         f"(e.g. {{{name}!s}})"
                     )
-                elif pa.types.is_floating(kind):
-                    bad = pc.or_(pc.is_nan(column), pc.is_inf(column))
-                    problem = "not a finite number"
                 else:
                     continue
                 hit = pc.index(pc.fill_null(bad, False), True).as_py()

@@ -117,6 +117,21 @@ def test_numeric_ids_become_strings() -> None:
     ] == ["101", "102"]
 
 
+def test_integers_dates_and_finite_floats_are_inserted_as_they_print() -> None:
+    """A ticket number or a date in a prompt is ordinary text; only NaN/inf floats, lists and
+    structs (unless formatted explicitly) are refused."""
+    import datetime as dt
+
+    table = pa.table({"n": [7, 8], "day": [dt.date(2026, 11, 1), dt.date(2026, 11, 2)], "x": [1.5, 2.0]})
+    rendered = _render(RequestSpec(prompt="Ticket {n} of {day}: {x}", model="m", max_tokens=5), table)
+    assert [r["params"]["messages"][0]["content"] for r in rendered] == [
+        "Ticket 7 of 2026-11-01: 1.5",
+        "Ticket 8 of 2026-11-02: 2.0",
+    ]
+    with pytest.raises(ClaudeBatchInputError, match=r"row 1 \(custom_id 'row-1'\): column 'x' is not a finite number"):
+        _render(RequestSpec(prompt="{x}", model="m", max_tokens=5), pa.table({"x": [1.0, float("nan")]}))
+
+
 @pytest.mark.parametrize(
     ("kwargs", "needle"),
     [

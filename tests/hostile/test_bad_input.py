@@ -132,9 +132,9 @@ CASES = [
     # Prompts that are not text.
     Case("nan_prompt", [{"text": "a"}, {"text": NAN}], "row 1, column 'text': the value is NaN"),
     Case(
-        "number_prompt",
-        [{"text": 5}, {"text": 6}],
-        "row 0 (custom_id 'row-0'): column 'text' is int64 where the prompt needs text",
+        "list_prompt",
+        [{"text": ["a"]}, {"text": ["b"]}],
+        "row 0 (custom_id 'row-0'): column 'text' is list<item: string> where the prompt needs text",
     ),
     Case("number_in_text_column", [{"text": "a"}, {"text": 5}], "row 1, column 'text': the value is a int"),
     Case("lone_surrogate", ["ok", "\ud800"], "row 1, column 'text': the value is not valid Unicode text"),
@@ -152,9 +152,9 @@ CASES = [
         {"prompt": "Score {x:.1f}"},
     ),
     Case(
-        "system_number",
-        [{"text": "a", "lang": 7}],
-        "column 'lang' is int64 where the system prompt needs text",
+        "system_list",
+        [{"text": "a", "lang": ["en"]}],
+        "column 'lang' is list<item: string> where the system prompt needs text",
         {"system": "Answer in {lang}."},
     ),
 ]
