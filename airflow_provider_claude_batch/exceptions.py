@@ -27,12 +27,24 @@ __all__ = [
 
 
 class ClaudeBatchAPIError(ClaudeBatchError):
-    """The API answered with an error, or could not be reached."""
+    """The API answered with an error, or could not be reached.
 
-    def __init__(self, message: str, *, status_code: int | None = None, error_type: str | None = None):
+    ``created_nothing`` is true on a failed create only when the API surely created nothing
+    (it refused every attempt), so the caller may forget its intent to create.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        error_type: str | None = None,
+        created_nothing: bool = False,
+    ):
         super().__init__(message)
         self.status_code = status_code
         self.error_type = error_type
+        self.created_nothing = created_nothing
 
 
 class ClaudeBatchAuthError(ClaudeBatchAPIError):

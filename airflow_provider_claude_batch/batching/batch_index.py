@@ -1,21 +1,48 @@
-"""Which task created a batch, findable from the batch id alone.
+"""Which task created a batch, findable from the batch id alone, and whose a batch is.
 
 When a batch is recorded in its manifest, a small JSON file is written at
 ``{work_dir}/_batches/{batch_id}.json`` naming the task instance, chunk and round. Whoever
 knows only batch ids (the Claude Batches page lists a connection's newest batches) reads one
 file per batch instead of listing every run folder, which on object storage means listing
 every request and results file ever written.
+
+The same index decides ownership after an ambiguous create (:class:`BatchOwnership`). The API
+has no idempotency key, so a create whose answer was lost is found again by ``list``: a batch
+of the same size created since the intent. Every task of the work directory creates such
+batches, so the rules are:
+
+* A batch whose index entry names another record (task instance, chunk, round) is never a
+  candidate: it is a stranger's, whatever its size and age.
+* Between a create's answer and its index entry there is a gap. To cover it, every create
+  first writes a *pending create* (``_batches/_pending/{owner}.json``: its size and the
+  window in which its batch may appear) and drops it once the index entry exists. An
+  unrecorded batch created inside another owner's pending window is *contested*: nobody
+  adopts it until the other owner's entry settles it, and if that never happens the lookup
+  fails rather than guessing.
+* Residual risk: a task that died between its create and its pending-file write does not
+  exist (the pending file is written first); a task whose work directory is a different one
+  (another ``work_dir``, another Airflow) is invisible here. Landing checks every custom_id
+  against the chunk, so a wrong adoption fails there instead of landing wrong answers.
 """
 
 from __future__ import annotations
 
+import contextlib
+import enum
+import hashlib
 import json
 import re
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from airflow_provider_claude_batch.batching.limits import CLOCK_SKEW
 from airflow_provider_claude_batch.batching.manifest import BatchRecord, Manifest
+from airflow_provider_claude_batch.batching.storage import atomic_writer
 
 INDEX_FOLDER = "_batches"
+#: Creates sent and not yet recorded, under the index folder.
+PENDING_FOLDER = "_pending"
 #: Batch ids as the API issues them; anything else is never turned into a path.
 _BATCH_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
@@ -61,3 +88,133 @@ def read_origin(work_dir: Any, batch_id: str) -> dict[str, Any] | None:
     if not isinstance(entry, dict) or not {"dag_id", "run_id", "task_id"} <= entry.keys():
         raise ValueError(f"{path} is not a batch index entry")
     return entry
+
+
+# --------------------------------------------------------------------------- ownership
+@dataclass(frozen=True)
+class BatchOwner:
+    """The one create a batch belongs to: a manifest record of one task instance."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int
+    chunk: int
+    round: int
+
+    @classmethod
+    def of(cls, manifest: Manifest, record: BatchRecord) -> BatchOwner:
+        return cls(manifest.dag_id, manifest.run_id, manifest.task_id, manifest.map_index, record.chunk, record.round)
+
+    def names_me(self, entry: dict[str, Any]) -> bool:
+        """Whether an index or pending entry is this owner's."""
+        return (
+            entry.get("dag_id") == self.dag_id
+            and entry.get("run_id") == self.run_id
+            and entry.get("task_id") == self.task_id
+            and int(entry.get("map_index", -1)) == self.map_index
+            and int(entry.get("chunk", 0)) == self.chunk
+            and int(entry.get("round", 0)) == self.round
+        )
+
+    def file_name(self) -> str:
+        """A file name for this owner: run ids hold characters no object key should."""
+        text = json.dumps([self.dag_id, self.run_id, self.task_id, self.map_index, self.chunk, self.round])
+        return hashlib.sha256(text.encode()).hexdigest()[:40] + ".json"
+
+
+def _pending_folder(work_dir: Any) -> Any:
+    return work_dir / INDEX_FOLDER / PENDING_FOLDER
+
+
+def write_pending_create(
+    work_dir: Any, owner: BatchOwner, *, request_count: int, intent_at: datetime, until: datetime
+) -> None:
+    """Announce a create before sending it: a batch of ``request_count`` requests may appear
+    between ``intent_at`` and ``until`` and is ``owner``'s."""
+    entry = {
+        "dag_id": owner.dag_id,
+        "run_id": owner.run_id,
+        "task_id": owner.task_id,
+        "map_index": owner.map_index,
+        "chunk": owner.chunk,
+        "round": owner.round,
+        "request_count": request_count,
+        "intent_at": intent_at.isoformat(),
+        "until": until.isoformat(),
+    }
+    with atomic_writer(_pending_folder(work_dir) / owner.file_name()) as out:
+        out.write(json.dumps(entry).encode())
+
+
+def drop_pending_create(work_dir: Any, owner: BatchOwner) -> None:
+    """Forget ``owner``'s pending create (its batch's index entry now says whose it is)."""
+    path = _pending_folder(work_dir) / owner.file_name()
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+def pending_creates(work_dir: Any) -> list[dict[str, Any]]:
+    """Every pending create under ``work_dir`` (unreadable entries are skipped: an entry is
+    written whole, so only a foreign file can be unreadable)."""
+    folder = _pending_folder(work_dir)
+    if not folder.exists():
+        return []
+    entries: list[dict[str, Any]] = []
+    for child in folder.iterdir():
+        if not child.name.endswith(".json"):
+            continue
+        try:
+            entry = json.loads(child.read_bytes())
+            entry["intent_at"] = datetime.fromisoformat(entry["intent_at"])
+            entry["until"] = datetime.fromisoformat(entry["until"])
+            entries.append(entry)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return entries
+
+
+class Claim(enum.Enum):
+    """Whose a listed batch is, as far as the work directory knows."""
+
+    #: The index names this owner (another try of the same task instance recorded it).
+    MINE = "mine"
+    #: The index names another owner: never a candidate.
+    OTHER = "other"
+    #: Unrecorded, and no other owner's pending create could have made it.
+    FREE = "free"
+    #: Unrecorded, but created inside another owner's pending window: wait or refuse.
+    CONTESTED = "contested"
+
+
+@dataclass
+class BatchOwnership:
+    """Decides whose a batch found after an ambiguous create is, for one owner.
+
+    Read afresh on every call, so a lookup that waits sees entries written meanwhile.
+    """
+
+    work_dir: Any
+    owner: BatchOwner
+    request_count: int
+
+    def claim(self, batch_id: str, created_at: datetime) -> Claim:
+        try:
+            entry = read_origin(self.work_dir, batch_id)
+        except ValueError:
+            return Claim.OTHER  # something we cannot read is not ours to take
+        if entry is not None:
+            return Claim.MINE if self.owner.names_me(entry) else Claim.OTHER
+        return Claim.CONTESTED if self.contest_ends(created_at) is not None else Claim.FREE
+
+    def contest_ends(self, created_at: datetime) -> datetime | None:
+        """When the other owners' creates that could have made a batch created at
+        ``created_at`` have surely been answered (``None``: there are none)."""
+        ends = [
+            entry["until"]
+            for entry in pending_creates(self.work_dir)
+            if not self.owner.names_me(entry)
+            and entry.get("request_count") == self.request_count
+            and entry["intent_at"] - CLOCK_SKEW <= created_at <= entry["until"] + CLOCK_SKEW
+        ]
+        return max(ends) if ends else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError
 
@@ -20,6 +21,9 @@ RESULTS_RETENTION_DAYS = 29
 #: ``limit`` accepted by GET /v1/messages/batches.
 LIST_PAGE_MAX = 1000
 LIST_PAGE_DEFAULT = 20
+
+#: A batch's server-side ``created_at`` may differ from this machine's clock by this much.
+CLOCK_SKEW = timedelta(seconds=30)
 
 PROCESSING_STATUSES = ("in_progress", "canceling", "ended")
 RESULT_TYPES = ("succeeded", "errored", "canceled", "expired")

@@ -11,7 +11,9 @@ Invariants (everything else in the provider relies on them):
   rerun of a backfill yields the same fingerprint and re-attaches instead of billing again.
 * Every create is bracketed by two writes: ``intent_at`` before the call, ``batch_id`` after.
   A record with an intent and no batch id is a possible orphan (the process died in between);
-  it is resolved by looking the batch up, never by blindly creating again.
+  it is resolved by looking the batch up, never by blindly creating again. While the intent
+  is younger than the create window and not closed (``intent_closed_at``: its try saw the
+  create fail) the create may still be in flight, and the lookup waits for it.
 * Writes are atomic (temporary file, then rename): a reader sees the old or the new manifest,
   never half of one.
 * Request bodies are immutable once written: chunk files are only ever read after the
@@ -49,6 +51,9 @@ class BatchRecord:
     sha256: str
     inputs_file: str | None = None
     intent_at: str | None = None
+    #: When the try that stamped ``intent_at`` stopped waiting for its create (it failed): from
+    #: then on that create is not in flight, so a later try looks for its batch once.
+    intent_closed_at: str | None = None
     batch_id: str | None = None
     created_at: str | None = None
     processing_status: str | None = None

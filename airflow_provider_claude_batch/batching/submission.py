@@ -2,7 +2,7 @@
 try's manifest, then create only the batches that do not exist yet.
 
 ``hook`` arguments are duck-typed (``create_batch``, ``find_created_batch``,
-``cancel_batch``), so this module stays free of Airflow imports.
+``create_window``, ``cancel_batch``), so this module stays free of Airflow imports.
 """
 
 from __future__ import annotations
@@ -10,10 +10,17 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
-from airflow_provider_claude_batch.batching.batch_index import record_origin
+from airflow_provider_claude_batch.batching.batch_index import (
+    BatchOwner,
+    BatchOwnership,
+    drop_pending_create,
+    record_origin,
+    work_dir_of,
+    write_pending_create,
+)
 from airflow_provider_claude_batch.batching.cancel import cancel_batches
 from airflow_provider_claude_batch.batching.chunks import ChunkInfo, ChunkLimits, ChunkWriter
 from airflow_provider_claude_batch.batching.errors import (
@@ -21,7 +28,14 @@ from airflow_provider_claude_batch.batching.errors import (
     ClaudeBatchInputError,
     ClaudeBatchManifestError,
 )
-from airflow_provider_claude_batch.batching.manifest import BatchRecord, Manifest, fingerprint, utcnow_iso
+from airflow_provider_claude_batch.batching.manifest import (
+    BatchRecord,
+    Manifest,
+    fingerprint,
+    load_manifest,
+    manifest_exists,
+    utcnow_iso,
+)
 from airflow_provider_claude_batch.batching.pricing import PriceTable, RequestTally, cost_ceiling
 from airflow_provider_claude_batch.batching.requests import RequestRenderer, RequestSpec
 from airflow_provider_claude_batch.batching.sources import open_source
@@ -210,43 +224,125 @@ def reconcile(
 def create_missing_batches(manifest: Manifest, run_dir: Any, hook: Any) -> list[str]:
     """Create a batch for every record without one, saving the manifest around each create.
 
-    A record that already has an intent but no batch id was being created when an earlier
-    try died: look for that batch first and adopt it rather than bill twice.
+    A record that already has an intent but no batch id was being created by an earlier try:
+    look for that batch first and adopt it rather than bill twice. While the intent is younger
+    than the create window (the request's timeout plus the time a server may take to finish
+    it) that try's create may still be in flight, so the lookup keeps going until the batch
+    appears or the window has passed; it is never sent again before that.
+
+    Each create announces itself in the work directory first (a pending create), so that
+    another task's lookup never adopts its batch (see ``batch_index``). The manifest is read
+    again before each create, so a second try of the same task instance running at the same
+    time sees what the other recorded or intends.
     """
     created: list[str] = []
+    work_dir = work_dir_of(run_dir, manifest.map_index)
+    window: timedelta = hook.create_window
     for record in manifest.batches:
+        _catch_up(record, run_dir)
         if not record.needs_create:
             continue
         known = manifest.batch_ids()
+        owner = BatchOwner.of(manifest, record)
+        ownership = BatchOwnership(work_dir, owner, record.request_count)
         if record.intent_at is not None:
+            intent_at = datetime.fromisoformat(record.intent_at)
+            until = intent_at + window
+            in_flight = record.intent_closed_at is None and datetime.now(timezone.utc) < until
+            if in_flight:
+                log.warning(
+                    "An earlier try's create of %s (sent %s) may still be in flight: waiting until %s for its "
+                    "batch before sending it again.",
+                    record.key,
+                    record.intent_at,
+                    until.isoformat(timespec="seconds"),
+                )
             orphan = hook.find_created_batch(
-                record.request_count, created_after=datetime.fromisoformat(record.intent_at), exclude=known
+                record.request_count,
+                created_after=intent_at,
+                exclude=known,
+                ownership=ownership,
+                until=until if in_flight else None,
             )
             if orphan is not None:
                 log.warning(
-                    "Re-attached %s to batch %s, created by an earlier try that died before recording it.",
+                    "Re-attached %s to batch %s, created by an earlier try that did not record it.",
                     record.key,
                     orphan.id,
                 )
                 _record_created(record, orphan)
-                record_origin(manifest, record, run_dir)
-                manifest.save(run_dir)
+                _record_owned(manifest, record, run_dir, work_dir, owner)
                 continue
-        record.intent_at = utcnow_iso()
-        manifest.save(run_dir)
+        # Read before the intent is stamped, so the intent marks when the request leaves.
         body = (run_dir / record.requests_file).read_bytes()
-        batch = hook.create_batch(
-            body,
-            request_count=record.request_count,
-            intent_at=datetime.fromisoformat(record.intent_at),
-            known_batch_ids=known,
+        intent_at = datetime.now(timezone.utc)
+        record.intent_at = intent_at.isoformat()
+        record.intent_closed_at = None
+        write_pending_create(
+            work_dir, owner, request_count=record.request_count, intent_at=intent_at, until=intent_at + window
         )
-        _record_created(record, batch)
-        # The index entry first: once the manifest records a batch, its entry exists too.
-        record_origin(manifest, record, run_dir)
         manifest.save(run_dir)
+        try:
+            batch = hook.create_batch(
+                body,
+                request_count=record.request_count,
+                intent_at=intent_at,
+                known_batch_ids=known,
+                ownership=ownership,
+            )
+        except Exception as exc:
+            _close_intent(
+                manifest, record, run_dir, work_dir, owner, created_nothing=getattr(exc, "created_nothing", False)
+            )
+            raise
+        _record_created(record, batch)
+        _record_owned(manifest, record, run_dir, work_dir, owner)
         created.append(batch.id)
     return created
+
+
+def _record_owned(manifest: Manifest, record: BatchRecord, run_dir: Any, work_dir: Any, owner: BatchOwner) -> None:
+    """Record ``record``'s batch: the index entry first (once the manifest names a batch, its
+    entry exists too), then the manifest, then forget the pending create."""
+    record_origin(manifest, record, run_dir)
+    manifest.save(run_dir)
+    drop_pending_create(work_dir, owner)
+
+
+def _close_intent(
+    manifest: Manifest, record: BatchRecord, run_dir: Any, work_dir: Any, owner: BatchOwner, *, created_nothing: bool
+) -> None:
+    """A create failed and this try stops waiting for it. When the API surely created nothing
+    the intent is forgotten; otherwise it stays (a later try looks for the batch once) but is
+    no longer in flight, so that try does not wait out its window."""
+    if created_nothing:
+        record.intent_at = None
+        drop_pending_create(work_dir, owner)
+    else:
+        record.intent_closed_at = utcnow_iso()
+    manifest.save(run_dir)
+
+
+def _catch_up(record: BatchRecord, run_dir: Any) -> None:
+    """Take what another try of this task instance recorded for ``record`` since this try
+    read the manifest: its batch id, or a newer intent (whose create may be in flight)."""
+    if not record.needs_create or not manifest_exists(run_dir):
+        return
+    try:
+        stored = load_manifest(run_dir)
+    except ClaudeBatchManifestError:
+        return
+    for other in stored.batches:
+        if (other.chunk, other.round, other.sha256) != (record.chunk, record.round, record.sha256):
+            continue
+        if other.batch_id is not None:
+            record.batch_id = other.batch_id
+            record.created_at = other.created_at
+            record.processing_status = other.processing_status
+        elif other.intent_at is not None and (record.intent_at is None or other.intent_at > record.intent_at):
+            record.intent_at = other.intent_at
+            record.intent_closed_at = other.intent_closed_at
+        return
 
 
 def _record_created(record: BatchRecord, batch: Any) -> None:

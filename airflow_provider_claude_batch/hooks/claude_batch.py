@@ -13,12 +13,13 @@ The hook owns every call to the Message Batches API. Two rules shape it:
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import hashlib
 import logging
 import os
 import time
 import weakref
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -31,6 +32,8 @@ from airflow.sdk import BaseHook
 from anthropic.types.messages import DeletedMessageBatch, MessageBatch
 
 from airflow_provider_claude_batch.batching import limits
+from airflow_provider_claude_batch.batching.batch_index import BatchOwnership, Claim
+from airflow_provider_claude_batch.batching.limits import CLOCK_SKEW
 from airflow_provider_claude_batch.batching.lines import iter_lines
 from airflow_provider_claude_batch.config import trigger_concurrency
 from airflow_provider_claude_batch.exceptions import (
@@ -66,10 +69,17 @@ quiet_transport_logs()
 STREAM_ERRORS: tuple[type[BaseException], ...] = (_httpx.TransportError, anthropic.APIConnectionError)
 #: HTTP statuses after which a create may or may not have happened.
 _AMBIGUOUS_CREATE_STATUSES = frozenset({408, 409, 500, 502, 503, 504})
+#: Of those, the ones the API itself answered: it is done with the request, so one lookup
+#: decides. The others (a gateway's 502/503/504, a 408) may leave it still running.
+_ANSWERED_CREATE_STATUSES = frozenset({409, 500})
 #: HTTP statuses that reject a create before it happens: safe to create again.
 _REJECTED_CREATE_STATUSES = frozenset({429, 529})
-#: Server-side ``created_at`` may trail our clock by this much.
-CLOCK_SKEW = timedelta(seconds=30)
+#: First and longest pause between lookups for a create that may still be running.
+_LOOKUP_FIRST_PAUSE = 0.25
+_LOOKUP_MAX_PAUSE = 10.0
+
+#: The longest ``retry-after`` a create waits out in the task (a worker slot is held meanwhile).
+DEFAULT_MAX_RETRY_AFTER = 300.0
 
 _json = msgspec.json.Encoder()
 #: An API key is printable ASCII without spaces (it travels in an HTTP header).
@@ -257,6 +267,26 @@ def _page_params(limit: int, after_id: str | None) -> dict[str, Any]:
     return {"limit": limit, "after_id": after_id} if after_id else {"limit": limit}
 
 
+def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
+    """How long the server asked to wait (``retry-after-ms``, or ``retry-after`` in seconds or
+    as an HTTP date), ``None`` when it did not say."""
+    if not headers:
+        return None
+    with suppress(TypeError, ValueError):
+        milliseconds = headers.get("retry-after-ms")
+        if milliseconds is not None:
+            return max(0.0, float(milliseconds) / 1000)
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    with suppress(ValueError):
+        return max(0.0, float(value))
+    with suppress(TypeError, ValueError):
+        moment = email.utils.parsedate_to_datetime(value)
+        return max(0.0, (moment - datetime.now(timezone.utc)).total_seconds())
+    return None
+
+
 def jsonl_to_create_body(jsonl: bytes) -> bytes:
     """``{"requests":[...]}`` from a JSONL chunk of request objects, without re-serializing.
 
@@ -282,7 +312,13 @@ class ClaudeBatchHook(BaseHook):
     :param create_attempts: how many times a create that was rejected (429/529) or failed
         without creating anything is sent, in all.
     :param retry_backoff: first wait between create attempts, in seconds (doubles, capped
-        at 60 s; a ``retry-after`` header wins when it is shorter than the cap).
+        at 60 s). A rejected create is never sent again before its ``retry-after`` allows.
+    :param max_retry_after: the longest ``retry-after`` a create waits out, in seconds; when the
+        API asks for longer, the create fails (nothing was created) and the task's own retry
+        takes over.
+    :param create_settle_seconds: after a create that got no answer (a timeout, a dropped
+        connection, a gateway error), how long past the connection's ``timeout`` the hook keeps
+        looking for its batch before sending it again. Default: the ``timeout`` itself.
     """
 
     conn_name_attr = "claude_batch_conn_id"
@@ -296,12 +332,16 @@ class ClaudeBatchHook(BaseHook):
         *,
         create_attempts: int = 4,
         retry_backoff: float = 2.0,
+        max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
+        create_settle_seconds: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.claude_batch_conn_id = claude_batch_conn_id
         self.create_attempts = max(1, create_attempts)
         self.retry_backoff = retry_backoff
+        self.max_retry_after = max_retry_after
+        self.create_settle_seconds = create_settle_seconds
         self._settings: ClaudeBatchSettings | None = None
 
     # ------------------------------------------------------------------ connection
@@ -405,6 +445,13 @@ class ClaudeBatchHook(BaseHook):
             raise self._describe(exc, action, batch_id) from self._chained(exc)
 
     # ------------------------------------------------------------------ create
+    @property
+    def create_window(self) -> timedelta:
+        """How long after a create is sent its batch may still appear: the request's own
+        timeout, then ``create_settle_seconds`` for a server that finishes late."""
+        settle = self.settings.timeout if self.create_settle_seconds is None else self.create_settle_seconds
+        return timedelta(seconds=self.settings.timeout + settle)
+
     def create_batch(
         self,
         requests: Sequence[dict[str, Any]] | bytes,
@@ -412,8 +459,15 @@ class ClaudeBatchHook(BaseHook):
         request_count: int | None = None,
         intent_at: datetime | None = None,
         known_batch_ids: Iterable[str] = (),
+        ownership: BatchOwnership | None = None,
     ) -> MessageBatch:
         """Create one batch, never twice.
+
+        A rejection (429/529) is sent again once the server allows it (``retry-after``). After
+        an ambiguous failure the batch may exist: an answered 500 is looked up once; a timeout,
+        a dropped connection or a gateway error (the server may still be working on it) is
+        looked up until :attr:`create_window` has passed since sending. Only then is it sent
+        again.
 
         :param requests: request dicts, or a JSONL chunk of them (bytes, one per line), which
             is sent without being parsed or re-serialized.
@@ -421,6 +475,8 @@ class ClaudeBatchHook(BaseHook):
         :param intent_at: when the caller decided to create (e.g. recorded in a manifest);
             batches created before it are never adopted. Defaults to now.
         :param known_batch_ids: batches the caller already owns: never adopted.
+        :param ownership: whose a found batch is (see ``batching.batch_index``); without it,
+            any batch of the same size created since the intent is a candidate.
         """
         if isinstance(requests, (bytes, bytearray)):
             body = jsonl_to_create_body(bytes(requests))
@@ -429,8 +485,11 @@ class ClaudeBatchHook(BaseHook):
             body, count = requests_to_create_body(requests)
         intent_at = intent_at or datetime.now(timezone.utc)
         known = set(known_batch_ids)
+        action = f"create a batch of {count} requests"
         last_error: ClaudeBatchAPIError | None = None
+        refused_every_attempt = True
         for attempt in range(1, self.create_attempts + 1):
+            sent_at = datetime.now(timezone.utc)
             try:
                 batch = self.client.post(
                     "/v1/messages/batches",
@@ -441,32 +500,53 @@ class ClaudeBatchHook(BaseHook):
                 self.log.info("Created batch %s with %d requests (%d bytes).", batch.id, count, len(body))
                 return batch
             except anthropic.APIStatusError as exc:
-                last_error = self._describe(exc, f"create a batch of {count} requests", None)
+                last_error = self._describe(exc, action, None)
+                last_error.created_nothing = refused_every_attempt
                 if exc.status_code in _REJECTED_CREATE_STATUSES:
                     self.log.warning("Create attempt %d was rejected: %s", attempt, last_error)
-                    self._sleep_before_retry(attempt, exc.response.headers.get("retry-after"))
+                    self._wait_before_resend(attempt, exc.response.headers, last_error)
                     continue
                 if exc.status_code not in _AMBIGUOUS_CREATE_STATUSES:
                     raise last_error from exc
+                answered = exc.status_code in _ANSWERED_CREATE_STATUSES
             except anthropic.APIConnectionError as exc:  # includes timeouts
-                last_error = self._describe(exc, f"create a batch of {count} requests", None)
+                last_error = self._describe(exc, action, None)
+                answered = False
+            refused_every_attempt = last_error.created_nothing = False
             # The batch may exist even though we got no answer: look before creating again.
-            self.log.warning("Create attempt %d failed ambiguously (%s); looking for the batch.", attempt, last_error)
-            adopted = self.find_created_batch(count, created_after=intent_at, exclude=known)
+            until = None if answered else sent_at + self.create_window
+            self.log.warning(
+                "Create attempt %d failed ambiguously (%s); looking for the batch%s.",
+                attempt,
+                last_error,
+                f" until {until.isoformat(timespec='seconds')}" if until else "",
+            )
+            adopted = self.find_created_batch(
+                count, created_after=intent_at, exclude=known, ownership=ownership, until=until
+            )
             if adopted is not None:
                 self.log.warning("Adopted batch %s, created by the failed attempt; not creating again.", adopted.id)
                 return adopted
-            self._sleep_before_retry(attempt, None)
+            self._wait_before_resend(attempt, None, last_error)
         assert last_error is not None
         raise last_error
 
-    def _sleep_before_retry(self, attempt: int, retry_after: str | None) -> None:
+    def _wait_before_resend(self, attempt: int, headers: Mapping[str, str] | None, error: ClaudeBatchAPIError) -> None:
+        """Back off before the next create attempt, never less than the server asked for."""
         if attempt >= self.create_attempts:
             return
         delay = min(60.0, self.retry_backoff * 2 ** (attempt - 1))
-        if retry_after:
-            with suppress(ValueError):
-                delay = min(delay, max(0.0, float(retry_after)))
+        allowed = retry_after_seconds(headers)
+        if allowed is not None:
+            if allowed > self.max_retry_after:
+                raise ClaudeBatchAPIError(
+                    f"{error} The API asked to wait {allowed:g} s before creating again, longer than "
+                    f"max_retry_after ({self.max_retry_after:g} s); nothing was created. Retry the task later.",
+                    status_code=error.status_code,
+                    error_type=error.error_type,
+                    created_nothing=error.created_nothing,
+                )
+            delay = max(delay, allowed)
         if delay > 0:
             time.sleep(delay)
 
@@ -488,26 +568,86 @@ class ClaudeBatchHook(BaseHook):
         return found
 
     def find_created_batch(
-        self, request_count: int, *, created_after: datetime, exclude: Iterable[str] = ()
+        self,
+        request_count: int,
+        *,
+        created_after: datetime,
+        exclude: Iterable[str] = (),
+        ownership: BatchOwnership | None = None,
+        until: datetime | None = None,
     ) -> MessageBatch | None:
-        """The one batch a lost create made, ``None`` when there is none; raises when several
-        match, since adopting the wrong one would lose rows."""
+        """The one batch a lost create made, ``None`` when there is none.
+
+        Looks once, or until ``until`` while nothing is found (a create that may still be
+        running). A batch another task recorded is never a candidate; one that another
+        task's pending create may have made is adopted by nobody until its owner records it
+        (waiting for that, up to the end of that create's window). Raises
+        :class:`ClaudeBatchCreateAmbiguousError` when several candidates remain or a contest
+        does not settle: adopting the wrong batch would land another input's answers.
+        """
+        pause = _LOOKUP_FIRST_PAUSE
+        while True:
+            mine, free, contested, settles_by = self._candidates(request_count, created_after, exclude, ownership)
+            if mine:
+                return mine[0]
+            if len(free) > 1:
+                raise ClaudeBatchCreateAmbiguousError(
+                    f"A create of {request_count} requests failed without an answer and "
+                    f"{len(free)} batches of that size were created since "
+                    f"{created_after.isoformat()}: {', '.join(b.id for b in free)}. Refusing to "
+                    "guess which one is ours; cancel the ones that are not and retry."
+                )
+            now = datetime.now(timezone.utc)
+            if free and not contested:
+                return free[0]
+            deadline = max(until or now, settles_by or now)
+            if now >= deadline:
+                if contested:
+                    raise ClaudeBatchCreateAmbiguousError(
+                        f"A create of {request_count} requests failed without an answer; batch(es) "
+                        f"{', '.join(b.id for b in [*free, *contested])} of that size appeared, but another "
+                        "task's create of the same size was pending then and has not recorded whose they "
+                        "are. Refusing to guess; retry the task to look again."
+                    )
+                return None
+            time.sleep(min(pause, (deadline - now).total_seconds()))
+            pause = min(pause * 2, _LOOKUP_MAX_PAUSE)
+
+    def _candidates(
+        self,
+        request_count: int,
+        created_after: datetime,
+        exclude: Iterable[str],
+        ownership: BatchOwnership | None,
+    ) -> tuple[list[MessageBatch], list[MessageBatch], list[MessageBatch], datetime | None]:
+        """One lookup: the candidates sorted by claim, and when the contested ones settle."""
         try:
-            candidates = self.find_created_batches(request_count, created_after=created_after, exclude=exclude)
+            found = self.find_created_batches(request_count, created_after=created_after, exclude=exclude)
         except ClaudeBatchAPIError as exc:
             raise ClaudeBatchCreateAmbiguousError(
                 f"A create of {request_count} requests failed without an answer, and the lookup that "
                 f"decides whether it created a batch failed too: {exc}. Nothing was created again; "
                 "retry the task to look again."
             ) from exc
-        if len(candidates) > 1:
-            raise ClaudeBatchCreateAmbiguousError(
-                f"A create of {request_count} requests failed without an answer and "
-                f"{len(candidates)} batches of that size were created since "
-                f"{created_after.isoformat()}: {', '.join(b.id for b in candidates)}. Refusing to "
-                "guess which one is ours; cancel the ones that are not and retry."
-            )
-        return candidates[0] if candidates else None
+        mine: list[MessageBatch] = []
+        free: list[MessageBatch] = []
+        contested: list[MessageBatch] = []
+        settles_by: datetime | None = None
+        for batch in found:
+            claim = ownership.claim(batch.id, batch.created_at) if ownership else Claim.FREE
+            if claim is Claim.MINE:
+                mine.append(batch)
+            elif claim is Claim.FREE:
+                free.append(batch)
+            elif claim is Claim.CONTESTED:
+                assert ownership is not None
+                contested.append(batch)
+                ends = ownership.contest_ends(batch.created_at)
+                if ends is not None and (settles_by is None or ends > settles_by):
+                    settles_by = ends
+            else:
+                self.log.info("Batch %s has the same size but belongs to another task; not a candidate.", batch.id)
+        return mine, free, contested, settles_by
 
     # ------------------------------------------------------------------ read / cancel / delete
     def retrieve_batch(self, batch_id: str) -> MessageBatch:

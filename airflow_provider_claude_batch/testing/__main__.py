@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="requests end one by one over the processing time (the real API reports them all at the end)",
     )
+    parser.add_argument(
+        "--state-file", default=None, help="JSON file that keeps the batches across restarts (read at start)"
+    )
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     config = EmulatorConfig(
@@ -44,6 +47,7 @@ def main(argv: list[str] | None = None) -> None:
         errored_fraction=args.errored_fraction,
         expired_fraction=args.expired_fraction,
         gradual_ending=args.gradual,
+        state_file=args.state_file,
     )
     if args.reply_chars:
         low, _, high = args.reply_chars.partition("-")

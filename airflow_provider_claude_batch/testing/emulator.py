@@ -15,6 +15,7 @@ import asyncio
 import hashlib
 import itertools
 import math
+import os
 import secrets
 import socket
 import threading
@@ -180,6 +181,10 @@ class EmulatorConfig:
     #: estimate of the time left and the page can be exercised with it. A cancel or the
     #: 24 h expiry keeps the outcomes of requests that already ended.
     gradual_ending: bool = False
+    #: A JSON file that holds every batch (requests, outcomes, times): written after each
+    #: change, read when the emulator starts, so batches survive a restart. Counters, faults,
+    #: scripted outcomes and the test clock's offset are not kept.
+    state_file: str | None = None
 
 
 @dataclass
@@ -218,10 +223,10 @@ class _Batch:
         for request in self.requests[len(self.finished) : due]:
             self.finished.append(resolve(request))
 
-    def settle(self, now: datetime, config: EmulatorConfig, resolve: Callable[[_StoredRequest], str]) -> None:
-        """Move the batch along its state machine up to ``now``."""
+    def settle(self, now: datetime, config: EmulatorConfig, resolve: Callable[[_StoredRequest], str]) -> bool:
+        """Move the batch along its state machine up to ``now``; whether it ended just now."""
         if self.ended_at is not None:
-            return
+            return False
         end_candidates = [self.expires_at]
         if self.ends_at is not None:
             end_candidates.append(self.ends_at)
@@ -233,7 +238,7 @@ class _Batch:
         if config.gradual_ending:
             self._finish_gradually(min(now, end), resolve)
         if now < end:
-            return
+            return False
         self.ended_at = end
         rest = self.requests[len(self.finished) :]
         if end == self.ends_at and (cancel_end is None or self.ends_at <= cancel_end):
@@ -242,6 +247,7 @@ class _Batch:
             self.outcomes = self.finished + ["canceled"] * len(rest)
         else:
             self.outcomes = self.finished + ["expired"] * len(rest)
+        return True
 
     def processing_status(self) -> str:
         if self.ended_at is not None:
@@ -255,6 +261,13 @@ class _Batch:
         for outcome in ended:
             counts[outcome.split(":", 1)[0]] += 1
         return counts
+
+
+@dataclass
+class _SavedState:
+    """What a state file holds: every batch, oldest first (``list`` pages depend on it)."""
+
+    batches: list[_Batch]
 
 
 class EmulatorHTTPError(Exception):
@@ -283,11 +296,14 @@ class Emulator:
         self.stats: Counter[str] = Counter()
         self.base_url: str | None = None
         self.tokens = TokenIssuer()
+        self._dirty = False
+        self._load_state()
 
     # ----------------------------------------------------------------- test controls
     def reset(self) -> None:
         with self._lock:
             self.tokens.reset()
+            self._dirty = bool(self._batches)
             self._batches.clear()
             self._faults.clear()
             self._scripted_outcomes.clear()
@@ -295,6 +311,7 @@ class Emulator:
             self.calls.clear()
             self.stats.clear()
             self.clock.reset()
+            self.save_state()
 
     def inject(self, fault: Fault) -> Fault:
         with self._lock:
@@ -335,7 +352,8 @@ class Emulator:
             for batch in self._batches.values():
                 if batch.ended_at is None and batch.cancel_initiated_at is None:
                     batch.ends_at = now
-                batch.settle(now, self.config, self._resolve)
+                self._settle(batch, now)
+        self.save_state()
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
@@ -345,6 +363,33 @@ class Emulator:
                 "batches": len(self._batches),
                 "open_batches": sum(1 for b in self._batches.values() if b.ended_at is None),
             }
+
+    # ----------------------------------------------------------------- state file
+    def _load_state(self) -> None:
+        path = self.config.state_file
+        if not path or not os.path.exists(path):
+            return
+        with open(path, "rb") as handle:
+            saved = msgspec.json.decode(handle.read(), type=_SavedState)
+        self._batches = {batch.id: batch for batch in saved.batches}
+
+    def save_state(self) -> None:
+        """Write the batches to the state file, when one is configured and something changed
+        (atomically: a restart reads the old or the new state, never half of one)."""
+        path = self.config.state_file
+        with self._lock:
+            if not path or not self._dirty:
+                return
+            data = _json_encoder.encode(_SavedState(batches=list(self._batches.values())))
+            self._dirty = False
+        temporary = f"{path}.tmp-{secrets.token_hex(4)}"
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+        os.replace(temporary, path)
+
+    def _settle(self, batch: _Batch, now: datetime) -> None:
+        if batch.settle(now, self.config, self._resolve):
+            self._dirty = True
 
     # ----------------------------------------------------------------- faults
     def take_fault(self, endpoint: str) -> Fault | None:
@@ -425,6 +470,7 @@ class Emulator:
                 else now + timedelta(seconds=config.processing_seconds),
             )
             self._batches[batch.id] = batch
+            self._dirty = True
             self.stats["batches_created"] += 1
             self.stats["requests_received"] += len(stored)
             return self._batch_json(batch)
@@ -469,7 +515,7 @@ class Emulator:
         batch = self._batches.get(batch_id)
         if batch is None or batch.deleted or batch.workspace != workspace:
             raise EmulatorHTTPError(404, f"No message batch found with id '{batch_id}'.")
-        batch.settle(self.clock.now(), self.config, self._resolve)
+        self._settle(batch, self.clock.now())
         return batch
 
     def retrieve(self, batch_id: str, workspace: str | None) -> dict[str, Any]:
@@ -482,7 +528,8 @@ class Emulator:
             if batch.ended_at is None and batch.cancel_initiated_at is None:
                 batch.cancel_initiated_at = self.clock.now()
                 self.stats["batches_canceled"] += 1
-                batch.settle(self.clock.now(), self.config, self._resolve)
+                self._dirty = True
+                self._settle(batch, self.clock.now())
             return self._batch_json(batch)
 
     def delete(self, batch_id: str, workspace: str | None) -> dict[str, Any]:
@@ -495,6 +542,7 @@ class Emulator:
                     "cancel it and wait for it to end first.",
                 )
             batch.deleted = True
+            self._dirty = True
             return {"id": batch_id, "type": "message_batch_deleted"}
 
     def list(self, workspace: str | None, limit: int, after_id: str | None, before_id: str | None) -> dict[str, Any]:
@@ -504,7 +552,7 @@ class Emulator:
             now = self.clock.now()
             newest_first = [b for b in reversed(self._batches.values()) if not b.deleted and b.workspace == workspace]
             for batch in newest_first:
-                batch.settle(now, self.config, self._resolve)
+                self._settle(batch, now)
             page, has_more = cursor_page(newest_first, _batch_id, limit, after_id, before_id)
             return list_body(page, _batch_id, has_more, self._batch_json)
 
@@ -692,6 +740,7 @@ def create_app(emulator: Emulator) -> FastAPI:
                 if fault.status is not None:
                     raise _fault_error(fault)
             result = operation(workspace, fault)
+            emulator.save_state()
             if committed:  # the work is done; only the answer is slow or lost
                 assert fault is not None
                 if fault.delay_seconds:
