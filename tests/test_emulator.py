@@ -462,3 +462,28 @@ def test_an_expired_or_unflagged_access_token_is_refused(emulator: RunningEmulat
     assert httpx.get(f"{base}/v1/messages/batches", headers=headers).status_code == 200
     emulator.emulator.advance(minted.json()["expires_in"] + 1)
     assert httpx.get(f"{base}/v1/messages/batches", headers=headers).status_code == 401
+
+
+def test_a_state_file_keeps_batches_across_a_restart(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Oracle: after a stop and a new start on the same state file, the batches are listed in
+    the same order, retrieve shows them, and the ended one's results are the same lines."""
+    from airflow_provider_claude_batch.testing import EmulatorConfig, start_emulator
+
+    config = EmulatorConfig(processing_seconds=3600, state_file=str(tmp_path / "state.json"))
+
+    def connect(running: RunningEmulator) -> anthropic.Anthropic:
+        return anthropic.Anthropic(api_key=running.api_key, base_url=running.base_url, max_retries=0)
+
+    with start_emulator(config) as first:
+        client = connect(first)
+        ended = client.messages.batches.create(requests=make_requests(3, prefix="e"))  # type: ignore[arg-type]
+        first.emulator.end_all()
+        running = client.messages.batches.create(requests=make_requests(2, prefix="r"))  # type: ignore[arg-type]
+        before = [line.custom_id for line in _results(client, ended.id)]
+    with start_emulator(EmulatorConfig(processing_seconds=3600, state_file=config.state_file)) as second:
+        client = connect(second)
+        assert [b.id for b in client.messages.batches.list()] == [running.id, ended.id]
+        assert client.messages.batches.retrieve(running.id).processing_status == "in_progress"
+        assert [line.custom_id for line in _results(client, ended.id)] == before
+        assert [line.result.type for line in _results(client, ended.id)] == ["succeeded"] * 3
+        assert second.emulator.stats["batches_created"] == 0  # nothing was created again
