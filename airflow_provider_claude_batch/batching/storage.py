@@ -91,30 +91,25 @@ def remove_tree(path: Any) -> None:
 
 
 def replace_tree(staged: Any, target: Any) -> None:
-    """Make the folder ``staged`` take the place of ``target``, replacing it whole.
+    """Make the local folder ``staged`` take the place of ``target``, replacing it whole.
 
-    On local disk this is two renames (the old folder is moved aside, then deleted), so a
-    reader sees the old or the new folder. Object stores have no folder rename: the old
-    objects are deleted, then the staged ones moved under the target prefix.
+    Two renames (the old folder is moved aside, then deleted), so a reader sees the old or the
+    new folder. Object stores have no folder rename: a landed partition is made visible there
+    by its commit object instead (``partitions.commit``).
     """
-    if is_local(staged) and is_local(target):
-        staged_os = local_os_path(staged)
-        target_os = local_os_path(target)
-        aside = None
-        if os.path.lexists(target_os):
-            aside = os.path.join(
-                os.path.dirname(target_os), f".{os.path.basename(target_os)}.old-{uuid.uuid4().hex[:12]}"
-            )
-            os.replace(target_os, aside)
-        os.replace(staged_os, target_os)
-        if aside is not None:
-            import shutil
+    if not (is_local(staged) and is_local(target)):
+        raise ValueError(f"replace_tree needs local folders; {target} is on object storage (see partitions.commit)")
+    staged_os = local_os_path(staged)
+    target_os = local_os_path(target)
+    aside = None
+    if os.path.lexists(target_os):
+        aside = os.path.join(os.path.dirname(target_os), f".{os.path.basename(target_os)}.old-{uuid.uuid4().hex[:12]}")
+        os.replace(target_os, aside)
+    os.replace(staged_os, target_os)
+    if aside is not None:
+        import shutil
 
-            if os.path.isdir(aside):
-                shutil.rmtree(aside, ignore_errors=True)
-            else:
-                os.unlink(aside)
-        return
-    if target.exists():
-        remove_tree(target)
-    target.fs.mv(staged.path, target.path, recursive=True)
+        if os.path.isdir(aside):
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            os.unlink(aside)

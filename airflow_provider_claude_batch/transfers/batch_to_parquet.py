@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -21,9 +20,10 @@ from airflow_provider_claude_batch.batching.landing import (
     write_parts,
 )
 from airflow_provider_claude_batch.batching.manifest import BatchRecord, Manifest
+from airflow_provider_claude_batch.batching.partitions import commit, discard, stage
 from airflow_provider_claude_batch.batching.progress import batch_state
 from airflow_provider_claude_batch.batching.rounds import plan_next_round
-from airflow_provider_claude_batch.batching.storage import atomic_writer, remove_tree, replace_tree
+from airflow_provider_claude_batch.batching.storage import atomic_writer
 from airflow_provider_claude_batch.batching.submission import create_missing_batches
 from airflow_provider_claude_batch.config import price_table
 from airflow_provider_claude_batch.conventions import as_seconds, default_deferrable, pick_alias
@@ -45,8 +45,9 @@ class ClaudeBatchToParquetOperator(BaseOperator):
     (``raw/{batch_id}.jsonl``; a connection dropped mid-download restarts it), then parsed
     in record batches and written as Parquet row groups, one ``part-NNNNN.parquet`` per
     chunk, so memory stays flat however many results there are. The destination folder is
-    written under a temporary name and then swapped in whole: a rerun replaces it, so
-    backfills and clears never duplicate rows.
+    replaced whole (:mod:`~airflow_provider_claude_batch.batching.partitions`: an atomic rename
+    on local disk, a commit object on object storage), so backfills and clears never
+    duplicate rows and a reader never sees a mix of two landings.
 
     :param manifest: the submit task's output (``submit.output``) or a manifest path/URI.
     :param destination: folder path or URI of the output (templated, e.g. with ``{{ ds }}``).
@@ -139,6 +140,7 @@ class ClaudeBatchToParquetOperator(BaseOperator):
             "rows": summary["rows"],
             "by_result_type": summary["by_result_type"],
             "cost_usd": summary["cost_usd"],
+            "files": summary["files"],
         }
         for outlet in self.outlets or []:
             if isinstance(outlet, Asset):
@@ -237,8 +239,7 @@ class ClaudeBatchToParquetOperator(BaseOperator):
     def _write(self, manifest: Manifest, run_dir: Any, raw_files: dict[str, Any]) -> dict[str, Any]:
         keep_columns, rename = keep_columns_spec(self.keep_columns)
         destination = as_storage_path(self.destination)
-        staged = destination.parent / f".{destination.name}.tmp-{uuid.uuid4().hex[:12]}"
-        staged.mkdir(parents=True, exist_ok=True)
+        staged = stage(destination)
         try:
             stats = write_parts(
                 run_dir,
@@ -251,17 +252,23 @@ class ClaudeBatchToParquetOperator(BaseOperator):
                 row_group_size=self.row_group_size,
                 compression=self.compression,
             )
-            replace_tree(staged, destination)
+            committed = commit(staged, destination, stats.files, rows=stats.rows)
         except BaseException:
-            remove_tree(staged)
+            discard(staged)
             raise
-        summary = {"destination": str(destination), **stats.as_dict()}
+        summary = {
+            "destination": str(destination),
+            **stats.as_dict(),
+            # What readers should read: exactly these files (see batching/partitions.py).
+            "files": [str(destination / name) for name in committed["files"]],
+            "version": committed["version"],
+        }
         self.lineage = LineageRecord(
             source=manifest.source,
             requests=manifest.total_requests,
             destination=str(destination),
             rows=stats.rows,
-            files=list(stats.files),
+            files=list(committed["files"]),
         )
         # Beside the manifest, for the Claude Batches page (cost per batch).
         with atomic_writer(run_dir / LANDING_SUMMARY_NAME) as out:

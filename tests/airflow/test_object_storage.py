@@ -51,16 +51,30 @@ def test_the_pipeline_runs_on_object_storage_and_reruns_cleanly(
     )
 
     def landed() -> list[dict[str, Any]]:
+        from airflow_provider_claude_batch.batching.partitions import read_commit, read_partition
+        from airflow_provider_claude_batch.workdir import as_storage_path
+
+        partition = as_storage_path(f"memory://{root}/labels/ds=2026-11-01")
+        version = read_commit(partition)["version"]  # type: ignore[index]
         files = sorted(fs.find(f"/{root}/labels"))
-        assert all("/ds=2026-11-01/part-" in f for f in files), files  # no staging left behind
-        rows = [row for f in files for row in pq.read_table(io.BytesIO(fs.cat_file(f))).to_pylist()]
+        # The commit object and one version's parts: no staging and no earlier version left behind.
+        assert files[0].endswith("/ds=2026-11-01/_commit.json"), files
+        assert all(f"/ds=2026-11-01/{version}/part-" in f for f in files[1:]), files
+        rows = [row for f in files[1:] for row in pq.read_table(io.BytesIO(fs.cat_file(f))).to_pylist()]
+        assert sorted(rows, key=lambda r: r["custom_id"]) == sorted(
+            read_partition(partition).to_pylist(), key=lambda r: r["custom_id"]
+        )
         return sorted(rows, key=lambda r: r["custom_id"])
 
     dag_run = run_dag(dag)
     assert task_states(dag_run) == {"submit": "success", "wait": "success", "land": "success"}
     first = landed()
     assert [(r["custom_id"], r["q"]) for r in first] == sorted((f"t{i}", f"q{i}") for i in range(30))
-    assert xcom(dag_run, "land")["destination"] == f"memory://{root}/labels/ds=2026-11-01"
+    summary = xcom(dag_run, "land")
+    assert summary["destination"] == f"memory://{root}/labels/ds=2026-11-01"
+    assert all(
+        f.startswith(f"memory://{root}/labels/ds=2026-11-01/{summary['version']}/part-") for f in summary["files"]
+    )
     created = emulator.emulator.stats["batches_created"]
     assert created > 3  # three chunks and their resubmissions
     index = fs.find(f"/{root}/_claude_batch/_batches")

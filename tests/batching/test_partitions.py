@@ -1,0 +1,165 @@
+"""The partition commit protocol on a real S3 API (moto's server over HTTP, through s3fs) and on
+local disk: a reader never sees a mix of two landings, nor a landing that was not committed."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from airflow_provider_claude_batch.batching.partitions import (
+    COMMIT_NAME,
+    commit,
+    committed_files,
+    discard,
+    read_commit,
+    read_partition,
+    stage,
+)
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_partition(s3_endpoint: str) -> Any:
+    import boto3
+    from upath import UPath
+
+    options = {
+        "key": "testing",
+        "secret": "testing",
+        "endpoint_url": s3_endpoint,
+        "client_kwargs": {"region_name": "us-east-1"},
+    }
+    bucket = f"lake-{uuid.uuid4().hex[:12]}"
+    boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    ).create_bucket(Bucket=bucket)
+    return UPath(f"s3://{bucket}/labels/ds=2026-11-02", **options)
+
+
+def land(destination: Any, version: int, rows_per_part: int = 50) -> dict[str, Any]:
+    """One landing whose every row says which landing it belongs to; landings differ in size
+    (3 to 5 parts), so a partial read shows."""
+    parts = 3 + version % 3
+    staged = stage(destination)
+    names = []
+    for part in range(parts):
+        name = f"part-{part:05d}.parquet"
+        table = pa.table(
+            {"custom_id": [f"r{part}-{i}" for i in range(rows_per_part)], "landing": [version] * rows_per_part}
+        )
+        with (staged / name).open("wb") as out:
+            pq.write_table(table, out)
+        names.append(name)
+    return commit(staged, destination, names, rows=parts * rows_per_part)
+
+
+def assert_whole(table: pa.Table) -> int:
+    landings = set(table.column("landing").to_pylist())
+    assert len(landings) == 1, f"a mix of landings {landings}"
+    (landing,) = landings
+    expected = 3 + landing % 3  # as land() wrote it
+    assert table.num_rows == expected * 50
+    assert sorted(table.column("custom_id").to_pylist()) == sorted(
+        f"r{p}-{i}" for p in range(expected) for i in range(50)
+    )
+    return int(landing)
+
+
+@pytest.mark.parametrize("where", ["s3", "local"])
+def test_a_reader_in_a_loop_never_sees_a_mix_while_reruns_replace_the_partition(
+    where: str, s3_partition: Any, tmp_path: Path
+) -> None:
+    destination = s3_partition if where == "s3" else tmp_path / "labels" / "ds=2026-11-02"
+    land(destination, 0)
+    seen: list[int] = []
+    errors: list[BaseException] = []
+    replacing = threading.Event()
+    replacing.set()
+    progress = threading.Condition()
+
+    def reader() -> None:
+        try:
+            while replacing.is_set():
+                landing = assert_whole(read_partition(destination, attempts=50))
+                with progress:
+                    seen.append(landing)
+                    progress.notify_all()
+        except BaseException as error:
+            errors.append(error)
+            with progress:
+                progress.notify_all()
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for version in range(1, 16):
+            land(destination, version)
+            # Let the reader finish a read before the next landing, which then overlaps its next one.
+            with progress:
+                progress.wait_for(lambda reads=len(seen): len(seen) > reads or bool(errors), timeout=30)
+    finally:
+        replacing.clear()
+        thread.join(timeout=60)
+    assert not errors, errors[0]
+    assert assert_whole(read_partition(destination)) == 15
+    assert len(seen) >= 15 and len(set(seen)) >= 10, seen  # it did read while the partition changed
+    # Only the commit object and the last landing's files are left.
+    names = sorted(p.name for p in destination.iterdir())
+    if where == "s3":
+        assert names == sorted([COMMIT_NAME, read_commit(destination)["version"]])  # type: ignore[index]
+    else:
+        assert names == sorted([COMMIT_NAME, "part-00000.parquet", "part-00001.parquet", "part-00002.parquet"])
+        assert not [p for p in destination.parent.iterdir() if p.name.startswith(".")]  # no staging left
+
+
+def test_an_interrupted_landing_is_never_read_and_the_next_commit_removes_it(s3_partition: Any) -> None:
+    first = land(s3_partition, 0)
+    staged = stage(s3_partition)  # a landing killed before its commit
+    with (staged / "part-00000.parquet").open("wb") as out:
+        pq.write_table(pa.table({"custom_id": ["stranger"], "landing": [9]}), out)
+    assert assert_whole(read_partition(s3_partition)) == 0
+    assert [str(p) for p in committed_files(s3_partition)] == [str(s3_partition / f) for f in first["files"]]
+    land(s3_partition, 1)
+    assert not staged.exists()
+    assert assert_whole(read_partition(s3_partition)) == 1
+
+
+def test_a_failed_landing_is_discarded_and_the_partition_keeps_its_rows(s3_partition: Any) -> None:
+    land(s3_partition, 0)
+    staged = stage(s3_partition)
+    (staged / "part-00000.parquet").write_bytes(b"half a file")
+    discard(staged)
+    assert not staged.exists()
+    assert assert_whole(read_partition(s3_partition)) == 0
+
+
+def test_a_partition_landed_before_commit_objects_is_read_from_its_parts(tmp_path: Path) -> None:
+    folder = tmp_path / "ds=2026-10-01"
+    folder.mkdir()
+    pq.write_table(pa.table({"custom_id": ["a", "b"]}), folder / "part-00000.parquet")
+    assert read_partition(folder).column("custom_id").to_pylist() == ["a", "b"]
+    assert read_partition(tmp_path / "never-landed").num_rows == 0
