@@ -56,14 +56,26 @@ def ensure_venv() -> None:
     STAMP.write_text(_fingerprint())
 
 
-def ensure_browser() -> None:
-    """The UI test drives Debian's chromium; install it when missing and we may (root, apt)."""
-    if shutil.which("chromium") or not shutil.which("apt-get") or os.name == "nt" or os.geteuid() != 0:
+#: Debian packages the tests start programs of: the UI test drives chromium, the distributed
+#: test runs PostgreSQL and Redis. Program -> package.
+DEBIAN_PROGRAMS = {"chromium": "chromium", "redis-server": "redis-server", "initdb": "postgresql"}
+
+
+def _installed(program: str) -> bool:
+    import glob
+
+    return bool(shutil.which(program) or glob.glob(f"/usr/lib/postgresql/*/bin/{program}"))
+
+
+def ensure_debian_packages() -> None:
+    """Install the packages of DEBIAN_PROGRAMS that are missing, when we may (root, apt)."""
+    missing = sorted({package for program, package in DEBIAN_PROGRAMS.items() if not _installed(program)})
+    if not missing or not shutil.which("apt-get") or os.name == "nt" or os.geteuid() != 0:
         return
-    print("Installing chromium for the browser test ...", flush=True)
+    print(f"Installing {', '.join(missing)} for the tests ...", flush=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "update", "-qq"], check=False, env=env, stdout=subprocess.DEVNULL)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=False, env=env, stdout=subprocess.DEVNULL)
+    subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=False, env=env, stdout=subprocess.DEVNULL)
 
 
 def main(argv: list[str]) -> int:
@@ -89,7 +101,7 @@ def main(argv: list[str]) -> int:
         return 0
     ensure_venv()
     if command == "test":
-        ensure_browser()
+        ensure_debian_packages()
         return subprocess.call([str(PYTHON), "-m", "pytest", *rest], cwd=ROOT)
     if command == "demo":
         return subprocess.call([str(PYTHON), str(ROOT / "scripts" / "demo.py"), *rest], cwd=ROOT)

@@ -70,15 +70,42 @@ def open_manifest(value: Any) -> tuple[Manifest, ObjectStoragePath]:
     return load_manifest(path), path.parent
 
 
-def warn_if_local_with_remote_executor(path: ObjectStoragePath, log: Any) -> None:
+#: Executors that run tasks on other machines (by class name), so a local work directory
+#: written by one task is not there for the next.
+REMOTE_EXECUTORS = ("Celery", "Kubernetes", "Edge", "Ecs", "AwsBatch", "AwsLambda", "Batch", "Lambda")
+
+
+def configured_executors() -> list[str]:
+    """``[core] executor`` as a list (Airflow 3 accepts several, comma separated, with aliases)."""
+    try:
+        from airflow.configuration import conf
+
+        value = conf.get("core", "executor", fallback="") or ""
+    except Exception:  # a task runtime without the core configuration
+        value = os.environ.get("AIRFLOW__CORE__EXECUTOR", "")
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def remote_executors() -> list[str]:
+    return [
+        name for name in configured_executors() if any(kind in name.rsplit(".", 1)[-1] for kind in REMOTE_EXECUTORS)
+    ]
+
+
+def warn_if_local_with_remote_executor(path: ObjectStoragePath, log: Any) -> bool:
+    """Warn (at submit time, before anything is created) when ``work_dir`` is on local disk but
+    an executor that runs tasks on other machines is configured: the sensor, the transfer and
+    any retry would find no manifest there. Returns whether it warned."""
     protocol = getattr(path, "protocol", "") or ""
     if protocol not in ("", "file", "local"):
-        return
-    executor = os.environ.get("AIRFLOW__CORE__EXECUTOR", "")
-    if any(name in executor for name in ("Celery", "Kubernetes", "Edge", "Ecs", "Batch")):
-        log.warning(
-            "work_dir %s is on local disk but the executor (%s) may run tasks on other machines: retries, the "
-            "sensor and the transfer need to read it. Use shared object storage (s3://, gs://, ...) for work_dir.",
-            path,
-            executor,
-        )
+        return False
+    remote = remote_executors()
+    if not remote:
+        return False
+    log.warning(
+        "work_dir %s is on local disk but the executor (%s) may run tasks on other machines: retries, the "
+        "sensor and the transfer need to read it. Use shared object storage (s3://, gs://, ...) for work_dir.",
+        path,
+        ", ".join(remote),
+    )
+    return True

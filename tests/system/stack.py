@@ -1,10 +1,15 @@
 """A real Airflow deployment for system tests: api-server, scheduler, dag-processor and
-triggerer as background processes on loopback, with their own AIRFLOW_HOME (SQLite)."""
+triggerer as background processes on loopback, with their own AIRFLOW_HOME (SQLite).
+
+The distributed tests start more components (Celery workers, a second triggerer) on another
+database through ``components`` and ``component_env``."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -17,6 +22,8 @@ from typing import Any
 import httpx
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+#: The components whose log ends a failed test shows.
+DIAGNOSED = ("scheduler", "triggerer", "worker")
 
 
 def free_port() -> int:
@@ -38,7 +45,17 @@ def wait_until(condition: Callable[[], Any], *, timeout: float, interval: float 
 
 
 class AirflowStack:
-    def __init__(self, home: Path, extra_env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        home: Path,
+        extra_env: dict[str, str],
+        *,
+        components: dict[str, list[str]] | None = None,
+        component_env: dict[str, dict[str, str]] | None = None,
+    ) -> None:
+        #: name -> the ``airflow`` command line of that process (several may run one command).
+        self.components = components or {name: [name] for name in COMPONENTS}
+        self.component_env = component_env or {}
         self.home = home
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -69,6 +86,10 @@ class AirflowStack:
             ),
             **extra_env,
         }
+        self.sqlite = "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" not in extra_env
+        if not self.sqlite:  # the connect arguments below are SQLite's
+            self.env.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS")
+            self.env.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC")
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         (home / "dags").mkdir(parents=True, exist_ok=True)
 
@@ -102,21 +123,33 @@ class AirflowStack:
 
     def start(self, timeout: float = 120) -> None:
         self.airflow("db", "migrate")
-        self._use_write_ahead_log()
-        for component in COMPONENTS:
+        if self.sqlite:
+            self._use_write_ahead_log()
+        for component in self.components:
             self.start_component(component)
         wait_until(self._healthy, timeout=timeout, what="a healthy api-server, scheduler and triggerer")
 
     def start_component(self, component: str) -> None:
         log = (self.home / f"{component}.log").open("ab")
+        # Its own process group: stopping or killing it reaches the processes it forked too.
         self.processes[component] = subprocess.Popen(
-            [sys.executable, "-m", "airflow", component], env=self.env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "airflow", *self.components[component]],
+            env={**self.env, **self.component_env.get(component, {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def stop_component(self, component: str) -> None:
         process = self.processes.pop(component)
         process.terminate()
         process.wait(timeout=60)
+
+    def kill_component(self, component: str) -> None:
+        """SIGKILL the component and everything it forked, as when its machine is lost."""
+        process = self.processes.pop(component)
+        _kill_group(process)
+        process.wait(timeout=30)
 
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
         listing = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
@@ -173,7 +206,7 @@ class AirflowStack:
             lines += [f"task {t['dag_id']}.{t['task_id']} {t['dag_run_id']}: {t['state']}" for t in tis]
         except (httpx.HTTPError, ValueError) as error:
             lines.append(f"api-server did not answer: {error!r}")
-        for component in ("scheduler", "triggerer"):
+        for component in [c for c in self.components if c.startswith(DIAGNOSED)]:
             tail = [line[:300] for line in self.log_tail(component, 25).splitlines()]
             lines += [f"--- {component}.log (end)", *tail]
         return "\n".join(lines)
@@ -206,7 +239,11 @@ class AirflowStack:
             if process.poll() is None:
                 process.terminate()
         for process in self.processes.values():
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            _kill_group(process)  # what the component forked and left behind (a Celery pool, a task)
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
