@@ -18,9 +18,9 @@ Invariants (what a reader may rely on):
   exactly the files it names sees one landing, whole. If a newer landing deleted those files
   meanwhile, the read fails with a missing file: :func:`read_partition` starts again from the
   new commit object, so the caller still gets one whole landing.
-* Local disk keeps the atomic folder rename (the partition is staged under a hidden sibling
-  and renamed in, ``storage.replace_tree``) with its commit object inside, and the parts
-  directly in the folder. A reader that opens the files one by one can still straddle a
+* Local disk keeps the folder rename (the partition is staged under a hidden sibling and
+  swapped in, ``storage.replace_tree``: one atomic exchange on Linux) with its commit object
+  inside, and the parts directly in the folder. A reader that opens the files one by one can still straddle a
   rename, so :func:`read_partition` checks the commit object again after reading (everywhere).
 * A reader that lists the folder itself on object storage can see two versions for the moment
   between a commit and the cleanup, or the version folder of a landing that was interrupted
@@ -43,7 +43,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from airflow_provider_claude_batch.batching.errors import ClaudeBatchError
-from airflow_provider_claude_batch.batching.storage import as_path, is_local, remove_tree, replace_tree
+from airflow_provider_claude_batch.batching.storage import as_path, is_local, remove_tree, replace_tree, replacing
 
 COMMIT_NAME = "_commit.json"
 COMMIT_FORMAT = 1
@@ -152,7 +152,10 @@ def _read_consistently(destination: Any, read: Callable[[Any], pa.Table], attemp
     a different commit object (versions are unique) means a landing replaced the partition
     while we read, so we start again. On local disk this is what keeps a reader whole: the
     folder rename is atomic, but a reader opening its files one by one can straddle it."""
-    for _ in range(attempts):
+    for attempt in range(attempts):
+        if is_local(as_path(destination)) and replacing(as_path(destination)):
+            time.sleep(0.01 * (attempt + 1))  # between the two renames of a platform without an exchange
+            continue
         before = read_commit(destination)
         files = committed_files(destination) if before is None else [as_path(destination) / f for f in before["files"]]
         try:

@@ -7,6 +7,7 @@ disk in tests and to S3/GCS in production.
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -93,23 +94,58 @@ def remove_tree(path: Any) -> None:
 def replace_tree(staged: Any, target: Any) -> None:
     """Make the local folder ``staged`` take the place of ``target``, replacing it whole.
 
-    Two renames (the old folder is moved aside, then deleted), so a reader sees the old or the
-    new folder. Object stores have no folder rename: a landed partition is made visible there
-    by its commit object instead (``partitions.commit``).
+    On Linux the two folders are exchanged in one ``renameat2(RENAME_EXCHANGE)``, so a reader
+    finds the old or the new folder at every moment. Elsewhere (or on a file system without it)
+    the old folder is first renamed aside: for that instant ``target`` is missing, while a
+    sibling ``.{name}.old-*`` exists (``replacing`` tells). Object stores have no folder
+    rename: a landed partition is made visible there by its commit object instead
+    (``partitions.commit``).
     """
     if not (is_local(staged) and is_local(target)):
         raise ValueError(f"replace_tree needs local folders; {target} is on object storage (see partitions.commit)")
     staged_os = local_os_path(staged)
     target_os = local_os_path(target)
+    if os.path.isdir(target_os) and _exchange(staged_os, target_os):
+        _remove_local(staged_os)  # now the old folder
+        return
     aside = None
     if os.path.lexists(target_os):
         aside = os.path.join(os.path.dirname(target_os), f".{os.path.basename(target_os)}.old-{uuid.uuid4().hex[:12]}")
         os.replace(target_os, aside)
     os.replace(staged_os, target_os)
     if aside is not None:
-        import shutil
+        _remove_local(aside)
 
-        if os.path.isdir(aside):
-            shutil.rmtree(aside, ignore_errors=True)
-        else:
-            os.unlink(aside)
+
+def replacing(target: Any) -> bool:
+    """Whether a ``replace_tree`` of the local folder ``target`` is between its two renames."""
+    parent, name = os.path.split(local_os_path(target).rstrip(os.sep))
+    try:
+        return any(entry.startswith(f".{name}.old-") for entry in os.listdir(parent or "."))
+    except OSError:
+        return False
+
+
+def _exchange(first: str, second: str) -> bool:
+    """Swap two paths atomically (Linux ``renameat2`` with ``RENAME_EXCHANGE``); False where
+    the platform or the file system cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), rename_exchange) == 0
+
+
+def _remove_local(path: str) -> None:
+    import shutil
+
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        os.unlink(path)

@@ -88,6 +88,7 @@ def test_example_dag_lands_one_row_per_ticket(example_dag, emulator: RunningEmul
     assert set(landed["by_batch"]) == set(table.column("batch_id").to_pylist())
     assert landed["tokens"]["input_tokens"] == sum(b["input_tokens"] for b in landed["by_batch"].values())
     assert sorted(p.name for p in output.iterdir()) == [
+        "_commit.json",  # names the parts: what readers on object storage read (batching/partitions.py)
         "part-00000.parquet",
         "part-00001.parquet",
         "part-00002.parquet",

@@ -89,10 +89,12 @@ def assert_whole(table: pa.Table) -> int:
     return int(landing)
 
 
-@pytest.mark.parametrize("where", ["s3", "local"])
+@pytest.mark.parametrize("where", ["s3", "local", "local-without-exchange"])
 def test_a_reader_in_a_loop_never_sees_a_mix_while_reruns_replace_the_partition(
-    where: str, s3_partition: Any, tmp_path: Path
+    where: str, s3_partition: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    if where == "local-without-exchange":  # a platform without renameat2: two renames, a gap between
+        monkeypatch.setattr("airflow_provider_claude_batch.batching.storage._exchange", lambda *paths: False)
     destination = s3_partition if where == "s3" else tmp_path / "labels" / "ds=2026-11-02"
     land(destination, 0)
     seen: list[int] = []
