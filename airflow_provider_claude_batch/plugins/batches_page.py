@@ -187,7 +187,7 @@ def load_overview(
         else:
             folder = run_directory(None, task.dag_id, task.run_id, task.task_id, task.map_index)
             manifest = load_manifest(folder)
-            manifest_origins(manifest, folder, origins, costs, notes)
+            origins, costs, notes = manifest_origins(manifest, folder)
             # Newest first, like the listing.
             batches = [hook.retrieve_batch(batch_id) for batch_id in reversed(manifest.batch_ids()[-limit:])]
     except Exception as exc:
@@ -197,7 +197,8 @@ def load_overview(
         return overview
     if task is None:
         try:
-            origins, costs = indexed_origins(as_storage_path(default_work_dir()), [b.id for b in batches], notes)
+            origins, costs, problems = indexed_origins(as_storage_path(default_work_dir()), [b.id for b in batches])
+            notes.extend(problems)
         except Exception as exc:
             notes.append(f"The work directory cannot be opened ({exc}); DAG runs are not shown.")
     overview = build_overview(

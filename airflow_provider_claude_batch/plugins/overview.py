@@ -296,30 +296,35 @@ Origins = dict[str, Origin]
 Costs = dict[str, float | None]
 
 
-def manifest_origins(manifest: Manifest, folder: Any, origins: Origins, costs: Costs, notes: list[str]) -> None:
-    """Add the batches of one manifest (and the costs of its landing summary in ``folder``)."""
-    for record in manifest.batches:
-        if record.batch_id:
-            origins[record.batch_id] = Origin(
-                manifest.dag_id, manifest.run_id, manifest.task_id, manifest.map_index, record.chunk, record.round
-            )
-    costs.update(landing_costs(folder, notes))
+def manifest_origins(manifest: Manifest, folder: Any) -> tuple[Origins, Costs, list[str]]:
+    """The batches of one manifest, the costs of its landing summary in ``folder``, and notes
+    on what could not be read."""
+    origins = {
+        record.batch_id: Origin(
+            manifest.dag_id, manifest.run_id, manifest.task_id, manifest.map_index, record.chunk, record.round
+        )
+        for record in manifest.batches
+        if record.batch_id
+    }
+    costs, notes = landing_costs(folder)
+    return origins, costs, notes
 
 
-def landing_costs(folder: Any, notes: list[str]) -> Costs:
-    """batch id -> cost from the landing summary in a task folder (none before a transfer ran)."""
+def landing_costs(folder: Any) -> tuple[Costs, list[str]]:
+    """batch id -> cost from the landing summary in a task folder (none before a transfer ran),
+    and a note when the summary could not be read."""
     costs: Costs = {}
     summary_path = folder / LANDING_SUMMARY_NAME
     try:
         if not summary_path.exists():
-            return costs
+            return costs, []
         by_batch = json.loads(summary_path.read_bytes()).get("by_batch", {})
         for batch_id, totals in by_batch.items():
             cost = totals.get("cost_usd")
             costs[batch_id] = None if cost is None else float(cost)
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
-        notes.append(f"Skipped {summary_path}: {exc}")
-    return costs
+        return {}, [f"Skipped {summary_path}: {exc}"]
+    return costs, []
 
 
 #: (work dir, batch id) -> origin, for index entries already read in this process. An entry
@@ -330,11 +335,11 @@ _KNOWN_ORIGINS: dict[tuple[str, str], Origin] = {}
 _KNOWN_ORIGINS_MAX = 100_000
 
 
-def indexed_origins(work_dir: Any, batch_ids: Iterable[str], notes: list[str]) -> tuple[Origins, Costs]:
+def indexed_origins(work_dir: Any, batch_ids: Iterable[str]) -> tuple[Origins, Costs, list[str]]:
     """batch id -> the task that created it (from the batch index under ``work_dir``), and
     batch id -> landed cost (from the landing summaries of those tasks). One small read per
     batch and per task folder, in parallel: object storage answers each in tens of ms.
-    Unreadable entries become notes."""
+    Unreadable entries become the notes returned third."""
     from airflow_provider_claude_batch.workdir import run_directory
 
     def lookup(batch_id: str) -> tuple[str, Origin | None, str | None]:
@@ -362,6 +367,7 @@ def indexed_origins(work_dir: Any, batch_ids: Iterable[str], notes: list[str]) -
 
     origins: Origins = {}
     costs: Costs = {}
+    notes: list[str] = []
     with ThreadPoolExecutor(max_workers=8, thread_name_prefix="claude-batches-page") as pool:
         for batch_id, origin, problem in pool.map(lookup, batch_ids):
             if problem:
@@ -369,9 +375,10 @@ def indexed_origins(work_dir: Any, batch_ids: Iterable[str], notes: list[str]) -
             if origin is not None:
                 origins[batch_id] = origin
         folders = {(o.dag_id, o.run_id, o.task_id, o.map_index) for o in origins.values()}
-        for landed in pool.map(lambda key: landing_costs(run_directory(work_dir, *key), notes), folders):
+        for landed, problems in pool.map(lambda key: landing_costs(run_directory(work_dir, *key)), folders):
             costs.update(landed)
-    return origins, costs
+            notes.extend(problems)
+    return origins, costs, notes
 
 
 def build_overview(

@@ -54,7 +54,7 @@ def test_landing_again_replaces_the_partition_and_bills_nothing(
             task_id="land", manifest=str(run_dir), destination=str(destination), deferrable=False
         ).execute({})
     assert pq.read_table(destination).num_rows == 6
-    assert sorted(p.name for p in destination.iterdir()) == ["part-00000.parquet"]
+    assert sorted(p.name for p in destination.iterdir()) == ["_commit.json", "part-00000.parquet"]
     assert emulator.emulator.stats["batches_created"] == 1
     assert emulator.emulator.calls["results"] == 1  # the raw results were saved once
 
