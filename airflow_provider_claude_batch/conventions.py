@@ -18,16 +18,12 @@ import os
 from datetime import timedelta
 from typing import TypeVar
 
-from airflow_provider_claude_batch.batching.errors import ClaudeBatchError
+from airflow_provider_claude_batch.exceptions import ClaudeBatchParameterError
 
 #: ``template_ext`` of the prompt: a templated value ending so is a file to read and render.
 PROMPT_FILE_EXTENSIONS: tuple[str, ...] = (".txt", ".md", ".j2", ".jinja", ".jinja2")
 #: Where Airflow reads ``[operators] default_deferrable`` from the environment.
 DEFAULT_DEFERRABLE_ENV = "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE"
-
-
-class ClaudeBatchParameterError(ClaudeBatchError, ValueError):
-    """An operator argument is malformed or contradicts another one (raised at DAG parse)."""
 
 
 def as_seconds(value: float | timedelta, name: str) -> float:

@@ -1,32 +1,74 @@
-"""Every error this provider raises derives from :class:`ClaudeBatchError`.
+"""Every error this provider raises, in two families under :class:`ClaudeBatchError`.
 
-Messages name the connection, batch, chunk, row or field involved, and what to do next. They
-never contain an API key.
+* **Input errors** (:class:`ClaudeBatchInputError`): raised before anything is submitted, so
+  nothing was billed. The message names the row, the field or the parameter, and the limit.
+  Fix the input or the DAG and run again.
+* **Job errors** (:class:`ClaudeBatchJobError`): raised after batches may exist: the API
+  refused or failed a call, a batch is gone, a create could not be settled, results are
+  missing, too many requests failed, the work directory's manifest does not fit. The message
+  says what exists and what to do next.
+
+Messages name the connection, batch, chunk, row or field involved. They never contain an
+API key. This module imports no Airflow, so the ``batching`` core raises these too. A job
+error raised while a task is deferred reaches the resumed task as the same type (see
+``batching/wait_event.py``).
 """
 
 from __future__ import annotations
 
 import anthropic
 
-from airflow_provider_claude_batch.batching.errors import (
-    ClaudeBatchError,
-    ClaudeBatchInputError,
-    ClaudeBatchManifestError,
-)
-
 __all__ = [
     "ClaudeBatchAPIError",
     "ClaudeBatchAuthError",
+    "ClaudeBatchBudgetError",
     "ClaudeBatchCreateAmbiguousError",
     "ClaudeBatchError",
+    "ClaudeBatchFailedRequestsError",
     "ClaudeBatchFederationError",
     "ClaudeBatchInputError",
+    "ClaudeBatchJobError",
     "ClaudeBatchManifestError",
+    "ClaudeBatchMissingResultsError",
     "ClaudeBatchNotFoundError",
+    "ClaudeBatchParameterError",
+    "ClaudeBatchResultsError",
+    "ClaudeBatchWaitEventError",
+    "ClaudeBatchWaitTimeoutError",
 ]
 
 
-class ClaudeBatchAPIError(ClaudeBatchError):
+class ClaudeBatchError(Exception):
+    """Base class of every error raised by airflow-provider-claude-batch."""
+
+
+# ---------------------------------------------------------------------- input errors
+class ClaudeBatchInputError(ClaudeBatchError, ValueError):
+    """The input rows, template or parameters cannot become valid batch requests.
+
+    Raised before anything is submitted; the message names the row and the field.
+    """
+
+
+class ClaudeBatchBudgetError(ClaudeBatchInputError):
+    """What a run could cost is over its ``max_cost_usd`` (or cannot be priced): nothing was
+    submitted."""
+
+
+class ClaudeBatchParameterError(ClaudeBatchInputError):
+    """An operator argument is malformed or contradicts another one (raised at DAG parse)."""
+
+
+# ---------------------------------------------------------------------- job errors
+class ClaudeBatchJobError(ClaudeBatchError):
+    """Something went wrong after work was submitted (or while reading what was)."""
+
+
+class ClaudeBatchManifestError(ClaudeBatchJobError):
+    """The work directory's manifest is missing, unreadable or does not match the input."""
+
+
+class ClaudeBatchAPIError(ClaudeBatchJobError):
     """The API answered with an error, or could not be reached.
 
     ``created_nothing`` is true on a failed create only when the API surely created nothing
@@ -67,3 +109,24 @@ class ClaudeBatchNotFoundError(ClaudeBatchAPIError):
 class ClaudeBatchCreateAmbiguousError(ClaudeBatchAPIError):
     """A create failed in a way that may or may not have created a batch, and the lookup
     that should have settled it could not."""
+
+
+class ClaudeBatchResultsError(ClaudeBatchJobError):
+    """A results file holds a line that is not a batch result."""
+
+
+class ClaudeBatchMissingResultsError(ClaudeBatchJobError):
+    """A batch's results do not match its requests one to one."""
+
+
+class ClaudeBatchFailedRequestsError(ClaudeBatchJobError):
+    """More requests failed than ``max_failed_fraction`` allows."""
+
+
+class ClaudeBatchWaitTimeoutError(ClaudeBatchJobError):
+    """Batches were still open when a wait's timeout passed (they were canceled first, unless
+    the task says not to)."""
+
+
+class ClaudeBatchWaitEventError(ClaudeBatchJobError):
+    """The event a deferred wait resumed with is not one this provider's trigger sends."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+from airflow_provider_claude_batch.batching.batch_state import BatchState
 from airflow_provider_claude_batch.exceptions import ClaudeBatchAPIError, ClaudeBatchNotFoundError
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 from airflow_provider_claude_batch.testing import Fault, RunningEmulator
@@ -32,7 +33,7 @@ def test_concurrent_polls_share_one_walk_through_the_pages(emulator: RunningEmul
 
     states = asyncio.run(poll())
     assert len(states) == 25
-    assert all(s["processing_status"] == "in_progress" for s in states)  # type: ignore[index]
+    assert all(isinstance(s, BatchState) and s.processing_status == "in_progress" for s in states)
     assert emulator.emulator.calls["list"] - lists_before == 3  # 25 batches, pages of 10
     assert emulator.emulator.calls["retrieve"] == 0
 
@@ -63,7 +64,8 @@ def test_unknown_ids_fall_back_to_retrieve_and_report_not_found(emulator: Runnin
 
     answer = asyncio.run(poll())
     assert isinstance(answer["msgbatch_nosuchbatch"], ClaudeBatchNotFoundError)
-    assert answer[known]["processing_status"] == "ended"  # type: ignore[index]
+    state = answer[known]
+    assert isinstance(state, BatchState) and state.ended
 
 
 def test_a_failed_listing_reaches_every_waiter(emulator: RunningEmulator) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 
 import msgspec
 
-from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError
+from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
 
 _QUOTE = ord('"')
 

@@ -20,19 +20,18 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from airflow_provider_claude_batch.batching.chunks import CUSTOM_ID_COLUMN, request_id
-from airflow_provider_claude_batch.batching.errors import ClaudeBatchError, ClaudeBatchInputError
 from airflow_provider_claude_batch.batching.lines import iter_file_lines
 from airflow_provider_claude_batch.batching.manifest import BatchRecord, Manifest
 from airflow_provider_claude_batch.batching.pricing import PriceTable, sync_api_cost
 from airflow_provider_claude_batch.batching.results import RESULT_SCHEMA, TOKEN_COLUMNS, ResultParser
 from airflow_provider_claude_batch.batching.rounds import final_rounds, records_by_chunk
+from airflow_provider_claude_batch.exceptions import (
+    ClaudeBatchInputError,
+    ClaudeBatchMissingResultsError,
+)
 
 #: The transfer's summary, saved beside the manifest (cost per batch, for the Claude Batches page).
 LANDING_SUMMARY_NAME = "landing.json"
-
-
-class ClaudeBatchMissingResultsError(ClaudeBatchError):
-    """A batch's results do not match its requests one to one."""
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError
+from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
 
 #: Most requests one batch may hold.
 MAX_REQUESTS_PER_BATCH = 100_000
@@ -25,8 +25,6 @@ LIST_PAGE_DEFAULT = 20
 #: A batch's server-side ``created_at`` may differ from this machine's clock by this much.
 CLOCK_SKEW = timedelta(seconds=30)
 
-PROCESSING_STATUSES = ("in_progress", "canceling", "ended")
-RESULT_TYPES = ("succeeded", "errored", "canceled", "expired")
 #: Per-request error types worth resubmitting in a later round.
 RETRYABLE_ERROR_TYPES = frozenset({"overloaded_error", "api_error", "rate_limit_error"})
 #: Bytes the create envelope ``{"requests":[...]}`` adds around the comma-joined requests.

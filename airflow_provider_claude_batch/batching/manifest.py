@@ -28,8 +28,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from airflow_provider_claude_batch.batching.errors import ClaudeBatchManifestError
+from airflow_provider_claude_batch.batching.batch_state import ENDED, BatchState
 from airflow_provider_claude_batch.batching.storage import as_path, atomic_writer
+from airflow_provider_claude_batch.exceptions import ClaudeBatchManifestError
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
@@ -62,14 +63,19 @@ class BatchRecord:
     results_file: str | None = None
 
     @property
-    def key(self) -> str:
+    def label(self) -> str:
+        """How messages name this record: ``round R chunk C``."""
         return f"round {self.round} chunk {self.chunk}"
 
-    def apply_state(self, state: dict[str, Any]) -> None:
-        """Record a polled batch state (see ``progress.batch_state``)."""
-        self.processing_status = state["processing_status"]
-        self.request_counts = state["request_counts"]
-        self.ended_at = state.get("ended_at")
+    #: The older name of :attr:`label`.
+    key = label
+
+    def apply_state(self, state: BatchState) -> None:
+        """Record a polled batch state."""
+        recorded = state.as_json()
+        self.processing_status = state.processing_status
+        self.request_counts = recorded["request_counts"]
+        self.ended_at = recorded["ended_at"]
 
     @property
     def needs_create(self) -> bool:
@@ -77,7 +83,7 @@ class BatchRecord:
 
     @property
     def is_open(self) -> bool:
-        return self.batch_id is not None and self.processing_status != "ended"
+        return self.batch_id is not None and self.processing_status != ENDED
 
 
 @dataclass
@@ -106,7 +112,7 @@ class Manifest:
         return [b.batch_id for b in self.batches if b.batch_id]
 
     def open_batch_ids(self) -> list[str]:
-        return [b.batch_id for b in self.batches if b.batch_id and b.processing_status != "ended"]
+        return [b.batch_id for b in self.batches if b.is_open and b.batch_id]
 
     def record_for(self, batch_id: str) -> BatchRecord:
         for record in self.batches:

@@ -21,7 +21,7 @@ from typing import Any
 from anthropic.types.message_create_params import MessageCreateParamsBase
 from anthropic.types.metadata_param import MetadataParam
 
-from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError
+from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
 
 #: Sampling parameters accepted by the API for the models that support them, though the SDK's
 #: typed parameters no longer list them.

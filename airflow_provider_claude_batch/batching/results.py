@@ -18,9 +18,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
-from airflow_provider_claude_batch.batching.errors import ClaudeBatchError
 from airflow_provider_claude_batch.batching.lines import line_blocks, read_blocks
 from airflow_provider_claude_batch.batching.pricing import PriceTable
+from airflow_provider_claude_batch.exceptions import ClaudeBatchResultsError
 
 #: The results schema, once. Input columns joined back by custom_id are appended after it.
 RESULT_SCHEMA = pa.schema(
@@ -46,10 +46,6 @@ RESULT_SCHEMA = pa.schema(
 DEFAULT_ROWS_PER_BATCH = 4_096
 #: Token usage columns of the results schema, in price-table order.
 TOKEN_COLUMNS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
-
-
-class ClaudeBatchResultsError(ClaudeBatchError):
-    """A results file holds a line that is not a batch result."""
 
 
 class _Usage(msgspec.Struct, gc=False):

@@ -18,6 +18,7 @@ from airflow_provider_claude_batch.batching.chunks import ChunkBody, request_id
 from airflow_provider_claude_batch.batching.lines import iter_file_lines
 from airflow_provider_claude_batch.batching.manifest import BatchRecord, Manifest
 from airflow_provider_claude_batch.batching.results import decode_result_line
+from airflow_provider_claude_batch.exceptions import ClaudeBatchManifestError
 
 
 def is_retryable(result_type: str, error_type: str | None) -> bool:
@@ -57,7 +58,7 @@ def plan_next_round(manifest: Manifest, run_dir: Any, max_retry_rounds: int) -> 
         if latest.round >= max_retry_rounds:
             continue
         if latest.results_file is None:
-            raise ValueError(f"{latest.key} has no saved results yet")
+            raise ClaudeBatchManifestError(f"{latest.label} has no saved results yet")
         with (run_dir / latest.results_file).open("rb") as handle:
             retry = set(retryable_ids(iter_file_lines(handle)))
         if not retry:
@@ -94,7 +95,7 @@ def final_rounds(run_dir: Any, records: list[BatchRecord]) -> dict[str, int]:
         if record.round == 0:
             continue
         if record.results_file is None:
-            raise ValueError(f"{record.key} has no saved results yet")
+            raise ClaudeBatchManifestError(f"{record.label} has no saved results yet")
         with (run_dir / record.results_file).open("rb") as handle:
             for custom_id in map(request_id, filter(None, iter_file_lines(handle))):
                 final[custom_id] = max(record.round, final.get(custom_id, 0))

@@ -28,9 +28,9 @@ from airflow.sdk.bases.decorator import DecoratedOperator, TaskDecorator, determ
 from airflow.sdk.definitions._internal.types import SET_DURING_EXECUTION
 from airflow.sdk.definitions.context import context_merge
 
-from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError
 from airflow_provider_claude_batch.batching.landing import keep_columns_spec
 from airflow_provider_claude_batch.conventions import as_seconds, default_deferrable
+from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
 from airflow_provider_claude_batch.operators.submit import ClaudeBatchSubmitOperator, _Literal
 from airflow_provider_claude_batch.sensors.batch import DEFAULT_TIMEOUT_SECONDS
 from airflow_provider_claude_batch.transfers.batch_to_parquet import ClaudeBatchToParquetOperator

@@ -13,26 +13,24 @@ The hook owns every call to the Message Batches API. Two rules shape it:
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import hashlib
 import logging
 import os
 import time
-import weakref
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager, suppress
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from typing import Any
 
 import anthropic
-import msgspec
 from airflow.sdk import BaseHook
 from anthropic.types.messages import DeletedMessageBatch, MessageBatch
 
 from airflow_provider_claude_batch.batching import limits
 from airflow_provider_claude_batch.batching.batch_index import BatchOwnership, Claim
+from airflow_provider_claude_batch.batching.batch_state import BatchStatesPage, decode_states_page
 from airflow_provider_claude_batch.batching.limits import CLOCK_SKEW
 from airflow_provider_claude_batch.batching.lines import iter_lines
 from airflow_provider_claude_batch.config import trigger_concurrency
@@ -46,6 +44,13 @@ from airflow_provider_claude_batch.hooks.credentials import (
     FEDERATION_EXTRAS,
     FederationSettings,
     federated_credentials,
+)
+from airflow_provider_claude_batch.hooks.loop_registry import LoopRegistry
+from airflow_provider_claude_batch.hooks.wire import (
+    jsonl_to_create_body,
+    page_params,
+    requests_to_create_body,
+    retry_after_seconds,
 )
 
 try:  # anthropic >= 2 ships its own fork of httpx
@@ -63,8 +68,6 @@ def quiet_transport_logs() -> None:
         transport.setLevel(logging.WARNING)
 
 
-quiet_transport_logs()
-
 #: Failures of a stream that was already answering (a dropped connection mid-body).
 STREAM_ERRORS: tuple[type[BaseException], ...] = (_httpx.TransportError, anthropic.APIConnectionError)
 #: HTTP statuses after which a create may or may not have happened.
@@ -81,7 +84,6 @@ _LOOKUP_MAX_PAUSE = 10.0
 #: The longest ``retry-after`` a create waits out in the task (a worker slot is held meanwhile).
 DEFAULT_MAX_RETRY_AFTER = 300.0
 
-_json = msgspec.json.Encoder()
 #: An API key is printable ASCII without spaces (it travels in an HTTP header).
 _KEY_CHARACTERS = (0x21, 0x7E)
 
@@ -198,106 +200,18 @@ class ClaudeBatchSettings:
         )
 
 
-class _SharedAsyncClients:
-    """One ``AsyncAnthropic`` per connection per event loop, and one semaphore per loop.
-
-    A triggerer runs thousands of waits on one loop; a client each would open thousands of
-    connection pools, and unbounded concurrency stalls the loop for every other trigger.
-    """
-
-    def __init__(self) -> None:
-        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[Any, ...], Any]] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
-            weakref.WeakKeyDictionary()
-        )
-
-    def client(self, settings: ClaudeBatchSettings) -> anthropic.AsyncAnthropic:
-        loop = asyncio.get_running_loop()
-        clients = self._by_loop.setdefault(loop, {})
-        key = settings.cache_key()
-        if key not in clients:
-            clients[key] = anthropic.AsyncAnthropic(**settings.client_kwargs())
-        return clients[key]
-
-    def semaphore(self) -> asyncio.Semaphore:
-        """In-flight API calls per event loop, across all the triggers that share it
-        (``[claude_batch] trigger_concurrency``). Bounded so that answers arrive no faster than
-        the loop can parse them: past that, every other trigger on the loop waits (see
-        docs/benchmarks.md, P4)."""
-        loop = asyncio.get_running_loop()
-        if loop not in self._semaphores:
-            self._semaphores[loop] = asyncio.Semaphore(trigger_concurrency())
-        return self._semaphores[loop]
+#: One ``AsyncAnthropic`` per connection per event loop.
+_ASYNC_CLIENTS: LoopRegistry[anthropic.AsyncAnthropic] = LoopRegistry()
+#: One semaphore per event loop: API calls in flight across every trigger on it.
+_SEMAPHORES: LoopRegistry[asyncio.Semaphore] = LoopRegistry()
 
 
-SHARED_ASYNC_CLIENTS = _SharedAsyncClients()
-
-
-class BatchCounts(msgspec.Struct, gc=False):
-    processing: int = 0
-    succeeded: int = 0
-    errored: int = 0
-    canceled: int = 0
-    expired: int = 0
-
-
-class BatchStateEntry(msgspec.Struct, gc=False):
-    """The part of a ``MessageBatch`` that waiting needs (same attribute names)."""
-
-    id: str
-    processing_status: str
-    request_counts: BatchCounts
-    created_at: datetime
-    ended_at: datetime | None = None
-
-
-class BatchStatesPage(msgspec.Struct, gc=False):
-    data: list[BatchStateEntry]
-    has_more: bool = False
-    last_id: str | None = None
-
-
-_states_page_decoder = msgspec.json.Decoder(BatchStatesPage)
-
-
-def _page_params(limit: int, after_id: str | None) -> dict[str, Any]:
-    """Arguments of one ``list`` call: the page size, and where the previous page ended."""
-    return {"limit": limit, "after_id": after_id} if after_id else {"limit": limit}
-
-
-def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
-    """How long the server asked to wait (``retry-after-ms``, or ``retry-after`` in seconds or
-    as an HTTP date), ``None`` when it did not say."""
-    if not headers:
-        return None
-    with suppress(TypeError, ValueError):
-        milliseconds = headers.get("retry-after-ms")
-        if milliseconds is not None:
-            return max(0.0, float(milliseconds) / 1000)
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    with suppress(ValueError):
-        return max(0.0, float(value))
-    with suppress(TypeError, ValueError):
-        moment = email.utils.parsedate_to_datetime(value)
-        return max(0.0, (moment - datetime.now(timezone.utc)).total_seconds())
-    return None
-
-
-def jsonl_to_create_body(jsonl: bytes) -> bytes:
-    """``{"requests":[...]}`` from a JSONL chunk of request objects, without re-serializing.
-
-    JSON text never holds a raw newline, so the line breaks are exactly the separators.
-    """
-    return b'{"requests":[' + jsonl.rstrip(b"\n").replace(b"\n", b",") + b"]}"
-
-
-def requests_to_create_body(requests: Iterable[dict[str, Any]]) -> tuple[bytes, int]:
-    lines = [_json.encode(request) for request in requests]
-    return b'{"requests":[' + b",".join(lines) + b"]}", len(lines)
+def loop_semaphore() -> asyncio.Semaphore:
+    """In-flight API calls per event loop, across all the triggers that share it
+    (``[claude_batch] trigger_concurrency``). Bounded so that answers arrive no faster than
+    the loop can parse them: past that, every other trigger on the loop waits (see
+    docs/benchmarks.md, P4)."""
+    return _SEMAPHORES.get(None, lambda: asyncio.Semaphore(trigger_concurrency()))
 
 
 class ClaudeBatchHook(BaseHook):
@@ -360,16 +274,20 @@ class ClaudeBatchHook(BaseHook):
     @cached_property
     def client(self) -> anthropic.Anthropic:
         """The synchronous client (built once per hook)."""
-        return anthropic.Anthropic(**self.settings.client_kwargs())
-
-    @cached_property
-    def async_client(self) -> anthropic.AsyncAnthropic:
-        """An async client of this hook's own; triggers use :meth:`shared_async_client`."""
-        return anthropic.AsyncAnthropic(**self.settings.client_kwargs())
+        kwargs = self.settings.client_kwargs()
+        quiet_transport_logs()
+        return anthropic.Anthropic(**kwargs)
 
     async def shared_async_client(self) -> anthropic.AsyncAnthropic:
         """The async client shared by every hook of this connection on the running loop."""
-        return SHARED_ASYNC_CLIENTS.client(await self.asettings())
+        settings = await self.asettings()
+
+        def build() -> anthropic.AsyncAnthropic:
+            kwargs = settings.client_kwargs()
+            quiet_transport_logs()
+            return anthropic.AsyncAnthropic(**kwargs)
+
+        return _ASYNC_CLIENTS.get(settings.cache_key(), build)
 
     def get_conn(self) -> anthropic.Anthropic:
         return self.client
@@ -657,7 +575,7 @@ class ClaudeBatchHook(BaseHook):
     def list_batches(self, *, limit: int = limits.LIST_PAGE_DEFAULT, after_id: str | None = None) -> Any:
         """One page (``.data``, ``.has_more``, ``.last_id``) of batches, newest first."""
         with self._translated("list batches"):
-            return self.client.messages.batches.list(**_page_params(limit, after_id))
+            return self.client.messages.batches.list(**page_params(limit, after_id))
 
     def iter_batches(self, *, page_size: int = limits.LIST_PAGE_MAX) -> Iterator[MessageBatch]:
         """Every batch of the workspace, newest first, page by page."""
@@ -727,14 +645,14 @@ class ClaudeBatchHook(BaseHook):
     # ------------------------------------------------------------------ async (triggers)
     async def aretrieve_batch(self, batch_id: str) -> MessageBatch:
         client = await self.shared_async_client()
-        async with SHARED_ASYNC_CLIENTS.semaphore():
+        async with loop_semaphore():
             async with self._atranslated(f"retrieve batch {batch_id!r}", batch_id):
                 return await client.messages.batches.retrieve(batch_id)
 
     async def alist_batches(self, *, limit: int = limits.LIST_PAGE_MAX, after_id: str | None = None) -> Any:
         client = await self.shared_async_client()
-        async with SHARED_ASYNC_CLIENTS.semaphore(), self._atranslated("list batches"):
-            return await client.messages.batches.list(**_page_params(limit, after_id))
+        async with loop_semaphore(), self._atranslated("list batches"):
+            return await client.messages.batches.list(**page_params(limit, after_id))
 
     async def alist_batch_states(
         self, *, limit: int = limits.LIST_PAGE_MAX, after_id: str | None = None
@@ -743,12 +661,12 @@ class ClaudeBatchHook(BaseHook):
         page of 1,000 batches costs the event loop about a millisecond this way, against tens
         of milliseconds as SDK models."""
         client = await self.shared_async_client()
-        async with SHARED_ASYNC_CLIENTS.semaphore(), self._atranslated("list batches"):
-            raw = await client.messages.batches.with_raw_response.list(**_page_params(limit, after_id))
-        return _states_page_decoder.decode(raw.http_response.content)
+        async with loop_semaphore(), self._atranslated("list batches"):
+            raw = await client.messages.batches.with_raw_response.list(**page_params(limit, after_id))
+        return decode_states_page(raw.http_response.content)
 
     async def acancel_batch(self, batch_id: str) -> MessageBatch:
         client = await self.shared_async_client()
-        async with SHARED_ASYNC_CLIENTS.semaphore():
+        async with loop_semaphore():
             async with self._atranslated(f"cancel batch {batch_id!r}", batch_id):
                 return await client.messages.batches.cancel(batch_id)

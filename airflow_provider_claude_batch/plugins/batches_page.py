@@ -27,7 +27,7 @@ from airflow.plugins_manager import AirflowPlugin
 from fastapi import Depends, FastAPI, HTTPException, Query, status
 from fastapi.responses import HTMLResponse
 
-from airflow_provider_claude_batch.batching.progress import COUNT_KINDS
+from airflow_provider_claude_batch.batching.batch_state import COUNT_KINDS, ENDED
 from airflow_provider_claude_batch.plugins.overview import (
     CHART_DAYS,
     STATUS_CHOICES,
@@ -514,7 +514,7 @@ def render_page(
         scope = f'{html.escape(task.describe())} (<a href="{everything}">all batches</a>)'
     refresh = "?" + urlencode(query)
     # While a batch is still running the page reloads itself, like Airflow's own views.
-    running = any(row.processing_status != "ended" for row in overview.rows)
+    running = any(row.processing_status != ENDED for row in overview.rows)
     refresh_tag = f'<meta http-equiv="refresh" content="{AUTO_REFRESH_SECONDS}">' if running else ""
     dags = sorted({row.origin.dag_id for row in overview.rows if row.origin})
     dag_select = (

@@ -20,9 +20,17 @@ from typing import Any
 
 from airflow_provider_claude_batch.batching import limits
 from airflow_provider_claude_batch.batching.batch_index import read_origin
+from airflow_provider_claude_batch.batching.batch_state import (
+    CANCELING,
+    COUNT_KINDS,
+    ENDED,
+    FAILED_KINDS,
+    IN_PROGRESS,
+    PROCESSING_STATUSES,
+    BatchState,
+)
 from airflow_provider_claude_batch.batching.landing import LANDING_SUMMARY_NAME
 from airflow_provider_claude_batch.batching.manifest import Manifest
-from airflow_provider_claude_batch.batching.progress import COUNT_KINDS, FAILED_KINDS, batch_state
 from airflow_provider_claude_batch.links import console_url
 
 log = logging.getLogger(__name__)
@@ -99,7 +107,7 @@ class RunGroup:
     @property
     def processing_status(self) -> str:
         statuses = {row.processing_status for row in self.batches}
-        return next((s for s in ("in_progress", "canceling") if s in statuses), "ended")
+        return next((s for s in (IN_PROGRESS, CANCELING) if s in statuses), ENDED)
 
     def totals(self) -> dict[str, Any]:
         """Sums over the batches (``cost_usd`` None unless every batch's cost is known;
@@ -139,7 +147,7 @@ class RunGroup:
 
 #: The page's status filter: a batch's processing status, or "failed" for batches with
 #: errored, expired or canceled requests.
-STATUS_CHOICES = ("in_progress", "canceling", "ended", "failed")
+STATUS_CHOICES = (*PROCESSING_STATUSES, "failed")
 
 
 @dataclass(frozen=True)
@@ -271,7 +279,7 @@ def _seconds_between(start: datetime | None, end: datetime) -> float | None:
 
 
 def batch_row(batch: Any, now: datetime) -> BatchRow:
-    state = batch_state(batch)
+    state = BatchState.from_batch(batch).as_json()
     counts = state["request_counts"]
     total = sum(counts.values())
     expires_at = getattr(batch, "expires_at", None)

@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
 
+from airflow_provider_claude_batch.batching.batch_state import BatchState, states_json, sum_counts
 from airflow_provider_claude_batch.batching.cancel import cancel_batches
-from airflow_provider_claude_batch.batching.errors import ClaudeBatchError
-from airflow_provider_claude_batch.batching.progress import Progress, batch_state, summary_table, total_counts
+from airflow_provider_claude_batch.batching.poller import (
+    DEFAULT_MAX_POLL_ERRORS,
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_TIMEOUT_SECONDS,
+    Poller,
+    check_failed_fraction,
+    retrieve_states,
+    started_at_of,
+)
+from airflow_provider_claude_batch.batching.progress import summary_table
+from airflow_provider_claude_batch.batching.wait_event import WaitEvent
 from airflow_provider_claude_batch.conventions import as_seconds, default_deferrable, pick_alias
-from airflow_provider_claude_batch.exceptions import ClaudeBatchAPIError, ClaudeBatchAuthError, ClaudeBatchNotFoundError
+from airflow_provider_claude_batch.exceptions import ClaudeBatchError, ClaudeBatchFailedRequestsError
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 from airflow_provider_claude_batch.links import (
     ClaudeBatchConsoleLink,
@@ -29,11 +39,10 @@ from airflow_provider_claude_batch.workdir import open_manifest
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-#: Batches end within 24 hours of creation (the rest of their requests expire); the default
-#: timeout leaves room for a create late in a long submit.
-DEFAULT_TIMEOUT_SECONDS = 26 * 3600
-#: Seconds between polls: batches take minutes to hours, and one poll costs an API call.
-DEFAULT_POKE_INTERVAL = 60.0
+__all__ = ["DEFAULT_POKE_INTERVAL", "DEFAULT_TIMEOUT_SECONDS", "ClaudeBatchFailedRequestsError", "ClaudeBatchSensor"]
+
+#: The older name of ``batching.poller.DEFAULT_POLL_INTERVAL``.
+DEFAULT_POKE_INTERVAL = DEFAULT_POLL_INTERVAL
 #: Up to this many batches, the sensor checks once in the worker before deferring.
 QUICK_CHECK_MAX_BATCHES = 50
 
@@ -44,17 +53,6 @@ def _is_timeout(exc: BaseException) -> bool:
     if isinstance(exc, AirflowSensorTimeout):
         return True
     return isinstance(exc, AirflowSkipException) and exc.__cause__ is None and exc.__context__ is None
-
-
-def _wait_started_at(states: dict[str, dict[str, Any]]) -> float:
-    """When the wait really began: the earliest creation of its batches (every poke of a
-    reschedule-mode sensor is a new process, so its own start says nothing)."""
-    created = [datetime.fromisoformat(s["created_at"]).timestamp() for s in states.values() if s.get("created_at")]
-    return min(created) if created else time.time()
-
-
-class ClaudeBatchFailedRequestsError(ClaudeBatchError):
-    """More requests failed than ``max_failed_fraction`` allows."""
 
 
 class ClaudeBatchSensor(BaseSensorOperator):
@@ -106,7 +104,7 @@ class ClaudeBatchSensor(BaseSensorOperator):
         max_failed_fraction: float | None = None,
         cancel_on_timeout: bool = True,
         cancel_on_kill: bool = True,
-        max_poll_errors: int = 10,
+        max_poll_errors: int = DEFAULT_MAX_POLL_ERRORS,
         timeout: float | timedelta = DEFAULT_TIMEOUT_SECONDS,
         **kwargs: Any,
     ) -> None:
@@ -130,8 +128,9 @@ class ClaudeBatchSensor(BaseSensorOperator):
         self.cancel_on_timeout = cancel_on_timeout
         self.cancel_on_kill = cancel_on_kill
         self.max_poll_errors = max_poll_errors
-        #: Consecutive failed pokes (poke mode keeps this instance between pokes).
-        self._failed_polls = 0
+        #: The wait of the poke path (poke mode keeps this instance, and so its failed polls,
+        #: between pokes).
+        self._poller: Poller | None = None
         self.console_link: str | None = None
         self.batches_page_link: str | None = None
 
@@ -150,7 +149,7 @@ class ClaudeBatchSensor(BaseSensorOperator):
         if self.manifest is not None:
             manifest, _ = open_manifest(self.manifest)
             ids = manifest.batch_ids()
-            missing = [b.key for b in manifest.batches if b.batch_id is None]
+            missing = [b.label for b in manifest.batches if b.batch_id is None]
             if missing:
                 raise ClaudeBatchError(
                     f"the manifest of {manifest.task_id!r} has {len(missing)} record(s) without a batch "
@@ -171,18 +170,20 @@ class ClaudeBatchSensor(BaseSensorOperator):
                 return super().execute(context)
             except (AirflowSensorTimeout, AirflowSkipException) as exc:
                 if self.cancel_on_timeout and _is_timeout(exc):
-                    self._cancel_open(ids, conn_id, reason="the sensor timed out")
+                    still_open = self._poller.to_cancel() if self._poller is not None else ids
+                    self._cancel_open(still_open, conn_id, reason="the sensor timed out")
                 raise
-        states: dict[str, dict[str, Any]] = {}
+        started_at = None
         if len(ids) <= QUICK_CHECK_MAX_BATCHES:
             # Already ended (a rerun, a late sensor): no deferral round trip needed.
-            try:
-                states = self._poll(ids, conn_id)
-            except ClaudeBatchAPIError as exc:
-                self.log.warning("Could not check the batches before deferring (%s); the trigger will.", exc)
-            if states and all(state["processing_status"] == "ended" for state in states.values()):
-                self._record(states)
-                return self._finish(states)
+            poller = Poller(ids, max_poll_errors=self.max_poll_errors)
+            event = poller.observe(retrieve_states(ClaudeBatchHook(conn_id), ids))
+            problem = event.message if event is not None and event.status == "error" else "; ".join(poller.last_errors)
+            if problem:
+                self.log.warning("Could not check the batches before deferring (%s); the trigger will.", problem)
+            if event is not None and event.status == "success":
+                return self._finish(event.batches)
+            started_at = started_at_of(poller.states.values())
         self.log.info("Deferring: waiting for %d batch(es) in the triggerer.", len(ids))
         persist_links(self, context)  # the instance that resumes never sets them
         self.defer(
@@ -193,59 +194,47 @@ class ClaudeBatchSensor(BaseSensorOperator):
                 deadline=time.time() + float(self.timeout),
                 max_poll_errors=self.max_poll_errors,
                 cancel_on_kill=self.cancel_on_kill,
-                started_at=_wait_started_at(states) if states else None,
+                started_at=started_at,
             ),
             method_name="execute_complete",
         )
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
-        states: dict[str, dict[str, Any]] = event.get("batches") or {}
-        self._record(states)
-        status = event.get("status")
-        if status == "timeout":
+        ended = WaitEvent.from_payload(event)
+        self._record(ended.batches)
+        if ended.status == "timeout":
             ids, conn_id = self._targets()
             if self.cancel_on_timeout:
-                self._cancel_open(event.get("open") or ids, conn_id, reason="the sensor timed out")
-            raise AirflowSensorTimeout(f"Claude batches did not end in time: {event.get('message')}")
-        if status != "success":
-            raise ClaudeBatchAPIError(f"Waiting for the batches failed: {event.get('message')}")
-        return self._finish(states)
+                self._cancel_open(ended.open or ids, conn_id, reason="the sensor timed out")
+            raise AirflowSensorTimeout(f"Claude batches did not end in time: {ended.message}")
+        if ended.status == "error":
+            raise ended.error()
+        return self._finish(ended.batches)
 
     # ------------------------------------------------------------------ poke path
     def poke(self, context: Context) -> bool | PokeReturnValue:
         ids, conn_id = self._targets()
-        try:
-            states = self._poll(ids, conn_id)
-        except (ClaudeBatchAuthError, ClaudeBatchNotFoundError):
-            raise  # waiting cannot fix a rejected key or a missing batch
-        except ClaudeBatchAPIError as exc:
+        if self._poller is None or self._poller.batch_ids != ids:
+            # The sensor's own timeout applies in poke and reschedule mode: no deadline here.
+            self._poller = Poller(ids, max_poll_errors=self.max_poll_errors)
+        poller = self._poller
+        event = poller.observe(retrieve_states(ClaudeBatchHook(conn_id), poller.pending()))
+        if poller.last_errors:
             # Like the trigger: a blip (5xx, a dropped connection) is retried at the next poke,
             # up to max_poll_errors in a row.
-            self._failed_polls += 1
-            if self._failed_polls > self.max_poll_errors:
-                raise ClaudeBatchAPIError(
-                    f"polling failed {self._failed_polls} times in a row (max_poll_errors={self.max_poll_errors}); "
-                    f"last error: {exc}",
-                    status_code=exc.status_code,
-                    error_type=exc.error_type,
-                ) from None
-            self.log.warning("Poll %d failed: %s", self._failed_polls, exc)
-            return False
-        self._failed_polls = 0
-        started = _wait_started_at(states)
-        self.log.info("%s", Progress(total_batches=len(ids), started_at=started).line(states))
-        if all(state["processing_status"] == "ended" for state in states.values()):
-            self._record(states)
-            return PokeReturnValue(is_done=True, xcom_value=self._finish(states))
+            self.log.warning("Poll %d failed: %s", poller.failed_polls, "; ".join(poller.last_errors[:3]))
+        if event is not None and event.status == "error":
+            raise event.error()
+        started = started_at_of(poller.states.values())
+        if started is not None:
+            poller.started_at = started
+        self.log.info("%s", poller.progress_line())
+        if event is not None:
+            return PokeReturnValue(is_done=True, xcom_value=self._finish(event.batches))
         return False
 
     # ------------------------------------------------------------------ shared
-    @staticmethod
-    def _poll(ids: list[str], conn_id: str) -> dict[str, dict[str, Any]]:
-        hook = ClaudeBatchHook(conn_id)
-        return {batch_id: batch_state(hook.retrieve_batch(batch_id)) for batch_id in ids}
-
-    def _record(self, states: dict[str, dict[str, Any]]) -> None:
+    def _record(self, states: dict[str, BatchState]) -> None:
         if self.manifest is None or not states:
             return
         manifest, run_dir = open_manifest(self.manifest)
@@ -255,17 +244,12 @@ class ClaudeBatchSensor(BaseSensorOperator):
                 record.apply_state(state)
         manifest.save(run_dir)
 
-    def _finish(self, states: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        totals = total_counts(states)
-        requests = sum(totals.values())
-        failed = totals["errored"] + totals["expired"] + totals["canceled"]
+    def _finish(self, states: dict[str, BatchState]) -> dict[str, Any]:
+        """Record the final states, log them, and fail on too many failed requests."""
+        self._record(states)
         self.log.info("All %d batch(es) ended:\n%s", len(states), summary_table(states))
-        if self.max_failed_fraction is not None and requests and failed / requests > self.max_failed_fraction:
-            raise ClaudeBatchFailedRequestsError(
-                f"{failed} of {requests} requests ({failed / requests:.1%}) ended errored, expired or canceled, "
-                f"more than max_failed_fraction={self.max_failed_fraction:.1%}"
-            )
-        return {"batches": states, "totals": totals}
+        check_failed_fraction(states, self.max_failed_fraction)
+        return {"batches": states_json(states), "totals": sum_counts(states.values()).as_dict()}
 
     def _cancel_open(self, ids: list[str], conn_id: str, *, reason: str) -> None:
         cancel_batches(ClaudeBatchHook(conn_id), ids, reason=reason, log=self.log)
@@ -287,4 +271,6 @@ class ClaudeBatchSensor(BaseSensorOperator):
         except Exception as exc:
             self.log.warning("Task killed, but its batches could not be determined: %s", exc)
             return
+        if self._poller is not None and self._poller.batch_ids == ids:
+            ids = self._poller.to_cancel()
         self._cancel_open(ids, conn_id, reason="the task was killed")

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset, BaseOperator
 
-from airflow_provider_claude_batch.batching.errors import ClaudeBatchError
+from airflow_provider_claude_batch.batching.batch_state import BatchState
+from airflow_provider_claude_batch.batching.cancel import cancel_batches
 from airflow_provider_claude_batch.batching.landing import (
     LANDING_SUMMARY_NAME,
-    ClaudeBatchMissingResultsError,
     check_identity,
     cost_table,
     keep_columns_spec,
@@ -21,16 +21,28 @@ from airflow_provider_claude_batch.batching.landing import (
 )
 from airflow_provider_claude_batch.batching.manifest import BatchRecord, Manifest
 from airflow_provider_claude_batch.batching.partitions import commit, discard, stage
-from airflow_provider_claude_batch.batching.progress import batch_state
+from airflow_provider_claude_batch.batching.poller import (
+    DEFAULT_MAX_POLL_ERRORS,
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_TIMEOUT_SECONDS,
+    Poller,
+    retrieve_states,
+    wait_until_ended,
+)
 from airflow_provider_claude_batch.batching.rounds import plan_next_round
 from airflow_provider_claude_batch.batching.storage import atomic_writer
 from airflow_provider_claude_batch.batching.submission import create_missing_batches
+from airflow_provider_claude_batch.batching.wait_event import WaitEvent
 from airflow_provider_claude_batch.config import price_table
 from airflow_provider_claude_batch.conventions import as_seconds, default_deferrable, pick_alias
+from airflow_provider_claude_batch.exceptions import (
+    ClaudeBatchError,
+    ClaudeBatchMissingResultsError,
+    ClaudeBatchWaitTimeoutError,
+)
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 from airflow_provider_claude_batch.lineage import LineageRecord, operator_lineage
 from airflow_provider_claude_batch.links import ClaudeBatchOutputLink, output_url
-from airflow_provider_claude_batch.sensors.batch import DEFAULT_POKE_INTERVAL, DEFAULT_TIMEOUT_SECONDS
 from airflow_provider_claude_batch.triggers.batch import ClaudeBatchTrigger
 from airflow_provider_claude_batch.workdir import as_storage_path, open_manifest
 
@@ -48,6 +60,13 @@ class ClaudeBatchToParquetOperator(BaseOperator):
     replaced whole (:mod:`~airflow_provider_claude_batch.batching.partitions`: an atomic rename
     on local disk, a commit object on object storage), so backfills and clears never
     duplicate rows and a reader never sees a mix of two landings.
+
+    Landing is an idempotent state machine over the manifest: each step reads the manifest
+    and skips what it records as done (batches that ended, raw files saved and verified,
+    rounds planned), and records what it did before the next step. A retry, a clear or the
+    resume after a deferral therefore starts from the top, bills nothing twice and writes
+    the same rows. The one step that bills is :meth:`_bill_retry_rounds`: it creates new
+    batches for requests that ended for a transient reason.
 
     :param manifest: the submit task's output (``submit.output``) or a manifest path/URI.
     :param destination: folder path or URI of the output (templated, e.g. with ``{{ ds }}``).
@@ -67,6 +86,10 @@ class ClaudeBatchToParquetOperator(BaseOperator):
         on, or to ``AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE`` when the deployment sets it.
     :param poll_interval: seconds (or a ``timedelta``) between polls of resubmitted batches.
     :param wait_timeout: seconds (or a ``timedelta``) to wait for a round of resubmitted batches.
+    :param max_poll_errors: consecutive failed polls tolerated before failing.
+    :param cancel_on_timeout: cancel the batches still open when ``wait_timeout`` passes.
+    :param cancel_on_kill: cancel them when the task is killed while it waits (also while
+        deferred).
     :param conn_id: the connection (templated); defaults to the manifest's connection.
         ``claude_batch_conn_id`` is accepted as the same parameter.
 
@@ -88,8 +111,11 @@ class ClaudeBatchToParquetOperator(BaseOperator):
         prices: dict[str, Any] | None = None,
         max_retry_rounds: int = 2,
         deferrable: bool | None = None,
-        poll_interval: float | timedelta = DEFAULT_POKE_INTERVAL,
+        poll_interval: float | timedelta = DEFAULT_POLL_INTERVAL,
         wait_timeout: float | timedelta = DEFAULT_TIMEOUT_SECONDS,
+        max_poll_errors: int = DEFAULT_MAX_POLL_ERRORS,
+        cancel_on_timeout: bool = True,
+        cancel_on_kill: bool = True,
         conn_id: str | None = None,
         claude_batch_conn_id: str | None = None,
         **kwargs: Any,
@@ -109,6 +135,11 @@ class ClaudeBatchToParquetOperator(BaseOperator):
         self.deferrable = default_deferrable() if deferrable is None else deferrable
         self.poll_interval = as_seconds(poll_interval, "poll_interval")
         self.wait_timeout = as_seconds(wait_timeout, "wait_timeout")
+        self.max_poll_errors = max_poll_errors
+        self.cancel_on_timeout = cancel_on_timeout
+        self.cancel_on_kill = cancel_on_kill
+        #: The wait in progress when not deferred (what ``on_kill`` cancels).
+        self._poller: Poller | None = None
         self.output_link: str | None = None
         self._verified: set[str] = set()  # batches whose saved results matched their requests
         self.lineage: LineageRecord | None = None
@@ -128,8 +159,9 @@ class ClaudeBatchToParquetOperator(BaseOperator):
         return operator_lineage(self.lineage or LineageRecord())
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
-        if event.get("status") != "success":
-            raise ClaudeBatchError(f"Waiting for the resubmitted batches failed: {event.get('message')}")
+        ended = WaitEvent.from_payload(event)
+        manifest, run_dir = open_manifest(self.manifest)
+        self._settle(ended, manifest, run_dir)
         return self._announce(context, self._land())
 
     def _announce(self, context: Context, summary: dict[str, Any]) -> dict[str, Any]:
@@ -150,17 +182,24 @@ class ClaudeBatchToParquetOperator(BaseOperator):
     def _land(self) -> dict[str, Any]:
         manifest, run_dir = open_manifest(self.manifest)
         hook = ClaudeBatchHook(self.claude_batch_conn_id or manifest.conn_id)
+        raw_files = self._bill_retry_rounds(manifest, run_dir, hook)
+        return self._write(manifest, run_dir, raw_files)
+
+    def _bill_retry_rounds(self, manifest: Manifest, run_dir: Any, hook: ClaudeBatchHook) -> dict[str, Any]:
+        """Download every batch's results and resubmit what ended for a transient reason, round
+        after round: this **creates and bills new batches**, up to ``max_retry_rounds``.
+        Returns the raw results file of every batch once no round is left to create."""
         while True:
             # Records of a round planned by an earlier try but not created yet.
             create_missing_batches(manifest, run_dir, hook)
             still_open = self._refresh(manifest, run_dir, hook)
             if still_open:
-                self._wait(still_open, manifest.conn_id)
+                self._wait(still_open, manifest, run_dir, hook)
                 continue
             raw_files = self._download(manifest, run_dir, hook)
             next_round = plan_next_round(manifest, run_dir, self.max_retry_rounds)
             if not next_round:
-                break
+                return raw_files
             self.log.info(
                 "Round %d: resubmitting %d request(s) that ended expired or with a retryable error, in %d batch(es).",
                 next_round[0].round,
@@ -169,41 +208,80 @@ class ClaudeBatchToParquetOperator(BaseOperator):
             )
             manifest.batches.extend(next_round)
             manifest.save(run_dir)
-        return self._write(manifest, run_dir, raw_files)
 
     def _refresh(self, manifest: Manifest, run_dir: Any, hook: ClaudeBatchHook) -> list[str]:
-        """Update the manifest with batches not known to have ended; return those still open."""
-        still_open = []
-        for record in manifest.batches:
-            if record.batch_id is None or record.processing_status == "ended":
-                continue
-            record.apply_state(batch_state(hook.retrieve_batch(record.batch_id)))
-            if record.processing_status != "ended":
-                still_open.append(record.batch_id)
-        manifest.save(run_dir)
-        return still_open
+        """Record the state of the batches not known to have ended; return those still open
+        (a batch whose poll failed counts as open: the wait polls it again)."""
+        ids = manifest.open_batch_ids()
+        if not ids:
+            return []
+        poller = Poller(ids, max_poll_errors=self.max_poll_errors)
+        event = poller.observe(retrieve_states(hook, ids))
+        self._record(manifest, run_dir, poller.states)
+        if event is not None and event.status == "error":
+            raise event.error()
+        return poller.pending()
 
-    def _wait(self, batch_ids: list[str], conn_id: str) -> None:
-        if not self.deferrable:
-            self.log.info("Waiting %.0f s for %d open batch(es).", self.poll_interval, len(batch_ids))
-            time.sleep(self.poll_interval)
+    def _wait(self, batch_ids: list[str], manifest: Manifest, run_dir: Any, hook: ClaudeBatchHook) -> None:
+        """Wait for open batches: deferred (the trigger polls), or here with the same poller."""
+        deadline = time.time() + self.wait_timeout
+        if self.deferrable:
+            self.defer(
+                trigger=ClaudeBatchTrigger(
+                    batch_ids=batch_ids,
+                    claude_batch_conn_id=self.claude_batch_conn_id or manifest.conn_id,
+                    poll_interval=self.poll_interval,
+                    deadline=deadline,
+                    max_poll_errors=self.max_poll_errors,
+                    cancel_on_kill=self.cancel_on_kill,
+                ),
+                method_name="execute_complete",
+            )
+        self._poller = Poller(batch_ids, max_poll_errors=self.max_poll_errors, deadline=deadline)
+        try:
+            ended = wait_until_ended(
+                self._poller, lambda ids: retrieve_states(hook, ids), self.poll_interval, log=self.log
+            )
+        finally:
+            self._poller = None
+        self._settle(ended, manifest, run_dir)
+
+    def _settle(self, ended: WaitEvent, manifest: Manifest, run_dir: Any) -> None:
+        """Record how a wait ended; on a timeout cancel what is still open, then fail."""
+        self._record(manifest, run_dir, ended.batches)
+        if ended.status == "timeout":
+            if self.cancel_on_timeout:
+                hook = ClaudeBatchHook(self.claude_batch_conn_id or manifest.conn_id)
+                cancel_batches(hook, ended.open, reason="the wait for resubmitted batches timed out", log=self.log)
+            raise ClaudeBatchWaitTimeoutError(
+                f"Batches did not end within wait_timeout ({self.wait_timeout:g} s): {ended.message}"
+            )
+        if ended.status == "error":
+            raise ended.error()
+
+    @staticmethod
+    def _record(manifest: Manifest, run_dir: Any, states: dict[str, BatchState]) -> None:
+        for record in manifest.batches:
+            state = states.get(record.batch_id or "")
+            if state is not None:
+                record.apply_state(state)
+        manifest.save(run_dir)
+
+    def on_kill(self) -> None:
+        """Killed while waiting here (not deferred: then the trigger cancels): cancel the batches
+        of the wait that have not ended."""
+        poller = self._poller
+        if not self.cancel_on_kill or poller is None:
             return
-        self.defer(
-            trigger=ClaudeBatchTrigger(
-                batch_ids=batch_ids,
-                claude_batch_conn_id=self.claude_batch_conn_id or conn_id,
-                poll_interval=self.poll_interval,
-                deadline=time.time() + self.wait_timeout,
-            ),
-            method_name="execute_complete",
-        )
+        hook = ClaudeBatchHook(self.claude_batch_conn_id or ClaudeBatchHook.default_conn_name)
+        cancel_batches(hook, poller.to_cancel(), reason="the task was killed", log=self.log)
 
     def _download(self, manifest: Manifest, run_dir: Any, hook: ClaudeBatchHook) -> dict[str, Any]:
         raw_files: dict[str, Any] = {}
         first_records = {record.chunk: record for record in manifest.batches if record.round == 0}
         for record in manifest.batches:
             if record.batch_id is None:
-                raise ClaudeBatchError(f"{record.key} has no batch: the submit task did not finish; clear it")
+                raise ClaudeBatchError(f"{record.label} has no batch: the submit task did not finish; clear it")
             name = f"raw/{record.batch_id}.jsonl"
             raw = run_dir / name
             raw_files[record.batch_id] = raw

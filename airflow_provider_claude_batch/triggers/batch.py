@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_claude_batch.batching.cancel import acancel_batches
-from airflow_provider_claude_batch.batching.progress import Progress
-from airflow_provider_claude_batch.exceptions import ClaudeBatchAuthError, ClaudeBatchNotFoundError
+from airflow_provider_claude_batch.batching.poller import DEFAULT_MAX_POLL_ERRORS, DEFAULT_POLL_INTERVAL, Answer, Poller
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 from airflow_provider_claude_batch.triggers.shared_states import shared_batch_states
 
@@ -19,7 +18,9 @@ from airflow_provider_claude_batch.triggers.shared_states import shared_batch_st
 class ClaudeBatchTrigger(BaseTrigger):
     """Poll every open batch; fire once when all have ended, when the deadline passes, or
     when polling keeps failing. Polls go through the loop's shared batch states (``list``
-    pages shared by every trigger of the connection, see ``triggers/shared_states.py``).
+    pages shared by every trigger of the connection, see ``triggers/shared_states.py``); the
+    :class:`~airflow_provider_claude_batch.batching.poller.Poller` decides, and its
+    :class:`~airflow_provider_claude_batch.batching.wait_event.WaitEvent` is the one event.
 
     :param batch_ids: the batches to wait for.
     :param claude_batch_conn_id: connection to poll with (the key is looked up in the
@@ -38,9 +39,9 @@ class ClaudeBatchTrigger(BaseTrigger):
         self,
         batch_ids: list[str],
         claude_batch_conn_id: str = ClaudeBatchHook.default_conn_name,
-        poll_interval: float = 60.0,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
         deadline: float | None = None,
-        max_poll_errors: int = 10,
+        max_poll_errors: int = DEFAULT_MAX_POLL_ERRORS,
         started_at: float | None = None,
         cancel_on_kill: bool = True,
     ) -> None:
@@ -52,6 +53,7 @@ class ClaudeBatchTrigger(BaseTrigger):
         self.max_poll_errors = max_poll_errors
         self.started_at = started_at if started_at is not None else time.time()
         self.cancel_on_kill = cancel_on_kill
+        self._poller: Poller | None = None
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -69,60 +71,38 @@ class ClaudeBatchTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         hook = ClaudeBatchHook(self.claude_batch_conn_id)
-        states: dict[str, dict[str, Any]] = {}
-        pending = list(self.batch_ids)
-        progress = Progress(total_batches=len(self.batch_ids), started_at=self.started_at)
-        failed_polls = 0
+        self._poller = poller = Poller(
+            self.batch_ids, max_poll_errors=self.max_poll_errors, deadline=self.deadline, started_at=self.started_at
+        )
         shared = await shared_batch_states(hook)
         while True:
-            errors: list[str] = []
+            pending = poller.pending()
+            answers: Mapping[str, Answer]
             try:
                 answers = await shared.states(pending)
             except Exception as exc:  # the listing itself failed
                 answers = dict.fromkeys(pending, exc)
-            for batch_id, answer in answers.items():
-                if isinstance(answer, (ClaudeBatchNotFoundError, ClaudeBatchAuthError)):
-                    # Waiting cannot fix a missing batch or a rejected key.
-                    yield TriggerEvent({"status": "error", "message": str(answer), "batches": states})
-                    return
-                if isinstance(answer, BaseException):
-                    errors.append(f"{batch_id}: {answer}")
-                else:
-                    states[batch_id] = answer
-            if errors:
-                failed_polls += 1
+            event = poller.observe(answers)
+            if poller.last_errors:
                 self.log.warning(
-                    "Poll %d failed for %d batch(es): %s", failed_polls, len(errors), "; ".join(errors[:3])
+                    "Poll %d failed for %d batch(es): %s",
+                    poller.failed_polls,
+                    len(poller.last_errors),
+                    "; ".join(poller.last_errors[:3]),
                 )
-                if failed_polls > self.max_poll_errors:
-                    message = f"polling failed {failed_polls} times in a row; last errors: {'; '.join(errors[:5])}"
-                    yield TriggerEvent({"status": "error", "message": message, "batches": states})
-                    return
-            else:
-                failed_polls = 0
-            pending = [b for b in self.batch_ids if states.get(b, {}).get("processing_status") != "ended"]
-            self.log.info("%s", progress.line(states))
-            if not pending:
-                yield TriggerEvent({"status": "success", "batches": states, "elapsed": time.time() - self.started_at})
+            if event is not None:
+                if event.status != "error":
+                    self.log.info("%s", poller.progress_line())
+                yield TriggerEvent(event.payload())
                 return
-            now = time.time()
-            if self.deadline is not None and now >= self.deadline:
-                yield TriggerEvent(
-                    {
-                        "status": "timeout",
-                        "message": f"{len(pending)} batch(es) still open at the deadline",
-                        "batches": states,
-                        "open": pending,
-                    }
-                )
-                return
-            sleep_for = self.poll_interval if self.deadline is None else min(self.poll_interval, self.deadline - now)
-            await asyncio.sleep(max(0.0, sleep_for))
+            self.log.info("%s", poller.progress_line())
+            await asyncio.sleep(poller.sleep_for(self.poll_interval))
 
     async def on_kill(self) -> None:
-        """A user killed the deferred task (mark failed/success, clear): stop paying for it."""
+        """A user killed the deferred task (mark failed/success, clear): stop paying for the
+        batches that have not ended."""
         if not self.cancel_on_kill:
             return
-        await acancel_batches(
-            ClaudeBatchHook(self.claude_batch_conn_id), self.batch_ids, reason="Task killed", log=self.log
-        )
+        poller = getattr(self, "_poller", None)
+        ids = poller.to_cancel() if poller is not None else self.batch_ids
+        await acancel_batches(ClaudeBatchHook(self.claude_batch_conn_id), ids, reason="Task killed", log=self.log)

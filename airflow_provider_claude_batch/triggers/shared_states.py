@@ -18,15 +18,15 @@ answers up to 1,000 batches in one call, newest first, so instead:
 from __future__ import annotations
 
 import asyncio
-import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
 
 from airflow_provider_claude_batch.batching import limits
-from airflow_provider_claude_batch.batching.progress import batch_state
+from airflow_provider_claude_batch.batching.batch_state import BatchState
+from airflow_provider_claude_batch.batching.poller import Answer
 from airflow_provider_claude_batch.hooks.claude_batch import CLOCK_SKEW, ClaudeBatchHook
+from airflow_provider_claude_batch.hooks.loop_registry import LoopRegistry
 
 #: A batch created before this horizon cannot still be open.
 OPEN_HORIZON = timedelta(hours=limits.BATCH_EXPIRY_HOURS) + CLOCK_SKEW
@@ -35,7 +35,7 @@ OPEN_HORIZON = timedelta(hours=limits.BATCH_EXPIRY_HOURS) + CLOCK_SKEW
 WAKE_WAVE = 32
 
 #: A batch's state, or why it could not be had.
-StateOrError = dict[str, Any] | BaseException
+StateOrError = Answer
 
 
 @dataclass
@@ -115,7 +115,7 @@ class SharedBatchStates:
             self.calls["list"] += 1
             for entry in page.data:
                 if entry.id in wanted:
-                    found[entry.id] = batch_state(entry)
+                    found[entry.id] = entry
             if not page.has_more or not page.data or page.data[-1].created_at < horizon:
                 break
             after_id = page.last_id or page.data[-1].id
@@ -124,20 +124,15 @@ class SharedBatchStates:
             answers = await asyncio.gather(*(self.hook.aretrieve_batch(b) for b in missing), return_exceptions=True)
             self.calls["retrieve"] += len(missing)
             for batch_id, answer in zip(missing, answers, strict=True):
-                found[batch_id] = answer if isinstance(answer, BaseException) else batch_state(answer)
+                found[batch_id] = answer if isinstance(answer, BaseException) else BatchState.from_batch(answer)
         return found
 
 
-_BY_LOOP: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[Any, ...], SharedBatchStates]] = (
-    weakref.WeakKeyDictionary()
-)
+#: One :class:`SharedBatchStates` per connection per event loop.
+_SHARED: LoopRegistry[SharedBatchStates] = LoopRegistry()
 
 
 async def shared_batch_states(hook: ClaudeBatchHook) -> SharedBatchStates:
     """The :class:`SharedBatchStates` of ``hook``'s connection on the running loop."""
     settings = await hook.asettings()
-    by_key = _BY_LOOP.setdefault(asyncio.get_running_loop(), {})
-    key = settings.cache_key()
-    if key not in by_key:
-        by_key[key] = SharedBatchStates(hook)
-    return by_key[key]
+    return _SHARED.get(settings.cache_key(), lambda: SharedBatchStates(hook))

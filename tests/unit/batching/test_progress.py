@@ -6,39 +6,18 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timezone
-from typing import Any
 
 import pytest
 
-from airflow_provider_claude_batch.batching.progress import (
-    Progress,
-    batch_state,
-    estimate_seconds_left,
-    summary_table,
-    total_counts,
-)
+from airflow_provider_claude_batch.batching.batch_state import BatchState, ProcessingStatus, RequestCounts
+from airflow_provider_claude_batch.batching.progress import Progress, estimate_seconds_left, summary_table
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 from airflow_provider_claude_batch.testing import RunningEmulator
 from tests.helpers import make_requests
 
 
-def _state(status: str, **counts: int) -> dict[str, Any]:
-    return {"processing_status": status, "request_counts": counts}
-
-
-def test_batch_state_is_the_json_safe_part_of_a_real_batch(emulator: RunningEmulator) -> None:
-    hook = ClaudeBatchHook(retry_backoff=0)
-    batch = hook.create_batch(make_requests(3))
-    state = batch_state(hook.retrieve_batch(batch.id))
-    assert state["processing_status"] == "ended"
-    assert state["request_counts"] == {"succeeded": 3, "errored": 0, "expired": 0, "canceled": 0, "processing": 0}
-    assert datetime.fromisoformat(state["created_at"]).tzinfo == timezone.utc
-    assert state["ended_at"] is not None
-
-
-def test_totals_add_up_every_batch_and_tolerate_missing_kinds() -> None:
-    states = {"a": _state("ended", succeeded=2, errored=1), "b": _state("in_progress", processing=7)}
-    assert total_counts(states) == {"succeeded": 2, "errored": 1, "expired": 0, "canceled": 0, "processing": 7}
+def _state(status: ProcessingStatus, **counts: int) -> BatchState:
+    return BatchState("msgbatch_x", status, RequestCounts(**counts), datetime.now(timezone.utc))
 
 
 def test_the_summary_table_has_a_row_per_batch_and_a_total() -> None:
@@ -48,8 +27,8 @@ def test_the_summary_table_has_a_row_per_batch_and_a_total() -> None:
     assert rows[-1].split()[1:] == ["3", "0", "2", "0", "0"]
 
 
-def _states(hook: ClaudeBatchHook, ids: list[str]) -> dict[str, dict[str, Any]]:
-    return {batch_id: batch_state(hook.retrieve_batch(batch_id)) for batch_id in ids}
+def _states(hook: ClaudeBatchHook, ids: list[str]) -> dict[str, BatchState]:
+    return {batch_id: BatchState.from_batch(hook.retrieve_batch(batch_id)) for batch_id in ids}
 
 
 def _now(emulator: RunningEmulator) -> float:
@@ -126,12 +105,12 @@ def test_batches_that_ended_time_the_ones_still_open(emulator: RunningEmulator) 
 
 @pytest.mark.parametrize("failed", [0, 12_345])
 def test_the_line_fits_the_log_view(failed: int) -> None:
-    state = {
-        "processing_status": "in_progress",
-        "request_counts": {"succeeded": 95_000, "errored": failed, "expired": 0, "canceled": 0, "processing": 4_000},
-        "created_at": "2026-11-01T00:00:00+00:00",
-        "ended_at": None,
-    }
+    state = BatchState(
+        "msgbatch_x",
+        "in_progress",
+        RequestCounts(succeeded=95_000, errored=failed, processing=4_000),
+        datetime.fromisoformat("2026-11-01T00:00:00+00:00"),
+    )
     states = {f"msgbatch_{i:026d}": state for i in range(30)}
     now = 1_793_500_000.0
     line = Progress(total_batches=30, started_at=now - 36_000).line(states, now)

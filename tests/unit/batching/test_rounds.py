@@ -9,6 +9,7 @@ import pytest
 
 from airflow_provider_claude_batch.batching.manifest import BatchRecord
 from airflow_provider_claude_batch.batching.rounds import final_rounds, plan_next_round, records_by_chunk
+from airflow_provider_claude_batch.exceptions import ClaudeBatchManifestError
 from tests.unit.conftest import manifest_of
 
 
@@ -72,7 +73,7 @@ def test_no_round_past_the_limit_and_none_without_failures(tmp_path: Path) -> No
 def test_a_round_needs_the_results_of_the_last_one(tmp_path: Path) -> None:
     record = _chunk(tmp_path, 0, {"a": "expired"})
     record.results_file = None
-    with pytest.raises(ValueError, match="round 0 chunk 0 has no saved results yet"):
+    with pytest.raises(ClaudeBatchManifestError, match="round 0 chunk 0 has no saved results yet"):
         plan_next_round(manifest_of([record]), tmp_path, max_retry_rounds=2)
 
 

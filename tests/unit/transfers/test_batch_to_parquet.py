@@ -65,3 +65,53 @@ def test_bad_parameters_fail_when_the_dag_is_parsed() -> None:
     not_names: Any = [1]
     with pytest.raises(ValueError, match="keep_columns"):
         ClaudeBatchToParquetOperator(task_id="l", manifest="m", destination="d", keep_columns=not_names)
+
+
+def _land(run_dir: Path, tmp_path: Path, **kwargs: Any) -> ClaudeBatchToParquetOperator:
+    return ClaudeBatchToParquetOperator(
+        task_id="land",
+        manifest={"manifest": str(run_dir / "manifest.json")},
+        destination=str(tmp_path / "out"),
+        **kwargs,
+    )
+
+
+def test_its_own_wait_times_out_and_cancels_what_is_open(
+    submit_run: SubmitRun, emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    from airflow_provider_claude_batch.exceptions import ClaudeBatchWaitTimeoutError
+
+    emulator.emulator.config.processing_seconds = 3600
+    _, run_dir = submit_run(ROWS[:2])
+    kept = _land(run_dir, tmp_path, deferrable=False, poll_interval=0.05, wait_timeout=0.2, cancel_on_timeout=False)
+    with pytest.raises(ClaudeBatchWaitTimeoutError, match="wait_timeout"):
+        kept.execute({})
+    assert emulator.emulator.stats["batches_canceled"] == 0
+    land = _land(run_dir, tmp_path, deferrable=False, poll_interval=0.05, wait_timeout=0.2)
+    with pytest.raises(ClaudeBatchWaitTimeoutError):
+        land.execute({})
+    assert emulator.emulator.stats["batches_canceled"] == 1
+
+
+def test_its_deferred_wait_carries_the_poll_error_budget_and_the_kill_rule(
+    submit_run: SubmitRun, emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    from airflow.sdk.exceptions import TaskDeferred
+
+    from airflow_provider_claude_batch.exceptions import ClaudeBatchWaitEventError, ClaudeBatchWaitTimeoutError
+    from airflow_provider_claude_batch.triggers.batch import ClaudeBatchTrigger
+
+    emulator.emulator.config.processing_seconds = 3600
+    manifest, run_dir = submit_run(ROWS[:2])
+    land = _land(run_dir, tmp_path, max_poll_errors=3, cancel_on_kill=False, wait_timeout=50)
+    with pytest.raises(TaskDeferred) as deferred:
+        land.execute({})
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, ClaudeBatchTrigger)
+    assert (trigger.max_poll_errors, trigger.cancel_on_kill) == (3, False)
+    with pytest.raises(ClaudeBatchWaitEventError):
+        land.execute_complete({}, {"status": "success", "batches": {"x": {}}})
+    timeout = {"status": "timeout", "message": "late", "open": manifest.batch_ids()}
+    with pytest.raises(ClaudeBatchWaitTimeoutError):
+        land.execute_complete({}, timeout)
+    assert emulator.emulator.stats["batches_canceled"] == 1

@@ -71,3 +71,31 @@ def test_it_serializes_to_what_rebuilds_it_and_never_the_key() -> None:
     assert path == "airflow_provider_claude_batch.triggers.batch.ClaudeBatchTrigger"
     assert ClaudeBatchTrigger(**kwargs).serialize() == (path, kwargs)
     assert kwargs["started_at"] == trigger.started_at and TEST_API_KEY not in repr(kwargs)
+
+
+async def test_killed_after_some_ended_cancels_only_the_open_ones(emulator: RunningEmulator) -> None:
+    hook = ClaudeBatchHook(retry_backoff=0)
+    emulator.emulator.config.processing_seconds = 0
+    ended = hook.create_batch(make_requests(1, prefix="done")).id
+    (still_open,) = _open_batches(emulator, 1)
+    trigger = ClaudeBatchTrigger([ended, still_open], poll_interval=0.05, deadline=time.time() + 120)
+    waiting = asyncio.ensure_future(anext(trigger.run()))
+    await _until(lambda: trigger._poller is not None and trigger._poller.states.keys() == {ended, still_open})
+    await trigger.on_kill()
+    waiting.cancel()
+    assert emulator.emulator.stats["batches_canceled"] == 1
+    assert hook.retrieve_batch(still_open).processing_status in ("canceling", "ended")
+
+
+async def test_a_missing_batch_reaches_the_resumed_sensor_as_not_found(emulator: RunningEmulator) -> None:
+    """The type survives the deferral: the task raises what the trigger saw, not a generic error."""
+    from types import SimpleNamespace
+
+    from airflow_provider_claude_batch.exceptions import ClaudeBatchNotFoundError
+    from airflow_provider_claude_batch.sensors.batch import ClaudeBatchSensor
+
+    event = (await anext(ClaudeBatchTrigger(["msgbatch_missing"], poll_interval=0.05).run())).payload
+    sensor = ClaudeBatchSensor(task_id="w", batch_ids=["msgbatch_missing"])
+    with pytest.raises(ClaudeBatchNotFoundError, match="msgbatch_missing") as raised:
+        sensor.execute_complete({"ti": SimpleNamespace()}, event)
+    assert raised.value.status_code == 404
