@@ -42,7 +42,7 @@ def make_input(path: Path, rows: int) -> Path:
 def main(argv: list[str]) -> None:
     source, input_columns = Path(argv[2]), argv[3]
     from airflow_provider_claude_batch.batching.chunks import ChunkLimits
-    from airflow_provider_claude_batch.batching.requests import RequestSpec
+    from airflow_provider_claude_batch.batching.rendering import RequestSpec
     from airflow_provider_claude_batch.batching.submission import stage_requests
 
     spec = RequestSpec(

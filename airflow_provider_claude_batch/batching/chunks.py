@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from airflow_provider_claude_batch.batching import limits
 from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError
 from airflow_provider_claude_batch.batching.lines import iter_file_lines
-from airflow_provider_claude_batch.batching.requests import RequestRenderer
+from airflow_provider_claude_batch.batching.rendering import RequestRenderer
 
 CUSTOM_ID_COLUMN = "custom_id"
 

@@ -17,7 +17,7 @@ from pyarrow.fs import FSSpecHandler, LocalFileSystem, PyFileSystem
 
 from airflow_provider_claude_batch.batching.input_files import check_csv_quotes, first_invalid_json_line
 from airflow_provider_claude_batch.batching.lines import iter_file_lines
-from airflow_provider_claude_batch.batching.requests import bad_value_message, first_bad_value, rows_to_table
+from airflow_provider_claude_batch.batching.rendering import bad_value_message, first_bad_value, rows_to_table
 from airflow_provider_claude_batch.batching.storage import as_path, is_local, local_os_path
 from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
 

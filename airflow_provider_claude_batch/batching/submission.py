@@ -37,7 +37,7 @@ from airflow_provider_claude_batch.batching.manifest import (
     utcnow_iso,
 )
 from airflow_provider_claude_batch.batching.pricing import PriceTable, RequestTally, cost_ceiling
-from airflow_provider_claude_batch.batching.requests import RequestRenderer, RequestSpec
+from airflow_provider_claude_batch.batching.rendering import RequestRenderer, RequestSpec
 from airflow_provider_claude_batch.batching.sources import open_source
 from airflow_provider_claude_batch.batching.storage import remove_tree
 

@@ -31,7 +31,7 @@ from airflow.sdk.definitions.context import context_merge
 from airflow_provider_claude_batch.batching.landing import keep_columns_spec
 from airflow_provider_claude_batch.conventions import as_seconds, default_deferrable
 from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
-from airflow_provider_claude_batch.operators.submit import ClaudeBatchSubmitOperator, _Literal
+from airflow_provider_claude_batch.operators.submit import ClaudeBatchSubmitOperator, _UntemplatedSource
 from airflow_provider_claude_batch.sensors.batch import DEFAULT_TIMEOUT_SECONDS
 from airflow_provider_claude_batch.transfers.batch_to_parquet import ClaudeBatchToParquetOperator
 from airflow_provider_claude_batch.workdir import as_storage_path, run_directory
@@ -120,7 +120,7 @@ class _ClaudeBatchDecoratedOperator(DecoratedOperator, ClaudeBatchSubmitOperator
                 f"The @task.claude_batch function {self.python_callable.__name__}() returned None: return the rows "
                 "(a list of prompts or dicts, a DataFrame) or a file/folder path of them."
             )
-        self.source = rows if isinstance(rows, str) else _Literal(rows)
+        self.source = rows if isinstance(rows, str) else _UntemplatedSource(rows)
         submitted = super().execute(context)  # the submit operator's execute (DecoratedOperator has none)
         self.log.info("Submitted; landing (deferring while batches are open).")
         return self._land(context, submitted["manifest"], lambda lander: lander.execute(context))

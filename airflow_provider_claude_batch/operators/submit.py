@@ -12,7 +12,7 @@ from airflow_provider_claude_batch.batching import limits
 from airflow_provider_claude_batch.batching.chunks import ChunkLimits
 from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError
 from airflow_provider_claude_batch.batching.manifest import load_manifest, manifest_exists
-from airflow_provider_claude_batch.batching.requests import TEXT_COLUMN, RequestSpec, fields_template
+from airflow_provider_claude_batch.batching.rendering import TEXT_COLUMN, RequestSpec, fields_template
 from airflow_provider_claude_batch.batching.storage import remove_tree
 from airflow_provider_claude_batch.batching.submission import (
     check_budget,
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-class _Literal:
+class _UntemplatedSource:
     """Holds a list or DataFrame source so that Airflow's templating leaves it alone (it
     would otherwise compile every string of a list as a Jinja template)."""
 
@@ -155,7 +155,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             kwargs["inlets"] = [*(kwargs.get("inlets") or []), source]
         super().__init__(**kwargs)
         if isinstance(source, (list, tuple)) or type(source).__module__.startswith(("pandas", "pyarrow")):
-            source = _Literal(source)
+            source = _UntemplatedSource(source)
         self.source = source
         self.prompt = prompt
         self.model = model
@@ -201,7 +201,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
 
     def _source_value(self) -> Any:
         source = self.source
-        if isinstance(source, _Literal):
+        if isinstance(source, _UntemplatedSource):
             return source.value
         if isinstance(source, Asset):
             return source.uri

@@ -11,7 +11,7 @@ import pytest
 
 from airflow_provider_claude_batch.batching.chunks import ChunkLimits, ChunkWriter
 from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError
-from airflow_provider_claude_batch.batching.requests import RequestRenderer, RequestSpec
+from airflow_provider_claude_batch.batching.rendering import RequestRenderer, RequestSpec
 from airflow_provider_claude_batch.hooks.claude_batch import jsonl_to_create_body
 
 SPEC = RequestSpec(prompt="{body}", model="claude-sonnet-4-6", max_tokens=16, id_column="id")

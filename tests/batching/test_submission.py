@@ -9,7 +9,7 @@ import pytest
 from airflow_provider_claude_batch.batching.chunks import ChunkLimits
 from airflow_provider_claude_batch.batching.errors import ClaudeBatchBudgetError
 from airflow_provider_claude_batch.batching.pricing import PriceTable
-from airflow_provider_claude_batch.batching.requests import RequestSpec
+from airflow_provider_claude_batch.batching.rendering import RequestSpec
 from airflow_provider_claude_batch.batching.submission import StagedRun, check_budget, stage_requests
 
 PRICES = PriceTable.load({"m": {"input": 1, "output": 5, "cache_write": 1.25, "cache_read": 0.1}})

@@ -17,7 +17,7 @@ import pytest
 
 from airflow_provider_claude_batch.batching.chunks import ChunkLimits
 from airflow_provider_claude_batch.batching.manifest import Manifest, load_manifest
-from airflow_provider_claude_batch.batching.requests import RequestSpec
+from airflow_provider_claude_batch.batching.rendering import RequestSpec
 from airflow_provider_claude_batch.batching.submission import create_missing_batches, new_manifest, stage_requests
 from airflow_provider_claude_batch.exceptions import ClaudeBatchAPIError, ClaudeBatchCreateAmbiguousError
 from airflow_provider_claude_batch.hooks import claude_batch

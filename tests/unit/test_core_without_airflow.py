@@ -51,7 +51,7 @@ def test_every_core_module_imports_and_works_with_airflow_blocked() -> None:
         # And it works: render, chunk and parse without Airflow.
         import tempfile, pathlib
         from airflow_provider_claude_batch.batching.chunks import ChunkLimits
-        from airflow_provider_claude_batch.batching.requests import RequestSpec
+        from airflow_provider_claude_batch.batching.rendering import RequestSpec
         from airflow_provider_claude_batch.batching.submission import stage_requests
         staged = stage_requests(["a", "b"], RequestSpec(prompt="{{text}}", model="m", max_tokens=8), ChunkLimits(),
                                 pathlib.Path(tempfile.mkdtemp()))
@@ -68,7 +68,7 @@ def test_pricing_imports_neither_pyarrow_nor_the_renderer() -> None:
         import json, sys
         from airflow_provider_claude_batch.batching.pricing import PriceTable, RequestTally, cost_ceiling
         ceiling, _ = cost_ceiling({"claude-haiku-4-5": RequestTally(1, 1_000_000, 0)}, PriceTable())
-        heavy = sorted(n for n in ("pyarrow", "numpy", "airflow_provider_claude_batch.batching.requests") if n in sys.modules)
+        heavy = sorted(n for n in ("pyarrow", "numpy", "airflow_provider_claude_batch.batching.rendering") if n in sys.modules)
         print(json.dumps({"heavy": heavy, "ceiling": ceiling}))
         """
     )
