@@ -92,9 +92,9 @@ def _schema_facet(destination: str, files: list[str]) -> Any:
     import pyarrow.parquet as pq
     from airflow.providers.common.compat.openlineage.facet import SchemaDatasetFacet, SchemaDatasetFacetFields
 
-    from airflow_provider_claude_batch.workdir import as_storage_path
+    from airflow_provider_claude_batch.batching.storage import as_path
 
-    with (as_storage_path(destination) / files[0]).open("rb") as handle:
+    with (as_path(destination) / files[0]).open("rb") as handle:
         schema = pq.read_schema(handle)
     return SchemaDatasetFacet(
         fields=[SchemaDatasetFacetFields(name=column.name, type=str(column.type)) for column in schema]

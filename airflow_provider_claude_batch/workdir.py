@@ -1,6 +1,6 @@
-"""Where a task's manifest, request bodies and raw results live, and how later tasks find it.
+"""Which work directory a task uses, and how later tasks find a submit task's run folder.
 
-``{work_dir}/{dag_id}/{run_id}/{task_id}[/{map_index}]/``. In production ``work_dir`` must be
+The layout inside the work directory is ``batching.run_dir``'s. In production ``work_dir`` must be
 shared object storage (S3, GCS, ...) that every worker can read: retries and the sensor and
 transfer tasks may run on other machines than the submit task.
 """
@@ -8,16 +8,13 @@ transfer tasks may run on other machines than the submit task.
 from __future__ import annotations
 
 import os
-import re
 from typing import Any
 
-from airflow.sdk import ObjectStoragePath
-
-from airflow_provider_claude_batch.batching.errors import ClaudeBatchManifestError
 from airflow_provider_claude_batch.batching.manifest import MANIFEST_NAME, Manifest, load_manifest
+from airflow_provider_claude_batch.batching.run_dir import RunDir, WorkDir
+from airflow_provider_claude_batch.batching.storage import StoragePath, as_path, is_local
 from airflow_provider_claude_batch.config import setting
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._:+=@-]")
+from airflow_provider_claude_batch.exceptions import ClaudeBatchManifestError
 
 
 def default_work_dir() -> str:
@@ -29,18 +26,14 @@ def default_work_dir() -> str:
     return os.path.join(home, "claude_batch")
 
 
-def as_storage_path(location: Any) -> ObjectStoragePath:
-    if isinstance(location, ObjectStoragePath):
-        return location
-    return ObjectStoragePath(str(location))
+def work_directory(work_dir: Any = None) -> WorkDir:
+    """The work directory ``work_dir`` names (a path or URI), else the configured default."""
+    return WorkDir.of(work_dir or default_work_dir())
 
 
-def run_directory(
-    work_dir: Any, dag_id: str, run_id: str, task_id: str, map_index: int | None = -1
-) -> ObjectStoragePath:
-    base = as_storage_path(work_dir or default_work_dir())
-    path = base / _UNSAFE.sub("_", dag_id) / _UNSAFE.sub("_", run_id) / _UNSAFE.sub("_", task_id)
-    return path / str(map_index) if map_index is not None and map_index >= 0 else path
+def run_directory(work_dir: Any, dag_id: str, run_id: str, task_id: str, map_index: int | None = -1) -> RunDir:
+    """The run folder of a task instance in ``work_dir`` (the configured default when empty)."""
+    return work_directory(work_dir).run(dag_id, run_id, task_id, map_index)
 
 
 def manifest_location(value: Any) -> str:
@@ -62,12 +55,14 @@ def manifest_location(value: Any) -> str:
     )
 
 
-def open_manifest(value: Any) -> tuple[Manifest, ObjectStoragePath]:
-    """Load the manifest named by ``value``; returns it and its run folder."""
-    path = as_storage_path(manifest_location(value))
+def open_manifest(value: Any) -> tuple[Manifest, RunDir]:
+    """Load the manifest named by ``value``; returns it and its run folder, located in its work
+    directory by the task instance the manifest names."""
+    path = as_path(manifest_location(value))
     if path.name != MANIFEST_NAME:
         path = path / MANIFEST_NAME
-    return load_manifest(path), path.parent
+    manifest = load_manifest(path)
+    return manifest, RunDir(path.parent).for_manifest(manifest)
 
 
 #: Executors that run tasks on other machines (by class name), so a local work directory
@@ -92,12 +87,11 @@ def remote_executors() -> list[str]:
     ]
 
 
-def warn_if_local_with_remote_executor(path: ObjectStoragePath, log: Any) -> bool:
+def warn_if_local_with_remote_executor(path: RunDir | StoragePath, log: Any) -> bool:
     """Warn (at submit time, before anything is created) when ``work_dir`` is on local disk but
     an executor that runs tasks on other machines is configured: the sensor, the transfer and
     any retry would find no manifest there. Returns whether it warned."""
-    protocol = getattr(path, "protocol", "") or ""
-    if protocol not in ("", "file", "local"):
+    if not (path.is_local if isinstance(path, RunDir) else is_local(path)):
         return False
     remote = remote_executors()
     if not remote:

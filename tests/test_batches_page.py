@@ -12,6 +12,7 @@ import pytest
 
 from airflow_provider_claude_batch.batching.batch_index import record_origin
 from airflow_provider_claude_batch.batching.manifest import BatchRecord, Manifest
+from airflow_provider_claude_batch.batching.run_dir import WorkDir
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 from airflow_provider_claude_batch.plugins.batches_page import load_overview, render_page
 from airflow_provider_claude_batch.testing import RunningEmulator
@@ -25,7 +26,7 @@ def work_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _manifest(work_dir: Path, dag_id: str, run_id: str, batch_ids: list[str], cost: Any = "absent") -> None:
-    folder = work_dir / dag_id / run_id / "submit"
+    folder = WorkDir(work_dir).run(dag_id, run_id, "submit").path  # where a submit task puts it
     folder.mkdir(parents=True)
     manifest = Manifest(
         dag_id=dag_id,

@@ -1,7 +1,7 @@
 """Which task created a batch, findable from the batch id alone, and whose a batch is.
 
 When a batch is recorded in its manifest, a small JSON file is written at
-``{work_dir}/_batches/{batch_id}.json`` naming the task instance, chunk and round. Whoever
+``{work_dir}/_batches/{batch_id}.json`` (``run_dir.WorkDir`` owns the names) naming the task instance, chunk and round. Whoever
 knows only batch ids (the Claude Batches page lists a connection's newest batches) reads one
 file per batch instead of listing every run folder, which on object storage means listing
 every request and results file ever written.
@@ -31,42 +31,25 @@ import contextlib
 import enum
 import hashlib
 import json
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from airflow_provider_claude_batch.batching.limits import CLOCK_SKEW
 from airflow_provider_claude_batch.batching.manifest import BatchRecord, Manifest
-from airflow_provider_claude_batch.batching.storage import atomic_writer
-
-INDEX_FOLDER = "_batches"
-#: Creates sent and not yet recorded, under the index folder.
-PENDING_FOLDER = "_pending"
-#: Batch ids as the API issues them; anything else is never turned into a path.
-_BATCH_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+from airflow_provider_claude_batch.batching.run_dir import RunDir, WorkDir
+from airflow_provider_claude_batch.batching.storage import StoragePath
 
 
-def work_dir_of(run_dir: Any, map_index: int) -> Any:
-    """The work directory a run folder (``{work_dir}/dag/run/task[/map_index]``) lives in."""
-    path = run_dir
-    for _ in range(4 if map_index >= 0 else 3):
-        path = path.parent
-    return path
+def index_path(work_dir: WorkDir | StoragePath, batch_id: str) -> StoragePath | None:
+    return WorkDir.of(work_dir).index_entry(batch_id)
 
 
-def index_path(work_dir: Any, batch_id: str) -> Any | None:
-    if not _BATCH_ID.fullmatch(batch_id):
-        return None
-    return work_dir / INDEX_FOLDER / f"{batch_id}.json"
-
-
-def record_origin(manifest: Manifest, record: BatchRecord, run_dir: Any) -> None:
-    """Write the index entry of ``record``'s batch (after the manifest names it)."""
-    path = index_path(work_dir_of(run_dir, manifest.map_index), record.batch_id or "")
+def record_origin(manifest: Manifest, record: BatchRecord, run_dir: RunDir | StoragePath) -> None:
+    """Write the index entry of ``record``'s batch (after the manifest names it), atomically."""
+    path = RunDir.of(run_dir).for_manifest(manifest).work_dir.index_entry(record.batch_id or "")
     if path is None:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
     entry = {
         "dag_id": manifest.dag_id,
         "run_id": manifest.run_id,
@@ -75,10 +58,10 @@ def record_origin(manifest: Manifest, record: BatchRecord, run_dir: Any) -> None
         "chunk": record.chunk,
         "round": record.round,
     }
-    path.write_bytes(json.dumps(entry).encode())
+    RunDir.write_atomic(path, json.dumps(entry).encode())
 
 
-def read_origin(work_dir: Any, batch_id: str) -> dict[str, Any] | None:
+def read_origin(work_dir: WorkDir | StoragePath, batch_id: str) -> dict[str, Any] | None:
     """The index entry of ``batch_id``, or None when no manifest under ``work_dir`` recorded it.
     Raises ``ValueError`` for an entry that is not one."""
     path = index_path(work_dir, batch_id)
@@ -123,12 +106,8 @@ class BatchOwner:
         return hashlib.sha256(text.encode()).hexdigest()[:40] + ".json"
 
 
-def _pending_folder(work_dir: Any) -> Any:
-    return work_dir / INDEX_FOLDER / PENDING_FOLDER
-
-
 def write_pending_create(
-    work_dir: Any, owner: BatchOwner, *, request_count: int, intent_at: datetime, until: datetime
+    work_dir: WorkDir, owner: BatchOwner, *, request_count: int, intent_at: datetime, until: datetime
 ) -> None:
     """Announce a create before sending it: a batch of ``request_count`` requests may appear
     between ``intent_at`` and ``until`` and is ``owner``'s."""
@@ -143,21 +122,20 @@ def write_pending_create(
         "intent_at": intent_at.isoformat(),
         "until": until.isoformat(),
     }
-    with atomic_writer(_pending_folder(work_dir) / owner.file_name()) as out:
-        out.write(json.dumps(entry).encode())
+    RunDir.write_atomic(work_dir.pending_entry(owner.file_name()), json.dumps(entry).encode())
 
 
-def drop_pending_create(work_dir: Any, owner: BatchOwner) -> None:
+def drop_pending_create(work_dir: WorkDir, owner: BatchOwner) -> None:
     """Forget ``owner``'s pending create (its batch's index entry now says whose it is)."""
-    path = _pending_folder(work_dir) / owner.file_name()
+    path = work_dir.pending_entry(owner.file_name())
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
 
 
-def pending_creates(work_dir: Any) -> list[dict[str, Any]]:
+def pending_creates(work_dir: WorkDir) -> list[dict[str, Any]]:
     """Every pending create under ``work_dir`` (unreadable entries are skipped: an entry is
     written whole, so only a foreign file can be unreadable)."""
-    folder = _pending_folder(work_dir)
+    folder = work_dir.pending_folder
     if not folder.exists():
         return []
     entries: list[dict[str, Any]] = []
@@ -194,7 +172,7 @@ class BatchOwnership:
     Read afresh on every call, so a lookup that waits sees entries written meanwhile.
     """
 
-    work_dir: Any
+    work_dir: WorkDir
     owner: BatchOwner
     request_count: int
 

@@ -21,16 +21,9 @@ from airflow_provider_claude_batch.batching import limits
 from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError
 from airflow_provider_claude_batch.batching.lines import iter_file_lines
 from airflow_provider_claude_batch.batching.rendering import RequestRenderer
+from airflow_provider_claude_batch.batching.run_dir import chunk_file_name, inputs_file_name
 
 CUSTOM_ID_COLUMN = "custom_id"
-
-
-def chunk_name(index: int) -> str:
-    return f"chunk-{index:05d}.jsonl"
-
-
-def inputs_name(index: int) -> str:
-    return f"inputs-{index:05d}.parquet"
 
 
 _CUSTOM_ID_PREFIX = b'{"custom_id":"'
@@ -144,7 +137,7 @@ class ChunkWriter:
 
     def _start(self, first_row: int) -> _OpenChunk:
         index = len(self.chunks)
-        handle = (self.directory / chunk_name(index)).open("wb")
+        handle = (self.directory / chunk_file_name(index)).open("wb")
         self._open = _OpenChunk(index=index, first_row=first_row, handle=handle)
         return self._open
 
@@ -156,8 +149,8 @@ class ChunkWriter:
         self.chunks.append(
             ChunkInfo(
                 index=chunk.index,
-                requests_file=chunk_name(chunk.index),
-                inputs_file=inputs_name(chunk.index) if chunk.inputs_writer is not None else None,
+                requests_file=chunk_file_name(chunk.index),
+                inputs_file=inputs_file_name(chunk.index) if chunk.inputs_writer is not None else None,
                 request_count=chunk.body.count,
                 body_bytes=chunk.body.body_bytes,
                 sha256=chunk.body.sha256,
@@ -208,7 +201,7 @@ class ChunkWriter:
             return
         part = inputs.slice(start, end - start)
         if chunk.inputs_writer is None:
-            chunk.inputs_sink = (self.directory / inputs_name(chunk.index)).open("wb")
+            chunk.inputs_sink = (self.directory / inputs_file_name(chunk.index)).open("wb")
             chunk.inputs_writer = pq.ParquetWriter(chunk.inputs_sink, part.schema)
         chunk.inputs_writer.write_table(part)
 

@@ -25,13 +25,13 @@ from airflow_provider_claude_batch.batching.manifest import BatchRecord, Manifes
 from airflow_provider_claude_batch.batching.pricing import PriceTable, sync_api_cost
 from airflow_provider_claude_batch.batching.results import RESULT_SCHEMA, TOKEN_COLUMNS, ResultParser
 from airflow_provider_claude_batch.batching.rounds import final_rounds, records_by_chunk
+from airflow_provider_claude_batch.batching.run_dir import LANDING_SUMMARY_NAME as LANDING_SUMMARY_NAME
+from airflow_provider_claude_batch.batching.run_dir import RunDir
+from airflow_provider_claude_batch.batching.storage import StoragePath
 from airflow_provider_claude_batch.exceptions import (
     ClaudeBatchInputError,
     ClaudeBatchMissingResultsError,
 )
-
-#: The transfer's summary, saved beside the manifest (cost per batch, for the Claude Batches page).
-LANDING_SUMMARY_NAME = "landing.json"
 
 
 @dataclass
@@ -130,9 +130,10 @@ class IdentityCheck:
         )
 
 
-def expected_ids(run_dir: Any, record: BatchRecord, inputs_record: BatchRecord) -> pa.Array | None:
+def expected_ids(run_dir: RunDir | StoragePath, record: BatchRecord, inputs_record: BatchRecord) -> pa.Array | None:
     """The custom_ids a batch was sent: from its request file, else (first round) from the
     chunk's saved input columns; ``None`` when neither is kept any more."""
+    run_dir = RunDir.of(run_dir)
     requests = run_dir / record.requests_file
     if requests.exists():
         with requests.open("rb") as handle:
@@ -143,7 +144,9 @@ def expected_ids(run_dir: Any, record: BatchRecord, inputs_record: BatchRecord) 
     return None
 
 
-def check_identity(run_dir: Any, record: BatchRecord, inputs_record: BatchRecord, raw_file: Any) -> IdentityCheck:
+def check_identity(
+    run_dir: RunDir | StoragePath, record: BatchRecord, inputs_record: BatchRecord, raw_file: StoragePath
+) -> IdentityCheck:
     """Compare the custom_ids of a batch's raw results with those it was sent.
 
     One pass over the raw file reads only each line's custom_id. Memory is the ids of one
@@ -191,7 +194,7 @@ def _kept(keep_columns: list[str]) -> list[str]:
 
 
 @contextmanager
-def _open_inputs(run_dir: Any, record: BatchRecord, keep_columns: list[str]) -> Iterator[IO[bytes]]:
+def _open_inputs(run_dir: RunDir, record: BatchRecord, keep_columns: list[str]) -> Iterator[IO[bytes]]:
     """The chunk's saved input columns, open for reading."""
     if record.inputs_file is None:
         raise ClaudeBatchInputError(
@@ -210,7 +213,7 @@ def _open_inputs(run_dir: Any, record: BatchRecord, keep_columns: list[str]) -> 
         yield handle
 
 
-def _input_lookup(run_dir: Any, record: BatchRecord, keep_columns: list[str]) -> pa.Table | None:
+def _input_lookup(run_dir: RunDir, record: BatchRecord, keep_columns: list[str]) -> pa.Table | None:
     """custom_id and the kept input columns of one chunk (checked by :func:`output_schema`)."""
     if not keep_columns:
         return None
@@ -219,7 +222,7 @@ def _input_lookup(run_dir: Any, record: BatchRecord, keep_columns: list[str]) ->
 
 
 def output_schema(
-    run_dir: Any, manifest: Manifest, keep_columns: list[str], rename: Mapping[str, str] | None = None
+    run_dir: RunDir | StoragePath, manifest: Manifest, keep_columns: list[str], rename: Mapping[str, str] | None = None
 ) -> pa.Schema:
     """The results schema plus the kept input columns (named as ``rename`` says), read from
     the first chunk's Parquet footer; a missing or clashing column is an error before anything
@@ -228,7 +231,7 @@ def output_schema(
     if not keep_columns or not manifest.batches:
         return schema
     rename = rename or {}
-    with _open_inputs(run_dir, manifest.batches[0], keep_columns) as handle:
+    with _open_inputs(RunDir.of(run_dir), manifest.batches[0], keep_columns) as handle:
         saved = pq.read_schema(handle)
     missing = [c for c in keep_columns if c not in saved.names]
     if missing:
@@ -278,7 +281,7 @@ def _grouped(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.Table]
 
 
 def parse_record(
-    run_dir: Any,
+    run_dir: RunDir,
     inputs_record: BatchRecord,
     record: BatchRecord,
     raw_file: Any,
@@ -379,7 +382,7 @@ def _landing_memory_pool() -> Iterator[None]:
 
 
 def write_parts(
-    run_dir: Any,
+    run_dir: RunDir | StoragePath,
     manifest: Manifest,
     raw_files: dict[str, Any],
     staged_dir: Any,
@@ -394,6 +397,7 @@ def write_parts(
 
     Each request's row comes from the last round it was submitted in.
     """
+    run_dir = RunDir.of(run_dir)
     with _landing_memory_pool():
         schema = output_schema(run_dir, manifest, keep_columns, rename)
         stats = LandingStats()
@@ -419,7 +423,7 @@ def write_parts(
             if rows != base.request_count:
                 raise ClaudeBatchMissingResultsError(
                     f"chunk {chunk} has {base.request_count} requests but {rows} final results across "
-                    f"{len(records)} round(s); the raw results are kept under {run_dir / 'raw'}"
+                    f"{len(records)} round(s); the raw results are kept under {run_dir.raw_folder}"
                 )
             stats.files.append(name)
         stats.rounds = max((r.round for r in manifest.batches), default=0) + 1

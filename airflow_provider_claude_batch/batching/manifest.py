@@ -29,10 +29,11 @@ from datetime import datetime, timezone
 from typing import Any
 
 from airflow_provider_claude_batch.batching.batch_state import ENDED, BatchState
-from airflow_provider_claude_batch.batching.storage import as_path, atomic_writer
+from airflow_provider_claude_batch.batching.run_dir import MANIFEST_NAME as MANIFEST_NAME
+from airflow_provider_claude_batch.batching.run_dir import RunDir
+from airflow_provider_claude_batch.batching.storage import StoragePath
 from airflow_provider_claude_batch.exceptions import ClaudeBatchManifestError
 
-MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
 
 
@@ -151,19 +152,20 @@ class Manifest:
         except (ValueError, TypeError, AttributeError) as exc:
             raise ClaudeBatchManifestError(f"{where} is not a readable manifest: {exc}") from None
 
-    def save(self, directory: Any) -> Any:
+    def save(self, directory: RunDir | StoragePath) -> Any:
+        """Write the manifest into its run folder (a ``RunDir``, path or URI), atomically."""
         self.updated_at = utcnow_iso()
-        target = as_path(directory) / MANIFEST_NAME
-        with atomic_writer(target) as out:
-            out.write(self.to_json())
-        return target
+        return RunDir.write_atomic(RunDir.of(directory).manifest, self.to_json())
 
 
-def load_manifest(location: Any) -> Manifest:
-    """Read a manifest from its file or its folder."""
-    path = as_path(location)
-    if path.name != MANIFEST_NAME:
-        path = path / MANIFEST_NAME
+def load_manifest(location: RunDir | StoragePath) -> Manifest:
+    """Read a manifest from its run folder (a ``RunDir``, path or URI) or its file."""
+    if isinstance(location, RunDir):
+        path = location.manifest
+    else:
+        path = RunDir.of(location).path
+        if path.name != MANIFEST_NAME:
+            path = path / MANIFEST_NAME
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -176,8 +178,8 @@ def load_manifest(location: Any) -> Manifest:
     return Manifest.from_json(data, where=str(path))
 
 
-def manifest_exists(directory: Any) -> bool:
-    return bool((as_path(directory) / MANIFEST_NAME).exists())
+def manifest_exists(directory: RunDir | StoragePath) -> bool:
+    return bool(RunDir.of(directory).manifest.exists())
 
 
 def fingerprint(spec: dict[str, Any], max_requests: int, max_bytes: int, chunk_hashes: list[str]) -> str:

@@ -11,13 +11,14 @@ final outcome is the one from the highest round that included it.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 from airflow_provider_claude_batch.batching import limits
 from airflow_provider_claude_batch.batching.chunks import ChunkBody, request_id
 from airflow_provider_claude_batch.batching.lines import iter_file_lines
 from airflow_provider_claude_batch.batching.manifest import BatchRecord, Manifest
 from airflow_provider_claude_batch.batching.results import decode_result_line
+from airflow_provider_claude_batch.batching.run_dir import RunDir
+from airflow_provider_claude_batch.batching.storage import StoragePath
 from airflow_provider_claude_batch.exceptions import ClaudeBatchManifestError
 
 
@@ -46,12 +47,13 @@ def records_by_chunk(manifest: Manifest) -> dict[int, list[BatchRecord]]:
     return {chunk: sorted(records, key=lambda r: r.round) for chunk, records in sorted(grouped.items())}
 
 
-def plan_next_round(manifest: Manifest, run_dir: Any, max_retry_rounds: int) -> list[BatchRecord]:
+def plan_next_round(manifest: Manifest, run_dir: RunDir | StoragePath, max_retry_rounds: int) -> list[BatchRecord]:
     """Write the request files of the next round and return its (not yet created) records.
 
     Empty when nothing is retryable or the rounds are used up. Needs every record's raw
     results saved (``results_file``).
     """
+    run_dir = RunDir.of(run_dir)
     new_records: list[BatchRecord] = []
     for chunk, records in records_by_chunk(manifest).items():
         latest = records[-1]
@@ -65,7 +67,7 @@ def plan_next_round(manifest: Manifest, run_dir: Any, max_retry_rounds: int) -> 
             continue
         next_round = latest.round + 1
         base = records[0]
-        requests_file = f"round-{next_round:02d}/chunk-{chunk:05d}.jsonl"
+        requests_file = RunDir.round_requests_file(next_round, chunk)
         target = run_dir / requests_file
         target.parent.mkdir(parents=True, exist_ok=True)
         body = ChunkBody()
@@ -86,10 +88,11 @@ def plan_next_round(manifest: Manifest, run_dir: Any, max_retry_rounds: int) -> 
     return new_records
 
 
-def final_rounds(run_dir: Any, records: list[BatchRecord]) -> dict[str, int]:
+def final_rounds(run_dir: RunDir | StoragePath, records: list[BatchRecord]) -> dict[str, int]:
     """For one chunk: the round each resubmitted custom_id last went out in (ids absent from
     the result stayed in round 0). Read from each round's saved results, which hold one line per
     request sent, so re-landing needs no request file of a later round."""
+    run_dir = RunDir.of(run_dir)
     final: dict[str, int] = {}
     for record in records:
         if record.round == 0:

@@ -1,6 +1,6 @@
 """Small helpers over path objects (``pathlib.Path``, ``ObjectStoragePath``, any ``UPath``).
 
-Nothing here imports Airflow: callers pass path objects, so the same code writes to local
+Nothing here needs Airflow (``as_path`` uses its ``ObjectStoragePath`` when installed): callers pass path objects, so the same code writes to local
 disk in tests and to S3/GCS in production.
 """
 
@@ -16,19 +16,40 @@ from typing import IO, Any
 
 from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError
 
+#: A path object: ``pathlib.Path``, any ``UPath`` or Airflow's ``ObjectStoragePath`` (a ``UPath``
+#: proxy that mypy does not see as one, hence ``Any``). Each supports ``/``, ``open``, ``exists``,
+#: ``mkdir``, ``iterdir`` and ``unlink``; the helpers below cover what they do differently.
+StoragePath = Any
 
-def as_path(location: Any) -> Any:
-    """A path object for ``location`` (already a path object, or a string/URI). An empty
-    string is an error: as a path it would mean the process's working folder."""
-    if isinstance(location, str):
-        if not location.strip():
-            raise ClaudeBatchInputError(f"a location is an empty string ({location!r}), not a path")
-        if "://" in location and not location.startswith("file://"):
-            from upath import UPath
 
+def as_path(location: Any) -> StoragePath:
+    """The one path type for a location: a path object is kept, a string becomes one.
+
+    A local path (or ``file://`` URI) becomes a local ``UPath`` (also a ``pathlib.Path``).
+    Any other URI becomes Airflow's ``ObjectStoragePath`` when Airflow is installed and has a
+    file system for its scheme, so that Airflow's connections sign the requests (the default
+    one of the scheme, or one named in the URI: ``s3://aws_default@bucket/...``); otherwise a
+    plain ``UPath`` with fsspec's own settings (the core runs without Airflow). An empty string
+    is an error: as a path it would mean the process's working folder.
+    """
+    if not isinstance(location, str):
+        return location
+    if not location.strip():
+        raise ClaudeBatchInputError(f"a location is an empty string ({location!r}), not a path")
+    from upath import UPath
+
+    if "://" in location and not location.startswith("file://"):
+        try:
+            from airflow.sdk import ObjectStoragePath
+        except ImportError:
             return UPath(location)
-        return Path(location.removeprefix("file://"))
-    return location
+        path = ObjectStoragePath(location)
+        try:
+            path.fs  # noqa: B018 - Airflow raises ValueError when no provider serves the scheme
+        except ValueError:
+            return UPath(location)
+        return path
+    return UPath(location.removeprefix("file://"))
 
 
 def is_local(path: Any) -> bool:

@@ -1,5 +1,12 @@
-"""The submit task's work, step by step: stage request chunks, reconcile them with an earlier
-try's manifest, then create only the batches that do not exist yet.
+"""The submit task's work: stage request chunks, check the budget, reconcile them with an
+earlier try's manifest, then create only the batches that do not exist yet.
+
+:class:`Submission` runs these steps for one task instance and owns their order. Its one rule
+for staging: a try renders into a fresh ``requests-<id>/`` folder, and that folder is deleted
+(in :meth:`Submission.submit`, and nowhere else) unless the manifest this try works from names
+it. A budget failure, an empty source, a re-attach to an earlier try's identical staging or a
+refused input change therefore leave nothing behind, and the staging the manifest names is
+never deleted.
 
 ``hook`` arguments are duck-typed (``create_batch``, ``find_created_batch``,
 ``create_window``, ``cancel_batch``), so this module stays free of Airflow imports.
@@ -8,8 +15,7 @@ try's manifest, then create only the batches that do not exist yet.
 from __future__ import annotations
 
 import logging
-import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
@@ -18,7 +24,6 @@ from airflow_provider_claude_batch.batching.batch_index import (
     BatchOwnership,
     drop_pending_create,
     record_origin,
-    work_dir_of,
     write_pending_create,
 )
 from airflow_provider_claude_batch.batching.cancel import cancel_batches
@@ -38,14 +43,15 @@ from airflow_provider_claude_batch.batching.manifest import (
 )
 from airflow_provider_claude_batch.batching.pricing import PriceTable, RequestTally, cost_ceiling
 from airflow_provider_claude_batch.batching.rendering import RequestRenderer, RequestSpec
+from airflow_provider_claude_batch.batching.run_dir import STAGING_PREFIX as STAGING_PREFIX
+from airflow_provider_claude_batch.batching.run_dir import RunDir, WorkDir
 from airflow_provider_claude_batch.batching.sources import open_source
-from airflow_provider_claude_batch.batching.storage import remove_tree
+from airflow_provider_claude_batch.batching.storage import StoragePath
 
 log = logging.getLogger(__name__)
 
 InputChangePolicy = Literal["fail", "resubmit"]
 INPUT_CHANGE_POLICIES = ("fail", "resubmit")
-STAGING_PREFIX = "requests-"
 
 
 @dataclass
@@ -63,7 +69,7 @@ def stage_requests(
     source: Any,
     spec: RequestSpec,
     chunk_limits: ChunkLimits,
-    run_dir: Any,
+    run_dir: RunDir | StoragePath,
     *,
     input_columns: list[str] | Literal["all"] | None = "all",
     source_format: str | None = None,
@@ -73,6 +79,7 @@ def stage_requests(
     Everything is validated here, before any batch exists: a bad row stops the run with its
     row number and field, and the partial folder is removed.
     """
+    run_dir = RunDir.of(run_dir)
     renderer = RequestRenderer(spec)
     wanted: list[str] | None = None
     if isinstance(input_columns, list):
@@ -92,7 +99,7 @@ def stage_requests(
                 f"input_columns {missing} are not in {opened.description}; its columns are {opened.schema.names}"
             )
         saved = list(input_columns)
-    name = f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}"
+    name = run_dir.new_staging_name()
     directory = run_dir / name
     directory.mkdir(parents=True, exist_ok=True)
     writer = ChunkWriter(directory, chunk_limits, input_columns=saved)
@@ -102,7 +109,7 @@ def stage_requests(
         chunks = writer.close()
     except BaseException:
         writer.abort()
-        remove_tree(directory)
+        run_dir.drop_staging(name)
         raise
     total = sum(chunk.request_count for chunk in chunks)
     digest = fingerprint(spec.describe(), chunk_limits.max_requests, chunk_limits.max_bytes, [c.sha256 for c in chunks])
@@ -159,8 +166,8 @@ def new_manifest(
             BatchRecord(
                 chunk=chunk.index,
                 round=0,
-                requests_file=f"{staged.directory_name}/{chunk.requests_file}",
-                inputs_file=f"{staged.directory_name}/{chunk.inputs_file}" if chunk.inputs_file else None,
+                requests_file=RunDir.staged_file(staged.directory_name, chunk.requests_file),
+                inputs_file=RunDir.staged_file(staged.directory_name, chunk.inputs_file) if chunk.inputs_file else None,
                 request_count=chunk.request_count,
                 body_bytes=chunk.body_bytes,
                 sha256=chunk.sha256,
@@ -170,58 +177,7 @@ def new_manifest(
     )
 
 
-def reconcile(
-    existing: Manifest | None,
-    staged: StagedRun,
-    fresh: Manifest,
-    run_dir: Any,
-    *,
-    policy: InputChangePolicy,
-    hook: Any,
-) -> tuple[Manifest, bool]:
-    """Decide which manifest this try works from. Returns it and whether it is re-attached.
-
-    Same fingerprint: the earlier try's manifest (its batches are ours; the new staging is
-    dropped). Different fingerprint: ``fail`` raises before anything is created; ``resubmit``
-    cancels the earlier batches that are still running and starts over, keeping the old
-    manifest beside the new one for the record.
-    """
-    if existing is None:
-        return fresh, False
-    if existing.fingerprint == staged.fingerprint:
-        if _staging_lost(existing, run_dir):
-            # Same fingerprint, so the new chunk files are byte for byte the lost ones: point the
-            # earlier batches' records at them (a lifecycle rule may expire request bodies).
-            by_chunk = {record.chunk: record for record in fresh.batches}
-            for record in existing.batches:
-                if record.round == 0:
-                    record.requests_file = by_chunk[record.chunk].requests_file
-                    record.inputs_file = by_chunk[record.chunk].inputs_file
-            log.warning("The request files of an earlier try are gone; using the identical ones rendered now.")
-        else:
-            remove_tree(run_dir / staged.directory_name)
-        return existing, True
-    created = existing.batch_ids()
-    if policy == "fail":
-        remove_tree(run_dir / staged.directory_name)
-        raise ClaudeBatchManifestError(
-            f"the input of {existing.task_id!r} changed since an earlier try created {len(created)} batch(es) "
-            f"({', '.join(created[:5])}{'...' if len(created) > 5 else ''}); fingerprint {existing.fingerprint[:12]} "
-            f"is now {staged.fingerprint[:12]}. Nothing was submitted. To replace them, set "
-            "on_input_change='resubmit' (cancels the earlier batches and submits the new input)."
-        )
-    cancel_batches(hook, existing.open_batch_ids(), reason="Input changed", log=log)
-    stamp = datetime.now().strftime("%Y%m%dT%H%M%S")
-    with (run_dir / f"manifest.replaced-{stamp}.json").open("wb") as out:
-        out.write(existing.to_json())
-    fresh.notes.append(
-        f"{utcnow_iso()}: input changed; replaced fingerprint {existing.fingerprint[:12]} "
-        f"(batches {', '.join(created) or 'none'} canceled if still running)"
-    )
-    return fresh, False
-
-
-def create_missing_batches(manifest: Manifest, run_dir: Any, hook: Any) -> list[str]:
+def create_missing_batches(manifest: Manifest, run_dir: RunDir | StoragePath, hook: Any) -> list[str]:
     """Create a batch for every record without one, saving the manifest around each create.
 
     A record that already has an intent but no batch id was being created by an earlier try:
@@ -236,7 +192,8 @@ def create_missing_batches(manifest: Manifest, run_dir: Any, hook: Any) -> list[
     time sees what the other recorded or intends.
     """
     created: list[str] = []
-    work_dir = work_dir_of(run_dir, manifest.map_index)
+    run_dir = RunDir.of(run_dir).for_manifest(manifest)
+    work_dir = run_dir.work_dir
     window: timedelta = hook.create_window
     for record in manifest.batches:
         _catch_up(record, run_dir)
@@ -301,7 +258,9 @@ def create_missing_batches(manifest: Manifest, run_dir: Any, hook: Any) -> list[
     return created
 
 
-def _record_owned(manifest: Manifest, record: BatchRecord, run_dir: Any, work_dir: Any, owner: BatchOwner) -> None:
+def _record_owned(
+    manifest: Manifest, record: BatchRecord, run_dir: RunDir, work_dir: WorkDir, owner: BatchOwner
+) -> None:
     """Record ``record``'s batch: the index entry first (once the manifest names a batch, its
     entry exists too), then the manifest, then forget the pending create."""
     record_origin(manifest, record, run_dir)
@@ -310,7 +269,13 @@ def _record_owned(manifest: Manifest, record: BatchRecord, run_dir: Any, work_di
 
 
 def _close_intent(
-    manifest: Manifest, record: BatchRecord, run_dir: Any, work_dir: Any, owner: BatchOwner, *, created_nothing: bool
+    manifest: Manifest,
+    record: BatchRecord,
+    run_dir: RunDir,
+    work_dir: WorkDir,
+    owner: BatchOwner,
+    *,
+    created_nothing: bool,
 ) -> None:
     """A create failed and this try stops waiting for it. When the API surely created nothing
     the intent is forgotten; otherwise it stays (a later try looks for the batch once) but is
@@ -323,7 +288,7 @@ def _close_intent(
     manifest.save(run_dir)
 
 
-def _catch_up(record: BatchRecord, run_dir: Any) -> None:
+def _catch_up(record: BatchRecord, run_dir: RunDir) -> None:
     """Take what another try of this task instance recorded for ``record`` since this try
     read the manifest: its batch id, or a newer intent (whose create may be in flight)."""
     if not record.needs_create or not manifest_exists(run_dir):
@@ -351,7 +316,7 @@ def _record_created(record: BatchRecord, batch: Any) -> None:
     record.processing_status = batch.processing_status
 
 
-def _staging_lost(manifest: Manifest, run_dir: Any) -> bool:
+def _staging_lost(manifest: Manifest, run_dir: RunDir) -> bool:
     """Whether a first-round request or input file the manifest names no longer exists."""
     for record in manifest.batches:
         if record.round != 0:
@@ -362,17 +327,167 @@ def _staging_lost(manifest: Manifest, run_dir: Any) -> bool:
     return False
 
 
-def drop_unreferenced_staging(manifest: Manifest, run_dir: Any) -> None:
-    """Remove ``requests-*`` folders that no manifest record points at (left by failed tries)."""
-    used = {record.requests_file.split("/", 1)[0] for record in manifest.batches}
-    if not run_dir.exists():
-        return
-    for child in run_dir.iterdir():
-        if child.name.startswith(STAGING_PREFIX) and child.name not in used:
-            remove_tree(child)
-
-
 def check_policy(policy: str) -> InputChangePolicy:
     if policy not in INPUT_CHANGE_POLICIES:
         raise ClaudeBatchInputError(f"on_input_change must be one of {INPUT_CHANGE_POLICIES}, got {policy!r}")
     return policy  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class TaskInstance:
+    """The task instance a submission works for: its run folder, manifest and batches are its own."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int
+    conn_id: str
+
+
+@dataclass
+class Submitted:
+    """What a submission did: the manifest it works from and the batches it created now."""
+
+    manifest: Manifest
+    created: list[str]
+    #: The most the new work could cost at batch prices (None: a model has no price).
+    cost_ceiling: float | None
+    #: Whether the manifest is an earlier try's of the same input.
+    reattached: bool
+
+
+@dataclass
+class Submission:
+    """One task instance's submission: stage, budget, reconcile, create, in that order.
+
+    Nothing is created before the whole input is rendered, the budget allows the new work, and
+    an earlier try's manifest is reconciled; see the module docstring for the staging rule.
+    """
+
+    run_dir: RunDir
+    task: TaskInstance
+    spec: RequestSpec
+    chunk_limits: ChunkLimits
+    hook: Any
+    prices: PriceTable = field(default_factory=PriceTable)
+    max_cost_usd: float | None = None
+    policy: InputChangePolicy = "fail"
+    logger: Any = log
+
+    def submit(
+        self,
+        source: Any,
+        *,
+        input_columns: list[str] | Literal["all"] | None = "all",
+        source_format: str | None = None,
+        source_location: str | None = None,
+    ) -> Submitted | None:
+        """Submit ``source``'s rows. None when it has no rows and no earlier try created batches:
+        nothing was submitted and nothing is left in the run folder but what was there."""
+        self.run_dir.mkdir()
+        staged = stage_requests(
+            source, self.spec, self.chunk_limits, self.run_dir, input_columns=input_columns, source_format=source_format
+        )
+        self.logger.info(
+            "Rendered %d requests into %d chunk(s) (limits: %d requests, %d bytes per batch); fingerprint %s.",
+            staged.total_requests,
+            len(staged.chunks),
+            self.chunk_limits.max_requests,
+            self.chunk_limits.max_bytes,
+            staged.fingerprint[:12],
+        )
+        existing = load_manifest(self.run_dir) if manifest_exists(self.run_dir) else None
+        manifest: Manifest | None = None
+        try:
+            ceiling = self._check_budget(staged, existing)
+            if staged.total_requests == 0 and (existing is None or not existing.batch_ids()):
+                return None
+            manifest, reattached = self._reconcile(existing, staged)
+        finally:
+            # The one place this try's staging is deleted: when the manifest does not name it.
+            if manifest is None or staged.directory_name not in _staging_names(manifest):
+                self.run_dir.drop_staging(staged.directory_name)
+        manifest.source = source_location
+        if reattached:
+            self.logger.info(
+                "Input unchanged since an earlier try: re-attaching to %d existing batch(es).",
+                len(manifest.batch_ids()),
+            )
+        manifest.save(self.run_dir)
+        self._drop_earlier_staging(manifest)
+        created = create_missing_batches(manifest, self.run_dir, self.hook)
+        return Submitted(manifest, created, ceiling, reattached)
+
+    def _check_budget(self, staged: StagedRun, existing: Manifest | None) -> float | None:
+        # The budget guards new work only: re-attaching to batches of the same input bills nothing.
+        new_work = existing is None or existing.fingerprint != staged.fingerprint
+        ceiling = check_budget(staged, self.prices, self.max_cost_usd if new_work else None)
+        self.logger.info(
+            "Cost ceiling: %s at batch prices%s.",
+            "unknown (a model has no price)" if ceiling is None else f"${ceiling:,.4f}",
+            f" (max_cost_usd ${self.max_cost_usd:,.2f})" if self.max_cost_usd is not None else "",
+        )
+        return ceiling
+
+    def _new_manifest(self, staged: StagedRun) -> Manifest:
+        return new_manifest(
+            staged,
+            dag_id=self.task.dag_id,
+            run_id=self.task.run_id,
+            task_id=self.task.task_id,
+            map_index=self.task.map_index,
+            conn_id=self.task.conn_id,
+            spec=self.spec,
+            chunk_limits=self.chunk_limits,
+        )
+
+    def _reconcile(self, existing: Manifest | None, staged: StagedRun) -> tuple[Manifest, bool]:
+        """Decide which manifest this try works from. Returns it and whether it is re-attached.
+
+        Same fingerprint: the earlier try's manifest (its batches are ours). Different
+        fingerprint: ``fail`` raises before anything is created; ``resubmit`` cancels the earlier
+        batches that are still running and starts over, keeping the old manifest beside the new
+        one for the record.
+        """
+        fresh = self._new_manifest(staged)
+        if existing is None:
+            return fresh, False
+        if existing.fingerprint == staged.fingerprint:
+            if _staging_lost(existing, self.run_dir):
+                # Same fingerprint, so the new chunk files are byte for byte the lost ones: point the
+                # earlier batches' records at them (a lifecycle rule may expire request bodies).
+                by_chunk = {record.chunk: record for record in fresh.batches}
+                for record in existing.batches:
+                    if record.round == 0:
+                        record.requests_file = by_chunk[record.chunk].requests_file
+                        record.inputs_file = by_chunk[record.chunk].inputs_file
+                self.logger.warning(
+                    "The request files of an earlier try are gone; using the identical ones rendered now."
+                )
+            return existing, True
+        created = existing.batch_ids()
+        if self.policy == "fail":
+            raise ClaudeBatchManifestError(
+                f"the input of {existing.task_id!r} changed since an earlier try created {len(created)} batch(es) "
+                f"({', '.join(created[:5])}{'...' if len(created) > 5 else ''}); fingerprint "
+                f"{existing.fingerprint[:12]} is now {staged.fingerprint[:12]}. Nothing was submitted. To replace "
+                "them, set on_input_change='resubmit' (cancels the earlier batches and submits the new input)."
+            )
+        cancel_batches(self.hook, existing.open_batch_ids(), reason="Input changed", log=self.logger)
+        RunDir.write_atomic(self.run_dir.replaced_manifest(datetime.now()), existing.to_json())
+        fresh.notes.append(
+            f"{utcnow_iso()}: input changed; replaced fingerprint {existing.fingerprint[:12]} "
+            f"(batches {', '.join(created) or 'none'} canceled if still running)"
+        )
+        return fresh, False
+
+    def _drop_earlier_staging(self, manifest: Manifest) -> None:
+        """Remove staging folders of earlier tries that the manifest does not name."""
+        used = _staging_names(manifest)
+        for name in list(self.run_dir.staging_names()):
+            if name not in used:
+                self.run_dir.drop_staging(name)
+
+
+def _staging_names(manifest: Manifest) -> set[str]:
+    return {RunDir.staging_name_of(record.requests_file) for record in manifest.batches}

@@ -29,12 +29,14 @@ from airflow.sdk.definitions._internal.types import SET_DURING_EXECUTION
 from airflow.sdk.definitions.context import context_merge
 
 from airflow_provider_claude_batch.batching.landing import keep_columns_spec
+from airflow_provider_claude_batch.batching.run_dir import RunDir
+from airflow_provider_claude_batch.batching.storage import as_path
 from airflow_provider_claude_batch.conventions import as_seconds, default_deferrable
 from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
 from airflow_provider_claude_batch.operators.submit import ClaudeBatchSubmitOperator, _UntemplatedSource
 from airflow_provider_claude_batch.sensors.batch import DEFAULT_TIMEOUT_SECONDS
 from airflow_provider_claude_batch.transfers.batch_to_parquet import ClaudeBatchToParquetOperator
-from airflow_provider_claude_batch.workdir import as_storage_path, run_directory
+from airflow_provider_claude_batch.workdir import run_directory
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -128,13 +130,13 @@ class _ClaudeBatchDecoratedOperator(DecoratedOperator, ClaudeBatchSubmitOperator
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resumed by the trigger: land (possibly deferring again for resubmitted requests)."""
         ti = context["ti"]
-        manifest = run_directory(self.work_dir, ti.dag_id, ti.run_id, ti.task_id, ti.map_index) / "manifest.json"
+        manifest = run_directory(self.work_dir, ti.dag_id, ti.run_id, ti.task_id, ti.map_index).manifest
         return self._land(context, str(manifest), lambda lander: lander.execute_complete(context, event))
 
     def _land(
         self, context: Context, manifest: str, step: Callable[[ClaudeBatchToParquetOperator], dict[str, Any]]
     ) -> dict[str, Any]:
-        destination = self.destination or str(as_storage_path(manifest).parent / "output")
+        destination = self.destination or str(RunDir(as_path(manifest).parent).default_output)
         lander = self._lander(destination, manifest)
         landed = step(lander)
         self.output_link = lander.output_link

@@ -11,18 +11,8 @@ from airflow.sdk.exceptions import AirflowSkipException
 from airflow_provider_claude_batch.batching import limits
 from airflow_provider_claude_batch.batching.chunks import ChunkLimits
 from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError
-from airflow_provider_claude_batch.batching.manifest import load_manifest, manifest_exists
 from airflow_provider_claude_batch.batching.rendering import TEXT_COLUMN, RequestSpec, fields_template
-from airflow_provider_claude_batch.batching.storage import remove_tree
-from airflow_provider_claude_batch.batching.submission import (
-    check_budget,
-    check_policy,
-    create_missing_batches,
-    drop_unreferenced_staging,
-    new_manifest,
-    reconcile,
-    stage_requests,
-)
+from airflow_provider_claude_batch.batching.submission import Submission, TaskInstance, check_policy
 from airflow_provider_claude_batch.config import price_table
 from airflow_provider_claude_batch.conventions import PROMPT_FILE_EXTENSIONS, ClaudeBatchParameterError, pick_alias
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
@@ -207,13 +197,11 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             return source.uri
         return source
 
-    def execute(self, context: Context) -> dict[str, Any]:
-        hook = ClaudeBatchHook(self.claude_batch_conn_id)
-        model = self.model or hook.settings.default_model
+    def _spec(self, hook: ClaudeBatchHook) -> RequestSpec:
         as_template = fields_template if self.prompt_format == "fields" else str
-        spec = RequestSpec(
+        return RequestSpec(
             prompt=as_template(self.prompt),
-            model=model or "",
+            model=self.model or hook.settings.default_model or "",
             max_tokens=self.max_tokens,
             system=None if self.system is None else as_template(self.system),
             params=self.request_params,
@@ -222,72 +210,39 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             id_prefix=self.id_prefix,
             allow_empty_prompt=self.allow_empty_prompt,
         )
-        chunk_limits = ChunkLimits(self.max_requests_per_batch, self.max_bytes_per_batch)
-        ti = context["ti"]
-        run_dir = run_directory(self.work_dir, ti.dag_id, ti.run_id, ti.task_id, ti.map_index)
-        warn_if_local_with_remote_executor(run_dir, self.log)
-        run_dir.mkdir(parents=True, exist_ok=True)
 
-        staged = stage_requests(
-            self._source_value(),
-            spec,
-            chunk_limits,
+    def execute(self, context: Context) -> dict[str, Any]:
+        hook = ClaudeBatchHook(self.claude_batch_conn_id)
+        ti = context["ti"]
+        map_index = ti.map_index if ti.map_index is not None else -1
+        run_dir = run_directory(self.work_dir, ti.dag_id, ti.run_id, ti.task_id, map_index)
+        warn_if_local_with_remote_executor(run_dir, self.log)
+        submission = Submission(
             run_dir,
+            TaskInstance(ti.dag_id, ti.run_id, ti.task_id, map_index, self.claude_batch_conn_id),
+            self._spec(hook),
+            ChunkLimits(self.max_requests_per_batch, self.max_bytes_per_batch),
+            hook,
+            prices=price_table(self.prices),
+            max_cost_usd=self.max_cost_usd,
+            policy=self.on_input_change,
+            logger=self.log,
+        )
+        source = self._source_value()
+        submitted = submission.submit(
+            source,
             input_columns=self.input_columns,
             source_format=self.source_format,
+            source_location=source_location(source),
         )
-        self.log.info(
-            "Rendered %d requests into %d chunk(s) (limits: %d requests, %d bytes per batch); fingerprint %s.",
-            staged.total_requests,
-            len(staged.chunks),
-            chunk_limits.max_requests,
-            chunk_limits.max_bytes,
-            staged.fingerprint[:12],
-        )
-        existing = load_manifest(run_dir) if manifest_exists(run_dir) else None
-        # The budget guards new work only: re-attaching to batches of the same input bills nothing.
-        new_work = existing is None or existing.fingerprint != staged.fingerprint
-        try:
-            ceiling = check_budget(staged, price_table(self.prices), self.max_cost_usd if new_work else None)
-        except BaseException:  # nothing was submitted: leave no staging behind
-            remove_tree(run_dir / staged.directory_name)
-            raise
-        self.log.info(
-            "Cost ceiling: %s at batch prices%s.",
-            "unknown (a model has no price)" if ceiling is None else f"${ceiling:,.4f}",
-            f" (max_cost_usd ${self.max_cost_usd:,.2f})" if self.max_cost_usd is not None else "",
-        )
-        if staged.total_requests == 0 and (existing is None or not existing.batch_ids()):
-            remove_tree(run_dir / staged.directory_name)
+        if submitted is None:
             message = "The source has no rows: nothing to submit."
             if self.on_empty == "fail":
                 raise ClaudeBatchInputError(message + " (on_empty='fail')")
             raise AirflowSkipException(message)
-        fresh = new_manifest(
-            staged,
-            dag_id=ti.dag_id,
-            run_id=ti.run_id,
-            task_id=ti.task_id,
-            map_index=ti.map_index if ti.map_index is not None else -1,
-            conn_id=self.claude_batch_conn_id,
-            spec=spec,
-            chunk_limits=chunk_limits,
-        )
-        manifest, reattached = reconcile(existing, staged, fresh, run_dir, policy=self.on_input_change, hook=hook)
-        manifest.source = source_location(self._source_value())
-        if reattached:
-            self.log.info(
-                "Input unchanged since an earlier try: re-attaching to %d existing batch(es).",
-                len(manifest.batch_ids()),
-            )
-        manifest.save(run_dir)
-        drop_unreferenced_staging(manifest, run_dir)
-        created = create_missing_batches(manifest, run_dir, hook)
-        summary = {
-            "manifest": str(run_dir / "manifest.json"),
-            "conn_id": self.claude_batch_conn_id,
-            **manifest.summary(),
-        }
+        manifest, created = submitted.manifest, submitted.created
+        ceiling = submitted.cost_ceiling
+        summary = {"manifest": str(run_dir.manifest), "conn_id": self.claude_batch_conn_id, **manifest.summary()}
         summary["created_now"] = created
         summary["cost_ceiling_usd"] = None if ceiling is None else round(ceiling, 6)
         if manifest.batch_ids():

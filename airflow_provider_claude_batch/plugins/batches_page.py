@@ -171,7 +171,7 @@ def load_overview(
     up the logical dates of the runs shown."""
     from airflow_provider_claude_batch.batching.manifest import load_manifest
     from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
-    from airflow_provider_claude_batch.workdir import as_storage_path, default_work_dir, run_directory
+    from airflow_provider_claude_batch.workdir import run_directory, work_directory
 
     secret = None
     what = f"the batches of {task.describe()}" if task else f"the batches of connection {conn_id!r}"
@@ -197,7 +197,7 @@ def load_overview(
         return overview
     if task is None:
         try:
-            origins, costs, problems = indexed_origins(as_storage_path(default_work_dir()), [b.id for b in batches])
+            origins, costs, problems = indexed_origins(work_directory(), [b.id for b in batches])
             notes.extend(problems)
         except Exception as exc:
             notes.append(f"The work directory cannot be opened ({exc}); DAG runs are not shown.")

@@ -29,8 +29,8 @@ from airflow_provider_claude_batch.batching.batch_state import (
     PROCESSING_STATUSES,
     BatchState,
 )
-from airflow_provider_claude_batch.batching.landing import LANDING_SUMMARY_NAME
 from airflow_provider_claude_batch.batching.manifest import Manifest
+from airflow_provider_claude_batch.batching.run_dir import RunDir, WorkDir
 from airflow_provider_claude_batch.links import console_url
 
 log = logging.getLogger(__name__)
@@ -304,7 +304,7 @@ Origins = dict[str, Origin]
 Costs = dict[str, float | None]
 
 
-def manifest_origins(manifest: Manifest, folder: Any) -> tuple[Origins, Costs, list[str]]:
+def manifest_origins(manifest: Manifest, folder: RunDir | Any) -> tuple[Origins, Costs, list[str]]:
     """The batches of one manifest, the costs of its landing summary in ``folder``, and notes
     on what could not be read."""
     origins = {
@@ -318,11 +318,11 @@ def manifest_origins(manifest: Manifest, folder: Any) -> tuple[Origins, Costs, l
     return origins, costs, notes
 
 
-def landing_costs(folder: Any) -> tuple[Costs, list[str]]:
+def landing_costs(folder: RunDir | Any) -> tuple[Costs, list[str]]:
     """batch id -> cost from the landing summary in a task folder (none before a transfer ran),
     and a note when the summary could not be read."""
     costs: Costs = {}
-    summary_path = folder / LANDING_SUMMARY_NAME
+    summary_path = RunDir.of(folder).landing_summary
     try:
         if not summary_path.exists():
             return costs, []
@@ -343,12 +343,12 @@ _KNOWN_ORIGINS: dict[tuple[str, str], Origin] = {}
 _KNOWN_ORIGINS_MAX = 100_000
 
 
-def indexed_origins(work_dir: Any, batch_ids: Iterable[str]) -> tuple[Origins, Costs, list[str]]:
+def indexed_origins(work_dir: WorkDir | Any, batch_ids: Iterable[str]) -> tuple[Origins, Costs, list[str]]:
     """batch id -> the task that created it (from the batch index under ``work_dir``), and
     batch id -> landed cost (from the landing summaries of those tasks). One small read per
     batch and per task folder, in parallel: object storage answers each in tens of ms.
     Unreadable entries become the notes returned third."""
-    from airflow_provider_claude_batch.workdir import run_directory
+    work_dir = WorkDir.of(work_dir)
 
     def lookup(batch_id: str) -> tuple[str, Origin | None, str | None]:
         cached = _KNOWN_ORIGINS.get((str(work_dir), batch_id))
@@ -383,7 +383,7 @@ def indexed_origins(work_dir: Any, batch_ids: Iterable[str]) -> tuple[Origins, C
             if origin is not None:
                 origins[batch_id] = origin
         folders = {(o.dag_id, o.run_id, o.task_id, o.map_index) for o in origins.values()}
-        for landed, problems in pool.map(lambda key: landing_costs(run_directory(work_dir, *key)), folders):
+        for landed, problems in pool.map(lambda key: landing_costs(work_dir.run(*key)), folders):
             costs.update(landed)
             notes.extend(problems)
     return origins, costs, notes

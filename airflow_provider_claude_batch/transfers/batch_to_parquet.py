@@ -13,7 +13,6 @@ from airflow.sdk import Asset, BaseOperator
 from airflow_provider_claude_batch.batching.batch_state import BatchState
 from airflow_provider_claude_batch.batching.cancel import cancel_batches
 from airflow_provider_claude_batch.batching.landing import (
-    LANDING_SUMMARY_NAME,
     check_identity,
     cost_table,
     keep_columns_spec,
@@ -30,7 +29,8 @@ from airflow_provider_claude_batch.batching.poller import (
     wait_until_ended,
 )
 from airflow_provider_claude_batch.batching.rounds import plan_next_round
-from airflow_provider_claude_batch.batching.storage import atomic_writer
+from airflow_provider_claude_batch.batching.run_dir import RunDir
+from airflow_provider_claude_batch.batching.storage import StoragePath, as_path
 from airflow_provider_claude_batch.batching.submission import create_missing_batches
 from airflow_provider_claude_batch.batching.wait_event import WaitEvent
 from airflow_provider_claude_batch.config import price_table
@@ -44,7 +44,7 @@ from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 from airflow_provider_claude_batch.lineage import LineageRecord, operator_lineage
 from airflow_provider_claude_batch.links import ClaudeBatchOutputLink, output_url
 from airflow_provider_claude_batch.triggers.batch import ClaudeBatchTrigger
-from airflow_provider_claude_batch.workdir import as_storage_path, open_manifest
+from airflow_provider_claude_batch.workdir import open_manifest
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -209,7 +209,7 @@ class ClaudeBatchToParquetOperator(BaseOperator):
             manifest.batches.extend(next_round)
             manifest.save(run_dir)
 
-    def _refresh(self, manifest: Manifest, run_dir: Any, hook: ClaudeBatchHook) -> list[str]:
+    def _refresh(self, manifest: Manifest, run_dir: RunDir, hook: ClaudeBatchHook) -> list[str]:
         """Record the state of the batches not known to have ended; return those still open
         (a batch whose poll failed counts as open: the wait polls it again)."""
         ids = manifest.open_batch_ids()
@@ -276,13 +276,13 @@ class ClaudeBatchToParquetOperator(BaseOperator):
         hook = ClaudeBatchHook(self.claude_batch_conn_id or ClaudeBatchHook.default_conn_name)
         cancel_batches(hook, poller.to_cancel(), reason="the task was killed", log=self.log)
 
-    def _download(self, manifest: Manifest, run_dir: Any, hook: ClaudeBatchHook) -> dict[str, Any]:
-        raw_files: dict[str, Any] = {}
+    def _download(self, manifest: Manifest, run_dir: RunDir, hook: ClaudeBatchHook) -> dict[str, StoragePath]:
+        raw_files: dict[str, StoragePath] = {}
         first_records = {record.chunk: record for record in manifest.batches if record.round == 0}
         for record in manifest.batches:
             if record.batch_id is None:
                 raise ClaudeBatchError(f"{record.label} has no batch: the submit task did not finish; clear it")
-            name = f"raw/{record.batch_id}.jsonl"
+            name = run_dir.raw_results_file(record.batch_id)
             raw = run_dir / name
             raw_files[record.batch_id] = raw
             if not raw.exists():
@@ -295,7 +295,12 @@ class ClaudeBatchToParquetOperator(BaseOperator):
         return raw_files
 
     def _verify(
-        self, record: BatchRecord, inputs_record: BatchRecord, run_dir: Any, raw: Any, hook: ClaudeBatchHook
+        self,
+        record: BatchRecord,
+        inputs_record: BatchRecord,
+        run_dir: RunDir,
+        raw: StoragePath,
+        hook: ClaudeBatchHook,
     ) -> None:
         """Every custom_id the batch was sent exactly once in its saved results, and no other.
         A mismatch (a corrupted or foreign file) is downloaded once more before it fails the
@@ -314,9 +319,9 @@ class ClaudeBatchToParquetOperator(BaseOperator):
                 raise ClaudeBatchMissingResultsError(check.message(raw))
         self._verified.add(record.batch_id or "")
 
-    def _write(self, manifest: Manifest, run_dir: Any, raw_files: dict[str, Any]) -> dict[str, Any]:
+    def _write(self, manifest: Manifest, run_dir: RunDir, raw_files: dict[str, StoragePath]) -> dict[str, Any]:
         keep_columns, rename = keep_columns_spec(self.keep_columns)
-        destination = as_storage_path(self.destination)
+        destination = as_path(self.destination)
         staged = stage(destination)
         try:
             stats = write_parts(
@@ -349,8 +354,7 @@ class ClaudeBatchToParquetOperator(BaseOperator):
             files=list(committed["files"]),
         )
         # Beside the manifest, for the Claude Batches page (cost per batch).
-        with atomic_writer(run_dir / LANDING_SUMMARY_NAME) as out:
-            out.write(json.dumps(summary, indent=1).encode())
+        run_dir.write_atomic(run_dir.landing_summary, json.dumps(summary, indent=1).encode())
         self.output_link = output_url(str(destination))
         self.log.info("Tokens and cost per batch:\n%s", cost_table(stats))
         self.log.info(

@@ -114,8 +114,8 @@ def test_the_pipeline_runs_on_object_storage_and_reruns_cleanly(
     from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError
     from airflow_provider_claude_batch.batching.landing import output_schema
     from airflow_provider_claude_batch.batching.manifest import load_manifest
-    from airflow_provider_claude_batch.workdir import as_storage_path
+    from airflow_provider_claude_batch.batching.storage import as_path
 
-    run_dir = as_storage_path(f"memory://{run_folder.lstrip('/')}")
+    run_dir = as_path(f"memory://{run_folder.lstrip('/')}")
     with pytest.raises(ClaudeBatchInputError, match="are gone .*clear the submit task too"):
         output_schema(run_dir, load_manifest(run_dir), ["q"])

@@ -86,11 +86,12 @@ def test_prices_can_be_overridden_without_code(tmp_path: Path, monkeypatch: pyte
 
 
 def test_the_batch_index_sits_in_the_work_dir_and_takes_only_batch_ids(tmp_path: Path) -> None:
-    from airflow_provider_claude_batch.batching.batch_index import index_path, read_origin, work_dir_of
+    from airflow_provider_claude_batch.batching.batch_index import index_path, read_origin
+    from airflow_provider_claude_batch.batching.run_dir import RunDir
 
     work_dir = tmp_path / "work"
-    assert work_dir_of(work_dir / "dag" / "run" / "task", -1) == work_dir
-    assert work_dir_of(work_dir / "dag" / "run" / "task" / "3", 3) == work_dir
+    assert RunDir.located(work_dir / "dag" / "run" / "task", "dag", "run", "task", -1).work_dir.path == work_dir
+    assert RunDir.located(work_dir / "dag" / "run" / "task" / "3", "dag", "run", "task", 3).work_dir.path == work_dir
     assert index_path(work_dir, "../../etc/passwd") is None and read_origin(work_dir, "a/b") is None
     assert read_origin(work_dir, "msgbatch_unknown") is None
     (work_dir / "_batches").mkdir(parents=True)

@@ -24,7 +24,7 @@ def test_the_run_folder_is_work_dir_dag_run_task_and_map_index(tmp_path: Path) -
     assert str(run_directory(str(tmp_path), "dag", "run", "submit", 2)).endswith("/dag/run/submit/2")
     # Anything that could climb out of the work directory is replaced.
     assert str(run_directory(str(tmp_path), "../x", "r/../y", "t")).endswith("/.._x/r_.._y/t")
-    assert run_directory("s3://lake/_cb/", "d", "r", "t").protocol == "s3"
+    assert run_directory("s3://lake/_cb/", "d", "r", "t").path.protocol == "s3"
 
 
 def test_the_default_work_dir_is_the_option_else_airflow_home(monkeypatch: pytest.MonkeyPatch) -> None:

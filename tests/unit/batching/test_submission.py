@@ -1,0 +1,84 @@
+"""One submission: stage, budget, reconcile, create; staging kept only when the manifest names
+it (batching/submission.py), against the emulator."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_claude_batch.batching.chunks import ChunkLimits
+from airflow_provider_claude_batch.batching.errors import ClaudeBatchBudgetError, ClaudeBatchManifestError
+from airflow_provider_claude_batch.batching.manifest import Manifest, load_manifest
+from airflow_provider_claude_batch.batching.pricing import PriceTable
+from airflow_provider_claude_batch.batching.rendering import RequestSpec
+from airflow_provider_claude_batch.batching.run_dir import RunDir, WorkDir
+from airflow_provider_claude_batch.batching.submission import InputChangePolicy, Submission, TaskInstance
+from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+from airflow_provider_claude_batch.testing import RunningEmulator
+
+SPEC = RequestSpec(prompt="{text}", model="claude-haiku-4-5", max_tokens=8)
+
+
+def _submission(
+    run_dir: RunDir, *, max_cost_usd: float | None = None, policy: InputChangePolicy = "fail"
+) -> Submission:
+    return Submission(
+        run_dir,
+        TaskInstance("dag", "run", "submit", -1, ClaudeBatchHook.default_conn_name),
+        SPEC,
+        ChunkLimits(max_requests=2),
+        ClaudeBatchHook(retry_backoff=0),
+        prices=PriceTable.load({"claude-haiku-4-5": {"input": 1.0, "output": 5.0}}),
+        max_cost_usd=max_cost_usd,
+        policy=policy,
+        logger=logging.getLogger("tests.submission"),
+    )
+
+
+def _staging(run_dir: RunDir) -> list[str]:
+    return sorted(run_dir.staging_names())
+
+
+def test_a_submission_creates_once_and_keeps_only_the_staging_its_manifest_names(
+    tmp_path: Path, emulator: RunningEmulator
+) -> None:
+    run_dir = WorkDir(str(tmp_path)).run("dag", "run", "submit")
+    first = _submission(run_dir).submit(["a", "b", "c"], source_location="rows")
+    assert first is not None and not first.reattached and len(first.created) == 2
+    named = _staging(run_dir)
+    assert len(named) == 1 and load_manifest(run_dir).source == "rows"
+    # A second try of the same input re-attaches: nothing created, its own staging dropped.
+    again = _submission(run_dir).submit(["a", "b", "c"])
+    assert again is not None and again.reattached and again.created == []
+    assert _staging(run_dir) == named and emulator.emulator.stats["batches_created"] == 2
+    # Every batch has its index entry in the work directory the run folder belongs to.
+    assert sorted(p.name for p in (tmp_path / "_batches").glob("*.json")) == sorted(
+        f"{batch_id}.json" for batch_id in first.manifest.batch_ids()
+    )
+
+
+def test_refusals_leave_no_staging_and_create_nothing(tmp_path: Path, emulator: RunningEmulator) -> None:
+    run_dir = WorkDir(str(tmp_path)).run("dag", "run", "submit")
+    with pytest.raises(ClaudeBatchBudgetError, match="over max_cost_usd"):
+        _submission(run_dir, max_cost_usd=1e-9).submit(["a", "b"])
+    assert _staging(run_dir) == []
+    assert _submission(run_dir).submit([]) is None  # no rows: nothing to submit
+    assert _staging(run_dir) == [] and emulator.emulator.stats["batches_created"] == 0
+    assert _submission(run_dir).submit(["a"]) is not None
+    kept = _staging(run_dir)
+    with pytest.raises(ClaudeBatchManifestError, match="changed since an earlier try"):
+        _submission(run_dir).submit(["other"])
+    assert _staging(run_dir) == kept and emulator.emulator.stats["batches_created"] == 1
+
+
+def test_resubmitting_changed_input_keeps_the_replaced_manifest(tmp_path: Path, emulator: RunningEmulator) -> None:
+    run_dir = WorkDir(str(tmp_path)).run("dag", "run", "submit")
+    old = _submission(run_dir).submit(["a"])
+    new = _submission(run_dir, policy="resubmit").submit(["b"])
+    assert old is not None and new is not None and new.created != old.created
+    replaced = [p.name for p in run_dir.path.iterdir() if p.name.startswith("manifest.replaced-")]
+    assert len(replaced) == 1
+    assert Manifest.from_json((run_dir.path / replaced[0]).read_bytes()).batch_ids() == old.created
+    assert len(_staging(run_dir)) == 1 and emulator.emulator.stats["batches_created"] == 2
