@@ -26,12 +26,14 @@ def default_work_dir() -> str:
     return os.path.join(home, "claude_batch")
 
 
-def work_directory(work_dir: Any = None) -> WorkDir:
+def work_directory(work_dir: WorkDir | StoragePath | None = None) -> WorkDir:
     """The work directory ``work_dir`` names (a path or URI), else the configured default."""
     return WorkDir.of(work_dir or default_work_dir())
 
 
-def run_directory(work_dir: Any, dag_id: str, run_id: str, task_id: str, map_index: int | None = -1) -> RunDir:
+def run_directory(
+    work_dir: WorkDir | StoragePath | None, dag_id: str, run_id: str, task_id: str, map_index: int | None = -1
+) -> RunDir:
     """The run folder of a task instance in ``work_dir`` (the configured default when empty)."""
     return work_directory(work_dir).run(dag_id, run_id, task_id, map_index)
 

@@ -1,8 +1,8 @@
 """Which task created a batch, findable from the batch id alone, and whose a batch is.
 
 When a batch is recorded in its manifest, a small JSON file is written at
-``{work_dir}/_batches/{batch_id}.json`` (``run_dir.WorkDir`` owns the names) naming the task instance, chunk and round. Whoever
-knows only batch ids (the Claude Batches page lists a connection's newest batches) reads one
+``{work_dir}/_batches/{batch_id}.json`` (names: ``run_dir.WorkDir``) naming the task
+instance, chunk and round. Whoever knows only batch ids (the Claude Batches page lists a connection's newest batches) reads one
 file per batch instead of listing every run folder, which on object storage means listing
 every request and results file ever written.
 

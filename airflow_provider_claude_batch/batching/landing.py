@@ -112,7 +112,7 @@ class IdentityCheck:
     def ok(self) -> bool:
         return not any(self.counts)
 
-    def message(self, raw_file: Any) -> str:
+    def message(self, raw_file: StoragePath) -> str:
         parts = [
             f"{count} {what} (e.g. {ids})"
             for count, what, ids in zip(
@@ -284,7 +284,7 @@ def parse_record(
     run_dir: RunDir,
     inputs_record: BatchRecord,
     record: BatchRecord,
-    raw_file: Any,
+    raw_file: StoragePath,
     schema: pa.Schema,
     keep_columns: list[str],
     prices: PriceTable,
@@ -384,8 +384,8 @@ def _landing_memory_pool() -> Iterator[None]:
 def write_parts(
     run_dir: RunDir | StoragePath,
     manifest: Manifest,
-    raw_files: dict[str, Any],
-    staged_dir: Any,
+    raw_files: dict[str, StoragePath],
+    staged_dir: StoragePath,
     *,
     keep_columns: list[str],
     prices: PriceTable,

@@ -334,7 +334,7 @@ def check_policy(policy: str) -> InputChangePolicy:
 
 
 @dataclass(frozen=True)
-class TaskInstance:
+class SubmitTask:
     """The task instance a submission works for: its run folder, manifest and batches are its own."""
 
     dag_id: str
@@ -365,7 +365,7 @@ class Submission:
     """
 
     run_dir: RunDir
-    task: TaskInstance
+    task: SubmitTask
     spec: RequestSpec
     chunk_limits: ChunkLimits
     hook: Any

@@ -12,7 +12,7 @@ from airflow_provider_claude_batch.batching import limits
 from airflow_provider_claude_batch.batching.chunks import ChunkLimits
 from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError
 from airflow_provider_claude_batch.batching.rendering import TEXT_COLUMN, RequestSpec, fields_template
-from airflow_provider_claude_batch.batching.submission import Submission, TaskInstance, check_policy
+from airflow_provider_claude_batch.batching.submission import Submission, SubmitTask, check_policy
 from airflow_provider_claude_batch.config import price_table
 from airflow_provider_claude_batch.conventions import PROMPT_FILE_EXTENSIONS, ClaudeBatchParameterError, pick_alias
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
@@ -219,7 +219,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         warn_if_local_with_remote_executor(run_dir, self.log)
         submission = Submission(
             run_dir,
-            TaskInstance(ti.dag_id, ti.run_id, ti.task_id, map_index, self.claude_batch_conn_id),
+            SubmitTask(ti.dag_id, ti.run_id, ti.task_id, map_index, self.claude_batch_conn_id),
             self._spec(hook),
             ChunkLimits(self.max_requests_per_batch, self.max_bytes_per_batch),
             hook,

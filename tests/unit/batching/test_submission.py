@@ -14,7 +14,7 @@ from airflow_provider_claude_batch.batching.manifest import Manifest, load_manif
 from airflow_provider_claude_batch.batching.pricing import PriceTable
 from airflow_provider_claude_batch.batching.rendering import RequestSpec
 from airflow_provider_claude_batch.batching.run_dir import RunDir, WorkDir
-from airflow_provider_claude_batch.batching.submission import InputChangePolicy, Submission, TaskInstance
+from airflow_provider_claude_batch.batching.submission import InputChangePolicy, Submission, SubmitTask
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 from airflow_provider_claude_batch.testing import RunningEmulator
 
@@ -26,7 +26,7 @@ def _submission(
 ) -> Submission:
     return Submission(
         run_dir,
-        TaskInstance("dag", "run", "submit", -1, ClaudeBatchHook.default_conn_name),
+        SubmitTask("dag", "run", "submit", -1, ClaudeBatchHook.default_conn_name),
         SPEC,
         ChunkLimits(max_requests=2),
         ClaudeBatchHook(retry_backoff=0),
