@@ -52,9 +52,9 @@ def test_the_pipeline_runs_on_object_storage_and_reruns_cleanly(
 
     def landed() -> list[dict[str, Any]]:
         from airflow_provider_claude_batch.batching.partitions import read_commit, read_partition
-        from airflow_provider_claude_batch.workdir import as_storage_path
+        from airflow_provider_claude_batch.batching.storage import as_path
 
-        partition = as_storage_path(f"memory://{root}/labels/ds=2026-11-01")
+        partition = as_path(f"memory://{root}/labels/ds=2026-11-01")
         version = read_commit(partition)["version"]  # type: ignore[index]
         files = sorted(fs.find(f"/{root}/labels"))
         # The commit object and one version's parts: no staging and no earlier version left behind.
