@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -178,12 +179,22 @@ def main(argv: list[str]) -> int:
         return 0
     if not args.uv:
         parser.error("uv not found: pass --uv or run `python3 dev.py smoke-deps`")
-    for end in args.ends or list(RESOLUTIONS):
+    ends = args.ends or list(RESOLUTIONS)
+    built: dict[str, tuple[Path, float]] = {}
+    for end in ends:  # installs one after the other: they share uv's cache
         started = time.monotonic()
-        py = build(end, args.uv, args.python, args.pins)
-        built = time.monotonic() - started
+        built[end] = (build(end, args.uv, args.python, args.pins), time.monotonic() - started)
+
+    def run(end: str) -> str:
+        py, install_seconds = built[end]
+        started = time.monotonic()
         smoke(end, py)
-        print(f"[{end}] ok: install {built:.0f} s, smoke {time.monotonic() - started - built:.0f} s", flush=True)
+        return f"[{end}] ok: install {install_seconds:.0f} s, smoke {time.monotonic() - started:.0f} s"
+
+    # The smokes run side by side: each is mostly an airflow CLI process waiting on its own start.
+    with ThreadPoolExecutor(max_workers=len(ends)) as pool:
+        for line in pool.map(run, ends):
+            print(line, flush=True)
     return 0
 
 
