@@ -28,6 +28,7 @@ from airflow_provider_claude_batch.batching.rounds import final_rounds, records_
 from airflow_provider_claude_batch.batching.run_dir import LANDING_SUMMARY_NAME as LANDING_SUMMARY_NAME
 from airflow_provider_claude_batch.batching.run_dir import RunDir
 from airflow_provider_claude_batch.batching.storage import StoragePath
+from airflow_provider_claude_batch.batching.typed_columns import TypedAnswers
 from airflow_provider_claude_batch.exceptions import (
     ClaudeBatchInputError,
     ClaudeBatchMissingResultsError,
@@ -392,14 +393,17 @@ def write_parts(
     rename: Mapping[str, str] | None = None,
     row_group_size: int = 65_536,
     compression: str = "zstd",
+    typed: TypedAnswers | None = None,
 ) -> LandingStats:
     """Write ``part-NNNNN.parquet`` per chunk into ``staged_dir`` and return the totals.
 
-    Each request's row comes from the last round it was submitted in.
+    Each request's row comes from the last round it was submitted in. With ``typed``, each
+    final row also gets its answer's typed columns (see ``typed_columns``).
     """
     run_dir = RunDir.of(run_dir)
     with _landing_memory_pool():
-        schema = output_schema(run_dir, manifest, keep_columns, rename)
+        parsed_schema = output_schema(run_dir, manifest, keep_columns, rename)
+        schema = parsed_schema if typed is None else typed.extend_schema(parsed_schema)
         stats = LandingStats()
         for chunk, records in records_by_chunk(manifest).items():
             base = records[0]
@@ -414,9 +418,13 @@ def write_parts(
                     # landed, with nothing (and nothing billed) left from it.
                     stats.by_batch.setdefault(record.batch_id or "", Counter())
                     raw = raw_files[record.batch_id or ""]
-                    for table in parse_record(run_dir, base, record, raw, schema, keep_columns, prices, row_group_size):
+                    for table in parse_record(
+                        run_dir, base, record, raw, parsed_schema, keep_columns, prices, row_group_size
+                    ):
                         kept = _keep_final(table, record.round, retried, retried_rounds)
                         if kept.num_rows:
+                            if typed is not None:
+                                kept = typed.add_columns(kept)
                             writer.write(kept, row_group_size)
                             stats.add(kept)
                             rows += kept.num_rows

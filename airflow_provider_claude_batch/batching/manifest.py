@@ -107,6 +107,9 @@ class Manifest:
     notes: list[str] = field(default_factory=list)
     #: Where the rows came from (a path/URI or an Asset's URI; ``None`` for in-memory rows): lineage.
     source: str | None = None
+    #: The answers' JSON schema as given (``output_schema=``), as JSON text so that its field
+    #: order (the column order) survives this file's sorted keys; the transfer types by it.
+    output_schema: str | None = None
 
     # ------------------------------------------------------------------ queries
     def batch_ids(self) -> list[str]:

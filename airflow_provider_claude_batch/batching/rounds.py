@@ -10,7 +10,7 @@ final outcome is the one from the highest round that included it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from airflow_provider_claude_batch.batching import limits
 from airflow_provider_claude_batch.batching.chunks import ChunkBody, request_id
@@ -47,11 +47,18 @@ def records_by_chunk(manifest: Manifest) -> dict[int, list[BatchRecord]]:
     return {chunk: sorted(records, key=lambda r: r.round) for chunk, records in sorted(grouped.items())}
 
 
-def plan_next_round(manifest: Manifest, run_dir: RunDir | StoragePath, max_retry_rounds: int) -> list[BatchRecord]:
+def plan_next_round(
+    manifest: Manifest,
+    run_dir: RunDir | StoragePath,
+    max_retry_rounds: int,
+    *,
+    also_retry: Callable[[Iterable[bytes]], Iterable[str]] | None = None,
+) -> list[BatchRecord]:
     """Write the request files of the next round and return its (not yet created) records.
 
     Empty when nothing is retryable or the rounds are used up. Needs every record's raw
-    results saved (``results_file``).
+    results saved (``results_file``). ``also_retry`` names more custom_ids to resend from a
+    round's result lines (answers that do not match the output schema).
     """
     run_dir = RunDir.of(run_dir)
     new_records: list[BatchRecord] = []
@@ -63,6 +70,9 @@ def plan_next_round(manifest: Manifest, run_dir: RunDir | StoragePath, max_retry
             raise ClaudeBatchManifestError(f"{latest.label} has no saved results yet")
         with (run_dir / latest.results_file).open("rb") as handle:
             retry = set(retryable_ids(iter_file_lines(handle)))
+        if also_retry is not None:
+            with (run_dir / latest.results_file).open("rb") as handle:
+                retry.update(also_retry(iter_file_lines(handle)))
         if not retry:
             continue
         next_round = latest.round + 1

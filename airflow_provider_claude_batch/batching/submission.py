@@ -372,6 +372,9 @@ class Submission:
     prices: PriceTable = field(default_factory=PriceTable)
     max_cost_usd: float | None = None
     policy: InputChangePolicy = "fail"
+    #: The answers' JSON schema (``OutputSchema.as_json()``), recorded in the manifest for the
+    #: transfer, which types each answer by it; ``None`` for free-text answers.
+    output_schema: str | None = None
     logger: Any = log
 
     def submit(
@@ -408,6 +411,7 @@ class Submission:
             if manifest is None or staged.directory_name not in _staging_names(manifest):
                 self.run_dir.drop_staging(staged.directory_name)
         manifest.source = source_location
+        manifest.output_schema = self.output_schema
         if reattached:
             self.logger.info(
                 "Input unchanged since an earlier try: re-attaching to %d existing batch(es).",

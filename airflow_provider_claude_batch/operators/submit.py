@@ -11,6 +11,7 @@ from airflow.sdk.exceptions import AirflowSkipException
 from airflow_provider_claude_batch.batching import limits
 from airflow_provider_claude_batch.batching.chunks import ChunkLimits
 from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError
+from airflow_provider_claude_batch.batching.output_schema import OutputSchema, with_output_format
 from airflow_provider_claude_batch.batching.rendering import TEXT_COLUMN, RequestSpec, fields_template
 from airflow_provider_claude_batch.batching.submission import Submission, SubmitTask, check_policy
 from airflow_provider_claude_batch.config import price_table
@@ -90,6 +91,10 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         ``claude_batch_conn_id`` is accepted as the same parameter.
     :param allow_empty_prompt: send rows whose prompt columns hold empty (or whitespace-only)
         text; by default they fail the task before anything is submitted, naming the row.
+    :param output_schema: a pydantic model class or a JSON schema dict the answers must match:
+        every request carries it as the API's native ``output_config.format`` (adapted once to
+        the API's rules), and the transfer lands each field as a typed column. A schema feature
+        the API or a column type cannot take fails here, naming the field, before anything runs.
 
     Returns (XCom) a small summary: the manifest's location, the batch ids, chunk and
     request counts, the cost ceiling. Downstream tasks take it as ``manifest=submit.output``.
@@ -139,6 +144,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         conn_id: str | None = None,
         claude_batch_conn_id: str | None = None,
         allow_empty_prompt: bool = False,
+        output_schema: Any = None,
         **kwargs: Any,
     ) -> None:
         if isinstance(source, Asset):
@@ -176,6 +182,8 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             or ClaudeBatchHook.default_conn_name
         )
         self.allow_empty_prompt = allow_empty_prompt
+        # Checked when the DAG is parsed: an unsupported schema never reaches a worker.
+        self.output_schema = None if output_schema is None else OutputSchema.from_user(output_schema)
         self.console_link: str | None = None
         self.batches_page_link: str | None = None
         self.lineage: LineageRecord | None = None
@@ -204,7 +212,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             model=self.model or hook.settings.default_model or "",
             max_tokens=self.max_tokens,
             system=None if self.system is None else as_template(self.system),
-            params=self.request_params,
+            params=with_output_format(self.request_params, self.output_schema),
             id_column=self.id_column,
             params_column=self.params_column,
             id_prefix=self.id_prefix,
@@ -226,6 +234,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             prices=price_table(self.prices),
             max_cost_usd=self.max_cost_usd,
             policy=self.on_input_change,
+            output_schema=None if self.output_schema is None else self.output_schema.as_json(),
             logger=self.log,
         )
         source = self._source_value()

@@ -42,6 +42,7 @@ from airflow_provider_claude_batch.testing.federation import (
 )
 from airflow_provider_claude_batch.testing.models_catalog import find_model, models_page
 from airflow_provider_claude_batch.testing.pagination import cursor_page, list_body
+from airflow_provider_claude_batch.testing.structured_answers import REFUSAL_DETAILS, answer
 
 DEFAULT_API_KEY = "emulator-key"
 EMULATOR_TAG = "[claude-batch emulator]"
@@ -185,6 +186,13 @@ class EmulatorConfig:
     #: change, read when the emulator starts, so batches survive a restart. Counters, faults,
     #: scripted outcomes and the test clock's offset are not kept.
     state_file: str | None = None
+    #: Requests with ``output_config.format`` get JSON answers valid for their schema, except
+    #: these fractions (drawn by a hash of the batch and custom_id, so a resubmission draws
+    #: again): answers that do not validate, refusals (``stop_reason`` "refusal" with
+    #: ``stop_details``) and truncations (``stop_reason`` "max_tokens").
+    invalid_output_fraction: float = 0.0
+    refusal_fraction: float = 0.0
+    truncated_fraction: float = 0.0
 
 
 @dataclass
@@ -195,6 +203,8 @@ class _StoredRequest:
     input_chars: int
     prompt_digest: int
     invalid_reason: str | None
+    #: The JSON schema of ``output_config.format``, when the request asks for structured output.
+    output_schema: dict[str, Any] | None = None
 
 
 @dataclass
@@ -424,6 +434,22 @@ class Emulator:
                 return "expired"
         return "succeeded"
 
+    def _spoiled(self, batch_id: str, request: _StoredRequest) -> str | None:
+        """How a structured answer is spoiled on purpose (``None``: it is valid)."""
+        config = self.config
+        if request.output_schema is None:
+            return None
+        draw = (_stable_int("output", batch_id, request.custom_id) % 1_000_000) / 1_000_000
+        for spoil, fraction in (
+            ("invalid", config.invalid_output_fraction),
+            ("refused", config.refusal_fraction),
+            ("truncated", config.truncated_fraction),
+        ):
+            if draw < fraction:
+                return spoil
+            draw -= fraction
+        return None
+
     # ----------------------------------------------------------------- operations
     def _new_batch_id(self) -> str:
         return f"msgbatch_01emu{self._seed}{next(self._ids):012d}"
@@ -502,6 +528,12 @@ class Emulator:
         elif not isinstance(messages, list) or not messages:
             invalid = "messages: List should have at least 1 item"
         prompt_bytes = _json_encoder.encode([params.get("system"), messages])
+        output_format = (params.get("output_config") or {}).get("format")
+        if output_format is not None and invalid is None:
+            if not isinstance(output_format, dict) or output_format.get("type") != "json_schema":
+                invalid = "output_config.format.type: Input should be 'json_schema'"
+            elif not isinstance(output_format.get("schema"), dict):
+                invalid = "output_config.format.schema: Field required"
         return _StoredRequest(
             custom_id=custom_id,
             model=model if isinstance(model, str) and model else "unknown",
@@ -509,6 +541,7 @@ class Emulator:
             input_chars=len(prompt_bytes),
             prompt_digest=_stable_int(prompt_bytes),
             invalid_reason=invalid,
+            output_schema=output_format.get("schema") if isinstance(output_format, dict) else None,
         )
 
     def _get(self, batch_id: str, workspace: str | None) -> _Batch:
@@ -609,9 +642,18 @@ class Emulator:
     def _result_json(self, batch_id: str, request: _StoredRequest, outcome: str) -> dict[str, Any]:
         kind, _, error_type = outcome.partition(":")
         if kind == "succeeded":
-            text = self._reply_text(request)
+            spoil = self._spoiled(batch_id, request)
+            stop_details = REFUSAL_DETAILS if spoil == "refused" else None
+            if request.output_schema is None:
+                text = self._reply_text(request)
+            elif spoil == "refused":
+                text = f"{EMULATOR_TAG} I can't help with that."
+            else:
+                text = answer(request.output_schema, request.prompt_digest, spoil)
             output_tokens = max(1, math.ceil(len(text) / 4))
-            stop_reason = "end_turn"
+            stop_reason = {"refused": "refusal", "truncated": "max_tokens"}.get(spoil or "", "end_turn")
+            if spoil == "truncated":
+                output_tokens = request.max_tokens
             if output_tokens > request.max_tokens:
                 text = text[: request.max_tokens * 4]
                 output_tokens = request.max_tokens
@@ -628,6 +670,7 @@ class Emulator:
                         "content": [{"type": "text", "text": text, "citations": None}],
                         "stop_reason": stop_reason,
                         "stop_sequence": None,
+                        **({"stop_details": stop_details} if stop_details else {}),
                         "usage": {
                             "input_tokens": max(1, math.ceil(request.input_chars / 4)),
                             "output_tokens": output_tokens,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +19,7 @@ from airflow_provider_claude_batch.batching.landing import (
     write_parts,
 )
 from airflow_provider_claude_batch.batching.manifest import BatchRecord, Manifest
+from airflow_provider_claude_batch.batching.output_schema import OutputSchema
 from airflow_provider_claude_batch.batching.partitions import commit, discard, stage
 from airflow_provider_claude_batch.batching.poller import (
     DEFAULT_MAX_POLL_ERRORS,
@@ -32,6 +33,12 @@ from airflow_provider_claude_batch.batching.rounds import plan_next_round
 from airflow_provider_claude_batch.batching.run_dir import RunDir
 from airflow_provider_claude_batch.batching.storage import StoragePath, as_path
 from airflow_provider_claude_batch.batching.submission import create_missing_batches
+from airflow_provider_claude_batch.batching.typed_columns import (
+    ClaudeBatchInvalidOutputError,
+    TypedAnswers,
+    check_on_invalid_output,
+    invalid_answer_ids,
+)
 from airflow_provider_claude_batch.batching.wait_event import WaitEvent
 from airflow_provider_claude_batch.config import price_table
 from airflow_provider_claude_batch.conventions import as_seconds, default_deferrable, pick_alias
@@ -92,6 +99,13 @@ class ClaudeBatchToParquetOperator(BaseOperator):
         deferred).
     :param conn_id: the connection (templated); defaults to the manifest's connection.
         ``claude_batch_conn_id`` is accepted as the same parameter.
+    :param on_invalid_output: when the submit task had an ``output_schema``, what to do with
+        succeeded answers that do not match it (``output_status`` invalid, refused or
+        truncated): ``"keep"`` (default: land them with ``output_error`` and null typed
+        columns), ``"fail"`` (land nothing and fail, naming rows and fields) or ``"resubmit"``
+        (send the invalid ones again in the resubmission rounds, bounded by
+        ``max_retry_rounds``, then keep what is left; refusals and truncations would repeat, so
+        they are kept as they are).
 
     Returns (XCom) the destination, rows per result type, tokens and cost.
     """
@@ -116,6 +130,7 @@ class ClaudeBatchToParquetOperator(BaseOperator):
         max_poll_errors: int = DEFAULT_MAX_POLL_ERRORS,
         cancel_on_timeout: bool = True,
         cancel_on_kill: bool = True,
+        on_invalid_output: str = "keep",
         conn_id: str | None = None,
         claude_batch_conn_id: str | None = None,
         **kwargs: Any,
@@ -140,6 +155,7 @@ class ClaudeBatchToParquetOperator(BaseOperator):
         self.cancel_on_kill = cancel_on_kill
         #: The wait in progress when not deferred (what ``on_kill`` cancels).
         self._poller: Poller | None = None
+        self.on_invalid_output = check_on_invalid_output(on_invalid_output)
         self.output_link: str | None = None
         self._verified: set[str] = set()  # batches whose saved results matched their requests
         self.lineage: LineageRecord | None = None
@@ -186,8 +202,8 @@ class ClaudeBatchToParquetOperator(BaseOperator):
         return self._write(manifest, run_dir, raw_files)
 
     def _bill_retry_rounds(self, manifest: Manifest, run_dir: Any, hook: ClaudeBatchHook) -> dict[str, Any]:
-        """Download every batch's results and resubmit what ended for a transient reason, round
-        after round: this **creates and bills new batches**, up to ``max_retry_rounds``.
+        """Download every batch's results and resubmit what ended for a transient reason (and,
+        with ``on_invalid_output="resubmit"``, answers off the output schema), round after round: this **creates and bills new batches**, up to ``max_retry_rounds``.
         Returns the raw results file of every batch once no round is left to create."""
         while True:
             # Records of a round planned by an earlier try but not created yet.
@@ -197,17 +213,27 @@ class ClaudeBatchToParquetOperator(BaseOperator):
                 self._wait(still_open, manifest, run_dir, hook)
                 continue
             raw_files = self._download(manifest, run_dir, hook)
-            next_round = plan_next_round(manifest, run_dir, self.max_retry_rounds)
+            next_round = plan_next_round(
+                manifest, run_dir, self.max_retry_rounds, also_retry=self._invalid_answers(manifest)
+            )
             if not next_round:
                 return raw_files
             self.log.info(
-                "Round %d: resubmitting %d request(s) that ended expired or with a retryable error, in %d batch(es).",
+                "Round %d: resubmitting %d request(s) that ended expired, with a retryable error or (with "
+                "on_invalid_output='resubmit') with an answer that does not match the output schema, in %d batch(es).",
                 next_round[0].round,
                 sum(r.request_count for r in next_round),
                 len(next_round),
             )
             manifest.batches.extend(next_round)
             manifest.save(run_dir)
+
+    def _invalid_answers(self, manifest: Manifest) -> Callable[[Iterable[bytes]], Iterable[str]] | None:
+        """With ``on_invalid_output="resubmit"``: what names the answers to send again."""
+        if self.on_invalid_output != "resubmit" or manifest.output_schema is None:
+            return None
+        schema = OutputSchema.from_user(manifest.output_schema)
+        return lambda lines: invalid_answer_ids(lines, schema)
 
     def _refresh(self, manifest: Manifest, run_dir: RunDir, hook: ClaudeBatchHook) -> list[str]:
         """Record the state of the batches not known to have ended; return those still open
@@ -323,6 +349,7 @@ class ClaudeBatchToParquetOperator(BaseOperator):
         keep_columns, rename = keep_columns_spec(self.keep_columns)
         destination = as_path(self.destination)
         staged = stage(destination)
+        typed = None if manifest.output_schema is None else TypedAnswers(OutputSchema.from_user(manifest.output_schema))
         try:
             stats = write_parts(
                 run_dir,
@@ -334,7 +361,12 @@ class ClaudeBatchToParquetOperator(BaseOperator):
                 prices=price_table(self.prices),
                 row_group_size=self.row_group_size,
                 compression=self.compression,
+                typed=typed,
             )
+            if typed is not None and typed.not_valid and self.on_invalid_output == "fail":
+                raise ClaudeBatchInvalidOutputError(
+                    typed.describe_failures() + ". Nothing was landed (on_invalid_output='fail')."
+                )
             committed = commit(staged, destination, stats.files, rows=stats.rows)
         except BaseException:
             discard(staged)
@@ -346,6 +378,10 @@ class ClaudeBatchToParquetOperator(BaseOperator):
             "files": [str(destination / name) for name in committed["files"]],
             "version": committed["version"],
         }
+        if typed is not None:
+            summary["by_output_status"] = dict(typed.counts)
+            if typed.not_valid:
+                self.log.warning("%s.", typed.describe_failures())
         self.lineage = LineageRecord(
             source=manifest.source,
             requests=manifest.total_requests,
