@@ -22,6 +22,8 @@ def test_every_benchmark_runs_at_smoke_size() -> None:
         "P3 our hook",
         "P3 SDK",
         "P4 2 triggers",
+        "P5 classification",
+        "P5 extraction",
     ):
         assert case in done.stdout, case
     assert "'rows': 300" in done.stdout

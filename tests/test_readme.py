@@ -49,7 +49,8 @@ def test_every_python_block_runs(claude_batch_emulator: Any) -> None:
     assert len(PYTHON) >= 3
     for code in PYTHON:
         namespace: dict[str, Any] = {"__name__": "readme"}
-        exec(compile(code, "README.md", "exec"), namespace)
+        # dont_inherit: run as a user would, without this file's `from __future__` (pydantic models).
+        exec(compile(code, "README.md", "exec", dont_inherit=True), namespace)
         dags = [value for value in namespace.values() if isinstance(value, DAG)]
         tests = [value for name, value in namespace.items() if name.startswith("test_") and callable(value)]
         assert dags or tests, f"a README block defines neither a DAG nor a test:\n{code[:200]}"

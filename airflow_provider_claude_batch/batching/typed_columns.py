@@ -44,6 +44,8 @@ ON_INVALID_OUTPUT = ("keep", "fail", "resubmit")
 #: Examples of invalid answers kept for messages and logs.
 _EXAMPLES = 5
 _JSON_READ = pa_json.ReadOptions(use_threads=True, block_size=1 << 22)
+#: Stop reasons whose answer is not a complete one.
+_SPOILED = pa.array(["refusal", "max_tokens"])
 
 
 class ClaudeBatchInvalidOutputError(ClaudeBatchError):
@@ -108,51 +110,53 @@ class TypedAnswers:
     def add_columns(self, table: pa.Table) -> pa.Table:
         """``table`` (the results schema) with the typed answer columns appended."""
         count = table.num_rows
-        text = table.column("text").combine_chunks()
-        succeeded = pc.fill_null(pc.equal(table.column("result_type"), "succeeded"), False)
-        stop_reason = table.column("stop_reason").combine_chunks()
+        text = table.column("text").combine_chunks().cast(pa.string())
+        stop_reason = table.column("stop_reason").combine_chunks().cast(pa.string())
+        succeeded = pc.fill_null(pc.equal(table.column("result_type").combine_chunks(), "succeeded"), False)
+        # The common case, decided in Arrow: an answer that ended normally, to validate.
+        ended_normally = pc.invert(pc.fill_null(pc.is_in(stop_reason, _SPOILED), False))
+        candidate = pc.and_(pc.and_(succeeded, ended_normally), text.is_valid())
+        candidate_rows = np.flatnonzero(candidate.to_numpy(zero_copy_only=False))
+        decode = self._decoder.decode
+        failed: list[int] = []
+        for position, answer in enumerate(text.filter(candidate).to_pylist()):
+            try:
+                decode(answer)
+            except (msgspec.ValidationError, msgspec.DecodeError):
+                failed.append(position)
+        valid_rows = np.delete(candidate_rows, np.asarray(failed, dtype=np.int64))
         status = np.full(count, None, dtype=object)
         errors = np.full(count, None, dtype=object)
-        valid_rows: list[int] = []
-        decode = self._decoder.decode
-        rows = np.flatnonzero(succeeded.to_numpy(zero_copy_only=False))
-        texts = text.take(pa.array(rows, pa.int64())).to_pylist()
-        reasons = stop_reason.take(pa.array(rows, pa.int64())).to_pylist()
-        for row, answer, reason in zip(rows.tolist(), texts, reasons, strict=True):
-            if reason is None or reason not in ("refusal", "max_tokens"):
-                try:
-                    if answer is not None:
-                        decode(answer)
-                        valid_rows.append(row)
-                        continue
-                except (msgspec.ValidationError, msgspec.DecodeError):
-                    pass  # classified (with its reason) below: the rare path
-            outcome, error = classify(reason, answer, self._decoder)
-            status[row], errors[row] = outcome, error
         status[valid_rows] = VALID
+        # The rare rows: refused, truncated, without text or not validating; classified one by one.
+        rare = succeeded.to_numpy(zero_copy_only=False).copy()
+        rare[valid_rows] = False
+        for row in np.flatnonzero(rare).tolist():
+            status[row], errors[row] = classify(stop_reason[row].as_py(), text[row].as_py(), self._decoder)
         self._count(table, status, errors)
-        typed = self._typed(text, valid_rows, count)
+        typed = self._typed(text, valid_rows)
         columns = [pa.array(status, pa.string()), pa.array(errors, pa.string()), *typed.columns]
         return pa.Table.from_arrays([*table.columns, *columns], schema=self.extend_schema(table.schema))
 
-    def _typed(self, text: pa.Array, valid_rows: list[int], count: int) -> pa.Table:
-        """The field columns: valid answers read by Arrow's JSON reader, nulls elsewhere."""
+    def _typed(self, text: pa.Array, valid_rows: np.ndarray) -> pa.Table:
+        """The field columns: valid answers read by Arrow's JSON reader, nulls elsewhere (each
+        other row reads as ``{}``, so the reader's rows are the table's, with no gather)."""
+        count = len(text)
         read_schema = self.schema.read_schema
-        if valid_rows:
-            valid = text.take(pa.array(valid_rows, pa.int64()))
-            values = valid.buffers()[2]
+        if len(valid_rows):
+            valid = np.zeros(count, dtype=bool)
+            valid[valid_rows] = True
+            answers = pc.if_else(pa.array(valid), text, pa.scalar("{}"))
+            values = answers.buffers()[2]
             raw = b"" if values is None else values.to_pybytes()
             if b"\n" in raw or b"\r" in raw:
-                valid = pc.replace_substring(pc.replace_substring(valid, "\n", " "), "\r", " ")
-            lines = pc.binary_join_element_wise(valid, "", "\n")
+                answers = pc.replace_substring(pc.replace_substring(answers, "\n", " "), "\r", " ")
+            lines = pc.binary_join_element_wise(answers, "", "\n")
             # The values buffer of a string array is its strings back to back: the JSONL itself.
             offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32, count=len(lines) + 1, offset=lines.offset * 4)
             data = lines.buffers()[2].slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
-            parsed = pa_json.read_json(pa.BufferReader(data), read_options=_JSON_READ, parse_options=self._read)
-            positions = np.full(count, -1, dtype=np.int64)
-            positions[valid_rows] = np.arange(len(valid_rows))
-            indices = pa.array(positions, mask=positions < 0)
-            table = parsed.select(read_schema.names).take(indices)
+            table = pa_json.read_json(pa.BufferReader(data), read_options=_JSON_READ, parse_options=self._read)
+            table = table.select(read_schema.names)
         else:
             table = pa.table({f.name: pa.nulls(count, f.type) for f in read_schema})
         for name in self._enums:
