@@ -1,9 +1,10 @@
 """Token usage -> US dollars: one price table, with the Message Batches discount applied.
 
 Prices are the synchronous API's list prices in USD per million tokens; batch requests cost
-``BATCH_DISCOUNT`` of them. Models are matched by the longest known prefix, so dated model
-ids (``claude-sonnet-4-5-20250929``) find their family. An unknown model has an unknown cost
-(``None``), never zero. Override or extend the table without a code change: Airflow's
+``BATCH_DISCOUNT`` of them. A model is priced by its own id or by the id without an alias
+suffix (a date ``-20250929``, ``-latest``, ``-0``): never by a shorter prefix, because a new
+model (``claude-opus-4-8``) is not priced like an old one it happens to start with
+(``claude-opus-4``). An unknown model has an unknown cost (``None``), never zero. Override or extend the table without a code change: Airflow's
 ``[claude_batch] prices`` option (``AIRFLOW__CLAUDE_BATCH__PRICES``, read by
 :func:`airflow_provider_claude_batch.config.price_table`) holds the JSON inline or the path of a
 JSON file: ``{"my-model": {"input": 3, "output": 15, "cache_write": 3.75, "cache_read": 0.3}}``.
@@ -18,6 +19,7 @@ and the triggerer need only the table.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,6 +32,8 @@ if TYPE_CHECKING:
 
 BATCH_DISCOUNT = 0.5
 PER_TOKEN = 1 / 1_000_000
+#: What may follow a priced model id in an alias of the same model.
+_ALIAS_SUFFIX = re.compile(r"-(?:\d{8}|latest|0)$")
 
 #: Token counts: plain numbers, or numpy arrays of one block of result rows.
 Tokens = TypeVar("Tokens", float, "np.ndarray")
@@ -75,6 +79,8 @@ DEFAULT_PRICES: dict[str, ModelPrice] = {
     "claude-opus-4-5": ModelPrice.from_input_output(5, 25),
     "claude-opus-4-1": ModelPrice.from_input_output(15, 75),
     "claude-opus-4": ModelPrice.from_input_output(15, 75),
+    "claude-sonnet-4-6": ModelPrice.from_input_output(3, 15),
+    "claude-sonnet-4-5": ModelPrice.from_input_output(3, 15),
     "claude-sonnet-4": ModelPrice.from_input_output(3, 15),
     "claude-3-7-sonnet": ModelPrice.from_input_output(3, 15),
     "claude-3-5-sonnet": ModelPrice.from_input_output(3, 15),
@@ -112,8 +118,9 @@ class PriceTable:
         if not model:
             return None
         if model not in self._by_model:
-            matches = [prefix for prefix in self.prices if model == prefix or model.startswith(prefix + "-")]
-            self._by_model[model] = self.prices[max(matches, key=len)] if matches else None
+            alias = _ALIAS_SUFFIX.search(model)
+            base = model[: alias.start()] if alias else None
+            self._by_model[model] = self.prices.get(model) or (self.prices.get(base) if base else None)
         return self._by_model[model]
 
     def cost(self, model: str | None, usage: Usage, *, batch: bool = True) -> float | None:

@@ -58,9 +58,15 @@ def test_missing_or_bad_manifest_is_explained(tmp_path: Path) -> None:
         load_manifest(tmp_path)
 
 
-def test_prices_match_model_families_by_prefix() -> None:
+def test_prices_match_a_model_or_its_dated_alias_only() -> None:
     table = PriceTable()
-    assert table.price("claude-sonnet-4-5-20250929") == table.price("claude-sonnet-4")
+    assert table.price("claude-sonnet-4-5-20250929") == table.prices["claude-sonnet-4-5"]
+    assert table.price("claude-opus-4-0") == table.price("claude-opus-4-20250514") == table.prices["claude-opus-4"]
+    assert table.price("claude-3-5-haiku-latest") == table.prices["claude-3-5-haiku"]
+    # A model newer than the table is unknown, not priced as the family it starts with.
+    assert table.price("claude-opus-4-8") is None
+    assert table.price("claude-opus-4-8-20270101") is None
+    assert table.cost("claude-opus-4-8", Usage(100, 100)) is None
     assert table.price("claude-opus-4-1-20250805") == table.prices["claude-opus-4-1"]
     assert table.price("claude-opus-4-6") == table.prices["claude-opus-4-6"]
     assert table.price("gpt-4") is None
@@ -76,7 +82,7 @@ def test_prices_can_be_overridden_without_code(tmp_path: Path, monkeypatch: pyte
     # variable of the same meaning is no longer read.
     monkeypatch.setenv("CLAUDE_BATCH_PRICES", '{"env-model": {"input": 1, "output": 1}}')
     table = PriceTable.load(
-        str(prices), {"claude-sonnet-4": {"input": 1, "output": 1, "cache_write": 1, "cache_read": 1}}
+        str(prices), {"claude-sonnet-4-6": {"input": 1, "output": 1, "cache_write": 1, "cache_read": 1}}
     )
     assert table.price("env-model") is None
     assert table.cost("my-model", Usage(1_000_000, 1_000_000)) == pytest.approx(3.0)
