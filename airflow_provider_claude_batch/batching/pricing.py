@@ -48,6 +48,12 @@ class ModelPrice:
     cache_write: float
     cache_read: float
 
+    @property
+    def cache_write_1h_extra(self) -> float:
+        """What a 1-hour cache write costs beyond ``cache_write`` (the 5-minute rate that
+        ``cache_creation_input_tokens`` is priced at): the published 1-hour rate is 2x input."""
+        return max(0.0, self.input * 2 - self.cache_write)
+
     @classmethod
     def from_input_output(cls, input: float, output: float) -> ModelPrice:
         # Anthropic's published ratios: 5-minute cache writes 1.25x input, cache reads 0.1x.
@@ -60,15 +66,20 @@ class ModelPrice:
         cache_write_tokens: Tokens,
         cache_read_tokens: Tokens,
         *,
+        cache_write_1h_tokens: Tokens | float = 0.0,
         batch: bool = True,
     ) -> Tokens:
         """USD for these tokens, at the batch discount unless ``batch=False``. The one cost
-        formula: numbers in, a number out; arrays in, an array out."""
+        formula: numbers in, a number out; arrays in, an array out. ``cache_write_tokens``
+        are all cache writes (the API's ``cache_creation_input_tokens``);
+        ``cache_write_1h_tokens``, the part of them written for an hour, cost the difference
+        to the 1-hour rate on top."""
         dollars = PER_TOKEN * (
             input_tokens * self.input
             + output_tokens * self.output
             + cache_write_tokens * self.cache_write
             + cache_read_tokens * self.cache_read
+            + cache_write_1h_tokens * self.cache_write_1h_extra
         )
         return dollars * BATCH_DISCOUNT if batch else dollars
 

@@ -22,6 +22,16 @@ from airflow_provider_claude_batch.batching.lines import line_blocks, read_block
 from airflow_provider_claude_batch.batching.pricing import PriceTable
 from airflow_provider_claude_batch.exceptions import ClaudeBatchResultsError
 
+_STOP_DETAILS = pa.struct([("type", pa.string()), ("category", pa.string()), ("explanation", pa.string())])
+#: Usage details beyond the token columns, each an int64 column: (column, path in ``usage``).
+USAGE_DETAILS = (
+    ("cache_creation_5m_input_tokens", ("cache_creation", "ephemeral_5m_input_tokens")),
+    ("cache_creation_1h_input_tokens", ("cache_creation", "ephemeral_1h_input_tokens")),
+    ("thinking_tokens", ("output_tokens_details", "thinking_tokens")),
+    ("web_search_requests", ("server_tool_use", "web_search_requests")),
+    ("web_fetch_requests", ("server_tool_use", "web_fetch_requests")),
+)
+DETAIL_COLUMNS = tuple(name for name, _ in USAGE_DETAILS)
 #: The results schema, once. Input columns joined back by custom_id are appended after it.
 RESULT_SCHEMA = pa.schema(
     [
@@ -40,6 +50,12 @@ RESULT_SCHEMA = pa.schema(
         pa.field("error_type", pa.string()),
         pa.field("error_message", pa.string()),
         pa.field("cost_usd", pa.float64()),
+        # Why an answer stopped, when the API says more than stop_reason (a refusal's category).
+        pa.field("stop_details", _STOP_DETAILS),
+        # The usage breakdown: cache writes by TTL (their sum is cache_creation_input_tokens),
+        # reasoning tokens (part of output_tokens), server tool calls, and the tier that served it.
+        *[pa.field(name, pa.int64()) for name in DETAIL_COLUMNS],
+        pa.field("service_tier", pa.string()),
     ]
 )
 #: Lines per block when the lines come one by one (``parse``); files are cut by bytes.
@@ -114,12 +130,24 @@ _line_decoder = msgspec.json.Decoder(ResultLine)
 decode_result_line = _line_decoder.decode
 _contents_decoder = msgspec.json.Decoder(list[_ContentOnlyLine])
 
-_USAGE = pa.struct([(name, pa.int64()) for name in TOKEN_COLUMNS])
+_USAGE = pa.struct(
+    [
+        *[(name, pa.int64()) for name in TOKEN_COLUMNS],
+        (
+            "cache_creation",
+            pa.struct([(key, pa.int64()) for key in ("ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens")]),
+        ),
+        ("output_tokens_details", pa.struct([("thinking_tokens", pa.int64())])),
+        ("server_tool_use", pa.struct([("web_search_requests", pa.int64()), ("web_fetch_requests", pa.int64())])),
+        ("service_tier", pa.string()),
+    ]
+)
 _MESSAGE = pa.struct(
     [
         ("model", pa.string()),
         ("content", pa.list_(pa.struct([("type", pa.string()), ("text", pa.string())]))),
         ("stop_reason", pa.string()),
+        ("stop_details", _STOP_DETAILS),
         ("usage", _USAGE),
     ]
 )
@@ -258,6 +286,10 @@ class ResultParser:
             # A message without usage counts zero tokens; a row without a message has none.
             tokens = pc.fill_null(_field(usage, name), 0)
             columns[name] = pc.if_else(has_message, tokens, pa.scalar(None, pa.int64()))
+        for name, (group, key) in USAGE_DETAILS:
+            columns[name] = _field(_field(usage, group), key)
+        columns["stop_details"] = _field(message, "stop_details")
+        columns["service_tier"] = _field(usage, "service_tier")
         columns["cost_usd"] = self._costs(columns)
         self.rows += count
         return pa.RecordBatch.from_arrays([columns[name] for name in RESULT_SCHEMA.names], schema=RESULT_SCHEMA)
@@ -268,12 +300,16 @@ class ResultParser:
         models = columns["model"]
         # Null tokens (no message) become NaN, and so does their cost.
         tokens = [columns[name].to_numpy(zero_copy_only=False).astype(np.float64) for name in TOKEN_COLUMNS]
+        # 1-hour cache writes are counted in cache_creation_input_tokens too, at the 5-minute rate.
+        one_hour = pc.fill_null(columns["cache_creation_1h_input_tokens"], 0).to_numpy(zero_copy_only=False)
         cost = np.full(len(models), np.nan)
         for model in pc.unique(models).to_pylist():
             price = None if model is None else self.prices.price(model)
             if price is not None:
                 mask = pc.fill_null(pc.equal(models, model), False).to_numpy(zero_copy_only=False)
-                cost[mask] = price.cost(*(kind[mask] for kind in tokens))
+                cost[mask] = price.cost(
+                    *(kind[mask] for kind in tokens), cache_write_1h_tokens=one_hour[mask].astype(np.float64)
+                )
         return pa.array(cost, pa.float64(), from_pandas=True)  # NaN -> null
 
 

@@ -59,11 +59,16 @@ def check_on_invalid_output(value: str) -> str:
 
 
 def classify(
-    stop_reason: str | None, text: str | None, decoder: msgspec.json.Decoder[object]
+    stop_reason: str | None,
+    text: str | None,
+    decoder: msgspec.json.Decoder[object],
+    details: dict[str, object] | None = None,
 ) -> tuple[str, str | None]:
-    """(status, error) of one succeeded answer; the rule in one place for columns and rounds."""
+    """(status, error) of one succeeded answer; the rule in one place for columns and rounds.
+    ``details``: the message's ``stop_details`` (a refusal's category and explanation)."""
     if stop_reason == "refusal":
-        return REFUSED, "refused: the model declined to answer (stop_reason 'refusal')"
+        said = ", ".join(f"{key} {value!r}" for key, value in (details or {}).items() if key != "type" and value)
+        return REFUSED, "refused: the model declined to answer (stop_reason 'refusal'" + (f"; {said})" if said else ")")
     if stop_reason == "max_tokens":
         return TRUNCATED, "truncated: the answer reached max_tokens before it was complete"
     if text is None:
@@ -131,8 +136,14 @@ class TypedAnswers:
         # The rare rows: refused, truncated, without text or not validating; classified one by one.
         rare = succeeded.to_numpy(zero_copy_only=False).copy()
         rare[valid_rows] = False
+        details = table.column("stop_details") if "stop_details" in table.column_names else None
         for row in np.flatnonzero(rare).tolist():
-            status[row], errors[row] = classify(stop_reason[row].as_py(), text[row].as_py(), self._decoder)
+            status[row], errors[row] = classify(
+                stop_reason[row].as_py(),
+                text[row].as_py(),
+                self._decoder,
+                None if details is None else details[row].as_py(),
+            )
         self._count(table, status, errors)
         typed = self._typed(text, valid_rows)
         columns = [pa.array(status, pa.string()), pa.array(errors, pa.string()), *typed.columns]

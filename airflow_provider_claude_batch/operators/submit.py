@@ -12,6 +12,7 @@ from airflow_provider_claude_batch.batching import limits
 from airflow_provider_claude_batch.batching.chunks import ChunkLimits
 from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError
 from airflow_provider_claude_batch.batching.output_schema import OutputSchema, with_output_format
+from airflow_provider_claude_batch.batching.prompt_caching import cached_system
 from airflow_provider_claude_batch.batching.rendering import TEXT_COLUMN, RequestSpec, fields_template
 from airflow_provider_claude_batch.batching.submission import Submission, SubmitTask, check_policy
 from airflow_provider_claude_batch.config import price_table
@@ -95,6 +96,9 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         every request carries it as the API's native ``output_config.format`` (adapted once to
         the API's rules), and the transfer lands each field as a typed column. A schema feature
         the API or a column type cannot take fails here, naming the field, before anything runs.
+    :param cache_system_prompt: put a prompt-caching breakpoint (1-hour TTL) on the system
+        prompt, which must then be the same for every row: the first request writes it to the
+        cache and the others read it at a tenth of the input price.
 
     Returns (XCom) a small summary: the manifest's location, the batch ids, chunk and
     request counts, the cost ceiling. Downstream tasks take it as ``manifest=submit.output``.
@@ -145,6 +149,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         claude_batch_conn_id: str | None = None,
         allow_empty_prompt: bool = False,
         output_schema: Any = None,
+        cache_system_prompt: bool = False,
         **kwargs: Any,
     ) -> None:
         if isinstance(source, Asset):
@@ -184,6 +189,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         self.allow_empty_prompt = allow_empty_prompt
         # Checked when the DAG is parsed: an unsupported schema never reaches a worker.
         self.output_schema = None if output_schema is None else OutputSchema.from_user(output_schema)
+        self.cache_system_prompt = cache_system_prompt
         self.console_link: str | None = None
         self.batches_page_link: str | None = None
         self.lineage: LineageRecord | None = None
@@ -207,12 +213,16 @@ class ClaudeBatchSubmitOperator(BaseOperator):
 
     def _spec(self, hook: ClaudeBatchHook) -> RequestSpec:
         as_template = fields_template if self.prompt_format == "fields" else str
+        system = None if self.system is None else as_template(self.system)
+        params = with_output_format(self.request_params, self.output_schema)
+        if self.cache_system_prompt:
+            system, params = cached_system(system, params)
         return RequestSpec(
             prompt=as_template(self.prompt),
             model=self.model or hook.settings.default_model or "",
             max_tokens=self.max_tokens,
-            system=None if self.system is None else as_template(self.system),
-            params=with_output_format(self.request_params, self.output_schema),
+            system=system,
+            params=params,
             id_column=self.id_column,
             params_column=self.params_column,
             id_prefix=self.id_prefix,

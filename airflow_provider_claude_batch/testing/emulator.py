@@ -42,6 +42,7 @@ from airflow_provider_claude_batch.testing.federation import (
 )
 from airflow_provider_claude_batch.testing.models_catalog import find_model, models_page
 from airflow_provider_claude_batch.testing.pagination import cursor_page, list_body
+from airflow_provider_claude_batch.testing.prompt_cache import Breakpoint, CacheUse, PromptCache, breakpoint_of
 from airflow_provider_claude_batch.testing.structured_answers import REFUSAL_DETAILS, answer
 
 DEFAULT_API_KEY = "emulator-key"
@@ -205,6 +206,9 @@ class _StoredRequest:
     invalid_reason: str | None
     #: The JSON schema of ``output_config.format``, when the request asks for structured output.
     output_schema: dict[str, Any] | None = None
+    #: The prompt's cacheable prefix (``cache_control``) and what the request did with it.
+    cache_point: Breakpoint | None = None
+    cache_use: CacheUse = field(default_factory=CacheUse)
 
 
 @dataclass
@@ -306,6 +310,7 @@ class Emulator:
         self.stats: Counter[str] = Counter()
         self.base_url: str | None = None
         self.tokens = TokenIssuer()
+        self.prompt_cache = PromptCache()
         self._dirty = False
         self._load_state()
 
@@ -314,6 +319,7 @@ class Emulator:
         with self._lock:
             self.tokens.reset()
             self._dirty = bool(self._batches)
+            self.prompt_cache.clear()
             self._batches.clear()
             self._faults.clear()
             self._scripted_outcomes.clear()
@@ -483,8 +489,12 @@ class Emulator:
         seen: set[str] = set()
         for index, item in enumerate(raw_requests):
             stored.append(self._validate_request(index, item, seen))
+            if stored[-1].invalid_reason is None:
+                stored[-1].cache_point = breakpoint_of(item["params"], workspace)
         now = self.clock.now()
         with self._lock:
+            for request in stored:
+                request.cache_use = self.prompt_cache.use(request.cache_point, now)
             batch = _Batch(
                 id=self._new_batch_id(),
                 workspace=workspace,
@@ -672,10 +682,13 @@ class Emulator:
                         "stop_sequence": None,
                         **({"stop_details": stop_details} if stop_details else {}),
                         "usage": {
-                            "input_tokens": max(1, math.ceil(request.input_chars / 4)),
+                            # Cached prefix tokens are reported apart from input_tokens, as the API does.
+                            "input_tokens": max(
+                                1,
+                                math.ceil(request.input_chars / 4) - request.cache_use.written - request.cache_use.read,
+                            ),
                             "output_tokens": output_tokens,
-                            "cache_creation_input_tokens": 0,
-                            "cache_read_input_tokens": 0,
+                            **request.cache_use.usage(),
                             "service_tier": "batch",
                         },
                     },

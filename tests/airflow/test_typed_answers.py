@@ -141,7 +141,8 @@ def test_a_json_schema_marks_and_counts_invalid_refused_and_truncated_answers(  
     assert all(r["output_error"] == "$: Object missing required field `label`" for r in invalid)
     assert all(r["label"] is None and r["text"] for r in invalid)  # the text is kept
     refused = [r for r in rows.values() if r["output_status"] == "refused"]
-    assert all("refus" in r["output_error"] for r in refused)
+    assert all("category 'general_harms'" in r["output_error"] for r in refused)  # from stop_details
+    assert all(r["stop_details"]["category"] == "general_harms" for r in refused)
     assert all(
         r["output_error"] is None and r["label"] is not None for r in rows.values() if r["output_status"] == "valid"
     )

@@ -157,3 +157,31 @@ def test_a_line_without_a_result_is_named() -> None:
     parser = ResultParser("msgbatch_y", 0, PriceTable())
     with pytest.raises(ClaudeBatchResultsError, match="line 3 of batch 'msgbatch_y'"):
         list(parser.parse([json.dumps(EXPIRED).encode(), json.dumps(ERRORED).encode(), b'{"custom_id": "z"}']))
+
+
+def test_full_usage_lands_in_columns_and_one_hour_cache_writes_cost_more() -> None:
+    message = dict(SUCCEEDED["result"]["message"])  # type: ignore[index]
+    message["usage"] = {
+        "input_tokens": 10,
+        "output_tokens": 300,
+        "cache_creation_input_tokens": 1000,
+        "cache_read_input_tokens": 0,
+        "cache_creation": {"ephemeral_5m_input_tokens": 400, "ephemeral_1h_input_tokens": 600},
+        "output_tokens_details": {"thinking_tokens": 120},
+        "server_tool_use": {"web_search_requests": 2, "web_fetch_requests": 0},
+        "service_tier": "batch",
+    }
+    message["stop_reason"] = "refusal"
+    message["stop_details"] = {"type": "refusal", "category": "cyber", "explanation": "no"}
+    row = _parse([{"custom_id": "a", "result": {"type": "succeeded", "message": message}}, EXPIRED]).to_pylist()[0]
+    assert (
+        row["cache_creation_5m_input_tokens"],
+        row["cache_creation_1h_input_tokens"],
+        row["thinking_tokens"],
+        row["web_search_requests"],
+        row["web_fetch_requests"],
+        row["service_tier"],
+    ) == (400, 600, 120, 2, 0, "batch")
+    assert row["stop_details"] == {"type": "refusal", "category": "cyber", "explanation": "no"}
+    # Sonnet: 5-minute writes at 1.25x input ($3.75), 1-hour writes at 2x ($6), halved for batches.
+    assert row["cost_usd"] == pytest.approx(0.5 * (10 * 3 + 300 * 15 + 400 * 3.75 + 600 * 6) / 1e6)
