@@ -9,7 +9,7 @@ refused input change therefore leave nothing behind, and the staging the manifes
 never deleted.
 
 ``hook`` arguments are duck-typed (``create_batch``, ``find_created_batch``,
-``create_window``, ``cancel_batch``), so this module stays free of Airflow imports.
+``create_window``, ``cancel_batch``, ``count_tokens``), so this module stays free of Airflow imports.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from airflow_provider_claude_batch.batching.run_dir import STAGING_PREFIX as STA
 from airflow_provider_claude_batch.batching.run_dir import RunDir, WorkDir
 from airflow_provider_claude_batch.batching.sources import open_source
 from airflow_provider_claude_batch.batching.storage import StoragePath
+from airflow_provider_claude_batch.batching.token_estimate import DEFAULT_SAMPLE, TokenEstimate, count_staged
 
 log = logging.getLogger(__name__)
 
@@ -375,6 +376,9 @@ class Submission:
     #: The answers' JSON schema (``OutputSchema.as_json()``), recorded in the manifest for the
     #: transfer, which types each answer by it; ``None`` for free-text answers.
     output_schema: str | None = None
+    #: Count input tokens on this many sampled requests (the free ``count_tokens`` endpoint);
+    #: the budget then prices the counted tokens instead of the byte-for-token ceiling.
+    count_tokens_sample: int | None = None
     logger: Any = log
 
     def submit(
@@ -387,21 +391,12 @@ class Submission:
     ) -> Submitted | None:
         """Submit ``source``'s rows. None when it has no rows and no earlier try created batches:
         nothing was submitted and nothing is left in the run folder but what was there."""
-        self.run_dir.mkdir()
-        staged = stage_requests(
-            source, self.spec, self.chunk_limits, self.run_dir, input_columns=input_columns, source_format=source_format
-        )
-        self.logger.info(
-            "Rendered %d requests into %d chunk(s) (limits: %d requests, %d bytes per batch); fingerprint %s.",
-            staged.total_requests,
-            len(staged.chunks),
-            self.chunk_limits.max_requests,
-            self.chunk_limits.max_bytes,
-            staged.fingerprint[:12],
-        )
+        staged = self._stage(source, input_columns=input_columns, source_format=source_format)
         existing = load_manifest(self.run_dir) if manifest_exists(self.run_dir) else None
         manifest: Manifest | None = None
         try:
+            if self.count_tokens_sample is not None and staged.total_requests:
+                staged = self._count(staged, self.count_tokens_sample)[1]
             ceiling = self._check_budget(staged, existing)
             if staged.total_requests == 0 and (existing is None or not existing.batch_ids()):
                 return None
@@ -421,6 +416,48 @@ class Submission:
         self._drop_earlier_staging(manifest)
         created = create_missing_batches(manifest, self.run_dir, self.hook)
         return Submitted(manifest, created, ceiling, reattached)
+
+    def estimate(
+        self,
+        source: Any,
+        *,
+        input_columns: list[str] | Literal["all"] | None = "all",
+        source_format: str | None = None,
+    ) -> TokenEstimate | None:
+        """A dry run: render ``source``'s rows and count their input tokens on a sample
+        (``count_tokens_sample``, by default ``DEFAULT_SAMPLE``). Nothing is created, the manifest
+        is not touched and this try's staging is deleted. None when the source has no rows."""
+        staged = self._stage(source, input_columns=input_columns, source_format=source_format)
+        try:
+            if not staged.total_requests:
+                return None
+            return self._count(staged, self.count_tokens_sample or DEFAULT_SAMPLE)[0]
+        finally:
+            self.run_dir.drop_staging(staged.directory_name)
+
+    def _stage(
+        self, source: Any, *, input_columns: list[str] | Literal["all"] | None, source_format: str | None
+    ) -> StagedRun:
+        self.run_dir.mkdir()
+        staged = stage_requests(
+            source, self.spec, self.chunk_limits, self.run_dir, input_columns=input_columns, source_format=source_format
+        )
+        self.logger.info(
+            "Rendered %d requests into %d chunk(s) (limits: %d requests, %d bytes per batch); fingerprint %s.",
+            staged.total_requests,
+            len(staged.chunks),
+            self.chunk_limits.max_requests,
+            self.chunk_limits.max_bytes,
+            staged.fingerprint[:12],
+        )
+        return staged
+
+    def _count(self, staged: StagedRun, sample: int) -> tuple[TokenEstimate, StagedRun]:
+        """The counted estimate, and ``staged`` with its tally in counted tokens (what the budget
+        then prices)."""
+        estimate, counted = count_staged(staged, self.run_dir, self.hook.count_tokens, self.prices, sample)
+        self.logger.info("Counted estimate: %s.", estimate.describe())
+        return estimate, counted
 
     def _check_budget(self, staged: StagedRun, existing: Manifest | None) -> float | None:
         # The budget guards new work only: re-attaching to batches of the same input bills nothing.

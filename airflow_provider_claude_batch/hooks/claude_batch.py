@@ -26,6 +26,7 @@ from typing import Any
 
 import anthropic
 from airflow.sdk import BaseHook
+from anthropic.types import MessageCountTokensParams
 from anthropic.types.messages import DeletedMessageBatch, MessageBatch
 
 from airflow_provider_claude_batch.batching import limits
@@ -52,6 +53,9 @@ from airflow_provider_claude_batch.hooks.wire import (
     requests_to_create_body,
     retry_after_seconds,
 )
+
+#: The request params ``count_tokens`` takes (the SDK's own list).
+_COUNT_TOKENS_PARAMS = frozenset(MessageCountTokensParams.__annotations__)
 
 try:  # anthropic >= 2 ships its own fork of httpx
     import httpx2 as _httpx
@@ -361,6 +365,14 @@ class ClaudeBatchHook(BaseHook):
             yield
         except anthropic.APIError as exc:
             raise self._describe(exc, action, batch_id) from self._chained(exc)
+
+    def count_tokens(self, params: Mapping[str, Any]) -> int:
+        """Input tokens of one request's params (``POST /v1/messages/count_tokens``, free of
+        charge). Params that endpoint does not take (``max_tokens``, ``temperature``, ...) are
+        left out."""
+        accepted = {key: value for key, value in params.items() if key in _COUNT_TOKENS_PARAMS}
+        with self._translated("count tokens"):
+            return int(self.client.messages.count_tokens(**accepted).input_tokens)
 
     # ------------------------------------------------------------------ create
     @property

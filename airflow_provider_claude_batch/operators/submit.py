@@ -92,6 +92,14 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         ``claude_batch_conn_id`` is accepted as the same parameter.
     :param allow_empty_prompt: send rows whose prompt columns hold empty (or whitespace-only)
         text; by default they fail the task before anything is submitted, naming the row.
+    :param estimate_only: a dry run (the name ``dry_run`` is a BaseOperator method): render
+        every request, count input tokens on a sample through the free ``count_tokens``
+        endpoint, log and print the estimate (input tokens, output ceiling, cost at batch
+        prices, requests, batches), push it as XCom ``estimate``, and skip: nothing is created
+        or billed.
+    :param count_tokens_sample: requests counted for the estimate (default 100). When given
+        without ``estimate_only``, the run is counted too and ``max_cost_usd`` checks the counted
+        estimate instead of the byte-for-token ceiling.
     :param output_schema: a pydantic model class or a JSON schema dict the answers must match:
         every request carries it as the API's native ``output_config.format`` (adapted once to
         the API's rules), and the transfer lands each field as a typed column. A schema feature
@@ -150,6 +158,8 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         allow_empty_prompt: bool = False,
         output_schema: Any = None,
         cache_system_prompt: bool = False,
+        estimate_only: bool = False,
+        count_tokens_sample: int | None = None,
         **kwargs: Any,
     ) -> None:
         if isinstance(source, Asset):
@@ -190,6 +200,12 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         # Checked when the DAG is parsed: an unsupported schema never reaches a worker.
         self.output_schema = None if output_schema is None else OutputSchema.from_user(output_schema)
         self.cache_system_prompt = cache_system_prompt
+        self.estimate_only = estimate_only
+        if count_tokens_sample is not None and count_tokens_sample < 1:
+            raise ClaudeBatchParameterError(
+                f"count_tokens_sample must be a positive number of requests, got {count_tokens_sample!r}"
+            )
+        self.count_tokens_sample = count_tokens_sample
         self.console_link: str | None = None
         self.batches_page_link: str | None = None
         self.lineage: LineageRecord | None = None
@@ -245,15 +261,25 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             max_cost_usd=self.max_cost_usd,
             policy=self.on_input_change,
             output_schema=None if self.output_schema is None else self.output_schema.as_json(),
+            count_tokens_sample=self.count_tokens_sample,
             logger=self.log,
         )
         source = self._source_value()
-        submitted = submission.submit(
-            source,
-            input_columns=self.input_columns,
-            source_format=self.source_format,
-            source_location=source_location(source),
-        )
+        if self.estimate_only:
+            estimate = submission.estimate(source, input_columns=self.input_columns, source_format=self.source_format)
+            if estimate is not None:
+                # The point of a dry run: shown by `airflow tasks test` too, not only in the log.
+                print(f"Estimate only: {estimate.describe()}. Nothing was submitted.")
+                ti.xcom_push(key="estimate", value=estimate.as_dict())
+                raise AirflowSkipException("estimate_only=True: estimated, nothing submitted")
+            submitted = None
+        else:
+            submitted = submission.submit(
+                source,
+                input_columns=self.input_columns,
+                source_format=self.source_format,
+                source_location=source_location(source),
+            )
         if submitted is None:
             message = "The source has no rows: nothing to submit."
             if self.on_empty == "fail":

@@ -48,7 +48,7 @@ from airflow_provider_claude_batch.testing.structured_answers import REFUSAL_DET
 DEFAULT_API_KEY = "emulator-key"
 EMULATOR_TAG = "[claude-batch emulator]"
 
-ENDPOINTS = ("create", "retrieve", "list", "cancel", "delete", "results", "models")
+ENDPOINTS = ("create", "retrieve", "list", "cancel", "delete", "results", "models", "count_tokens")
 
 _ERROR_STATUS = {
     "invalid_request_error": 400,
@@ -537,7 +537,7 @@ class Emulator:
             invalid = "max_tokens: Input should be an integer greater than or equal to 1"
         elif not isinstance(messages, list) or not messages:
             invalid = "messages: List should have at least 1 item"
-        prompt_bytes = _json_encoder.encode([params.get("system"), messages])
+        prompt_bytes = _prompt_bytes(params)
         output_format = (params.get("output_config") or {}).get("format")
         if output_format is not None and invalid is None:
             if not isinstance(output_format, dict) or output_format.get("type") != "json_schema":
@@ -715,6 +715,27 @@ class Emulator:
         return {"custom_id": request.custom_id, "result": {"type": kind}}
 
 
+def _prompt_bytes(params: dict[str, Any]) -> bytes:
+    """What the emulator counts input tokens of: the system prompt and the messages."""
+    return _json_encoder.encode([params.get("system"), params.get("messages")])
+
+
+def count_input_tokens(body: bytes) -> dict[str, Any]:
+    """``POST /v1/messages/count_tokens``: the input tokens a request's params would use, counted
+    as the emulator's usage counts them (a quarter of the prompt's JSON characters)."""
+    try:
+        params = _json_decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise EmulatorHTTPError(400, f"Request body is not valid JSON: {exc}") from None
+    if not isinstance(params, dict) or not isinstance(params.get("model"), str):
+        raise EmulatorHTTPError(400, "model: Field required")
+    if not isinstance(params.get("messages"), list) or not params["messages"]:
+        raise EmulatorHTTPError(400, "messages: List should have at least 1 item")
+    if "max_tokens" in params:
+        raise EmulatorHTTPError(400, "max_tokens: Extra inputs are not permitted")
+    return {"input_tokens": max(1, math.ceil(len(_prompt_bytes(params)) / 4))}
+
+
 # --------------------------------------------------------------------- HTTP layer
 def _error_response(exc: EmulatorHTTPError, request_id: str) -> JSONResponse:
     headers = {"request-id": request_id}
@@ -816,6 +837,11 @@ def create_app(emulator: Emulator) -> FastAPI:
     async def create_batch(request: Request) -> Response:
         body = await request.body()
         return await handle("create", request, lambda ws, _fault: emulator.create(body, ws))
+
+    @app.post("/v1/messages/count_tokens")
+    async def count_tokens(request: Request) -> Response:
+        body = await request.body()
+        return await handle("count_tokens", request, lambda _ws, _fault: count_input_tokens(body))
 
     @app.get("/v1/messages/batches")
     async def list_batches(

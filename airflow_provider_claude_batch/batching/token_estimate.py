@@ -1,0 +1,133 @@
+"""A run's input tokens counted on a sample of its rendered requests, and what they cost.
+
+Counting every request would cost one API call per row; a sample spread evenly over the
+staged chunks (every k-th request) is counted through ``count_tokens`` instead, and its tokens
+per byte of request line scale to the run's bytes, per model. Output is not known before the
+answers exist, so it stays a ceiling: every answer at its ``max_tokens``.
+
+The estimate replaces the byte-for-token bound in the budget (``max_cost_usd``) when the run
+counts tokens: the same formula (``pricing.cost_ceiling``), fed counted tokens instead of
+bytes. Nothing here creates a batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from airflow_provider_claude_batch.batching.lines import iter_file_lines
+from airflow_provider_claude_batch.batching.pricing import PriceTable, RequestTally, cost_ceiling
+from airflow_provider_claude_batch.batching.run_dir import RunDir
+from airflow_provider_claude_batch.batching.storage import StoragePath
+
+if TYPE_CHECKING:  # submission counts through this module
+    from airflow_provider_claude_batch.batching.submission import StagedRun
+
+#: Requests counted when no sample size is given: enough for a few percent on even text.
+DEFAULT_SAMPLE = 100
+
+
+class _Line(msgspec.Struct, gc=False):
+    params: dict[str, Any]
+
+
+_line = msgspec.json.Decoder(_Line)
+
+
+@dataclass
+class TokenEstimate:
+    requests: int
+    batches: int
+    sampled: int
+    #: Estimated input tokens of every request, and the most output tokens the answers may use.
+    input_tokens: int
+    output_tokens_ceiling: int
+    #: At batch prices, input as counted and every answer at max_tokens; None without a price.
+    cost_usd: float | None
+    unpriced_models: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        cost = (
+            "unknown (no price for " + ", ".join(self.unpriced_models) + ")"
+            if self.cost_usd is None
+            else (f"${self.cost_usd:,.4f}")
+        )
+        return (
+            f"{self.requests:,} requests in {self.batches} batch(es): about {self.input_tokens:,} input tokens "
+            f"(counted on {self.sampled} sampled requests), at most {self.output_tokens_ceiling:,} output tokens; "
+            f"at most {cost} at batch prices"
+        )
+
+
+def sample_lines(run_dir: RunDir | StoragePath, requests_files: list[str], total: int, size: int) -> list[bytes]:
+    """About ``size`` request lines spread evenly over the run (every k-th), read in one pass."""
+    run_dir = RunDir.of(run_dir)
+    step = max(1, total // max(1, size))
+    picked: list[bytes] = []
+    index = 0
+    for name in requests_files:
+        with (run_dir / name).open("rb") as handle:
+            for line in iter_file_lines(handle):
+                if not line:
+                    continue
+                if index % step == 0 and len(picked) < size:
+                    picked.append(line)
+                index += 1
+    return picked
+
+
+def estimate(
+    tally: Mapping[str, RequestTally],
+    lines: list[bytes],
+    count_tokens: Callable[[dict[str, Any]], int],
+    prices: PriceTable,
+    *,
+    batches: int,
+) -> tuple[TokenEstimate, dict[str, RequestTally]]:
+    """Scale the sample's tokens per byte, per model, to the run (``tally``: per model, the
+    requests and their line bytes, as the renderer counted them). Returns the estimate and the
+    tally with counted tokens in place of bytes."""
+    counted: dict[str, list[int]] = {}
+    for line in lines:
+        params = _line.decode(line).params
+        model = str(params.get("model"))
+        tokens, size = counted.setdefault(model, [0, 0])
+        counted[model] = [tokens + count_tokens(params), size + len(line)]
+    overall = sum(t for t, _ in counted.values()) / max(1, sum(b for _, b in counted.values()))
+    scaled: dict[str, RequestTally] = {}
+    for model, run in tally.items():
+        tokens, size = counted.get(model, (0, 0))
+        per_byte = tokens / size if size else overall  # a model the sample missed: the run's rate
+        scaled[model] = RequestTally(run.requests, round(run.input_bytes * per_byte), run.max_output_tokens)
+    # cost_ceiling reads ``input_bytes`` as tokens: here they are counted tokens.
+    cost, unpriced = cost_ceiling(scaled, prices)
+    return TokenEstimate(
+        requests=sum(t.requests for t in tally.values()),
+        batches=batches,
+        sampled=len(lines),
+        input_tokens=sum(t.input_bytes for t in scaled.values()),
+        output_tokens_ceiling=sum(t.max_output_tokens for t in scaled.values()),
+        cost_usd=cost,
+        unpriced_models=unpriced,
+    ), scaled
+
+
+def count_staged(
+    staged: StagedRun,
+    run_dir: RunDir | StoragePath,
+    count_tokens: Callable[[dict[str, Any]], int],
+    prices: PriceTable,
+    sample: int = DEFAULT_SAMPLE,
+) -> tuple[TokenEstimate, StagedRun]:
+    """The estimate of a staged run, and the run with its tally in counted tokens (what the
+    budget check then prices)."""
+    files = [RunDir.staged_file(staged.directory_name, chunk.requests_file) for chunk in staged.chunks]
+    lines = sample_lines(run_dir, files, staged.total_requests, sample)
+    found, tally = estimate(staged.tally, lines, count_tokens, prices, batches=len(staged.chunks))
+    return found, replace(staged, tally=tally)
