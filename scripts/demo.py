@@ -130,8 +130,13 @@ def _report(output: Path, submitted: dict[str, object], budget: float | None) ->
     if isinstance(ceiling, float):
         limit = f"; the DAG's max_cost_usd is ${budget:.2f}" if budget is not None else ""
         print(f"  cost ceiling checked before submitting: ${ceiling:.4f}{limit}")
-    sample = table.slice(0, 3).select(["ticket_id", "product", "result_type", "text"]).to_pylist()
-    for row in sample:
+    if "output_status" in table.column_names:  # structured answers: typed columns
+        statuses = pc.value_counts(pc.drop_null(table["output_status"])).to_pylist()
+        print("  answers: " + ", ".join(f"{r['counts']} {r['values']}" for r in statuses))
+        columns = ["ticket_id", "product", "label", "confidence", "output_status"]
+    else:
+        columns = ["ticket_id", "product", "result_type", "text"]
+    for row in table.slice(0, 3).select(columns).to_pylist():
         print(f"  {row}")
     return 0
 
