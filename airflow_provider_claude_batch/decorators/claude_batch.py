@@ -31,6 +31,7 @@ from airflow.sdk.definitions.context import context_merge
 from airflow_provider_claude_batch.batching.landing import keep_columns_spec
 from airflow_provider_claude_batch.batching.run_dir import RunDir
 from airflow_provider_claude_batch.batching.storage import as_path
+from airflow_provider_claude_batch.batching.typed_columns import check_on_invalid_output
 from airflow_provider_claude_batch.conventions import as_seconds, default_deferrable
 from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
 from airflow_provider_claude_batch.operators.submit import ClaudeBatchSubmitOperator, _UntemplatedSource
@@ -48,7 +49,7 @@ class _ClaudeBatchDecoratedOperator(DecoratedOperator, ClaudeBatchSubmitOperator
     :param destination: output folder (templated); default ``output/`` in the task's work
         directory.
     :param keep_columns, row_group_size, compression, max_retry_rounds, poll_interval,
-        wait_timeout, deferrable: as on :class:`ClaudeBatchToParquetOperator`.
+        wait_timeout, deferrable, on_invalid_output: as on :class:`ClaudeBatchToParquetOperator`.
 
     Every other argument is the submit operator's. Returns the landing summary (destination,
     rows per outcome, tokens, cost) plus the manifest's location and the batch ids.
@@ -84,6 +85,7 @@ class _ClaudeBatchDecoratedOperator(DecoratedOperator, ClaudeBatchSubmitOperator
         poll_interval: float | timedelta = 60.0,
         wait_timeout: float | timedelta = DEFAULT_TIMEOUT_SECONDS,
         deferrable: bool | None = None,
+        on_invalid_output: str = "keep",
         **kwargs: Any,
     ) -> None:
         if "source" in kwargs:
@@ -105,6 +107,7 @@ class _ClaudeBatchDecoratedOperator(DecoratedOperator, ClaudeBatchSubmitOperator
             "poll_interval": as_seconds(poll_interval, "poll_interval"),
             "wait_timeout": as_seconds(wait_timeout, "wait_timeout"),
             "deferrable": default_deferrable() if deferrable is None else deferrable,
+            "on_invalid_output": check_on_invalid_output(on_invalid_output),
         }
         self.output_link: str | None = None
         # Wrong landing arguments fail when the DAG is parsed, as on the transfer operator.

@@ -134,3 +134,44 @@ def test_a_source_argument_is_refused_at_parse_time(make_dag, work_dir: Path) ->
             return ["a"]
 
         rows()
+
+
+def test_the_decorator_lands_typed_answers(make_dag, work_dir: Path, tmp_path: Path, emulator: RunningEmulator) -> None:  # type: ignore[no-untyped-def]
+    emulator.emulator.config.invalid_output_fraction = 0.5
+    destination = tmp_path / "typed"
+    dag = make_dag(
+        f"""
+        @task.claude_batch(
+            prompt="Label: {{body}}", model="claude-haiku-4-5", max_tokens=200, destination={str(destination)!r},
+            output_schema={{"type": "object", "properties": {{"label": {{"enum": ["a", "b"]}}}}, "required": ["label"]}},
+            on_invalid_output="fail", max_retry_rounds=0,
+        )
+        def rows():
+            return [{{"body": f"ticket {{i}}"}} for i in range(20)]
+
+        rows()
+        """,
+        header="from airflow.sdk import task\n",
+    )
+    dag_run = run_dag(dag)
+    assert _states(dag_run) == [("rows", -1, "failed")]  # on_invalid_output reached the landing
+    assert not destination.exists()
+    emulator.emulator.config.invalid_output_fraction = 0.0
+    dag = make_dag(
+        f"""
+        @task.claude_batch(
+            prompt="Label: {{body}}", model="claude-haiku-4-5", max_tokens=200, destination={str(destination)!r},
+            output_schema={{"type": "object", "properties": {{"label": {{"enum": ["a", "b"]}}}}, "required": ["label"]}},
+        )
+        def rows():
+            return [{{"body": f"ticket {{i}}"}} for i in range(20)]
+
+        rows()
+        """,
+        header="from airflow.sdk import task\n",
+    )
+    dag_run = run_dag(dag)
+    assert _states(dag_run) == [("rows", -1, "success")]
+    table = ds.dataset(destination, format="parquet").to_table()
+    assert set(table.column("label").to_pylist()) <= {"a", "b"} and table.column("label").null_count == 0
+    assert xcom(dag_run, "rows")["by_output_status"] == {"valid": 20}
