@@ -27,6 +27,7 @@ __all__ = [
     "ClaudeBatchFailedRequestsError",
     "ClaudeBatchFederationError",
     "ClaudeBatchInputError",
+    "ClaudeBatchInvalidOutputError",
     "ClaudeBatchJobError",
     "ClaudeBatchManifestError",
     "ClaudeBatchMissingResultsError",
@@ -121,6 +122,10 @@ class ClaudeBatchMissingResultsError(ClaudeBatchJobError):
 
 class ClaudeBatchFailedRequestsError(ClaudeBatchJobError):
     """More requests failed than ``max_failed_fraction`` allows."""
+
+
+class ClaudeBatchInvalidOutputError(ClaudeBatchJobError):
+    """Answers did not match the run's output schema and ``on_invalid_output`` is ``"fail"``."""
 
 
 class ClaudeBatchWaitTimeoutError(ClaudeBatchJobError):

@@ -38,8 +38,8 @@ from typing import Annotated, Any, Literal, Union
 import msgspec
 import pyarrow as pa
 
-from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError
 from airflow_provider_claude_batch.batching.results import RESULT_SCHEMA
+from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
 
 #: Columns the transfer adds for every typed answer: how it went and, when not valid, why.
 STATUS_COLUMN = "output_status"

@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError
 from airflow_provider_claude_batch.batching.rendering import PromptTemplate
+from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
 
 #: The breakpoint's time to live (the API's values: "5m", "1h").
 CACHE_TTL = "1h"

@@ -28,7 +28,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
-from airflow_provider_claude_batch.batching.errors import ClaudeBatchError, ClaudeBatchInputError
 from airflow_provider_claude_batch.batching.output_schema import (
     ERROR_COLUMN,
     INVALID,
@@ -38,6 +37,7 @@ from airflow_provider_claude_batch.batching.output_schema import (
     VALID,
     OutputSchema,
 )
+from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
 
 #: What ``on_invalid_output`` may be: land them marked, fail the task, or resubmit them.
 ON_INVALID_OUTPUT = ("keep", "fail", "resubmit")
@@ -46,10 +46,6 @@ _EXAMPLES = 5
 _JSON_READ = pa_json.ReadOptions(use_threads=True, block_size=1 << 22)
 #: Stop reasons whose answer is not a complete one.
 _SPOILED = pa.array(["refusal", "max_tokens"])
-
-
-class ClaudeBatchInvalidOutputError(ClaudeBatchError):
-    """Answers did not match the output schema and ``on_invalid_output`` is ``"fail"``."""
 
 
 def check_on_invalid_output(value: str) -> str:

@@ -34,7 +34,6 @@ from airflow_provider_claude_batch.batching.run_dir import RunDir
 from airflow_provider_claude_batch.batching.storage import StoragePath, as_path
 from airflow_provider_claude_batch.batching.submission import create_missing_batches
 from airflow_provider_claude_batch.batching.typed_columns import (
-    ClaudeBatchInvalidOutputError,
     TypedAnswers,
     check_on_invalid_output,
     invalid_answer_ids,
@@ -44,6 +43,7 @@ from airflow_provider_claude_batch.config import price_table
 from airflow_provider_claude_batch.conventions import as_seconds, default_deferrable, pick_alias
 from airflow_provider_claude_batch.exceptions import (
     ClaudeBatchError,
+    ClaudeBatchInvalidOutputError,
     ClaudeBatchMissingResultsError,
     ClaudeBatchWaitTimeoutError,
 )
