@@ -88,3 +88,14 @@ def connection_env(emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch): 
         monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(value))
 
     return define
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _metadata_db_migrated_first(request: pytest.FixtureRequest) -> None:
+    """When any collected test needs the metadata DB, migrate it before the first test runs.
+
+    Migrating is a subprocess that rewrites the SQLite file. Done lazily, it ran after tests that
+    had already opened the same file in this process (a connection lookup falls back to the
+    metastore), and their open connections then read the migrated file as malformed."""
+    if any("airflow_db" in getattr(item, "fixturenames", ()) for item in request.session.items):
+        request.getfixturevalue("airflow_db")

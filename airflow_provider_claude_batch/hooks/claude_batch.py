@@ -418,10 +418,11 @@ class ClaudeBatchHook(BaseHook):
         action = f"create a batch of {count} requests"
         last_error: ClaudeBatchAPIError | None = None
         refused_every_attempt = True
+        client = self.client  # built first: the window below counts from the request, not the setup
         for attempt in range(1, self.create_attempts + 1):
             sent_at = datetime.now(timezone.utc)
             try:
-                batch = self.client.post(
+                batch = client.post(
                     "/v1/messages/batches",
                     cast_to=MessageBatch,
                     content=body,
