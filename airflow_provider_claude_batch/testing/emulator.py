@@ -12,15 +12,20 @@ directly; out-of-process users drive it through the ``/_emulator/*`` control end
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import itertools
 import math
 import os
+import re
 import secrets
+import shutil
 import socket
+import tempfile
 import threading
+import weakref
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -196,8 +201,9 @@ class EmulatorConfig:
     truncated_fraction: float = 0.0
 
 
-@dataclass
-class _StoredRequest:
+class _StoredRequest(msgspec.Struct, gc=False):
+    """What a batch keeps of one request: a few scalars, never its params."""
+
     custom_id: str
     model: str
     max_tokens: int
@@ -208,7 +214,51 @@ class _StoredRequest:
     output_schema: dict[str, Any] | None = None
     #: The prompt's cacheable prefix (``cache_control``) and what the request did with it.
     cache_point: Breakpoint | None = None
-    cache_use: CacheUse = field(default_factory=CacheUse)
+    cache_use: CacheUse = msgspec.field(default_factory=CacheUse)
+
+
+class _WireParams(msgspec.Struct, gc=False):
+    """The params fields the emulator checks. ``messages`` and ``system`` stay raw JSON bytes:
+    a create of 100k requests builds no dict or list per message."""
+
+    model: Any = None
+    max_tokens: Any = None
+    messages: msgspec.Raw = msgspec.Raw(b"null")
+    system: msgspec.Raw = msgspec.Raw(b"null")
+    tools: msgspec.Raw = msgspec.Raw(b"null")
+    output_config: msgspec.Raw = msgspec.Raw(b"null")
+
+    def structured(self) -> bool:
+        """Whether the request asks for a structured answer or marks a cacheable prefix: then the
+        emulator needs its params decoded (the rare case; plain prompts stay raw bytes)."""
+        return bytes(self.output_config).strip() != b"null" or any(
+            b'"cache_control"' in bytes(raw) for raw in (self.tools, self.system, self.messages)
+        )
+
+    def decoded(self) -> dict[str, Any]:
+        """The params as the general parse sees them (only the fields the emulator reads)."""
+        params: dict[str, Any] = {"model": self.model, "max_tokens": self.max_tokens}
+        for name in ("messages", "system", "tools", "output_config"):
+            value = _json_decoder.decode(bytes(getattr(self, name)))
+            if value is not None:
+                params[name] = value
+        return params
+
+
+class _WireRequest(msgspec.Struct, gc=False):
+    custom_id: Any = None
+    params: _WireParams | None = None
+
+
+class _WireBody(msgspec.Struct, gc=False):
+    requests: list[_WireRequest]
+
+
+_create_decoder = msgspec.json.Decoder(_WireBody)
+#: ``Range: bytes=START-`` or ``bytes=START-END`` (one range: what a resuming download sends).
+_RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
+#: Bytes read from a rendered results file per body chunk.
+RESULTS_CHUNK_BYTES = 1 << 20
 
 
 @dataclass
@@ -225,6 +275,8 @@ class _Batch:
     #: ``gradual_ending``: the outcomes of the first requests, which ended before the batch.
     finished: list[str] = field(default_factory=list)
     deleted: bool = False
+    #: The results JSONL, rendered once on the first read after the batch ended.
+    results_path: str | None = None
 
     def _finish_gradually(self, until: datetime, resolve: Callable[[_StoredRequest], str]) -> None:
         """End the requests due by ``until``: request k (of n) at ``created + (k+1)/n`` of the
@@ -311,6 +363,9 @@ class Emulator:
         self.base_url: str | None = None
         self.tokens = TokenIssuer()
         self.prompt_cache = PromptCache()
+        # Rendered results files live here until the emulator is garbage collected.
+        self._results_dir = tempfile.mkdtemp(prefix="claude-batch-emulator-")
+        weakref.finalize(self, shutil.rmtree, self._results_dir, True)
         self._dirty = False
         self._load_state()
 
@@ -320,6 +375,10 @@ class Emulator:
             self.tokens.reset()
             self._dirty = bool(self._batches)
             self.prompt_cache.clear()
+            for batch in self._batches.values():
+                if batch.results_path is not None:
+                    with contextlib.suppress(OSError):
+                        os.unlink(batch.results_path)
             self._batches.clear()
             self._faults.clear()
             self._scripted_outcomes.clear()
@@ -471,26 +530,10 @@ class Emulator:
                 error_type="request_too_large",
             )
         try:
-            payload = _json_decoder.decode(body)
-        except msgspec.DecodeError as exc:
-            raise EmulatorHTTPError(400, f"Request body is not valid JSON: {exc}") from None
-        if not isinstance(payload, dict) or not isinstance(payload.get("requests"), list):
-            raise EmulatorHTTPError(400, "requests: Field required (a list of requests)")
-        raw_requests = payload["requests"]
-        if not raw_requests:
-            raise EmulatorHTTPError(400, "requests: List should have at least 1 item")
-        if len(raw_requests) > config.max_requests_per_batch:
-            raise EmulatorHTTPError(
-                400,
-                f"requests: a batch may hold at most {config.max_requests_per_batch} requests "
-                f"(got {len(raw_requests)}).",
-            )
-        stored: list[_StoredRequest] = []
-        seen: set[str] = set()
-        for index, item in enumerate(raw_requests):
-            stored.append(self._validate_request(index, item, seen))
-            if stored[-1].invalid_reason is None:
-                stored[-1].cache_point = breakpoint_of(item["params"], workspace)
+            stored = self._parse_create(body, workspace)
+        except msgspec.DecodeError:
+            # Not the shape the fast path expects: the general parse names what is wrong.
+            stored = self._parse_create_generic(body, workspace)
         now = self.clock.now()
         with self._lock:
             for request in stored:
@@ -511,11 +554,51 @@ class Emulator:
             self.stats["requests_received"] += len(stored)
             return self._batch_json(batch)
 
+    def _check_count(self, count: int) -> None:
+        if not count:
+            raise EmulatorHTTPError(400, "requests: List should have at least 1 item")
+        if count > self.config.max_requests_per_batch:
+            raise EmulatorHTTPError(
+                400,
+                f"requests: a batch may hold at most {self.config.max_requests_per_batch} requests (got {count}).",
+            )
+
+    def _parse_create(self, body: bytes, workspace: str | None) -> list[_StoredRequest]:
+        """A create body decoded into minimal structs (messages and system kept as raw JSON);
+        raises ``msgspec.DecodeError`` for any body not of that shape."""
+        requests = _create_decoder.decode(body).requests
+        self._check_count(len(requests))
+        stored: list[_StoredRequest] = []
+        seen: set[str] = set()
+        for index, item in enumerate(requests):
+            custom_id = self._check_custom_id(index, item.custom_id, seen)
+            params = item.params
+            if params is None:
+                raise EmulatorHTTPError(400, f"requests.{index}.params: Field required")
+            messages = bytes(params.messages)
+            stripped = messages.strip()
+            has_messages = stripped.startswith(b"[") and stripped[1:].lstrip() != b"]"
+            # The same bytes as encoding [system, messages] again, for compact JSON.
+            prompt_bytes = b"[" + bytes(params.system).strip() + b"," + stripped + b"]"
+            stored.append(_stored_request(custom_id, params.model, params.max_tokens, has_messages, prompt_bytes))
+            if params.structured():
+                _add_structure(stored[-1], params.decoded(), workspace)
+        return stored
+
+    def _parse_create_generic(self, body: bytes, workspace: str | None) -> list[_StoredRequest]:
+        try:
+            payload = _json_decoder.decode(body)
+        except msgspec.DecodeError as exc:
+            raise EmulatorHTTPError(400, f"Request body is not valid JSON: {exc}") from None
+        if not isinstance(payload, dict) or not isinstance(payload.get("requests"), list):
+            raise EmulatorHTTPError(400, "requests: Field required (a list of requests)")
+        raw_requests = payload["requests"]
+        self._check_count(len(raw_requests))
+        seen: set[str] = set()
+        return [self._validate_request(index, item, seen, workspace) for index, item in enumerate(raw_requests)]
+
     @staticmethod
-    def _validate_request(index: int, item: Any, seen: set[str]) -> _StoredRequest:
-        if not isinstance(item, dict):
-            raise EmulatorHTTPError(400, f"requests.{index}: Input should be an object")
-        custom_id = item.get("custom_id")
+    def _check_custom_id(index: int, custom_id: Any, seen: set[str]) -> str:
         if not isinstance(custom_id, str) or not limits.CUSTOM_ID_PATTERN.match(custom_id):
             raise EmulatorHTTPError(
                 400,
@@ -524,35 +607,23 @@ class Emulator:
         if custom_id in seen:
             raise EmulatorHTTPError(400, f"requests.{index}.custom_id: Duplicate custom_id {custom_id!r} in batch")
         seen.add(custom_id)
+        return custom_id
+
+    @classmethod
+    def _validate_request(cls, index: int, item: Any, seen: set[str], workspace: str | None) -> _StoredRequest:
+        if not isinstance(item, dict):
+            raise EmulatorHTTPError(400, f"requests.{index}: Input should be an object")
+        custom_id = cls._check_custom_id(index, item.get("custom_id"), seen)
         params = item.get("params")
         if not isinstance(params, dict):
             raise EmulatorHTTPError(400, f"requests.{index}.params: Field required")
-        invalid = None
-        model = params.get("model")
-        max_tokens = params.get("max_tokens")
         messages = params.get("messages")
-        if not isinstance(model, str) or not model:
-            invalid = "model: Field required"
-        elif not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
-            invalid = "max_tokens: Input should be an integer greater than or equal to 1"
-        elif not isinstance(messages, list) or not messages:
-            invalid = "messages: List should have at least 1 item"
-        prompt_bytes = _prompt_bytes(params)
-        output_format = (params.get("output_config") or {}).get("format")
-        if output_format is not None and invalid is None:
-            if not isinstance(output_format, dict) or output_format.get("type") != "json_schema":
-                invalid = "output_config.format.type: Input should be 'json_schema'"
-            elif not isinstance(output_format.get("schema"), dict):
-                invalid = "output_config.format.schema: Field required"
-        return _StoredRequest(
-            custom_id=custom_id,
-            model=model if isinstance(model, str) and model else "unknown",
-            max_tokens=max_tokens if isinstance(max_tokens, int) and max_tokens > 0 else 1,
-            input_chars=len(prompt_bytes),
-            prompt_digest=_stable_int(prompt_bytes),
-            invalid_reason=invalid,
-            output_schema=output_format.get("schema") if isinstance(output_format, dict) else None,
+        has_messages = isinstance(messages, list) and bool(messages)
+        stored = _stored_request(
+            custom_id, params.get("model"), params.get("max_tokens"), has_messages, _prompt_bytes(params)
         )
+        _add_structure(stored, params, workspace)
+        return stored
 
     def _get(self, batch_id: str, workspace: str | None) -> _Batch:
         batch = self._batches.get(batch_id)
@@ -599,24 +670,40 @@ class Emulator:
             page, has_more = cursor_page(newest_first, _batch_id, limit, after_id, before_id)
             return list_body(page, _batch_id, has_more, self._batch_json)
 
-    def results_lines(self, batch_id: str, workspace: str | None) -> Iterable[bytes]:
-        """The results JSONL of an ended batch, one line at a time (not in request order)."""
+    def results_file(self, batch_id: str, workspace: str | None) -> tuple[str, int]:
+        """The path and size of an ended batch's results JSONL, rendered once on the first read
+        and then served from disk (not in request order)."""
         with self._lock:
             batch = self._get(batch_id, workspace)
             if batch.ended_at is None or batch.outcomes is None:
                 raise EmulatorHTTPError(
                     400, f"Message batch '{batch_id}' has not ended yet; results are available once it has."
                 )
-            pairs = list(zip(batch.requests, batch.outcomes, strict=True))
+            if batch.results_path is None or not os.path.exists(batch.results_path):
+                # (A batch loaded from a state file names the files of an earlier process.)
+                batch.results_path = self._render_results(batch)
+            return batch.results_path, os.path.getsize(batch.results_path)
+
+    def _render_results(self, batch: _Batch) -> str:
+        assert batch.outcomes is not None
+        pairs = list(zip(batch.requests, batch.outcomes, strict=True))
         # Results carry no ordering guarantee: interleave the two halves so that consumers
         # that assume request order are caught by the tests.
         half = (len(pairs) + 1) // 2
         order = [
             i for pair in itertools.zip_longest(range(half, len(pairs)), range(half)) for i in pair if i is not None
         ]
-        for i in order:
-            request, outcome = pairs[i]
-            yield _json_encoder.encode(self._result_json(batch.id, request, outcome)) + b"\n"
+        path = os.path.join(self._results_dir, f"{batch.id}.jsonl")
+        with open(path, "wb") as out:
+            for start in range(0, len(order), 4096):
+                out.write(
+                    b"".join(
+                        _json_encoder.encode(self._result_json(batch.id, pairs[i][0], pairs[i][1])) + b"\n"
+                        for i in order[start : start + 4096]
+                    )
+                )
+        self.stats["results_rendered"] += 1
+        return path
 
     # ----------------------------------------------------------------- JSON shapes
     def _batch_json(self, batch: _Batch) -> dict[str, Any]:
@@ -867,11 +954,19 @@ def create_app(emulator: Emulator) -> FastAPI:
     @app.get("/v1/messages/batches/{batch_id}/results")
     async def batch_results(batch_id: str, request: Request) -> Response:
         def stream(workspace: str | None, fault: Fault | None) -> Response:
-            lines = iter(emulator.results_lines(batch_id, workspace))
-            first = next(lines, b"")  # surfaces "not ended" / 404 before the 200 is sent
+            path, size = emulator.results_file(batch_id, workspace)
+            start, end = _byte_range(request.headers.get("range"), size)
+            headers = {"accept-ranges": "bytes", "content-length": str(end - start)}
+            status = 200
+            if request.headers.get("range") is not None:
+                status = 206
+                headers["content-range"] = f"bytes {start}-{end - 1}/{size}"
+                emulator.stats["results_ranges"] += 1
             return StreamingResponse(
-                _body_chunks(emulator, itertools.chain([first], lines), fault),
+                _file_chunks(emulator, path, start, end, fault),
+                status_code=status,
                 media_type="application/binary",
+                headers=headers,
             )
 
         return await handle("results", request, stream)
@@ -976,26 +1071,83 @@ def create_app(emulator: Emulator) -> FastAPI:
     return app
 
 
-async def _body_chunks(emulator: Emulator, lines: Iterable[bytes], drop: Fault | None) -> AsyncIterator[bytes]:
-    """Group result lines into ~64 KiB chunks; with a drop fault, break the connection."""
-    buffer: list[bytes] = []
-    size = sent = 0
-    for line in lines:
-        buffer.append(line)
-        size += len(line)
-        if drop is not None and drop.drop_after_bytes is not None and sent + size >= drop.drop_after_bytes:
-            data = b"".join(buffer)[: max(0, drop.drop_after_bytes - sent)]
-            if data:
-                yield data
-            emulator.stats["results_dropped"] += 1
-            raise ConnectionAbortedError(f"{EMULATOR_TAG} dropped the results connection on purpose")
-        if size >= 65536:
-            yield b"".join(buffer)
-            sent += size
-            buffer, size = [], 0
+def _stored_request(
+    custom_id: str, model: Any, max_tokens: Any, has_messages: bool, prompt_bytes: bytes
+) -> _StoredRequest:
+    """One request as a batch keeps it. Invalid params are kept too: the API reports them as
+    an errored result, not at create time."""
+    invalid = None
+    if not isinstance(model, str) or not model:
+        invalid = "model: Field required"
+    elif not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+        invalid = "max_tokens: Input should be an integer greater than or equal to 1"
+    elif not has_messages:
+        invalid = "messages: List should have at least 1 item"
+    return _StoredRequest(
+        custom_id=custom_id,
+        model=model if isinstance(model, str) and model else "unknown",
+        max_tokens=max_tokens if isinstance(max_tokens, int) and max_tokens > 0 else 1,
+        input_chars=len(prompt_bytes),
+        prompt_digest=_stable_int(prompt_bytes),
+        invalid_reason=invalid,
+    )
+
+
+def _add_structure(stored: _StoredRequest, params: dict[str, Any], workspace: str | None) -> None:
+    """What a valid request's ``output_config.format`` and ``cache_control`` ask for (an invalid
+    format makes the request invalid: it ends errored, as in the API)."""
+    output_config = params.get("output_config")
+    output_format = output_config.get("format") if isinstance(output_config, dict) else None
+    if isinstance(output_format, dict):
+        schema = output_format.get("schema")
+        stored.output_schema = schema if isinstance(schema, dict) else None
+    if stored.invalid_reason is not None:
+        return
+    if output_format is not None:
+        if not isinstance(output_format, dict) or output_format.get("type") != "json_schema":
+            stored.invalid_reason = "output_config.format.type: Input should be 'json_schema'"
+            return
+        if not isinstance(output_format.get("schema"), dict):
+            stored.invalid_reason = "output_config.format.schema: Field required"
+            return
+    stored.cache_point = breakpoint_of(params, workspace)
+
+
+def _byte_range(header: str | None, size: int) -> tuple[int, int]:
+    """``[start, end)`` of a results body for a ``Range`` header (the whole file without one)."""
+    if header is None:
+        return 0, size
+    match = _RANGE.match(header.strip())
+    if match is None:
+        raise EmulatorHTTPError(400, f"range: unsupported Range header {header!r}; use bytes=START- or START-END")
+    start = int(match.group(1))
+    end = min(size, int(match.group(2)) + 1) if match.group(2) else size
+    if start >= size or start >= end:
+        raise EmulatorHTTPError(
+            416, f"range: {header!r} is outside the {size} bytes of the results", error_type="invalid_request_error"
+        )
+    return start, end
+
+
+async def _file_chunks(emulator: Emulator, path: str, start: int, end: int, drop: Fault | None) -> AsyncIterator[bytes]:
+    """Bytes ``[start, end)`` of a rendered results file in 1 MiB chunks; with a drop fault,
+    the connection breaks after ``drop_after_bytes`` of this response's body."""
+    limit = end - start
+    if drop is not None and drop.drop_after_bytes is not None:
+        limit = min(limit, drop.drop_after_bytes)
+    sent = 0
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        while sent < limit:
+            data = handle.read(min(RESULTS_CHUNK_BYTES, limit - sent))
+            if not data:
+                break
+            sent += len(data)
+            yield data
             await asyncio.sleep(0)
-    if buffer:
-        yield b"".join(buffer)
+    if sent < end - start:
+        emulator.stats["results_dropped"] += 1
+        raise ConnectionAbortedError(f"{EMULATOR_TAG} dropped the results connection on purpose")
 
 
 @dataclass
