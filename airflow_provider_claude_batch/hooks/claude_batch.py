@@ -50,8 +50,10 @@ from airflow_provider_claude_batch.hooks.loop_registry import LoopRegistry
 from airflow_provider_claude_batch.hooks.wire import (
     jsonl_to_create_body,
     page_params,
+    range_start,
     requests_to_create_body,
     retry_after_seconds,
+    whole_size,
 )
 
 #: The request params ``count_tokens`` takes (the SDK's own list).
@@ -73,6 +75,8 @@ def quiet_transport_logs() -> None:
 
 
 #: Failures of a stream that was already answering (a dropped connection mid-body).
+#: Broken connections a results download survives (each resumes where the last one ended).
+DOWNLOAD_ATTEMPTS = 5
 STREAM_ERRORS: tuple[type[BaseException], ...] = (_httpx.TransportError, anthropic.APIConnectionError)
 #: HTTP statuses after which a create may or may not have happened.
 _AMBIGUOUS_CREATE_STATUSES = frozenset({408, 409, 500, 502, 503, 504})
@@ -609,43 +613,58 @@ class ClaudeBatchHook(BaseHook):
             return self.client.messages.batches.delete(batch_id)
 
     # ------------------------------------------------------------------ results
-    def iter_results_bytes(self, batch_id: str, *, chunk_size: int = 1 << 20) -> Iterator[bytes]:
-        """The raw results JSONL of an ended batch, streamed; no object is built per line."""
-        with self._translated(f"read the results of batch {batch_id!r}", batch_id):
-            with self.client.messages.batches.with_streaming_response.results(batch_id) as response:
-                yield from response.iter_bytes(chunk_size)
+    def iter_results_bytes(
+        self, batch_id: str, *, chunk_size: int = 1 << 20, attempts: int = DOWNLOAD_ATTEMPTS
+    ) -> Iterator[bytes]:
+        """The raw results JSONL of an ended batch, streamed: every byte exactly once, in order.
 
-    def iter_results_lines(self, batch_id: str) -> Iterator[bytes]:
-        """The raw results JSONL, one line (without its newline) at a time."""
-        return iter_lines(self.iter_results_bytes(batch_id))
-
-    def download_results(self, batch_id: str, destination: Any, *, attempts: int = 5) -> int:
-        """Save the results JSONL to ``destination`` (a path or ``ObjectStoragePath``).
-
-        A connection dropped mid-download restarts the read from the start into a fresh
-        temporary file, so the saved file is always complete and never has duplicates; it
-        appears under its final name only once whole. Returns the number of bytes saved.
+        A connection dropped mid-body is resumed where it broke off: the next request asks for
+        the rest with ``Range: bytes=N-``; a server that answers with the whole body again (200
+        instead of 206) has its first N bytes skipped. So a consumer never sees a byte twice or
+        misses one, and no object is built per line. After ``attempts`` broken connections in
+        all, the error says so.
         """
-        from airflow_provider_claude_batch.batching.storage import atomic_writer
-
+        offset = 0
+        total: int | None = None
         for attempt in range(1, attempts + 1):
             try:
-                with atomic_writer(destination) as out:
-                    size = 0
-                    for chunk in self.iter_results_bytes(batch_id):
-                        out.write(chunk)
-                        size += len(chunk)
-                self.log.info("Saved the results of batch %s (%d bytes) to %s.", batch_id, size, destination)
-                return size
+                with self._translated(f"read the results of batch {batch_id!r}", batch_id):
+                    headers = {"Range": f"bytes={offset}-"} if offset else None
+                    streaming = self.client.messages.batches.with_streaming_response
+                    with streaming.results(batch_id, extra_headers=headers) as response:
+                        http = response.http_response
+                        start = range_start(http.status_code, http.headers, offset)
+                        if start is None:
+                            raise ClaudeBatchAPIError(
+                                f"Asked for the results of batch {batch_id!r} from byte {offset} but got "
+                                f"Content-Range {http.headers.get('content-range')!r}"
+                            )
+                        skip = offset - start
+                        if total is None:
+                            total = whole_size(http.status_code, http.headers)
+                        for chunk in response.iter_bytes(chunk_size):
+                            if skip:
+                                if len(chunk) <= skip:
+                                    skip -= len(chunk)
+                                    continue
+                                chunk, skip = chunk[skip:], 0
+                            offset += len(chunk)
+                            yield chunk
+                if skip:
+                    break  # the file changed under us: no resume can fix that
+                return
             except STREAM_ERRORS as exc:
+                if total is not None and offset == total:
+                    return  # every byte arrived; only the connection's close failed
                 if attempt == attempts:
                     raise ClaudeBatchAPIError(
                         f"The results download of batch {batch_id!r} broke off {attempts} times "
                         f"(last: {type(exc).__name__}: {exc}); retry the task to download again."
                     ) from exc
                 self.log.warning(
-                    "The results download of batch %s broke off (%s); starting it again (%d/%d).",
+                    "The results download of batch %s broke off at byte %d (%s); resuming there (%d/%d).",
                     batch_id,
+                    offset,
                     type(exc).__name__,
                     attempt + 1,
                     attempts,
@@ -653,7 +672,31 @@ class ClaudeBatchHook(BaseHook):
             except ClaudeBatchAPIError as exc:
                 if attempt == attempts or exc.status_code not in (None, 429, 500, 502, 503, 504, 529):
                     raise
-        raise AssertionError("unreachable")
+        raise ClaudeBatchAPIError(
+            f"The results of batch {batch_id!r} came back shorter than the {offset} bytes already read; "
+            "retry the task to download them again."
+        )
+
+    def iter_results_lines(self, batch_id: str) -> Iterator[bytes]:
+        """The raw results JSONL, one line (without its newline) at a time."""
+        return iter_lines(self.iter_results_bytes(batch_id))
+
+    def download_results(self, batch_id: str, destination: Any, *, attempts: int = DOWNLOAD_ATTEMPTS) -> int:
+        """Save the results JSONL to ``destination`` (a path or ``ObjectStoragePath``).
+
+        A dropped connection resumes where it broke off (:meth:`iter_results_bytes`), so the
+        saved file has every byte once; it appears under its final name only once whole.
+        Returns the number of bytes saved.
+        """
+        from airflow_provider_claude_batch.batching.storage import atomic_writer
+
+        with atomic_writer(destination) as out:
+            size = 0
+            for chunk in self.iter_results_bytes(batch_id, attempts=attempts):
+                out.write(chunk)
+                size += len(chunk)
+        self.log.info("Saved the results of batch %s (%d bytes) to %s.", batch_id, size, destination)
+        return size
 
     # ------------------------------------------------------------------ async (triggers)
     async def aretrieve_batch(self, batch_id: str) -> MessageBatch:

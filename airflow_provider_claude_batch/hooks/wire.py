@@ -1,5 +1,6 @@
 """What goes over the wire besides the SDK's own models: create bodies built from bytes,
-``list`` paging arguments and ``retry-after`` headers. No connection, no calls."""
+``list`` paging arguments, ``retry-after`` headers and where a resumed results download
+starts. No connection, no calls."""
 
 from __future__ import annotations
 
@@ -50,3 +51,20 @@ def jsonl_to_create_body(jsonl: bytes) -> bytes:
 def requests_to_create_body(requests: Iterable[dict[str, Any]]) -> tuple[bytes, int]:
     lines = [_json.encode(request) for request in requests]
     return b'{"requests":[' + b",".join(lines) + b"]}", len(lines)
+
+
+def range_start(status_code: int, headers: Mapping[str, str], asked: int) -> int | None:
+    """Where the body of a results response starts in the whole file, after asking for it
+    from byte ``asked``: ``asked`` for a 206 whose ``Content-Range`` says so, 0 for any other
+    answer (the server sent everything again), ``None`` for a 206 of another range."""
+    if not asked or status_code != 206:
+        return 0
+    unit, _, rest = headers.get("content-range", "").partition(" ")
+    start = rest.split("-", 1)[0]
+    return asked if unit == "bytes" and start.isdigit() and int(start) == asked else None
+
+
+def whole_size(status_code: int, headers: Mapping[str, str]) -> int | None:
+    """The whole results file's size, from a 200's ``Content-Length`` (``None`` otherwise)."""
+    length = headers.get("content-length", "")
+    return int(length) if status_code == 200 and length.isdigit() else None

@@ -178,6 +178,9 @@ class EmulatorConfig:
     expired_fraction: float = 0.0
     #: Replies are ``reply_chars`` characters long, or drawn from this range by hash.
     reply_chars: tuple[int, int] | None = None
+    #: Answer a results ``Range`` request with 206 and the rest of the file; ``False``: ignore
+    #: the header and send the whole file again (a server without ranges).
+    results_ranges: bool = True
     #: Workload identity federation: the rule ``POST /v1/oauth/token`` exchanges against.
     federation: FederationRule = field(default_factory=FederationRule)
     #: Opt-in: requests end one by one, evenly over ``processing_seconds`` (in request order),
@@ -955,10 +958,13 @@ def create_app(emulator: Emulator) -> FastAPI:
     async def batch_results(batch_id: str, request: Request) -> Response:
         def stream(workspace: str | None, fault: Fault | None) -> Response:
             path, size = emulator.results_file(batch_id, workspace)
-            start, end = _byte_range(request.headers.get("range"), size)
-            headers = {"accept-ranges": "bytes", "content-length": str(end - start)}
+            asked = request.headers.get("range") if emulator.config.results_ranges else None
+            start, end = _byte_range(asked, size)
+            headers = {"content-length": str(end - start)}
+            if emulator.config.results_ranges:
+                headers["accept-ranges"] = "bytes"
             status = 200
-            if request.headers.get("range") is not None:
+            if asked is not None:
                 status = 206
                 headers["content-range"] = f"bytes {start}-{end - 1}/{size}"
                 emulator.stats["results_ranges"] += 1

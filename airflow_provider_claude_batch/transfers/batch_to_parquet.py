@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from airflow.sdk import Asset, BaseOperator
 
 from airflow_provider_claude_batch.batching.batch_state import BatchState
 from airflow_provider_claude_batch.batching.cancel import cancel_batches
 from airflow_provider_claude_batch.batching.landing import (
+    LandingStats,
     check_identity,
     cost_table,
     keep_columns_spec,
@@ -29,6 +31,7 @@ from airflow_provider_claude_batch.batching.poller import (
     retrieve_states,
     wait_until_ended,
 )
+from airflow_provider_claude_batch.batching.raw_results import SavingDownload
 from airflow_provider_claude_batch.batching.rounds import plan_next_round
 from airflow_provider_claude_batch.batching.run_dir import RunDir
 from airflow_provider_claude_batch.batching.storage import StoragePath, as_path
@@ -57,13 +60,23 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
+class StagedParts(NamedTuple):
+    """Parquet parts written to a staged folder, not committed yet, with their totals and (with
+    an output schema) how their answers typed."""
+
+    staged: StoragePath
+    stats: LandingStats
+    typed: TypedAnswers | None
+
+
 class ClaudeBatchToParquetOperator(BaseOperator):
     """Stream the results of every batch of a manifest into Parquet.
 
-    Each batch's raw results JSONL is saved to the work directory first
-    (``raw/{batch_id}.jsonl``; a connection dropped mid-download restarts it), then parsed
-    in record batches and written as Parquet row groups, one ``part-NNNNN.parquet`` per
-    chunk, so memory stays flat however many results there are. The destination folder is
+    Each batch's raw results JSONL is parsed while it downloads, in record batches written as
+    Parquet row groups (one ``part-NNNNN.parquet`` per chunk), so memory stays flat however
+    many results there are; the same bytes are saved to the work directory
+    (``raw/{batch_id}.jsonl``), whole before the output is committed, and a connection dropped
+    mid-download resumes where it broke off. The destination folder is
     replaced whole (:mod:`~airflow_provider_claude_batch.batching.partitions`: an atomic rename
     on local disk, a commit object on object storage), so backfills and clears never
     duplicate rows and a reader never sees a mix of two landings.
@@ -198,13 +211,19 @@ class ClaudeBatchToParquetOperator(BaseOperator):
     def _land(self) -> dict[str, Any]:
         manifest, run_dir = open_manifest(self.manifest)
         hook = ClaudeBatchHook(self.claude_batch_conn_id or manifest.conn_id)
-        raw_files = self._bill_retry_rounds(manifest, run_dir, hook)
-        return self._write(manifest, run_dir, raw_files)
+        staged, raw_files = self._bill_retry_rounds(manifest, run_dir, hook)
+        if staged is None:
+            staged = self._stage(manifest, run_dir, raw_files)
+        return self._write(manifest, run_dir, staged)
 
-    def _bill_retry_rounds(self, manifest: Manifest, run_dir: Any, hook: ClaudeBatchHook) -> dict[str, Any]:
+    def _bill_retry_rounds(
+        self, manifest: Manifest, run_dir: RunDir, hook: ClaudeBatchHook
+    ) -> tuple[StagedParts | None, dict[str, StoragePath]]:
         """Download every batch's results and resubmit what ended for a transient reason (and,
-        with ``on_invalid_output="resubmit"``, answers off the output schema), round after round: this **creates and bills new batches**, up to ``max_retry_rounds``.
-        Returns the raw results file of every batch once no round is left to create."""
+        with ``on_invalid_output="resubmit"``, answers off the output schema), round after
+        round: this **creates and bills new batches**, up to ``max_retry_rounds``.
+        Returns, once no round is left to create, the parts landed while the last results
+        downloaded (staged, or None when nothing was downloaded) and every batch's raw file."""
         while True:
             # Records of a round planned by an earlier try but not created yet.
             create_missing_batches(manifest, run_dir, hook)
@@ -212,12 +231,33 @@ class ClaudeBatchToParquetOperator(BaseOperator):
             if still_open:
                 self._wait(still_open, manifest, run_dir, hook)
                 continue
-            raw_files = self._download(manifest, run_dir, hook)
-            next_round = plan_next_round(
-                manifest, run_dir, self.max_retry_rounds, also_retry=self._invalid_answers(manifest)
-            )
+            raw_files = self._raw_sources(manifest, run_dir, hook)
+            # Results not saved yet are landed while they download, into a staged folder that
+            # is committed only if they pass the identity check and no further round is needed.
+            staged = None
+            if any(isinstance(raw, SavingDownload) for raw in raw_files.values()):
+                try:
+                    staged = self._stage(manifest, run_dir, raw_files)
+                except ClaudeBatchMissingResultsError:
+                    staged = None  # the saved results are checked (and downloaded again) below
+            try:
+                if self._verify_all(manifest, run_dir, hook) and staged is not None:
+                    discard(staged.staged)  # landed from results that were downloaded again
+                    staged = None
+                raw_files = {
+                    r.batch_id or "": run_dir / run_dir.raw_results_file(r.batch_id or "") for r in manifest.batches
+                }
+                next_round = plan_next_round(
+                    manifest, run_dir, self.max_retry_rounds, also_retry=self._invalid_answers(manifest)
+                )
+            except BaseException:
+                if staged is not None:
+                    discard(staged.staged)
+                raise
             if not next_round:
-                return raw_files
+                return staged, raw_files
+            if staged is not None:
+                discard(staged[0])
             self.log.info(
                 "Round %d: resubmitting %d request(s) that ended expired, with a retryable error or (with "
                 "on_invalid_output='resubmit') with an answer that does not match the output schema, in %d batch(es).",
@@ -302,9 +342,11 @@ class ClaudeBatchToParquetOperator(BaseOperator):
         hook = ClaudeBatchHook(self.claude_batch_conn_id or ClaudeBatchHook.default_conn_name)
         cancel_batches(hook, poller.to_cancel(), reason="the task was killed", log=self.log)
 
-    def _download(self, manifest: Manifest, run_dir: RunDir, hook: ClaudeBatchHook) -> dict[str, StoragePath]:
+    def _raw_sources(self, manifest: Manifest, run_dir: RunDir, hook: ClaudeBatchHook) -> dict[str, StoragePath]:
+        """Per batch, its saved raw results file, or a download that saves it while it is
+        landed (round 0, the bulk). A resubmission round's results are saved first: landing an
+        earlier round needs to know which of its requests went out again."""
         raw_files: dict[str, StoragePath] = {}
-        first_records = {record.chunk: record for record in manifest.batches if record.round == 0}
         for record in manifest.batches:
             if record.batch_id is None:
                 raise ClaudeBatchError(f"{record.label} has no batch: the submit task did not finish; clear it")
@@ -312,13 +354,32 @@ class ClaudeBatchToParquetOperator(BaseOperator):
             raw = run_dir / name
             raw_files[record.batch_id] = raw
             if not raw.exists():
-                hook.download_results(record.batch_id, raw)
-            if record.batch_id not in self._verified:
-                self._verify(record, first_records.get(record.chunk, record), run_dir, raw, hook)
+                if record.round == 0:
+                    raw_files[record.batch_id] = SavingDownload(
+                        functools.partial(hook.iter_results_bytes, record.batch_id), raw
+                    )
+                else:
+                    hook.download_results(record.batch_id, raw)
             if record.results_file != name:
                 record.results_file = name
                 manifest.save(run_dir)
         return raw_files
+
+    def _verify_all(self, manifest: Manifest, run_dir: RunDir, hook: ClaudeBatchHook) -> bool:
+        """Check every batch's saved results against its requests (:meth:`_verify`); a raw
+        file a failed landing did not get to is downloaded first. Returns whether any results
+        had to be downloaded again (then what was landed from them is not to be kept)."""
+        first_records = {record.chunk: record for record in manifest.batches if record.round == 0}
+        downloaded_again = False
+        for record in manifest.batches:
+            batch_id = record.batch_id or ""
+            if batch_id in self._verified:
+                continue
+            raw = run_dir / run_dir.raw_results_file(batch_id)
+            if not raw.exists():
+                hook.download_results(batch_id, raw)
+            downloaded_again |= self._verify(record, first_records.get(record.chunk, record), run_dir, raw, hook)
+        return downloaded_again
 
     def _verify(
         self,
@@ -327,11 +388,12 @@ class ClaudeBatchToParquetOperator(BaseOperator):
         run_dir: RunDir,
         raw: StoragePath,
         hook: ClaudeBatchHook,
-    ) -> None:
+    ) -> bool:
         """Every custom_id the batch was sent exactly once in its saved results, and no other.
         A mismatch (a corrupted or foreign file) is downloaded once more before it fails the
         task: nothing is landed from results that do not match their requests."""
         check = check_identity(run_dir, record, inputs_record, raw)
+        downloaded_again = not check.ok
         if not check.ok:
             self.log.warning(
                 "The saved results of batch %s do not match its requests (missing %d, repeated %d, foreign %d); "
@@ -344,8 +406,13 @@ class ClaudeBatchToParquetOperator(BaseOperator):
             if not check.ok:
                 raise ClaudeBatchMissingResultsError(check.message(raw))
         self._verified.add(record.batch_id or "")
+        return downloaded_again
 
-    def _write(self, manifest: Manifest, run_dir: RunDir, raw_files: dict[str, StoragePath]) -> dict[str, Any]:
+    def _stage(self, manifest: Manifest, run_dir: RunDir, raw_files: dict[str, StoragePath]) -> StagedParts:
+        """Parquet parts of every chunk in a staged folder (discarded if anything fails);
+        downloads in ``raw_files`` are saved while they are read. With an output schema the
+        answers are typed as they are parsed; whether invalid ones fail the task is decided
+        when the parts are committed (a further round may still replace them)."""
         keep_columns, rename = keep_columns_spec(self.keep_columns)
         destination = as_path(self.destination)
         staged = stage(destination)
@@ -363,6 +430,21 @@ class ClaudeBatchToParquetOperator(BaseOperator):
                 compression=self.compression,
                 typed=typed,
             )
+        except BaseException:
+            discard(staged)
+            raise
+        for batch_id, raw in raw_files.items():
+            if isinstance(raw, SavingDownload):
+                self.log.info(
+                    "Saved the results of batch %s (%s bytes) to %s while landing them.", batch_id, raw.saved_bytes, raw
+                )
+        return StagedParts(staged, stats, typed)
+
+    def _write(self, manifest: Manifest, run_dir: RunDir, parts: StagedParts) -> dict[str, Any]:
+        """Commit the staged parts as the destination, whole, and record the summary."""
+        staged, stats, typed = parts.staged, parts.stats, parts.typed
+        destination = as_path(self.destination)
+        try:
             if typed is not None and typed.not_valid and self.on_invalid_output == "fail":
                 raise ClaudeBatchInvalidOutputError(
                     typed.describe_failures() + ". Nothing was landed (on_invalid_output='fail')."
