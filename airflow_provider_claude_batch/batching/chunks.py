@@ -162,6 +162,10 @@ class ChunkWriter:
     def write_batch(self, renderer: RequestRenderer, batch: pa.RecordBatch) -> None:
         """Render and write one record batch of input rows (splitting across chunks as needed)."""
         first_row = self.rows
+        columns = renderer.render_columns(batch, first_row=first_row)
+        if columns is not None:
+            self._write_lines(batch, *columns)
+            return
         rendered = list(renderer.render_batch(batch, first_row=first_row))  # one record batch at most
         ids = [request.custom_id for request in rendered]
         inputs = self._inputs_table(batch, ids)
@@ -189,6 +193,50 @@ class ChunkWriter:
             self._write_inputs(chunk, inputs, segment_start, len(rendered))
         self.rows += batch.num_rows
         self._id_hashes.append(np.fromiter(map(id_hash, ids), dtype=np.int64, count=len(ids)))
+
+    def _write_lines(self, batch: pa.RecordBatch, ids: pa.Array, lines: pa.Array) -> None:
+        """The whole-column twin of the row loop above: the same chunk boundaries and bytes,
+        found with numpy over the line lengths and written as one slice of the lines' buffer
+        per chunk segment."""
+        first_row, count = self.rows, len(lines)
+        id_list = ids.to_pylist()
+        inputs = self._inputs_table(batch, id_list)
+        max_requests, max_bytes = self.limits.max_requests, self.limits.max_bytes
+        offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)[lines.offset : lines.offset + count + 1]
+        data = memoryview(lines.buffers()[2])
+        lengths = np.diff(offsets).astype(np.int64) - 1  # without the newline
+        too_big = np.flatnonzero(limits.CREATE_ENVELOPE_BYTES + lengths > max_bytes)
+        if too_big.size:
+            offset = int(too_big[0])
+            raise ClaudeBatchInputError(
+                f"row {first_row + offset} (custom_id {id_list[offset]!r}) serializes to {int(lengths[offset])} "
+                f"bytes, more than max_bytes_per_batch ({max_bytes}) allows for one request"
+            )
+        chunk = self._open
+        start = segment_start = 0
+        while start < count:
+            if chunk is None or chunk.count >= max_requests or chunk.body_bytes + lengths[start] + 1 > max_bytes:
+                if chunk is not None:
+                    self._write_inputs(chunk, inputs, segment_start, start)
+                    self._finish()
+                chunk = self._start(first_row + start)
+                segment_start = start
+            room = max_requests - chunk.count
+            first = 1 if chunk.count == 0 else 0  # a chunk's first request always fits, comma-less
+            body = chunk.body_bytes + (int(lengths[start]) if first else 0)
+            following = np.cumsum(lengths[start + first : start + room] + 1) + body
+            taken = first + int(np.searchsorted(following, max_bytes, side="right"))
+            end = start + taken
+            segment = bytes(data[offsets[start] : offsets[end]])
+            chunk.handle.write(segment)
+            chunk.digest.update(segment)
+            chunk.count += taken
+            chunk.body_bytes += int(lengths[start:end].sum()) + taken - first
+            start = end
+        if chunk is not None:
+            self._write_inputs(chunk, inputs, segment_start, count)
+        self.rows += batch.num_rows
+        self._id_hashes.append(np.fromiter(map(id_hash, id_list), dtype=np.int64, count=count))
 
     def _inputs_table(self, batch: pa.RecordBatch, ids: list[str]) -> pa.Table | None:
         if self.input_columns is None:

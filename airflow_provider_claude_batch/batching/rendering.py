@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from airflow_provider_claude_batch.batching import limits
+from airflow_provider_claude_batch.batching.column_render import column_renderer
 from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError
 from airflow_provider_claude_batch.batching.pricing import RequestTally
 from airflow_provider_claude_batch.batching.request_params import check_params
@@ -185,6 +186,12 @@ class RequestRenderer:
         self._base_bytes = 0
         #: model -> tally of the rows whose params_column chose their model or max_tokens.
         self._overridden: dict[str, RequestTally] = {}
+        # Whole-column rendering, for a plain concatenation with nothing per row but the prompt.
+        self._columns = (
+            column_renderer(spec.prompt, self._head, self._middle, self._tail)
+            if spec.params_column is None and (self.system is None or self._system_is_constant)
+            else None
+        )
 
     def tally(self) -> dict[str, RequestTally]:
         """Per model: requests rendered so far, their bytes and their output token limits."""
@@ -222,6 +229,21 @@ class RequestRenderer:
                 raise ClaudeBatchInputError(
                     f"column {column!r} used by {role} is not in {source}; its columns are {available}"
                 )
+
+    def render_columns(self, batch: pa.RecordBatch, *, first_row: int) -> tuple[pa.Array, pa.Array] | None:
+        """custom_ids and newline-terminated request lines of a whole record batch, rendered
+        with Arrow's string kernels (the same bytes as :meth:`render_batch`), or None when this
+        spec or batch needs the row path (which then names any bad row)."""
+        if self._columns is None:
+            return None
+        rendered = self._columns.lines(batch, first_row, self.spec.id_column, self.spec.id_prefix)
+        if rendered is None:
+            return None
+        self._base_rows += batch.num_rows
+        # Without the newlines, as the row path counts them.
+        self._base_bytes += int(pc.sum(pc.binary_length(rendered[1])).as_py() or 0) - batch.num_rows
+        self.rows_rendered += batch.num_rows
+        return rendered
 
     def render_batch(self, batch: pa.RecordBatch, *, first_row: int) -> Iterator[RenderedRequest]:
         """Render one record batch whose first row is input row ``first_row`` (0-based)."""
