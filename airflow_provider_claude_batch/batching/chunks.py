@@ -9,6 +9,8 @@ uniqueness check), never a whole chunk or the whole input.
 from __future__ import annotations
 
 import hashlib
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -36,10 +38,30 @@ def request_id(line: bytes) -> str:
     return str(msgspec.json.decode(line)["custom_id"])
 
 
+#: Powers of the FNV-1 64-bit prime, one per byte position of a custom_id (at most 64 bytes).
+_POWERS = np.array([pow(1099511628211, k, 2**64) for k in range(limits.CUSTOM_ID_MAX_LENGTH + 1)], dtype=np.uint64)
+
+
+def id_hashes(ids: pa.Array) -> np.ndarray:
+    """A 64-bit hash per custom_id (valid ids: 1-64 ASCII bytes) for the run-wide uniqueness
+    check, over the whole column at once: the sum of each byte times a prime's power for its
+    position, mod 2**64. A collision only sends the check to the ids on disk."""
+    ids = ids.cast(pa.binary())
+    count = len(ids)
+    if not count:
+        return np.zeros(0, dtype=np.int64)
+    offsets = np.frombuffer(ids.buffers()[1], dtype=np.int32)[ids.offset : ids.offset + count + 1].astype(np.int64)
+    data = np.frombuffer(ids.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]].astype(np.uint64)
+    starts = offsets[:-1] - offsets[0]
+    lengths = np.diff(offsets)
+    positions = np.arange(len(data)) - np.repeat(starts, lengths)
+    sums = np.add.reduceat(data * _POWERS[positions], starts)
+    return (sums ^ (lengths.astype(np.uint64) << np.uint64(56))).view(np.int64)
+
+
 def id_hash(custom_id: str) -> int:
-    """A 64-bit hash for the run-wide uniqueness check. Python's own string hash: hashes are
-    only compared within one process, and a collision just sends the check to the ids on disk."""
-    return hash(custom_id)
+    """:func:`id_hashes` of one custom_id (the rare path that looks for duplicates on disk)."""
+    return int(id_hashes(pa.array([custom_id], pa.string()))[0])
 
 
 @dataclass
@@ -110,6 +132,10 @@ class _OpenChunk:
     inputs_writer: pq.ParquetWriter | None = None
     inputs_sink: IO[bytes] | None = None
 
+    def write(self, data: Any) -> None:
+        self.handle.write(data)
+        self.digest.update(data)
+
     def close(self) -> None:
         self.handle.close()
         if self.inputs_writer is not None:
@@ -134,6 +160,14 @@ class ChunkWriter:
         self._open: _OpenChunk | None = None
         self._id_hashes: list[np.ndarray] = []
         self.rows = 0
+        # Whole-column segments are written and hashed on one thread (both release the GIL),
+        # in order, while the next record batch renders; at most two wait.
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chunk-writer")
+        self._pending: deque[Future[None]] = deque()
+
+    def _wait(self, most: int = 0) -> None:
+        while len(self._pending) > most:
+            self._pending.popleft().result()
 
     def _start(self, first_row: int) -> _OpenChunk:
         index = len(self.chunks)
@@ -142,6 +176,7 @@ class ChunkWriter:
         return self._open
 
     def _finish(self) -> None:
+        self._wait()
         chunk = self._open
         if chunk is None:
             return
@@ -166,6 +201,7 @@ class ChunkWriter:
         if columns is not None:
             self._write_lines(batch, *columns)
             return
+        self._wait()  # the row path writes in place: earlier segments first
         rendered = list(renderer.render_batch(batch, first_row=first_row))  # one record batch at most
         ids = [request.custom_id for request in rendered]
         inputs = self._inputs_table(batch, ids)
@@ -192,15 +228,14 @@ class ChunkWriter:
         if chunk is not None:
             self._write_inputs(chunk, inputs, segment_start, len(rendered))
         self.rows += batch.num_rows
-        self._id_hashes.append(np.fromiter(map(id_hash, ids), dtype=np.int64, count=len(ids)))
+        self._id_hashes.append(id_hashes(pa.array(ids, pa.string())))
 
     def _write_lines(self, batch: pa.RecordBatch, ids: pa.Array, lines: pa.Array) -> None:
         """The whole-column twin of the row loop above: the same chunk boundaries and bytes,
         found with numpy over the line lengths and written as one slice of the lines' buffer
         per chunk segment."""
         first_row, count = self.rows, len(lines)
-        id_list = ids.to_pylist()
-        inputs = self._inputs_table(batch, id_list)
+        inputs = self._inputs_table(batch, ids)
         max_requests, max_bytes = self.limits.max_requests, self.limits.max_bytes
         offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)[lines.offset : lines.offset + count + 1]
         data = memoryview(lines.buffers()[2])
@@ -209,7 +244,7 @@ class ChunkWriter:
         if too_big.size:
             offset = int(too_big[0])
             raise ClaudeBatchInputError(
-                f"row {first_row + offset} (custom_id {id_list[offset]!r}) serializes to {int(lengths[offset])} "
+                f"row {first_row + offset} (custom_id {ids[offset].as_py()!r}) serializes to {int(lengths[offset])} "
                 f"bytes, more than max_bytes_per_batch ({max_bytes}) allows for one request"
             )
         chunk = self._open
@@ -227,22 +262,23 @@ class ChunkWriter:
             following = np.cumsum(lengths[start + first : start + room] + 1) + body
             taken = first + int(np.searchsorted(following, max_bytes, side="right"))
             end = start + taken
-            segment = bytes(data[offsets[start] : offsets[end]])
-            chunk.handle.write(segment)
-            chunk.digest.update(segment)
+            segment = data[offsets[start] : offsets[end]]
+            self._wait(most=1)
+            self._pending.append(self._io.submit(chunk.write, segment))
             chunk.count += taken
             chunk.body_bytes += int(lengths[start:end].sum()) + taken - first
             start = end
         if chunk is not None:
             self._write_inputs(chunk, inputs, segment_start, count)
         self.rows += batch.num_rows
-        self._id_hashes.append(np.fromiter(map(id_hash, id_list), dtype=np.int64, count=count))
+        self._id_hashes.append(id_hashes(ids))
 
-    def _inputs_table(self, batch: pa.RecordBatch, ids: list[str]) -> pa.Table | None:
+    def _inputs_table(self, batch: pa.RecordBatch, ids: list[str] | pa.Array) -> pa.Table | None:
         if self.input_columns is None:
             return None
         names = [c for c in self.input_columns if c != CUSTOM_ID_COLUMN]
-        return pa.Table.from_batches([batch]).select(names).append_column(CUSTOM_ID_COLUMN, pa.array(ids, pa.string()))
+        id_array = ids.cast(pa.string()) if isinstance(ids, pa.Array) else pa.array(ids, pa.string())
+        return pa.Table.from_batches([batch]).select(names).append_column(CUSTOM_ID_COLUMN, id_array)
 
     def _write_inputs(self, chunk: _OpenChunk, inputs: pa.Table | None, start: int, end: int) -> None:
         if inputs is None or end <= start:
@@ -256,10 +292,15 @@ class ChunkWriter:
     def close(self) -> list[ChunkInfo]:
         """Finish the last chunk and check custom_ids are unique across all chunks."""
         self._finish()
+        self._io.shutdown()
         self._check_unique_ids()
         return self.chunks
 
     def abort(self) -> None:
+        for future in self._pending:
+            future.cancel()
+        self._io.shutdown(wait=True)
+        self._pending.clear()
         if self._open is not None:
             self._open.close()
             self._open = None
