@@ -52,18 +52,20 @@ def prepare(base_url: str, rows: int, workdir: Path) -> tuple[str, Path]:
 
 
 def ours(batch_id: str, raw: Path | None, out: Path, rows: int) -> int:
-    """The transfer operator's path: raw bytes saved, then pyarrow's JSON reader + msgspec ->
-    Arrow -> Parquet row groups. ``rows`` is the batch's request count, which the manifest
-    knows in production."""
+    """The transfer operator's path: pyarrow's JSON reader + msgspec -> Arrow -> Parquet row
+    groups, over HTTP while the raw bytes download and are saved. ``rows`` is the batch's
+    request count, which the manifest knows in production."""
     from airflow_provider_claude_batch.batching.landing import write_parts
     from airflow_provider_claude_batch.batching.manifest import BatchRecord, Manifest
     from airflow_provider_claude_batch.batching.pricing import PriceTable
 
+    source: Any = raw
     if raw is None:
+        from airflow_provider_claude_batch.batching.raw_results import SavingDownload
         from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 
-        raw = out / "raw.jsonl"
-        ClaudeBatchHook().download_results(batch_id, raw)
+        hook = ClaudeBatchHook()
+        source = SavingDownload(lambda: hook.iter_results_bytes(batch_id), out / "raw.jsonl")
     manifest = Manifest(
         dag_id="bench",
         run_id="bench",
@@ -82,8 +84,18 @@ def ours(batch_id: str, raw: Path | None, out: Path, rows: int) -> int:
             )
         ],
     )
-    stats = write_parts(raw.parent, manifest, {batch_id: raw}, out, keep_columns=[], prices=PriceTable())
+    stats = write_parts(out, manifest, {batch_id: source}, out, keep_columns=[], prices=PriceTable())
     return stats.rows
+
+
+def download(batch_id: str, raw: Path | None, out: Path, rows: int) -> int:
+    """The wire alone: the results streamed through the SDK into a file, nothing parsed."""
+    from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+
+    target = out / "raw.jsonl"
+    ClaudeBatchHook().download_results(batch_id, target)
+    with target.open("rb") as handle:
+        return sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 22), b""))
 
 
 def tutorial(batch_id: str, raw: Path | None, out: Path, rows: int) -> int:
@@ -138,8 +150,11 @@ def _preimport(impl: str, over_http: bool) -> None:
     imported for every path because pyarrow imports it lazily on its first conversion."""
     modules = ["pandas", "pyarrow.json", "pyarrow.parquet"]
     if impl == "ours":
-        modules += ["airflow_provider_claude_batch.batching.landing"]
-    if over_http:
+        modules += [
+            "airflow_provider_claude_batch.batching.landing",
+            "airflow_provider_claude_batch.batching.raw_results",
+        ]
+    if over_http or impl == "download":
         modules += ["airflow_provider_claude_batch.hooks.claude_batch"]
     if impl == "tutorial":
         modules += ["anthropic", "anthropic._models", "anthropic.types.messages"]
@@ -153,7 +168,9 @@ def main(argv: list[str]) -> None:
     _preimport(impl, raw is None)
     started, cpu_started = time.perf_counter(), time.process_time()
     with tempfile.TemporaryDirectory(prefix="bench-p1-") as tmp:
-        rows = {"ours": ours, "tutorial": tutorial, "floor": floor}[impl](batch_id, raw, Path(tmp), expected_rows)
+        rows = {"ours": ours, "tutorial": tutorial, "floor": floor, "download": download}[impl](
+            batch_id, raw, Path(tmp), expected_rows
+        )
     report({"rows": rows}, started=started, cpu_started=cpu_started)
 
 

@@ -18,6 +18,7 @@ def test_every_benchmark_runs_at_smoke_size() -> None:
         "P1 300 ours",
         "P1 300 tutorial",
         "P1 300 floor",
+        "P1 300 the wire alone",
         "P2 requests only",
         "P3 our hook",
         "P3 SDK",
