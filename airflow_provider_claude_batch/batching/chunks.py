@@ -118,6 +118,13 @@ class ChunkBody:
         self.digest.update(jsonl)
         return jsonl
 
+    def count_in(self, lengths: np.ndarray) -> None:
+        """Count in lines of these lengths (without newlines) at once: the whole-column path,
+        which hashes their JSONL itself (:meth:`_OpenChunk.write`)."""
+        if len(lengths):
+            self.body_bytes += int(lengths.sum()) + len(lengths) - (0 if self.count else 1)
+            self.count += len(lengths)
+
     @property
     def sha256(self) -> str:
         return str(self.digest.hexdigest())
@@ -132,9 +139,10 @@ class _OpenChunk:
     inputs_writer: pq.ParquetWriter | None = None
     inputs_sink: IO[bytes] | None = None
 
-    def write(self, data: Any) -> None:
-        self.handle.write(data)
-        self.digest.update(data)
+    def write(self, jsonl: Any) -> None:
+        """Write and hash JSONL lines already counted in with :meth:`ChunkBody.count_in`."""
+        self.handle.write(jsonl)
+        self.body.digest.update(jsonl)
 
     def close(self) -> None:
         self.handle.close()
@@ -240,7 +248,7 @@ class ChunkWriter:
         offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)[lines.offset : lines.offset + count + 1]
         data = memoryview(lines.buffers()[2])
         lengths = np.diff(offsets).astype(np.int64) - 1  # without the newline
-        too_big = np.flatnonzero(limits.CREATE_ENVELOPE_BYTES + lengths > max_bytes)
+        too_big = np.flatnonzero(ChunkBody().body_bytes + lengths > max_bytes)
         if too_big.size:
             offset = int(too_big[0])
             raise ClaudeBatchInputError(
@@ -250,23 +258,26 @@ class ChunkWriter:
         chunk = self._open
         start = segment_start = 0
         while start < count:
-            if chunk is None or chunk.count >= max_requests or chunk.body_bytes + lengths[start] + 1 > max_bytes:
+            if (
+                chunk is None
+                or chunk.body.count >= max_requests
+                or chunk.body.body_bytes + lengths[start] + 1 > max_bytes
+            ):
                 if chunk is not None:
                     self._write_inputs(chunk, inputs, segment_start, start)
                     self._finish()
                 chunk = self._start(first_row + start)
                 segment_start = start
-            room = max_requests - chunk.count
-            first = 1 if chunk.count == 0 else 0  # a chunk's first request always fits, comma-less
-            body = chunk.body_bytes + (int(lengths[start]) if first else 0)
+            room = max_requests - chunk.body.count
+            first = 1 if chunk.body.count == 0 else 0  # a chunk's first request always fits, comma-less
+            body = chunk.body.body_bytes + (int(lengths[start]) if first else 0)
             following = np.cumsum(lengths[start + first : start + room] + 1) + body
             taken = first + int(np.searchsorted(following, max_bytes, side="right"))
             end = start + taken
             segment = data[offsets[start] : offsets[end]]
             self._wait(most=1)
             self._pending.append(self._io.submit(chunk.write, segment))
-            chunk.count += taken
-            chunk.body_bytes += int(lengths[start:end].sum()) + taken - first
+            chunk.body.count_in(lengths[start:end])
             start = end
         if chunk is not None:
             self._write_inputs(chunk, inputs, segment_start, count)

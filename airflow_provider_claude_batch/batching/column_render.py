@@ -88,10 +88,12 @@ class ColumnRenderer:
         values = [batch.column(name) for name in self._columns]
         if any(v.type not in _STRING_TYPES or v.null_count for v in values):
             return None
+        values = [v.cast(pa.string()) for v in values]  # large_string (from pandas) too: one kernel
         if id_column is not None:
             ids = batch.column(id_column)
             if ids.type not in _STRING_TYPES or ids.null_count:
                 return None
+            ids = ids.cast(pa.string())
             if not pc.all(pc.match_substring_regex(ids, _ID_PATTERN)).as_py():
                 return None
         else:

@@ -236,6 +236,7 @@ class RequestRenderer:
         spec or batch needs the row path (which then names any bad row)."""
         if self._columns is None:
             return None
+        self._check_text(batch, first_row)  # the row path's checks, before anything is rendered
         rendered = self._columns.lines(batch, first_row, self.spec.id_column, self.spec.id_prefix)
         if rendered is None:
             return None

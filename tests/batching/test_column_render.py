@@ -25,9 +25,9 @@ TRICKY = [
 def _table(rows: int) -> pa.Table:
     return pa.table(
         {
-            "id": [f"t-{i}" for i in range(rows)],
+            "id": pa.array([f"t-{i}" for i in range(rows)], pa.large_string()),  # as pandas gives them
             "body": [TRICKY[i % len(TRICKY)] + str(i) for i in range(rows)],
-            "tag": [TRICKY[(i + 3) % len(TRICKY)] for i in range(rows)],
+            "tag": pa.array([TRICKY[(i + 3) % len(TRICKY)] for i in range(rows)], pa.large_string()),
         }
     )
 
@@ -71,6 +71,7 @@ def test_columns_and_rows_write_identical_chunks(tmp_path: Path, id_column: str 
         max_tokens=8,
         id_column=id_column,
         params={"temperature": 0.5},
+        allow_empty_prompt=True,
     )
     table = _table(500)
     fast = _render(tmp_path, "fast", spec, table, columns=True)
@@ -86,6 +87,9 @@ def test_a_null_or_bad_id_gets_the_row_paths_error(tmp_path: Path) -> None:
     bad = pa.table({"id": ["a", "b", "c"], "body": ["x", None, "z"]})
     with pytest.raises(ClaudeBatchInputError, match=r"row 1 \(custom_id 'b'\): column 'body' is null"):
         _render(tmp_path, "null", spec, bad, columns=True)
+    empty = pa.table({"id": ["a", "b"], "body": ["x", " "]})
+    with pytest.raises(ClaudeBatchInputError, match=r"row 1.*'body'.*empty"):
+        _render(tmp_path, "empty", spec, empty, columns=True)
     bad_id = pa.table({"id": ["a", "b c", "d"], "body": ["x", "y", "z"]})
     with pytest.raises(ClaudeBatchInputError, match="row 1, column 'id'"):
         _render(tmp_path, "id", spec, bad_id, columns=True)
