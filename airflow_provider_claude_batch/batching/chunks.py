@@ -12,7 +12,7 @@ import hashlib
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import msgspec
 import numpy as np
@@ -22,8 +22,10 @@ import pyarrow.parquet as pq
 from airflow_provider_claude_batch.batching import limits
 from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError
 from airflow_provider_claude_batch.batching.lines import iter_file_lines
-from airflow_provider_claude_batch.batching.rendering import RequestRenderer
 from airflow_provider_claude_batch.batching.run_dir import chunk_file_name, inputs_file_name
+
+if TYPE_CHECKING:  # landing imports this module; it needs no renderer (nor the SDK's types behind it)
+    from airflow_provider_claude_batch.batching.rendering import RequestRenderer
 
 CUSTOM_ID_COLUMN = "custom_id"
 
