@@ -487,3 +487,43 @@ def test_a_state_file_keeps_batches_across_a_restart(tmp_path) -> None:  # type:
         assert [line.custom_id for line in _results(client, ended.id)] == before
         assert [line.result.type for line in _results(client, ended.id)] == ["succeeded"] * 3
         assert second.emulator.stats["batches_created"] == 0  # nothing was created again
+
+
+def test_a_create_with_output_schema_and_cache_control_keeps_both(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Oracle: requests carrying ``output_config.format`` and a ``cache_control`` system block
+    (parsed by the lean create decoder) get answers valid for their schema and cache usage in
+    the results file rendered once, also after a restart from the state file."""
+    import json
+
+    from airflow_provider_claude_batch.testing import EmulatorConfig, start_emulator
+
+    schema = {"type": "object", "properties": {"label": {"type": "string", "enum": ["a", "b"]}}, "required": ["label"]}
+    system = [{"type": "text", "text": "policy " * 1000, "cache_control": {"type": "ephemeral", "ttl": "1h"}}]
+    requests = [
+        {
+            "custom_id": f"s-{i}",
+            "params": {
+                "model": "claude-sonnet-4-5",
+                "max_tokens": 64,
+                "system": system,
+                "messages": [{"role": "user", "content": f"ticket {i}"}],
+                "output_config": {"format": {"type": "json_schema", "schema": schema}},
+            },
+        }
+        for i in range(3)
+    ]
+    config = EmulatorConfig(processing_seconds=3600, state_file=str(tmp_path / "state.json"))
+    with start_emulator(config) as first:
+        client = anthropic.Anthropic(api_key=first.api_key, base_url=first.base_url, max_retries=0)
+        batch = client.messages.batches.create(requests=requests)  # type: ignore[arg-type]
+        first.emulator.end_all()
+    with start_emulator(EmulatorConfig(state_file=config.state_file)) as second:
+        client = anthropic.Anthropic(api_key=second.api_key, base_url=second.base_url, max_retries=0)
+        results = sorted(_results(client, batch.id), key=lambda r: r.custom_id)
+    assert [r.result.type for r in results] == ["succeeded"] * 3
+    usages = [r.result.message.usage for r in results]  # type: ignore[union-attr]
+    for result in results:
+        assert json.loads(result.result.message.content[0].text)["label"] in ("a", "b")  # type: ignore[union-attr]
+    # One request writes the prefix to the cache, the others of the batch read it.
+    assert sorted(bool(u.cache_creation_input_tokens) for u in usages) == [False, False, True]
+    assert sum(bool(u.cache_read_input_tokens) for u in usages) == 2

@@ -9,7 +9,9 @@ import pytest
 
 from airflow_provider_claude_batch.batching.chunks import ChunkLimits, ChunkWriter
 from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError
-from airflow_provider_claude_batch.batching.requests import RequestRenderer, RequestSpec
+from airflow_provider_claude_batch.batching.output_schema import OutputSchema, with_output_format
+from airflow_provider_claude_batch.batching.prompt_caching import cached_system
+from airflow_provider_claude_batch.batching.rendering import RequestRenderer, RequestSpec
 
 TRICKY = [
     'He said "hi"',
@@ -99,3 +101,30 @@ def test_templates_beyond_concatenation_use_str_format(tmp_path: Path) -> None:
     for prompt in ("{body!r}", "{body:>10}", "{body[0]}", "no columns"):
         assert RequestRenderer(RequestSpec(prompt=prompt, model="m", max_tokens=8))._columns is None
     assert RequestRenderer(RequestSpec(prompt="{body}", model="m", max_tokens=8))._columns is not None
+
+
+def test_output_schema_and_a_cached_system_prompt_render_the_same_bytes(tmp_path: Path) -> None:
+    """Typed answers and prompt caching live in the params every request shares: the column
+    path writes them exactly as the row path does."""
+    schema = OutputSchema.from_user(
+        {"type": "object", "properties": {"label": {"type": "string", "enum": ["a", "b"]}}, "required": ["label"]}
+    )
+    system, params = cached_system("Answer in one word.", with_output_format({"temperature": 0.5}, schema))
+    spec = RequestSpec(
+        prompt="Tag {tag}: {body}", system=system, model="m", max_tokens=8, params=params, allow_empty_prompt=True
+    )
+    table = _table(200)
+    fast = _render(tmp_path, "fast", spec, table, columns=True)
+    slow = _render(tmp_path, "slow", spec, table, columns=False)
+    assert fast[:4] == slow[:4]
+    assert fast[4] and all(fast[4])
+    first_line = fast[1][0].split(b"\n", 1)[0]
+    assert b'"output_config":{"format":{"type":"json_schema"' in first_line
+    assert b'"cache_control":{"type":"ephemeral","ttl":"1h"}' in first_line
+
+
+def test_per_row_params_or_system_use_the_row_path() -> None:
+    per_row = RequestSpec(prompt="{body}", model="m", max_tokens=8, params_column="params")
+    assert RequestRenderer(per_row)._columns is None
+    system_template = RequestSpec(prompt="{body}", system="As {tag}", model="m", max_tokens=8)
+    assert RequestRenderer(system_template)._columns is None
