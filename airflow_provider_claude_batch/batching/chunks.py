@@ -20,9 +20,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from airflow_provider_claude_batch.batching import limits
-from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError
 from airflow_provider_claude_batch.batching.lines import iter_file_lines
 from airflow_provider_claude_batch.batching.run_dir import chunk_file_name, inputs_file_name
+from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
 
 if TYPE_CHECKING:  # landing imports this module; it needs no renderer (nor the SDK's types behind it)
     from airflow_provider_claude_batch.batching.rendering import RequestRenderer

@@ -169,7 +169,7 @@ def check_identity(
         shortfall = len(missing)
     return IdentityCheck(
         batch_id=record.batch_id or "",
-        record=record.key,
+        record=record.label,
         missing=_first_ids(missing),
         duplicated=_first_ids(repeated),
         strangers=_first_ids(strangers),
@@ -305,7 +305,7 @@ def parse_record(
                     stray = table.column("custom_id").filter(pc.is_null(positions))[0].as_py()
                     raise ClaudeBatchMissingResultsError(
                         f"batch {record.batch_id!r} returned a result for custom_id {stray!r}, which is not among "
-                        f"the requests of {record.key}"
+                        f"the requests of {record.label}"
                     )
                 joined = inputs.take(positions)
                 table = pa.Table.from_arrays(
@@ -315,7 +315,7 @@ def parse_record(
             yield table
     if seen != record.request_count:
         raise ClaudeBatchMissingResultsError(
-            f"batch {record.batch_id!r} ({record.key}) returned {seen} results for {record.request_count} "
+            f"batch {record.batch_id!r} ({record.label}) returned {seen} results for {record.request_count} "
             f"requests; the raw results are kept at {raw_file}. Delete that file and rerun the task to download "
             "them again."
         )

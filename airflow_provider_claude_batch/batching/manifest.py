@@ -68,9 +68,6 @@ class BatchRecord:
         """How messages name this record: ``round R chunk C``."""
         return f"round {self.round} chunk {self.chunk}"
 
-    #: The older name of :attr:`label`.
-    key = label
-
     def apply_state(self, state: BatchState) -> None:
         """Record a polled batch state."""
         recorded = state.as_json()

@@ -42,8 +42,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from airflow_provider_claude_batch.batching.errors import ClaudeBatchError
 from airflow_provider_claude_batch.batching.storage import as_path, is_local, remove_tree, replace_tree, replacing
+from airflow_provider_claude_batch.exceptions import ClaudeBatchError
 
 COMMIT_NAME = "_commit.json"
 COMMIT_FORMAT = 1

@@ -24,8 +24,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import IO, Any
 
-from airflow_provider_claude_batch.batching.errors import ClaudeBatchError
 from airflow_provider_claude_batch.batching.storage import atomic_writer
+from airflow_provider_claude_batch.exceptions import ClaudeBatchError
 
 #: Chunks (about 1 MiB each) downloaded ahead of the parse.
 QUEUED_CHUNKS = 8

@@ -20,9 +20,9 @@ import pyarrow.compute as pc
 
 from airflow_provider_claude_batch.batching import limits
 from airflow_provider_claude_batch.batching.column_render import column_renderer
-from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError
 from airflow_provider_claude_batch.batching.pricing import RequestTally
 from airflow_provider_claude_batch.batching.request_params import check_params
+from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
 
 _encode = msgspec.json.Encoder().encode
 #: Column a list of strings becomes, so ``prompt="{text}"`` works for plain lists.

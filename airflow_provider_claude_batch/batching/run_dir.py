@@ -42,7 +42,6 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from airflow_provider_claude_batch.batching.errors import ClaudeBatchManifestError
 from airflow_provider_claude_batch.batching.storage import (
     StoragePath,
     as_path,
@@ -50,6 +49,7 @@ from airflow_provider_claude_batch.batching.storage import (
     is_local,
     remove_tree,
 )
+from airflow_provider_claude_batch.exceptions import ClaudeBatchManifestError
 
 MANIFEST_NAME = "manifest.json"
 LANDING_SUMMARY_NAME = "landing.json"

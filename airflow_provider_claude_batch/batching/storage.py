@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError
+from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
 
 #: A path object: ``pathlib.Path``, any ``UPath`` or Airflow's ``ObjectStoragePath`` (a ``UPath``
 #: proxy that mypy does not see as one, hence ``Any``). Each supports ``/``, ``open``, ``exists``,

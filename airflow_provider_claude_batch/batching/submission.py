@@ -28,11 +28,6 @@ from airflow_provider_claude_batch.batching.batch_index import (
 )
 from airflow_provider_claude_batch.batching.cancel import cancel_batches
 from airflow_provider_claude_batch.batching.chunks import ChunkInfo, ChunkLimits, ChunkWriter
-from airflow_provider_claude_batch.batching.errors import (
-    ClaudeBatchBudgetError,
-    ClaudeBatchInputError,
-    ClaudeBatchManifestError,
-)
 from airflow_provider_claude_batch.batching.manifest import (
     BatchRecord,
     Manifest,
@@ -48,6 +43,11 @@ from airflow_provider_claude_batch.batching.run_dir import RunDir, WorkDir
 from airflow_provider_claude_batch.batching.sources import open_source
 from airflow_provider_claude_batch.batching.storage import StoragePath
 from airflow_provider_claude_batch.batching.token_estimate import DEFAULT_SAMPLE, TokenEstimate, count_staged
+from airflow_provider_claude_batch.exceptions import (
+    ClaudeBatchBudgetError,
+    ClaudeBatchInputError,
+    ClaudeBatchManifestError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +211,7 @@ def create_missing_batches(manifest: Manifest, run_dir: RunDir | StoragePath, ho
                 log.warning(
                     "An earlier try's create of %s (sent %s) may still be in flight: waiting until %s for its "
                     "batch before sending it again.",
-                    record.key,
+                    record.label,
                     record.intent_at,
                     until.isoformat(timespec="seconds"),
                 )
@@ -225,7 +225,7 @@ def create_missing_batches(manifest: Manifest, run_dir: RunDir | StoragePath, ho
             if orphan is not None:
                 log.warning(
                     "Re-attached %s to batch %s, created by an earlier try that did not record it.",
-                    record.key,
+                    record.label,
                     orphan.id,
                 )
                 _record_created(record, orphan)

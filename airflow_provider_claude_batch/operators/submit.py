@@ -10,13 +10,13 @@ from airflow.sdk.exceptions import AirflowSkipException
 
 from airflow_provider_claude_batch.batching import limits
 from airflow_provider_claude_batch.batching.chunks import ChunkLimits
-from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError
 from airflow_provider_claude_batch.batching.output_schema import OutputSchema, with_output_format
 from airflow_provider_claude_batch.batching.prompt_caching import cached_system
 from airflow_provider_claude_batch.batching.rendering import TEXT_COLUMN, RequestSpec, fields_template
 from airflow_provider_claude_batch.batching.submission import Submission, SubmitTask, check_policy
 from airflow_provider_claude_batch.config import price_table
 from airflow_provider_claude_batch.conventions import PROMPT_FILE_EXTENSIONS, ClaudeBatchParameterError, pick_alias
+from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 from airflow_provider_claude_batch.lineage import LineageRecord, operator_lineage, source_location
 from airflow_provider_claude_batch.links import (

@@ -111,10 +111,10 @@ def test_the_pipeline_runs_on_object_storage_and_reruns_cleanly(
     for folder in fs.ls(run_folder, detail=False):
         if folder.rsplit("/", 1)[1].startswith("requests-"):
             fs.rm(folder, recursive=True)
-    from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError
     from airflow_provider_claude_batch.batching.landing import output_schema
     from airflow_provider_claude_batch.batching.manifest import load_manifest
     from airflow_provider_claude_batch.batching.storage import as_path
+    from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
 
     run_dir = as_path(f"memory://{run_folder.lstrip('/')}")
     with pytest.raises(ClaudeBatchInputError, match="are gone .*clear the submit task too"):

@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from airflow_provider_claude_batch.batching.chunks import ChunkLimits, ChunkWriter
-from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError
 from airflow_provider_claude_batch.batching.rendering import RequestRenderer, RequestSpec
+from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
 from airflow_provider_claude_batch.hooks.claude_batch import jsonl_to_create_body
 
 SPEC = RequestSpec(prompt="{body}", model="claude-sonnet-4-6", max_tokens=16, id_column="id")

@@ -8,10 +8,10 @@ import pyarrow as pa
 import pytest
 
 from airflow_provider_claude_batch.batching.chunks import ChunkLimits, ChunkWriter
-from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError
 from airflow_provider_claude_batch.batching.output_schema import OutputSchema, with_output_format
 from airflow_provider_claude_batch.batching.prompt_caching import cached_system
 from airflow_provider_claude_batch.batching.rendering import RequestRenderer, RequestSpec
+from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
 
 TRICKY = [
     'He said "hi"',

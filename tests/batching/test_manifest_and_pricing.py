@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError, ClaudeBatchManifestError
 from airflow_provider_claude_batch.batching.manifest import BatchRecord, Manifest, load_manifest
 from airflow_provider_claude_batch.batching.pricing import PriceTable, RequestTally, Usage, cost_ceiling
+from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError, ClaudeBatchManifestError
 
 
 def _manifest() -> Manifest:

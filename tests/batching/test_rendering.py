@@ -7,8 +7,8 @@ import json
 import pyarrow as pa
 import pytest
 
-from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError
 from airflow_provider_claude_batch.batching.rendering import PromptTemplate, RequestRenderer, RequestSpec, rows_to_table
+from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
 
 
 def _render(spec: RequestSpec, table: pa.Table, first_row: int = 0) -> list[dict]:

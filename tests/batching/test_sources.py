@@ -10,8 +10,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError
 from airflow_provider_claude_batch.batching.sources import open_source
+from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
 
 TABLE = pa.table({"id": ["a", "b", "c"], "body": ["x", "y", "z"]})
 

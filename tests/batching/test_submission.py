@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_claude_batch.batching.chunks import ChunkLimits
-from airflow_provider_claude_batch.batching.errors import ClaudeBatchBudgetError
 from airflow_provider_claude_batch.batching.pricing import PriceTable
 from airflow_provider_claude_batch.batching.rendering import RequestSpec
 from airflow_provider_claude_batch.batching.submission import StagedRun, check_budget, stage_requests
+from airflow_provider_claude_batch.exceptions import ClaudeBatchBudgetError
 
 PRICES = PriceTable.load({"m": {"input": 1, "output": 5, "cache_write": 1.25, "cache_read": 0.1}})
 
@@ -42,9 +42,9 @@ def test_a_budget_needs_every_model_priced(tmp_path: Path) -> None:
 
 
 def test_keep_columns_are_checked_and_can_be_renamed(tmp_path: Path) -> None:
-    from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError
     from airflow_provider_claude_batch.batching.landing import keep_columns_spec, output_schema
     from airflow_provider_claude_batch.batching.submission import new_manifest
+    from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
 
     spec = RequestSpec(prompt="{text}", model="m", max_tokens=10)
     source = [{"text": "hi", "product": "ios"}, {"text": "yo", "product": "web"}]

@@ -9,7 +9,6 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError
 from airflow_provider_claude_batch.batching.landing import (
     ClaudeBatchMissingResultsError,
     cost_table,
@@ -19,6 +18,7 @@ from airflow_provider_claude_batch.batching.landing import (
 )
 from airflow_provider_claude_batch.batching.manifest import Manifest
 from airflow_provider_claude_batch.batching.pricing import PriceTable
+from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 from airflow_provider_claude_batch.testing import RunningEmulator
 from tests.unit.conftest import SubmitRun

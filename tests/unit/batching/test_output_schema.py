@@ -11,8 +11,8 @@ import pyarrow as pa
 import pytest
 from pydantic import BaseModel, Field
 
-from airflow_provider_claude_batch.batching.errors import ClaudeBatchInputError
 from airflow_provider_claude_batch.batching.output_schema import OutputSchema, with_output_format
+from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
 
 
 class Item(BaseModel):

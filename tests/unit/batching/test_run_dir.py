@@ -20,9 +20,9 @@ from airflow_provider_claude_batch.batching.batch_index import (
     record_origin,
     write_pending_create,
 )
-from airflow_provider_claude_batch.batching.errors import ClaudeBatchManifestError
 from airflow_provider_claude_batch.batching.manifest import BatchRecord, load_manifest
 from airflow_provider_claude_batch.batching.run_dir import RunDir, WorkDir
+from airflow_provider_claude_batch.exceptions import ClaudeBatchManifestError
 from tests.unit.conftest import manifest_of
 
 

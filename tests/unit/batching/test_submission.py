@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_claude_batch.batching.chunks import ChunkLimits
-from airflow_provider_claude_batch.batching.errors import ClaudeBatchBudgetError, ClaudeBatchManifestError
 from airflow_provider_claude_batch.batching.manifest import Manifest, load_manifest
 from airflow_provider_claude_batch.batching.pricing import PriceTable
 from airflow_provider_claude_batch.batching.rendering import RequestSpec
 from airflow_provider_claude_batch.batching.run_dir import RunDir, WorkDir
 from airflow_provider_claude_batch.batching.submission import InputChangePolicy, Submission, SubmitTask
+from airflow_provider_claude_batch.exceptions import ClaudeBatchBudgetError, ClaudeBatchManifestError
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 from airflow_provider_claude_batch.testing import RunningEmulator
 

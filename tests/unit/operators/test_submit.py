@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from airflow.sdk.exceptions import AirflowSkipException
 
-from airflow_provider_claude_batch.batching.errors import ClaudeBatchBudgetError, ClaudeBatchInputError
 from airflow_provider_claude_batch.batching.manifest import load_manifest
+from airflow_provider_claude_batch.exceptions import ClaudeBatchBudgetError, ClaudeBatchInputError
 from airflow_provider_claude_batch.operators.submit import ClaudeBatchSubmitOperator
 from airflow_provider_claude_batch.testing import RunningEmulator
 
