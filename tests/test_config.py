@@ -18,7 +18,7 @@ import json
 from airflow_provider_claude_batch.batching.pricing import PriceTable
 from airflow_provider_claude_batch.config import setting, trigger_concurrency
 from airflow_provider_claude_batch.workdir import default_work_dir
-price = PriceTable.load(setting("prices")).price("house-model-1")
+price = PriceTable.load(setting("prices")).price("house-model-20261101")
 print(json.dumps([default_work_dir(), None if price is None else price.output, trigger_concurrency()]))
 """
 
