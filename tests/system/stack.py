@@ -155,6 +155,29 @@ class AirflowStack:
         listing = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
         return {ti["task_id"]: ti["state"] for ti in listing}
 
+    def wait_deferred(self, dag_id: str, run_id: str, task_id: str, timeout: float = 120) -> None:
+        """Wait until ``task_id`` is deferred *and* the worker process that deferred it is gone.
+
+        The API says "deferred" as soon as the task reports it, but the LocalExecutor's
+        supervisor may notice its process's exit up to ``[workers] min_heartbeat_interval``
+        later. If the trigger fires inside that window, Airflow 3 takes the late "success" of
+        the deferring process for the resumed try and marks the task failed ("state changed
+        externally"). A test that ends a batch right after the deferral waits for this first.
+        """
+
+        def settled() -> bool:
+            listing = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
+            (ti,) = [t for t in listing if t["task_id"] == task_id]
+            if ti["state"] != "deferred":
+                return False
+            log = (self.home / "scheduler.log").read_text(errors="replace")
+            return any(
+                "Workload finished" in line and "final_state=deferred" in line and ti["id"] in line
+                for line in log.splitlines()
+            )
+
+        wait_until(settled, timeout=timeout, what=f"{task_id} of {run_id} to defer and its worker to exit")
+
     def run_state(self, dag_id: str, run_id: str) -> str:
         return str(self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"])
 

@@ -65,6 +65,7 @@ def test_the_wait_survives_a_triggerer_restart(stack: AirflowStack, emulator: Ru
         timeout=120,
         what="the sensor to defer and the trigger to poll",
     )
+    stack.wait_deferred(DAG_ID, run_id, "wait")
     stack.stop_component("triggerer")
     polls_before = emulator.emulator.calls["list"]
     stack.start_component("triggerer")

@@ -78,11 +78,7 @@ def test_the_batches_page_shows_a_landed_run_and_the_asset_triggers_the_report(
     emulator.emulator.config.gradual_ending = True
     emulator.emulator.config.processing_seconds = 3600
     running_id = stack.trigger(DAG_ID, "2026-11-08T00:00:00Z")
-    wait_until(
-        lambda: stack.task_states(DAG_ID, running_id).get("wait") == "deferred",
-        timeout=120,
-        what="the second run's sensor to defer",
-    )
+    stack.wait_deferred(DAG_ID, running_id, "wait")
     (open_batch,) = set(emulator.emulator.batch_ids()) - batch_ids
     emulator.emulator.advance(1800)
 
