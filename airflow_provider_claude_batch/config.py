@@ -6,6 +6,7 @@ publishes (so ``airflow config list`` shows them)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -41,6 +42,17 @@ OPTIONS: dict[str, dict[str, Any]] = {
         "example": "64",
         "default": "128",
     },
+    "answer_max_age": {
+        "description": "How old a stored answer may be and still be reused instead of sending its request "
+        "again (submit's ``reuse_answers``), as seconds or with a unit (``30d``, ``12h``, ``90m``); ``0`` "
+        "reuses nothing. Thirty days by default: a nightly or weekly job re-running last month's rows pays "
+        "nothing for them, while an answer never outlives a month of model and prompt updates behind a "
+        "model alias. Also the age beyond which compaction deletes answers.\n",
+        "version_added": "0.2.0",
+        "type": "string",
+        "example": "7d",
+        "default": "30d",
+    },
 }
 
 
@@ -69,3 +81,34 @@ def price_table(overrides: Mapping[str, Any] | None = None) -> PriceTable:
     from airflow_provider_claude_batch.batching.pricing import PriceTable
 
     return PriceTable.load(setting("prices"), overrides)
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_age(value: Any, where: str) -> timedelta:
+    """An age given as a ``timedelta``, seconds, or text with a unit (``30d``, ``12h``)."""
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and value.strip():
+        text = value.strip().lower()
+        unit = _UNITS.get(text[-1]) if text[-1].isalpha() else 1
+        number = text[:-1] if text[-1].isalpha() else text
+        try:
+            seconds = float(number) * (unit or 0)
+        except ValueError:
+            unit = None
+        if unit is None:
+            raise ValueError(f"{where} must be seconds or a number with s, m, h, d or w (e.g. '30d'), got {value!r}")
+    else:
+        raise ValueError(f"{where} must be a timedelta, seconds or text like '30d', got {value!r}")
+    if seconds < 0:
+        raise ValueError(f"{where} may not be negative, got {value!r}")
+    return timedelta(seconds=seconds)
+
+
+def answer_max_age() -> timedelta:
+    """``[claude_batch] answer_max_age`` (30 days when unset)."""
+    return parse_age(setting("answer_max_age") or OPTIONS["answer_max_age"]["default"], f"[{SECTION}] answer_max_age")

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from airflow_provider_claude_batch.batching import limits
+from airflow_provider_claude_batch.batching.content_key import KEY_BYTES, content_keys, keys_of_column
 from airflow_provider_claude_batch.batching.lines import iter_file_lines
 from airflow_provider_claude_batch.batching.run_dir import chunk_file_name, inputs_file_name
 from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
@@ -162,10 +163,19 @@ class ChunkWriter:
     (``None``: none), keyed by custom_id, so results can be joined back later.
     """
 
-    def __init__(self, directory: Any, chunk_limits: ChunkLimits, *, input_columns: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        directory: Any,
+        chunk_limits: ChunkLimits,
+        *,
+        input_columns: list[str] | None = None,
+        keys: bool = False,
+    ) -> None:
         self.directory = directory
         self.limits = chunk_limits
         self.input_columns = input_columns
+        #: With ``keys``: each row's content key (``content_key``), in row order, for reuse.
+        self._keys: list[np.ndarray] | None = [] if keys else None
         self.chunks: list[ChunkInfo] = []
         self._open: _OpenChunk | None = None
         self._id_hashes: list[np.ndarray] = []
@@ -239,13 +249,25 @@ class ChunkWriter:
             self._write_inputs(chunk, inputs, segment_start, len(rendered))
         self.rows += batch.num_rows
         self._id_hashes.append(id_hashes(pa.array(ids, pa.string())))
+        if self._keys is not None:
+            self._keys.append(content_keys(request.line for request in rendered))
 
     def _write_lines(self, batch: pa.RecordBatch, ids: pa.Array, lines: pa.Array) -> None:
         """The whole-column twin of the row loop above: the same chunk boundaries and bytes,
         found with numpy over the line lengths and written as one slice of the lines' buffer
         per chunk segment."""
+        self._write_rendered(ids, lines, self._inputs_table(batch, ids))
+
+    def write_rendered(self, ids: pa.Array, lines: pa.Array, inputs: pa.Table | None) -> None:
+        """Write request lines rendered before (newline-terminated, with their custom_ids and,
+        when input columns are saved, those columns and ``custom_id``), e.g. what is left of a
+        staging after reuse took some rows out."""
+        if self.input_columns is not None and inputs is None:
+            raise ValueError("this writer saves input columns: pass them")
+        self._write_rendered(ids, lines, inputs)
+
+    def _write_rendered(self, ids: pa.Array, lines: pa.Array, inputs: pa.Table | None) -> None:
         first_row, count = self.rows, len(lines)
-        inputs = self._inputs_table(batch, ids)
         max_requests, max_bytes = self.limits.max_requests, self.limits.max_bytes
         offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)[lines.offset : lines.offset + count + 1]
         data = memoryview(lines.buffers()[2])
@@ -283,8 +305,16 @@ class ChunkWriter:
             start = end
         if chunk is not None:
             self._write_inputs(chunk, inputs, segment_start, count)
-        self.rows += batch.num_rows
+        self.rows += count
         self._id_hashes.append(id_hashes(ids))
+        if self._keys is not None:
+            self._keys.append(keys_of_column(lines))
+
+    def keys(self) -> np.ndarray:
+        """Every row's content key so far, in row order (a writer made with ``keys=True``)."""
+        if self._keys is None:
+            raise ValueError("this writer was made without keys=True")
+        return np.concatenate(self._keys) if self._keys else np.zeros((0, KEY_BYTES), dtype=np.uint8)
 
     def _inputs_table(self, batch: pa.RecordBatch, ids: list[str] | pa.Array) -> pa.Table | None:
         if self.input_columns is None:

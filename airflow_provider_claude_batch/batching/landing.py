@@ -19,11 +19,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from airflow_provider_claude_batch.batching.answered_rows import (
+    ANSWER_SOURCE_COLUMN,
+    AnsweredRows,
+    NewAnswers,
+    answer_source_column,
+    answered_input_schema,
+)
 from airflow_provider_claude_batch.batching.chunks import CUSTOM_ID_COLUMN, request_id
 from airflow_provider_claude_batch.batching.lines import iter_file_lines
 from airflow_provider_claude_batch.batching.manifest import BatchRecord, Manifest
 from airflow_provider_claude_batch.batching.pricing import PriceTable, sync_api_cost
 from airflow_provider_claude_batch.batching.results import RESULT_SCHEMA, TOKEN_COLUMNS, ResultParser
+from airflow_provider_claude_batch.batching.reuse import ANSWER_SOURCES, NEW
 from airflow_provider_claude_batch.batching.rounds import final_rounds, records_by_chunk
 from airflow_provider_claude_batch.batching.run_dir import LANDING_SUMMARY_NAME as LANDING_SUMMARY_NAME
 from airflow_provider_claude_batch.batching.run_dir import RunDir
@@ -48,9 +56,21 @@ class LandingStats:
     #: batch_id -> rows, tokens by kind and cost of the rows landed from that batch (every
     #: batch of the run, zero rows for one whose requests all went out again).
     by_batch: dict[str, Counter[str]] = field(default_factory=dict)
+    #: Rows by where their answer came from (new, reused, deduplicated).
+    by_answer_source: Counter[str] = field(default_factory=Counter)
+    #: What the answers of reused and deduplicated rows had cost: what reuse saved.
+    reuse_saved_usd: float = 0.0
+    #: How many new answers went to the answer store.
+    answers_stored: int = 0
 
     def add(self, batch: pa.Table) -> None:
         self.rows += batch.num_rows
+        for entry in pc.value_counts(batch.column(ANSWER_SOURCE_COLUMN)).to_pylist():
+            self.by_answer_source[entry["values"]] += entry["counts"]
+        for entry in pc.value_counts(batch.column("result_type")).to_pylist():
+            self.by_result_type[entry["values"]] += entry["counts"]
+        # Tokens and cost are what this run billed: its sent rows only.
+        batch = batch.filter(pc.equal(batch.column(ANSWER_SOURCE_COLUMN), NEW))
         sums = batch.group_by("batch_id").aggregate(
             [
                 ("custom_id", "count"),
@@ -66,8 +86,6 @@ class LandingStats:
             totals["unpriced"] += row["input_tokens_count"] - row["cost_usd_count"]
             for name in (*TOKEN_COLUMNS, "cost_usd"):
                 totals[name] += row[f"{name}_sum"] or 0
-        for entry in pc.value_counts(batch.column("result_type")).to_pylist():
-            self.by_result_type[entry["values"]] += entry["counts"]
         for name in TOKEN_COLUMNS:
             self.tokens[name] += int(pc.sum(batch.column(name)).as_py() or 0)
         cost = batch.column("cost_usd")
@@ -90,6 +108,9 @@ class LandingStats:
             "files": self.files,
             "rounds": self.rounds,
             "resubmitted_requests": self.resubmitted,
+            "by_answer_source": {source: int(self.by_answer_source[source]) for source in ANSWER_SOURCES},
+            "reuse_saved_usd": round(self.reuse_saved_usd, 6),
+            "answers_stored": self.answers_stored,
         }
 
 
@@ -228,18 +249,29 @@ def output_schema(
     """The results schema plus the kept input columns (named as ``rename`` says), read from
     the first chunk's Parquet footer; a missing or clashing column is an error before anything
     is written."""
-    schema = RESULT_SCHEMA
-    if not keep_columns or not manifest.batches:
+    schema = RESULT_SCHEMA.append(pa.field(ANSWER_SOURCE_COLUMN, pa.string(), nullable=False))
+    if not keep_columns:
         return schema
     rename = rename or {}
-    with _open_inputs(RunDir.of(run_dir), manifest.batches[0], keep_columns) as handle:
-        saved = pq.read_schema(handle)
+    if manifest.batches:
+        with _open_inputs(RunDir.of(run_dir), manifest.batches[0], keep_columns) as handle:
+            saved = pq.read_schema(handle)
+    else:  # every row answered without a batch
+        answered = answered_input_schema(RunDir.of(run_dir), manifest)
+        if answered is None:
+            return schema
+        if len(answered.names) == 1:
+            raise ClaudeBatchInputError(
+                f"keep_columns {keep_columns} were asked for, but the submit task saved no input columns "
+                "(input_columns=None); set input_columns on the submit operator"
+            )
+        saved = answered
     missing = [c for c in keep_columns if c not in saved.names]
     if missing:
         raise ClaudeBatchInputError(f"keep_columns {missing} are not among the saved input columns {saved.names[:-1]}")
     kept = _kept(keep_columns)[1:]
     names = [rename.get(name, name) for name in kept]
-    clashes = [name for name in names if name in RESULT_SCHEMA.names]
+    clashes = [name for name in names if name in schema.names]
     if clashes:
         raise ClaudeBatchInputError(
             f"keep_columns {clashes} clash with result columns; give them other names, e.g. "
@@ -299,6 +331,9 @@ def parse_record(
     seen = 0
     with raw_file.open("rb") as handle:
         for table in _grouped(parser.parse_file(handle, source=str(raw_file)), rows_per_group):
+            table = table.append_column(
+                pa.field(ANSWER_SOURCE_COLUMN, pa.string(), nullable=False), answer_source_column(table.num_rows, NEW)
+            )
             if inputs is not None and input_ids is not None:
                 positions = pc.index_in(table.column("custom_id"), value_set=input_ids)
                 if positions.null_count:
@@ -394,6 +429,7 @@ def write_parts(
     row_group_size: int = 65_536,
     compression: str = "zstd",
     typed: TypedAnswers | None = None,
+    new_answers: NewAnswers | None = None,
 ) -> LandingStats:
     """Write ``part-NNNNN.parquet`` per chunk into ``staged_dir`` and return the totals.
 
@@ -405,6 +441,8 @@ def write_parts(
         parsed_schema = output_schema(run_dir, manifest, keep_columns, rename)
         schema = parsed_schema if typed is None else typed.extend_schema(parsed_schema)
         stats = LandingStats()
+        answered = AnsweredRows(run_dir, manifest)
+        new_answers = new_answers if new_answers is not None else NewAnswers(run_dir, manifest)
         for chunk, records in records_by_chunk(manifest).items():
             base = records[0]
             final = final_rounds(run_dir, records)
@@ -412,6 +450,8 @@ def write_parts(
             retried_rounds = pa.array(list(final.values()), pa.int32())
             name = f"part-{chunk:05d}.parquet"
             rows = 0
+            pending = new_answers.for_chunk(chunk, base)
+            failed = True
             with (staged_dir / name).open("wb") as sink, _BackgroundWriter(sink, schema, compression) as writer:
                 for record in records:
                     # Listed even when every row of it was superseded by a later round: it was
@@ -423,20 +463,75 @@ def write_parts(
                     ):
                         kept = _keep_final(table, record.round, retried, retried_rounds)
                         if kept.num_rows:
+                            answered.collect(kept)
                             if typed is not None:
                                 kept = typed.add_columns(kept)
                             writer.write(kept, row_group_size)
                             stats.add(kept)
+                            if pending is not None:
+                                pending.add(kept)
                             rows += kept.num_rows
+                failed = False
+            if pending is not None:
+                pending.close(failed=failed)
             if rows != base.request_count:
                 raise ClaudeBatchMissingResultsError(
                     f"chunk {chunk} has {base.request_count} requests but {rows} final results across "
                     f"{len(records)} round(s); the raw results are kept under {run_dir.raw_folder}"
                 )
             stats.files.append(name)
+        if answered.any:
+            _write_answered(
+                answered,
+                staged_dir,
+                manifest,
+                parsed_schema,
+                schema,
+                keep_columns,
+                rename,
+                typed,
+                stats,
+                row_group_size=row_group_size,
+                compression=compression,
+            )
         stats.rounds = max((r.round for r in manifest.batches), default=0) + 1
         stats.resubmitted = sum(r.request_count for r in manifest.batches if r.round > 0)
         return stats
+
+
+def _write_answered(
+    answered: AnsweredRows,
+    staged_dir: StoragePath,
+    manifest: Manifest,
+    parsed_schema: pa.Schema,
+    schema: pa.Schema,
+    keep_columns: list[str],
+    rename: Mapping[str, str] | None,
+    typed: TypedAnswers | None,
+    stats: LandingStats,
+    *,
+    row_group_size: int,
+    compression: str,
+) -> None:
+    """The part of the rows that were not sent (reused and deduplicated), after the chunks'."""
+    name = f"part-{1 + max((r.chunk for r in manifest.batches), default=-1):05d}.parquet"
+    rows = 0
+    with (staged_dir / name).open("wb") as sink, _BackgroundWriter(sink, schema, compression) as writer:
+        for table in answered.tables(parsed_schema, keep_columns, rename, row_group_size):
+            stats.reuse_saved_usd += float(pc.sum(table.column("saved_usd")).as_py() or 0.0)
+            table = table.drop_columns(["saved_usd"])
+            if typed is not None:
+                table = typed.add_columns(table)
+            writer.write(table, row_group_size)
+            stats.add(table)
+            rows += table.num_rows
+    expected = (answered.counts.reused + answered.counts.deduplicated) if answered.counts else 0
+    if rows != expected:
+        raise ClaudeBatchMissingResultsError(
+            f"{expected} rows were answered without being sent, but {rows} were landed from "
+            f"{answered.counts.answered_file if answered.counts else 'nowhere'}"
+        )
+    stats.files.append(name)
 
 
 def cost_table(stats: LandingStats) -> str:

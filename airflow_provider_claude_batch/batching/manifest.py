@@ -107,6 +107,9 @@ class Manifest:
     #: The answers' JSON schema as given (``output_schema=``), as JSON text so that its field
     #: order (the column order) survives this file's sorted keys; the transfer types by it.
     output_schema: str | None = None
+    #: How the rows divided between sent, reused and deduplicated (``reuse.ReuseCounts``);
+    #: ``None`` when every row was sent without looking (``reuse_answers=False``, older runs).
+    reuse: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ queries
     def batch_ids(self) -> list[str]:
@@ -122,6 +125,11 @@ class Manifest:
         raise ClaudeBatchManifestError(f"batch {batch_id!r} is not in the manifest of {self.task_id!r}")
 
     @property
+    def rows(self) -> int:
+        """Input rows of the run: those sent and, with reuse, those answered without a batch."""
+        return int(self.reuse["rows"]) if self.reuse is not None else self.total_requests
+
+    @property
     def rounds(self) -> int:
         return 1 + max((b.round for b in self.batches), default=0)
 
@@ -129,6 +137,7 @@ class Manifest:
         return {
             "chunks": len({b.chunk for b in self.batches if b.round == 0}),
             "requests": self.total_requests,
+            **({"reuse": self.reuse} if self.reuse is not None else {}),
             "batch_ids": self.batch_ids(),
             "rounds": self.rounds,
         }

@@ -4,13 +4,16 @@
 {work_dir}/                                    WorkDir
   _batches/{batch_id}.json                     which task created the batch (batch_index)
   _batches/_pending/{owner}.json               a create sent and not yet recorded
+  _answers/p={h}/{file}.parquet                the answer store, by the key's first hex digit
   {dag_id}/{run_id}/{task_id}[/{map_index}]/   RunDir: one submit task instance's run folder
     manifest.json                              the manifest
     manifest.replaced-<time>.json              an earlier manifest, kept when the input changed
     requests-<id>/chunk-NNNNN.jsonl            the request lines of each chunk (round 0)
     requests-<id>/inputs-NNNNN.parquet         the input columns, for keep_columns
+    requests-<id>/answered.parquet             rows not sent: reused or deduplicated answers
     round-RR/chunk-NNNNN.jsonl                 requests sent again in round RR
     raw/{batch_id}.jsonl                       each batch's results, as downloaded
+    new-answers/part-NNNNN.parquet             a chunk's answers, until they are in the store
     landing.json                               the transfer's summary (rows, tokens, cost)
     output/                                    @task.claude_batch's Parquet when no destination is given
 ```
@@ -60,6 +63,12 @@ OUTPUT_FOLDER = "output"
 INDEX_FOLDER = "_batches"
 #: Creates sent and not yet recorded, under the index folder.
 PENDING_FOLDER = "_pending"
+#: The answer store (``answer_store``): answers by content key, shared by every run.
+ANSWERS_FOLDER = "_answers"
+#: The rows of a run that are not sent (``reuse``), in its staging folder.
+ANSWERED_FILE = "answered.parquet"
+#: Answers of a landing not yet added to the answer store, in the run folder.
+PENDING_ANSWERS_FOLDER = "new-answers"
 #: Characters a dag, run or task id may keep in a folder name; the rest become ``_``.
 _UNSAFE = re.compile(r"[^A-Za-z0-9._:+=@-]")
 #: Batch ids as the API issues them; anything else is never turned into a path.
@@ -133,6 +142,17 @@ class WorkDir:
 
     def pending_entry(self, file_name: str) -> StoragePath:
         return self.pending_folder / file_name
+
+    # ------------------------------------------------------------------ the answer store
+    @property
+    def answers_folder(self) -> StoragePath:
+        return self.path / ANSWERS_FOLDER
+
+    def answers_partition(self, digit: str) -> StoragePath:
+        """The folder of the answers whose key starts with hex digit ``digit``."""
+        if len(digit) != 1 or digit not in "0123456789abcdef":
+            raise ValueError(f"{digit!r} is not a hex digit")
+        return self.answers_folder / f"p={digit}"
 
 
 class RunDir:
@@ -253,6 +273,11 @@ class RunDir:
     def round_requests_file(round_number: int, chunk: int) -> str:
         """The request lines a resubmission round sends for one chunk, relative to the run folder."""
         return f"round-{round_number:02d}/{chunk_file_name(chunk)}"
+
+    @staticmethod
+    def pending_answers_file(chunk: int) -> str:
+        """A chunk's landed answers waiting to be added to the answer store, relative to the run folder."""
+        return f"{PENDING_ANSWERS_FOLDER}/part-{chunk:05d}.parquet"
 
     @property
     def raw_folder(self) -> StoragePath:

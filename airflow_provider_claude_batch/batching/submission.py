@@ -15,10 +15,13 @@ never deleted.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
+import numpy as np
+
+from airflow_provider_claude_batch.batching.answer_store import AnswerStore
 from airflow_provider_claude_batch.batching.batch_index import (
     BatchOwner,
     BatchOwnership,
@@ -38,6 +41,7 @@ from airflow_provider_claude_batch.batching.manifest import (
 )
 from airflow_provider_claude_batch.batching.pricing import PriceTable, RequestTally, cost_ceiling
 from airflow_provider_claude_batch.batching.rendering import RequestRenderer, RequestSpec
+from airflow_provider_claude_batch.batching.reuse import ReuseCounts, replan
 from airflow_provider_claude_batch.batching.run_dir import STAGING_PREFIX as STAGING_PREFIX
 from airflow_provider_claude_batch.batching.run_dir import RunDir, WorkDir
 from airflow_provider_claude_batch.batching.sources import open_source
@@ -64,6 +68,10 @@ class StagedRun:
     input_columns: list[str] | None
     #: model -> requests, bytes and output token limits (for the cost ceiling).
     tally: dict[str, RequestTally]
+    #: Each row's content key, in row order (when staged for reuse).
+    keys: np.ndarray | None = None
+    #: How the rows divided between sent, reused and deduplicated (after :func:`plan_reuse`).
+    reuse: ReuseCounts | None = None
 
 
 def stage_requests(
@@ -74,6 +82,7 @@ def stage_requests(
     *,
     input_columns: list[str] | Literal["all"] | None = "all",
     source_format: str | None = None,
+    keys: bool = False,
 ) -> StagedRun:
     """Render every row into request chunks under a fresh ``requests-<id>/`` folder.
 
@@ -103,7 +112,7 @@ def stage_requests(
     name = run_dir.new_staging_name()
     directory = run_dir / name
     directory.mkdir(parents=True, exist_ok=True)
-    writer = ChunkWriter(directory, chunk_limits, input_columns=saved)
+    writer = ChunkWriter(directory, chunk_limits, input_columns=saved, keys=keys)
     try:
         for batch in opened.batches:
             writer.write_batch(renderer, batch)
@@ -114,7 +123,51 @@ def stage_requests(
         raise
     total = sum(chunk.request_count for chunk in chunks)
     digest = fingerprint(spec.describe(), chunk_limits.max_requests, chunk_limits.max_bytes, [c.sha256 for c in chunks])
-    return StagedRun(name, chunks, total, digest, saved, renderer.tally())
+    return StagedRun(name, chunks, total, digest, saved, renderer.tally(), writer.keys() if keys else None)
+
+
+@dataclass(frozen=True)
+class ReuseSettings:
+    """Answers reused by content (see ``reuse``): the store, and how old an answer may be."""
+
+    store: AnswerStore
+    max_age: timedelta | None
+
+
+def plan_reuse(staged: StagedRun, run_dir: RunDir, settings: ReuseSettings, chunk_limits: ChunkLimits) -> StagedRun:
+    """``staged`` with only the rows that must be sent (the reuse plan, see ``reuse``): the same
+    fingerprint (that of every row), a fresh staging folder when rows were taken out (the old
+    one is deleted), and the tally of the rows sent."""
+    if staged.keys is None:
+        raise ValueError("the run was staged without keys")
+    replanned = replan(
+        run_dir,
+        staged.directory_name,
+        staged.chunks,
+        staged.keys,
+        chunk_limits,
+        staged.input_columns,
+        settings.store,
+        settings.max_age,
+    )
+    if replanned is None:
+        rows = staged.total_requests
+        counts = ReuseCounts(
+            rows=rows,
+            new=rows,
+            max_age_seconds=None if settings.max_age is None else settings.max_age.total_seconds(),
+        )
+        return replace(staged, keys=None, reuse=counts)
+    run_dir.drop_staging(staged.directory_name)
+    return replace(
+        staged,
+        directory_name=replanned.directory_name,
+        chunks=replanned.chunks,
+        total_requests=replanned.total_requests,
+        tally=replanned.tally,
+        keys=None,
+        reuse=replanned.counts,
+    )
 
 
 def check_budget(staged: StagedRun, prices: PriceTable, max_cost_usd: float | None) -> float | None:
@@ -163,6 +216,7 @@ def new_manifest(
         max_bytes_per_batch=chunk_limits.max_bytes,
         total_requests=staged.total_requests,
         input_columns=staged.input_columns,
+        reuse=None if staged.reuse is None else staged.reuse.as_dict(),
         batches=[
             BatchRecord(
                 chunk=chunk.index,
@@ -379,6 +433,8 @@ class Submission:
     #: Count input tokens on this many sampled requests (the free ``count_tokens`` endpoint);
     #: the budget then prices the counted tokens instead of the byte-for-token ceiling.
     count_tokens_sample: int | None = None
+    #: Reuse stored answers and send identical requests once (None: send every row).
+    reuse: ReuseSettings | None = None
     logger: Any = log
 
     def submit(
@@ -391,15 +447,20 @@ class Submission:
     ) -> Submitted | None:
         """Submit ``source``'s rows. None when it has no rows and no earlier try created batches:
         nothing was submitted and nothing is left in the run folder but what was there."""
-        staged = self._stage(source, input_columns=input_columns, source_format=source_format)
+        staged = self._stage(source, input_columns=input_columns, source_format=source_format, keys=True)
         existing = load_manifest(self.run_dir) if manifest_exists(self.run_dir) else None
         manifest: Manifest | None = None
         try:
+            if staged.total_requests == 0 and (existing is None or not existing.batch_ids()):
+                return None
+            if self.reuse is not None and (existing is None or existing.fingerprint != staged.fingerprint):
+                # A retry of the same input re-attaches to what its first try planned and sent.
+                staged = plan_reuse(staged, self.run_dir, self.reuse, self.chunk_limits)
+                assert staged.reuse is not None
+                self.logger.info("Reuse: %s.", staged.reuse.describe())
             if self.count_tokens_sample is not None and staged.total_requests:
                 staged = self._count(staged, self.count_tokens_sample)[1]
             ceiling = self._check_budget(staged, existing)
-            if staged.total_requests == 0 and (existing is None or not existing.batch_ids()):
-                return None
             manifest, reattached = self._reconcile(existing, staged)
         finally:
             # The one place this try's staging is deleted: when the manifest does not name it.
@@ -436,11 +497,22 @@ class Submission:
             self.run_dir.drop_staging(staged.directory_name)
 
     def _stage(
-        self, source: Any, *, input_columns: list[str] | Literal["all"] | None, source_format: str | None
+        self,
+        source: Any,
+        *,
+        input_columns: list[str] | Literal["all"] | None,
+        source_format: str | None,
+        keys: bool = False,
     ) -> StagedRun:
         self.run_dir.mkdir()
         staged = stage_requests(
-            source, self.spec, self.chunk_limits, self.run_dir, input_columns=input_columns, source_format=source_format
+            source,
+            self.spec,
+            self.chunk_limits,
+            self.run_dir,
+            input_columns=input_columns,
+            source_format=source_format,
+            keys=keys and self.reuse is not None,
         )
         self.logger.info(
             "Rendered %d requests into %d chunk(s) (limits: %d requests, %d bytes per batch); fingerprint %s.",
@@ -531,4 +603,9 @@ class Submission:
 
 
 def _staging_names(manifest: Manifest) -> set[str]:
-    return {RunDir.staging_name_of(record.requests_file) for record in manifest.batches}
+    """The staging folders a manifest needs: its chunks', and its answered rows'."""
+    names = {RunDir.staging_name_of(record.requests_file) for record in manifest.batches}
+    answered = (manifest.reuse or {}).get("answered_file")
+    if answered:
+        names.add(RunDir.staging_name_of(answered))
+    return names

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from airflow.sdk import Asset, BaseOperator
 from airflow.sdk.exceptions import AirflowSkipException
 
 from airflow_provider_claude_batch.batching import limits
+from airflow_provider_claude_batch.batching.answer_store import AnswerStore
 from airflow_provider_claude_batch.batching.chunks import ChunkLimits
 from airflow_provider_claude_batch.batching.output_schema import OutputSchema, with_output_format
 from airflow_provider_claude_batch.batching.prompt_caching import cached_system
 from airflow_provider_claude_batch.batching.rendering import TEXT_COLUMN, RequestSpec, fields_template
-from airflow_provider_claude_batch.batching.submission import Submission, SubmitTask, check_policy
-from airflow_provider_claude_batch.config import price_table
+from airflow_provider_claude_batch.batching.run_dir import RunDir
+from airflow_provider_claude_batch.batching.submission import ReuseSettings, Submission, SubmitTask, check_policy
+from airflow_provider_claude_batch.config import answer_max_age, parse_age, price_table
 from airflow_provider_claude_batch.conventions import PROMPT_FILE_EXTENSIONS, ClaudeBatchParameterError, pick_alias
 from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
@@ -100,6 +103,14 @@ class ClaudeBatchSubmitOperator(BaseOperator):
     :param count_tokens_sample: requests counted for the estimate (default 100). When given
         without ``estimate_only``, the run is counted too and ``max_cost_usd`` checks the counted
         estimate instead of the byte-for-token ceiling.
+    :param reuse_answers: send only requests without a stored answer (default on). Each
+        request's content key (everything that changes its answer, never the custom_id) is
+        looked up in the work directory's answer store: rows with an answer younger than
+        ``answer_max_age`` are landed from it at no cost, and identical requests in one run are
+        sent once. Turn it off to pay for fresh samples of every row (e.g. ``temperature > 0``
+        on purpose).
+    :param answer_max_age: how old a stored answer may be (seconds, a ``timedelta`` or text
+        like ``"7d"``); defaults to ``[claude_batch] answer_max_age`` (30 days).
     :param output_schema: a pydantic model class or a JSON schema dict the answers must match:
         every request carries it as the API's native ``output_config.format`` (adapted once to
         the API's rules), and the transfer lands each field as a typed column. A schema feature
@@ -160,6 +171,8 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         cache_system_prompt: bool = False,
         estimate_only: bool = False,
         count_tokens_sample: int | None = None,
+        reuse_answers: bool = True,
+        answer_max_age: float | timedelta | str | None = None,
         **kwargs: Any,
     ) -> None:
         if isinstance(source, Asset):
@@ -206,6 +219,9 @@ class ClaudeBatchSubmitOperator(BaseOperator):
                 f"count_tokens_sample must be a positive number of requests, got {count_tokens_sample!r}"
             )
         self.count_tokens_sample = count_tokens_sample
+        self.reuse_answers = reuse_answers
+        # Checked when the DAG is parsed; None: the configured default, read when the task runs.
+        self.answer_max_age = None if answer_max_age is None else parse_age(answer_max_age, "answer_max_age")
         self.console_link: str | None = None
         self.batches_page_link: str | None = None
         self.lineage: LineageRecord | None = None
@@ -245,6 +261,12 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             allow_empty_prompt=self.allow_empty_prompt,
         )
 
+    def _reuse(self, run_dir: RunDir) -> ReuseSettings | None:
+        if not self.reuse_answers:
+            return None
+        max_age = self.answer_max_age if self.answer_max_age is not None else answer_max_age()
+        return ReuseSettings(AnswerStore(run_dir.work_dir), max_age)
+
     def execute(self, context: Context) -> dict[str, Any]:
         hook = ClaudeBatchHook(self.claude_batch_conn_id)
         ti = context["ti"]
@@ -262,6 +284,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             policy=self.on_input_change,
             output_schema=None if self.output_schema is None else self.output_schema.as_json(),
             count_tokens_sample=self.count_tokens_sample,
+            reuse=self._reuse(run_dir),
             logger=self.log,
         )
         source = self._source_value()
@@ -299,7 +322,8 @@ class ClaudeBatchSubmitOperator(BaseOperator):
                 base_url=settings.base_url,
             )
             self.batches_page_link = batches_page_url(manifest)
-        self.lineage = LineageRecord(source=manifest.source, requests=manifest.total_requests)
+        self.lineage = LineageRecord(source=manifest.source, requests=manifest.rows)
+        summary["rows"] = manifest.rows
         self.log.info(
             "%d batch(es) for %d requests: %d created now, %d re-attached. Manifest: %s",
             len(manifest.batch_ids()),

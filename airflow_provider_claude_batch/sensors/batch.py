@@ -162,6 +162,10 @@ class ClaudeBatchSensor(BaseSensorOperator):
     # ------------------------------------------------------------------ deferrable path
     def execute(self, context: Context) -> Any:
         ids, conn_id = self._targets()
+        if not ids and self.manifest is not None:
+            # Every row's answer was reused or deduplicated: the submit task sent nothing.
+            self.log.info("Nothing to wait for: the submit task created no batch (every row was answered).")
+            return {"batches": {}, "totals": sum_counts([]).as_dict()}
         if not ids:
             raise ClaudeBatchError("there are no batches to wait for")
         self._set_console_link(ids[0], conn_id)

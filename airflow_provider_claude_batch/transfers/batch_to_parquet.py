@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from airflow.sdk import Asset, BaseOperator
 
+from airflow_provider_claude_batch.batching.answer_store import COMPACT_AFTER_FILES, AnswerOrigin, AnswerStore
+from airflow_provider_claude_batch.batching.answered_rows import NewAnswers
 from airflow_provider_claude_batch.batching.batch_state import BatchState
 from airflow_provider_claude_batch.batching.cancel import cancel_batches
 from airflow_provider_claude_batch.batching.landing import (
@@ -42,7 +44,7 @@ from airflow_provider_claude_batch.batching.typed_columns import (
     invalid_answer_ids,
 )
 from airflow_provider_claude_batch.batching.wait_event import WaitEvent
-from airflow_provider_claude_batch.config import price_table
+from airflow_provider_claude_batch.config import answer_max_age, price_table
 from airflow_provider_claude_batch.conventions import as_seconds, default_deferrable, pick_alias
 from airflow_provider_claude_batch.exceptions import (
     ClaudeBatchError,
@@ -67,6 +69,7 @@ class StagedParts(NamedTuple):
     staged: StoragePath
     stats: LandingStats
     typed: TypedAnswers | None
+    new_answers: NewAnswers
 
 
 class ClaudeBatchToParquetOperator(BaseOperator):
@@ -417,6 +420,7 @@ class ClaudeBatchToParquetOperator(BaseOperator):
         destination = as_path(self.destination)
         staged = stage(destination)
         typed = None if manifest.output_schema is None else TypedAnswers(OutputSchema.from_user(manifest.output_schema))
+        new_answers = NewAnswers(run_dir, manifest)
         try:
             stats = write_parts(
                 run_dir,
@@ -429,6 +433,7 @@ class ClaudeBatchToParquetOperator(BaseOperator):
                 row_group_size=self.row_group_size,
                 compression=self.compression,
                 typed=typed,
+                new_answers=new_answers,
             )
         except BaseException:
             discard(staged)
@@ -438,7 +443,24 @@ class ClaudeBatchToParquetOperator(BaseOperator):
                 self.log.info(
                     "Saved the results of batch %s (%s bytes) to %s while landing them.", batch_id, raw.saved_bytes, raw
                 )
-        return StagedParts(staged, stats, typed)
+        return StagedParts(staged, stats, typed, new_answers)
+
+    def _store_answers(self, manifest: Manifest, run_dir: RunDir, new_answers: NewAnswers) -> int:
+        """Add the landed answers to the answer store, and compact a partition that has grown
+        many files. Never fails the landing: the output is committed, and a store write that
+        failed only means a later run pays for these requests again."""
+        try:
+            store = AnswerStore(run_dir.work_dir)
+            stored = new_answers.publish(
+                store, AnswerOrigin(manifest.dag_id, manifest.run_id, manifest.task_id, manifest.map_index)
+            )
+            if any(len(files) > COMPACT_AFTER_FILES for files in store.files().values()):
+                stats = store.compact(max_age=answer_max_age())
+                self.log.info("Compacted the answer store: %s.", stats.as_dict())
+            return stored
+        except Exception as exc:  # the landing is committed: say why, go on
+            self.log.warning("Could not add the new answers to the answer store: %s", exc)
+            return 0
 
     def _write(self, manifest: Manifest, run_dir: RunDir, parts: StagedParts) -> dict[str, Any]:
         """Commit the staged parts as the destination, whole, and record the summary."""
@@ -453,6 +475,9 @@ class ClaudeBatchToParquetOperator(BaseOperator):
         except BaseException:
             discard(staged)
             raise
+        run_dir = run_dir.for_manifest(manifest)
+        if parts.new_answers.enabled:
+            stats.answers_stored = self._store_answers(manifest, run_dir, parts.new_answers)
         summary = {
             "destination": str(destination),
             **stats.as_dict(),
@@ -466,7 +491,7 @@ class ClaudeBatchToParquetOperator(BaseOperator):
                 self.log.warning("%s.", typed.describe_failures())
         self.lineage = LineageRecord(
             source=manifest.source,
-            requests=manifest.total_requests,
+            requests=manifest.rows,
             destination=str(destination),
             rows=stats.rows,
             files=list(committed["files"]),
@@ -475,6 +500,17 @@ class ClaudeBatchToParquetOperator(BaseOperator):
         run_dir.write_atomic(run_dir.landing_summary, json.dumps(summary, indent=1).encode())
         self.output_link = output_url(str(destination))
         self.log.info("Tokens and cost per batch:\n%s", cost_table(stats))
+        if manifest.reuse is not None:
+            sources = stats.by_answer_source
+            self.log.info(
+                "Answers: %d new, %d reused from the answer store, %d deduplicated; reuse saved $%.4f; "
+                "%d new answer(s) stored for later runs.",
+                sources["new"],
+                sources["reused"],
+                sources["deduplicated"],
+                stats.reuse_saved_usd,
+                stats.answers_stored,
+            )
         self.log.info(
             "Landed %d rows in %s (%s) after %d round(s); tokens %s; cost $%.4f%s.",
             stats.rows,

@@ -56,6 +56,7 @@ def test_the_pipeline_and_the_decorator_report_lineage(
                 submit = ClaudeBatchSubmitOperator(
                     task_id="submit", source=Asset("file://{tickets}"), id_column="ticket_id",
                     prompt="Label: {{body}}", model="claude-haiku-4-5", max_tokens=8, max_requests_per_batch=20,
+                    reuse_answers=False,  # two chunks, whether or not the decorated task ran first
                 )
                 wait = ClaudeBatchSensor(task_id="wait", manifest=submit.output, poll_interval=0.2)
                 land = ClaudeBatchToParquetOperator(

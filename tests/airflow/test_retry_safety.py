@@ -182,7 +182,8 @@ def test_backfill_twice_creates_no_new_batches_and_identical_output(
     dag = make_dag(
         f"""
         s = ClaudeBatchSubmitOperator(task_id="submit", source=["{{{{ ds }}}} a", "{{{{ ds }}}} b", "{{{{ ds }}}} c"],
-                                      model="claude-haiku-4-5", max_tokens=8, max_requests_per_batch=2)
+                                      model="claude-haiku-4-5", max_tokens=8, max_requests_per_batch=2,
+                                      reuse_answers=False)  # re-attach by manifest, not reuse by content
         w = ClaudeBatchSensor(task_id="wait", manifest=s.output, poll_interval=0.1)
         l = ClaudeBatchToParquetOperator(task_id="land", manifest=s.output, destination="{tmp_path}/out/ds={{{{ ds }}}}")
         s >> w >> l

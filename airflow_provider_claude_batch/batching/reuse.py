@@ -1,0 +1,318 @@
+"""Which rows of a run are sent: the reuse plan, made at submit before anything is created.
+
+Every row of a staged run has a content key (``content_key``). A row is
+
+* **reused** when the answer store (``answer_store``) holds a succeeded answer for its key
+  younger than the max age: the answer is copied into the run folder now, so landing needs
+  neither the store nor the batch that paid for it, and a compaction or expiry in between
+  changes nothing;
+* **deduplicated** when an earlier row of the same run has the same key and is sent: it gets
+  that row's final outcome when the run lands;
+* **new** otherwise: only these go into the chunks that become batches.
+
+Invariants: every input row is exactly one of the three; the new rows keep their order and
+custom_ids; the run's fingerprint stays the one of *all* its rows (a retry that finds more
+answers in the store meanwhile re-attaches instead of seeing changed input); the cost ceiling
+and the budget count the new rows only.
+
+The rows not sent are written to ``answered.parquet`` in the staging folder: ``row`` (the
+input row), ``custom_id``, ``key``, ``answer_source``, ``same_as`` (for a deduplicated row,
+the custom_id of the sent row whose answer it gets), the input columns, and for reused rows the stored answer
+and its origin. Memory: the run's keys (16 bytes a row) and the reused answers of the run.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import msgspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from airflow_provider_claude_batch.batching.answer_store import ANSWER_COLUMNS, STORE_SCHEMA, AnswerStore
+from airflow_provider_claude_batch.batching.chunks import (
+    CUSTOM_ID_COLUMN,
+    ChunkInfo,
+    ChunkLimits,
+    ChunkWriter,
+    request_id,
+)
+from airflow_provider_claude_batch.batching.content_key import as_arrow
+from airflow_provider_claude_batch.batching.pricing import RequestTally
+from airflow_provider_claude_batch.batching.run_dir import ANSWERED_FILE, RunDir
+from airflow_provider_claude_batch.batching.storage import StoragePath
+
+log = logging.getLogger(__name__)
+
+NEW, REUSED, DEDUPLICATED = "new", "reused", "deduplicated"
+ANSWER_SOURCES = (NEW, REUSED, DEDUPLICATED)
+#: Origin columns of a reused answer, as ``answered.parquet`` names them.
+_ORIGIN = {"batch_id": "origin_batch_id", "run_id": "origin_run_id", "dag_id": "origin_dag_id"}
+
+
+@dataclass
+class ReuseCounts:
+    """How a run's rows divide: sent, answered from the store, sent once for several rows."""
+
+    rows: int = 0
+    new: int = 0
+    reused: int = 0
+    deduplicated: int = 0
+    #: What the reused answers cost the runs that paid for them (None: some had no price).
+    reused_cost_usd: float | None = 0.0
+    answered_file: str | None = None
+    max_age_seconds: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> ReuseCounts | None:
+        return None if data is None else cls(**data)
+
+    def describe(self) -> str:
+        saved = "" if not self.reused else f"; the reused answers had cost ${self.reused_cost_usd or 0:,.4f}"
+        return (
+            f"{self.rows} rows: {self.new} new (sent), {self.reused} reused from the answer store, "
+            f"{self.deduplicated} deduplicated (same request as a row sent in this run){saved}"
+        )
+
+
+@dataclass
+class _Classified:
+    new: np.ndarray  # bool per row
+    reused: np.ndarray
+    codes: np.ndarray  # per row: index of its distinct key
+    first_row_of_code: np.ndarray  # per distinct key: its first row
+    found: np.ndarray  # per distinct key: has a stored answer
+    answers: pa.Table | None  # per distinct key found, in code order of `found_codes`
+    found_codes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+
+def classify(keys: np.ndarray, store: AnswerStore | None, max_age: timedelta | None) -> _Classified:
+    """Split rows into new, reused and deduplicated by their keys (see the module docstring)."""
+    codes = pc.dictionary_encode(as_arrow(keys)).indices.to_numpy() if len(keys) else np.zeros(0, np.int32)
+    distinct, first_row_of_code = np.unique(codes, return_index=True)
+    first = np.zeros(len(keys), dtype=bool)
+    first[first_row_of_code] = True
+    found = np.zeros(len(distinct), dtype=bool)
+    answers = None
+    found_codes = np.zeros(0, np.int64)
+    if store is not None and len(distinct):
+        hits = store.lookup(keys[first_row_of_code], max_age=max_age)
+        found = hits.found
+        if hits.count:
+            columns = ["key", *ANSWER_COLUMNS, "batch_id", "run_id", "dag_id"]
+            position_parts, table_parts = [], []
+            for positions, table in store.fetch(hits, columns=columns):
+                position_parts.append(positions)
+                table_parts.append(table)
+            found_codes = np.concatenate(position_parts)
+            answers = pa.concat_tables(table_parts).cast(pa.schema([STORE_SCHEMA.field(name) for name in columns]))
+    reused = found[codes] if len(keys) else np.zeros(0, dtype=bool)
+    return _Classified(
+        new=first & ~reused,
+        reused=reused,
+        codes=codes,
+        first_row_of_code=first_row_of_code,
+        found=found,
+        answers=answers,
+        found_codes=found_codes,
+    )
+
+
+def _lines_of(data: bytes) -> pa.Array:
+    """A JSONL file's bytes as an Arrow column of newline-terminated lines (no copy)."""
+    ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10) + 1
+    offsets = np.concatenate([[0], ends]).astype(np.int32)
+    return pa.Array.from_buffers(pa.binary(), len(ends), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+
+
+class _Head(msgspec.Struct):
+    model: str
+    max_tokens: int
+
+
+class _Request(msgspec.Struct):
+    params: _Head
+
+
+_decode_request = msgspec.json.Decoder(_Request).decode
+
+
+def tally_lines(lines: pa.Array, tallies: dict[str, RequestTally]) -> None:
+    """Add request lines to per-model tallies, as the renderer counts them (bytes without the newline)."""
+    for line in lines.to_pylist():
+        head = _decode_request(line).params
+        tally = tallies.setdefault(head.model, RequestTally())
+        tally.requests += 1
+        tally.input_bytes += len(line) - 1
+        tally.max_output_tokens += head.max_tokens
+
+
+@dataclass
+class Replanned:
+    """A staging with only the new rows, and how the rows divided."""
+
+    directory_name: str
+    chunks: list[ChunkInfo]
+    total_requests: int
+    tally: dict[str, RequestTally]
+    counts: ReuseCounts
+
+
+def replan(
+    run_dir: RunDir,
+    staging_name: str,
+    chunks: list[ChunkInfo],
+    keys: np.ndarray,
+    chunk_limits: ChunkLimits,
+    input_columns: list[str] | None,
+    store: AnswerStore | None,
+    max_age: timedelta | None,
+) -> Replanned | None:
+    """Take the reused and deduplicated rows out of a full staging. None when every row is new
+    (the staging is right as it is); otherwise the new rows are written to a fresh staging
+    folder (the caller drops the old one) with ``answered.parquet`` beside them."""
+    plan = classify(keys, store, max_age)
+    rows = len(keys)
+    counts = ReuseCounts(
+        rows=rows,
+        new=int(plan.new.sum()),
+        reused=int(plan.reused.sum()),
+        deduplicated=int(rows - plan.new.sum() - plan.reused.sum()),
+        max_age_seconds=None if max_age is None else max_age.total_seconds(),
+    )
+    if counts.new == rows:
+        return None
+    # The stored answer of each reused row: its distinct key's row in `answers`.
+    answer_row_of_code = np.full(len(plan.found), -1, dtype=np.int64)
+    if plan.answers is not None:
+        answer_row_of_code[plan.found_codes] = np.arange(len(plan.found_codes))
+        costs = plan.answers.column("cost_usd")
+        # What the reused rows would have cost: each reused row counts its answer's cost.
+        reused_rows_per_answer = np.bincount(
+            answer_row_of_code[plan.codes[plan.reused]], minlength=len(plan.found_codes)
+        )
+        if costs.null_count and bool(pc.any(pc.and_(pc.is_null(costs), pa.array(reused_rows_per_answer > 0))).as_py()):
+            counts.reused_cost_usd = None
+        else:
+            counts.reused_cost_usd = float(np.dot(pc.fill_null(costs, 0.0).to_numpy(), reused_rows_per_answer))
+    name = run_dir.new_staging_name()
+    directory = run_dir / name
+    directory.mkdir(parents=True, exist_ok=True)
+    writer = ChunkWriter(directory, chunk_limits, input_columns=input_columns)
+    tally: dict[str, RequestTally] = {}
+    answered_writer: pq.ParquetWriter | None = None
+    sink = None
+    # custom_id of the sent row of each key that deduplicated rows share (row order: it comes first).
+    per_code = np.bincount(plan.codes, minlength=len(plan.found)) if rows else np.zeros(0, np.int64)
+    shared = (per_code > 1) & ~plan.found
+    sender_ids: dict[int, str] = {}
+    try:
+        for chunk in chunks:
+            start, end = chunk.first_row, chunk.first_row + chunk.request_count
+            with (run_dir / RunDir.staged_file(staging_name, chunk.requests_file)).open("rb") as handle:
+                lines = _lines_of(handle.read())
+            inputs = None
+            if chunk.inputs_file is not None:
+                with (run_dir / RunDir.staged_file(staging_name, chunk.inputs_file)).open("rb") as handle:
+                    inputs = pq.read_table(handle)
+            ids = pa.array([request_id(line) for line in lines.to_pylist()], pa.string())
+            new = plan.new[start:end]
+            senders = np.flatnonzero(new & shared[plan.codes[start:end]])
+            for offset in senders.tolist():
+                sender_ids[int(plan.codes[start + offset])] = ids[offset].as_py()
+            if new.any():
+                mask = pa.array(new)
+                kept_lines = lines.filter(mask)
+                writer.write_rendered(ids.filter(mask), kept_lines, None if inputs is None else inputs.filter(mask))
+                tally_lines(kept_lines, tally)
+            if new.all():
+                continue
+            answered = _answered_rows(plan, start, end, ids, keys, inputs, answer_row_of_code, sender_ids)
+            if answered_writer is None:
+                sink = (directory / ANSWERED_FILE).open("wb")
+                answered_writer = pq.ParquetWriter(sink, answered.schema, compression="zstd")
+            answered_writer.write_table(answered)
+        new_chunks = writer.close()
+    except BaseException:
+        writer.abort()
+        if answered_writer is not None:
+            answered_writer.close()
+        if sink is not None:
+            sink.close()
+        run_dir.drop_staging(name)
+        raise
+    if answered_writer is not None:
+        answered_writer.close()
+    if sink is not None:
+        sink.close()
+    counts.answered_file = RunDir.staged_file(name, ANSWERED_FILE)
+    return Replanned(name, new_chunks, counts.new, tally, counts)
+
+
+def _answered_rows(
+    plan: _Classified,
+    start: int,
+    end: int,
+    ids: pa.Array,
+    keys: np.ndarray,
+    inputs: pa.Table | None,
+    answer_row_of_code: np.ndarray,
+    sender_ids: dict[int, str],
+) -> pa.Table:
+    """The rows of one chunk that are not sent, with what ``answered.parquet`` holds for them."""
+    local = np.flatnonzero(~plan.new[start:end])
+    rows = local + start
+    reused = plan.reused[rows]
+    codes = plan.codes[rows]
+    columns: dict[str, pa.Array] = {
+        "row": pa.array(rows.astype(np.int64)),
+        CUSTOM_ID_COLUMN: ids.take(pa.array(local)),
+        "key": as_arrow(keys[rows]),
+        "answer_source": pa.array(np.where(reused, REUSED, DEDUPLICATED).tolist(), pa.string()),
+        # The sent row whose final outcome a deduplicated row gets.
+        "same_as": pa.array(
+            [
+                None if is_reused else sender_ids[int(code)]
+                for is_reused, code in zip(reused.tolist(), codes.tolist(), strict=True)
+            ],
+            pa.string(),
+        ),
+    }
+    answer_rows = answer_row_of_code[codes]
+    if plan.answers is not None:
+        take = pa.array(np.where(reused, answer_rows, 0))
+        valid = pa.array(reused)
+        for name in ANSWER_COLUMNS:
+            column = plan.answers.column(name).take(take)
+            columns[name] = pc.if_else(valid, column, pa.nulls(len(rows), column.type))
+        for name, renamed in _ORIGIN.items():
+            column = plan.answers.column(name).take(take)
+            columns[renamed] = pc.if_else(valid, column, pa.nulls(len(rows), column.type))
+    else:
+        for name in ANSWER_COLUMNS:
+            columns[name] = pa.nulls(len(rows), STORE_SCHEMA.field(name).type)
+        for renamed in _ORIGIN.values():
+            columns[renamed] = pa.nulls(len(rows), pa.string())
+    table = pa.table({k: (v.combine_chunks() if isinstance(v, pa.ChunkedArray) else v) for k, v in columns.items()})
+    if inputs is not None:
+        picked = inputs.take(pa.array(local))
+        for name in picked.column_names:
+            if name != CUSTOM_ID_COLUMN:
+                table = table.append_column(f"input.{name}", picked.column(name))
+    return table
+
+
+def read_answered(run_dir: RunDir, counts: ReuseCounts, columns: list[str] | None = None) -> pq.ParquetFile | None:
+    """``answered.parquet`` of a run, open, or None when every row was sent."""
+    if counts.answered_file is None:
+        return None
+    path: StoragePath = run_dir / counts.answered_file
+    return pq.ParquetFile(path.open("rb"))
