@@ -95,27 +95,19 @@ def batches_page_url(manifest: Manifest) -> str:
 class _AttributeLink(BaseOperatorLink):
     """A link whose URL the operator keeps in an attribute (``attribute``) while it runs.
 
-    Airflow 3 shows the URL the worker saved in XCom (key ``_link_<ClassName>``) when a try
-    of the task ended; it is computed from the operator instance at hand. An operator that
-    defers is a fresh instance when it resumes, one that never ran ``execute``: so
-    :func:`persist_links` saves the URLs before deferring, and a link whose attribute is empty
-    falls back to what was saved, instead of overwriting it with nothing.
+    Airflow 3 saves the URL in XCom (key ``_link_<ClassName>``) when a try of the task ends,
+    deferral included, computing it from the operator instance at hand. An operator that
+    defers is a fresh instance when it resumes, one that never ran ``execute``: so it sets
+    its link attributes again when it resumes (the sensor, the decorator and the transfer do),
+    and :func:`persist_links` saves them before deferring so the UI has them while it waits.
+    An unset attribute is an empty link: no XCom is read for it (a read of a missing XCom
+    would log an error line in every task log).
     """
 
     attribute: ClassVar[str]
 
     def get_link(self, operator: Any, *, ti_key: TaskInstanceKey) -> str:
-        return getattr(operator, self.attribute, None) or _saved_url(self.xcom_key, ti_key)
-
-
-def _saved_url(key: str, ti_key: TaskInstanceKey) -> str:
-    try:
-        from airflow.sdk.execution_time.xcom import XCom
-
-        value = XCom.get_value(ti_key=ti_key, key=key)
-    except Exception:  # a link must never fail a task
-        return ""
-    return value if isinstance(value, str) else ""
+        return getattr(operator, self.attribute, None) or ""
 
 
 def persist_links(operator: Any, context: Context) -> None:

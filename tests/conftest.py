@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -88,6 +90,14 @@ def connection_env(emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch): 
         monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(value))
 
     return define
+
+
+@pytest.fixture(scope="session")
+def airflow_db(airflow_home: Path) -> Path:
+    """The metadata DB, migrated once per session, and its dags folder."""
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
+    (airflow_home / "dags").mkdir(exist_ok=True)
+    return airflow_home
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -29,11 +29,13 @@ from airflow.sdk.definitions._internal.types import SET_DURING_EXECUTION
 from airflow.sdk.definitions.context import context_merge
 
 from airflow_provider_claude_batch.batching.landing import keep_columns_spec
+from airflow_provider_claude_batch.batching.manifest import load_manifest
 from airflow_provider_claude_batch.batching.run_dir import RunDir
 from airflow_provider_claude_batch.batching.storage import as_path
 from airflow_provider_claude_batch.batching.typed_columns import check_on_invalid_output
 from airflow_provider_claude_batch.conventions import as_seconds, default_deferrable
 from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
+from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 from airflow_provider_claude_batch.operators.submit import ClaudeBatchSubmitOperator, _UntemplatedSource
 from airflow_provider_claude_batch.sensors.batch import DEFAULT_TIMEOUT_SECONDS
 from airflow_provider_claude_batch.transfers.batch_to_parquet import ClaudeBatchToParquetOperator
@@ -134,6 +136,8 @@ class _ClaudeBatchDecoratedOperator(DecoratedOperator, ClaudeBatchSubmitOperator
         """Resumed by the trigger: land (possibly deferring again for resubmitted requests)."""
         ti = context["ti"]
         manifest = run_directory(self.work_dir, ti.dag_id, ti.run_id, ti.task_id, ti.map_index).manifest
+        # This instance never ran execute: set the submit's links again (the lander sets its own).
+        self.set_links(load_manifest(manifest), ClaudeBatchHook(self.claude_batch_conn_id))
         return self._land(context, str(manifest), lambda lander: lander.execute_complete(context, event))
 
     def _land(

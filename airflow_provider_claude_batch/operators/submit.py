@@ -12,6 +12,7 @@ from airflow.sdk.exceptions import AirflowSkipException
 from airflow_provider_claude_batch.batching import limits
 from airflow_provider_claude_batch.batching.answer_store import AnswerStore
 from airflow_provider_claude_batch.batching.chunks import ChunkLimits
+from airflow_provider_claude_batch.batching.manifest import Manifest
 from airflow_provider_claude_batch.batching.output_schema import OutputSchema, with_output_format
 from airflow_provider_claude_batch.batching.prompt_caching import cached_system
 from airflow_provider_claude_batch.batching.rendering import TEXT_COLUMN, RequestSpec, fields_template
@@ -261,6 +262,19 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             allow_empty_prompt=self.allow_empty_prompt,
         )
 
+    def set_links(self, manifest: Manifest, hook: ClaudeBatchHook) -> None:
+        """The Console and Claude Batches page links of the manifest's batches (none without one)."""
+        if not manifest.batch_ids():
+            return
+        settings = hook.settings
+        self.console_link = console_url(
+            settings.console_url_template,
+            manifest.batch_ids()[0],
+            settings.workspace_id,
+            base_url=settings.base_url,
+        )
+        self.batches_page_link = batches_page_url(manifest)
+
     def _reuse(self, run_dir: RunDir) -> ReuseSettings | None:
         if not self.reuse_answers:
             return None
@@ -313,15 +327,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         summary = {"manifest": str(run_dir.manifest), "conn_id": self.claude_batch_conn_id, **manifest.summary()}
         summary["created_now"] = created
         summary["cost_ceiling_usd"] = None if ceiling is None else round(ceiling, 6)
-        if manifest.batch_ids():
-            settings = hook.settings
-            self.console_link = console_url(
-                settings.console_url_template,
-                manifest.batch_ids()[0],
-                settings.workspace_id,
-                base_url=settings.base_url,
-            )
-            self.batches_page_link = batches_page_url(manifest)
+        self.set_links(manifest, hook)
         self.lineage = LineageRecord(source=manifest.source, requests=manifest.rows)
         summary["rows"] = manifest.rows
         self.log.info(

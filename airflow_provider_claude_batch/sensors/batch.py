@@ -204,10 +204,12 @@ class ClaudeBatchSensor(BaseSensorOperator):
         )
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        ids, conn_id = self._targets()  # this instance never ran execute: set its links again
+        if ids:
+            self._set_console_link(ids[0], conn_id)
         ended = WaitEvent.from_payload(event)
         self._record(ended.batches)
         if ended.status == "timeout":
-            ids, conn_id = self._targets()
             if self.cancel_on_timeout:
                 self._cancel_open(ended.open or ids, conn_id, reason="the sensor timed out")
             raise AirflowSensorTimeout(f"Claude batches did not end in time: {ended.message}")

@@ -3,8 +3,6 @@ dags folder, run with ``dag.test()``."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 import uuid
 from collections.abc import Callable
@@ -13,13 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-
-@pytest.fixture(scope="session")
-def airflow_db(airflow_home: Path) -> Path:
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
-    (airflow_home / "dags").mkdir(exist_ok=True)
-    return airflow_home
 
 
 @pytest.fixture

@@ -55,7 +55,7 @@ def _answers(rows: dict[str, dict[str, Any]]) -> dict[str, tuple[Any, ...]]:
 
 
 def test_the_same_date_under_a_new_run_id_creates_no_batch(
-    make_dag: Any, emulator: RunningEmulator, work_dir: Path, tmp_path: Path
+    make_dag: Any, emulator: RunningEmulator, work_dir: Path, tmp_path: Path, capfd: Any
 ) -> None:
     dag = _dag(make_dag, _rows(range(120)), tmp_path / "out", per_batch=50)
     first = _run(dag, DAY, DAY)
@@ -89,6 +89,8 @@ def test_the_same_date_under_a_new_run_id_creates_no_batch(
     assert landed["by_answer_source"] == {"new": 0, "reused": 120, "deduplicated": 0}
     assert landed["cost_usd"] == 0
     assert landed["reuse_saved_usd"] == round(sum(r["cost_usd"] for r in first_rows.values()), 6) > 0
+    # Links without a URL (no batch, no Console for the emulator) read no XCom: no error lines.
+    assert "XCom not found" not in capfd.readouterr().out
 
 
 def test_a_day_holding_most_of_yesterdays_rows_sends_only_the_others(

@@ -1,5 +1,5 @@
-"""Extra links (links.py): URLs from the operator's attributes, with the URL saved before a
-deferral as the fallback of an instance that resumed."""
+"""Extra links (links.py): URLs from the operator's attributes, saved before a deferral and
+set again by the instance that resumes."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def test_links_read_their_attribute_and_persist_saves_only_what_is_set() -> None
     assert pushed == {"_link_ClaudeBatchConsoleLink": "https://console/b"}
 
 
-def test_without_a_saved_url_or_an_attribute_a_link_is_empty() -> None:
-    # Outside a task there is no XCom to read: the link is empty, never an error.
+def test_without_an_attribute_a_link_is_empty() -> None:
+    # No XCom is read for it (a missing one logs an error line): the link is empty.
     ti_key: Any = SimpleNamespace(dag_id="d", task_id="t", run_id="r", map_index=-1, try_number=1)
     assert ClaudeBatchOutputLink().get_link(SimpleNamespace(), ti_key=ti_key) == ""
