@@ -26,7 +26,12 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "hooks": [{"integration-name": _INTEGRATION, "python-modules": [f"{_PACKAGE}.hooks.claude_batch"]}],
-        "operators": [{"integration-name": _INTEGRATION, "python-modules": [f"{_PACKAGE}.operators.submit"]}],
+        "operators": [
+            {
+                "integration-name": _INTEGRATION,
+                "python-modules": [f"{_PACKAGE}.operators.submit", f"{_PACKAGE}.operators.compact_answers"],
+            }
+        ],
         "sensors": [{"integration-name": _INTEGRATION, "python-modules": [f"{_PACKAGE}.sensors.batch"]}],
         "triggers": [{"integration-name": _INTEGRATION, "python-modules": [f"{_PACKAGE}.triggers.batch"]}],
         "transfers": [

@@ -12,6 +12,8 @@ from typing import Any
 
 import pyarrow.dataset as ds
 
+from airflow_provider_claude_batch.batching.answer_store import AnswerStore
+from airflow_provider_claude_batch.batching.content_key import content_keys
 from airflow_provider_claude_batch.batching.manifest import load_manifest
 from airflow_provider_claude_batch.testing import RunningEmulator
 from tests.airflow.conftest import task_states, xcom
@@ -173,3 +175,44 @@ def test_errored_answers_are_not_reused(
     landed = _landed(tmp_path / "out")
     assert landed["r3"]["answer_source"] == "new" and landed["r3"]["result_type"] == "succeeded"
     assert {landed[f"r{i}"]["answer_source"] for i in (0, 1, 2, 4, 5)} == {"reused"}
+
+
+def test_the_compaction_task_merges_and_expires_the_store(
+    make_dag: Any, emulator: RunningEmulator, work_dir: Path, tmp_path: Path
+) -> None:
+    for number, day in enumerate((DAY, DAY + timedelta(days=1))):
+        rows = _rows(range(number * 30, number * 30 + 40))
+        _run(_dag(make_dag, rows, tmp_path / f"out{number}"), day, day)
+    store = AnswerStore(work_dir)
+    before = sum(len(files) for files in store.files().values())
+    assert before > 16  # two landings, each a file in most partitions
+
+    dag = make_dag(
+        "ClaudeBatchCompactAnswersOperator(task_id='compact')",
+        header="from airflow_provider_claude_batch.operators.compact_answers import ClaudeBatchCompactAnswersOperator\n",
+    )
+    run = dag.test(logical_date=DAY, run_after=DAY)
+    assert task_states(run) == {"compact": "success"}
+    stats = xcom(run, "compact")
+    # Day 2's 10 rows of day 1 were reused, not stored again: no duplicates to drop.
+    assert (stats["files_before"], stats["answers_kept"], stats["duplicates"], stats["expired"]) == (before, 70, 0, 0)
+    assert all(len(files) <= 1 for files in store.files().values())
+    keys = content_keys([f'{{"custom_id":"x","params":{p}}}'.encode() for p in _params_of(work_dir)])
+    assert store.lookup(keys, max_age=None).count == 70
+
+    expire = make_dag(
+        "ClaudeBatchCompactAnswersOperator(task_id='compact', max_age=0)",
+        header="from airflow_provider_claude_batch.operators.compact_answers import ClaudeBatchCompactAnswersOperator\n",
+    )
+    run = expire.test(logical_date=DAY, run_after=DAY)
+    assert xcom(run, "compact")["expired"] == 70
+    assert sum(len(files) for files in store.files().values()) == 0
+
+
+def _params_of(work_dir: Path) -> list[str]:
+    """The params of every request sent under ``work_dir`` (from the staged chunk files)."""
+    params = set()
+    for chunk in work_dir.rglob("chunk-*.jsonl"):
+        for line in chunk.read_bytes().splitlines():
+            params.add(line.split(b',"params":', 1)[1][:-1].decode())
+    return sorted(params)
