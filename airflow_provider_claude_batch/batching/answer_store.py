@@ -4,6 +4,7 @@ Layout (names from ``run_dir``)::
 
     {work_dir}/_answers/p={h}/seg-<name>.parquet     answers one landing added
     {work_dir}/_answers/p={h}/base-<time>-<id>.parquet  a compaction's merge
+    {work_dir}/_answers/_inflight/<owner>.parquet     requests a run sent and has not landed
 
 ``h`` is the first hex digit of the key (:mod:`content_key`): sixteen partitions, so a lookup
 holds one partition's keys at a time, never the whole store.
@@ -76,6 +77,16 @@ STORE_SCHEMA = pa.schema(
         *ORIGIN_SCHEMA,
     ]
 )
+IN_FLIGHT_SCHEMA = pa.schema(
+    [
+        pa.field("key", KEY_TYPE, nullable=False),
+        pa.field("batch_id", pa.string(), nullable=False),
+        pa.field("custom_id", pa.string(), nullable=False),
+        pa.field("sent_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ]
+)
+#: The API keeps a batch's results 29 days: older requests in flight cannot be waited for.
+IN_FLIGHT_MAX_AGE = timedelta(days=28)
 #: Rows per row group: a fetch reads whole row groups, so smaller groups read less per hit.
 ROW_GROUP_ROWS = 16_384
 #: A lookup that loses a file to a compaction tries the partition again this many times.
@@ -285,6 +296,60 @@ class AnswerStore:
                     chosen = groups == group
                     table = parquet.read_row_group(int(group), columns=columns)
                     yield positions[chosen], table.take(pa.array(rows[chosen] - starts[group]))
+
+    # ------------------------------------------------------------------ requests in flight
+    @staticmethod
+    def owner_name(dag_id: str, run_id: str, task_id: str, map_index: int) -> str:
+        """The file name stem of one task instance's in-flight entry."""
+        return hashlib.sha256(f"{dag_id}\n{run_id}\n{task_id}\n{map_index}".encode()).hexdigest()[:24]
+
+    def mark_in_flight(self, owner: str, entries: pa.Table) -> None:
+        """Record that ``owner`` sent these requests (``key``, ``batch_id``, ``custom_id``) and
+        has not landed them yet; another run that needs the same requests waits for them."""
+        table = pa.Table.from_arrays(
+            [
+                entries.column("key"),
+                entries.column("batch_id"),
+                entries.column("custom_id"),
+                pa.array(np.full(entries.num_rows, int(utcnow().timestamp() * 1_000_000), dtype=np.int64)).cast(
+                    IN_FLIGHT_SCHEMA.field("sent_at").type
+                ),
+            ],
+            schema=IN_FLIGHT_SCHEMA,
+        )
+        with atomic_writer(self.work_dir.in_flight_folder / f"{owner}.parquet") as sink:
+            pq.write_table(table, sink, compression="zstd")
+
+    def landed(self, owner: str) -> None:
+        """``owner``'s requests are landed (their answers are in the store, or are not answers)."""
+        path = self.work_dir.in_flight_folder / f"{owner}.parquet"
+        with contextlib.suppress(FileNotFoundError):
+            if path.exists():
+                path.unlink()
+
+    def in_flight(self, keys: np.ndarray, *, exclude: str) -> tuple[np.ndarray, pa.Table]:
+        """Which of ``keys`` another task instance (not ``exclude``) sent and has not landed,
+        in a batch younger than the API keeps results. Returns a bool per key and, per found
+        key in order, its ``batch_id`` and ``custom_id`` there."""
+        found = np.zeros(len(keys), dtype=bool)
+        empty = pa.table({"batch_id": pa.array([], pa.string()), "custom_id": pa.array([], pa.string())})
+        folder = self.work_dir.in_flight_folder
+        if not len(keys) or not folder.exists():
+            return found, empty
+        tables = []
+        for path in _files(folder):
+            if path.name == f"{exclude}.parquet":
+                continue
+            with contextlib.suppress(FileNotFoundError), path.open("rb") as handle:
+                tables.append(pq.read_table(handle).cast(IN_FLIGHT_SCHEMA))
+        if not tables:
+            return found, empty
+        entries = pa.concat_tables(tables)
+        entries = entries.filter(pc.greater_equal(entries.column("sent_at"), _cutoff(IN_FLIGHT_MAX_AGE, None)))
+        where = pc.index_in(as_arrow(keys), value_set=entries.column("key").combine_chunks())
+        found = pc.is_valid(where).to_numpy(zero_copy_only=False)
+        rows = where.filter(pc.is_valid(where))
+        return found, entries.select(["batch_id", "custom_id"]).take(rows)
 
     # ------------------------------------------------------------------ upkeep
     def compact(self, *, max_age: timedelta | None, now: datetime | None = None, min_files: int = 2) -> CompactStats:

@@ -24,18 +24,17 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from airflow_provider_claude_batch.batching.answer_store import ANSWER_COLUMNS, AnswerOrigin, AnswerStore
+from airflow_provider_claude_batch.batching.awaited import read_awaited_answers
 from airflow_provider_claude_batch.batching.chunks import CUSTOM_ID_COLUMN, request_id
 from airflow_provider_claude_batch.batching.content_key import as_arrow, content_keys
 from airflow_provider_claude_batch.batching.lines import iter_file_lines
 from airflow_provider_claude_batch.batching.manifest import BatchRecord, Manifest
-from airflow_provider_claude_batch.batching.reuse import DEDUPLICATED, NEW, REUSED, ReuseCounts
+from airflow_provider_claude_batch.batching.reuse import AWAITED, DEDUPLICATED, INPUT_PREFIX, NEW, REUSED, ReuseCounts
 from airflow_provider_claude_batch.batching.run_dir import RunDir
 from airflow_provider_claude_batch.batching.storage import atomic_writer
 from airflow_provider_claude_batch.exceptions import ClaudeBatchMissingResultsError
 
 ANSWER_SOURCE_COLUMN = "answer_source"
-#: Where ``answered.parquet`` keeps the input columns (apart from the answer's own columns).
-INPUT_PREFIX = "input."
 
 
 def answer_source_column(rows: int, value: str) -> pa.Array:
@@ -66,6 +65,8 @@ class AnsweredRows:
         self.counts = reuse_counts(manifest)
         self._wanted: pa.Array = pa.array([], pa.string())
         self._senders: list[pa.Table] = []
+        #: What awaited rows got from other runs (the rest went out in this run's chunks).
+        self._awaited = None if self.counts is None else read_awaited_answers(run_dir, self.counts)
         if self.counts is not None and self.counts.deduplicated:
             with self._open() as parquet:
                 same_as = parquet.read(columns=["same_as"]).column("same_as")
@@ -102,7 +103,17 @@ class AnsweredRows:
                 answered = pa.Table.from_batches([batch])
                 reused = answered.filter(pc.equal(answered.column(ANSWER_SOURCE_COLUMN), REUSED))
                 if reused.num_rows:
-                    yield self._reused(reused, schema, keep_columns, rename)
+                    yield self._reused(reused, reused, schema, keep_columns, rename)
+                awaited = answered.filter(pc.equal(answered.column(ANSWER_SOURCE_COLUMN), AWAITED))
+                if awaited.num_rows and self._awaited is not None and self._awaited.num_rows:
+                    where = pc.index_in(
+                        awaited.column(CUSTOM_ID_COLUMN),
+                        value_set=self._awaited.column(CUSTOM_ID_COLUMN).combine_chunks(),
+                    )
+                    got = pc.is_valid(where)
+                    if pc.any(got).as_py():
+                        answers = self._awaited.take(where.filter(got))
+                        yield self._reused(awaited.filter(got), answers, schema, keep_columns, rename)
                 copies = answered.filter(pc.equal(answered.column(ANSWER_SOURCE_COLUMN), DEDUPLICATED))
                 if copies.num_rows:
                     yield self._copies(copies, senders, sender_ids, schema, keep_columns, rename)
@@ -115,20 +126,27 @@ class AnsweredRows:
         }
 
     def _reused(
-        self, answered: pa.Table, schema: pa.Schema, keep_columns: list[str], rename: Mapping[str, str]
+        self,
+        answered: pa.Table,
+        answers: pa.Table,
+        schema: pa.Schema,
+        keep_columns: list[str],
+        rename: Mapping[str, str],
     ) -> pa.Table:
+        """Rows answered by another run: ``answered``'s custom_ids and inputs, ``answers``'
+        answer columns and ``origin_batch_id``, row for row."""
         rows = answered.num_rows
         columns: dict[str, Any] = {
             CUSTOM_ID_COLUMN: answered.column(CUSTOM_ID_COLUMN),
-            "batch_id": pc.fill_null(answered.column("origin_batch_id"), ""),
+            "batch_id": pc.fill_null(answers.column("origin_batch_id"), ""),
             "round": pa.array(np.zeros(rows, dtype=np.int32)),
             "result_type": answer_source_column(rows, "succeeded"),
-            **{name: answered.column(name) for name in ANSWER_COLUMNS},
+            **{name: answers.column(name) for name in ANSWER_COLUMNS},
             "cost_usd": pa.array(np.zeros(rows)),
             ANSWER_SOURCE_COLUMN: answer_source_column(rows, REUSED),
             **self._inputs(answered, keep_columns, rename),
         }
-        return _in_schema(columns, schema, rows).append_column("saved_usd", answered.column("cost_usd"))
+        return _in_schema(columns, schema, rows).append_column("saved_usd", answers.column("cost_usd"))
 
     def _copies(
         self,

@@ -525,7 +525,8 @@ def _write_answered(
             writer.write(table, row_group_size)
             stats.add(table)
             rows += table.num_rows
-    expected = (answered.counts.reused + answered.counts.deduplicated) if answered.counts else 0
+    counts = answered.counts
+    expected = (counts.reused + counts.deduplicated + counts.awaited_answered) if counts else 0
     if rows != expected:
         raise ClaudeBatchMissingResultsError(
             f"{expected} rows were answered without being sent, but {rows} were landed from "

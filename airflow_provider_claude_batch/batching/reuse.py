@@ -51,6 +51,11 @@ log = logging.getLogger(__name__)
 
 NEW, REUSED, DEDUPLICATED = "new", "reused", "deduplicated"
 ANSWER_SOURCES = (NEW, REUSED, DEDUPLICATED)
+#: In ``answered.parquet`` only: a row whose request another run has in a batch not landed
+#: yet; it lands as ``reused`` (that batch's answer) or ``new`` (sent after all).
+AWAITED = "awaited"
+#: How ``answered.parquet`` names the input columns (apart from the answer's own columns).
+INPUT_PREFIX = "input."
 #: Origin columns of a reused answer, as ``answered.parquet`` names them.
 _ORIGIN = {"batch_id": "origin_batch_id", "run_id": "origin_run_id", "dag_id": "origin_dag_id"}
 
@@ -67,6 +72,13 @@ class ReuseCounts:
     reused_cost_usd: float | None = 0.0
     answered_file: str | None = None
     max_age_seconds: float | None = None
+    #: Rows whose request another run had in a batch not landed yet, and those batches.
+    awaited: int = 0
+    awaited_batches: list[str] = field(default_factory=list)
+    #: Set by the transfer once it has the awaited rows' answers (or sent them after all).
+    awaited_resolved: bool = False
+    awaited_answered: int = 0
+    awaited_sent: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -77,9 +89,14 @@ class ReuseCounts:
 
     def describe(self) -> str:
         saved = "" if not self.reused else f"; the reused answers had cost ${self.reused_cost_usd or 0:,.4f}"
+        awaited = (
+            f", {self.awaited} awaited from {len(self.awaited_batches)} batch(es) of other runs not landed yet"
+            if self.awaited
+            else ""
+        )
         return (
             f"{self.rows} rows: {self.new} new (sent), {self.reused} reused from the answer store, "
-            f"{self.deduplicated} deduplicated (same request as a row sent in this run){saved}"
+            f"{self.deduplicated} deduplicated (same request as a row sent in this run){awaited}{saved}"
         )
 
 
@@ -92,9 +109,14 @@ class _Classified:
     found: np.ndarray  # per distinct key: has a stored answer
     answers: pa.Table | None  # per distinct key found, in code order of `found_codes`
     found_codes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    awaited: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # per row
+    #: Per distinct key: the batch and custom_id of another run that sent it (None: not awaited).
+    awaited_from: list[tuple[str, str] | None] = field(default_factory=list)
 
 
-def classify(keys: np.ndarray, store: AnswerStore | None, max_age: timedelta | None) -> _Classified:
+def classify(
+    keys: np.ndarray, store: AnswerStore | None, max_age: timedelta | None, owner: str | None = None
+) -> _Classified:
     """Split rows into new, reused and deduplicated by their keys (see the module docstring)."""
     codes = pc.dictionary_encode(as_arrow(keys)).indices.to_numpy() if len(keys) else np.zeros(0, np.int32)
     distinct, first_row_of_code = np.unique(codes, return_index=True)
@@ -114,15 +136,31 @@ def classify(keys: np.ndarray, store: AnswerStore | None, max_age: timedelta | N
                 table_parts.append(table)
             found_codes = np.concatenate(position_parts)
             answers = pa.concat_tables(table_parts).cast(pa.schema([STORE_SCHEMA.field(name) for name in columns]))
+    awaited_code = np.zeros(len(distinct), dtype=bool)
+    awaited_from: list[tuple[str, str] | None] = [None] * len(distinct)
+    if store is not None and owner is not None and len(distinct) and not found.all():
+        missing = np.flatnonzero(~found)
+        flying, entries = store.in_flight(keys[first_row_of_code[missing]], exclude=owner)
+        for code, batch_id, custom_id in zip(
+            missing[flying].tolist(),
+            entries.column("batch_id").to_pylist(),
+            entries.column("custom_id").to_pylist(),
+            strict=True,
+        ):
+            awaited_code[code] = True
+            awaited_from[code] = (batch_id, custom_id)
     reused = found[codes] if len(keys) else np.zeros(0, dtype=bool)
+    awaited = awaited_code[codes] if len(keys) else np.zeros(0, dtype=bool)
     return _Classified(
-        new=first & ~reused,
+        new=first & ~reused & ~awaited,
         reused=reused,
         codes=codes,
         first_row_of_code=first_row_of_code,
         found=found,
         answers=answers,
         found_codes=found_codes,
+        awaited=awaited,
+        awaited_from=awaited_from,
     )
 
 
@@ -175,18 +213,22 @@ def replan(
     input_columns: list[str] | None,
     store: AnswerStore | None,
     max_age: timedelta | None,
+    owner: str | None = None,
 ) -> Replanned | None:
     """Take the reused and deduplicated rows out of a full staging. None when every row is new
     (the staging is right as it is); otherwise the new rows are written to a fresh staging
     folder (the caller drops the old one) with ``answered.parquet`` beside them."""
-    plan = classify(keys, store, max_age)
+    plan = classify(keys, store, max_age, owner)
     rows = len(keys)
+    awaited = int(plan.awaited.sum())
     counts = ReuseCounts(
         rows=rows,
         new=int(plan.new.sum()),
         reused=int(plan.reused.sum()),
-        deduplicated=int(rows - plan.new.sum() - plan.reused.sum()),
+        deduplicated=int(rows - plan.new.sum() - plan.reused.sum() - awaited),
         max_age_seconds=None if max_age is None else max_age.total_seconds(),
+        awaited=awaited,
+        awaited_batches=sorted({source[0] for source in plan.awaited_from if source is not None}),
     )
     if counts.new == rows:
         return None
@@ -212,7 +254,8 @@ def replan(
     sink = None
     # custom_id of the sent row of each key that deduplicated rows share (row order: it comes first).
     per_code = np.bincount(plan.codes, minlength=len(plan.found)) if rows else np.zeros(0, np.int64)
-    shared = (per_code > 1) & ~plan.found
+    awaited_code = np.array([source is not None for source in plan.awaited_from], dtype=bool)
+    shared = (per_code > 1) & ~plan.found & ~awaited_code
     sender_ids: dict[int, str] = {}
     try:
         for chunk in chunks:
@@ -235,7 +278,7 @@ def replan(
                 tally_lines(kept_lines, tally)
             if new.all():
                 continue
-            answered = _answered_rows(plan, start, end, ids, keys, inputs, answer_row_of_code, sender_ids)
+            answered = _answered_rows(plan, start, end, ids, lines, keys, inputs, answer_row_of_code, sender_ids)
             if answered_writer is None:
                 sink = (directory / ANSWERED_FILE).open("wb")
                 answered_writer = pq.ParquetWriter(sink, answered.schema, compression="zstd")
@@ -262,6 +305,7 @@ def _answered_rows(
     start: int,
     end: int,
     ids: pa.Array,
+    lines: pa.Array,
     keys: np.ndarray,
     inputs: pa.Table | None,
     answer_row_of_code: np.ndarray,
@@ -271,20 +315,28 @@ def _answered_rows(
     local = np.flatnonzero(~plan.new[start:end])
     rows = local + start
     reused = plan.reused[rows]
+    awaited = plan.awaited[rows]
     codes = plan.codes[rows]
+    sources = np.where(reused, REUSED, np.where(awaited, AWAITED, DEDUPLICATED))
+    awaited_from = [plan.awaited_from[int(code)] if flag else None for flag, code in zip(awaited, codes, strict=True)]
     columns: dict[str, pa.Array] = {
         "row": pa.array(rows.astype(np.int64)),
         CUSTOM_ID_COLUMN: ids.take(pa.array(local)),
         "key": as_arrow(keys[rows]),
-        "answer_source": pa.array(np.where(reused, REUSED, DEDUPLICATED).tolist(), pa.string()),
+        "answer_source": pa.array(sources.tolist(), pa.string()),
         # The sent row whose final outcome a deduplicated row gets.
         "same_as": pa.array(
             [
-                None if is_reused else sender_ids[int(code)]
-                for is_reused, code in zip(reused.tolist(), codes.tolist(), strict=True)
+                sender_ids[int(code)] if source == DEDUPLICATED else None
+                for source, code in zip(sources.tolist(), codes.tolist(), strict=True)
             ],
             pa.string(),
         ),
+        # Where an awaited row's answer is (another run's batch and custom_id), and its own
+        # request, sent after all when that batch did not answer it.
+        "await_batch_id": pa.array([s[0] if s else None for s in awaited_from], pa.string()),
+        "await_custom_id": pa.array([s[1] if s else None for s in awaited_from], pa.string()),
+        "request": pc.if_else(pa.array(awaited), lines.take(pa.array(local)), pa.nulls(len(rows), pa.binary())),
     }
     answer_rows = answer_row_of_code[codes]
     if plan.answers is not None:
@@ -306,7 +358,7 @@ def _answered_rows(
         picked = inputs.take(pa.array(local))
         for name in picked.column_names:
             if name != CUSTOM_ID_COLUMN:
-                table = table.append_column(f"input.{name}", picked.column(name))
+                table = table.append_column(f"{INPUT_PREFIX}{name}", picked.column(name))
     return table
 
 

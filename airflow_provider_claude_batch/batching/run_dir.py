@@ -5,12 +5,15 @@
   _batches/{batch_id}.json                     which task created the batch (batch_index)
   _batches/_pending/{owner}.json               a create sent and not yet recorded
   _answers/p={h}/{file}.parquet                the answer store, by the key's first hex digit
+  _answers/_inflight/{owner}.parquet           requests sent and not landed yet (by key)
   {dag_id}/{run_id}/{task_id}[/{map_index}]/   RunDir: one submit task instance's run folder
     manifest.json                              the manifest
     manifest.replaced-<time>.json              an earlier manifest, kept when the input changed
     requests-<id>/chunk-NNNNN.jsonl            the request lines of each chunk (round 0)
     requests-<id>/inputs-NNNNN.parquet         the input columns, for keep_columns
-    requests-<id>/answered.parquet             rows not sent: reused or deduplicated answers
+    requests-<id>/answered.parquet             rows not sent: reused, deduplicated or awaited
+    requests-<id>/awaited.parquet              the answers awaited rows got from other runs
+    awaited/chunk-NNNNN.jsonl                  awaited rows sent after all (no answer came)
     round-RR/chunk-NNNNN.jsonl                 requests sent again in round RR
     raw/{batch_id}.jsonl                       each batch's results, as downloaded
     new-answers/part-NNNNN.parquet             a chunk's answers, until they are in the store
@@ -65,6 +68,11 @@ INDEX_FOLDER = "_batches"
 PENDING_FOLDER = "_pending"
 #: The answer store (``answer_store``): answers by content key, shared by every run.
 ANSWERS_FOLDER = "_answers"
+#: Awaited rows sent after all, in the run folder; their answers from other runs, in the staging.
+AWAITED_FOLDER = "awaited"
+AWAITED_ANSWERS_FILE = "awaited.parquet"
+#: Requests in batches not landed yet, under the answers folder.
+IN_FLIGHT_FOLDER = "_inflight"
 #: The rows of a run that are not sent (``reuse``), in its staging folder.
 ANSWERED_FILE = "answered.parquet"
 #: Answers of a landing not yet added to the answer store, in the run folder.
@@ -147,6 +155,10 @@ class WorkDir:
     @property
     def answers_folder(self) -> StoragePath:
         return self.path / ANSWERS_FOLDER
+
+    @property
+    def in_flight_folder(self) -> StoragePath:
+        return self.answers_folder / IN_FLIGHT_FOLDER
 
     def answers_partition(self, digit: str) -> StoragePath:
         """The folder of the answers whose key starts with hex digit ``digit``."""

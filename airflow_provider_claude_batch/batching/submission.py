@@ -20,6 +20,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
 import numpy as np
+import pyarrow as pa
 
 from airflow_provider_claude_batch.batching.answer_store import AnswerStore
 from airflow_provider_claude_batch.batching.batch_index import (
@@ -30,7 +31,9 @@ from airflow_provider_claude_batch.batching.batch_index import (
     write_pending_create,
 )
 from airflow_provider_claude_batch.batching.cancel import cancel_batches
-from airflow_provider_claude_batch.batching.chunks import ChunkInfo, ChunkLimits, ChunkWriter
+from airflow_provider_claude_batch.batching.chunks import ChunkInfo, ChunkLimits, ChunkWriter, request_id
+from airflow_provider_claude_batch.batching.content_key import as_arrow, content_keys
+from airflow_provider_claude_batch.batching.lines import iter_file_lines
 from airflow_provider_claude_batch.batching.manifest import (
     BatchRecord,
     Manifest,
@@ -134,7 +137,9 @@ class ReuseSettings:
     max_age: timedelta | None
 
 
-def plan_reuse(staged: StagedRun, run_dir: RunDir, settings: ReuseSettings, chunk_limits: ChunkLimits) -> StagedRun:
+def plan_reuse(
+    staged: StagedRun, run_dir: RunDir, settings: ReuseSettings, chunk_limits: ChunkLimits, owner: str | None = None
+) -> StagedRun:
     """``staged`` with only the rows that must be sent (the reuse plan, see ``reuse``): the same
     fingerprint (that of every row), a fresh staging folder when rows were taken out (the old
     one is deleted), and the tally of the rows sent."""
@@ -149,6 +154,7 @@ def plan_reuse(staged: StagedRun, run_dir: RunDir, settings: ReuseSettings, chun
         staged.input_columns,
         settings.store,
         settings.max_age,
+        owner,
     )
     if replanned is None:
         rows = staged.total_requests
@@ -455,7 +461,7 @@ class Submission:
                 return None
             if self.reuse is not None and (existing is None or existing.fingerprint != staged.fingerprint):
                 # A retry of the same input re-attaches to what its first try planned and sent.
-                staged = plan_reuse(staged, self.run_dir, self.reuse, self.chunk_limits)
+                staged = plan_reuse(staged, self.run_dir, self.reuse, self.chunk_limits, self._owner)
                 assert staged.reuse is not None
                 self.logger.info("Reuse: %s.", staged.reuse.describe())
             if self.count_tokens_sample is not None and staged.total_requests:
@@ -476,7 +482,14 @@ class Submission:
         manifest.save(self.run_dir)
         self._drop_earlier_staging(manifest)
         created = create_missing_batches(manifest, self.run_dir, self.hook)
+        if self.reuse is not None and manifest.reuse is not None:
+            mark_in_flight(manifest, self.run_dir, self.reuse.store, self._owner)
         return Submitted(manifest, created, ceiling, reattached)
+
+    @property
+    def _owner(self) -> str:
+        task = self.task
+        return AnswerStore.owner_name(task.dag_id, task.run_id, task.task_id, task.map_index)
 
     def estimate(
         self,
@@ -600,6 +613,28 @@ class Submission:
         for name in list(self.run_dir.staging_names()):
             if name not in used:
                 self.run_dir.drop_staging(name)
+
+
+def mark_in_flight(manifest: Manifest, run_dir: RunDir, store: AnswerStore, owner: str) -> None:
+    """Tell later runs which requests this run has in batches not landed yet (by content key),
+    so that a run needing the same ones waits for them instead of sending them again."""
+    tables = []
+    for record in manifest.batches:
+        if record.round != 0 or record.batch_id is None or not (run_dir / record.requests_file).exists():
+            continue
+        with (run_dir / record.requests_file).open("rb") as handle:
+            lines = [line for line in iter_file_lines(handle) if line]
+        tables.append(
+            pa.table(
+                {
+                    "key": as_arrow(content_keys(lines)),
+                    "batch_id": pa.array([record.batch_id] * len(lines), pa.string()),
+                    "custom_id": pa.array([request_id(line) for line in lines], pa.string()),
+                }
+            )
+        )
+    if tables:
+        store.mark_in_flight(owner, pa.concat_tables(tables))
 
 
 def _staging_names(manifest: Manifest) -> set[str]:

@@ -13,6 +13,7 @@ from airflow.sdk import Asset, BaseOperator
 
 from airflow_provider_claude_batch.batching.answer_store import COMPACT_AFTER_FILES, AnswerOrigin, AnswerStore
 from airflow_provider_claude_batch.batching.answered_rows import NewAnswers
+from airflow_provider_claude_batch.batching.awaited import resolve_awaited
 from airflow_provider_claude_batch.batching.batch_state import BatchState
 from airflow_provider_claude_batch.batching.cancel import cancel_batches
 from airflow_provider_claude_batch.batching.landing import (
@@ -34,6 +35,7 @@ from airflow_provider_claude_batch.batching.poller import (
     wait_until_ended,
 )
 from airflow_provider_claude_batch.batching.raw_results import SavingDownload
+from airflow_provider_claude_batch.batching.reuse import ReuseCounts
 from airflow_provider_claude_batch.batching.rounds import plan_next_round
 from airflow_provider_claude_batch.batching.run_dir import RunDir
 from airflow_provider_claude_batch.batching.storage import StoragePath, as_path
@@ -214,10 +216,37 @@ class ClaudeBatchToParquetOperator(BaseOperator):
     def _land(self) -> dict[str, Any]:
         manifest, run_dir = open_manifest(self.manifest)
         hook = ClaudeBatchHook(self.claude_batch_conn_id or manifest.conn_id)
+        self._resolve_awaited(manifest, run_dir, hook)
         staged, raw_files = self._bill_retry_rounds(manifest, run_dir, hook)
         if staged is None:
             staged = self._stage(manifest, run_dir, raw_files)
         return self._write(manifest, run_dir, staged)
+
+    def _resolve_awaited(self, manifest: Manifest, run_dir: RunDir, hook: ClaudeBatchHook) -> None:
+        """Rows whose requests another run had in flight at submit: wait for those batches
+        (never cancelling them: they are not this task's), then take their answers, or send the
+        rows this run did not get an answer for (``batching/awaited.py``)."""
+        counts = ReuseCounts.from_dict(manifest.reuse)
+        if counts is None or not counts.awaited or counts.awaited_resolved:
+            return
+        poller = Poller(counts.awaited_batches, max_poll_errors=self.max_poll_errors)
+        event = poller.observe(retrieve_states(hook, counts.awaited_batches))
+        gone = event is not None and event.status == "error"  # e.g. deleted: send the rows after all
+        pending = [] if gone else poller.pending()
+        if pending:
+            self.log.info(
+                "Waiting for %d batch(es) of other runs that hold %d of this run's requests.",
+                len(pending),
+                counts.awaited,
+            )
+            self._wait(pending, manifest, run_dir, hook, theirs=True)
+        store = AnswerStore(run_dir.for_manifest(manifest).work_dir)
+        counts = resolve_awaited(run_dir, manifest, store, hook.download_results, price_table(self.prices))
+        self.log.info(
+            "Awaited rows: %d answered by other runs' batches, %d sent in this run after all.",
+            counts.awaited_answered,
+            counts.awaited_sent,
+        )
 
     def _bill_retry_rounds(
         self, manifest: Manifest, run_dir: RunDir, hook: ClaudeBatchHook
@@ -291,8 +320,11 @@ class ClaudeBatchToParquetOperator(BaseOperator):
             raise event.error()
         return poller.pending()
 
-    def _wait(self, batch_ids: list[str], manifest: Manifest, run_dir: Any, hook: ClaudeBatchHook) -> None:
-        """Wait for open batches: deferred (the trigger polls), or here with the same poller."""
+    def _wait(
+        self, batch_ids: list[str], manifest: Manifest, run_dir: Any, hook: ClaudeBatchHook, *, theirs: bool = False
+    ) -> None:
+        """Wait for open batches: deferred (the trigger polls), or here with the same poller.
+        ``theirs``: batches of other runs, never canceled by this task."""
         deadline = time.time() + self.wait_timeout
         if self.deferrable:
             self.defer(
@@ -302,15 +334,14 @@ class ClaudeBatchToParquetOperator(BaseOperator):
                     poll_interval=self.poll_interval,
                     deadline=deadline,
                     max_poll_errors=self.max_poll_errors,
-                    cancel_on_kill=self.cancel_on_kill,
+                    cancel_on_kill=self.cancel_on_kill and not theirs,
                 ),
                 method_name="execute_complete",
             )
-        self._poller = Poller(batch_ids, max_poll_errors=self.max_poll_errors, deadline=deadline)
+        poller = Poller(batch_ids, max_poll_errors=self.max_poll_errors, deadline=deadline)
+        self._poller = None if theirs else poller  # what on_kill cancels
         try:
-            ended = wait_until_ended(
-                self._poller, lambda ids: retrieve_states(hook, ids), self.poll_interval, log=self.log
-            )
+            ended = wait_until_ended(poller, lambda ids: retrieve_states(hook, ids), self.poll_interval, log=self.log)
         finally:
             self._poller = None
         self._settle(ended, manifest, run_dir)
@@ -319,9 +350,11 @@ class ClaudeBatchToParquetOperator(BaseOperator):
         """Record how a wait ended; on a timeout cancel what is still open, then fail."""
         self._record(manifest, run_dir, ended.batches)
         if ended.status == "timeout":
-            if self.cancel_on_timeout:
+            own = set(manifest.batch_ids())  # never another run's batches (awaited ones)
+            still_open = [batch_id for batch_id in ended.open if batch_id in own]
+            if self.cancel_on_timeout and still_open:
                 hook = ClaudeBatchHook(self.claude_batch_conn_id or manifest.conn_id)
-                cancel_batches(hook, ended.open, reason="the wait for resubmitted batches timed out", log=self.log)
+                cancel_batches(hook, still_open, reason="the wait for resubmitted batches timed out", log=self.log)
             raise ClaudeBatchWaitTimeoutError(
                 f"Batches did not end within wait_timeout ({self.wait_timeout:g} s): {ended.message}"
             )
@@ -454,6 +487,8 @@ class ClaudeBatchToParquetOperator(BaseOperator):
             stored = new_answers.publish(
                 store, AnswerOrigin(manifest.dag_id, manifest.run_id, manifest.task_id, manifest.map_index)
             )
+            # Landed: runs that need these requests find them in the store now, not in flight.
+            store.landed(AnswerStore.owner_name(manifest.dag_id, manifest.run_id, manifest.task_id, manifest.map_index))
             if any(len(files) > COMPACT_AFTER_FILES for files in store.files().values()):
                 stats = store.compact(max_age=answer_max_age())
                 self.log.info("Compacted the answer store: %s.", stats.as_dict())

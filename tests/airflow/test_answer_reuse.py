@@ -6,6 +6,9 @@ for what was delivered."""
 
 from __future__ import annotations
 
+import math
+import threading
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -216,3 +219,53 @@ def _params_of(work_dir: Path) -> list[str]:
         for line in chunk.read_bytes().splitlines():
             params.add(line.split(b',"params":', 1)[1][:-1].decode())
     return sorted(params)
+
+
+SUBMIT_ONLY = """
+ClaudeBatchSubmitOperator(task_id="submit", source={source}, prompt="{{prompt}}", model="claude-haiku-4-5",
+                          max_tokens=8, id_column="id", input_columns=["id", "body"])
+"""
+
+
+def test_requests_in_another_runs_open_batch_are_awaited_not_sent_again(
+    make_dag: Any, emulator: RunningEmulator, work_dir: Path, tmp_path: Path
+) -> None:
+    """Run A has sent its rows and not landed them; run B needs 8 of them: it waits for A's
+    batch instead of paying for them, and lands A's answers (r3's errored: B sends that one)."""
+    emulator.emulator.script_outcomes({"r3": ["errored:overloaded_error"]})
+    emulator.emulator.config.processing_seconds = math.inf
+    rows = _rows(range(10))
+    other = make_dag(SUBMIT_ONLY.format(source=repr(rows)))
+    assert task_states(_run(other, DAY, DAY)) == {"submit": "success"}  # sent, never landed
+    assert emulator.emulator.stats["requests_received"] == 10
+
+    def end_once_b_waits() -> None:  # B's transfer polls A's open batch: then it ends
+        deadline = time.monotonic() + 120
+        while emulator.emulator.calls["list"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        emulator.emulator.end_all()
+        emulator.emulator.config.processing_seconds = 0
+
+    threading.Thread(target=end_once_b_waits, daemon=True).start()
+    needed = [{**row, "id": f"b-{row['id']}"} for row in rows[:8]] + _rows(range(100, 102))
+    run = _run(_dag(make_dag, needed, tmp_path / "b"), DAY, DAY + timedelta(hours=1))
+    assert task_states(run) == {"submit": "success", "wait": "success", "land": "success"}
+    manifest = load_manifest(xcom(run, "submit")["manifest"])
+    assert manifest.reuse is not None
+    assert (manifest.reuse["new"], manifest.reuse["awaited"]) == (2, 8)
+    assert (manifest.reuse["awaited_answered"], manifest.reuse["awaited_sent"]) == (7, 1)
+    # B paid for its 2 new rows and for r3's copy only (A's r3 errored).
+    assert emulator.emulator.stats["requests_received"] == 10 + 2 + 1
+    landed = _landed(tmp_path / "b")
+    assert sorted(landed) == sorted(row["id"] for row in needed)
+    assert all(r["result_type"] == "succeeded" for r in landed.values())
+    assert {landed[f"b-r{i}"]["answer_source"] for i in (0, 1, 2, 4, 5, 6, 7)} == {"reused"}
+    assert landed["b-r3"]["answer_source"] == "new"
+    their_batch = load_manifest(work_dir / other.dag_id / _run_id_of(work_dir, other.dag_id) / "submit").batch_ids()
+    assert {landed[f"b-r{i}"]["batch_id"] for i in (0, 1, 2)} == set(their_batch)
+    assert emulator.emulator.stats["batches_canceled"] == 0  # never another run's batch
+
+
+def _run_id_of(work_dir: Path, dag_id: str) -> str:
+    (run,) = [p.name for p in (work_dir / dag_id).iterdir()]
+    return run
