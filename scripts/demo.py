@@ -3,7 +3,9 @@
 Runs ``example_dags/claude_batch_support_tickets.py`` with ``dag.test()``: 2,500 synthetic
 tickets -> 3 batches -> a deferred wait -> Parquet. With ``ANTHROPIC_API_KEY`` set it uses
 the real Message Batches API (and bills for it); without, it starts the local emulator.
-Airflow's state for the demo lives in ``.airflow/`` beside this repository.
+Airflow's state for the demo lives in ``.airflow/`` beside this repository, and with it the
+work directory and its answer store: run the demo again and the new DAG run (a new run id for
+the same tickets) finds every answer there, so it creates no batch and pays nothing.
 """
 
 from __future__ import annotations
@@ -15,25 +17,25 @@ import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-HOME = ROOT / ".airflow"
 DAGS = ROOT / "example_dags"
 DAG_ID = "claude_batch_support_tickets"
 
 
-def _prepare_environment(data_dir: Path) -> None:
-    os.environ["AIRFLOW_HOME"] = str(HOME)
+def _prepare_environment(home: Path, data_dir: Path) -> None:
+    os.environ["AIRFLOW_HOME"] = str(home)
     os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(DAGS)
     os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
     os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
     os.environ["CLAUDE_BATCH_EXAMPLE_DATA"] = str(data_dir)
     os.environ.setdefault("CLAUDE_BATCH_EXAMPLE_POLL_SECONDS", "1")
-    HOME.mkdir(exist_ok=True)
+    home.mkdir(parents=True, exist_ok=True)
 
 
-def _migrate() -> None:
-    if (HOME / "airflow.db").exists():
+def _migrate(home: Path) -> None:
+    if (home / "airflow.db").exists():
         return
     print("Creating the Airflow metadata database (once) ...", flush=True)
     subprocess.run(
@@ -48,9 +50,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=2_500, help="tickets to classify")
     parser.add_argument("--date", default=datetime.now(timezone.utc).strftime("%Y-%m-%d"), help="logical date")
+    parser.add_argument("--home", type=Path, default=ROOT / ".airflow", help="AIRFLOW_HOME (and the work directory)")
+    parser.add_argument("--output", type=Path, default=ROOT / "demo-output", help="where tickets and labels go")
     args = parser.parse_args()
-    data_dir = ROOT / "demo-output"
-    _prepare_environment(data_dir)
+    data_dir = args.output.resolve()
+    _prepare_environment(args.home.resolve(), data_dir)
 
     running = None
     if os.environ.get("ANTHROPIC_API_KEY"):
@@ -70,7 +74,7 @@ def main() -> int:
 
     tickets = write_tickets(data_dir, args.date, args.rows)
     print(f"Wrote {args.rows} tickets to {tickets}")
-    _migrate()
+    _migrate(args.home.resolve())
 
     from airflow.dag_processing.dagbag import DagBag
 
@@ -78,6 +82,7 @@ def main() -> int:
     assert dag is not None, f"{DAG_ID} did not load"
     logical_date = datetime.fromisoformat(args.date).replace(tzinfo=timezone.utc)
     print(f"Running {DAG_ID} for {args.date} with dag.test() ...", flush=True)
+    # run_after defaults to now: every invocation is a new DAG run (a new run id) of the date.
     dag_run = dag.test(logical_date=logical_date)
     print(f"DAG run {dag_run.run_id}: {dag_run.state}")
     if running is not None:
@@ -89,11 +94,15 @@ def main() -> int:
     if str(dag_run.state) != "success":
         return 1
     budget = getattr(dag.get_task("submit"), "max_cost_usd", None)
-    return _report(data_dir / "support" / "ticket_labels" / f"ds={args.date}", _submit_summary(dag_run), budget)
+    submitted = _task_summary(dag_run, "submit")
+    status = _report(data_dir / "support" / "ticket_labels" / f"ds={args.date}", submitted, budget)
+    print(reuse_line(submitted, _task_summary(dag_run, "land")))
+    return status
 
 
-def _submit_summary(dag_run: object) -> dict[str, object]:
-    """The submit task's XCom (its manifest location, batches and cost ceiling)."""
+def _task_summary(dag_run: object, task_id: str) -> dict[str, object]:
+    """A task's XCom: the submit's (manifest location, batches, cost ceiling) or the transfer's
+    summary (rows by outcome and by answer source, cost, what reuse saved)."""
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
@@ -101,11 +110,24 @@ def _submit_summary(dag_run: object) -> dict[str, object]:
         query = XComModel.get_many(
             run_id=dag_run.run_id,  # type: ignore[attr-defined]
             dag_ids=DAG_ID,
-            task_ids="submit",
+            task_ids=task_id,
             key="return_value",
         )
         row = session.scalars(query).first()
         return {} if row is None else dict(XComModel.deserialize_value(row))
+
+
+def reuse_line(submitted: dict[str, Any], landed: dict[str, Any]) -> str:
+    """``answers: 0 new, 2500 reused, 0 deduplicated; reuse saved $0.37; no batch created``,
+    from the submit's batch ids and the transfer's ``by_answer_source`` and ``reuse_saved_usd``."""
+    sources = landed.get("by_answer_source") or {}
+    batches = submitted.get("batch_ids") or []
+    created = "no batch created" if not batches else f"{len(batches)} batch(es) created"
+    return (
+        f"  answers: {sources.get('new', 0)} new, {sources.get('reused', 0)} reused, "
+        f"{sources.get('deduplicated', 0)} deduplicated; reuse saved ${landed.get('reuse_saved_usd', 0.0):.4f}; "
+        f"{created}"
+    )
 
 
 def _report(output: Path, submitted: dict[str, object], budget: float | None) -> int:

@@ -1,0 +1,48 @@
+"""``python3 dev.py demo`` twice: the second invocation is a new DAG run of the same tickets and
+finds every answer in the answer store, so it creates no batch and says what reuse saved.
+
+The demo runs as a user runs it (a subprocess, real Airflow, the emulator it starts itself), in
+its own AIRFLOW_HOME and output folder; each invocation starts a fresh emulator, so its
+``batches created`` line counts that invocation's creates only."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _demo(home: Path, output: Path) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "ANTHROPIC"))}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "demo.py"), "--rows", "120", "--date", "2026-11-24"]
+        + ["--home", str(home), "--output", str(output)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def test_the_second_demo_run_creates_no_batch(tmp_path: Path) -> None:
+    home, output = tmp_path / "airflow", tmp_path / "out"
+    first = _demo(home, output)
+    assert re.search(r"batches created: [1-9]", first)
+    assert "answers: 120 new, 0 reused, 0 deduplicated; reuse saved $0.0000; " in first
+    assert "no batch created" not in first
+
+    second = _demo(home, output)
+    runs = re.findall(r"DAG run (\S+): success", first + second)
+    assert len(runs) == 2 and runs[0] != runs[1]  # a new DAG run of the same date
+    assert "batches created: 0" in second
+    line = re.search(r"answers: 0 new, 120 reused, 0 deduplicated; reuse saved \$(\S+); no batch created", second)
+    assert line is not None, second
+    assert float(line.group(1)) > 0
+    assert "(120 rows, " in second  # every row landed again
