@@ -376,3 +376,89 @@ def test_the_connection_picker_lists_readable_claude_connections(
     picker = page.split('<select name="conn_id">', 1)[1].split("</select>", 1)[0]
     assert '<option value="claude_batch_default" selected>' in picker and "claude_secret_team" not in picker
     assert '<input name="conn_id"' not in page
+
+
+# --------------------------------------------------------------------- answers reused
+from tests.airflow.conftest import airflow_db, make_dag, task_states  # noqa: E402,F401  (real Airflow fixtures)
+
+REUSE_PIPELINE = """
+s = ClaudeBatchSubmitOperator(task_id="submit", source={rows!r}, prompt="{{prompt}}", model="claude-haiku-4-5",
+                              max_tokens=8, id_column="id", max_requests_per_batch=5)
+w = ClaudeBatchSensor(task_id="wait", manifest=s.output, poll_interval=0.1)
+l = ClaudeBatchToParquetOperator(task_id="land", manifest=s.output, destination={out!r}, poll_interval=0.1)
+s >> w >> l
+"""
+
+
+def test_a_run_answered_from_the_store_shows_with_rows_reused_and_the_saving(
+    make_dag: Any,  # noqa: F811
+    emulator: RunningEmulator,
+    work_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """Two real runs of the same rows under new run ids: the first sends 8 requests (2 of its
+    10 rows repeat a prompt), the second none. Both show as runs, found through the real
+    metadata database; the second has no batch, 100% done, cost 0 and every row reused."""
+    from datetime import timezone
+
+    from fastapi.testclient import TestClient
+
+    rows = [{"id": f"r{i}", "prompt": f"Label {min(i, 7)}"} for i in range(10)]  # r8, r9 repeat r7
+    dag = make_dag(REUSE_PIPELINE.format(rows=rows, out=str(tmp_path / "out")))
+    day = datetime(2026, 11, 24, tzinfo=timezone.utc)
+    first = dag.test(logical_date=day, run_after=day)
+    second = dag.test(logical_date=day, run_after=day + timedelta(hours=1))
+    assert task_states(second)["land"] == "success"
+    assert emulator.emulator.stats["batches_created"] == 2 and emulator.emulator.stats["requests_received"] == 8
+    first_cost = json.loads((WorkDir(work_dir).run(dag.dag_id, first.run_id, "submit").landing_summary).read_text())
+
+    overview = load_overview("claude_batch_default", 10)
+    runs = {run.run_id: run for run in overview.runs()}
+    assert set(runs) == {first.run_id, second.run_id}, overview.notes
+    assert [run.run_id for run in overview.runs()] == [second.run_id, first.run_id]  # newest first
+    paid, answered = runs[first.run_id].totals(), runs[second.run_id].totals()
+    assert paid["rows_reused"] == 2 and paid["reuse"]["deduplicated"] == 2 and paid["reuse"]["new"] == 8
+    assert paid["reuse_saved_usd"] == pytest.approx(first_cost["reuse_saved_usd"]) and paid["reuse_saved_usd"] > 0
+    assert runs[second.run_id].batches == []
+    assert (answered["percent_done"], answered["cost_usd"], answered["total"]) == (100.0, 0.0, 0)
+    assert answered["rows_reused"] == 10 and answered["reuse"]["reused"] == 10
+    assert answered["reuse_saved_usd"] == pytest.approx(first_cost["cost_usd"] + first_cost["reuse_saved_usd"])
+    assert runs[second.run_id].logical_date == day.isoformat()  # from the metadata database
+
+    page = render_page(overview, 10)
+    answered_row = page.split(f'data-run="{dag.dag_id}/{second.run_id}"', 1)[1].split("</tr>", 1)[0]
+    assert "no batch: every row answered" in answered_row and "100.0%" in answered_row
+    assert ">10 of 10</span>" in answered_row and "$0.0000" in answered_row and "(saved $" in answered_row
+    paid_row = page.split(f'data-run="{dag.dag_id}/{first.run_id}"', 1)[1].split("</tr>", 1)[0]
+    assert ">2 of 10</span>" in paid_row and "(saved $" in paid_row
+
+    # The same through the JSON API (auth manager allowing everything: it is not what is tested).
+    import airflow.api_fastapi.app as api_app
+    from airflow.api_fastapi.core_api.security import get_user
+
+    from airflow_provider_claude_batch.plugins.batches_page import create_app
+
+    class Everyone:
+        def is_authorized_connection(self, **_: Any) -> bool:
+            return True
+
+        def get_authorized_dag_ids(self, **_: Any) -> set[str]:
+            return {dag.dag_id}
+
+    original = api_app.get_auth_manager
+    api_app.get_auth_manager = lambda: Everyone()  # type: ignore[assignment]
+    try:
+        app = create_app()
+        app.dependency_overrides[get_user] = lambda: "someone"
+        with TestClient(app) as client:
+            body = client.get("/api/batches").json()
+            one_task = client.get(
+                "/api/batches", params={"dag_id": dag.dag_id, "run_id": second.run_id, "task_id": "submit"}
+            ).json()
+    finally:
+        api_app.get_auth_manager = original  # type: ignore[assignment]
+    by_run = {run["run_id"]: run for run in body["runs"]}
+    assert by_run[second.run_id]["batch_ids"] == [] and by_run[second.run_id]["rows_reused"] == 10
+    assert by_run[second.run_id]["cost_usd"] == 0.0 and by_run[second.run_id]["percent_done"] == 100.0
+    assert by_run[first.run_id]["rows_reused"] == 2 and by_run[first.run_id]["reuse_saved_usd"] > 0
+    assert [run["run_id"] for run in one_task["runs"]] == [second.run_id]  # the task view shows it too

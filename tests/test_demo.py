@@ -19,8 +19,12 @@ ROOT = Path(__file__).resolve().parent.parent
 def _demo(home: Path, output: Path) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "ANTHROPIC"))}
     done = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "demo.py"), "--rows", "120", "--date", "2026-11-24"]
-        + ["--home", str(home), "--output", str(output)],
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "demo.py"),
+            *("--rows", "120", "--date", "2026-11-24"),
+            *("--home", str(home), "--output", str(output)),
+        ],
         env=env,
         cwd=ROOT,
         capture_output=True,

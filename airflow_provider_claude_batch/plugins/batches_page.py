@@ -2,8 +2,9 @@
 shown in the UI's navigation as an external view).
 
 ``/claude-batches/`` renders a connection's recent batches as HTML: one row per DAG run
-(its logical date) with its batches beneath (requests, % done as a bar, cost, created, ended,
-duration, when the results stop being downloadable), filters by DAG, status and date, a
+(its logical date) with its batches beneath (requests, % done as a bar, rows reused, cost and
+what reuse saved, created, ended, duration, when the results stop being downloadable; a run
+whose rows were all answered from the answer store shows without batches), filters by DAG, status and date, a
 picker of the claude_batch connections the user may read, and a chart of the last 30 days
 (cost per day, share of requests that succeeded) drawn as inline SVG (no script, no CDN).
 ``/claude-batches/api/batches`` returns the same as JSON. Both need an Airflow user allowed
@@ -43,6 +44,7 @@ from airflow_provider_claude_batch.plugins.overview import (
     indexed_origins,
     manifest_origins,
 )
+from airflow_provider_claude_batch.plugins.run_reuse import RunKey, answered_run, answered_runs, dag_folders, runs_reuse
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +157,26 @@ def run_dates_from_db(runs: Iterable[tuple[str, str]]) -> RunDates:
     return dates
 
 
+def recent_runs_from_db(dag_ids: Iterable[str], since: datetime, limit: int) -> list[RunKey]:
+    """The newest ``limit`` DAG runs of ``dag_ids`` due since ``since`` (by ``run_after``), from
+    the metadata database: where the page looks for runs that created no batch."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    wanted = sorted(set(dag_ids))
+    if not wanted:
+        return []
+    with create_session() as session:
+        query = (
+            select(DagRun.dag_id, DagRun.run_id)
+            .where(DagRun.dag_id.in_(wanted), DagRun.run_after >= since)
+            .order_by(DagRun.run_after.desc())
+            .limit(limit)
+        )
+        return [(dag_id, run_id) for dag_id, run_id in session.execute(query)]
+
+
 def load_overview(
     conn_id: str,
     limit: int,
@@ -162,13 +184,15 @@ def load_overview(
     may_read_dag: Callable[[str], bool] | None = None,
     *,
     run_dates: Callable[[Iterable[tuple[str, str]]], RunDates] = run_dates_from_db,
+    recent_runs: Callable[[Iterable[str], datetime, int], list[RunKey]] = recent_runs_from_db,
     now: datetime | None = None,
 ) -> Overview:
     """The page's data; any failure (missing connection, API down, bad key, no manifest, no
     metadata database) becomes a note. The task view reads only that task's manifest, the full
     view the newest ``limit`` batches and the rest of the last 30 days, with the batch index
     entry of each. DAG runs of DAGs ``may_read_dag`` refuses stay hidden. ``run_dates`` looks
-    up the logical dates of the runs shown."""
+    up the logical dates of the runs shown; ``recent_runs`` the newest runs of the last 30 days
+    of the DAGs in the work directory, among which runs that created no batch are found."""
     from airflow_provider_claude_batch.batching.manifest import load_manifest
     from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
     from airflow_provider_claude_batch.workdir import run_directory, work_directory
@@ -178,16 +202,20 @@ def load_overview(
     notes: list[str] = []
     origins: Origins = {}
     costs: Costs = {}
+    answered_task = None
+    now = now or datetime.now(timezone.utc)
     try:
         hook = ClaudeBatchHook(conn_id)
         settings = hook.settings
         secret = settings.api_key
         if task is None:
-            batches = _recent_batches(hook, limit, now or datetime.now(timezone.utc))
+            batches = _recent_batches(hook, limit, now)
         else:
             folder = run_directory(None, task.dag_id, task.run_id, task.task_id, task.map_index)
             manifest = load_manifest(folder)
             origins, costs, notes = manifest_origins(manifest, folder)
+            if not manifest.batch_ids():  # every row answered: the run, without a batch
+                answered_task = answered_run(folder.work_dir, task.dag_id, task.run_id, manifest.conn_id)
             # Newest first, like the listing.
             batches = [hook.retrieve_batch(batch_id) for batch_id in reversed(manifest.batch_ids()[-limit:])]
     except Exception as exc:
@@ -201,6 +229,22 @@ def load_overview(
             notes.extend(problems)
         except Exception as exc:
             notes.append(f"The work directory cannot be opened ({exc}); DAG runs are not shown.")
+    reuse_notes: list[str] = []
+    try:
+        work_dir = work_directory() if task is None else folder.work_dir
+        run_reuse, reuse_notes = runs_reuse(
+            work_dir, {(o.dag_id, o.run_id, o.task_id, o.map_index) for o in origins.values()}
+        )
+        answered = [answered_task] if answered_task is not None else []
+        if task is None:
+            candidates = recent_runs(dag_folders(work_dir), now - timedelta(days=CHART_DAYS), limit)
+            found, problems = answered_runs(work_dir, candidates, conn_id)
+            answered, reuse_notes = found, reuse_notes + problems
+    except Exception as exc:
+        log.warning("Claude Batches page: reuse not read: %s", type(exc).__name__)
+        run_reuse, answered = {}, []
+        reuse_notes.append(f"Runs that created no batch, and rows reused, are not shown ({type(exc).__name__}).")
+    notes.extend(reuse_notes)
     overview = build_overview(
         conn_id,
         batches,
@@ -213,7 +257,10 @@ def load_overview(
     )
     # The table shows the newest ``limit``; older batches of the last 30 days feed the chart.
     overview.rows, overview.chart_rows = overview.rows[:limit], overview.rows[limit:]
+    overview.run_reuse = run_reuse
+    overview.answered_runs = [run for run in answered if may_read_dag is None or may_read_dag(run.dag_id)]
     runs = {(row.origin.dag_id, row.origin.run_id) for row in overview.rows if row.origin}
+    runs |= {(run.dag_id, run.run_id) for run in overview.answered_runs}
     if runs:
         try:
             overview.run_dates = run_dates(runs)
@@ -299,8 +346,28 @@ def _bar(counts: dict[str, int], percent: float) -> str:
     )
 
 
-def _reused_cell(value: int | None) -> str:
-    return "-" if value is None else f"{value:,}"
+def _answered_bar(rows: int) -> str:
+    """The bar of a run without a batch: done, every row answered from the store or deduplicated."""
+    title = f"{rows:,} rows answered without a batch"
+    return (
+        f'<div class="bar" title="{html.escape(title)}"><span class="reused" style="width:100.00%"></span></div>'
+        '<span class="pct">100.0%</span>'
+    )
+
+
+def _reused_cell(totals: dict[str, Any]) -> str:
+    """Rows reused (from the store, or deduplicated in the run), of the run's rows; "-" when
+    the run's submit did not look for answers."""
+    reuse = totals["reuse"]
+    if reuse is None:
+        return "-"
+    title = f"{reuse['reused']:,} from the answer store, {reuse['deduplicated']:,} deduplicated, {reuse['new']:,} sent"
+    return f'<span title="{html.escape(title)}">{reuse["rows_reused"]:,} of {reuse["rows"]:,}</span>'
+
+
+def _saved(totals: dict[str, Any]) -> str:
+    saved = totals["reuse_saved_usd"]
+    return "" if not saved else f' <span class="saved muted">(saved ${saved:,.4f})</span>'
 
 
 def _task_link(dag_id: str, run_id: str, task_id: str | None = None, map_index: int = -1) -> str:
@@ -346,7 +413,7 @@ def _batch_html(row: BatchRow, now: datetime, run_key: str) -> str:
         f'<tr class="batch" data-batch-id="{html.escape(row.id)}" data-run="{html.escape(run_key)}">'
         f'<td class="indent"><code>{batch_id}</code></td><td>{_status(row.processing_status)}</td>'
         f'<td class="num">{row.total:,}</td><td>{_bar(row.request_counts, row.percent_done)}</td>'
-        f'<td class="num">{_reused_cell(row.rows_reused)}</td><td class="num">{_cost_cell(row)}</td>'
+        f'<td class="num"></td><td class="num">{_cost_cell(row)}</td>'
         f"<td>{_moment(row.created_at)}</td><td>{_moment(row.ended_at)}</td>"
         f"<td>{_duration(row.duration_seconds)}</td><td>{_results_until(row.results_until, now)}</td>"
         f'<td class="origin">{_origin_cell(row)}</td></tr>'
@@ -367,13 +434,18 @@ def _run_html(run: RunGroup, now: datetime) -> str:
         )
         label = f"<b>{html.escape(run.dag_id)}</b> {when}"
     cost = totals["cost_usd"]
-    cost_cell = f"${cost:,.4f}" if cost is not None else '<span class="muted">incomplete</span>'
+    cost_cell = (f"${cost:,.4f}" if cost is not None else '<span class="muted">incomplete</span>') + _saved(totals)
+    if run.batches or run.reuse is None:
+        bar = _bar(totals["request_counts"], totals["percent_done"])
+        batches = f"{len(run.batches)} batch(es)"
+    else:
+        bar, batches = _answered_bar(run.reuse.rows), "no batch: every row answered"
     head = (
         f'<tr class="run" data-run="{html.escape(run_key)}" data-dag-id="{html.escape(run.dag_id or "")}">'
-        f'<td><span class="toggle">&#9662;</span> {label} <span class="muted">{len(run.batches)} batch(es)</span></td>'
+        f'<td><span class="toggle">&#9662;</span> {label} <span class="muted">{batches}</span></td>'
         f"<td>{_status(run.processing_status)}</td>"
-        f'<td class="num">{totals["total"]:,}</td><td>{_bar(totals["request_counts"], totals["percent_done"])}</td>'
-        f'<td class="num">{_reused_cell(totals["rows_reused"])}</td><td class="num">{cost_cell}</td>'
+        f'<td class="num">{totals["total"]:,}</td><td>{bar}</td>'
+        f'<td class="num">{_reused_cell(totals)}</td><td class="num">{cost_cell}</td>'
         f"<td>{_moment(totals['created_at'])}</td><td>{_moment(totals['ended_at'])}</td>"
         f"<td>{_duration(totals['duration_seconds'])}</td><td>{_results_until(totals['results_until'], now)}</td>"
         f"<td></td></tr>"
@@ -458,7 +530,7 @@ td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 .status.in_progress{background:#bee3f8;color:#2a4365}
 .status.canceling{background:#feebc8;color:#7b341e}
 .bar{display:inline-flex;width:110px;height:10px;background:#e2e8f0;border-radius:5px;overflow:hidden;vertical-align:middle}
-.bar .ok{background:#38a169}.bar .failed{background:#e53e3e}
+.bar .ok{background:#38a169}.bar .failed{background:#e53e3e}.bar .reused{background:#805ad5}
 .pct{display:inline-block;width:48px;text-align:right;font-variant-numeric:tabular-nums}
 .muted{color:#718096}
 .toggle{color:#718096;display:inline-block;width:12px}

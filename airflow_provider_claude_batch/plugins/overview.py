@@ -32,6 +32,7 @@ from airflow_provider_claude_batch.batching.batch_state import (
 from airflow_provider_claude_batch.batching.manifest import Manifest
 from airflow_provider_claude_batch.batching.run_dir import RunDir, WorkDir
 from airflow_provider_claude_batch.links import console_url
+from airflow_provider_claude_batch.plugins.run_reuse import AnsweredRun, RunKey, RunReuse
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +64,8 @@ class BatchRow:
     duration_seconds: float | None = None
     #: When the results stop being downloadable: created_at + 29 days (then ``archived_at``).
     results_until: str | None = None
-    #: Rows answered from earlier runs instead of this batch. None until the manifest or the
-    #: landing summary records reuse (the page shows "-").
+    #: Always None: rows are reused per DAG run (``RunGroup.reuse``), not per batch. Kept in
+    #: the JSON rows for their readers.
     rows_reused: int | None = None
     cost_usd: float | None = None
     #: A transfer landed this batch's results (so a missing cost means an unpriced model).
@@ -96,13 +97,27 @@ RunDates = dict[tuple[str, str], str | None]
 @dataclass
 class RunGroup:
     """The batches of one DAG run, newest batch first. ``dag_id`` None: the batches whose run is
-    unknown here (no index entry) or hidden from the viewer, shown together."""
+    unknown here (no index entry) or hidden from the viewer, shown together. A run with no
+    batch (every row answered from the store or deduplicated) has ``answered_at``: it is done
+    (100%) and cost nothing."""
 
     dag_id: str | None
     run_id: str | None
     #: ISO 8601, from the metadata database; None when the run is unknown there.
     logical_date: str | None
     batches: list[BatchRow] = field(default_factory=list)
+    #: How its rows divided (new, reused, deduplicated); None when its submit did not look.
+    reuse: RunReuse | None = None
+    #: For a run without a batch: when its submit task wrote its manifest (ISO 8601).
+    answered_at: str | None = None
+
+    @property
+    def sort_time(self) -> datetime | None:
+        """The newest batch's creation, or, without a batch, when the run was answered."""
+        moments = [row.created_at for row in self.batches if row.created_at] or (
+            [self.answered_at] if self.answered_at else []
+        )
+        return max((datetime.fromisoformat(m) for m in moments), default=None)
 
     @property
     def processing_status(self) -> str:
@@ -122,16 +137,21 @@ class RunGroup:
         if all_ended and created:
             duration = (datetime.fromisoformat(max(ended)) - datetime.fromisoformat(min(created))).total_seconds()
         until = [row.results_until for row in self.batches if row.results_until]
+        answered = not self.batches and self.answered_at is not None
+        cost = None if not costs or None in costs else sum(c for c in costs if c is not None)
         return {
             "request_counts": counts,
             "total": total,
-            "percent_done": 100.0 * (total - counts["processing"]) / total if total else 0.0,
-            "cost_usd": None if not costs or None in costs else sum(c for c in costs if c is not None),
-            "created_at": min(created) if created else None,
-            "ended_at": max(ended) if all_ended and ended else None,
+            "percent_done": 100.0 * (total - counts["processing"]) / total if total else (100.0 if answered else 0.0),
+            "cost_usd": 0.0 if answered else cost,
+            "created_at": min(created) if created else self.answered_at,
+            "ended_at": max(ended) if all_ended and ended else self.answered_at,
             "duration_seconds": duration,
             "results_until": min(until) if until else None,
-            "rows_reused": None,
+            # Rows answered without being sent (reused + deduplicated); None: reuse not recorded.
+            "rows_reused": None if self.reuse is None else self.reuse.rows_reused,
+            "reuse_saved_usd": None if self.reuse is None else self.reuse.saved_usd,
+            "reuse": None if self.reuse is None else self.reuse.as_dict(),
         }
 
     def as_dict(self) -> dict[str, Any]:
@@ -182,21 +202,50 @@ class PageFilter:
                 return False
         return True
 
+    def keeps_run(self, run: AnsweredRun, logical_date: str | None) -> bool:
+        """The same choice for a run without a batch: it has ended and no request failed."""
+        if (self.dag_id and run.dag_id != self.dag_id) or self.status not in (None, ENDED):
+            return False
+        if self.since or self.until:
+            day = datetime.fromisoformat(logical_date or run.created_at).astimezone(timezone.utc).date()
+            if (self.since and day < self.since) or (self.until and day > self.until):
+                return False
+        return True
 
-def group_runs(rows: Iterable[BatchRow], run_dates: RunDates, page_filter: PageFilter | None = None) -> list[RunGroup]:
-    """One group per DAG run, in the order of their newest batch (rows come newest first);
-    batches without a visible run form one group at the end. Only rows the filter keeps."""
+
+def group_runs(
+    rows: Iterable[BatchRow],
+    run_dates: RunDates,
+    page_filter: PageFilter | None = None,
+    reuse: dict[RunKey, RunReuse] | None = None,
+    answered: Iterable[AnsweredRun] = (),
+) -> list[RunGroup]:
+    """One group per DAG run, newest first (by its newest batch, or for a run without a batch
+    by when it was answered); batches without a visible run form one group at the end. Only
+    rows and runs the filter keeps. ``reuse``: each run's reuse counts."""
     groups: dict[tuple[str, str] | None, RunGroup] = {}
+    reuse = reuse or {}
     for row in rows:
         key = (row.origin.dag_id, row.origin.run_id) if row.origin else None
         logical_date = run_dates.get(key) if key else None
         if page_filter is not None and not page_filter.keeps(row, logical_date):
             continue
         if key not in groups:
-            groups[key] = RunGroup(key[0], key[1], logical_date) if key else RunGroup(None, None, None)
+            groups[key] = (
+                RunGroup(key[0], key[1], logical_date, reuse=reuse.get(key)) if key else RunGroup(None, None, None)
+            )
         groups[key].batches.append(row)
     unknown = groups.pop(None, None)
-    return [*groups.values(), *([unknown] if unknown else [])]
+    for run in answered:
+        key = (run.dag_id, run.run_id)
+        if key in groups or (page_filter is not None and not page_filter.keeps_run(run, run_dates.get(key))):
+            continue
+        groups[key] = RunGroup(run.dag_id, run.run_id, run_dates.get(key), reuse=run.reuse, answered_at=run.created_at)
+    # Stable: runs with batches keep the order of their newest batch (rows come newest first).
+    ordered = sorted(
+        groups.values(), key=lambda g: g.sort_time or datetime.min.replace(tzinfo=timezone.utc), reverse=True
+    )
+    return [*ordered, *([unknown] if unknown else [])]
 
 
 @dataclass
@@ -250,9 +299,13 @@ class Overview:
     run_dates: RunDates = field(default_factory=dict)
     #: Batches of the last 30 days older than ``rows`` (the table's): they feed the chart only.
     chart_rows: list[BatchRow] = field(default_factory=list)
+    #: How the rows of the runs shown divided between new, reused and deduplicated.
+    run_reuse: dict[RunKey, RunReuse] = field(default_factory=dict)
+    #: Recent runs that created no batch (every row answered): runs of their own on the page.
+    answered_runs: list[AnsweredRun] = field(default_factory=list)
 
     def runs(self, page_filter: PageFilter | None = None) -> list[RunGroup]:
-        return group_runs(self.rows, self.run_dates, page_filter)
+        return group_runs(self.rows, self.run_dates, page_filter, self.run_reuse, self.answered_runs)
 
     def chart(self, today: date, page_filter: PageFilter | None = None) -> list[DayPoint]:
         """The last 30 days of the rows, narrowed to the filter's DAG only (a status or date
