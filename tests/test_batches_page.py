@@ -379,7 +379,7 @@ def test_the_connection_picker_lists_readable_claude_connections(
 
 
 # --------------------------------------------------------------------- answers reused
-from tests.airflow.conftest import airflow_db, make_dag, task_states  # noqa: E402,F401  (real Airflow fixtures)
+from tests.airflow.conftest import make_dag, task_states  # noqa: E402,F401  (real Airflow fixtures)
 
 REUSE_PIPELINE = """
 s = ClaudeBatchSubmitOperator(task_id="submit", source={rows!r}, prompt="{{prompt}}", model="claude-haiku-4-5",
