@@ -365,9 +365,27 @@ class AnswerStore:
             stats.files_before += len(files)
             if not files:
                 continue
-            kept_files = self._compact_partition(digit, files, cutoff, min_files, stats)
+            try:
+                kept_files = self._compact_partition(digit, files, cutoff, min_files, stats)
+            except FileNotFoundError:
+                # Another compaction merged (and deleted) some of these files first: its merged
+                # file holds their answers, and the next compaction takes this partition.
+                log.info("Answer partition %s is being compacted elsewhere; left as it is.", digit)
+                kept_files = len(_files(self.partition(digit)))
             stats.files_after += kept_files
+        self._drop_stale_in_flight(now)
         return stats
+
+    def _drop_stale_in_flight(self, now: datetime | None) -> None:
+        """In-flight entries of runs that never landed, older than a batch's results live."""
+        cutoff = _cutoff(IN_FLIGHT_MAX_AGE, now)
+        for path in _files(self.work_dir.in_flight_folder):
+            with contextlib.suppress(FileNotFoundError):
+                with path.open("rb") as handle:
+                    sent_at = pq.read_table(handle, columns=["sent_at"]).column("sent_at")
+                newest = pc.max(sent_at)
+                if not newest.is_valid or pc.less(newest, cutoff).as_py():
+                    path.unlink()
 
     def _compact_partition(
         self, digit: str, files: list[StoragePath], cutoff: pa.Scalar | None, min_files: int, stats: CompactStats

@@ -122,3 +122,26 @@ def test_runs_landing_at_once_and_a_compaction_lose_nothing(tmp_path: Path) -> N
     stats = store.compact(max_age=None)
     assert stats.answers_kept == len(expected)
     assert set(_texts(store, keys)) == expected
+
+
+def test_requests_in_flight_are_found_until_landed_and_stale_ones_are_dropped(tmp_path: Path) -> None:
+    store = AnswerStore(tmp_path)
+    entries = pa.table(
+        {
+            "key": as_arrow(_keys(range(5))),
+            "batch_id": pa.array(["msgbatch_a"] * 5),
+            "custom_id": pa.array([f"r{i}" for i in range(5)]),
+        }
+    )
+    store.mark_in_flight("run-a", entries)
+    found, where = store.in_flight(_keys(range(3, 8)), exclude="run-b")
+    assert found.tolist() == [True, True, False, False, False]
+    assert where.column("custom_id").to_pylist() == ["r3", "r4"]
+    assert not store.in_flight(_keys(range(5)), exclude="run-a")[0].any()  # never its own
+    store.compact(max_age=None, now=NOW)  # recent: kept
+    assert store.in_flight(_keys(range(5)), exclude="run-b")[0].all()
+    store.compact(max_age=None, now=datetime.now(timezone.utc) + timedelta(days=40))  # stale: dropped
+    assert not store.in_flight(_keys(range(5)), exclude="run-b")[0].any()
+    store.mark_in_flight("run-a", entries)
+    store.landed("run-a")
+    assert not store.in_flight(_keys(range(5)), exclude="run-b")[0].any()
