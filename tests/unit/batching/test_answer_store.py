@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from airflow_provider_claude_batch.batching.answer_store import AnswerOrigin, AnswerStore
 from airflow_provider_claude_batch.batching.content_key import as_arrow, content_keys
@@ -145,3 +146,36 @@ def test_requests_in_flight_are_found_until_landed_and_stale_ones_are_dropped(tm
     store.mark_in_flight("run-a", entries)
     store.landed("run-a")
     assert not store.in_flight(_keys(range(5)), exclude="run-b")[0].any()
+
+
+def test_every_copy_of_a_looked_up_key_gets_the_newest_answer_whatever_file_holds_it(tmp_path: Path) -> None:
+    """The newer answer is in the file that sorts first, an older one after it, and keys are
+    looked up more than once: each copy finds the newest answer, within the max age only."""
+    store = AnswerStore(tmp_path)
+    store.add(_answers(range(20), text="newest"), ORIGIN, name="a", answered_at=NOW - timedelta(days=1))
+    store.add(_answers(range(20), text="older"), ORIGIN, name="b", answered_at=NOW - timedelta(days=3))
+    store.add(_answers(range(20, 30), text="stale"), ORIGIN, name="c", answered_at=NOW - timedelta(days=40))
+    wanted = [5, 999, 5, 12, 25, 5, 12]
+    keys = _keys(wanted)
+    assert _texts(store, keys, timedelta(days=30)) == {
+        0: "newest 5",
+        2: "newest 5",
+        3: "newest 12",
+        5: "newest 5",
+        6: "newest 12",
+    }
+    assert _texts(store, keys)[4] == "stale 25"
+
+
+def test_key_column_is_stored_plain(tmp_path: Path) -> None:
+    """Digests do not compress: the key column is written without dictionary or zstd, which
+    lookups read several times faster (benchmarks/p6_answer_store.py)."""
+    store = AnswerStore(tmp_path)
+    store.add(_answers(range(300)), ORIGIN, name="one")
+    store.add(_answers(range(300)), ORIGIN, name="two")
+    store.compact(max_age=None)
+    for files in store.files().values():
+        for path in files:
+            column = pq.ParquetFile(str(path)).metadata.row_group(0).column(0)
+            assert column.path_in_schema == "key"
+            assert (column.compression, column.has_dictionary_page) == ("UNCOMPRESSED", False)
