@@ -13,6 +13,7 @@ import os
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -27,6 +28,9 @@ FULL = {
     "p4_seconds": 20.0,
     "latency": 0.2,
     "p5_rows": 1_000_000,
+    "p6_answers": 10_000_000,
+    "p6_queries": 1_000_000,
+    "p6_rows": 1_000_000,
 }
 SMOKE = {
     "p1_rows": [300],
@@ -36,6 +40,9 @@ SMOKE = {
     "p4_seconds": 1.0,
     "latency": 0.01,
     "p5_rows": 2_000,
+    "p6_answers": 20_000,
+    "p6_queries": 2_000,
+    "p6_rows": 2_000,
 }
 
 
@@ -159,7 +166,55 @@ def bench_p5(sizes: dict, runs: int, tmp: Path) -> dict[str, Series]:
     return results
 
 
-def write_report(path: Path, runs: int, p1: list, p2: dict, p3: dict, p4: list, p5: dict | None = None) -> None:
+def bench_p6(sizes: dict, runs: int, tmp: Path) -> dict[str, Any]:
+    """Lookups against the cached store, then keys and the reuse plan at submit."""
+    from benchmarks.p2_render import make_input
+    from benchmarks.p6_answer_store import build_store, prepare_rerun, store_meta
+
+    store = build_store(sizes["p6_answers"], sizes["p6_queries"])
+    results: dict[str, Series] = {}
+    for label, args in (
+        ("lookup", ()),
+        ("lookup, then fetch of the hits' answers", ("fetch",)),
+    ):
+        results[label] = repeat(
+            f"P6 {label}", runs, lambda a=args: run_case("benchmarks.p6_answer_store", "lookup", str(store), *a)
+        )
+    source = make_input(tmp / "p6-input.parquet", sizes["p6_rows"])
+    rerun = prepare_rerun(store, source, tmp)
+    staged_dir = tmp / "p6-staged"
+    from airflow_provider_claude_batch.batching.submission import stage_requests
+    from benchmarks.p6_answer_store import _limits, _spec
+
+    stage_requests(source, _spec(), _limits(), staged_dir, input_columns=None)
+    results["keys: keys_of_column over rendered lines"] = repeat(
+        "P6 keys", runs, lambda: run_case("benchmarks.p6_answer_store", "keys", str(staged_dir))
+    )
+    for label, args in (
+        ("render alone (stage_requests, no keys)", ("render",)),
+        ("render + keys (stage_requests(keys=True))", ("keys",)),
+        (
+            "first run: render + keys + reuse plan, nothing reused",
+            ("plan", str(store / "work"), str(store)),
+        ),
+        ("rerun: render + keys + reuse plan, 90% reused", ("plan", str(rerun), str(store))),
+    ):
+        results[label] = repeat(
+            f"P6 {label}", runs, lambda a=args: run_case("benchmarks.p6_answer_store", "stage", str(source), *a)
+        )
+    return {"store": store_meta(store), "series": results}
+
+
+def write_report(
+    path: Path,
+    runs: int,
+    p1: list,
+    p2: dict,
+    p3: dict,
+    p4: list,
+    p5: dict | None = None,
+    p6: dict | None = None,
+) -> None:
     lines = [
         "# Benchmarks",
         "",
@@ -249,17 +304,63 @@ def write_report(path: Path, runs: int, p1: list, p2: dict, p3: dict, p4: list, 
             for name, s in p5.items()
         ]
         lines += [""]
+    if p6:
+        lines += _p6_report(p6)
     analysis = ROOT / "benchmarks" / "ANALYSIS.md"
     if analysis.exists():
         lines += [analysis.read_text().strip(), ""]
     path.write_text("\n".join(lines))
 
 
+def _p6_report(p6: dict) -> list[str]:
+    store, series = p6["store"], p6["series"]
+    lines = [
+        f"## P6: the answer store, {store['queries']:,} keys against {store['answers']:,} answers",
+        "",
+        f"The store: {store['answers']:,} answers of {store['text_bytes_per_answer']:.0f} bytes of text on average "
+        f"(plus the same text as JSON content blocks), added by the store's own `add` in {store['landings']} landings "
+        f"({store['files_before_compaction']:,} files), then one `compact` into {store['files']} files. "
+        f"{store['expected_hits'] / store['queries']:.0%} of the looked-up keys are stored; max age 30 days. "
+        "The machine is shared: the 1-minute load average says how busy it was.",
+        "",
+        "| case | rows/s | seconds | peak RSS (MB) | load |",
+        "|---|---|---|---|---|",
+    ]
+    for name, s in series.items():
+        lines.append(
+            f"| {name} | {s.cell('rows_per_second', '{:,.0f}')} | {s.cell('seconds')} | "
+            f"{s.cell('rss_mb', '{:.0f}')} | {s.cell('load_1min', '{:.1f}')} |"
+        )
+    fetch = series.get("lookup, then fetch of the hits' answers")
+    if fetch is not None and fetch.runs:
+        lines += [
+            "",
+            f"Fetch of the {fetch.runs[0]['fetched']:,} answers found (the columns the reuse plan reads), after the "
+            f"lookup: {fetch.cell('answers_per_second', '{:,.0f}')} answers/s, {fetch.cell('fetch_seconds')} s.",
+        ]
+    plan = {name.split(":")[0]: s for name, s in series.items() if "reuse plan" in name}
+    if plan:
+        lines += [
+            "",
+            "The reuse plan alone (after staging): "
+            + "; ".join(f"{name} {s.cell('plan_seconds')} s" for name, s in plan.items())
+            + ".",
+        ]
+    lines += [
+        "",
+        f"Store on disk after compaction: {store['bytes'] / 2**20:,.0f} MiB, "
+        f"**{store['bytes_per_answer']:.0f} bytes per answer** (zstd). Building it: `add` "
+        f"{store['add_answers_per_second']:,.0f} answers/s, `compact` {store['compact_seconds']:.0f} s.",
+        "",
+    ]
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one run, no report")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--only", choices=["p1", "p2", "p3", "p4", "p5"], action="append")
+    parser.add_argument("--only", choices=["p1", "p2", "p3", "p4", "p5", "p6"], action="append")
     parser.add_argument("--report-only", action="store_true", help="rewrite the report from docs/benchmarks.json")
     parser.add_argument(
         "--p1-rows", type=int, action="append", help="P1 at these sizes only (development: prints, writes no report)"
@@ -275,7 +376,7 @@ def main() -> None:
     sizes, runs = (SMOKE, 1) if args.smoke else (FULL, args.runs)
     if args.p1_rows:
         sizes = {**sizes, "p1_rows": args.p1_rows}
-    every = {"p1", "p2", "p3", "p4", "p5"}
+    every = {"p1", "p2", "p3", "p4", "p5", "p6"}
     only = set(args.only or every)
     os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
     with tempfile.TemporaryDirectory(prefix="claude-batch-bench-") as tmp_name:
@@ -285,6 +386,7 @@ def main() -> None:
         p3 = bench_p3(sizes, runs, tmp) if "p3" in only else {}
         p4 = bench_p4(sizes, runs, tmp) if "p4" in only else []
         p5 = bench_p5(sizes, runs, tmp) if "p5" in only else {}
+        p6 = bench_p6(sizes, runs, tmp) if "p6" in only else {}
     if args.smoke or args.p1_rows:
         return
     if only != every:
@@ -292,17 +394,18 @@ def main() -> None:
             print("partial run: no saved results to merge with, so no report written")
             return
         # A partial run replaces its parts of the saved results; the others are kept.
-        old_p1, old_p2, old_p3, old_p4, old_p5 = _load(json.loads(saved.read_text()))
+        old_p1, old_p2, old_p3, old_p4, old_p5, old_p6 = _load(json.loads(saved.read_text()))
         p1, p2 = p1 if "p1" in only else old_p1, p2 if "p2" in only else old_p2
         p3, p4 = p3 if "p3" in only else old_p3, p4 if "p4" in only else old_p4
         p5 = p5 if "p5" in only else old_p5
+        p6 = p6 if "p6" in only else old_p6
     target.parent.mkdir(exist_ok=True)
-    saved.write_text(json.dumps(_dump(runs, p1, p2, p3, p4, p5), indent=1))
-    write_report(target, runs, p1, p2, p3, p4, p5)
+    saved.write_text(json.dumps(_dump(runs, p1, p2, p3, p4, p5, p6), indent=1))
+    write_report(target, runs, p1, p2, p3, p4, p5, p6)
     print(f"wrote {target}")
 
 
-def _dump(runs: int, p1: list, p2: dict, p3: dict, p4: list, p5: dict) -> dict:
+def _dump(runs: int, p1: list, p2: dict, p3: dict, p4: list, p5: dict, p6: dict) -> dict:
     def series(group: dict) -> dict:
         return {name: s.runs for name, s in group.items()}
 
@@ -314,10 +417,11 @@ def _dump(runs: int, p1: list, p2: dict, p3: dict, p4: list, p5: dict) -> dict:
         "p3": series(p3),
         "p4": [[label, series(group)] for label, group in p4],
         "p5": series(p5),
+        "p6": {"store": p6["store"], "series": series(p6["series"])} if p6 else {},
     }
 
 
-def _load(data: dict) -> tuple[list, dict, dict, list, dict]:
+def _load(data: dict) -> tuple[list, dict, dict, list, dict, dict]:
     def series(group: dict) -> dict:
         return {name: Series(name, runs) for name, runs in group.items()}
 
@@ -327,6 +431,7 @@ def _load(data: dict) -> tuple[list, dict, dict, list, dict]:
         series(data["p3"]),
         [(label, series(group)) for label, group in data["p4"]],
         series(data.get("p5", {})),
+        {"store": data["p6"]["store"], "series": series(data["p6"]["series"])} if data.get("p6") else {},
     )
 
 

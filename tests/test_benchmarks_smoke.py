@@ -25,6 +25,15 @@ def test_every_benchmark_runs_at_smoke_size() -> None:
         "P4 2 triggers",
         "P5 classification",
         "P5 extraction",
+        "P6 lookup",
+        "P6 lookup, then fetch",
+        "P6 keys",
+        "P6 render alone",
+        "P6 first run",
+        "P6 rerun",
     ):
         assert case in done.stdout, case
     assert "'rows': 300" in done.stdout
+    # P6's oracles: the lookup found exactly the stored share, the rerun sent only the rest.
+    assert "'hits': 1800" in done.stdout
+    assert "'new': 200, 'reused': 1800" in done.stdout
