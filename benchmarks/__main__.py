@@ -321,14 +321,15 @@ def _p6_report(p6: dict) -> list[str]:
         f"(plus the same text as JSON content blocks), added by the store's own `add` in {store['landings']} landings "
         f"({store['files_before_compaction']:,} files), then one `compact` into {store['files']} files. "
         f"{store['expected_hits'] / store['queries']:.0%} of the looked-up keys are stored; max age 30 days. "
-        "The machine is shared: the 1-minute load average says how busy it was.",
+        "The machine is shared: CPU seconds and the 1-minute load average say how much of the wall time "
+        "was spent waiting for a core. In the lookup-then-fetch row, rows/s is the lookup's.",
         "",
-        "| case | rows/s | seconds | peak RSS (MB) | load |",
-        "|---|---|---|---|---|",
+        "| case | rows/s | seconds | CPU seconds | peak RSS (MB) | load |",
+        "|---|---|---|---|---|---|",
     ]
     for name, s in series.items():
         lines.append(
-            f"| {name} | {s.cell('rows_per_second', '{:,.0f}')} | {s.cell('seconds')} | "
+            f"| {name} | {s.cell('rows_per_second', '{:,.0f}')} | {s.cell('seconds')} | {s.cell('cpu_seconds')} | "
             f"{s.cell('rss_mb', '{:.0f}')} | {s.cell('load_1min', '{:.1f}')} |"
         )
     fetch = series.get("lookup, then fetch of the hits' answers")
