@@ -25,7 +25,9 @@ def write_tickets(data_dir: str | Path, ds: str, rows: int, *, seed: int = 7) ->
     for i in range(rows):
         category = rng.choice(categories)
         ids.append(f"T{ds.replace('-', '')}-{i:06d}")
-        bodies.append(f"{rng.choice(_SUBJECTS[category])} (ticket {i})")
+        # Each ticket's text is its own (a new night's tickets are new requests); a rerun of a
+        # night sends the same requests, which answer reuse does not pay for again.
+        bodies.append(f"{rng.choice(_SUBJECTS[category])} (ticket {ids[-1]})")
         products.append(rng.choice(PRODUCTS))
     folder = Path(data_dir) / "support" / "tickets" / f"ds={ds}"
     folder.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from airflow_provider_claude_batch.batching.answer_store import ANSWER_COLUMNS, STORE_SCHEMA, AnswerStore
+from airflow_provider_claude_batch.batching.answer_store import (
+    ANSWER_COLUMNS,
+    STORE_SCHEMA,
+    AnswerStore,
+    Hits,
+    PartitionHits,
+)
 from airflow_provider_claude_batch.batching.chunks import (
     CUSTOM_ID_COLUMN,
     ChunkInfo,
@@ -42,7 +48,7 @@ from airflow_provider_claude_batch.batching.chunks import (
     ChunkWriter,
     request_id,
 )
-from airflow_provider_claude_batch.batching.content_key import as_arrow
+from airflow_provider_claude_batch.batching.content_key import as_arrow, as_numpy, partition_of
 from airflow_provider_claude_batch.batching.pricing import RequestTally
 from airflow_provider_claude_batch.batching.run_dir import ANSWERED_FILE, RunDir
 from airflow_provider_claude_batch.batching.storage import StoragePath
@@ -107,8 +113,7 @@ class _Classified:
     codes: np.ndarray  # per row: index of its distinct key
     first_row_of_code: np.ndarray  # per distinct key: its first row
     found: np.ndarray  # per distinct key: has a stored answer
-    answers: pa.Table | None  # per distinct key found, in code order of `found_codes`
-    found_codes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    hits: Hits | None  # where the stored answers are (positions are distinct keys)
     awaited: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # per row
     #: Per distinct key: the batch and custom_id of another run that sent it (None: not awaited).
     awaited_from: list[tuple[str, str] | None] = field(default_factory=list)
@@ -117,25 +122,18 @@ class _Classified:
 def classify(
     keys: np.ndarray, store: AnswerStore | None, max_age: timedelta | None, owner: str | None = None
 ) -> _Classified:
-    """Split rows into new, reused and deduplicated by their keys (see the module docstring)."""
+    """Split rows into new, reused, deduplicated and awaited by their keys (see the module
+    docstring). Looks answers up but fetches none: :func:`replan` fetches them a store
+    partition at a time."""
     codes = pc.dictionary_encode(as_arrow(keys)).indices.to_numpy() if len(keys) else np.zeros(0, np.int32)
     distinct, first_row_of_code = np.unique(codes, return_index=True)
     first = np.zeros(len(keys), dtype=bool)
     first[first_row_of_code] = True
     found = np.zeros(len(distinct), dtype=bool)
-    answers = None
-    found_codes = np.zeros(0, np.int64)
+    hits = None
     if store is not None and len(distinct):
         hits = store.lookup(keys[first_row_of_code], max_age=max_age)
         found = hits.found
-        if hits.count:
-            columns = ["key", *ANSWER_COLUMNS, "batch_id", "run_id", "dag_id"]
-            position_parts, table_parts = [], []
-            for positions, table in store.fetch(hits, columns=columns):
-                position_parts.append(positions)
-                table_parts.append(table)
-            found_codes = np.concatenate(position_parts)
-            answers = pa.concat_tables(table_parts).cast(pa.schema([STORE_SCHEMA.field(name) for name in columns]))
     awaited_code = np.zeros(len(distinct), dtype=bool)
     awaited_from: list[tuple[str, str] | None] = [None] * len(distinct)
     if store is not None and owner is not None and len(distinct) and not found.all():
@@ -157,8 +155,7 @@ def classify(
         codes=codes,
         first_row_of_code=first_row_of_code,
         found=found,
-        answers=answers,
-        found_codes=found_codes,
+        hits=hits,
         awaited=awaited,
         awaited_from=awaited_from,
     )
@@ -232,26 +229,14 @@ def replan(
     )
     if counts.new == rows:
         return None
-    # The stored answer of each reused row: its distinct key's row in `answers`.
-    answer_row_of_code = np.full(len(plan.found), -1, dtype=np.int64)
-    if plan.answers is not None:
-        answer_row_of_code[plan.found_codes] = np.arange(len(plan.found_codes))
-        costs = plan.answers.column("cost_usd")
-        # What the reused rows would have cost: each reused row counts its answer's cost.
-        reused_rows_per_answer = np.bincount(
-            answer_row_of_code[plan.codes[plan.reused]], minlength=len(plan.found_codes)
-        )
-        if costs.null_count and bool(pc.any(pc.and_(pc.is_null(costs), pa.array(reused_rows_per_answer > 0))).as_py()):
-            counts.reused_cost_usd = None
-        else:
-            counts.reused_cost_usd = float(np.dot(pc.fill_null(costs, 0.0).to_numpy(), reused_rows_per_answer))
     name = run_dir.new_staging_name()
     directory = run_dir / name
     directory.mkdir(parents=True, exist_ok=True)
     writer = ChunkWriter(directory, chunk_limits, input_columns=input_columns)
     tally: dict[str, RequestTally] = {}
-    answered_writer: pq.ParquetWriter | None = None
-    sink = None
+    # The rows not sent, split by the store partition of their key: each part then gets its
+    # answers from one partition's fetch, so memory holds a sixteenth of them at a time.
+    parts = _PartitionFiles(directory)
     # custom_id of the sent row of each key that deduplicated rows share (row order: it comes first).
     per_code = np.bincount(plan.codes, minlength=len(plan.found)) if rows else np.zeros(0, np.int64)
     awaited_code = np.array([source is not None for source in plan.awaited_from], dtype=bool)
@@ -276,28 +261,114 @@ def replan(
                 kept_lines = lines.filter(mask)
                 writer.write_rendered(ids.filter(mask), kept_lines, None if inputs is None else inputs.filter(mask))
                 tally_lines(kept_lines, tally)
-            if new.all():
-                continue
-            answered = _answered_rows(plan, start, end, ids, lines, keys, inputs, answer_row_of_code, sender_ids)
-            if answered_writer is None:
-                sink = (directory / ANSWERED_FILE).open("wb")
-                answered_writer = pq.ParquetWriter(sink, answered.schema, compression="zstd")
-            answered_writer.write_table(answered)
+            if not new.all():
+                parts.write(_answered_rows(plan, start, end, ids, lines, keys, inputs, sender_ids))
         new_chunks = writer.close()
+        parts.close()
+        counts.reused_cost_usd = _write_answered(directory / ANSWERED_FILE, parts, plan, store)
     except BaseException:
         writer.abort()
-        if answered_writer is not None:
-            answered_writer.close()
-        if sink is not None:
-            sink.close()
+        parts.close()
         run_dir.drop_staging(name)
         raise
-    if answered_writer is not None:
-        answered_writer.close()
-    if sink is not None:
-        sink.close()
     counts.answered_file = RunDir.staged_file(name, ANSWERED_FILE)
     return Replanned(name, new_chunks, counts.new, tally, counts)
+
+
+#: The answer columns ``answered.parquet`` holds for reused rows, with their types.
+_ANSWER_FIELDS = [STORE_SCHEMA.field(name) for name in ANSWER_COLUMNS] + [
+    pa.field(renamed, pa.string()) for renamed in _ORIGIN.values()
+]
+
+
+class _PartitionFiles:
+    """Temporary files of the rows not sent, one per store partition of their key."""
+
+    def __init__(self, directory: Any) -> None:
+        self.directory = directory
+        self.names: dict[int, str] = {}
+        self._writers: dict[int, tuple[Any, pq.ParquetWriter]] = {}
+
+    def write(self, table: pa.Table) -> None:
+        digits = partition_of(as_numpy(table.column("key")))
+        for value in np.unique(digits).tolist():
+            part = table.filter(pa.array(digits == value))
+            if value not in self._writers:
+                name = f".answered-p{value:x}.parquet"
+                sink = (self.directory / name).open("wb")
+                self._writers[value] = (sink, pq.ParquetWriter(sink, part.schema))
+                self.names[value] = name
+            self._writers[value][1].write_table(part)
+
+    def close(self) -> None:
+        for sink, writer in self._writers.values():
+            writer.close()
+            sink.close()
+        self._writers.clear()
+
+    def read(self, value: int) -> pa.Table:
+        path = self.directory / self.names[value]
+        with path.open("rb") as handle:
+            table = pq.read_table(handle)
+        path.unlink()
+        return table
+
+
+def _write_answered(target: Any, parts: _PartitionFiles, plan: _Classified, store: AnswerStore | None) -> float | None:
+    """``answered.parquet`` from the partition files, each part's reused rows given their
+    answers from that partition's fetch. Returns what the reused answers had cost (None when
+    some had no price)."""
+    hits_of = {int(part.digit, 16): part for part in (plan.hits.partitions if plan.hits is not None else [])}
+    cost = 0.0
+    unpriced = False
+    writer = None
+    with target.open("wb") as sink:
+        try:
+            for value in sorted(parts.names):
+                table = parts.read(value)
+                answers = _answers_for(table, hits_of.get(value), plan, store)
+                for answer_field in _ANSWER_FIELDS:
+                    table = table.append_column(answer_field, answers[answer_field.name])
+                reused_costs = pc.filter(answers["cost_usd"], pc.equal(table.column("answer_source"), REUSED))
+                unpriced |= bool(reused_costs.null_count)
+                cost += float(pc.sum(reused_costs).as_py() or 0.0)
+                if writer is None:
+                    writer = pq.ParquetWriter(sink, table.schema, compression="zstd")
+                writer.write_table(table)
+        finally:
+            if writer is not None:
+                writer.close()
+    return None if unpriced else cost
+
+
+def _answers_for(
+    table: pa.Table, hits: PartitionHits | None, plan: _Classified, store: AnswerStore | None
+) -> dict[str, pa.Array]:
+    """Per row of ``table``: its stored answer's columns (nulls for rows not reused)."""
+    rows = table.num_rows
+    nulls = {f.name: pa.nulls(rows, f.type) for f in _ANSWER_FIELDS}
+    reused = pc.equal(table.column("answer_source"), REUSED)
+    if hits is None or store is None or not pc.any(reused).as_py():
+        return nulls
+    codes = table.column("code").to_numpy()
+    columns = ["batch_id", "run_id", "dag_id", *ANSWER_COLUMNS]
+    found_codes, fetched = [], []
+    for positions, answers in store.fetch(Hits(plan.found, [hits]), columns=columns):
+        found_codes.append(positions)
+        fetched.append(answers.select(columns).cast(pa.schema([STORE_SCHEMA.field(n) for n in columns])))
+    answers = pa.concat_tables(fetched)
+    row_of_code = np.full(len(plan.found), -1, dtype=np.int64)
+    row_of_code[np.concatenate(found_codes)] = np.arange(answers.num_rows)
+    take = row_of_code[codes]
+    take_array = pa.array(np.where(take >= 0, take, 0))
+    origin_of = {renamed: name for name, renamed in _ORIGIN.items()}
+    out: dict[str, pa.Array] = {}
+    for answer_field in _ANSWER_FIELDS:
+        name = answer_field.name
+        column = answers.column(origin_of.get(name, name)).take(take_array)
+        column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+        out[name] = pc.if_else(reused, column, nulls[name])
+    return out
 
 
 def _answered_rows(
@@ -308,10 +379,10 @@ def _answered_rows(
     lines: pa.Array,
     keys: np.ndarray,
     inputs: pa.Table | None,
-    answer_row_of_code: np.ndarray,
     sender_ids: dict[int, str],
 ) -> pa.Table:
-    """The rows of one chunk that are not sent, with what ``answered.parquet`` holds for them."""
+    """The rows of one chunk that are not sent, with what ``answered.parquet`` holds for them
+    (the answers of reused rows are added per store partition, :func:`_write_answered`)."""
     local = np.flatnonzero(~plan.new[start:end])
     rows = local + start
     reused = plan.reused[rows]
@@ -321,6 +392,7 @@ def _answered_rows(
     awaited_from = [plan.awaited_from[int(code)] if flag else None for flag, code in zip(awaited, codes, strict=True)]
     columns: dict[str, pa.Array] = {
         "row": pa.array(rows.astype(np.int64)),
+        "code": pa.array(codes.astype(np.int64)),
         CUSTOM_ID_COLUMN: ids.take(pa.array(local)),
         "key": as_arrow(keys[rows]),
         "answer_source": pa.array(sources.tolist(), pa.string()),
@@ -338,21 +410,6 @@ def _answered_rows(
         "await_custom_id": pa.array([s[1] if s else None for s in awaited_from], pa.string()),
         "request": pc.if_else(pa.array(awaited), lines.take(pa.array(local)), pa.nulls(len(rows), pa.binary())),
     }
-    answer_rows = answer_row_of_code[codes]
-    if plan.answers is not None:
-        take = pa.array(np.where(reused, answer_rows, 0))
-        valid = pa.array(reused)
-        for name in ANSWER_COLUMNS:
-            column = plan.answers.column(name).take(take)
-            columns[name] = pc.if_else(valid, column, pa.nulls(len(rows), column.type))
-        for name, renamed in _ORIGIN.items():
-            column = plan.answers.column(name).take(take)
-            columns[renamed] = pc.if_else(valid, column, pa.nulls(len(rows), column.type))
-    else:
-        for name in ANSWER_COLUMNS:
-            columns[name] = pa.nulls(len(rows), STORE_SCHEMA.field(name).type)
-        for renamed in _ORIGIN.values():
-            columns[renamed] = pa.nulls(len(rows), pa.string())
     table = pa.table({k: (v.combine_chunks() if isinstance(v, pa.ChunkedArray) else v) for k, v in columns.items()})
     if inputs is not None:
         picked = inputs.take(pa.array(local))
