@@ -388,6 +388,23 @@ def _staging_lost(manifest: Manifest, run_dir: RunDir) -> bool:
     return False
 
 
+def _check_plan_recoverable(manifest: Manifest, run_dir: RunDir) -> None:
+    """A lost staging can be rendered again only when it held every row: the fingerprint
+    covers all rows, but a reuse plan sent a subset (the others answered from the store or
+    deduplicated), and which subset depended on the store at the time. Chunks rendered now would
+    hold rows that were never sent, and the answered rows are gone with the staging."""
+    reuse = manifest.reuse or {}
+    if not reuse.get("answered_file"):
+        return
+    raise ClaudeBatchManifestError(
+        f"the request files of an earlier try of {manifest.task_id!r} are gone, and that try sent only "
+        f"{reuse.get('new')} of its {reuse.get('rows')} rows (the others were reused from the answer store or "
+        "deduplicated), so files rendered now cannot stand in for them. Nothing was submitted. Once its batches "
+        f"({', '.join(manifest.batch_ids()[:5]) or 'none'}) have been landed, delete the run folder {run_dir} and "
+        "run again: their answers are then reused from the store at no cost."
+    )
+
+
 def check_policy(policy: str) -> InputChangePolicy:
     if policy not in INPUT_CHANGE_POLICIES:
         raise ClaudeBatchInputError(f"on_input_change must be one of {INPUT_CHANGE_POLICIES}, got {policy!r}")
@@ -580,6 +597,7 @@ class Submission:
             return fresh, False
         if existing.fingerprint == staged.fingerprint:
             if _staging_lost(existing, self.run_dir):
+                _check_plan_recoverable(existing, self.run_dir)
                 # Same fingerprint, so the new chunk files are byte for byte the lost ones: point the
                 # earlier batches' records at them (a lifecycle rule may expire request bodies).
                 by_chunk = {record.chunk: record for record in fresh.batches}
