@@ -20,6 +20,8 @@ Invariants:
   ids), so a retried landing replaces its own file instead of adding a copy.
 * **Only succeeded answers are stored**; errored, expired and canceled results are not
   answers.
+* **An unreadable file costs only its own answers.** Lookups and compactions skip it with a
+  warning; compaction neither merges nor deletes it.
 * **Lookups take the newest answer per key that is younger than the max age.** A file that
   disappears under a lookup (a compaction merged it) makes the lookup of that partition start
   over; the merged file holds the same answers.
@@ -129,6 +131,40 @@ def _cutoff(max_age: timedelta | None, now: datetime | None) -> pa.Scalar | None
     if max_age is None:
         return None
     return pa.scalar((now or utcnow()) - max_age, pa.timestamp("us", tz="UTC"))
+
+
+def _read_index(path: StoragePath) -> pa.Table | None:
+    """A store file's ``key`` and ``answered_at``; None (with a warning) when it is not a
+    readable Parquet file of answers. The store is a cache: an unreadable file costs the
+    answers it held, never the lookups, landings and compactions of its partition. A file
+    that is gone raises ``FileNotFoundError`` (a compaction merged it: the caller lists again)."""
+    try:
+        with path.open("rb") as handle:
+            return pq.read_table(handle, columns=["key", "answered_at"])
+    except FileNotFoundError:
+        raise
+    except (pa.ArrowException, OSError, ValueError, KeyError) as exc:
+        log.warning("Skipping %s in the answer store: it is not a readable file of answers (%s).", path, exc)
+        return None
+
+
+def _indexed(files: list[StoragePath]) -> tuple[list[StoragePath], pa.Table | None]:
+    """The readable ones of ``files`` and their keys and times, with each row's ``file`` (its
+    position in the readable list) and ``row`` (its row in that file)."""
+    readable: list[StoragePath] = []
+    tables: list[pa.Table] = []
+    for path in files:
+        table = _read_index(path)
+        if table is None:
+            continue
+        number = len(readable)
+        readable.append(path)
+        tables.append(
+            table.append_column("file", pa.array(np.full(table.num_rows, number, dtype=np.int32))).append_column(
+                "row", pa.array(np.arange(table.num_rows, dtype=np.int64))
+            )
+        )
+    return readable, (pa.concat_tables(tables) if tables else None)
 
 
 @dataclass
@@ -263,8 +299,9 @@ class AnswerStore:
         limit = None if cutoff is None else cutoff.value
         found_key, found_at, found_file, found_row = [], [], [], []
         for number, path in enumerate(files):
-            with path.open("rb") as handle:
-                table = pq.read_table(handle, columns=["key", "answered_at"])
+            table = _read_index(path)
+            if table is None:
+                continue
             where = pc.index_in(table.column("key"), value_set=wanted)
             if where.null_count == len(where):
                 continue
@@ -411,16 +448,13 @@ class AnswerStore:
     def _compact_partition(
         self, digit: str, files: list[StoragePath], cutoff: pa.Scalar | None, min_files: int, stats: CompactStats
     ) -> int:
-        tables = []
-        for number, path in enumerate(files):
-            with path.open("rb") as handle:
-                table = pq.read_table(handle, columns=["key", "answered_at"])
-            tables.append(
-                table.append_column("file", pa.array(np.full(table.num_rows, number, dtype=np.int32))).append_column(
-                    "row", pa.array(np.arange(table.num_rows, dtype=np.int64))
-                )
-            )
-        stored = pa.concat_tables(tables)
+        listed = len(files)
+        # An unreadable file is neither merged nor deleted: it stays for a person to look at.
+        files, indexed = _indexed(files)
+        unreadable = listed - len(files)
+        if indexed is None:
+            return unreadable
+        stored = indexed
         total = stored.num_rows
         fresh = stored if cutoff is None else stored.filter(pc.greater_equal(stored.column("answered_at"), cutoff))
         expired = total - fresh.num_rows
@@ -434,7 +468,7 @@ class AnswerStore:
         duplicates = ordered.num_rows - winners.num_rows
         if len(files) < min_files and not expired and not duplicates:
             stats.answers_kept += winners.num_rows
-            return len(files)
+            return listed
         stats.expired += expired
         stats.duplicates += duplicates
         stats.answers_kept += winners.num_rows
@@ -466,4 +500,4 @@ class AnswerStore:
         for path in files:
             with contextlib.suppress(FileNotFoundError):  # another compaction got there first
                 path.unlink()
-        return written
+        return written + unreadable
