@@ -39,13 +39,15 @@ def _pipeline(
     land: str = "",
     keep: Any = None,
     input_columns: Any = ("id", "body"),
+    per_batch: int = 50,
+    wait: str = "",
 ) -> str:
     input_columns = list(input_columns) if isinstance(input_columns, tuple) else input_columns
     return f"""
     s = ClaudeBatchSubmitOperator(task_id="submit", source={rows!r}, prompt="{{prompt}}", model="claude-haiku-4-5",
-                                  max_tokens=400, id_column="id", max_requests_per_batch=50,
+                                  max_tokens=400, id_column="id", max_requests_per_batch={per_batch},
                                   input_columns={input_columns!r}, {submit})
-    w = ClaudeBatchSensor(task_id="wait", manifest=s.output, poll_interval=0.1)
+    w = ClaudeBatchSensor(task_id="wait", manifest=s.output, poll_interval=0.1, {wait})
     l = ClaudeBatchToParquetOperator(task_id="land", manifest=s.output, destination={str(out)!r}, poll_interval=0.1,
                                      keep_columns={keep!r}, {land})
     s >> w >> l
@@ -100,7 +102,8 @@ def test_mapped_submits_sharing_rows_land_every_row_and_store_each_answer_once(
     assert {(ti.task_id, ti.map_index, str(ti.state)) for ti in run.get_task_instances()} == {
         (task, index, "success") for task in ("submit", "wait", "land") for index in (0, 1)
     }
-    assert emulator.emulator.stats["batches_created"] == 2  # one per map index, no duplicate
+    # One batch per map index, and the shared rows sent once (the second index awaits the first's).
+    assert _stats(emulator) == (2, 10 + 5 + 8)
     for index, rows in enumerate(inputs):
         landed = _landed(tmp_path / "out" / f"part={index}")
         assert sorted(landed) == sorted(row["id"] for row in rows)
@@ -266,6 +269,51 @@ def test_a_cleared_transfer_lands_the_same_rows_without_growing_the_store(
     assert _landed(tmp_path / "out") == before
     assert _stored(work_dir) == stored  # the same files, the same answers
     assert xcom(again, "land")["answers_stored"] == xcom(first, "land")["answers_stored"] == 20
+
+
+def test_copies_in_later_chunks_and_a_poking_sensor_with_nothing_to_wait_for(
+    make_dag: Any, emulator: RunningEmulator, work_dir: Path, tmp_path: Path
+) -> None:
+    rows = _rows(range(12))
+    copies = [{**row, "id": f"copy-{row['id']}"} for row in reversed(rows)]  # chunks 2 and 3 copy chunks 0 and 1
+    dag = make_dag(
+        _pipeline(rows + copies, tmp_path / "out", keep=["body"], per_batch=5, wait="deferrable=False, mode='poke'")
+    )
+    run = _run(dag)
+    assert task_states(run)["land"] == "success"
+    assert _stats(emulator) == (3, 12)
+    landed = _landed(tmp_path / "out")
+    assert len(landed) == 24
+    for row in rows:
+        copy = landed[f"copy-{row['id']}"]
+        assert (copy["batch_id"], copy["text"]) == (landed[row["id"]]["batch_id"], landed[row["id"]]["text"])
+        assert copy["body"] == row["body"]
+    again = _run(dag, DAY + timedelta(hours=1))  # every row reused: the poking sensor has nothing to wait for
+    assert task_states(again) == {"submit": "success", "wait": "success", "land": "success"}
+    assert _stats(emulator) == (3, 12)
+    assert {r["answer_source"] for r in _landed(tmp_path / "out").values()} == {"reused"}
+
+
+def test_the_budget_counts_only_the_rows_sent(
+    make_dag: Any, emulator: RunningEmulator, work_dir: Path, tmp_path: Path
+) -> None:
+    rows = _rows(range(20))
+    first = _run(make_dag(_pipeline(rows, tmp_path / "a")))
+    ceiling = xcom(first, "submit")["cost_ceiling_usd"]
+    assert ceiling > 0
+    # The same rows and two new ones, under a budget half of what all of them could cost.
+    budget = f"max_cost_usd={ceiling / 2!r}"
+    run = _run(make_dag(_pipeline(rows + _rows(range(20, 22)), tmp_path / "b", submit=budget)))
+    assert task_states(run)["land"] == "success"
+    assert _stats(emulator) == (2, 22)
+    assert xcom(run, "submit")["cost_ceiling_usd"] < ceiling / 5
+    # Without reuse the same budget refuses the run before anything is sent.
+    refused = _run(
+        make_dag(_pipeline(rows, tmp_path / "c", submit=budget + ", reuse_answers=False")),
+        DAY + timedelta(hours=1),
+    )
+    assert task_states(refused)["submit"] == "failed"
+    assert _stats(emulator) == (2, 22)
 
 
 # ---------------------------------------------------------------------- columns
