@@ -418,3 +418,39 @@ def test_a_clear_after_the_request_files_expired_refuses_to_guess_a_reuse_plan(
         cid: (r["text"], r["body"]) for cid, r in before.items()
     }
     assert {r["answer_source"] for r in landed.values()} == {"reused"}
+
+
+@pytest.mark.parametrize(
+    ("outcome", "sent"),
+    [
+        ("errored:invalid_request_error", 10 + 5 + 8 + 1),  # map 1 sends the failed request itself
+        ("errored:overloaded_error", 10 + 5 + 8 + 1),  # map 0 resends it in a round; map 1 takes that answer
+    ],
+)
+def test_a_row_awaited_from_a_mapped_sibling_whose_request_failed_still_lands_answered(
+    make_dag: Any, emulator: RunningEmulator, work_dir: Path, tmp_path: Path, outcome: str, sent: int
+) -> None:
+    shared = _rows(range(10), prefix="shared")
+    inputs = [shared + _rows(range(100, 105), id_prefix="a"), shared + _rows(range(200, 208), id_prefix="b")]
+    emulator.emulator.script_outcomes({"r3": [outcome]})  # r3's first answer, whoever sends it
+    dag = make_dag(
+        f"""
+        s = ClaudeBatchSubmitOperator.partial(task_id="submit", prompt="{{prompt}}", model="claude-haiku-4-5",
+                                              max_tokens=8, id_column="id").expand(source={inputs!r})
+        w = ClaudeBatchSensor.partial(task_id="wait", poll_interval=0.1).expand(manifest=s.output)
+        l = ClaudeBatchToParquetOperator.partial(task_id="land", poll_interval=0.1,
+                                                 destination={str(tmp_path)!r} + "/out/part={{{{ ti.map_index }}}}",
+                                                 keep_columns=["body"]).expand(manifest=s.output)
+        w >> l
+        """
+    )
+    run = _run(dag)
+    assert {str(ti.state) for ti in run.get_task_instances()} == {"success"}
+    assert _stats(emulator)[1] == sent
+    second = _landed(tmp_path / "out" / "part=1")
+    assert sorted(second) == sorted(row["id"] for row in inputs[1])
+    assert second["r3"]["result_type"] == "succeeded" and second["r3"]["text"]
+    assert second["r3"]["body"] == "shared 3"
+    first = _landed(tmp_path / "out" / "part=0")
+    expected_first = "errored" if outcome.endswith("invalid_request_error") else "succeeded"
+    assert first["r3"]["result_type"] == expected_first
