@@ -5,7 +5,8 @@ The transfer resolves them once those batches have ended, before anything is lan
 
 1. an answer the other run has stored since (the answer store) is taken;
 2. otherwise the other batch's results are downloaded (into this run's ``raw/``) and the
-   row takes the succeeded result of the request it waited for;
+   row takes the succeeded result of the request it waited for (with an output schema, only
+   an answer that validates: the store would not have kept another);
 3. a row that got neither (that request errored, expired or was canceled, or the batch is
    gone) is sent after all: its own request line goes into a chunk of this run under
    ``awaited/``, recorded in the manifest as a round-0 batch record without a batch id, which
@@ -31,11 +32,13 @@ from airflow_provider_claude_batch.batching.answer_store import ANSWER_COLUMNS, 
 from airflow_provider_claude_batch.batching.chunks import CUSTOM_ID_COLUMN, ChunkLimits, ChunkWriter
 from airflow_provider_claude_batch.batching.content_key import as_numpy
 from airflow_provider_claude_batch.batching.manifest import BatchRecord, Manifest
+from airflow_provider_claude_batch.batching.output_schema import OutputSchema
 from airflow_provider_claude_batch.batching.pricing import PriceTable
 from airflow_provider_claude_batch.batching.results import ResultParser
 from airflow_provider_claude_batch.batching.reuse import AWAITED, INPUT_PREFIX, ReuseCounts
 from airflow_provider_claude_batch.batching.run_dir import AWAITED_ANSWERS_FILE, AWAITED_FOLDER, RunDir
 from airflow_provider_claude_batch.batching.storage import remove_tree
+from airflow_provider_claude_batch.batching.typed_columns import TypedAnswers
 
 #: The columns ``awaited.parquet`` holds per answered row.
 AWAITED_COLUMNS = [CUSTOM_ID_COLUMN, "origin_batch_id", *ANSWER_COLUMNS]
@@ -71,7 +74,8 @@ def resolve_awaited(
             resolved[positions] = True
             answers.append(_answer_rows(rows.column(CUSTOM_ID_COLUMN).take(pa.array(positions)), table))
 
-    # 2. From the other batches' results.
+    # 2. From the other batches' results: succeeded answers (that match the output schema, if any).
+    typed = None if manifest.output_schema is None else TypedAnswers(OutputSchema.from_user(manifest.output_schema))
     for batch_id in counts.awaited_batches:
         wanted = np.flatnonzero(~resolved & pc.equal(rows.column("await_batch_id"), batch_id).to_numpy(False))
         if not len(wanted):
@@ -87,6 +91,9 @@ def resolve_awaited(
             for batch in ResultParser(batch_id, 0, prices).parse_file(handle, source=str(raw)):
                 table = pa.Table.from_batches([batch])
                 table = table.filter(pc.equal(table.column("result_type"), "succeeded"))
+                if typed is not None and table.num_rows:
+                    valid = pc.equal(typed.add_columns(table).column("output_status"), "valid")
+                    table = table.filter(valid)
                 where = pc.index_in(their_ids, value_set=table.column(CUSTOM_ID_COLUMN).combine_chunks())
                 found = pc.is_valid(where).to_numpy(zero_copy_only=False) & ~resolved[wanted]
                 if not found.any():

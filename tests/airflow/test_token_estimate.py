@@ -28,7 +28,8 @@ def _submit(rows: list[dict[str, str]], **extra: object) -> str:
     import json
     ClaudeBatchSubmitOperator(task_id="submit", source=json.loads({msgspec.json.encode(rows).decode()!r}),
                               id_column="id", prompt="Ticket: {{body}}", system={SYSTEM!r},
-                              model="claude-haiku-4-5", max_tokens=16, max_requests_per_batch=4000{args})
+                              model="claude-haiku-4-5", max_tokens=16, max_requests_per_batch=4000,
+                              reuse_answers=False{args})  # each run its own work: the budget is the subject
     """
 
 
