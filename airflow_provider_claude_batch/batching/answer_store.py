@@ -50,7 +50,7 @@ import pyarrow.parquet as pq
 from airflow_provider_claude_batch.batching.content_key import KEY_TYPE, as_arrow, as_numpy, partition_of
 from airflow_provider_claude_batch.batching.results import RESULT_SCHEMA
 from airflow_provider_claude_batch.batching.run_dir import WorkDir
-from airflow_provider_claude_batch.batching.storage import StoragePath, atomic_writer
+from airflow_provider_claude_batch.batching.storage import StoragePath, atomic_writer, write_whole
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +215,11 @@ class AnswerStore:
     def files(self) -> dict[str, list[StoragePath]]:
         return {digit: _files(self.partition(digit)) for digit in PARTITIONS}
 
+    def needs_compaction(self) -> bool:
+        """Whether partitions have grown past :data:`COMPACT_AFTER_FILES` files. Keys spread
+        evenly, so one partition (``0``) stands for all: one listing, not sixteen."""
+        return len(_files(self.partition(PARTITIONS[0]))) > COMPACT_AFTER_FILES
+
     # ------------------------------------------------------------------ writing
     def add(self, answers: pa.Table, origin: AnswerOrigin, *, name: str, answered_at: datetime | None = None) -> int:
         """Store the succeeded rows of ``answers`` (result columns plus ``key``). ``name``
@@ -243,8 +248,9 @@ class AnswerStore:
         for value in np.unique(digits):
             part = table.filter(pa.array(digits == value))
             target = self.partition(PARTITIONS[int(value)]) / f"seg-{name}.parquet"
-            with atomic_writer(target) as sink:
-                pq.write_table(part, sink, row_group_size=ROW_GROUP_ROWS, **WRITE_OPTIONS)
+            sink = pa.BufferOutputStream()
+            pq.write_table(part, sink, row_group_size=ROW_GROUP_ROWS, **WRITE_OPTIONS)
+            write_whole(target, sink.getvalue().to_pybytes())
         return count
 
     @staticmethod
@@ -375,8 +381,9 @@ class AnswerStore:
             ],
             schema=IN_FLIGHT_SCHEMA,
         )
-        with atomic_writer(self.work_dir.in_flight_folder / f"{owner}.parquet") as sink:
-            pq.write_table(table, sink, compression="zstd")
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, compression="zstd")
+        write_whole(self.work_dir.in_flight_folder / f"{owner}.parquet", sink.getvalue().to_pybytes())
 
     def landed(self, owner: str) -> None:
         """``owner``'s requests are landed (their answers are in the store, or are not answers)."""

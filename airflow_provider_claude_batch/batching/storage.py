@@ -100,6 +100,20 @@ def atomic_writer(target: Any, mode: str = "wb") -> Iterator[IO[Any]]:
         raise
 
 
+def write_whole(target: Any, data: bytes) -> None:
+    """Write a new small file so that readers see all of it or nothing: on local disk through
+    :func:`atomic_writer`; on object storage as one upload (an object appears only once its
+    upload completes), which saves the copy and the delete a rename costs there. For files
+    written once under a name of their own (answer-store files); a file that is replaced while
+    others read it (the manifest) keeps :func:`atomic_writer` everywhere."""
+    target = as_path(target)
+    if is_local(target):
+        with atomic_writer(target) as out:
+            out.write(data)
+    else:
+        target.write_bytes(data)
+
+
 def remove_tree(path: Any) -> None:
     """Delete a folder and everything below it (no error when it does not exist)."""
     if not path.exists():

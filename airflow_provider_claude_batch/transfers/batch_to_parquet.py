@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from airflow.sdk import Asset, BaseOperator
 
-from airflow_provider_claude_batch.batching.answer_store import COMPACT_AFTER_FILES, AnswerOrigin, AnswerStore
+from airflow_provider_claude_batch.batching.answer_store import AnswerOrigin, AnswerStore
 from airflow_provider_claude_batch.batching.answered_rows import NewAnswers
 from airflow_provider_claude_batch.batching.awaited import resolve_awaited
 from airflow_provider_claude_batch.batching.batch_state import BatchState
@@ -489,7 +489,7 @@ class ClaudeBatchToParquetOperator(BaseOperator):
             )
             # Landed: runs that need these requests find them in the store now, not in flight.
             store.landed(AnswerStore.owner_name(manifest.dag_id, manifest.run_id, manifest.task_id, manifest.map_index))
-            if any(len(files) > COMPACT_AFTER_FILES for files in store.files().values()):
+            if store.needs_compaction():
                 stats = store.compact(max_age=answer_max_age())
                 self.log.info("Compacted the answer store: %s.", stats.as_dict())
             return stored
