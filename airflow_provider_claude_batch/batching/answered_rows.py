@@ -41,14 +41,10 @@ def answer_source_column(rows: int, value: str) -> pa.Array:
     return pc.fill_null(pa.nulls(rows, pa.string()), value)
 
 
-def reuse_counts(manifest: Manifest) -> ReuseCounts | None:
-    return ReuseCounts.from_dict(manifest.reuse)
-
-
 def answered_input_schema(run_dir: RunDir, manifest: Manifest) -> pa.Schema | None:
     """The saved input columns (and ``custom_id``) of a run whose rows were all answered
     without a batch: read from ``answered.parquet``, for the output schema."""
-    counts = reuse_counts(manifest)
+    counts = ReuseCounts.from_dict(manifest.reuse)
     if counts is None or counts.answered_file is None:
         return None
     with (run_dir / counts.answered_file).open("rb") as handle:
@@ -62,7 +58,7 @@ class AnsweredRows:
 
     def __init__(self, run_dir: RunDir, manifest: Manifest) -> None:
         self.run_dir = run_dir
-        self.counts = reuse_counts(manifest)
+        self.counts = ReuseCounts.from_dict(manifest.reuse)
         self._wanted: pa.Array = pa.array([], pa.string())
         self._senders: list[pa.Table] = []
         #: What awaited rows got from other runs (the rest went out in this run's chunks).

@@ -102,7 +102,3 @@ def as_numpy(keys: pa.Array | pa.ChunkedArray) -> np.ndarray:
 def partition_of(keys: np.ndarray) -> np.ndarray:
     """The answer-store partition (0-15, the first hex digit) of each key."""
     return (keys[:, 0] >> 4).astype(np.int8) if len(keys) else np.zeros(0, dtype=np.int8)
-
-
-def hex_key(key: bytes) -> str:
-    return key.hex()

@@ -51,7 +51,6 @@ from airflow_provider_claude_batch.batching.chunks import (
 from airflow_provider_claude_batch.batching.content_key import as_arrow, as_numpy, partition_of
 from airflow_provider_claude_batch.batching.pricing import RequestTally
 from airflow_provider_claude_batch.batching.run_dir import ANSWERED_FILE, RunDir
-from airflow_provider_claude_batch.batching.storage import StoragePath
 
 log = logging.getLogger(__name__)
 
@@ -417,11 +416,3 @@ def _answered_rows(
             if name != CUSTOM_ID_COLUMN:
                 table = table.append_column(f"{INPUT_PREFIX}{name}", picked.column(name))
     return table
-
-
-def read_answered(run_dir: RunDir, counts: ReuseCounts, columns: list[str] | None = None) -> pq.ParquetFile | None:
-    """``answered.parquet`` of a run, open, or None when every row was sent."""
-    if counts.answered_file is None:
-        return None
-    path: StoragePath = run_dir / counts.answered_file
-    return pq.ParquetFile(path.open("rb"))

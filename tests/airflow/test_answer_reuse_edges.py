@@ -82,9 +82,9 @@ def _stats(emulator: RunningEmulator) -> tuple[int, int]:
 
 
 # ---------------------------------------------------------------------- mapped submit
-def test_mapped_submits_sharing_rows_land_every_row_and_store_each_answer_once(
-    make_dag: Any, emulator: RunningEmulator, work_dir: Path, tmp_path: Path
-) -> None:
+def _mapped_sharing_dag(make_dag: Any, tmp_path: Path) -> tuple[Any, list[list[dict[str, str]]]]:
+    """Submit, wait and land mapped over two inputs that share ten rows (map index 0: five more,
+    1: eight more), each map index landing into ``out/part=<index>``. Returns the DAG and the two inputs."""
     shared = _rows(range(10), prefix="shared")
     inputs = [shared + _rows(range(100, 105), id_prefix="a"), shared + _rows(range(200, 208), id_prefix="b")]
     dag = make_dag(
@@ -98,6 +98,13 @@ def test_mapped_submits_sharing_rows_land_every_row_and_store_each_answer_once(
         w >> l
         """
     )
+    return dag, inputs
+
+
+def test_mapped_submits_sharing_rows_land_every_row_and_store_each_answer_once(
+    make_dag: Any, emulator: RunningEmulator, work_dir: Path, tmp_path: Path
+) -> None:
+    dag, inputs = _mapped_sharing_dag(make_dag, tmp_path)
     run = _run(dag)
     assert {(ti.task_id, ti.map_index, str(ti.state)) for ti in run.get_task_instances()} == {
         (task, index, "success") for task in ("submit", "wait", "land") for index in (0, 1)
@@ -426,20 +433,8 @@ def test_a_row_awaited_from_a_mapped_sibling_whose_request_failed_still_lands_an
 ) -> None:
     """Whichever map index submits first sends the shared rows; the other awaits them. r3's first
     answer fails: the awaiting index lands r3 answered all the same."""
-    shared = _rows(range(10), prefix="shared")
-    inputs = [shared + _rows(range(100, 105), id_prefix="a"), shared + _rows(range(200, 208), id_prefix="b")]
     emulator.emulator.script_outcomes({"r3": [outcome]})  # r3's first answer, whoever sends it
-    dag = make_dag(
-        f"""
-        s = ClaudeBatchSubmitOperator.partial(task_id="submit", prompt="{{prompt}}", model="claude-haiku-4-5",
-                                              max_tokens=8, id_column="id").expand(source={inputs!r})
-        w = ClaudeBatchSensor.partial(task_id="wait", poll_interval=0.1).expand(manifest=s.output)
-        l = ClaudeBatchToParquetOperator.partial(task_id="land", poll_interval=0.1,
-                                                 destination={str(tmp_path)!r} + "/out/part={{{{ ti.map_index }}}}",
-                                                 keep_columns=["body"]).expand(manifest=s.output)
-        w >> l
-        """
-    )
+    dag, inputs = _mapped_sharing_dag(make_dag, tmp_path)
     run = _run(dag)
     assert {str(ti.state) for ti in run.get_task_instances()} == {"success"}
     awaited = {
