@@ -122,7 +122,7 @@ def reuse_line(submitted: dict[str, Any], landed: dict[str, Any]) -> str:
     from the submit's batch ids and the transfer's ``by_answer_source`` and ``reuse_saved_usd``."""
     sources = landed.get("by_answer_source") or {}
     batches = submitted.get("batch_ids") or []
-    created = "no batch created" if not batches else f"{len(batches)} batch(es) created"
+    created = "no batch created" if not batches else f"{len(batches)} batch(es) created by the submit task"
     return (
         f"  answers: {sources.get('new', 0)} new, {sources.get('reused', 0)} reused, "
         f"{sources.get('deduplicated', 0)} deduplicated; reuse saved ${landed.get('reuse_saved_usd', 0.0):.4f}; "
@@ -143,9 +143,11 @@ def _report(output: Path, submitted: dict[str, object], budget: float | None) ->
         f"  rounds: {pc.max(table['round']).as_py() + 1} ({resubmitted} requests landed from resubmissions "
         "of transient failures; each resubmission is a batch of its own)"
     )
-    tokens = {name: pc.sum(table[name]).as_py() or 0 for name in ("input_tokens", "output_tokens")}
+    # What this run paid for: rows whose answer came from the store or a copy were not sent.
+    sent = table.filter(pc.equal(table["answer_source"], "new"))
+    tokens = {name: pc.sum(sent[name]).as_py() or 0 for name in ("input_tokens", "output_tokens")}
     print(
-        f"  tokens: {tokens['input_tokens']} input, {tokens['output_tokens']} output; "
+        f"  tokens billed: {tokens['input_tokens']} input, {tokens['output_tokens']} output; "
         f"cost ${pc.sum(table['cost_usd']).as_py() or 0:.4f} at batch prices"
     )
     ceiling = submitted.get("cost_ceiling_usd")
@@ -154,7 +156,7 @@ def _report(output: Path, submitted: dict[str, object], budget: float | None) ->
         print(f"  cost ceiling checked before submitting: ${ceiling:.4f}{limit}")
     if "output_status" in table.column_names:  # structured answers: typed columns
         statuses = pc.value_counts(pc.drop_null(table["output_status"])).to_pylist()
-        print("  answers: " + ", ".join(f"{r['counts']} {r['values']}" for r in statuses))
+        print("  typed answers: " + ", ".join(f"{r['counts']} {r['values']}" for r in statuses))
         columns = ["ticket_id", "product", "label", "confidence", "output_status"]
     else:
         columns = ["ticket_id", "product", "result_type", "text"]
