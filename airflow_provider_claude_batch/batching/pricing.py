@@ -7,7 +7,13 @@ model (``claude-opus-4-8``) is not priced like an old one it happens to start wi
 (``claude-opus-4``). An unknown model has an unknown cost (``None``), never zero. Override or extend the table without a code change: Airflow's
 ``[claude_batch] prices`` option (``AIRFLOW__CLAUDE_BATCH__PRICES``, read by
 :func:`airflow_provider_claude_batch.config.price_table`) holds the JSON inline or the path of a
-JSON file: ``{"my-model": {"input": 3, "output": 15, "cache_write": 3.75, "cache_read": 0.3}}``.
+JSON file: ``{"my-model": {"input": 3, "output": 15, "cache_write": 3.75, "cache_read": 0.3}}``
+(and optionally ``"web_search"``, USD per 1,000 searches).
+
+Server tools: a web search costs ``WEB_SEARCH_PER_1K`` per 1,000 searches on top of its tokens
+(``usage.server_tool_use.web_search_requests``), a fee per call that the batch discount does
+not halve; a web fetch costs its tokens only. Thinking tokens are part of ``output_tokens``
+and priced with them.
 
 The cost formula is written once, in :meth:`ModelPrice.cost`: tokens of each kind times their
 price, per million, at the batch discount. It takes plain numbers (a ceiling, a test) or numpy
@@ -32,6 +38,8 @@ if TYPE_CHECKING:
 
 BATCH_DISCOUNT = 0.5
 PER_TOKEN = 1 / 1_000_000
+#: USD per 1,000 web searches (server tool), the published fee; not discounted for batches.
+WEB_SEARCH_PER_1K = 10.0
 #: What may follow a priced model id in an alias of the same model.
 _ALIAS_SUFFIX = re.compile(r"-(?:\d{8}|latest|0)$")
 
@@ -47,6 +55,8 @@ class ModelPrice:
     output: float
     cache_write: float
     cache_read: float
+    #: USD per 1,000 web searches (not per million tokens, and not halved for batches).
+    web_search: float = WEB_SEARCH_PER_1K
 
     @property
     def cache_write_1h_extra(self) -> float:
@@ -67,13 +77,14 @@ class ModelPrice:
         cache_read_tokens: Tokens,
         *,
         cache_write_1h_tokens: Tokens | float = 0.0,
+        web_search_requests: Tokens | float = 0.0,
         batch: bool = True,
     ) -> Tokens:
         """USD for these tokens, at the batch discount unless ``batch=False``. The one cost
         formula: numbers in, a number out; arrays in, an array out. ``cache_write_tokens``
         are all cache writes (the API's ``cache_creation_input_tokens``);
         ``cache_write_1h_tokens``, the part of them written for an hour, cost the difference
-        to the 1-hour rate on top."""
+        to the 1-hour rate on top. ``web_search_requests`` add their per-call fee, undiscounted."""
         dollars = PER_TOKEN * (
             input_tokens * self.input
             + output_tokens * self.output
@@ -81,7 +92,8 @@ class ModelPrice:
             + cache_read_tokens * self.cache_read
             + cache_write_1h_tokens * self.cache_write_1h_extra
         )
-        return dollars * BATCH_DISCOUNT if batch else dollars
+        searches = web_search_requests * (self.web_search / 1000)
+        return (dollars * BATCH_DISCOUNT if batch else dollars) + searches
 
 
 #: Published list prices (synchronous API) as of the provider's release; override as above.
@@ -165,19 +177,23 @@ def _parse_prices(source: Mapping[str, Any] | str) -> dict[str, ModelPrice]:
         try:
             if isinstance(value, ModelPrice):
                 parsed[model] = value
-            elif "cache_write" in value or "cache_read" in value:
-                parsed[model] = ModelPrice(
+                continue
+            if "cache_write" in value or "cache_read" in value:
+                price = ModelPrice(
                     float(value["input"]),
                     float(value["output"]),
                     float(value["cache_write"]),
                     float(value["cache_read"]),
                 )
             else:
-                parsed[model] = ModelPrice.from_input_output(float(value["input"]), float(value["output"]))
+                price = ModelPrice.from_input_output(float(value["input"]), float(value["output"]))
+            if "web_search" in value:
+                price = replace(price, web_search=float(value["web_search"]))
+            parsed[model] = price
         except (KeyError, TypeError, ValueError) as exc:
             raise ClaudeBatchInputError(
                 f"price of model {model!r} needs numbers for input and output (and optionally cache_write, "
-                f"cache_read) in USD per million tokens: {exc!r}"
+                f"cache_read) in USD per million tokens (web_search: USD per 1,000 searches): {exc!r}"
             ) from None
     return parsed
 

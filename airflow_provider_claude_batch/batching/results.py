@@ -295,20 +295,23 @@ class ResultParser:
         return pa.RecordBatch.from_arrays([columns[name] for name in RESULT_SCHEMA.names], schema=RESULT_SCHEMA)
 
     def _costs(self, columns: dict[str, pa.Array]) -> pa.Array:
-        """cost_usd per row: tokens times the row's model prices, at the batch discount (null
-        without usage or for a model missing from the price table)."""
+        """cost_usd per row: tokens times the row's model prices, at the batch discount, plus
+        the web search fee (null without usage or for a model missing from the price table)."""
         models = columns["model"]
         # Null tokens (no message) become NaN, and so does their cost.
         tokens = [columns[name].to_numpy(zero_copy_only=False).astype(np.float64) for name in TOKEN_COLUMNS]
         # 1-hour cache writes are counted in cache_creation_input_tokens too, at the 5-minute rate.
         one_hour = pc.fill_null(columns["cache_creation_1h_input_tokens"], 0).to_numpy(zero_copy_only=False)
+        searches = pc.fill_null(columns["web_search_requests"], 0).to_numpy(zero_copy_only=False)
         cost = np.full(len(models), np.nan)
         for model in pc.unique(models).to_pylist():
             price = None if model is None else self.prices.price(model)
             if price is not None:
                 mask = pc.fill_null(pc.equal(models, model), False).to_numpy(zero_copy_only=False)
                 cost[mask] = price.cost(
-                    *(kind[mask] for kind in tokens), cache_write_1h_tokens=one_hour[mask].astype(np.float64)
+                    *(kind[mask] for kind in tokens),
+                    cache_write_1h_tokens=one_hour[mask].astype(np.float64),
+                    web_search_requests=searches[mask].astype(np.float64),
                 )
         return pa.array(cost, pa.float64(), from_pandas=True)  # NaN -> null
 

@@ -183,5 +183,16 @@ def test_full_usage_lands_in_columns_and_one_hour_cache_writes_cost_more() -> No
         row["service_tier"],
     ) == (400, 600, 120, 2, 0, "batch")
     assert row["stop_details"] == {"type": "refusal", "category": "cyber", "explanation": "no"}
-    # Sonnet: 5-minute writes at 1.25x input ($3.75), 1-hour writes at 2x ($6), halved for batches.
-    assert row["cost_usd"] == pytest.approx(0.5 * (10 * 3 + 300 * 15 + 400 * 3.75 + 600 * 6) / 1e6)
+    # Sonnet: 5-minute writes at 1.25x input ($3.75), 1-hour writes at 2x ($6), halved for batches;
+    # thinking tokens are part of output_tokens; two web searches at $10 per 1,000, not halved.
+    assert row["cost_usd"] == pytest.approx(0.5 * (10 * 3 + 300 * 15 + 400 * 3.75 + 600 * 6) / 1e6 + 2 * 0.01)
+
+
+def test_web_searches_are_priced_per_call_and_the_fee_can_be_overridden() -> None:
+    message = dict(SUCCEEDED["result"]["message"])  # type: ignore[index]
+    message["usage"] = {"input_tokens": 0, "output_tokens": 0, "server_tool_use": {"web_search_requests": 3}}
+    line = {"custom_id": "a", "result": {"type": "succeeded", "message": message}}
+    assert _parse([line]).to_pylist()[0]["cost_usd"] == pytest.approx(0.03)
+    prices = PriceTable.load({message["model"]: {"input": 3, "output": 15, "web_search": 5}})
+    batches = list(ResultParser("b", 0, prices).parse([json.dumps(line).encode()]))
+    assert pa.Table.from_batches(batches).column("cost_usd").to_pylist() == [pytest.approx(0.015)]
