@@ -72,7 +72,15 @@ def test_the_pipeline_and_the_decorator_report_lineage(
                 def label():
                     return "{tickets}"
 
-                label()
+                # The same requests again: every answer is reused from label's, no batch is created.
+                @task.claude_batch(
+                    prompt="Label: {{body}}", id_column="ticket_id", model="claude-haiku-4-5", max_tokens=8,
+                    destination="{out}_reused/ds={{{{ ds }}}}", poll_interval=0.2,
+                )
+                def label_again():
+                    return "{tickets}"
+
+                label() >> label_again()
             """
         )
     )
@@ -89,7 +97,11 @@ def test_the_pipeline_and_the_decorator_report_lineage(
         timeout=240,
     )
     completed = _complete_events(events)
-    assert {"submit", "land", "label"} <= set(completed), sorted(completed)
+    assert {"submit", "land", "label", "label_again"} <= set(completed), sorted(completed)
+    # Two chunks for the pipeline, one batch for label, none for label_again.
+    assert emulator.emulator.stats["batches_created"] == 3
+    reused = pq.read_table(Path(f"{out}_reused") / "ds=2026-11-01")
+    assert reused.num_rows == 30 and set(reused.column("answer_source").to_pylist()) == {"reused"}
 
     source = {"namespace": "file", "name": str(tickets)}
     (submit_input,) = completed["submit"]["inputs"]
@@ -97,7 +109,8 @@ def test_the_pipeline_and_the_decorator_report_lineage(
     assert submit_input["inputFacets"]["inputStatistics"]["rowCount"] == 30
     assert completed["submit"]["outputs"] == []
 
-    for job, destination in (("land", out), ("label", Path(f"{out}_decorated"))):
+    jobs = (("land", out), ("label", Path(f"{out}_decorated")), ("label_again", Path(f"{out}_reused")))
+    for job, destination in jobs:
         (land_input,) = completed[job]["inputs"]
         assert {k: land_input[k] for k in source} == source
         (output,) = completed[job]["outputs"]
