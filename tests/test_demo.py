@@ -41,6 +41,11 @@ def test_the_second_demo_run_creates_no_batch(tmp_path: Path) -> None:
     assert re.search(r"batches created: [1-9]", first)
     assert "answers: 120 new, 0 reused, 0 deduplicated; reuse saved $0.0000; " in first
     assert "no batch created" not in first
+    # The answers are structured: the demo prints typed rows (an enum label, a float confidence).
+    assert "typed answers: 120 valid" in first
+    typed = re.findall(r"\{'ticket_id': '[^']+', 'product': '[^']+', 'label': '(\w+)', 'confidence': ([0-9.]+),", first)
+    assert len(typed) == 3 and all(label in {"Billing", "Technical", "Account", "Other"} for label, _ in typed)
+    assert all(0 <= float(confidence) <= 1 for _, confidence in typed)
 
     second = _demo(home, output)
     runs = re.findall(r"DAG run (\S+): success", first + second)

@@ -90,6 +90,10 @@ def test_a_pydantic_model_lands_typed_columns(
     assert types["tags"] == pa.list_(pa.string())
     assert types["address"] == pa.struct([("city", pa.string()), ("postcode", pa.string())])
     assert types["note"] == pa.string()
+    # Every typed column may be null (an answer that does not validate gets nulls), and so may
+    # an optional field inside a struct; the answer's absent optional fields land as nulls.
+    assert all(table.schema.field(name).nullable for name in ("label", "confidence", "address", "note"))
+    assert types["address"].field("postcode").nullable
     assert table.column("output_status").to_pylist() == ["valid"] * 30
     for row in table.to_pylist():  # the typed fields are the answer's fields
         answer = json.loads(row["text"])
