@@ -36,7 +36,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESOLUTIONS = {"lowest": "lowest-direct", "newest": "highest"}
 #: Printed for each end, so a CI log says which versions were proven.
-REPORTED = ("apache-airflow", "anthropic", "pandas", "pyarrow", "numpy", "msgspec", "httpx", "fastapi", "uvicorn")
+REPORTED = (
+    "apache-airflow",
+    "anthropic",
+    "pandas",
+    "pyarrow",
+    "numpy",
+    "msgspec",
+    "httpx",
+    "fastapi",
+    "uvicorn",
+    "starlette",
+    "sqlalchemy",
+)
 ROWS = 300
 PLUGIN_CLASS = "airflow_provider_claude_batch.plugins.batches_page.ClaudeBatchesPlugin"
 
