@@ -105,6 +105,53 @@ def test_every_duration_takes_a_timedelta(make_dag, emulator: RunningEmulator, w
     assert emulator.emulator.stats["batches_created"] == 2  # round 0, and the expired row resubmitted
 
 
+def test_the_decorator_and_the_answer_ages_take_seconds_or_a_timedelta(make_dag, airflow_db: Path) -> None:  # type: ignore[no-untyped-def]
+    header = (
+        "from datetime import timedelta\n"
+        "from airflow.sdk import task\n"
+        "from airflow_provider_claude_batch.operators.compact_answers import ClaudeBatchCompactAnswersOperator\n"
+    )
+    dag = make_dag(
+        """
+        ClaudeBatchSubmitOperator(task_id="submit", source=["a"], answer_max_age=timedelta(days=7))
+        ClaudeBatchSubmitOperator(task_id="submit_seconds", source=["a"], answer_max_age=3600)
+        ClaudeBatchCompactAnswersOperator(task_id="compact", max_age=timedelta(days=30))
+        ClaudeBatchCompactAnswersOperator(task_id="compact_seconds", max_age=86400)
+
+        @task.claude_batch(prompt="{text}", poll_interval=timedelta(seconds=30), wait_timeout=timedelta(hours=2))
+        def labels():
+            return ["a"]
+
+        labels()
+        """,
+        header=header,
+    )
+    assert dag.get_task("submit").answer_max_age == timedelta(days=7)
+    assert dag.get_task("submit_seconds").answer_max_age == timedelta(hours=1)
+    assert dag.get_task("compact").max_age == timedelta(days=30)
+    assert dag.get_task("compact_seconds").max_age == timedelta(days=1)
+    landing = dag.get_task("labels").landing
+    assert (landing["poll_interval"], landing["wait_timeout"]) == (30.0, 7200.0)
+    # The landing step the decorator builds gets plain seconds, as the transfer operator resolves them.
+    lander = dag.get_task("labels")._lander("/tmp/out")
+    assert (lander.poll_interval, lander.wait_timeout) == (30.0, 7200.0)
+
+    for body, message in (
+        (
+            "@task.claude_batch(poll_interval='30s')\ndef f():\n    return ['a']\nf()\n",
+            "poll_interval must be a number of seconds or a datetime.timedelta, got str '30s'",
+        ),
+        (
+            "@task.claude_batch(wait_timeout=-timedelta(hours=1))\ndef f():\n    return ['a']\nf()\n",
+            "wait_timeout must be positive",
+        ),
+        ("ClaudeBatchCompactAnswersOperator(task_id='c', max_age=[30])\n", "max_age must be a timedelta"),
+        ("ClaudeBatchSubmitOperator(task_id='s', source=['a'], answer_max_age='soon')\n", "answer_max_age must be"),
+    ):
+        errors = _import_errors(airflow_db, "from airflow.sdk import task\n" + header + body)
+        assert message in errors, errors
+
+
 # ---------------------------------------------------------------------------------- deferrable default
 def test_deferrable_follows_the_deployment_and_defaults_to_on(make_dag, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     body = """
