@@ -86,6 +86,7 @@ def test_pyproject_declares_every_package_the_code_imports() -> None:
     lock cannot miss one that Airflow happens to bring today."""
     import ast
     import importlib.metadata
+
     import tomllib
 
     root = Path(__file__).resolve().parent.parent

@@ -119,3 +119,26 @@ def test_the_pipeline_runs_on_object_storage_and_reruns_cleanly(
     run_dir = as_path(f"memory://{run_folder.lstrip('/')}")
     with pytest.raises(ClaudeBatchInputError, match="are gone .*clear the submit task too"):
         output_schema(run_dir, load_manifest(run_dir), ["q"])
+
+
+@pytest.mark.parametrize(("executor", "warned"), [("CeleryExecutor", True), ("LocalExecutor", False)])
+def test_a_local_work_dir_under_a_remote_executor_is_warned_about_at_submit(
+    make_dag: Any,
+    emulator: RunningEmulator,
+    work_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    executor: str,
+    warned: bool,
+) -> None:
+    """The submit task of a real run says so in its log, before it creates anything, when the
+    deployment's executor runs tasks on other machines and the work directory is local disk."""
+    monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", executor)
+    dag = make_dag('ClaudeBatchSubmitOperator(task_id="submit", source=["a"], model="claude-haiku-4-5", max_tokens=8)')
+    dag_run = run_dag(dag)
+    task_log = "".join(capfd.readouterr())  # the task runner logs to the process's output
+    assert task_states(dag_run) == {"submit": "success"}
+    message = f"is on local disk but the executor ({executor}) may run tasks on other machines"
+    assert (message in task_log) is warned, task_log[-3000:]
+    if warned:
+        assert task_log.index(message) < task_log.index("msgbatch_")  # before the batch was created
