@@ -158,13 +158,22 @@ def test_deferrable_follows_the_deployment_and_defaults_to_on(make_dag, monkeypa
         ClaudeBatchSensor(task_id="wait", batch_ids=["msgbatch_1"])
         ClaudeBatchToParquetOperator(task_id="land", manifest="m", destination="d")
         ClaudeBatchSensor(task_id="explicit", batch_ids=["msgbatch_1"], deferrable=True)
+
+        @task.claude_batch(prompt="{text}")
+        def labels():
+            return ["a"]
+
+        labels()
         """
+    header = "from airflow.sdk import task\n"
     monkeypatch.delenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", raising=False)
-    dag = make_dag(body)
+    dag = make_dag(body, header=header)
     assert dag.get_task("wait").deferrable and dag.get_task("land").deferrable
+    assert dag.get_task("labels").landing["deferrable"]
     monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", "False")
-    dag = make_dag(body)
+    dag = make_dag(body, header=header)
     assert not dag.get_task("wait").deferrable and not dag.get_task("land").deferrable
+    assert not dag.get_task("labels").landing["deferrable"]
     assert dag.get_task("explicit").deferrable
 
 
