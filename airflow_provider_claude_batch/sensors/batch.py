@@ -75,7 +75,9 @@ class ClaudeBatchSensor(BaseSensorOperator):
         ``soft_fail=True`` skips instead of failing at the timeout; the batches are
         canceled first either way when ``cancel_on_timeout``.
     :param deferrable: wait in the triggerer (no worker slot held). Defaults to on, or to
-        ``AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE`` when the deployment sets it.
+        ``AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE`` when the deployment sets it. A ``mode=``
+        written on the sensor without ``deferrable`` is followed (it pokes in that mode): the
+        author asked for it. ``deferrable=True`` wins over a ``mode``.
     :param max_failed_fraction: fail when more than this fraction of requests ended
         errored, expired or canceled (``None``: never fail on outcomes; the transfer still
         lands every row with its outcome).
@@ -123,7 +125,11 @@ class ClaudeBatchSensor(BaseSensorOperator):
         self.manifest = manifest
         self.batch_ids = batch_ids
         self.conn_id = pick_alias("conn_id", conn_id, "claude_batch_conn_id", claude_batch_conn_id)
-        self.deferrable = default_deferrable() if deferrable is None else deferrable
+        if deferrable is None:
+            # ``mode`` written on this sensor (not one from default_args, which Airflow applies in
+            # BaseSensorOperator's own __init__) is a choice of how to poke: follow it.
+            deferrable = "mode" not in kwargs and default_deferrable()
+        self.deferrable = deferrable
         self.max_failed_fraction = max_failed_fraction
         self.cancel_on_timeout = cancel_on_timeout
         self.cancel_on_kill = cancel_on_kill

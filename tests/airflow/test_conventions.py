@@ -177,6 +177,25 @@ def test_deferrable_follows_the_deployment_and_defaults_to_on(make_dag, monkeypa
     assert dag.get_task("explicit").deferrable
 
 
+def test_a_mode_written_on_the_sensor_is_followed(make_dag, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.delenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", raising=False)
+    dag = make_dag(
+        """
+        ClaudeBatchSensor(task_id="reschedule", batch_ids=["msgbatch_1"], mode="reschedule")
+        ClaudeBatchSensor(task_id="poke", batch_ids=["msgbatch_1"], mode="poke")
+        ClaudeBatchSensor(task_id="both", batch_ids=["msgbatch_1"], mode="reschedule", deferrable=True)
+        ClaudeBatchSensor(task_id="dag_wide", batch_ids=["msgbatch_1"], default_args={"mode": "reschedule"})
+        """
+    )
+    modes = {t.task_id: (t.mode, t.deferrable) for t in dag.tasks}
+    assert modes == {
+        "reschedule": ("reschedule", False),  # pokes in reschedule mode, as written
+        "poke": ("poke", False),
+        "both": ("reschedule", True),  # an explicit deferrable wins
+        "dag_wide": ("reschedule", True),  # a default for every sensor of a DAG does not turn deferral off
+    }
+
+
 # ---------------------------------------------------------------------------------- reschedule timeout
 @pytest.mark.parametrize(("soft_fail", "final_state"), [(False, "failed"), (True, "skipped")])
 def test_reschedule_mode_timeout_cancels_and_logs_the_real_elapsed_time(
