@@ -1,7 +1,9 @@
 """The secrets sweep: a distinctive key goes through a full run (submit, deferred wait, land)
 on the emulator, and is then searched for everywhere the run leaves something: printed task
 logs, every file of the work directory and the destination, the Parquet, and the metadata
-database file itself (XCom, trigger rows, rendered fields). It must be found nowhere."""
+database file itself (XCom, the trigger's kwargs and event, rendered fields). Files that live
+only while a run is under way (requests in flight in the answer store) are swept from a copy of
+the work directory taken between the wait and the landing. It must be found nowhere."""
 
 from __future__ import annotations
 
@@ -14,10 +16,17 @@ from tests.airflow.conftest import run_dag, task_states
 from tests.helpers import TEST_API_KEY
 
 PIPELINE = """
+from airflow.sdk import task
+
+@task
+def midway():
+    import shutil
+    shutil.copytree({work_dir!r}, {midway!r})
+
 s = ClaudeBatchSubmitOperator(task_id="submit", source=["a", "b", "c"], model="claude-haiku-4-5", max_tokens=8)
 w = ClaudeBatchSensor(task_id="wait", manifest=s.output, poll_interval=0.1)
 l = ClaudeBatchToParquetOperator(task_id="land", manifest=s.output, destination={destination!r}, keep_columns={{"text": "prompt_text"}})
-s >> w >> l
+s >> w >> midway() >> l
 """
 
 
@@ -45,17 +54,20 @@ def test_a_key_never_leaves_the_client(
 ) -> None:
     before, after = padding
     connection_env("claude_batch_default", password=f"{before}{TEST_API_KEY}{after}")
-    destination = tmp_path / "out"
-    dag_run = run_dag(make_dag(PIPELINE.format(destination=str(destination))))
+    destination, copy = tmp_path / "out", tmp_path / "midway"
+    dag_run = run_dag(make_dag(PIPELINE.format(destination=str(destination), work_dir=str(work_dir), midway=str(copy))))
 
     # The padded key works (whitespace is stripped), so the run lands every row.
-    assert task_states(dag_run) == {"submit": "success", "wait": "success", "land": "success"}
+    assert task_states(dag_run) == {"submit": "success", "wait": "success", "midway": "success", "land": "success"}
     assert emulator.emulator.stats["batches_created"] == 1
     assert len(list(destination.glob("*.parquet"))) == 1
     printed = "".join(capfd.readouterr())
     assert "Created batch" in printed  # the logs were captured
     assert TEST_API_KEY not in printed
-    assert _files_holding(TEST_API_KEY, work_dir, destination, airflow_db) == []
+    # The answer store was written (in flight before the landing, answers after it) and swept.
+    assert list((copy / "_answers" / "_inflight").glob("*.parquet"))
+    assert list((work_dir / "_answers").rglob("*.parquet"))
+    assert _files_holding(TEST_API_KEY, work_dir, copy, destination, airflow_db) == []
 
 
 def test_a_malformed_key_is_refused_naming_the_connection_only(
