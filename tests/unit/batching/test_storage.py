@@ -16,6 +16,7 @@ from airflow_provider_claude_batch.batching.storage import (
     remove_tree,
     replace_tree,
 )
+from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
 
 
 @pytest.fixture(params=["local", "memory"])
@@ -70,3 +71,11 @@ def test_replace_tree_swaps_a_folder_whole_and_remove_tree_deletes_it(base: Any)
     remove_tree(target)
     assert not target.exists()
     remove_tree(target)  # already gone: no error
+
+
+@pytest.mark.parametrize("location", ["", "  ", "\n"])
+def test_an_empty_location_is_an_error_never_the_working_folder(location: str) -> None:
+    """``Path("")`` is the process's working folder: as a destination its files would be
+    replaced, as a source they would be read. Every location goes through ``as_path``."""
+    with pytest.raises(ClaudeBatchInputError, match="a location is an empty string"):
+        as_path(location)
