@@ -101,6 +101,9 @@ def test_results_of_another_batch_never_land(
     destination = tmp_path / "out"
     dag_run = run_dag(make_dag(PIPELINE.format(mode="swap-batches", destination=str(destination))))
     assert task_states(dag_run)["land"] == "failed"
+    # Nothing of it reaches the answer store either: a later run would reuse the wrong answers.
+    stored = [p for p in (work_dir / "_answers").rglob("*.parquet") if "_inflight" not in p.parts]
+    assert stored == []
     assert not destination.exists()
     printed = "".join(capfd.readouterr())
     assert "its results do not match its requests one to one, also when downloaded again" in printed
