@@ -119,3 +119,19 @@ def test_shell_commands_exist_with_the_options_used() -> None:
         checked += 1
     assert checked >= 4
     assert "--port" in _help(sys.executable, "-m", "airflow_provider_claude_batch.testing")
+
+
+def test_every_test_the_guarantees_name_exists() -> None:
+    """The Guarantees table names its proof as ``file::test`` (``::test`` repeats the file
+    named before it in the row): each must be a test function of that file."""
+    section = README[README.index("## Guarantees") : README.index("Known limits (")]
+    named, missing = 0, []
+    for row in section.splitlines():
+        current = None
+        for match in re.finditer(r"`((tests/[\w/]+\.py)?::(test_\w+))`", row):
+            current = match.group(2) or current
+            assert current is not None, f"{match.group(1)} names no file: {row[:60]}"
+            named += 1
+            if f"def {match.group(3)}(" not in (ROOT / current).read_text():
+                missing.append(f"{current}::{match.group(3)}")
+    assert named >= 20 and missing == []
