@@ -1,7 +1,8 @@
 """The secrets sweep: a distinctive key goes through a full run (submit, deferred wait, land)
 on the emulator, and is then searched for everywhere the run leaves something: printed task
 logs, every file of the work directory and the destination, the Parquet, and the metadata
-database file itself (XCom, the trigger's kwargs and event, rendered fields). Files that live
+database file itself (XCom, the trigger's event, rendered fields; ``dag.test()`` writes no
+trigger row, so the trigger's kwargs are checked in tests/unit/triggers/test_batch.py). Files that live
 only while a run is under way (requests in flight in the answer store) are swept from a copy of
 the work directory taken between the wait and the landing. It must be found nowhere."""
 
