@@ -74,7 +74,9 @@ def setting(option: str) -> str | None:
 def trigger_concurrency() -> int:
     value = setting("trigger_concurrency") or OPTIONS["trigger_concurrency"]["default"]
     if not value.strip().isdigit() or int(value) < 1:
-        raise ValueError(f"[{SECTION}] trigger_concurrency must be a whole number of at least 1, got {value!r}")
+        raise ClaudeBatchParameterError(
+            f"[{SECTION}] trigger_concurrency must be a whole number of at least 1, got {value!r}"
+        )
     return int(value)
 
 

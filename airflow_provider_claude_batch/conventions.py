@@ -41,6 +41,13 @@ def as_seconds(value: float | timedelta, name: str) -> float:
     return seconds
 
 
+def check_retry_rounds(value: int) -> int:
+    """``max_retry_rounds`` of the transfer and of ``@task.claude_batch``: at least 0."""
+    if value < 0:
+        raise ClaudeBatchParameterError(f"max_retry_rounds must be >= 0, got {value}")
+    return value
+
+
 T = TypeVar("T")
 
 

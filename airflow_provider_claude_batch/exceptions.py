@@ -33,6 +33,7 @@ __all__ = [
     "ClaudeBatchMissingResultsError",
     "ClaudeBatchNotFoundError",
     "ClaudeBatchParameterError",
+    "ClaudeBatchPartitionError",
     "ClaudeBatchResultsError",
     "ClaudeBatchWaitEventError",
     "ClaudeBatchWaitTimeoutError",
@@ -131,6 +132,11 @@ class ClaudeBatchInvalidOutputError(ClaudeBatchJobError):
 class ClaudeBatchWaitTimeoutError(ClaudeBatchJobError):
     """Batches were still open when a wait's timeout passed (they were canceled first, unless
     the task says not to)."""
+
+
+class ClaudeBatchPartitionError(ClaudeBatchJobError):
+    """A partition cannot be read consistently (a commit object that cannot be parsed, or one
+    that kept changing under the reader)."""
 
 
 class ClaudeBatchWaitEventError(ClaudeBatchJobError):

@@ -206,7 +206,7 @@ class CompactStats:
 class AnswerStore:
     """The answers of one work directory (see the module docstring)."""
 
-    def __init__(self, work_dir: Any) -> None:
+    def __init__(self, work_dir: WorkDir | StoragePath) -> None:
         self.work_dir = WorkDir.of(work_dir)
 
     def partition(self, digit: str) -> StoragePath:

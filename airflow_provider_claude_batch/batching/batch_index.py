@@ -50,15 +50,7 @@ def record_origin(manifest: Manifest, record: BatchRecord, run_dir: RunDir | Sto
     path = RunDir.of(run_dir).for_manifest(manifest).work_dir.index_entry(record.batch_id or "")
     if path is None:
         return
-    entry = {
-        "dag_id": manifest.dag_id,
-        "run_id": manifest.run_id,
-        "task_id": manifest.task_id,
-        "map_index": manifest.map_index,
-        "chunk": record.chunk,
-        "round": record.round,
-    }
-    RunDir.write_atomic(path, json.dumps(entry).encode())
+    RunDir.write_atomic(path, json.dumps(BatchOwner.of(manifest, record).as_entry()).encode())
 
 
 def read_origin(work_dir: WorkDir | StoragePath, batch_id: str) -> dict[str, Any] | None:
@@ -76,7 +68,8 @@ def read_origin(work_dir: WorkDir | StoragePath, batch_id: str) -> dict[str, Any
 # --------------------------------------------------------------------------- ownership
 @dataclass(frozen=True)
 class BatchOwner:
-    """The one create a batch belongs to: a manifest record of one task instance."""
+    """The one create a batch belongs to: a manifest record of one task instance. Also what
+    the Claude Batches page shows as a batch's origin."""
 
     dag_id: str
     run_id: str
@@ -89,16 +82,34 @@ class BatchOwner:
     def of(cls, manifest: Manifest, record: BatchRecord) -> BatchOwner:
         return cls(manifest.dag_id, manifest.run_id, manifest.task_id, manifest.map_index, record.chunk, record.round)
 
+    @classmethod
+    def from_entry(cls, entry: dict[str, Any]) -> BatchOwner:
+        """The owner an index or pending entry names (entries written before chunks and
+        rounds were recorded name chunk 0 of round 0; an unmapped task has map index -1)."""
+        return cls(
+            # A foreign entry may lack a name: then it names no owner ("" is no Airflow id).
+            entry.get("dag_id", ""),
+            entry.get("run_id", ""),
+            entry.get("task_id", ""),
+            int(entry.get("map_index", -1)),
+            int(entry.get("chunk", 0)),
+            int(entry.get("round", 0)),
+        )
+
+    def as_entry(self) -> dict[str, Any]:
+        """The fields an index entry (and a pending create) names its owner by."""
+        return {
+            "dag_id": self.dag_id,
+            "run_id": self.run_id,
+            "task_id": self.task_id,
+            "map_index": self.map_index,
+            "chunk": self.chunk,
+            "round": self.round,
+        }
+
     def names_me(self, entry: dict[str, Any]) -> bool:
         """Whether an index or pending entry is this owner's."""
-        return (
-            entry.get("dag_id") == self.dag_id
-            and entry.get("run_id") == self.run_id
-            and entry.get("task_id") == self.task_id
-            and int(entry.get("map_index", -1)) == self.map_index
-            and int(entry.get("chunk", 0)) == self.chunk
-            and int(entry.get("round", 0)) == self.round
-        )
+        return BatchOwner.from_entry(entry) == self
 
     def file_name(self) -> str:
         """A file name for this owner: run ids hold characters no object key should."""
@@ -112,12 +123,7 @@ def write_pending_create(
     """Announce a create before sending it: a batch of ``request_count`` requests may appear
     between ``intent_at`` and ``until`` and is ``owner``'s."""
     entry = {
-        "dag_id": owner.dag_id,
-        "run_id": owner.run_id,
-        "task_id": owner.task_id,
-        "map_index": owner.map_index,
-        "chunk": owner.chunk,
-        "round": owner.round,
+        **owner.as_entry(),
         "request_count": request_count,
         "intent_at": intent_at.isoformat(),
         "until": until.isoformat(),

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -123,6 +124,14 @@ class Manifest:
             if record.batch_id == batch_id:
                 return record
         raise ClaudeBatchManifestError(f"batch {batch_id!r} is not in the manifest of {self.task_id!r}")
+
+    def apply_states(self, states: Mapping[str, BatchState]) -> None:
+        """Record polled batch states in the records of their batches (others are left as
+        they are); the caller saves."""
+        for record in self.batches:
+            state = states.get(record.batch_id or "")
+            if state is not None:
+                record.apply_state(state)
 
     @property
     def rows(self) -> int:

@@ -43,16 +43,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from airflow_provider_claude_batch.batching.storage import as_path, is_local, remove_tree, replace_tree, replacing
-from airflow_provider_claude_batch.exceptions import ClaudeBatchError
+from airflow_provider_claude_batch.exceptions import ClaudeBatchPartitionError as ClaudeBatchPartitionError
 
 COMMIT_NAME = "_commit.json"
 COMMIT_FORMAT = 1
 VERSION_PREFIX = "v-"
-
-
-class ClaudeBatchPartitionError(ClaudeBatchError):
-    """A partition cannot be read consistently (a commit object that cannot be parsed, or one
-    that kept changing under the reader)."""
 
 
 def new_version() -> str:

@@ -213,6 +213,12 @@ class RequestTally:
     input_bytes: int = 0
     max_output_tokens: int = 0
 
+    def add(self, line_bytes: int, max_tokens: int) -> None:
+        """Count one request: its JSON line's bytes without the newline, its max_tokens."""
+        self.requests += 1
+        self.input_bytes += line_bytes
+        self.max_output_tokens += max_tokens
+
 
 def cost_ceiling(tallies: Mapping[str, RequestTally], prices: PriceTable) -> tuple[float | None, list[str]]:
     """The most a run's requests can cost at batch prices: each input byte a token (priced as

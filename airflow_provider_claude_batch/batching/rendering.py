@@ -384,10 +384,7 @@ class RequestRenderer:
         params["messages"] = [{"role": "user", "content": prompt}]
         line = _encode({"custom_id": custom_id, "params": params})
         max_tokens = int(params["max_tokens"])  # checked: the spec's, or the row's by check_params
-        tally = self._overridden.setdefault(str(params.get("model")), RequestTally())
-        tally.requests += 1
-        tally.input_bytes += len(line)
-        tally.max_output_tokens += max_tokens
+        self._overridden.setdefault(str(params.get("model")), RequestTally()).add(len(line), max_tokens)
         return line
 
 

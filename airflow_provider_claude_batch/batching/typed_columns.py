@@ -37,6 +37,7 @@ from airflow_provider_claude_batch.batching.output_schema import (
     VALID,
     OutputSchema,
 )
+from airflow_provider_claude_batch.batching.results import decode_result_line
 from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
 
 #: What ``on_invalid_output`` may be: land them marked, fail the task, or resubmit them.
@@ -191,22 +192,8 @@ class TypedAnswers:
         return f"{self.not_valid} answer(s) do not match the output schema ({dict(self.counts)}); e.g. {listed}"
 
 
-class _Message(msgspec.Struct, gc=False):
-    stop_reason: str | None = None
-    content: list[dict[str, object]] = []
-
-
-class _Result(msgspec.Struct, gc=False):
-    type: str
-    message: _Message | None = None
-
-
-class _Line(msgspec.Struct, gc=False):
-    custom_id: str
-    result: _Result
-
-
-_line = msgspec.json.Decoder(_Line)
+#: A succeeded message's content blocks (the line itself is read as ``results.ResultLine``).
+_content = msgspec.json.Decoder(list[dict[str, object]])
 
 
 def invalid_answer_ids(lines: Iterable[bytes], schema: OutputSchema) -> list[str]:
@@ -217,11 +204,12 @@ def invalid_answer_ids(lines: Iterable[bytes], schema: OutputSchema) -> list[str
     for raw in lines:
         if not raw:
             continue
-        line = _line.decode(raw)
+        line = decode_result_line(raw)
         message = line.result.message
         if line.result.type != "succeeded" or message is None:
             continue
-        texts = [str(block.get("text", "")) for block in message.content if block.get("type") == "text"]
+        blocks = _content.decode(message.content)
+        texts = [str(block.get("text", "")) for block in blocks if block.get("type") == "text"]
         if classify(message.stop_reason, "".join(texts) if texts else None, decoder)[0] == INVALID:
             found.append(line.custom_id)
     return found

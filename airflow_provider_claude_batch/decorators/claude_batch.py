@@ -30,14 +30,14 @@ from airflow.sdk.definitions.context import context_merge
 
 from airflow_provider_claude_batch.batching.landing import keep_columns_spec
 from airflow_provider_claude_batch.batching.manifest import load_manifest
+from airflow_provider_claude_batch.batching.poller import DEFAULT_TIMEOUT_SECONDS
 from airflow_provider_claude_batch.batching.run_dir import RunDir
 from airflow_provider_claude_batch.batching.storage import as_path
 from airflow_provider_claude_batch.batching.typed_columns import check_on_invalid_output
-from airflow_provider_claude_batch.conventions import as_seconds, default_deferrable
+from airflow_provider_claude_batch.conventions import as_seconds, check_retry_rounds, default_deferrable
 from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 from airflow_provider_claude_batch.operators.submit import ClaudeBatchSubmitOperator, _UntemplatedSource
-from airflow_provider_claude_batch.sensors.batch import DEFAULT_TIMEOUT_SECONDS
 from airflow_provider_claude_batch.transfers.batch_to_parquet import ClaudeBatchToParquetOperator
 from airflow_provider_claude_batch.workdir import run_directory
 
@@ -115,8 +115,7 @@ class _ClaudeBatchDecoratedOperator(DecoratedOperator, ClaudeBatchSubmitOperator
         # Wrong landing arguments fail when the DAG is parsed, as on the transfer operator.
         if isinstance(keep_columns, (list, dict)):
             keep_columns_spec(keep_columns)
-        if max_retry_rounds < 0:
-            raise ValueError(f"max_retry_rounds must be >= 0, got {max_retry_rounds}")
+        check_retry_rounds(max_retry_rounds)
 
     def execute(self, context: Context) -> dict[str, Any]:
         context_merge(context, self.op_kwargs)

@@ -166,27 +166,21 @@ class ClaudeBatchSettings:
                 f"Connection {self.conn_id!r} has a malformed API key: it holds whitespace, control or "
                 "non-ASCII characters inside it. Paste the key again into the connection's password."
             )
-        headers: dict[str, str] = {}
-        if self.workspace_id:
-            headers["anthropic-workspace-id"] = self.workspace_id
-        if self.anthropic_beta:
-            headers["anthropic-beta"] = self.anthropic_beta
-        kwargs: dict[str, Any] = {
-            "api_key": self.api_key,
-            "timeout": self.timeout,
-            "max_retries": self.max_retries,
-            "default_headers": headers,
-        }
-        if self.base_url:
-            kwargs["base_url"] = self.base_url
-        return kwargs
+        headers = {"anthropic-workspace-id": self.workspace_id} if self.workspace_id else {}
+        return self._transport_kwargs(headers, api_key=self.api_key)
 
     def _federated_client_kwargs(self) -> dict[str, Any]:
         """Keyless: the SDK exchanges the identity token; the workspace is the token's own."""
         assert self.federation is not None
-        headers = {"anthropic-beta": self.anthropic_beta} if self.anthropic_beta else {}
+        credentials = federated_credentials(self.conn_id, self.federation, self.workspace_id)
+        return self._transport_kwargs({}, credentials=credentials)
+
+    def _transport_kwargs(self, headers: dict[str, str], **auth: Any) -> dict[str, Any]:
+        """The client arguments every sign-in shares: timeout, SDK retries, beta header, base URL."""
+        if self.anthropic_beta:
+            headers["anthropic-beta"] = self.anthropic_beta
         kwargs: dict[str, Any] = {
-            "credentials": federated_credentials(self.conn_id, self.federation, self.workspace_id),
+            **auth,
             "timeout": self.timeout,
             "max_retries": self.max_retries,
             "default_headers": headers,

@@ -196,11 +196,11 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         self.source_format = source_format
         self.input_columns = input_columns
         if on_empty not in ("skip", "fail"):
-            raise ValueError(f"on_empty must be 'skip' or 'fail', got {on_empty!r}")
+            raise ClaudeBatchParameterError(f"on_empty must be 'skip' or 'fail', got {on_empty!r}")
         self.on_empty = on_empty
         self.on_input_change = check_policy(on_input_change)
         if max_cost_usd is not None and not max_cost_usd > 0:
-            raise ValueError(f"max_cost_usd must be a positive number of dollars, got {max_cost_usd!r}")
+            raise ClaudeBatchParameterError(f"max_cost_usd must be a positive number of dollars, got {max_cost_usd!r}")
         self.max_cost_usd = max_cost_usd
         self.prices = prices
         if prompt_format not in ("fields", "format"):

@@ -19,7 +19,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 from airflow_provider_claude_batch.batching import limits
-from airflow_provider_claude_batch.batching.batch_index import read_origin
+from airflow_provider_claude_batch.batching.batch_index import BatchOwner, read_origin
 from airflow_provider_claude_batch.batching.batch_state import (
     CANCELING,
     COUNT_KINDS,
@@ -37,16 +37,8 @@ from airflow_provider_claude_batch.plugins.run_reuse import AnsweredRun, RunKey,
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Origin:
-    """The task instance whose manifest records a batch."""
-
-    dag_id: str
-    run_id: str
-    task_id: str
-    map_index: int
-    chunk: int
-    round: int
+#: The task instance (and its chunk and round) whose manifest records a batch.
+Origin = BatchOwner
 
 
 @dataclass
@@ -360,13 +352,7 @@ Costs = dict[str, float | None]
 def manifest_origins(manifest: Manifest, folder: RunDir | Any) -> tuple[Origins, Costs, list[str]]:
     """The batches of one manifest, the costs of its landing summary in ``folder``, and notes
     on what could not be read."""
-    origins = {
-        record.batch_id: Origin(
-            manifest.dag_id, manifest.run_id, manifest.task_id, manifest.map_index, record.chunk, record.round
-        )
-        for record in manifest.batches
-        if record.batch_id
-    }
+    origins = {record.batch_id: Origin.of(manifest, record) for record in manifest.batches if record.batch_id}
     costs, notes = landing_costs(folder)
     return origins, costs, notes
 
@@ -411,14 +397,7 @@ def indexed_origins(work_dir: WorkDir | Any, batch_ids: Iterable[str]) -> tuple[
             entry = read_origin(work_dir, batch_id)
             if entry is None:
                 return batch_id, None, None
-            origin = Origin(
-                entry["dag_id"],
-                entry["run_id"],
-                entry["task_id"],
-                int(entry.get("map_index", -1)),
-                int(entry.get("chunk", 0)),
-                int(entry.get("round", 0)),
-            )
+            origin = Origin.from_entry(entry)
             if len(_KNOWN_ORIGINS) >= _KNOWN_ORIGINS_MAX:
                 _KNOWN_ORIGINS.clear()
             _KNOWN_ORIGINS[(str(work_dir), batch_id)] = origin

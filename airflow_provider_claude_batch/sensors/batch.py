@@ -24,7 +24,11 @@ from airflow_provider_claude_batch.batching.poller import (
 from airflow_provider_claude_batch.batching.progress import summary_table
 from airflow_provider_claude_batch.batching.wait_event import WaitEvent
 from airflow_provider_claude_batch.conventions import as_seconds, default_deferrable, pick_alias
-from airflow_provider_claude_batch.exceptions import ClaudeBatchError, ClaudeBatchFailedRequestsError
+from airflow_provider_claude_batch.exceptions import (
+    ClaudeBatchError,
+    ClaudeBatchFailedRequestsError,
+    ClaudeBatchParameterError,
+)
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 from airflow_provider_claude_batch.links import (
     ClaudeBatchConsoleLink,
@@ -119,9 +123,11 @@ class ClaudeBatchSensor(BaseSensorOperator):
             **kwargs,
         )
         if manifest is None and not batch_ids:
-            raise ValueError("ClaudeBatchSensor needs manifest= (the submit task's output) or batch_ids=")
+            raise ClaudeBatchParameterError(
+                "ClaudeBatchSensor needs manifest= (the submit task's output) or batch_ids="
+            )
         if max_failed_fraction is not None and not 0 <= max_failed_fraction <= 1:
-            raise ValueError(f"max_failed_fraction must be between 0 and 1, got {max_failed_fraction}")
+            raise ClaudeBatchParameterError(f"max_failed_fraction must be between 0 and 1, got {max_failed_fraction}")
         self.manifest = manifest
         self.batch_ids = batch_ids
         self.conn_id = pick_alias("conn_id", conn_id, "claude_batch_conn_id", claude_batch_conn_id)
@@ -250,10 +256,7 @@ class ClaudeBatchSensor(BaseSensorOperator):
         if self.manifest is None or not states:
             return
         manifest, run_dir = open_manifest(self.manifest)
-        for record in manifest.batches:
-            state = states.get(record.batch_id or "")
-            if state is not None:
-                record.apply_state(state)
+        manifest.apply_states(states)
         manifest.save(run_dir)
 
     def _finish(self, states: dict[str, BatchState]) -> dict[str, Any]:

@@ -47,7 +47,7 @@ from airflow_provider_claude_batch.batching.typed_columns import (
 )
 from airflow_provider_claude_batch.batching.wait_event import WaitEvent
 from airflow_provider_claude_batch.config import answer_max_age, price_table
-from airflow_provider_claude_batch.conventions import as_seconds, default_deferrable, pick_alias
+from airflow_provider_claude_batch.conventions import as_seconds, check_retry_rounds, default_deferrable, pick_alias
 from airflow_provider_claude_batch.exceptions import (
     ClaudeBatchError,
     ClaudeBatchInvalidOutputError,
@@ -162,9 +162,7 @@ class ClaudeBatchToParquetOperator(BaseOperator):
         self.row_group_size = row_group_size
         self.compression = compression
         self.prices = prices
-        if max_retry_rounds < 0:
-            raise ValueError(f"max_retry_rounds must be >= 0, got {max_retry_rounds}")
-        self.max_retry_rounds = max_retry_rounds
+        self.max_retry_rounds = check_retry_rounds(max_retry_rounds)
         self.deferrable = default_deferrable() if deferrable is None else deferrable
         self.poll_interval = as_seconds(poll_interval, "poll_interval")
         self.wait_timeout = as_seconds(wait_timeout, "wait_timeout")
@@ -321,7 +319,7 @@ class ClaudeBatchToParquetOperator(BaseOperator):
         return poller.pending()
 
     def _wait(
-        self, batch_ids: list[str], manifest: Manifest, run_dir: Any, hook: ClaudeBatchHook, *, theirs: bool = False
+        self, batch_ids: list[str], manifest: Manifest, run_dir: RunDir, hook: ClaudeBatchHook, *, theirs: bool = False
     ) -> None:
         """Wait for open batches: deferred (the trigger polls), or here with the same poller.
         ``theirs``: batches of other runs, never canceled by this task."""
@@ -346,7 +344,7 @@ class ClaudeBatchToParquetOperator(BaseOperator):
             self._poller = None
         self._settle(ended, manifest, run_dir)
 
-    def _settle(self, ended: WaitEvent, manifest: Manifest, run_dir: Any) -> None:
+    def _settle(self, ended: WaitEvent, manifest: Manifest, run_dir: RunDir) -> None:
         """Record how a wait ended; on a timeout cancel what is still open, then fail."""
         self._record(manifest, run_dir, ended.batches)
         if ended.status == "timeout":
@@ -362,11 +360,8 @@ class ClaudeBatchToParquetOperator(BaseOperator):
             raise ended.error()
 
     @staticmethod
-    def _record(manifest: Manifest, run_dir: Any, states: dict[str, BatchState]) -> None:
-        for record in manifest.batches:
-            state = states.get(record.batch_id or "")
-            if state is not None:
-                record.apply_state(state)
+    def _record(manifest: Manifest, run_dir: RunDir, states: dict[str, BatchState]) -> None:
+        manifest.apply_states(states)
         manifest.save(run_dir)
 
     def on_kill(self) -> None:
