@@ -81,7 +81,7 @@ def emulator(emulator_server: RunningEmulator, monkeypatch: pytest.MonkeyPatch) 
 
 
 @pytest.fixture
-def connection_env(emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+def connection_env(emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch):
     """Set ``AIRFLOW_CONN_<ID>`` for another connection id: ``connection_env("x", password=...)``."""
 
     def define(conn_id: str, **fields: object) -> None:

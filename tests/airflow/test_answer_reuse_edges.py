@@ -438,7 +438,7 @@ def test_a_row_awaited_from_a_mapped_sibling_whose_request_failed_still_lands_an
     run = _run(dag)
     assert {str(ti.state) for ti in run.get_task_instances()} == {"success"}
     awaited = {
-        index: load_manifest(next(work_dir.glob(f"*/*/submit/{index}/manifest.json"))).reuse["awaited"]  # type: ignore[index]
+        index: load_manifest(next(work_dir.glob(f"*/*/submit/{index}/manifest.json"))).reuse["awaited"]
         for index in (0, 1)
     }
     assert sorted(awaited.values()) == [0, 10]

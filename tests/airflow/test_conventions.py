@@ -50,7 +50,7 @@ def _request_lines(manifest_path: str) -> list[dict[str, object]]:
 
 
 # ---------------------------------------------------------------------------------- sensor parameters
-def test_sensor_takes_base_sensor_parameters(make_dag) -> None:  # type: ignore[no-untyped-def]
+def test_sensor_takes_base_sensor_parameters(make_dag) -> None:
     dag = make_dag(
         """
         ClaudeBatchSensor(task_id="plain", batch_ids=["msgbatch_1"], poke_interval=5, mode="reschedule",
@@ -84,7 +84,7 @@ def test_contradicting_names_fail_at_parse_naming_the_parameter(airflow_db: Path
 
 
 # ---------------------------------------------------------------------------------- durations
-def test_every_duration_takes_a_timedelta(make_dag, emulator: RunningEmulator, work_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_every_duration_takes_a_timedelta(make_dag, emulator: RunningEmulator, work_dir: Path, tmp_path: Path) -> None:
     emulator.emulator.config.processing_seconds = 0.3  # the sensor defers, polls with a timedelta interval
     emulator.emulator.script_outcomes({"row-1": "expired"})  # the transfer waits for a resubmitted round
     dag = make_dag(
@@ -153,7 +153,7 @@ def test_the_decorator_and_the_answer_ages_take_seconds_or_a_timedelta(make_dag,
 
 
 # ---------------------------------------------------------------------------------- deferrable default
-def test_deferrable_follows_the_deployment_and_defaults_to_on(make_dag, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+def test_deferrable_follows_the_deployment_and_defaults_to_on(make_dag, monkeypatch: pytest.MonkeyPatch) -> None:
     body = """
         ClaudeBatchSensor(task_id="wait", batch_ids=["msgbatch_1"])
         ClaudeBatchToParquetOperator(task_id="land", manifest="m", destination="d")
@@ -205,7 +205,7 @@ def test_reschedule_mode_timeout_cancels_and_logs_the_real_elapsed_time(
     capfd: pytest.CaptureFixture[str],
     soft_fail: bool,
     final_state: str,
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     emulator.emulator.config.processing_seconds = math.inf
     dag = make_dag(
         f"""
@@ -228,7 +228,7 @@ def test_reschedule_mode_timeout_cancels_and_logs_the_real_elapsed_time(
 
 
 # ---------------------------------------------------------------------------------- prompts
-def test_a_prompt_asking_for_json_needs_no_escaping(make_dag, emulator: RunningEmulator, work_dir: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_prompt_asking_for_json_needs_no_escaping(make_dag, emulator: RunningEmulator, work_dir: Path) -> None:
     dag = make_dag(
         """
         ClaudeBatchSubmitOperator(
@@ -246,10 +246,10 @@ def test_a_prompt_asking_for_json_needs_no_escaping(make_dag, emulator: RunningE
     assert task_states(dag_run) == {"submit": "success"}
     (request,) = _request_lines(xcom(dag_run, "submit")["manifest"])
     params = request["params"]
-    assert params["messages"][0]["content"] == (  # type: ignore[index]
+    assert params["messages"][0]["content"] == (
         'Reply as JSON {"label": "Billing|Technical", "scores": {"confidence": 0.9}} for (2026-11-01): card declined'
     )
-    assert params["system"] == 'Only JSON like {"label": ...}, nothing else.'  # type: ignore[index]
+    assert params["system"] == 'Only JSON like {"label": ...}, nothing else.'
 
 
 def test_prompt_files_are_read_through_template_searchpath(
@@ -276,14 +276,14 @@ def test_prompt_files_are_read_through_template_searchpath(
     assert task_states(dag_run) == {"submit": "success"}
     (request,) = _request_lines(xcom(dag_run, "submit")["manifest"])
     params = request["params"]
-    assert params["messages"][0]["content"] == 'Classify (2026-11-01) as {"label": ...}: my card was declined'  # type: ignore[index]
-    assert params["system"] == "Answer in French."  # type: ignore[index]
+    assert params["messages"][0]["content"] == 'Classify (2026-11-01) as {"label": ...}: my card was declined'
+    assert params["system"] == "Answer in French."
 
 
 # ---------------------------------------------------------------------------------- connections
 def test_conn_id_is_the_natural_templated_name(
     make_dag, emulator: RunningEmulator, work_dir: Path, tmp_path: Path, connection_env
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     connection_env("claude_eu", extra={"default_model": "claude-haiku-4-5"})
     dag = make_dag(
         f"""
@@ -304,7 +304,7 @@ def test_conn_id_is_the_natural_templated_name(
 
 def test_an_anthropic_connection_gives_its_model(
     make_dag, emulator: RunningEmulator, work_dir: Path, connection_env
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     # The public Anthropic provider's connection type keeps the default model in extra "model".
     connection_env("anthropic_default", conn_type="anthropic", extra={"model": "claude-sonnet-4-6"})
     dag = make_dag(
@@ -315,4 +315,4 @@ def test_an_anthropic_connection_gives_its_model(
     dag_run = run_dag(dag)
     assert task_states(dag_run) == {"submit": "success"}
     (request,) = _request_lines(xcom(dag_run, "submit")["manifest"])
-    assert request["params"]["model"] == "claude-sonnet-4-6"  # type: ignore[index]
+    assert request["params"]["model"] == "claude-sonnet-4-6"

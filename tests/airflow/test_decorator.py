@@ -37,7 +37,7 @@ def _states(dag_run: Any) -> list[tuple[str, int, str]]:
 
 def test_the_decorator_submits_waits_deferred_and_lands(
     make_dag, work_dir: Path, tmp_path: Path, calls: Path, emulator: RunningEmulator
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     emulator.emulator.config.processing_seconds = 0.5  # the task must defer at least once
     emulator.emulator.config.errored_fraction = 0.1  # and resubmit a round
     destination = tmp_path / "out" / "ds={{ ds }}"
@@ -79,7 +79,7 @@ def test_the_decorator_submits_waits_deferred_and_lands(
 
 def test_the_decorator_maps_with_expand(
     make_dag, work_dir: Path, tmp_path: Path, calls: Path, emulator: RunningEmulator
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     emulator.emulator.config.processing_seconds = 0.3
     destination = tmp_path / "out" / "part={{ ti.map_index }}"
     dag = make_dag(
@@ -124,7 +124,7 @@ def test_the_decorator_is_registered_with_airflow() -> None:
     assert callable(task.claude_batch)
 
 
-def test_a_source_argument_is_refused_at_parse_time(make_dag, work_dir: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_source_argument_is_refused_at_parse_time(make_dag, work_dir: Path) -> None:
     from airflow.sdk import DAG, task
 
     with DAG("refuses_source", schedule=None), pytest.raises(TypeError, match="return value"):
@@ -136,7 +136,7 @@ def test_a_source_argument_is_refused_at_parse_time(make_dag, work_dir: Path) ->
         rows()
 
 
-def test_the_decorator_lands_typed_answers(make_dag, work_dir: Path, tmp_path: Path, emulator: RunningEmulator) -> None:  # type: ignore[no-untyped-def]
+def test_the_decorator_lands_typed_answers(make_dag, work_dir: Path, tmp_path: Path, emulator: RunningEmulator) -> None:
     emulator.emulator.config.invalid_output_fraction = 0.5
     destination = tmp_path / "typed"
     dag = make_dag(

@@ -16,7 +16,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from airflow_provider_claude_batch.lineage import dataset_identity
 from airflow_provider_claude_batch.testing import RunningEmulator
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -121,31 +120,3 @@ def test_the_pipeline_and_the_decorator_report_lineage(
         assert columns[:4] == ["custom_id", "batch_id", "round", "result_type"]
         assert ("ticket_id" in columns) == (job == "land")
         assert {f["name"]: f["type"] for f in output["facets"]["schema"]["fields"]}["input_tokens"] == "int64"
-
-
-@pytest.mark.parametrize(
-    ("location", "identity"),
-    [
-        ("/data/tickets/", ("file", "/data/tickets")),
-        ("file:///data/tickets", ("file", "/data/tickets")),
-        ("s3://lake/support/tickets/ds=2026-11-01/", ("s3://lake", "support/tickets/ds=2026-11-01")),
-        ("s3://aws_default@lake/labels", ("s3://lake", "labels")),
-        ("gs://bucket/x.parquet", ("gs://bucket", "x.parquet")),
-    ],
-)
-def test_dataset_names_follow_the_openlineage_convention(location: str, identity: tuple[str, str]) -> None:
-    assert dataset_identity(location) == identity
-
-
-def test_the_provider_imports_without_openlineage() -> None:
-    code = (
-        "import sys\n"
-        "blocked = ('openlineage', 'airflow.providers.openlineage.extractors', 'airflow.providers.common.compat.openlineage')\n"
-        "for name in blocked:\n"
-        "    sys.modules[name] = None  # any import of it now fails\n"
-        "import airflow_provider_claude_batch.operators.submit, airflow_provider_claude_batch.transfers.batch_to_parquet\n"
-        "import airflow_provider_claude_batch.decorators.claude_batch, airflow_provider_claude_batch.get_provider_info\n"
-        "print('ok')\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

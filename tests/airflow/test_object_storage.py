@@ -55,7 +55,7 @@ def test_the_pipeline_runs_on_object_storage_and_reruns_cleanly(
         from airflow_provider_claude_batch.batching.storage import as_path
 
         partition = as_path(f"memory://{root}/labels/ds=2026-11-01")
-        version = read_commit(partition)["version"]  # type: ignore[index]
+        version = read_commit(partition)["version"]
         files = sorted(fs.find(f"/{root}/labels"))
         # The commit object and one version's parts: no staging and no earlier version left behind.
         assert files[0].endswith("/ds=2026-11-01/_commit.json"), files

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def example_dag(airflow_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, work_dir: Path):  # type: ignore[no-untyped-def]
+def example_dag(airflow_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, work_dir: Path):
     from airflow.dag_processing.dagbag import DagBag
 
     monkeypatch.setenv("CLAUDE_BATCH_EXAMPLE_DATA", str(tmp_path / "lake"))
@@ -36,7 +36,7 @@ def example_dag(airflow_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     return dag, tmp_path / "lake"
 
 
-def test_example_dag_lands_one_row_per_ticket(example_dag, emulator: RunningEmulator) -> None:  # type: ignore[no-untyped-def]
+def test_example_dag_lands_one_row_per_ticket(example_dag, emulator: RunningEmulator) -> None:
     from example_data import write_tickets
 
     dag, lake = example_dag
@@ -100,7 +100,7 @@ def test_example_dag_lands_one_row_per_ticket(example_dag, emulator: RunningEmul
     ]
 
 
-def test_dataframe_and_list_sources(make_dag, emulator: RunningEmulator, work_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_dataframe_and_list_sources(make_dag, emulator: RunningEmulator, work_dir: Path, tmp_path: Path) -> None:
     dag = make_dag(
         f"""
         import pandas as pd
@@ -128,7 +128,7 @@ def test_dataframe_and_list_sources(make_dag, emulator: RunningEmulator, work_di
 
 def test_mapped_tasks_keep_one_manifest_and_output_per_map_index(
     make_dag, emulator: RunningEmulator, work_dir: Path, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     out = tmp_path / "out"
     dag = make_dag(
         f"""
@@ -154,13 +154,13 @@ def test_mapped_tasks_keep_one_manifest_and_output_per_map_index(
         manifest = load_manifest(work_dir / dag.dag_id / dag_run.run_id / "submit" / str(index))
         assert manifest.map_index == index and manifest.total_requests == len(texts)
         (batch_id,) = manifest.batch_ids()
-        assert read_origin(work_dir, batch_id)["map_index"] == index  # type: ignore[index]
+        assert read_origin(work_dir, batch_id)["map_index"] == index
     assert emulator.emulator.stats["batches_created"] == 2
     run_dag(dag)  # a clear of the whole run re-attaches every map index
     assert emulator.emulator.stats["batches_created"] == 2
 
 
-def test_bad_input_fails_before_anything_is_submitted(make_dag, emulator: RunningEmulator, work_dir: Path) -> None:  # type: ignore[no-untyped-def]
+def test_bad_input_fails_before_anything_is_submitted(make_dag, emulator: RunningEmulator, work_dir: Path) -> None:
     dag = make_dag(
         """
         ClaudeBatchSubmitOperator(task_id="submit", source=[{"id": "a", "text": "x"}, {"id": "b", "text": "y"}],
@@ -173,7 +173,7 @@ def test_bad_input_fails_before_anything_is_submitted(make_dag, emulator: Runnin
     assert not list(work_dir.rglob("chunk-*.jsonl"))  # the partial staging was removed
 
 
-def test_empty_input_skips_without_submitting(make_dag, emulator: RunningEmulator, work_dir: Path) -> None:  # type: ignore[no-untyped-def]
+def test_empty_input_skips_without_submitting(make_dag, emulator: RunningEmulator, work_dir: Path) -> None:
     dag = make_dag(
         """
         ClaudeBatchSubmitOperator(task_id="skip", source=[], model="claude-haiku-4-5", max_tokens=8)
@@ -184,7 +184,7 @@ def test_empty_input_skips_without_submitting(make_dag, emulator: RunningEmulato
     assert emulator.emulator.calls["create"] == 0
 
 
-def test_poke_mode_sensor(make_dag, emulator: RunningEmulator, work_dir: Path) -> None:  # type: ignore[no-untyped-def]
+def test_poke_mode_sensor(make_dag, emulator: RunningEmulator, work_dir: Path) -> None:
     import math
     import threading
     import time
@@ -212,7 +212,7 @@ def test_poke_mode_sensor(make_dag, emulator: RunningEmulator, work_dir: Path) -
     assert emulator.emulator.calls["retrieve"] >= 2
 
 
-def test_partial_failure_policy(make_dag, emulator: RunningEmulator, work_dir: Path) -> None:  # type: ignore[no-untyped-def]
+def test_partial_failure_policy(make_dag, emulator: RunningEmulator, work_dir: Path) -> None:
     emulator.emulator.script_outcomes({"row-0": "errored:invalid_request_error", "row-1": "expired"})
     dag = make_dag(
         """
@@ -228,7 +228,7 @@ def test_partial_failure_policy(make_dag, emulator: RunningEmulator, work_dir: P
 
 def test_rerun_of_the_same_run_reattaches_instead_of_billing_again(
     make_dag, emulator: RunningEmulator, work_dir: Path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     dag = make_dag(
         """
         ClaudeBatchSubmitOperator(task_id="submit", source=[f"t{i}" for i in range(7)], model="claude-haiku-4-5",
@@ -244,7 +244,7 @@ def test_rerun_of_the_same_run_reattaches_instead_of_billing_again(
 
 def test_secret_never_lands_in_files_or_xcom(
     make_dag, emulator: RunningEmulator, work_dir: Path, airflow_db: Path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     from tests.helpers import TEST_API_KEY
 
     dag = make_dag(
@@ -264,7 +264,7 @@ def test_secret_never_lands_in_files_or_xcom(
 
 def test_a_budget_stops_the_run_before_anything_is_billed(
     make_dag, emulator: RunningEmulator, work_dir: Path, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     """The guard in a real run (its message: tests/batching/test_submission.py)."""
     body = """
         s = ClaudeBatchSubmitOperator(task_id="submit", source=[f"ticket {{i}}: the app crashes on login" for i in range(200)],
@@ -287,7 +287,7 @@ def test_a_budget_stops_the_run_before_anything_is_billed(
 
 def test_sensor_does_not_defer_when_the_batches_already_ended(
     make_dag, emulator: RunningEmulator, work_dir: Path, caplog: pytest.LogCaptureFixture
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     dag = make_dag(
         """
         s = ClaudeBatchSubmitOperator(task_id="submit", source=["a"], model="claude-haiku-4-5", max_tokens=8)
@@ -315,7 +315,7 @@ def test_sensor_does_not_defer_when_the_batches_already_ended(
 
 def test_extra_links_point_at_the_batch_and_the_output(
     make_dag, emulator: RunningEmulator, work_dir: Path, tmp_path: Path, connection_env
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 

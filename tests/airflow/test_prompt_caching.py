@@ -17,7 +17,7 @@ from tests.airflow.conftest import run_dag, task_states, xcom
 SYSTEM = "You label support tickets. " + " ".join(f"Rule {i}: be precise and brief." for i in range(200))
 
 
-def _run(make_dag, destination: Path, *, cache: bool):  # type: ignore[no-untyped-def]
+def _run(make_dag, destination: Path, *, cache: bool):
     rows = [f"ticket {i}" for i in range(40)]
     dag = make_dag(
         f"""
@@ -33,7 +33,7 @@ def _run(make_dag, destination: Path, *, cache: bool):  # type: ignore[no-untype
     return ds.dataset(destination, format="parquet").to_table().to_pylist(), xcom(dag_run, "land")
 
 
-def test_a_cached_system_prompt_is_written_once_read_after_and_costs_less(  # type: ignore[no-untyped-def]
+def test_a_cached_system_prompt_is_written_once_read_after_and_costs_less(
     make_dag, emulator: RunningEmulator, work_dir: Path, tmp_path: Path
 ) -> None:
     plain, plain_summary = _run(make_dag, tmp_path / "plain", cache=False)

@@ -32,7 +32,7 @@ s >> w >> l
 """
 
 
-def _pipeline(make_dag, out: Path, *, rows: int = 6, per_batch: int = 4, retries: int = 0, rounds: int = 2):  # type: ignore[no-untyped-def]
+def _pipeline(make_dag, out: Path, *, rows: int = 6, per_batch: int = 4, retries: int = 0, rounds: int = 2):
     return make_dag(
         PIPELINE.format(rows=rows, per_batch=per_batch, retries=retries, destination=str(out), rounds=rounds)
     )
@@ -40,7 +40,7 @@ def _pipeline(make_dag, out: Path, *, rows: int = 6, per_batch: int = 4, retries
 
 def test_transient_failures_are_resubmitted_in_rounds(
     make_dag, emulator: RunningEmulator, work_dir: Path, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     emulator.emulator.script_outcomes(
         {
             "row-0": ["errored:overloaded_error", "errored:api_error"],  # succeeds in round 2
@@ -77,7 +77,7 @@ def test_transient_failures_are_resubmitted_in_rounds(
     ]
 
 
-def test_no_rounds_when_disabled(make_dag, emulator: RunningEmulator, work_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_no_rounds_when_disabled(make_dag, emulator: RunningEmulator, work_dir: Path, tmp_path: Path) -> None:
     emulator.emulator.script_outcomes({"row-0": "expired"})
     run_dag(_pipeline(make_dag, tmp_path / "out", rounds=0))
     assert _landed(tmp_path / "out")["row-0"]["result_type"] == "expired"
@@ -86,7 +86,7 @@ def test_no_rounds_when_disabled(make_dag, emulator: RunningEmulator, work_dir: 
 
 def test_retry_after_a_create_failure_creates_only_the_missing_batches(
     make_dag, emulator: RunningEmulator, work_dir: Path, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     # Chunk 0 is created, then the create of chunk 1 is rejected (400: not retried by the
     # hook) and the task fails half-way. Its retry re-attaches to chunk 0's batch.
     emulator.emulator.inject(Fault("create", status=400, skip=1))
@@ -99,7 +99,7 @@ def test_retry_after_a_create_failure_creates_only_the_missing_batches(
 
 def test_retry_after_poll_failures_waits_on_the_same_batches(
     make_dag, emulator: RunningEmulator, work_dir: Path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     dag = make_dag(
         """
         s = ClaudeBatchSubmitOperator(task_id="submit", source=["a", "b"], model="claude-haiku-4-5", max_tokens=8)
@@ -121,7 +121,7 @@ def test_retry_after_poll_failures_waits_on_the_same_batches(
 
 def test_retry_after_a_broken_results_download(
     make_dag, emulator: RunningEmulator, work_dir: Path, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     emulator.emulator.inject(Fault("results", drop_after_bytes=10, times=5))  # all 5 attempts of the first try
     dag_run = run_dag(_pipeline(make_dag, tmp_path / "out", rows=3, per_batch=10, retries=1))
     assert task_states(dag_run)["land"] == "success"
@@ -130,7 +130,7 @@ def test_retry_after_a_broken_results_download(
     assert emulator.emulator.stats["batches_created"] == 1
 
 
-def test_retry_after_a_write_failure(make_dag, emulator: RunningEmulator, work_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_retry_after_a_write_failure(make_dag, emulator: RunningEmulator, work_dir: Path, tmp_path: Path) -> None:
     blocker = tmp_path / "blocked"
     blocker.write_text("a file where the output's parent folder should be")
     dag = _pipeline(make_dag, blocker / "out", rows=3, per_batch=10)
@@ -144,7 +144,7 @@ def test_retry_after_a_write_failure(make_dag, emulator: RunningEmulator, work_d
     assert emulator.emulator.calls["results"] == 1  # the raw results saved by the first try were reused
 
 
-def test_changed_input_fails_unless_resubmit_is_asked(make_dag, emulator: RunningEmulator, work_dir: Path) -> None:  # type: ignore[no-untyped-def]
+def test_changed_input_fails_unless_resubmit_is_asked(make_dag, emulator: RunningEmulator, work_dir: Path) -> None:
     body = """
     ClaudeBatchSubmitOperator(task_id="submit", source={source}, model="claude-haiku-4-5", max_tokens=8,
                               on_input_change={policy!r})
@@ -162,7 +162,7 @@ def test_changed_input_fails_unless_resubmit_is_asked(make_dag, emulator: Runnin
     assert manifest.notes and "input changed" in manifest.notes[0]
 
 
-def test_sensor_timeout_cancels_the_batches(make_dag, emulator: RunningEmulator, work_dir: Path) -> None:  # type: ignore[no-untyped-def]
+def test_sensor_timeout_cancels_the_batches(make_dag, emulator: RunningEmulator, work_dir: Path) -> None:
     emulator.emulator.config.processing_seconds = math.inf
     dag = make_dag(
         """
@@ -178,7 +178,7 @@ def test_sensor_timeout_cancels_the_batches(make_dag, emulator: RunningEmulator,
 
 def test_backfill_twice_creates_no_new_batches_and_identical_output(
     make_dag, emulator: RunningEmulator, work_dir: Path, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     dag = make_dag(
         f"""
         s = ClaudeBatchSubmitOperator(task_id="submit", source=["{{{{ ds }}}} a", "{{{{ ds }}}} b", "{{{{ ds }}}} c"],
@@ -209,7 +209,7 @@ def test_backfill_twice_creates_no_new_batches_and_identical_output(
 
 def test_crash_between_create_and_record_is_recovered_without_a_second_batch(
     make_dag, emulator: RunningEmulator, work_dir: Path, airflow_db: Path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     import os
     import signal
     import subprocess

@@ -33,7 +33,7 @@ def _submit(rows: list[dict[str, str]], **extra: object) -> str:
     """
 
 
-def test_estimate_only_counts_a_sample_and_creates_nothing(make_dag, emulator: RunningEmulator, work_dir: Path) -> None:  # type: ignore[no-untyped-def]
+def test_estimate_only_counts_a_sample_and_creates_nothing(make_dag, emulator: RunningEmulator, work_dir: Path) -> None:
     rows = _rows(10_000)
     dag_run = run_dag(make_dag(_submit(rows, estimate_only=True)))
     assert task_states(dag_run) == {"submit": "skipped"}
@@ -61,7 +61,7 @@ def test_estimate_only_counts_a_sample_and_creates_nothing(make_dag, emulator: R
     assert not any(work_dir.rglob("*.jsonl"))  # the staged requests are gone too
 
 
-def xcom_estimate(dag_run):  # type: ignore[no-untyped-def]
+def xcom_estimate(dag_run):
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
@@ -70,7 +70,7 @@ def xcom_estimate(dag_run):  # type: ignore[no-untyped-def]
         return XComModel.deserialize_value(session.scalars(query).first())
 
 
-def test_a_budget_checks_the_counted_estimate_when_tokens_are_counted(  # type: ignore[no-untyped-def]
+def test_a_budget_checks_the_counted_estimate_when_tokens_are_counted(
     make_dag, emulator: RunningEmulator, work_dir: Path
 ) -> None:
     rows = _rows(300)

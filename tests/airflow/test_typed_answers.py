@@ -77,7 +77,7 @@ def _dag_body(rows: int, destination: Path, schema: str, **land: Any) -> str:
 
 def test_a_pydantic_model_lands_typed_columns(
     make_dag, emulator: RunningEmulator, work_dir: Path, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     out = tmp_path / "out"
     dag_run = run_dag(make_dag(_dag_body(30, out, "Ticket"), header=MODEL_HEADER))
     assert task_states(dag_run) == {"submit": "success", "wait": "success", "land": "success"}
@@ -111,7 +111,7 @@ def test_a_pydantic_model_lands_typed_columns(
     assert xcom(dag_run, "land")["by_output_status"] == {"valid": 30}
 
 
-def test_a_json_schema_marks_and_counts_invalid_refused_and_truncated_answers(  # type: ignore[no-untyped-def]
+def test_a_json_schema_marks_and_counts_invalid_refused_and_truncated_answers(
     make_dag, emulator: RunningEmulator, work_dir: Path, tmp_path: Path
 ) -> None:
     config = emulator.emulator.config
@@ -154,7 +154,7 @@ def test_a_json_schema_marks_and_counts_invalid_refused_and_truncated_answers(  
 
 def test_on_invalid_output_fail_lands_nothing(
     make_dag, emulator: RunningEmulator, work_dir: Path, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     emulator.emulator.config.invalid_output_fraction = 0.2
     out = tmp_path / "out"
     dag_run = run_dag(make_dag(_dag_body(40, out, repr(SCHEMA), on_invalid_output="fail", max_retry_rounds=0)))
@@ -163,7 +163,7 @@ def test_on_invalid_output_fail_lands_nothing(
     assert emulator.emulator.stats["batches_created"] == 1
 
 
-def test_on_invalid_output_resubmit_sends_exactly_the_invalid_answers_again(  # type: ignore[no-untyped-def]
+def test_on_invalid_output_resubmit_sends_exactly_the_invalid_answers_again(
     make_dag, emulator: RunningEmulator, work_dir: Path, tmp_path: Path
 ) -> None:
     emulator.emulator.config.invalid_output_fraction = 0.3
@@ -193,7 +193,7 @@ def test_on_invalid_output_resubmit_sends_exactly_the_invalid_answers_again(  # 
 
 def test_on_invalid_output_keep_is_the_default(
     make_dag, emulator: RunningEmulator, work_dir: Path, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     emulator.emulator.config.invalid_output_fraction = 0.3
     out = tmp_path / "out"
     dag_run = run_dag(make_dag(_dag_body(20, out, repr(SCHEMA))))
@@ -206,7 +206,7 @@ def test_on_invalid_output_keep_is_the_default(
     )
 
 
-def test_an_unsupported_schema_is_rejected_before_anything_is_submitted(  # type: ignore[no-untyped-def]
+def test_an_unsupported_schema_is_rejected_before_anything_is_submitted(
     airflow_db: Path, emulator: RunningEmulator, work_dir: Path, tmp_path: Path
 ) -> None:
     from airflow.dag_processing.dagbag import DagBag

@@ -207,7 +207,7 @@ def test_an_empty_source_never_reads_the_working_folder(tmp_path: Path, monkeypa
 
 def test_every_case_fails_its_task_before_any_batch_under_airflow(
     make_dag, emulator: RunningEmulator, work_dir: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     cases = [case for case in CASES if case.in_airflow]
     tasks = []
     for case in cases:

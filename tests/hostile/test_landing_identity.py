@@ -77,7 +77,7 @@ s >> w >> tamper(s.output) >> l
 
 
 def test_a_corrupted_results_file_is_downloaded_again_and_lands_every_row_once(
-    make_dag,  # type: ignore[no-untyped-def]
+    make_dag,
     emulator: RunningEmulator,
     work_dir: Path,
     tmp_path: Path,
@@ -92,7 +92,7 @@ def test_a_corrupted_results_file_is_downloaded_again_and_lands_every_row_once(
 
 
 def test_results_of_another_batch_never_land(
-    make_dag,  # type: ignore[no-untyped-def]
+    make_dag,
     emulator: RunningEmulator,
     work_dir: Path,
     tmp_path: Path,

@@ -22,8 +22,8 @@ s >> w
 def test_poke_mode_fails_only_after_max_poll_errors_in_a_row(
     max_poll_errors: int,
     state: str,
-    make_dag,  # type: ignore[no-untyped-def]
-    connection_env,  # type: ignore[no-untyped-def]
+    make_dag,
+    connection_env,
     emulator: RunningEmulator,
     work_dir: Path,
     capfd: pytest.CaptureFixture[str],

@@ -45,8 +45,8 @@ def _files_holding(key: str, *folders: Path) -> list[Path]:
 )
 def test_a_key_never_leaves_the_client(
     padding: tuple[str, str],
-    make_dag,  # type: ignore[no-untyped-def]
-    connection_env,  # type: ignore[no-untyped-def]
+    make_dag,
+    connection_env,
     emulator: RunningEmulator,
     work_dir: Path,
     airflow_db: Path,
@@ -72,8 +72,8 @@ def test_a_key_never_leaves_the_client(
 
 
 def test_a_malformed_key_is_refused_naming_the_connection_only(
-    make_dag,  # type: ignore[no-untyped-def]
-    connection_env,  # type: ignore[no-untyped-def]
+    make_dag,
+    connection_env,
     emulator: RunningEmulator,
     work_dir: Path,
     airflow_db: Path,

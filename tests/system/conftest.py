@@ -49,7 +49,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, emulator_server: RunningEmul
     for name in ("claude_batch_review_backfill.py", "claude_batch_label_report.py"):
         shutil.copy(ROOT / "example_dags" / name, stack.home / "dags")
     (stack.home / "dags" / f"{POKE_DAG_ID}.py").write_text(textwrap.dedent(POKE_DAG))
-    stack.lake = home / "lake"  # type: ignore[attr-defined]
+    stack.lake = home / "lake"
     sys.path.insert(0, str(ROOT / "example_dags"))
     stack.start()
     try:
@@ -81,7 +81,7 @@ def pytest_runtest_makereport(
     stack = getattr(item, "funcargs", {}).get("stack")
     if report.failed and isinstance(stack, AirflowStack):
         report.sections.append(("the Airflow deployment at the failure", stack.diagnostics()))
-        emulator = item.funcargs.get("emulator")  # type: ignore[attr-defined]
+        emulator = item.funcargs.get("emulator")
         if isinstance(emulator, RunningEmulator):
             calls, stats = dict(emulator.emulator.calls), dict(emulator.emulator.stats)
             report.sections.append(("the emulator at the failure", f"calls {calls}\nstats {stats}"))
@@ -91,4 +91,4 @@ def pytest_runtest_makereport(
 def tickets(stack: AirflowStack, ds: str, rows: int) -> pq.ParquetFile:
     from example_data import write_tickets
 
-    return pq.read_table(write_tickets(stack.lake, ds, rows))  # type: ignore[attr-defined]
+    return pq.read_table(write_tickets(stack.lake, ds, rows))

@@ -47,7 +47,7 @@ def test_sensor_waits_deferred_in_a_real_triggerer(stack: AirflowStack, emulator
     assert wait_logs.count("% done); elapsed") >= 2
     assert "batches 3/3 ended" in wait_logs
 
-    output = ds.dataset(stack.lake / "support" / "ticket_labels" / "ds=2026-11-02", format="parquet").to_table()  # type: ignore[attr-defined]
+    output = ds.dataset(stack.lake / "support" / "ticket_labels" / "ds=2026-11-02", format="parquet").to_table()
     assert output.num_rows == 2_100
     assert sorted(output.column("custom_id").to_pylist()) == sorted(tickets.column("ticket_id").to_pylist())
     assert emulator.emulator.stats["batches_created"] == 3
@@ -142,7 +142,7 @@ def test_running_the_same_backfill_twice_creates_nothing_new(stack: AirflowStack
             timeout=60,
             what="the scheduler to mark the backfill complete",
         )
-        root = stack.lake / "support" / "ticket_summaries"  # type: ignore[attr-defined]
+        root = stack.lake / "support" / "ticket_summaries"
         return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.parquet"))}
 
     first = backfill()

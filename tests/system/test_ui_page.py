@@ -135,7 +135,7 @@ def test_the_batches_page_shows_a_landed_run_and_the_asset_triggers_the_report(
 
     report = wait_until(report_run, timeout=120, what="the Asset-scheduled report DAG to run")
     assert report["state"] == "success", stack.log_tail("scheduler")
-    written = stack.lake / "support" / "ticket_labels" / "_report_ds=2026-11-07.json"  # type: ignore[attr-defined]
+    written = stack.lake / "support" / "ticket_labels" / "_report_ds=2026-11-07.json"
     summary = json.loads(written.read_text())
     assert summary["rows"] == 120
     assert sum(label["text_count"] for label in summary["labels"]) == 120

@@ -42,7 +42,7 @@ def test_a_line_in_another_shape_is_parsed() -> None:
 def test_column_and_row_rendering_give_the_same_keys() -> None:
     renderer = RequestRenderer(RequestSpec(prompt="Label {body}", model="m", max_tokens=8))
     batch = pa.record_batch({"body": ["a", "b", "a"]})
-    _ids, lines = renderer.render_columns(batch, first_row=0)  # type: ignore[misc]
+    _ids, lines = renderer.render_columns(batch, first_row=0)
     by_column = keys_of_column(lines)
     by_row = content_keys(r.line for r in renderer.render_batch(batch, first_row=0))
     assert (by_column == by_row).all()

@@ -25,7 +25,7 @@ def hook(emulator: RunningEmulator) -> ClaudeBatchHook:
     return ClaudeBatchHook(retry_backoff=0)
 
 
-def test_settings_from_connection(connection_env, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+def test_settings_from_connection(connection_env, monkeypatch: pytest.MonkeyPatch) -> None:
     connection_env(
         "claude_custom",
         extra={
@@ -45,7 +45,7 @@ def test_settings_from_connection(connection_env, monkeypatch: pytest.MonkeyPatc
     assert client.default_headers["anthropic-workspace-id"] == "wrkspc_1"
 
 
-def test_env_key_is_only_a_fallback(connection_env, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+def test_env_key_is_only_a_fallback(connection_env, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ANTHROPIC_API_KEY", "key-from-the-environment")
     connection_env("with_password")
     connection_env("without_password", password=None)
@@ -53,13 +53,13 @@ def test_env_key_is_only_a_fallback(connection_env, monkeypatch: pytest.MonkeyPa
     assert ClaudeBatchHook("without_password").settings.api_key == "key-from-the-environment"
 
 
-def test_missing_key_names_the_connection(connection_env) -> None:  # type: ignore[no-untyped-def]
+def test_missing_key_names_the_connection(connection_env) -> None:
     connection_env("no_key", password=None)
     with pytest.raises(ClaudeBatchAuthError, match="Connection 'no_key' has no API key"):
         ClaudeBatchHook("no_key").list_batches()
 
 
-def test_wrong_key_names_the_connection_never_the_key(connection_env) -> None:  # type: ignore[no-untyped-def]
+def test_wrong_key_names_the_connection_never_the_key(connection_env) -> None:
     connection_env("wrong_key", password="definitely-wrong-test-key")
     hook = ClaudeBatchHook("wrong_key")
     with pytest.raises(ClaudeBatchAuthError) as info:
@@ -123,7 +123,7 @@ def test_create_that_failed_before_committing_is_created_once(hook: ClaudeBatchH
     assert emulator.emulator.calls["list"] == 1  # it looked before creating again
 
 
-def test_slow_create_that_timed_out_is_adopted(connection_env, emulator: RunningEmulator) -> None:  # type: ignore[no-untyped-def]
+def test_slow_create_that_timed_out_is_adopted(connection_env, emulator: RunningEmulator) -> None:
     connection_env("impatient", extra={"timeout": 0.5})
     # The server creates the batch, then answers after the client has given up.
     emulator.emulator.inject(Fault("create", after_commit=True, delay_seconds=1.5))
@@ -170,7 +170,7 @@ def test_known_and_older_batches_are_never_adopted(hook: ClaudeBatchHook, emulat
     mine = hook.create_batch(make_requests(3, prefix="a"))
     emulator.emulator.advance(3600)
     assert hook.find_created_batch(3, created_after=datetime.now(timezone.utc) + timedelta(seconds=3000)) is None
-    assert hook.find_created_batch(3, created_after=datetime.now(timezone.utc) - timedelta(seconds=60)).id == mine.id  # type: ignore[union-attr]
+    assert hook.find_created_batch(3, created_after=datetime.now(timezone.utc) - timedelta(seconds=60)).id == mine.id
     assert hook.find_created_batch(3, created_after=datetime.now(timezone.utc), exclude=[mine.id]) is None
 
 

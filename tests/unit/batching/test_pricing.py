@@ -1,4 +1,4 @@
-"""Manifest persistence and the price table (no Airflow, no network)."""
+"""The price table, the cost formula and the cost ceiling (no Airflow, no network)."""
 
 from __future__ import annotations
 
@@ -6,56 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_claude_batch.batching.manifest import BatchRecord, Manifest, load_manifest
 from airflow_provider_claude_batch.batching.pricing import PriceTable, RequestTally, Usage, cost_ceiling
-from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError, ClaudeBatchManifestError
-
-
-def _manifest() -> Manifest:
-    return Manifest(
-        dag_id="d",
-        run_id="r",
-        task_id="t",
-        map_index=-1,
-        conn_id="c",
-        fingerprint="f" * 64,
-        spec={"prompt": "{x}"},
-        max_requests_per_batch=10,
-        max_bytes_per_batch=1000,
-        total_requests=3,
-        input_columns=None,
-        batches=[
-            BatchRecord(
-                chunk=0,
-                round=0,
-                requests_file="requests-1/chunk-00000.jsonl",
-                request_count=3,
-                body_bytes=99,
-                sha256="s",
-            )
-        ],
-    )
-
-
-def test_round_trip_and_atomic_save(tmp_path: Path) -> None:
-    manifest = _manifest()
-    manifest.batches[0].batch_id = "msgbatch_1"
-    manifest.save(tmp_path)
-    loaded = load_manifest(tmp_path)
-    assert loaded == manifest
-    assert loaded.summary() == {"chunks": 1, "requests": 3, "batch_ids": ["msgbatch_1"], "rounds": 1}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json"]
-
-
-def test_missing_or_bad_manifest_is_explained(tmp_path: Path) -> None:
-    with pytest.raises(ClaudeBatchManifestError, match="no manifest at .*has the submit task run"):
-        load_manifest(tmp_path)
-    (tmp_path / "manifest.json").write_text("{not json")
-    with pytest.raises(ClaudeBatchManifestError, match="not a readable manifest"):
-        load_manifest(tmp_path)
-    (tmp_path / "manifest.json").write_text('{"version": 99}')
-    with pytest.raises(ClaudeBatchManifestError, match="version 99"):
-        load_manifest(tmp_path)
+from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
 
 
 def test_prices_match_a_model_or_its_dated_alias_only() -> None:
@@ -89,21 +41,6 @@ def test_prices_can_be_overridden_without_code(tmp_path: Path, monkeypatch: pyte
     assert table.cost("claude-sonnet-4-6", Usage(0, 0, 1_000_000, 1_000_000)) == pytest.approx(1.0)
     with pytest.raises(ClaudeBatchInputError, match="price of model 'bad'"):
         PriceTable.load({"bad": {"input": "x"}})
-
-
-def test_the_batch_index_sits_in_the_work_dir_and_takes_only_batch_ids(tmp_path: Path) -> None:
-    from airflow_provider_claude_batch.batching.batch_index import index_path, read_origin
-    from airflow_provider_claude_batch.batching.run_dir import RunDir
-
-    work_dir = tmp_path / "work"
-    assert RunDir.located(work_dir / "dag" / "run" / "task", "dag", "run", "task", -1).work_dir.path == work_dir
-    assert RunDir.located(work_dir / "dag" / "run" / "task" / "3", "dag", "run", "task", 3).work_dir.path == work_dir
-    assert index_path(work_dir, "../../etc/passwd") is None and read_origin(work_dir, "a/b") is None
-    assert read_origin(work_dir, "msgbatch_unknown") is None
-    (work_dir / "_batches").mkdir(parents=True)
-    (work_dir / "_batches" / "msgbatch_odd.json").write_text("[1, 2]")
-    with pytest.raises(ValueError, match="not a batch index entry"):
-        read_origin(work_dir, "msgbatch_odd")
 
 
 def test_the_cost_ceiling_prices_bytes_as_tokens_and_full_answers() -> None:

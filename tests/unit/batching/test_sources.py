@@ -16,7 +16,7 @@ from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
 TABLE = pa.table({"id": ["a", "b", "c"], "body": ["x", "y", "z"]})
 
 
-def _rows(source, **kwargs) -> list[dict]:  # type: ignore[no-untyped-def]
+def _rows(source, **kwargs) -> list[dict]:
     opened = open_source(source, **kwargs)
     return pa.Table.from_batches(list(opened.batches)).to_pylist()
 

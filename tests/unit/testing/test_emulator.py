@@ -29,7 +29,7 @@ def _results(client: anthropic.Anthropic, batch_id: str) -> list[MessageBatchInd
 
 def test_create_retrieve_results_parse_strictly(client: anthropic.Anthropic, emulator: RunningEmulator) -> None:
     emulator.emulator.config.processing_seconds = 3600
-    batch = client.messages.batches.create(requests=make_requests(3))  # type: ignore[arg-type]
+    batch = client.messages.batches.create(requests=make_requests(3))
     assert batch.id.startswith("msgbatch_")
     assert batch.processing_status == "in_progress"
     assert batch.request_counts.processing == 3
@@ -52,8 +52,8 @@ def test_create_retrieve_results_parse_strictly(client: anthropic.Anthropic, emu
         assert message.content[0].text.startswith(EMULATOR_TAG)
         assert message.usage.input_tokens > 0
         # Deterministic: the same request always gets the same answer.
-    again = {r.custom_id: r.result.message.content[0].text for r in _results(client, batch.id)}  # type: ignore[union-attr]
-    assert again == {r.custom_id: r.result.message.content[0].text for r in results}  # type: ignore[union-attr]
+    again = {r.custom_id: r.result.message.content[0].text for r in _results(client, batch.id)}
+    assert again == {r.custom_id: r.result.message.content[0].text for r in results}
 
 
 def test_every_result_line_validates_against_the_sdk_models(
@@ -62,7 +62,7 @@ def test_every_result_line_validates_against_the_sdk_models(
     requests = make_requests(4)
     requests[3]["params"].pop("max_tokens")  # per-request validation shows up as errored
     emulator.emulator.script_outcomes({"req-1": "errored:overloaded_error", "req-2": "expired"})
-    batch = client.messages.batches.create(requests=requests)  # type: ignore[arg-type]
+    batch = client.messages.batches.create(requests=requests)
     raw = client.messages.batches.with_raw_response.results(batch.id).read()
     lines = raw.split(b"\n")
     assert lines[-1] == b"" and b"" not in lines[:-1] and b"\r" not in raw
@@ -72,23 +72,23 @@ def test_every_result_line_validates_against_the_sdk_models(
     }
     assert by_id["req-0"].result.type == "succeeded"
     assert by_id["req-1"].result.type == "errored"
-    assert by_id["req-1"].result.error.error.type == "overloaded_error"  # type: ignore[union-attr]
+    assert by_id["req-1"].result.error.error.type == "overloaded_error"
     assert by_id["req-2"].result.type == "expired"
-    assert by_id["req-3"].result.error.error.type == "invalid_request_error"  # type: ignore[union-attr]
-    assert "max_tokens" in by_id["req-3"].result.error.error.message  # type: ignore[union-attr]
+    assert by_id["req-3"].result.error.error.type == "invalid_request_error"
+    assert "max_tokens" in by_id["req-3"].result.error.error.message
     counts = client.messages.batches.retrieve(batch.id).request_counts
     assert (counts.succeeded, counts.errored, counts.expired) == (1, 2, 1)
 
 
 def test_results_are_not_in_request_order(client: anthropic.Anthropic) -> None:
-    batch = client.messages.batches.create(requests=make_requests(10))  # type: ignore[arg-type]
+    batch = client.messages.batches.create(requests=make_requests(10))
     order = [r.custom_id for r in _results(client, batch.id)]
     assert sorted(order) == sorted(f"req-{i}" for i in range(10))
     assert order != [f"req-{i}" for i in range(10)]
 
 
 def test_list_pages_newest_first_with_after_and_before(client: anthropic.Anthropic) -> None:
-    ids = [client.messages.batches.create(requests=make_requests(1)).id for _ in range(5)]  # type: ignore[arg-type]
+    ids = [client.messages.batches.create(requests=make_requests(1)).id for _ in range(5)]
     page = client.messages.batches.list(limit=2)
     assert [b.id for b in page.data] == [ids[4], ids[3]]
     assert page.has_more and page.first_id == ids[4] and page.last_id == ids[3]
@@ -104,7 +104,7 @@ def test_list_pages_newest_first_with_after_and_before(client: anthropic.Anthrop
 def test_cancel_moves_through_canceling_to_ended(client: anthropic.Anthropic, emulator: RunningEmulator) -> None:
     emulator.emulator.config.processing_seconds = 3600
     emulator.emulator.config.cancel_seconds = 60
-    batch = client.messages.batches.create(requests=make_requests(3))  # type: ignore[arg-type]
+    batch = client.messages.batches.create(requests=make_requests(3))
     canceling = client.messages.batches.cancel(batch.id)
     assert canceling.processing_status == "canceling"
     assert canceling.cancel_initiated_at is not None
@@ -117,7 +117,7 @@ def test_cancel_moves_through_canceling_to_ended(client: anthropic.Anthropic, em
 
 def test_batches_expire_after_24_hours(client: anthropic.Anthropic, emulator: RunningEmulator) -> None:
     emulator.emulator.config.processing_seconds = math.inf
-    batch = client.messages.batches.create(requests=make_requests(2))  # type: ignore[arg-type]
+    batch = client.messages.batches.create(requests=make_requests(2))
     emulator.emulator.advance(23.9 * 3600)
     assert client.messages.batches.retrieve(batch.id).processing_status == "in_progress"
     emulator.emulator.advance(0.1 * 3600)
@@ -126,7 +126,7 @@ def test_batches_expire_after_24_hours(client: anthropic.Anthropic, emulator: Ru
 
 
 def test_archived_after_29_days(client: anthropic.Anthropic, emulator: RunningEmulator) -> None:
-    batch = client.messages.batches.create(requests=make_requests(1))  # type: ignore[arg-type]
+    batch = client.messages.batches.create(requests=make_requests(1))
     assert client.messages.batches.retrieve(batch.id).archived_at is None
     emulator.emulator.advance(29 * 24 * 3600)
     assert client.messages.batches.retrieve(batch.id).archived_at is not None
@@ -134,7 +134,7 @@ def test_archived_after_29_days(client: anthropic.Anthropic, emulator: RunningEm
 
 def test_delete_only_ended_batches(client: anthropic.Anthropic, emulator: RunningEmulator) -> None:
     emulator.emulator.config.processing_seconds = 3600
-    batch = client.messages.batches.create(requests=make_requests(1))  # type: ignore[arg-type]
+    batch = client.messages.batches.create(requests=make_requests(1))
     with pytest.raises(anthropic.BadRequestError, match="cannot be deleted"):
         client.messages.batches.delete(batch.id)
     with pytest.raises(anthropic.AnthropicError, match="results_url"):
@@ -163,25 +163,25 @@ def test_delete_only_ended_batches(client: anthropic.Anthropic, emulator: Runnin
 )
 def test_create_validation_errors(
     client: anthropic.Anthropic, emulator: RunningEmulator, mutate, status, needle
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     requests = make_requests(3)
     mutate(requests)
     with pytest.raises(anthropic.APIStatusError, match=needle) as info:
-        client.messages.batches.create(requests=requests)  # type: ignore[arg-type]
+        client.messages.batches.create(requests=requests)
     assert info.value.status_code == status
-    assert info.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
+    assert info.value.body["error"]["type"] == "invalid_request_error"
     assert emulator.emulator.stats["batches_created"] == 0
 
 
 def test_count_and_byte_limits_are_configurable(client: anthropic.Anthropic, emulator: RunningEmulator) -> None:
     emulator.emulator.config.max_requests_per_batch = 5
     with pytest.raises(anthropic.BadRequestError, match="at most 5 requests"):
-        client.messages.batches.create(requests=make_requests(6))  # type: ignore[arg-type]
+        client.messages.batches.create(requests=make_requests(6))
     emulator.emulator.config.max_bytes_per_batch = 400
     with pytest.raises(anthropic.APIStatusError) as info:
-        client.messages.batches.create(requests=make_requests(5))  # type: ignore[arg-type]
+        client.messages.batches.create(requests=make_requests(5))
     assert info.value.status_code == 413
-    assert info.value.body["error"]["type"] == "request_too_large"  # type: ignore[index]
+    assert info.value.body["error"]["type"] == "request_too_large"
     assert emulator.emulator.stats["batches_created"] == 0
 
 
@@ -206,7 +206,7 @@ def test_workspaces_scope_batches(emulator: RunningEmulator) -> None:
     b = anthropic.Anthropic(
         api_key=TEST_API_KEY, base_url=emulator.base_url, default_headers={"anthropic-workspace-id": "wrkspc_b"}
     )
-    batch = a.messages.batches.create(requests=make_requests(1))  # type: ignore[arg-type]
+    batch = a.messages.batches.create(requests=make_requests(1))
     assert [x.id for x in a.messages.batches.list()] == [batch.id]
     assert list(b.messages.batches.list()) == []
     with pytest.raises(anthropic.NotFoundError):
@@ -217,7 +217,7 @@ def test_workspaces_scope_batches(emulator: RunningEmulator) -> None:
 def test_sdk_retries_injected_faults_on_reads(
     client: anthropic.Anthropic, emulator: RunningEmulator, status: int
 ) -> None:
-    batch = client.messages.batches.create(requests=make_requests(1))  # type: ignore[arg-type]
+    batch = client.messages.batches.create(requests=make_requests(1))
     emulator.emulator.inject(Fault("retrieve", status=status, retry_after=0.001, times=2))
     assert client.messages.batches.retrieve(batch.id).id == batch.id
     assert emulator.emulator.calls["retrieve"] == 3
@@ -232,7 +232,7 @@ def test_plain_sdk_create_bills_twice_after_an_ambiguous_500(
 ) -> None:
     """Why the hook never lets the SDK retry a create: this is what happens otherwise."""
     emulator.emulator.inject(Fault("create", status=500, retry_after=0.001, after_commit=True))
-    client.messages.batches.create(requests=make_requests(2))  # type: ignore[arg-type]
+    client.messages.batches.create(requests=make_requests(2))
     assert emulator.emulator.stats["batches_created"] == 2
 
 
@@ -244,7 +244,7 @@ def test_slow_response_times_out_the_client(emulator: RunningEmulator) -> None:
 
 
 def test_dropped_results_connection_breaks_the_stream(client: anthropic.Anthropic, emulator: RunningEmulator) -> None:
-    batch = client.messages.batches.create(requests=make_requests(2000))  # type: ignore[arg-type]
+    batch = client.messages.batches.create(requests=make_requests(2000))
     client.messages.batches.retrieve(batch.id)
     emulator.emulator.inject(Fault("results", drop_after_bytes=100_000))
     received = 0
@@ -257,7 +257,7 @@ def test_dropped_results_connection_breaks_the_stream(client: anthropic.Anthropi
 
 
 def test_counters_record_what_was_received(client: anthropic.Anthropic, emulator: RunningEmulator) -> None:
-    batch = client.messages.batches.create(requests=make_requests(7))  # type: ignore[arg-type]
+    batch = client.messages.batches.create(requests=make_requests(7))
     client.messages.batches.retrieve(batch.id)
     snapshot = emulator.emulator.snapshot()
     assert snapshot["calls"] == {"create": 1, "retrieve": 1}
@@ -273,8 +273,8 @@ def test_errored_and_expired_fractions_are_deterministic(
         emulator.emulator.reset()
         emulator.emulator.config.errored_fraction = 0.1
         emulator.emulator.config.expired_fraction = 0.1
-        first = client.messages.batches.create(requests=make_requests(500))  # type: ignore[arg-type]
-        second = client.messages.batches.create(requests=make_requests(500))  # type: ignore[arg-type]
+        first = client.messages.batches.create(requests=make_requests(500))
+        second = client.messages.batches.create(requests=make_requests(500))
         return (
             {r.custom_id: r.result.type for r in _results(client, first.id)},
             {r.custom_id: r.result.type for r in _results(client, second.id)},
@@ -292,7 +292,7 @@ def test_errored_and_expired_fractions_are_deterministic(
 def test_control_plane_over_http(emulator: RunningEmulator, client: anthropic.Anthropic) -> None:
     base = emulator.base_url
     httpx.post(f"{base}/_emulator/config", json={"processing_seconds": 100}).raise_for_status()
-    batch = client.messages.batches.create(requests=make_requests(1))  # type: ignore[arg-type]
+    batch = client.messages.batches.create(requests=make_requests(1))
     httpx.post(f"{base}/_emulator/advance", params={"seconds": 100}).raise_for_status()
     assert client.messages.batches.retrieve(batch.id).processing_status == "ended"
     httpx.post(
@@ -328,7 +328,7 @@ def test_command_line_server() -> None:
         base_url = line.strip().rsplit(" ", 1)[-1]
         assert base_url.startswith("http://127.0.0.1:")
         client = anthropic.Anthropic(api_key=TEST_API_KEY, base_url=base_url, _strict_response_validation=True)
-        batch = client.messages.batches.create(requests=make_requests(2))  # type: ignore[arg-type]
+        batch = client.messages.batches.create(requests=make_requests(2))
         assert len(list(client.messages.batches.results(batch.id))) == 2
     finally:
         process.terminate()
@@ -345,7 +345,7 @@ def test_models_list_and_retrieve_parse_strictly(client: anthropic.Anthropic) ->
     assert client.models.retrieve("claude-haiku-4-5").id == "claude-haiku-4-5-20251001"
     with pytest.raises(anthropic.NotFoundError) as missing:
         client.models.retrieve("claude-nonexistent-1")
-    assert missing.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
+    assert missing.value.body["error"]["type"] == "not_found_error"
 
 
 def test_models_need_authentication(emulator: RunningEmulator) -> None:
@@ -423,7 +423,7 @@ def test_federated_token_exchange_then_bearer_calls(emulator: RunningEmulator) -
 
     emulator.emulator.config.federation = FederationRule(trusted_identity_tokens=frozenset({IDENTITY_TOKEN}))
     client = _federated_client(emulator, IDENTITY_TOKEN, workspace="wrkspc_fed")
-    batch = client.messages.batches.create(requests=make_requests(1))  # type: ignore[arg-type]
+    batch = client.messages.batches.create(requests=make_requests(1))
     assert [b.id for b in client.messages.batches.list()] == [batch.id]
     # One exchange serves many calls (the SDK caches the token); the token is workspace-bound.
     assert emulator.emulator.stats["token_exchanges"] == 1
@@ -464,7 +464,7 @@ def test_an_expired_or_unflagged_access_token_is_refused(emulator: RunningEmulat
     assert httpx.get(f"{base}/v1/messages/batches", headers=headers).status_code == 401
 
 
-def test_a_state_file_keeps_batches_across_a_restart(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_state_file_keeps_batches_across_a_restart(tmp_path) -> None:
     """Oracle: after a stop and a new start on the same state file, the batches are listed in
     the same order, retrieve shows them, and the ended one's results are the same lines."""
     from airflow_provider_claude_batch.testing import EmulatorConfig, start_emulator
@@ -476,9 +476,9 @@ def test_a_state_file_keeps_batches_across_a_restart(tmp_path) -> None:  # type:
 
     with start_emulator(config) as first:
         client = connect(first)
-        ended = client.messages.batches.create(requests=make_requests(3, prefix="e"))  # type: ignore[arg-type]
+        ended = client.messages.batches.create(requests=make_requests(3, prefix="e"))
         first.emulator.end_all()
-        running = client.messages.batches.create(requests=make_requests(2, prefix="r"))  # type: ignore[arg-type]
+        running = client.messages.batches.create(requests=make_requests(2, prefix="r"))
         before = [line.custom_id for line in _results(client, ended.id)]
     with start_emulator(EmulatorConfig(processing_seconds=3600, state_file=config.state_file)) as second:
         client = connect(second)
@@ -489,7 +489,7 @@ def test_a_state_file_keeps_batches_across_a_restart(tmp_path) -> None:  # type:
         assert second.emulator.stats["batches_created"] == 0  # nothing was created again
 
 
-def test_a_create_with_output_schema_and_cache_control_keeps_both(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_create_with_output_schema_and_cache_control_keeps_both(tmp_path) -> None:
     """Oracle: requests carrying ``output_config.format`` and a ``cache_control`` system block
     (parsed by the lean create decoder) get answers valid for their schema and cache usage in
     the results file rendered once, also after a restart from the state file."""
@@ -515,15 +515,15 @@ def test_a_create_with_output_schema_and_cache_control_keeps_both(tmp_path) -> N
     config = EmulatorConfig(processing_seconds=3600, state_file=str(tmp_path / "state.json"))
     with start_emulator(config) as first:
         client = anthropic.Anthropic(api_key=first.api_key, base_url=first.base_url, max_retries=0)
-        batch = client.messages.batches.create(requests=requests)  # type: ignore[arg-type]
+        batch = client.messages.batches.create(requests=requests)
         first.emulator.end_all()
     with start_emulator(EmulatorConfig(state_file=config.state_file)) as second:
         client = anthropic.Anthropic(api_key=second.api_key, base_url=second.base_url, max_retries=0)
         results = sorted(_results(client, batch.id), key=lambda r: r.custom_id)
     assert [r.result.type for r in results] == ["succeeded"] * 3
-    usages = [r.result.message.usage for r in results]  # type: ignore[union-attr]
+    usages = [r.result.message.usage for r in results]
     for result in results:
-        assert json.loads(result.result.message.content[0].text)["label"] in ("a", "b")  # type: ignore[union-attr]
+        assert json.loads(result.result.message.content[0].text)["label"] in ("a", "b")
     # One request writes the prefix to the cache, the others of the batch read it.
     assert sorted(bool(u.cache_creation_input_tokens) for u in usages) == [False, False, True]
     assert sum(bool(u.cache_read_input_tokens) for u in usages) == 2

@@ -46,7 +46,7 @@ def _render(tmp_path: Path, name: str, spec: RequestSpec, table: pa.Table, *, co
         used.append(rendered is not None)
         return rendered
 
-    renderer.render_columns = recording  # type: ignore[method-assign]
+    renderer.render_columns = recording
     directory = tmp_path / name
     directory.mkdir()
     writer = ChunkWriter(directory, ChunkLimits(max_requests=40, max_bytes=9_000), input_columns=["tag"])

@@ -51,7 +51,7 @@ EXPIRED = {"custom_id": "c", "result": {"type": "expired"}}
 CANCELED = {"custom_id": "d", "result": {"type": "canceled"}}
 
 
-def _parse(lines: list[dict], **kwargs) -> pa.Table:  # type: ignore[no-untyped-def]
+def _parse(lines: list[dict], **kwargs) -> pa.Table:
     parser = ResultParser("msgbatch_1", 0, PriceTable(), **kwargs)
     return pa.Table.from_batches(list(parser.parse(json.dumps(line).encode() for line in lines)), schema=RESULT_SCHEMA)
 
@@ -95,7 +95,7 @@ def test_malformed_line_names_the_line_and_batch() -> None:
         list(parser.parse([json.dumps(EXPIRED).encode(), b'{"custom_id": 5}']))
 
 
-def _expected(line: dict) -> dict:  # type: ignore[type-arg]
+def _expected(line: dict) -> dict:
     """The schema's meaning of one line, written plainly: the oracle for the columnar parser."""
     result = line["result"]
     message, envelope = result.get("message"), result.get("error")
@@ -145,7 +145,7 @@ def test_columnar_parse_matches_the_plain_reading_of_every_shape() -> None:
         assert {key: row[key] for key in expected} == expected
 
 
-def test_blank_lines_in_a_file_are_skipped(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_blank_lines_in_a_file_are_skipped(tmp_path) -> None:
     path = tmp_path / "r.jsonl"
     path.write_bytes(b"\n".join([json.dumps(SUCCEEDED).encode(), b"", json.dumps(EXPIRED).encode(), b""]) + b"\n")
     with path.open("rb") as handle:
@@ -160,7 +160,7 @@ def test_a_line_without_a_result_is_named() -> None:
 
 
 def test_full_usage_lands_in_columns_and_one_hour_cache_writes_cost_more() -> None:
-    message = dict(SUCCEEDED["result"]["message"])  # type: ignore[index]
+    message = dict(SUCCEEDED["result"]["message"])
     message["usage"] = {
         "input_tokens": 10,
         "output_tokens": 300,

@@ -132,7 +132,7 @@ def test_a_reader_in_a_loop_never_sees_a_mix_while_reruns_replace_the_partition(
     # Only the commit object and the last landing's files are left.
     names = sorted(p.name for p in destination.iterdir())
     if where == "s3":
-        assert names == sorted([COMMIT_NAME, read_commit(destination)["version"]])  # type: ignore[index]
+        assert names == sorted([COMMIT_NAME, read_commit(destination)["version"]])
     else:
         assert names == sorted([COMMIT_NAME, "part-00000.parquet", "part-00001.parquet", "part-00002.parquet"])
         assert not [p for p in destination.parent.iterdir() if p.name.startswith(".")]  # no staging left

@@ -228,7 +228,7 @@ def _dates(known: dict[tuple[str, str], str | None]) -> Any:
         asked.append(set(runs))
         return {key: value for key, value in known.items() if key in asked[-1]}
 
-    lookup.asked = asked  # type: ignore[attr-defined]
+    lookup.asked = asked
     return lookup
 
 
@@ -446,7 +446,7 @@ def test_a_run_answered_from_the_store_shows_with_rows_reused_and_the_saving(
             return {dag.dag_id}
 
     original = api_app.get_auth_manager
-    api_app.get_auth_manager = lambda: Everyone()  # type: ignore[assignment]
+    api_app.get_auth_manager = lambda: Everyone()
     try:
         app = create_app()
         app.dependency_overrides[get_user] = lambda: "someone"
@@ -456,7 +456,7 @@ def test_a_run_answered_from_the_store_shows_with_rows_reused_and_the_saving(
                 "/api/batches", params={"dag_id": dag.dag_id, "run_id": second.run_id, "task_id": "submit"}
             ).json()
     finally:
-        api_app.get_auth_manager = original  # type: ignore[assignment]
+        api_app.get_auth_manager = original
     by_run = {run["run_id"]: run for run in body["runs"]}
     assert by_run[second.run_id]["batch_ids"] == [] and by_run[second.run_id]["rows_reused"] == 10
     assert by_run[second.run_id]["cost_usd"] == 0.0 and by_run[second.run_id]["percent_done"] == 100.0

@@ -29,7 +29,7 @@ def identity_token_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def federated(connection_env, emulator: RunningEmulator, identity_token_file: Path):  # type: ignore[no-untyped-def]
+def federated(connection_env, emulator: RunningEmulator, identity_token_file: Path):
     """Defines a keyless connection id ``claude_federated`` (extras overridable)."""
     emulator.emulator.config.federation = RULE
 
@@ -49,7 +49,7 @@ def federated(connection_env, emulator: RunningEmulator, identity_token_file: Pa
 
 def test_a_keyless_connection_creates_reads_and_tests(
     federated, emulator: RunningEmulator, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     monkeypatch.setenv("ANTHROPIC_API_KEY", "key-from-the-environment")  # not used: the connection federates
     caplog.set_level(logging.DEBUG)
     hook = ClaudeBatchHook(federated())
@@ -80,7 +80,7 @@ def test_a_keyless_connection_creates_reads_and_tests(
 
 def test_an_untrusted_identity_fails_before_anything_is_created(
     federated, emulator: RunningEmulator, identity_token_file: Path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     identity_token_file.write_text("eyJ.an-untrusted-identity.sig")
     hook = ClaudeBatchHook(federated(), retry_backoff=0)
     with pytest.raises(ClaudeBatchFederationError) as raised:
@@ -98,7 +98,7 @@ def test_an_untrusted_identity_fails_before_anything_is_created(
 
 def test_a_rotated_identity_token_is_read_again(
     federated, emulator: RunningEmulator, identity_token_file: Path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     rotated = "eyJ.rotated-projected-token.sig"
     emulator.emulator.config.federation = FederationRule(trusted_identity_tokens=frozenset({IDENTITY_TOKEN, rotated}))
     hook = ClaudeBatchHook(federated())
@@ -110,12 +110,12 @@ def test_a_rotated_identity_token_is_read_again(
     assert emulator.emulator.stats["token_exchanges"] == 2
 
 
-def test_half_a_federation_setup_is_a_clear_error(federated) -> None:  # type: ignore[no-untyped-def]
+def test_half_a_federation_setup_is_a_clear_error(federated) -> None:
     with pytest.raises(ClaudeBatchAuthError, match="'claude_federated'.*no organization_id"):
         ClaudeBatchHook(federated(organization_id="")).settings  # noqa: B018
 
 
-def test_a_missing_identity_token_file_names_the_setting(federated, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_missing_identity_token_file_names_the_setting(federated, tmp_path: Path) -> None:
     hook = ClaudeBatchHook(federated(identity_token_file=str(tmp_path / "absent")))
     with pytest.raises(ClaudeBatchFederationError, match="'claude_federated'.*identity_token_file"):
         hook.list_batches()

@@ -29,7 +29,7 @@ def test_concurrent_polls_share_one_walk_through_the_pages(emulator: RunningEmul
         groups = [ids[i : i + 5] for i in range(0, 25, 5)]
         answers = await asyncio.gather(*(shared.states(group) for group in groups))
         assert shared.calls == {"list": 3, "retrieve": 0}
-        return [state for answer in answers for state in answer.values()]  # type: ignore[misc]
+        return [state for answer in answers for state in answer.values()]
 
     states = asyncio.run(poll())
     assert len(states) == 25
@@ -81,7 +81,7 @@ def test_a_failed_listing_reaches_every_waiter(emulator: RunningEmulator) -> Non
     assert emulator.emulator.calls["list"] == 3  # one listing (the SDK's 2 retries), not one per waiter
 
 
-def test_one_shared_instance_per_connection_per_loop(emulator: RunningEmulator, connection_env) -> None:  # type: ignore[no-untyped-def]
+def test_one_shared_instance_per_connection_per_loop(emulator: RunningEmulator, connection_env) -> None:
     connection_env("other_claude")
 
     async def instances() -> tuple[object, object, object]:

@@ -17,7 +17,7 @@ from airflow_provider_claude_batch.hooks.claude_batch import jsonl_to_create_bod
 SPEC = RequestSpec(prompt="{body}", model="claude-sonnet-4-6", max_tokens=16, id_column="id")
 
 
-def _write(tmp_path: Path, table: pa.Table, limits: ChunkLimits, *, batch_rows: int = 700, input_columns=None):  # type: ignore[no-untyped-def]
+def _write(tmp_path: Path, table: pa.Table, limits: ChunkLimits, *, batch_rows: int = 700, input_columns=None):
     writer = ChunkWriter(tmp_path, limits, input_columns=input_columns)
     renderer = RequestRenderer(SPEC)
     for batch in table.to_batches(max_chunksize=batch_rows):
@@ -70,7 +70,7 @@ def test_duplicate_ids_across_chunks_are_found(tmp_path: Path) -> None:
 def test_input_columns_are_saved_per_chunk_aligned_with_ids(tmp_path: Path) -> None:
     chunks = _write(tmp_path, _table(2500), ChunkLimits(max_requests=1000), input_columns=["id", "product"])
     for chunk in chunks:
-        inputs = pq.read_table(tmp_path / chunk.inputs_file)  # type: ignore[operator]
+        inputs = pq.read_table(tmp_path / chunk.inputs_file)
         ids = [json.loads(line)["custom_id"] for line in (tmp_path / chunk.requests_file).read_bytes().splitlines()]
         assert inputs.column("custom_id").to_pylist() == ids
         assert inputs.column_names == ["id", "product", "custom_id"]
