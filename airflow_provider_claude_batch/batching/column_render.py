@@ -3,7 +3,7 @@
 A prompt template that is a plain concatenation of text and columns (``"Classify: {body}"``:
 no ``!r``, no format spec, no ``.attr`` or ``[key]``) over string columns renders without a
 Python object per row: each column is JSON-escaped whole and the lines are joined element
-wise. The result is byte for byte what :class:`~.requests.RequestRenderer`'s row path
+wise. The result is byte for byte what :class:`~.rendering.RequestRenderer`'s row path
 writes (msgspec's escaping: ``\\"``, ``\\\\``, ``\\b \\f \\n \\r \\t``, ``\\u00XX`` for other
 control characters, UTF-8 as is). Anything else returns ``None`` and the row path renders
 the batch, with its row-numbered errors: a null value, an id that breaks the pattern, a

@@ -8,6 +8,7 @@ exists."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import airflow_provider_claude_batch
@@ -50,3 +51,12 @@ def test_no_test_silences_the_type_checker() -> None:
     marker = "type: " + "ignore"  # spelled apart so that this file does not match itself
     noisy = [str(p.relative_to(TESTS)) for p in TESTS.rglob("*.py") if marker in p.read_text()]
     assert noisy == []
+
+
+def test_the_architecture_doc_names_every_module_and_only_modules_that_exist() -> None:
+    doc = (TESTS.parent / "docs" / "architecture.md").read_text()
+    modules = {str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if p.name != "__init__.py"}
+    assert {m for m in modules if f"`{m}`" not in doc} == set(), "give these modules their rule in the doc"
+    named = set(re.findall(r"`([a-z_]+(?:/[a-z_]+)*\.py)`", doc))
+    gone = {m for m in named if not (PACKAGE / m).exists() and not (TESTS.parent / m).exists()}
+    assert gone == set(), "the doc names modules that do not exist"
