@@ -29,6 +29,7 @@ from airflow_provider_claude_batch.batching.answered_rows import (
 from airflow_provider_claude_batch.batching.chunks import CUSTOM_ID_COLUMN, request_id
 from airflow_provider_claude_batch.batching.lines import iter_file_lines
 from airflow_provider_claude_batch.batching.manifest import BatchRecord, Manifest
+from airflow_provider_claude_batch.batching.partitions import part_file_name
 from airflow_provider_claude_batch.batching.pricing import PriceTable, sync_api_cost
 from airflow_provider_claude_batch.batching.results import RESULT_SCHEMA, TOKEN_COLUMNS, ResultParser
 from airflow_provider_claude_batch.batching.reuse import ANSWER_SOURCES, NEW
@@ -448,7 +449,7 @@ def write_parts(
             final = final_rounds(run_dir, records)
             retried = pa.array(list(final), pa.string())
             retried_rounds = pa.array(list(final.values()), pa.int32())
-            name = f"part-{chunk:05d}.parquet"
+            name = part_file_name(chunk)
             rows = 0
             pending = new_answers.for_chunk(chunk, base)
             failed = True
@@ -514,7 +515,7 @@ def _write_answered(
     compression: str,
 ) -> None:
     """The part of the rows that were not sent (reused and deduplicated), after the chunks'."""
-    name = f"part-{1 + max((r.chunk for r in manifest.batches), default=-1):05d}.parquet"
+    name = part_file_name(1 + max((r.chunk for r in manifest.batches), default=-1))
     rows = 0
     with (staged_dir / name).open("wb") as sink, _BackgroundWriter(sink, schema, compression) as writer:
         for table in answered.tables(parsed_schema, keep_columns, rename, row_group_size):

@@ -48,6 +48,13 @@ from airflow_provider_claude_batch.exceptions import ClaudeBatchPartitionError a
 COMMIT_NAME = "_commit.json"
 COMMIT_FORMAT = 1
 VERSION_PREFIX = "v-"
+#: Data files of a landing: ``part-NNNNN.parquet``, one per chunk, then one for the rows not sent.
+PART_PREFIX = "part-"
+
+
+def part_file_name(index: int) -> str:
+    """The name of a landing's ``index``-th data file."""
+    return f"{PART_PREFIX}{index:05d}.parquet"
 
 
 def new_version() -> str:
@@ -130,7 +137,7 @@ def committed_files(destination: Any) -> list[Any]:
         return [destination / name for name in record["files"]]
     if not destination.exists():
         return []
-    return sorted((p for p in destination.iterdir() if p.name.startswith("part-")), key=lambda p: p.name)
+    return sorted((p for p in destination.iterdir() if p.name.startswith(PART_PREFIX)), key=lambda p: p.name)
 
 
 def read_partition(destination: Any, *, columns: list[str] | None = None, attempts: int = 5) -> pa.Table:
