@@ -589,10 +589,7 @@ class Emulator:
         return stored
 
     def _parse_create_generic(self, body: bytes, workspace: str | None) -> list[_StoredRequest]:
-        try:
-            payload = _json_decoder.decode(body)
-        except msgspec.DecodeError as exc:
-            raise EmulatorHTTPError(400, f"Request body is not valid JSON: {exc}") from None
+        payload = _decode_body(body)
         if not isinstance(payload, dict) or not isinstance(payload.get("requests"), list):
             raise EmulatorHTTPError(400, "requests: Field required (a list of requests)")
         raw_requests = payload["requests"]
@@ -810,13 +807,18 @@ def _prompt_bytes(params: dict[str, Any]) -> bytes:
     return _json_encoder.encode([params.get("system"), params.get("messages")])
 
 
+def _decode_body(body: bytes) -> Any:
+    """A request body as JSON, or the API's 400 for one that is not."""
+    try:
+        return _json_decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise EmulatorHTTPError(400, f"Request body is not valid JSON: {exc}") from None
+
+
 def count_input_tokens(body: bytes) -> dict[str, Any]:
     """``POST /v1/messages/count_tokens``: the input tokens a request's params would use, counted
     as the emulator's usage counts them (a quarter of the prompt's JSON characters)."""
-    try:
-        params = _json_decoder.decode(body)
-    except msgspec.DecodeError as exc:
-        raise EmulatorHTTPError(400, f"Request body is not valid JSON: {exc}") from None
+    params = _decode_body(body)
     if not isinstance(params, dict) or not isinstance(params.get("model"), str):
         raise EmulatorHTTPError(400, "model: Field required")
     if not isinstance(params.get("messages"), list) or not params["messages"]:

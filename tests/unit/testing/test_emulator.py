@@ -527,3 +527,14 @@ def test_a_create_with_output_schema_and_cache_control_keeps_both(tmp_path) -> N
     # One request writes the prefix to the cache, the others of the batch read it.
     assert sorted(bool(u.cache_creation_input_tokens) for u in usages) == [False, False, True]
     assert sum(bool(u.cache_read_input_tokens) for u in usages) == 2
+
+
+@pytest.mark.parametrize("path", ["/v1/messages/batches", "/v1/messages/count_tokens"])
+def test_a_body_that_is_not_json_is_the_apis_400(emulator: RunningEmulator, path: str) -> None:
+    answer = httpx.post(
+        f"{emulator.base_url}{path}",
+        content=b'{"requests": [',
+        headers={"x-api-key": TEST_API_KEY, "anthropic-version": "2023-06-01", "content-type": "application/json"},
+    )
+    assert answer.status_code == 400 and "Request body is not valid JSON" in answer.text
+    assert emulator.emulator.stats["batches_created"] == 0
