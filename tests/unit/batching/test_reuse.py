@@ -1,6 +1,7 @@
-"""The answer store under hostile conditions: a listing made stale by a concurrent compaction,
-a file that is not Parquet, and object storage (fsspec's in-memory file system: no atomic
-rename, no real folders) instead of local disk."""
+"""The reuse plan (which rows are sent), and the answer store it reads under hostile
+conditions: a listing made stale by a concurrent compaction, a file that is not Parquet, and
+object storage (fsspec's in-memory file system: no atomic rename, no real folders) instead
+of local disk."""
 
 from __future__ import annotations
 
@@ -101,3 +102,49 @@ def test_an_unreadable_store_file_costs_its_answers_not_every_run(location: Any)
     assert stats.answers_kept == 210
     assert broken.exists()
     assert set(_texts(store, _keys(range(210)))) == set(range(210))
+
+
+def test_the_plan_sends_only_new_rows_and_writes_the_others_down(tmp_path: Path) -> None:
+    """Stored answers are reused, a repeat of a sent row is deduplicated, the rest is sent;
+    every row is exactly one of them and the tally counts only what is sent."""
+    from airflow_provider_claude_batch.batching.chunks import ChunkLimits
+    from airflow_provider_claude_batch.batching.content_key import as_arrow
+    from airflow_provider_claude_batch.batching.rendering import RequestSpec
+    from airflow_provider_claude_batch.batching.run_dir import ANSWERED_FILE, RunDir, WorkDir
+    from airflow_provider_claude_batch.batching.submission import ReuseSettings, plan_reuse, stage_requests
+
+    work_dir = WorkDir(tmp_path)
+    run_dir = work_dir.run("dag", "run", "submit")
+    spec = RequestSpec(prompt="{text}", model="claude-haiku-4-5", max_tokens=8)
+    limits = ChunkLimits(max_requests=2)
+    texts = ["q0", "q1", "q2", "q1", "q4", "q5"]
+    staged = stage_requests(texts, spec, limits, run_dir, keys=True)
+    assert staged.keys is not None
+    store = AnswerStore(work_dir)
+    stored = _answers(range(2)).set_column(
+        len(_answers(range(2)).column_names) - 1, "key", as_arrow(staged.keys[[0, 4]])
+    )
+    store.add(stored, ORIGIN, name="earlier")  # answers for q0 and q4
+
+    planned = plan_reuse(staged, run_dir, ReuseSettings(store, None), limits)
+
+    counts = planned.reuse
+    assert counts is not None
+    assert (counts.rows, counts.new, counts.reused, counts.deduplicated) == (6, 3, 2, 1)
+    assert planned.fingerprint == staged.fingerprint  # the identity of every row, not of those sent
+    assert planned.total_requests == 3 and sum(chunk.request_count for chunk in planned.chunks) == 3
+    sent = [
+        line
+        for chunk in planned.chunks
+        for line in (run_dir / RunDir.staged_file(planned.directory_name, chunk.requests_file))
+        .read_bytes()
+        .splitlines()
+    ]
+    assert [b'"q1"' in line or b'"q2"' in line or b'"q5"' in line for line in sent] == [True] * 3
+    assert planned.tally["claude-haiku-4-5"].requests == 3  # the budget counts the new rows only
+    answered = pq.read_table(run_dir / planned.directory_name / ANSWERED_FILE).sort_by("row")
+    assert answered.column("row").to_pylist() == [0, 3, 4]
+    assert answered.column("answer_source").to_pylist() == ["reused", "deduplicated", "reused"]
+    sender = answered.column("same_as").to_pylist()[1]  # the sent row whose outcome the repeat gets
+    assert sender is not None and any(f'"custom_id":"{sender}"'.encode() in line and b'"q1"' in line for line in sent)
+    assert list(run_dir.staging_names()) == [planned.directory_name]  # the full staging is gone
