@@ -126,6 +126,10 @@ class WorkDir:
     def __repr__(self) -> str:
         return f"WorkDir({str(self.path)!r})"
 
+    def dag_run_folder(self, dag_id: str, run_id: str) -> StoragePath:
+        """The folder of one DAG run: its submit tasks' run folders are below it."""
+        return self.path / safe_name(dag_id) / safe_name(run_id)
+
     def run(self, dag_id: str, run_id: str, task_id: str, map_index: int | None = -1) -> RunDir:
         """The run folder of one task instance."""
         path = self.path

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from airflow_provider_claude_batch.batching.run_dir import MANIFEST_NAME, RunDir, WorkDir, safe_name
+from airflow_provider_claude_batch.batching.run_dir import MANIFEST_NAME, RunDir, WorkDir
 
 #: (dag_id, run_id)
 RunKey = tuple[str, str]
@@ -129,7 +129,7 @@ def _manifests_of_run(run_folder: Any) -> list[tuple[Any, dict[str, Any]]]:
 def answered_run(work_dir: WorkDir | Any, dag_id: str, run_id: str, conn_id: str) -> AnsweredRun | None:
     """The run, if its folder holds submit tasks of ``conn_id`` that all looked for answers and
     none of which recorded a batch."""
-    run_folder = WorkDir.of(work_dir).path / safe_name(dag_id) / safe_name(run_id)
+    run_folder = WorkDir.of(work_dir).dag_run_folder(dag_id, run_id)
     if not run_folder.exists():
         return None
     manifests = [(folder, m) for folder, m in _manifests_of_run(run_folder) if m.get("conn_id") == conn_id]

@@ -20,9 +20,7 @@ TESTS = Path(__file__).resolve().parents[1]
 NOT_MIRRORED_YET = {
     "batching/answered_rows.py": "tests/airflow/test_answer_reuse.py, test_answer_reuse_edges.py",
     "batching/awaited.py": "tests/airflow/test_answer_reuse_edges.py",
-    "batching/token_estimate.py": "tests/airflow/test_token_estimate.py",
     "decorators/claude_batch.py": "tests/airflow/test_decorator.py",
-    "plugins/run_reuse.py": "tests/unit/plugins/test_batches_page.py",
     "testing/__main__.py": "tests/unit/testing/test_emulator.py (served as a process), tests/test_readme.py",
     "testing/federation.py": "tests/unit/hooks/test_credentials.py",
     "testing/models_catalog.py": "tests/unit/testing/test_emulator.py",
