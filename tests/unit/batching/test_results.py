@@ -189,7 +189,7 @@ def test_full_usage_lands_in_columns_and_one_hour_cache_writes_cost_more() -> No
 
 
 def test_web_searches_are_priced_per_call_and_the_fee_can_be_overridden() -> None:
-    message = dict(SUCCEEDED["result"]["message"])  # type: ignore[index]
+    message = dict(SUCCEEDED["result"]["message"])
     message["usage"] = {"input_tokens": 0, "output_tokens": 0, "server_tool_use": {"web_search_requests": 3}}
     line = {"custom_id": "a", "result": {"type": "succeeded", "message": message}}
     assert _parse([line]).to_pylist()[0]["cost_usd"] == pytest.approx(0.03)
