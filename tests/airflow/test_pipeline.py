@@ -265,7 +265,7 @@ def test_secret_never_lands_in_files_or_xcom(
 def test_a_budget_stops_the_run_before_anything_is_billed(
     make_dag, emulator: RunningEmulator, work_dir: Path, tmp_path: Path
 ) -> None:
-    """The guard in a real run (its message: tests/batching/test_submission.py)."""
+    """The guard in a real run (its message: tests/unit/batching/test_submission.py)."""
     body = """
         s = ClaudeBatchSubmitOperator(task_id="submit", source=[f"ticket {{i}}: the app crashes on login" for i in range(200)],
                                       model="claude-haiku-4-5", max_tokens=64, max_cost_usd={budget})
