@@ -105,7 +105,7 @@ def test_every_duration_takes_a_timedelta(make_dag, emulator: RunningEmulator, w
     assert emulator.emulator.stats["batches_created"] == 2  # round 0, and the expired row resubmitted
 
 
-def test_the_decorator_and_the_answer_ages_take_seconds_or_a_timedelta(make_dag, airflow_db: Path) -> None:  # type: ignore[no-untyped-def]
+def test_the_decorator_and_the_answer_ages_take_seconds_or_a_timedelta(make_dag, airflow_db: Path) -> None:
     header = (
         "from datetime import timedelta\n"
         "from airflow.sdk import task\n"
@@ -177,7 +177,7 @@ def test_deferrable_follows_the_deployment_and_defaults_to_on(make_dag, monkeypa
     assert dag.get_task("explicit").deferrable
 
 
-def test_a_mode_written_on_the_sensor_is_followed(make_dag, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+def test_a_mode_written_on_the_sensor_is_followed(make_dag, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", raising=False)
     dag = make_dag(
         """

@@ -65,7 +65,7 @@ def test_airflow_providers_commands_show_what_the_readme_says() -> None:
         f"airflow_provider_claude_batch.links.{name}"
         for name in ("ClaudeBatchConsoleLink", "ClaudeBatchesPageLink", "ClaudeBatchOutputLink")
     }
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     for command in ("airflow providers list", "airflow providers hooks", "airflow providers links"):
         assert command in readme
 
@@ -89,7 +89,7 @@ def test_pyproject_declares_every_package_the_code_imports() -> None:
 
     import tomllib
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     package = root / "airflow_provider_claude_batch"
     imported: dict[str, str] = {}
     for path in package.rglob("*.py"):
