@@ -515,16 +515,36 @@ class Submission:
         input_columns: list[str] | Literal["all"] | None = "all",
         source_format: str | None = None,
     ) -> TokenEstimate | None:
-        """A dry run: render ``source``'s rows and count their input tokens on a sample
-        (``count_tokens_sample``, by default ``DEFAULT_SAMPLE``). Nothing is created, the manifest
-        is not touched and this try's staging is deleted. None when the source has no rows."""
-        staged = self._stage(source, input_columns=input_columns, source_format=source_format)
+        """A dry run: render ``source``'s rows, make the reuse plan a submit would make now, and
+        count the input tokens of the requests it would send on a sample (``count_tokens_sample``,
+        by default ``DEFAULT_SAMPLE``). None when the source has no rows.
+
+        Rows the plan does not send (reused, deduplicated, awaited) cost nothing in the estimate.
+        The plan only reads the answer store and the in-flight marks of other runs; nothing is
+        created, nothing is marked in flight, the manifest is not touched, and every staging
+        folder of this try (the full one and the plan's) is deleted.
+
+        Unlike a submit, an earlier try's manifest is not consulted: the estimate is that of a
+        first try (a submit re-attaching to an earlier try's batches of the same input sends nothing).
+        """
+        staged = self._stage(source, input_columns=input_columns, source_format=source_format, keys=True)
+        staging = [staged.directory_name]
         try:
             if not staged.total_requests:
                 return None
-            return self._count(staged, self.count_tokens_sample or DEFAULT_SAMPLE)[0]
+            counts = None
+            if self.reuse is not None:
+                staged = plan_reuse(staged, self.run_dir, self.reuse, self.chunk_limits, self._owner)
+                staging.append(staged.directory_name)
+                counts = staged.reuse
+                assert counts is not None
+                self.logger.info("Reuse: %s.", counts.describe())
+            if not staged.total_requests:
+                return TokenEstimate.nothing_to_send().with_reuse(counts)
+            return self._count(staged, self.count_tokens_sample or DEFAULT_SAMPLE)[0].with_reuse(counts)
         finally:
-            self.run_dir.drop_staging(staged.directory_name)
+            for name in staging:
+                self.run_dir.drop_staging(name)
 
     def _stage(
         self,

@@ -8,6 +8,10 @@ answers exist, so it stays a ceiling: every answer at its ``max_tokens``.
 The estimate replaces the byte-for-token bound in the budget (``max_cost_usd``) when the run
 counts tokens: the same formula (``pricing.cost_ceiling``), fed counted tokens instead of
 bytes. Nothing here creates a batch.
+
+With answer reuse on, an estimate prices what a submit would send, not every row: rows the
+reuse plan (``reuse``) answers from the store, deduplicates or awaits from another run's batch
+are counted beside the requests (:meth:`TokenEstimate.with_reuse`) and cost nothing.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from airflow_provider_claude_batch.batching.run_dir import RunDir
 from airflow_provider_claude_batch.batching.storage import StoragePath
 
 if TYPE_CHECKING:  # submission counts through this module
+    from airflow_provider_claude_batch.batching.reuse import ReuseCounts
     from airflow_provider_claude_batch.batching.submission import StagedRun
 
 #: Requests counted when no sample size is given: enough for a few percent on even text.
@@ -39,6 +44,11 @@ _line = msgspec.json.Decoder(_Line)
 
 @dataclass
 class TokenEstimate:
+    """What a run would send and cost. ``requests``, the tokens and ``cost_usd`` cover the
+    requests sent only; ``rows`` is every input row, of which ``reused``, ``deduplicated`` and
+    ``awaited`` are not sent (answered from the store, by an identical request of the run, by
+    another run's batch not landed yet) and cost nothing."""
+
     requests: int
     batches: int
     sampled: int
@@ -48,20 +58,58 @@ class TokenEstimate:
     #: At batch prices, input as counted and every answer at max_tokens; None without a price.
     cost_usd: float | None
     unpriced_models: list[str] = field(default_factory=list)
+    #: Every input row (``requests`` plus the rows not sent); ``None``: the same as ``requests``.
+    rows: int | None = None
+    reused: int = 0
+    deduplicated: int = 0
+    awaited: int = 0
+    #: What the reused answers had cost the runs that paid for them (None: some had no price).
+    reused_cost_usd: float | None = 0.0
+
+    def __post_init__(self) -> None:
+        if self.rows is None:
+            self.rows = self.requests
+
+    @classmethod
+    def nothing_to_send(cls) -> TokenEstimate:
+        """The estimate of a run whose every row is answered without a request: $0, no batch."""
+        return cls(requests=0, batches=0, sampled=0, input_tokens=0, output_tokens_ceiling=0, cost_usd=0.0)
+
+    def with_reuse(self, counts: ReuseCounts | None) -> TokenEstimate:
+        """This estimate of the sent requests, with how the rows divided under the reuse plan."""
+        if counts is None:
+            return self
+        return replace(
+            self,
+            rows=counts.rows,
+            reused=counts.reused,
+            deduplicated=counts.deduplicated,
+            awaited=counts.awaited,
+            reused_cost_usd=counts.reused_cost_usd,
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def describe(self) -> str:
+        not_sent = (
+            f" (not sent, $0: {self.reused:,} reused from the answer store, {self.deduplicated:,} deduplicated, "
+            f"{self.awaited:,} awaited from other runs' batches)"
+            if self.rows != self.requests
+            else ""
+        )
+        if not self.requests:
+            return f"nothing to send: all {self.rows:,} rows are answered{not_sent}; 0 batches, $0 at batch prices"
         cost = (
             "unknown (no price for " + ", ".join(self.unpriced_models) + ")"
             if self.cost_usd is None
             else (f"${self.cost_usd:,.4f}")
         )
+        rows = f"{self.rows:,} rows{not_sent}; " if self.rows != self.requests else ""
         return (
-            f"{self.requests:,} requests in {self.batches} batch(es): about {self.input_tokens:,} input tokens "
-            f"(counted on {self.sampled} sampled requests), at most {self.output_tokens_ceiling:,} output tokens; "
-            f"at most {cost} at batch prices"
+            f"{rows}{self.requests:,} requests to send in {self.batches} batch(es): about {self.input_tokens:,} input "
+            f"tokens (counted on {self.sampled} sampled requests), at most {self.output_tokens_ceiling:,} output "
+            f"tokens; at most {cost} at batch prices"
         )
 
 

@@ -4,6 +4,7 @@ tokens, against the emulator's ``count_tokens`` over HTTP (``dag.test()``)."""
 from __future__ import annotations
 
 import random
+from datetime import datetime, timezone
 from pathlib import Path
 
 import msgspec
@@ -86,3 +87,91 @@ def test_a_budget_checks_the_counted_estimate_when_tokens_are_counted(
     uncounted = run_dag(make_dag(_submit(rows, max_cost_usd=budget)))
     assert task_states(uncounted) == {"submit": "failed"}
     assert emulator.emulator.stats["batches_created"] == 2
+
+
+PIPELINE = """
+s = ClaudeBatchSubmitOperator(task_id="submit", source={rows!r}, id_column="id", prompt="{{body}}",
+                              model="claude-haiku-4-5", max_tokens=16, max_requests_per_batch=40)
+w = ClaudeBatchSensor(task_id="wait", manifest=s.output, poll_interval=0.1)
+l = ClaudeBatchToParquetOperator(task_id="land", manifest=s.output, destination={destination!r}, poll_interval=0.1)
+s >> w >> l
+"""
+
+ESTIMATE = """
+ClaudeBatchSubmitOperator(task_id="submit", source={rows!r}, id_column="id", prompt="{{body}}",
+                          model="claude-haiku-4-5", max_tokens=16, max_requests_per_batch=40, estimate_only=True)
+"""
+
+
+def _tickets(ids: range, prefix: str = "ticket") -> list[dict[str, str]]:
+    return [{"id": f"{prefix}{i}", "body": f"Label {prefix} number {i}"} for i in ids]
+
+
+def _store_files(work_dir: Path) -> list[Path]:
+    return sorted(path for path in (work_dir / "_answers").rglob("*") if path.is_file())
+
+
+def test_an_estimate_prices_only_the_rows_a_submit_would_send(  # type: ignore[no-untyped-def]
+    make_dag, emulator: RunningEmulator, work_dir: Path, tmp_path: Path
+) -> None:
+    answered = _tickets(range(60))
+    first = run_dag(make_dag(PIPELINE.format(rows=answered, destination=str(tmp_path / "out"))))
+    assert task_states(first)["land"] == "success"
+    assert emulator.emulator.stats["requests_received"] == 60
+    stored = _store_files(work_dir)
+    assert stored, "the first run stored its answers"
+    calls = dict(emulator.emulator.calls)
+
+    # Tonight: yesterday's 60 rows under new ids, 5 new ones, and a copy of one of them.
+    new = _tickets(range(5), prefix="new")
+    rows = [{**row, "id": f"d2-{row['id']}"} for row in answered] + new + [{**new[4], "id": "copy"}]
+    dag_run = run_dag(make_dag(ESTIMATE.format(rows=rows)), datetime(2026, 11, 2, tzinfo=timezone.utc))
+    assert task_states(dag_run) == {"submit": "skipped"}
+    estimate = xcom_estimate(dag_run)
+    assert (estimate["rows"], estimate["reused"], estimate["deduplicated"], estimate["awaited"]) == (66, 60, 1, 0)
+    assert (estimate["requests"], estimate["batches"], estimate["sampled"]) == (5, 1, 5)
+    # Every sent request was counted, so the input tokens are the emulator's own count of the 5.
+    counted = sum(
+        count_input_tokens(
+            msgspec.json.encode({"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": r["body"]}]})
+        )["input_tokens"]
+        for r in new
+    )
+    assert abs(estimate["input_tokens"] - counted) <= 2, (estimate["input_tokens"], counted)
+    assert estimate["output_tokens_ceiling"] == 5 * 16
+    assert estimate["cost_usd"] == pytest.approx(0.5 * (estimate["input_tokens"] * 1.25 + 5 * 16 * 5) / 1e6)
+    assert estimate["reused_cost_usd"] > 0
+    # Nothing happened: no create, tokens counted for the sent requests only, the store as it was,
+    # nothing marked in flight, no manifest and no staging left.
+    assert emulator.emulator.calls["create"] == calls["create"]
+    assert emulator.emulator.calls["count_tokens"] - calls.get("count_tokens", 0) == 5
+    assert emulator.emulator.stats["requests_received"] == 60
+    assert _store_files(work_dir) == stored
+    assert not (work_dir / "_answers" / "_inflight").exists() or not any(
+        (work_dir / "_answers" / "_inflight").iterdir()
+    )
+    estimate_dir = work_dir / dag_run.dag_id
+    assert not list(estimate_dir.rglob("manifest.json"))
+    assert not [p for p in estimate_dir.rglob("*") if p.is_file()]
+
+
+def test_an_estimate_with_nothing_to_send_says_so_and_creates_nothing(  # type: ignore[no-untyped-def]
+    make_dag, emulator: RunningEmulator, work_dir: Path, tmp_path: Path, capfd
+) -> None:
+    rows = _tickets(range(30))
+    assert task_states(run_dag(make_dag(PIPELINE.format(rows=rows, destination=str(tmp_path / "out")))))["land"] == (
+        "success"
+    )
+    calls = dict(emulator.emulator.calls)
+    stored = _store_files(work_dir)
+    dag_run = run_dag(make_dag(ESTIMATE.format(rows=rows)), datetime(2026, 11, 2, tzinfo=timezone.utc))
+    assert task_states(dag_run) == {"submit": "skipped"}
+    estimate = xcom_estimate(dag_run)
+    assert (estimate["rows"], estimate["reused"], estimate["requests"], estimate["batches"]) == (30, 30, 0, 0)
+    assert (estimate["cost_usd"], estimate["input_tokens"], estimate["output_tokens_ceiling"]) == (0.0, 0, 0)
+    assert "nothing to send: all 30 rows are answered" in capfd.readouterr().out
+    assert {k: emulator.emulator.calls[k] for k in ("create", "count_tokens")} == {
+        k: calls.get(k, 0) for k in ("create", "count_tokens")
+    }
+    assert _store_files(work_dir) == stored
+    assert not [p for p in (work_dir / dag_run.dag_id).rglob("*") if p.is_file()]
