@@ -30,8 +30,13 @@ from airflow_provider_claude_batch.batching.chunks import CUSTOM_ID_COLUMN, requ
 from airflow_provider_claude_batch.batching.lines import iter_file_lines
 from airflow_provider_claude_batch.batching.manifest import BatchRecord, Manifest
 from airflow_provider_claude_batch.batching.partitions import part_file_name
-from airflow_provider_claude_batch.batching.pricing import PriceTable, sync_api_cost
-from airflow_provider_claude_batch.batching.results import RESULT_SCHEMA, TOKEN_COLUMNS, ResultParser
+from airflow_provider_claude_batch.batching.pricing import PriceTable, batch_saving, sync_api_cost
+from airflow_provider_claude_batch.batching.results import (
+    RESULT_SCHEMA,
+    TOKEN_COLUMNS,
+    ResultParser,
+    web_search_fee_usd,
+)
 from airflow_provider_claude_batch.batching.reuse import ANSWER_SOURCES, NEW
 from airflow_provider_claude_batch.batching.rounds import final_rounds, records_by_chunk
 from airflow_provider_claude_batch.batching.run_dir import LANDING_SUMMARY_NAME as LANDING_SUMMARY_NAME
@@ -63,6 +68,11 @@ class LandingStats:
     reuse_saved_usd: float = 0.0
     #: How many new answers went to the answer store.
     answers_stored: int = 0
+    #: The part of ``cost_usd`` that is web search fees: per call, not halved for batches, so
+    #: the synchronous API would charge the same (see ``pricing.sync_api_cost``).
+    web_search_fee_usd: float = 0.0
+    #: Prices the fees are read from (the same table that priced ``cost_usd``).
+    prices: PriceTable = field(default_factory=PriceTable, repr=False)
 
     def add(self, batch: pa.Table) -> None:
         self.rows += batch.num_rows
@@ -91,6 +101,7 @@ class LandingStats:
             self.tokens[name] += int(pc.sum(batch.column(name)).as_py() or 0)
         cost = batch.column("cost_usd")
         self.cost_usd += float(pc.sum(cost).as_py() or 0.0)
+        self.web_search_fee_usd += web_search_fee_usd(batch, self.prices)
         self.rows_without_cost += int(
             pc.sum(pc.and_(pc.is_null(cost), pc.equal(batch.column("result_type"), "succeeded"))).as_py() or 0
         )
@@ -101,9 +112,11 @@ class LandingStats:
             "by_result_type": dict(self.by_result_type),
             "tokens": dict(self.tokens),
             "cost_usd": round(self.cost_usd, 6),
-            # What the same tokens would have cost on the synchronous Messages API.
-            "cost_usd_sync_api": round(sync_api_cost(self.cost_usd), 6),
-            "saving_usd": round(sync_api_cost(self.cost_usd) - self.cost_usd, 6),
+            "web_search_fee_usd": round(self.web_search_fee_usd, 6),
+            # What the same requests would have cost on the synchronous Messages API: twice the
+            # tokens, the same fees; the saving is the tokens' share only.
+            "cost_usd_sync_api": round(sync_api_cost(self.cost_usd, per_call_fees=self.web_search_fee_usd), 6),
+            "saving_usd": round(batch_saving(self.cost_usd, per_call_fees=self.web_search_fee_usd), 6),
             "rows_without_cost": self.rows_without_cost,
             "by_batch": {batch_id: _batch_totals(totals) for batch_id, totals in self.by_batch.items()},
             "files": self.files,
@@ -441,7 +454,7 @@ def write_parts(
     with _landing_memory_pool():
         parsed_schema = output_schema(run_dir, manifest, keep_columns, rename)
         schema = parsed_schema if typed is None else typed.extend_schema(parsed_schema)
-        stats = LandingStats()
+        stats = LandingStats(prices=prices)
         answered = AnsweredRows(run_dir, manifest)
         new_answers = new_answers if new_answers is not None else NewAnswers(run_dir, manifest)
         for chunk, records in records_by_chunk(manifest).items():
@@ -553,8 +566,10 @@ def cost_table(stats: LandingStats) -> str:
         + " ".join(f"{int(stats.tokens[name]):>12}" for name in TOKEN_COLUMNS)
         + f" {stats.cost_usd:>10.4f}"
     )
+    fees = stats.web_search_fee_usd
     lines.append(
-        f"At synchronous API prices the same tokens cost ${sync_api_cost(stats.cost_usd):.4f}: "
-        f"the batch discount saved ${sync_api_cost(stats.cost_usd) - stats.cost_usd:.4f}."
+        f"At synchronous API prices the same requests cost ${sync_api_cost(stats.cost_usd, per_call_fees=fees):.4f}"
+        + (f" (web search fees ${fees:.4f}, not discounted, the same on both)" if fees else "")
+        + f": the batch discount saved ${batch_saving(stats.cost_usd, per_call_fees=fees):.4f}."
     )
     return "\n".join(lines)

@@ -15,6 +15,11 @@ Server tools: a web search costs ``WEB_SEARCH_PER_1K`` per 1,000 searches on top
 not halve; a web fetch costs its tokens only. Thinking tokens are part of ``output_tokens``
 and priced with them.
 
+The saving against the synchronous API is written once, in :func:`sync_api_cost` and
+:func:`batch_saving`: the discount halves tokens, never the per-call fees, so the same requests
+cost twice their batch token cost plus the same fees synchronously, and the saving is the
+token cost alone (the fees kept apart by the caller, e.g. ``results.web_search_fee_usd``).
+
 The cost formula is written once, in :meth:`ModelPrice.cost`: tokens of each kind times their
 price, per million, at the batch discount. It takes plain numbers (a ceiling, a test) or numpy
 arrays (a block of result rows) alike, so every dollar figure of the provider comes from it.
@@ -92,8 +97,11 @@ class ModelPrice:
             + cache_read_tokens * self.cache_read
             + cache_write_1h_tokens * self.cache_write_1h_extra
         )
-        searches = web_search_requests * (self.web_search / 1000)
-        return (dollars * BATCH_DISCOUNT if batch else dollars) + searches
+        return (dollars * BATCH_DISCOUNT if batch else dollars) + self.web_search_fee(web_search_requests)
+
+    def web_search_fee(self, web_search_requests: Tokens | float) -> Tokens | float:
+        """USD for this many web searches: a fee per call, the same at batch and synchronous prices."""
+        return web_search_requests * (self.web_search / 1000)
 
 
 #: Published list prices (synchronous API) as of the provider's release; override as above.
@@ -198,9 +206,16 @@ def _parse_prices(source: Mapping[str, Any] | str) -> dict[str, ModelPrice]:
     return parsed
 
 
-def sync_api_cost(batch_cost: float) -> float:
-    """What tokens that cost ``batch_cost`` at batch prices cost on the synchronous API."""
-    return batch_cost / BATCH_DISCOUNT
+def sync_api_cost(batch_cost: float, *, per_call_fees: float) -> float:
+    """What requests that cost ``batch_cost`` at batch prices cost on the synchronous API.
+    ``per_call_fees`` is the part of ``batch_cost`` that is fees per call (web searches): the
+    batch discount does not halve them, so the synchronous API charges the same fees, not twice."""
+    return (batch_cost - per_call_fees) / BATCH_DISCOUNT + per_call_fees
+
+
+def batch_saving(batch_cost: float, *, per_call_fees: float) -> float:
+    """What the batch discount saved against the synchronous API: the tokens' share only."""
+    return sync_api_cost(batch_cost, per_call_fees=per_call_fees) - batch_cost
 
 
 @dataclass

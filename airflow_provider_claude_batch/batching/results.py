@@ -316,6 +316,23 @@ class ResultParser:
         return pa.array(cost, pa.float64(), from_pandas=True)  # NaN -> null
 
 
+def web_search_fee_usd(table: pa.Table, prices: PriceTable) -> float:
+    """The web search fees included in ``table``'s ``cost_usd`` (result rows): the searches of
+    each priced model times its fee. Rows of a model without a price have no ``cost_usd`` and
+    add no fee either, so the fees stay a part of the summed cost."""
+    searches = pc.fill_null(table.column("web_search_requests"), 0)
+    if not (pc.sum(searches).as_py() or 0):
+        return 0.0
+    models = table.column("model")
+    fees = 0.0
+    for model in pc.unique(models).to_pylist():
+        price = None if model is None else prices.price(model)
+        if price is not None:
+            count = pc.sum(pc.filter(searches, pc.fill_null(pc.equal(models, model), False))).as_py() or 0
+            fees += float(price.web_search_fee(float(count)))
+    return fees
+
+
 def _read_columns(block: bytes) -> pa.Table:
     """The fields of a block's result lines that become columns (pyarrow's JSON reader)."""
     return pa_json.read_json(pa.BufferReader(block), read_options=_JSON_READ, parse_options=_JSON_PARSE)

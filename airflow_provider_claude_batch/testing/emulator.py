@@ -218,6 +218,8 @@ class _StoredRequest(msgspec.Struct, gc=False):
     #: The prompt's cacheable prefix (``cache_control``) and what the request did with it.
     cache_point: Breakpoint | None = None
     cache_use: CacheUse = msgspec.field(default_factory=CacheUse)
+    #: Web searches the answer reports in ``usage.server_tool_use`` (see :func:`_web_searches`).
+    web_searches: int = 0
 
 
 class _WireParams(msgspec.Struct, gc=False):
@@ -234,8 +236,10 @@ class _WireParams(msgspec.Struct, gc=False):
     def structured(self) -> bool:
         """Whether the request asks for a structured answer or marks a cacheable prefix: then the
         emulator needs its params decoded (the rare case; plain prompts stay raw bytes)."""
-        return bytes(self.output_config).strip() != b"null" or any(
-            b'"cache_control"' in bytes(raw) for raw in (self.tools, self.system, self.messages)
+        return (
+            bytes(self.output_config).strip() != b"null"
+            or b'"web_search_' in bytes(self.tools)
+            or any(b'"cache_control"' in bytes(raw) for raw in (self.tools, self.system, self.messages))
         )
 
     def decoded(self) -> dict[str, Any]:
@@ -776,6 +780,16 @@ class Emulator:
                             ),
                             "output_tokens": output_tokens,
                             **request.cache_use.usage(),
+                            **(
+                                {
+                                    "server_tool_use": {
+                                        "web_search_requests": request.web_searches,
+                                        "web_fetch_requests": 0,
+                                    }
+                                }
+                                if request.web_searches
+                                else {}
+                            ),
                             "service_tier": "batch",
                         },
                     },
@@ -1119,6 +1133,20 @@ def _add_structure(stored: _StoredRequest, params: dict[str, Any], workspace: st
             stored.invalid_reason = "output_config.format.schema: Field required"
             return
     stored.cache_point = breakpoint_of(params, workspace)
+    stored.web_searches = _web_searches(params.get("tools"))
+
+
+def _web_searches(tools: Any) -> int:
+    """How many web searches the emulator reports for a request: with a web search server tool
+    (``{"type": "web_search_20250305", ...}``), its ``max_uses`` (1 when not given), so a test
+    knows each row's fee; the answer's text stays the emulator's usual one."""
+    if not isinstance(tools, list):
+        return 0
+    for tool in tools:
+        if isinstance(tool, dict) and str(tool.get("type", "")).startswith("web_search_"):
+            uses = tool.get("max_uses")
+            return uses if isinstance(uses, int) and not isinstance(uses, bool) and uses > 0 else 1
+    return 0
 
 
 def _byte_range(header: str | None, size: int) -> tuple[int, int]:

@@ -126,6 +126,42 @@ def test_dataframe_and_list_sources(make_dag, emulator: RunningEmulator, work_di
     ]
 
 
+def test_the_saving_counts_web_search_fees_once(
+    make_dag, emulator: RunningEmulator, work_dir: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """Web searches cost a fee per call that batches do not halve: the synchronous API charges
+    the same fee, so the sync cost is twice the tokens plus the fees and the saving the tokens."""
+    rows = [{"id": f"q{i}", "q": f"What happened on day {i}?"} for i in range(20)]
+    tools = [{"type": "web_search_20250305", "name": "web_search", "max_uses": 2}]
+    dag_run = run_dag(
+        make_dag(
+            f"""
+            s = ClaudeBatchSubmitOperator(task_id="submit", source={rows!r}, id_column="id", prompt="{{q}}",
+                                          model="claude-sonnet-4-6", max_tokens=64, request_params={{"tools": {tools!r}}})
+            w = ClaudeBatchSensor(task_id="wait", manifest=s.output, poll_interval=0.1)
+            l = ClaudeBatchToParquetOperator(task_id="land", manifest=s.output, destination={str(tmp_path / "out")!r})
+            s >> w >> l
+            """
+        )
+    )
+    assert task_states(dag_run) == {"submit": "success", "wait": "success", "land": "success"}
+    table = ds.dataset(tmp_path / "out", format="parquet").to_table()
+    assert table.column("web_search_requests").to_pylist() == [2] * 20  # the emulator searched max_uses times
+    fees = 20 * 2 * 10 / 1000  # $10 per 1,000 searches, not discounted
+    cost = pc.sum(table.column("cost_usd")).as_py()
+    tokens = cost - fees
+    assert tokens > 0
+    landed = xcom(dag_run, "land")
+    assert landed["web_search_fee_usd"] == pytest.approx(fees, abs=1e-6)
+    assert landed["cost_usd_sync_api"] == pytest.approx(2 * tokens + fees, abs=2e-6)
+    assert landed["saving_usd"] == pytest.approx(tokens, abs=2e-6)
+    # landing.json, beside the manifest, says the same.
+    summary = json.loads((Path(xcom(dag_run, "submit")["manifest"]).parent / "landing.json").read_text())
+    assert {k: summary[k] for k in ("web_search_fee_usd", "cost_usd_sync_api", "saving_usd")} == {
+        k: landed[k] for k in ("web_search_fee_usd", "cost_usd_sync_api", "saving_usd")
+    }
+
+
 def test_mapped_tasks_keep_one_manifest_and_output_per_map_index(
     make_dag, emulator: RunningEmulator, work_dir: Path, tmp_path: Path
 ) -> None:

@@ -7,11 +7,12 @@ import json
 import pyarrow as pa
 import pytest
 
-from airflow_provider_claude_batch.batching.pricing import PriceTable
+from airflow_provider_claude_batch.batching.pricing import PriceTable, batch_saving, sync_api_cost
 from airflow_provider_claude_batch.batching.results import (
     RESULT_SCHEMA,
     ClaudeBatchResultsError,
     ResultParser,
+    web_search_fee_usd,
 )
 
 SUCCEEDED = {
@@ -196,3 +197,30 @@ def test_web_searches_are_priced_per_call_and_the_fee_can_be_overridden() -> Non
     prices = PriceTable.load({message["model"]: {"input": 3, "output": 15, "web_search": 5}})
     batches = list(ResultParser("b", 0, prices).parse([json.dumps(line).encode()]))
     assert pa.Table.from_batches(batches).column("cost_usd").to_pylist() == [pytest.approx(0.015)]
+
+
+def test_the_web_search_fees_of_rows_are_the_part_of_their_cost_not_discounted() -> None:
+    def searching(custom_id: str, model: str, searches: int) -> dict:  # type: ignore[type-arg]
+        message = {**SUCCEEDED["result"]["message"], "model": model}  # type: ignore[index]
+        message["usage"] = {
+            "input_tokens": 100,
+            "output_tokens": 10,
+            "server_tool_use": {"web_search_requests": searches},
+        }
+        return {"custom_id": custom_id, "result": {"type": "succeeded", "message": message}}
+
+    prices = PriceTable.load({"claude-sonnet-4-6": {"input": 3, "output": 15, "web_search": 5}})
+    lines = [
+        searching("a", "claude-sonnet-4-6", 3),
+        searching("b", "claude-haiku-4-5", 1),
+        searching("c", "claude-unknown-9", 4),  # no price: no cost, and no fee counted either
+        EXPIRED,
+    ]
+    table = pa.Table.from_batches(list(ResultParser("b", 0, prices).parse(json.dumps(line).encode() for line in lines)))
+    fees = web_search_fee_usd(table, prices)
+    assert fees == pytest.approx(3 * 0.005 + 1 * 0.01)
+    tokens = 0.5 * (100 * 3 + 10 * 15) / 1e6 + 0.5 * (100 * 1 + 10 * 5) / 1e6
+    cost = sum(c for c in table.column("cost_usd").to_pylist() if c is not None)
+    assert cost - fees == pytest.approx(tokens)
+    assert sync_api_cost(cost, per_call_fees=fees) == pytest.approx(2 * tokens + fees)
+    assert batch_saving(cost, per_call_fees=fees) == pytest.approx(tokens)
