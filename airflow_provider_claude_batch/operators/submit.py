@@ -100,7 +100,9 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         every request, count input tokens on a sample through the free ``count_tokens``
         endpoint, log and print the estimate (input tokens, output ceiling, cost at batch
         prices, requests, batches), push it as XCom ``estimate``, and skip: nothing is created
-        or billed.
+        or billed. With ``reuse_answers`` only the requests the reuse plan would send are
+        counted and priced; rows reused, deduplicated or awaited are reported beside them at $0,
+        and nothing is written to the answer store.
     :param count_tokens_sample: requests counted for the estimate (default 100). When given
         without ``estimate_only``, the run is counted too and ``max_cost_usd`` checks the counted
         estimate instead of the byte-for-token ceiling.
