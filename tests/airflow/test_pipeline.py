@@ -128,7 +128,7 @@ def test_dataframe_and_list_sources(make_dag, emulator: RunningEmulator, work_di
 
 def test_the_saving_counts_web_search_fees_once(
     make_dag, emulator: RunningEmulator, work_dir: Path, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     """Web searches cost a fee per call that batches do not halve: the synchronous API charges
     the same fee, so the sync cost is twice the tokens plus the fees and the saving the tokens."""
     rows = [{"id": f"q{i}", "q": f"What happened on day {i}?"} for i in range(20)]

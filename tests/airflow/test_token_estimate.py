@@ -111,7 +111,7 @@ def _store_files(work_dir: Path) -> list[Path]:
     return sorted(path for path in (work_dir / "_answers").rglob("*") if path.is_file())
 
 
-def test_an_estimate_prices_only_the_rows_a_submit_would_send(  # type: ignore[no-untyped-def]
+def test_an_estimate_prices_only_the_rows_a_submit_would_send(
     make_dag, emulator: RunningEmulator, work_dir: Path, tmp_path: Path
 ) -> None:
     answered = _tickets(range(60))
@@ -155,7 +155,7 @@ def test_an_estimate_prices_only_the_rows_a_submit_would_send(  # type: ignore[n
     assert not [p for p in estimate_dir.rglob("*") if p.is_file()]
 
 
-def test_an_estimate_with_nothing_to_send_says_so_and_creates_nothing(  # type: ignore[no-untyped-def]
+def test_an_estimate_with_nothing_to_send_says_so_and_creates_nothing(
     make_dag, emulator: RunningEmulator, work_dir: Path, tmp_path: Path, capfd
 ) -> None:
     rows = _tickets(range(30))

@@ -200,8 +200,8 @@ def test_web_searches_are_priced_per_call_and_the_fee_can_be_overridden() -> Non
 
 
 def test_the_web_search_fees_of_rows_are_the_part_of_their_cost_not_discounted() -> None:
-    def searching(custom_id: str, model: str, searches: int) -> dict:  # type: ignore[type-arg]
-        message = {**SUCCEEDED["result"]["message"], "model": model}  # type: ignore[index]
+    def searching(custom_id: str, model: str, searches: int) -> dict:
+        message = {**SUCCEEDED["result"]["message"], "model": model}
         message["usage"] = {
             "input_tokens": 100,
             "output_tokens": 10,
