@@ -46,4 +46,4 @@ def test_counted_tokens_replace_bytes_in_the_tally_and_scale_to_the_run(
     assert counted.tally["claude-haiku-4-5"].input_bytes == found.input_tokens
     # The ceiling prices input as a cache write where that is dearer (1.25x input by default).
     assert found.cost_usd == pytest.approx((found.input_tokens * 1.25 + 20_000 * 5.0) / 2 / 1e6)
-    assert emulator.emulator.stats["batches_created"] == 0 and "200 requests in 4 batch(es)" in found.describe()
+    assert emulator.emulator.stats["batches_created"] == 0 and "200 requests to send in 4 batch(es)" in found.describe()
