@@ -55,3 +55,13 @@ def test_the_architecture_doc_names_every_module_and_only_modules_that_exist() -
     named = set(re.findall(r"`([a-z_]+(?:/[a-z_]+)*\.py)`", doc))
     gone = {m for m in named if not (PACKAGE / m).exists() and not (TESTS.parent / m).exists()}
     assert gone == set(), "the doc names modules that do not exist"
+
+
+def test_the_architecture_doc_gives_each_module_one_row_of_rules() -> None:
+    """A module's rules sit in one row of the ownership table: two rows for one module drift
+    apart (one is updated, the other repeats or contradicts it)."""
+    doc = (TESTS.parent / "docs" / "architecture.md").read_text()
+    table = doc.split("| rule | module |\n|---|---|\n", 1)[1].split("\n\n", 1)[0]
+    owners = [row.rsplit("|", 2)[1].strip() for row in table.splitlines()]
+    assert len(owners) > 40
+    assert sorted({o for o in owners if owners.count(o) > 1}) == []
