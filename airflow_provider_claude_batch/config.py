@@ -5,11 +5,11 @@ publishes (so ``airflow config list`` shows them)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_claude_batch.conventions import age
 from airflow_provider_claude_batch.exceptions import ClaudeBatchParameterError
 
 if TYPE_CHECKING:
@@ -88,44 +88,7 @@ def price_table(overrides: Mapping[str, Any] | None = None) -> PriceTable:
     return PriceTable.load(setting("prices"), overrides)
 
 
-#: The largest age a ``timedelta`` holds, in whole seconds.
-_MAX_AGE_SECONDS = float(timedelta.max.days * 86400)
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def parse_age(value: Any, where: str) -> timedelta:
-    """An age given as a ``timedelta``, seconds, or text with a unit (``30d``, ``12h``).
-
-    Anything else (negative, not a number, NaN, infinite, or beyond what a ``timedelta`` holds)
-    is a :class:`ClaudeBatchParameterError` naming ``where``: given to an operator it fails the
-    DAG's parse, not a worker's run."""
-    if isinstance(value, timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    elif isinstance(value, str) and value.strip():
-        text = value.strip().lower()
-        unit = _UNITS.get(text[-1]) if text[-1].isalpha() else 1
-        number = text[:-1] if text[-1].isalpha() else text
-        try:
-            seconds = float(number) * (unit or 0)
-        except ValueError:
-            unit = None
-        if unit is None:
-            raise ClaudeBatchParameterError(
-                f"{where} must be seconds or a number with s, m, h, d or w (e.g. '30d'), got {value!r}"
-            )
-    else:
-        raise ClaudeBatchParameterError(f"{where} must be a timedelta, seconds or text like '30d', got {value!r}")
-    if not math.isfinite(seconds):
-        raise ClaudeBatchParameterError(f"{where} must be a finite age, got {value!r}")
-    if seconds < 0:
-        raise ClaudeBatchParameterError(f"{where} may not be negative, got {value!r}")
-    if seconds > _MAX_AGE_SECONDS:
-        raise ClaudeBatchParameterError(f"{where} may be at most {_MAX_AGE_SECONDS:.0f} seconds, got {value!r}")
-    return timedelta(seconds=seconds)
-
-
 def answer_max_age() -> timedelta:
     """``[claude_batch] answer_max_age`` (30 days when unset)."""
-    return parse_age(setting("answer_max_age") or OPTIONS["answer_max_age"]["default"], f"[{SECTION}] answer_max_age")
+    value = setting("answer_max_age") or OPTIONS["answer_max_age"]["default"]
+    return age(value, f"[{SECTION}] answer_max_age")

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from airflow_provider_claude_batch.batching.answer_store import AnswerStore
-from airflow_provider_claude_batch.config import answer_max_age, parse_age
+from airflow_provider_claude_batch.config import answer_max_age
+from airflow_provider_claude_batch.conventions import age
 from airflow_provider_claude_batch.workdir import work_directory
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ class ClaudeBatchCompactAnswersOperator(BaseOperator):
     ) -> None:
         super().__init__(**kwargs)
         self.work_dir = work_dir
-        self.max_age = None if max_age is None else parse_age(max_age, "max_age")
+        self.max_age = None if max_age is None else age(max_age, "max_age")
 
     def execute(self, context: Context) -> dict[str, int]:
         max_age = self.max_age if self.max_age is not None else answer_max_age()

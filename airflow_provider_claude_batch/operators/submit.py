@@ -18,8 +18,8 @@ from airflow_provider_claude_batch.batching.prompt_caching import cached_system
 from airflow_provider_claude_batch.batching.rendering import TEXT_COLUMN, RequestSpec, fields_template
 from airflow_provider_claude_batch.batching.run_dir import RunDir
 from airflow_provider_claude_batch.batching.submission import ReuseSettings, Submission, SubmitTask, check_policy
-from airflow_provider_claude_batch.config import answer_max_age, parse_age, price_table
-from airflow_provider_claude_batch.conventions import PROMPT_FILE_EXTENSIONS, ClaudeBatchParameterError, pick_alias
+from airflow_provider_claude_batch.config import answer_max_age, price_table
+from airflow_provider_claude_batch.conventions import PROMPT_FILE_EXTENSIONS, ClaudeBatchParameterError, age, pick_alias
 from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 from airflow_provider_claude_batch.lineage import LineageRecord, operator_lineage, source_location
@@ -224,7 +224,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         self.count_tokens_sample = count_tokens_sample
         self.reuse_answers = reuse_answers
         # Checked when the DAG is parsed; None: the configured default, read when the task runs.
-        self.answer_max_age = None if answer_max_age is None else parse_age(answer_max_age, "answer_max_age")
+        self.answer_max_age = None if answer_max_age is None else age(answer_max_age, "answer_max_age")
         self.console_link: str | None = None
         self.batches_page_link: str | None = None
         self.lineage: LineageRecord | None = None

@@ -62,3 +62,20 @@ def test_a_bad_trigger_concurrency_is_named(monkeypatch: pytest.MonkeyPatch) -> 
         trigger_concurrency()
     monkeypatch.setenv("AIRFLOW__CLAUDE_BATCH__TRIGGER_CONCURRENCY", "32")
     assert trigger_concurrency() == 32
+
+
+def test_answer_max_age_is_read_as_an_age_and_named_when_wrong(monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import timedelta
+
+    from airflow_provider_claude_batch.config import answer_max_age
+    from airflow_provider_claude_batch.exceptions import ClaudeBatchParameterError
+
+    monkeypatch.delenv("AIRFLOW__CLAUDE_BATCH__ANSWER_MAX_AGE", raising=False)
+    assert answer_max_age() == timedelta(days=30)  # the declared default, "30d"
+    for value, expected in (("12h", timedelta(hours=12)), ("0", timedelta(0)), ("90", timedelta(seconds=90))):
+        monkeypatch.setenv("AIRFLOW__CLAUDE_BATCH__ANSWER_MAX_AGE", value)
+        assert answer_max_age() == expected
+    for value in ("soon", "-1d", "1e30d"):
+        monkeypatch.setenv("AIRFLOW__CLAUDE_BATCH__ANSWER_MAX_AGE", value)
+        with pytest.raises(ClaudeBatchParameterError, match=r"\[claude_batch\] answer_max_age .*" + value):
+            answer_max_age()

@@ -9,7 +9,14 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_claude_batch.conventions import as_seconds, check_retry_rounds, pick_alias
+from airflow_provider_claude_batch.conventions import (
+    MAX_DURATION_SECONDS,
+    age,
+    as_seconds,
+    check_retry_rounds,
+    duration,
+    pick_alias,
+)
 from airflow_provider_claude_batch.decorators.claude_batch import claude_batch_task
 from airflow_provider_claude_batch.exceptions import ClaudeBatchParameterError
 from airflow_provider_claude_batch.operators.submit import ClaudeBatchSubmitOperator
@@ -36,6 +43,76 @@ def test_durations_aliases_and_rounds() -> None:
 
 
 @pytest.mark.parametrize(
+    ("value", "seconds"),
+    [(5, 5.0), (0.25, 0.25), (timedelta(minutes=2), 120.0), (MAX_DURATION_SECONDS, MAX_DURATION_SECONDS)],
+)
+def test_a_duration_is_seconds_or_a_timedelta(value: Any, seconds: float) -> None:
+    assert duration(value, "timeout") == timedelta(seconds=seconds)
+    assert as_seconds(value, "timeout") == seconds
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (0, "poll_interval must be positive, got 0"),
+        (-1, "poll_interval must be positive, got -1"),
+        (-timedelta(hours=1), "poll_interval must be positive"),
+        (float("nan"), "poll_interval must be a finite duration, got nan"),
+        (float("inf"), "poll_interval must be a finite duration, got inf"),
+        (MAX_DURATION_SECONDS + 86400, "poll_interval may be at most 86399999913600 seconds"),
+        (True, "poll_interval must be a number of seconds or a datetime.timedelta, got bool True"),
+        ("30s", "poll_interval must be a number of seconds or a datetime.timedelta, got str '30s'"),
+        (None, "poll_interval must be a number of seconds or a datetime.timedelta, got NoneType None"),
+    ],
+)
+def test_a_wrong_wait_duration_is_named(value: Any, message: str) -> None:
+    with pytest.raises(ClaudeBatchParameterError) as raised:
+        as_seconds(value, "poll_interval")
+    assert message in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("30d", timedelta(days=30)),
+        (" 12H ", timedelta(hours=12)),
+        ("90m", timedelta(minutes=90)),
+        ("45s", timedelta(seconds=45)),
+        ("2w", timedelta(weeks=2)),
+        ("1.5h", timedelta(minutes=90)),
+        ("3600", timedelta(hours=1)),
+        ("0", timedelta(0)),
+        (0, timedelta(0)),
+        (86400, timedelta(days=1)),
+        (timedelta(days=7), timedelta(days=7)),
+    ],
+)
+def test_an_age_also_takes_text_with_a_unit_and_zero(value: Any, expected: timedelta) -> None:
+    assert age(value, "answer_max_age") == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (-1, "max_age may not be negative, got -1"),
+        ("-2d", "max_age may not be negative, got '-2d'"),
+        ("3 parsecs", "max_age must be seconds or a number with s, m, h, d or w (e.g. '30d'), got '3 parsecs'"),
+        ("d", "max_age must be seconds or a number with s, m, h, d or w"),
+        ("", "max_age must be a timedelta, seconds or text like '30d', got ''"),
+        ([30], "max_age must be a timedelta, seconds or text like '30d', got [30]"),
+        (True, "max_age must be a timedelta, seconds or text like '30d', got True"),
+        (float("nan"), "max_age must be a finite duration"),
+        ("infd", "max_age must be a finite duration"),
+        ("1e30d", "max_age may be at most 86399999913600 seconds, got '1e30d'"),
+    ],
+)
+def test_a_wrong_age_is_named(value: Any, message: str) -> None:
+    with pytest.raises(ClaudeBatchParameterError) as raised:
+        age(value, "max_age")
+    assert message in str(raised.value)
+
+
+@pytest.mark.parametrize(
     ("make", "named"),
     [
         (lambda: ClaudeBatchSubmitOperator(task_id="s", source=[], prompt="{x}", on_empty="ignore"), "on_empty"),
@@ -47,6 +124,20 @@ def test_durations_aliases_and_rounds() -> None:
             "max_retry_rounds",
         ),
         (lambda: claude_batch_task(prompt="{x}", max_retry_rounds=-1)(_rows)(), "max_retry_rounds"),
+        (
+            lambda: ClaudeBatchSensor(task_id="w", batch_ids=["b"], timeout=float("inf")),
+            "timeout must be a finite duration",
+        ),
+        (lambda: ClaudeBatchSensor(task_id="w", batch_ids=["b"], poll_interval=0), "poke_interval must be positive"),
+        (
+            lambda: ClaudeBatchToParquetOperator(task_id="l", manifest="m", destination="d", wait_timeout=1e30),
+            "wait_timeout",
+        ),
+        (lambda: claude_batch_task(prompt="{x}", poll_interval=float("nan"))(_rows)(), "poll_interval"),
+        (
+            lambda: ClaudeBatchSubmitOperator(task_id="s", source=[], prompt="{x}", answer_max_age="soon"),
+            "answer_max_age",
+        ),
     ],
 )
 def test_operator_parameters_fail_with_the_parameter_error(make: Any, named: str) -> None:
