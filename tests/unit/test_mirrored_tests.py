@@ -18,7 +18,6 @@ TESTS = Path(__file__).resolve().parents[1]
 
 #: module -> where it is tested today.
 NOT_MIRRORED_YET = {
-    "batching/answered_rows.py": "tests/airflow/test_answer_reuse.py, test_answer_reuse_edges.py",
     "decorators/claude_batch.py": "tests/airflow/test_decorator.py",
     "testing/__main__.py": "tests/unit/testing/test_emulator.py (served as a process), tests/test_readme.py",
     "testing/federation.py": "tests/unit/hooks/test_credentials.py",
