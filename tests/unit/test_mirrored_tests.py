@@ -18,7 +18,6 @@ TESTS = Path(__file__).resolve().parents[1]
 
 #: module -> where it is tested today.
 NOT_MIRRORED_YET = {
-    "decorators/claude_batch.py": "tests/airflow/test_decorator.py",
     "testing/__main__.py": "tests/unit/testing/test_emulator.py (served as a process), tests/test_readme.py",
     "testing/federation.py": "tests/unit/hooks/test_credentials.py",
     "testing/models_catalog.py": "tests/unit/testing/test_emulator.py",
