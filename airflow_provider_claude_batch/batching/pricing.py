@@ -124,10 +124,17 @@ DEFAULT_PRICES: dict[str, ModelPrice] = {
 
 @dataclass(frozen=True)
 class Usage:
+    """One request's usage as the API reports it, with every part the cost formula prices:
+    ``cache_creation_1h_input_tokens`` is the part of the cache writes written for an hour
+    (``usage.cache_creation.ephemeral_1h_input_tokens``), ``web_search_requests`` the searches
+    (``usage.server_tool_use.web_search_requests``)."""
+
     input_tokens: int = 0
     output_tokens: int = 0
     cache_creation_input_tokens: int = 0
     cache_read_input_tokens: int = 0
+    cache_creation_1h_input_tokens: int = 0
+    web_search_requests: int = 0
 
 
 class PriceTable:
@@ -155,15 +162,21 @@ class PriceTable:
         return self._by_model[model]
 
     def cost(self, model: str | None, usage: Usage, *, batch: bool = True) -> float | None:
+        """USD of one request's ``usage`` (None for a model without a price): the one formula
+        (:meth:`ModelPrice.cost`) with every part of the usage, as the results' ``cost_usd``."""
         price = self.price(model)
         if price is None:
             return None
-        return price.cost(
-            usage.input_tokens,
-            usage.output_tokens,
-            usage.cache_creation_input_tokens,
-            usage.cache_read_input_tokens,
-            batch=batch,
+        return float(
+            price.cost(
+                usage.input_tokens,
+                usage.output_tokens,
+                usage.cache_creation_input_tokens,
+                usage.cache_read_input_tokens,
+                cache_write_1h_tokens=usage.cache_creation_1h_input_tokens,
+                web_search_requests=usage.web_search_requests,
+                batch=batch,
+            )
         )
 
 

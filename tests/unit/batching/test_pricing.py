@@ -43,6 +43,19 @@ def test_prices_can_be_overridden_without_code(tmp_path: Path, monkeypatch: pyte
         PriceTable.load({"bad": {"input": "x"}})
 
 
+def test_a_requests_cost_counts_hour_long_cache_writes_and_web_searches() -> None:
+    """One request's cost prices every part of its usage, as the results' ``cost_usd`` does."""
+    table = PriceTable.load({"m": {"input": 2, "output": 4, "cache_write": 2.5, "cache_read": 0.2}})
+    five_minutes = table.cost("m", Usage(cache_creation_input_tokens=1_000_000))
+    one_hour = table.cost("m", Usage(cache_creation_input_tokens=1_000_000, cache_creation_1h_input_tokens=1_000_000))
+    assert five_minutes == pytest.approx(1.25)
+    # An hour's write costs 2x input (4 USD/M here), halved for batches.
+    assert one_hour == pytest.approx(2.0)
+    # A search costs $10 per 1,000, not halved by the batch discount.
+    assert table.cost("m", Usage(web_search_requests=3)) == pytest.approx(0.03)
+    assert table.cost("m", Usage(web_search_requests=3), batch=False) == pytest.approx(0.03)
+
+
 def test_the_cost_ceiling_prices_bytes_as_tokens_and_full_answers() -> None:
     prices = PriceTable.load({"m": {"input": 2, "output": 10, "cache_write": 2.5, "cache_read": 0.2}})
     ceiling, unpriced = cost_ceiling(
