@@ -203,6 +203,17 @@ class CompactStats:
         return dict(self.__dict__)
 
 
+def storable(rows: pa.Table) -> pa.ChunkedArray | pa.Array:
+    """Which landed rows may be stored as answers: succeeded ones, and under an output schema
+    only those whose answer is valid (``output_status``), so that a rerun sends an invalid
+    answer again instead of reusing it. The one rule for the landing's pending answers and
+    for :meth:`AnswerStore.add`."""
+    wanted = pc.equal(rows.column("result_type"), "succeeded")
+    if "output_status" in rows.column_names:
+        wanted = pc.and_(wanted, pc.equal(rows.column("output_status"), "valid"))
+    return wanted
+
+
 class AnswerStore:
     """The answers of one work directory (see the module docstring)."""
 
@@ -225,7 +236,7 @@ class AnswerStore:
         """Store the succeeded rows of ``answers`` (result columns plus ``key``). ``name``
         identifies the landing: adding again under the same name replaces its files.
         Returns how many answers were stored."""
-        answers = answers.filter(pc.equal(answers.column("result_type"), "succeeded"))
+        answers = answers.filter(storable(answers))
         if not answers.num_rows:
             return 0
         when = answered_at or utcnow()

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from airflow_provider_claude_batch.batching.answer_store import ANSWER_COLUMNS, AnswerOrigin, AnswerStore
+from airflow_provider_claude_batch.batching.answer_store import ANSWER_COLUMNS, AnswerOrigin, AnswerStore, storable
 from airflow_provider_claude_batch.batching.awaited import read_awaited_answers
 from airflow_provider_claude_batch.batching.chunks import CUSTOM_ID_COLUMN, request_id
 from airflow_provider_claude_batch.batching.content_key import as_arrow, content_keys
@@ -241,10 +241,7 @@ class _PendingChunk:
         self._writer: pq.ParquetWriter | None = None
 
     def add(self, table: pa.Table) -> None:
-        wanted = pc.equal(table.column("result_type"), "succeeded")
-        if "output_status" in table.column_names:
-            wanted = pc.and_(wanted, pc.equal(table.column("output_status"), "valid"))
-        table = table.filter(wanted)
+        table = table.filter(storable(table))
         where = pc.index_in(table.column(CUSTOM_ID_COLUMN), value_set=self.ids)
         known = pc.is_valid(where)
         table = table.filter(known).select([CUSTOM_ID_COLUMN, "batch_id", "result_type", *ANSWER_COLUMNS])
@@ -264,12 +261,6 @@ class _PendingChunk:
         self._writer.close()
         error = RuntimeError("landing failed") if failed else None
         self._context.__exit__(type(error) if error else None, error, None)
-
-
-def _parquet_bytes(table: pa.Table) -> bytes:
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
-    return bytes(sink.getvalue().to_pybytes())
 
 
 __all__ = [

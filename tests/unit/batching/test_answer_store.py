@@ -179,3 +179,13 @@ def test_key_column_is_stored_plain(tmp_path: Path) -> None:
             column = pq.ParquetFile(str(path)).metadata.row_group(0).column(0)
             assert column.path_in_schema == "key"
             assert (column.compression, column.has_dictionary_page) == ("UNCOMPRESSED", False)
+
+
+def test_an_answer_that_failed_its_output_schema_is_never_stored(tmp_path: Path) -> None:
+    """Under an output schema only valid answers are kept, so a rerun sends an invalid one again
+    instead of reusing it (the same rule as the landing's pending answers)."""
+    store = AnswerStore(tmp_path)
+    answers = _answers(range(4))
+    answers = answers.append_column("output_status", pa.array(["valid", "invalid", "refused", "valid"]))
+    assert store.add(answers, ORIGIN, name="typed", answered_at=NOW) == 2
+    assert sorted(_texts(store, _keys(range(4)))) == [0, 3]
