@@ -54,7 +54,7 @@ class _ClaudeBatchDecoratedOperator(DecoratedOperator, ClaudeBatchSubmitOperator
         wait_timeout, deferrable, on_invalid_output: as on :class:`ClaudeBatchToParquetOperator`.
 
     Every other argument is the submit operator's. Returns the landing summary (destination,
-    rows per outcome, tokens, cost) plus the manifest's location and the batch ids.
+    rows per outcome, tokens, cost, and per batch under ``by_batch``) plus the manifest's location.
     """
 
     template_fields: Sequence[str] = (
