@@ -524,14 +524,18 @@ class Submission:
         created, nothing is marked in flight, the manifest is not touched, and every staging
         folder of this try (the full one and the plan's) is deleted.
 
-        Unlike a submit, an earlier try's manifest is not consulted: the estimate is that of a
-        first try (a submit re-attaching to an earlier try's batches of the same input sends nothing).
+        An earlier try of this task that created batches for the same input (the same
+        fingerprint) makes the estimate say so at $0: a submit would re-attach to those batches
+        and send nothing. A changed input is estimated as a first try.
         """
         staged = self._stage(source, input_columns=input_columns, source_format=source_format, keys=True)
         staging = [staged.directory_name]
         try:
             if not staged.total_requests:
                 return None
+            existing = load_manifest(self.run_dir) if manifest_exists(self.run_dir) else None
+            if existing is not None and existing.fingerprint == staged.fingerprint and existing.batch_ids():
+                return TokenEstimate.reattaching(staged.total_requests, len(existing.batch_ids()))
             counts = None
             if self.reuse is not None:
                 staged = plan_reuse(staged, self.run_dir, self.reuse, self.chunk_limits, self._owner)

@@ -65,6 +65,9 @@ class TokenEstimate:
     awaited: int = 0
     #: What the reused answers had cost the runs that paid for them (None: some had no price).
     reused_cost_usd: float | None = 0.0
+    #: Batches an earlier try of this task created for the same input: a submit re-attaches to
+    #: them and sends nothing (0 when the estimate is that of a first try).
+    reattached_batches: int = 0
 
     def __post_init__(self) -> None:
         if self.rows is None:
@@ -91,7 +94,19 @@ class TokenEstimate:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def reattaching(cls, rows: int, batches: int) -> TokenEstimate:
+        """The estimate of a task whose earlier try already created ``batches`` for the same
+        input (the same fingerprint): a submit re-attaches to them, so nothing more is sent."""
+        return replace(cls.nothing_to_send(), rows=rows, reattached_batches=batches)
+
     def describe(self) -> str:
+        if self.reattached_batches:
+            return (
+                f"nothing new to send: an earlier try of this task already created {self.reattached_batches} "
+                f"batch(es) for these {self.rows:,} rows (the same input), which a submit re-attaches to; "
+                "$0 more at batch prices"
+            )
         not_sent = (
             f" (not sent, $0: {self.reused:,} reused from the answer store, {self.deduplicated:,} deduplicated, "
             f"{self.awaited:,} awaited from other runs' batches)"

@@ -66,6 +66,26 @@ def test_a_submission_creates_once_and_keeps_only_the_staging_its_manifest_names
     )
 
 
+def test_an_estimate_after_a_submit_of_the_same_input_says_it_re_attaches(
+    tmp_path: Path, emulator: RunningEmulator
+) -> None:
+    """A dry run of a task whose earlier try created its batches sends nothing more: $0, no
+    count, no create; a changed input is estimated as a first try."""
+    run_dir = WorkDir(str(tmp_path)).run("dag", "run", "submit")
+    first = _submission(run_dir).submit(["a", "b", "c"], source_location="rows")
+    assert first is not None and len(first.created) == 2
+    named = _staging(run_dir)
+    estimate = _submission(run_dir).estimate(["a", "b", "c"])
+    assert estimate is not None
+    assert (estimate.requests, estimate.batches, estimate.cost_usd, estimate.reattached_batches) == (0, 0, 0.0, 2)
+    assert estimate.rows == 3 and "already created 2 batch(es)" in estimate.describe()
+    stats = emulator.emulator.stats
+    assert stats["batches_created"] == 2 and emulator.emulator.calls["count_tokens"] == 0
+    assert _staging(run_dir) == named  # the estimate's own staging is gone, the run's kept
+    changed = _submission(run_dir).estimate(["a", "b", "c", "d"])
+    assert changed is not None and changed.reattached_batches == 0 and changed.requests == 4
+
+
 def test_refusals_leave_no_staging_and_create_nothing(tmp_path: Path, emulator: RunningEmulator) -> None:
     run_dir = WorkDir(str(tmp_path)).run("dag", "run", "submit")
     with pytest.raises(ClaudeBatchBudgetError, match="over max_cost_usd"):
