@@ -524,9 +524,10 @@ class Submission:
         created, nothing is marked in flight, the manifest is not touched, and every staging
         folder of this try (the full one and the plan's) is deleted.
 
-        An earlier try of this task that created batches for the same input (the same
+        An earlier try of this task that created every batch for the same input (the same
         fingerprint) makes the estimate say so at $0: a submit would re-attach to those batches
-        and send nothing. A changed input is estimated as a first try.
+        and send nothing. A changed input, or an earlier try with a chunk not created yet (a
+        submit would create it), is estimated as a first try: never less than a submit may send.
         """
         staged = self._stage(source, input_columns=input_columns, source_format=source_format, keys=True)
         staging = [staged.directory_name]
@@ -534,7 +535,12 @@ class Submission:
             if not staged.total_requests:
                 return None
             existing = load_manifest(self.run_dir) if manifest_exists(self.run_dir) else None
-            if existing is not None and existing.fingerprint == staged.fingerprint and existing.batch_ids():
+            if (
+                existing is not None
+                and existing.fingerprint == staged.fingerprint
+                and existing.batch_ids()
+                and not any(record.needs_create for record in existing.batches)
+            ):
                 return TokenEstimate.reattaching(staged.total_requests, len(existing.batch_ids()))
             counts = None
             if self.reuse is not None:

@@ -84,6 +84,12 @@ def test_an_estimate_after_a_submit_of_the_same_input_says_it_re_attaches(
     assert _staging(run_dir) == named  # the estimate's own staging is gone, the run's kept
     changed = _submission(run_dir).estimate(["a", "b", "c", "d"])
     assert changed is not None and changed.reattached_batches == 0 and changed.requests == 4
+    # A chunk the earlier try has not created yet would be sent by a submit: never $0 then.
+    manifest = load_manifest(run_dir)
+    manifest.batches[-1].batch_id = None
+    manifest.save(run_dir)
+    partial = _submission(run_dir).estimate(["a", "b", "c"])
+    assert partial is not None and partial.reattached_batches == 0 and partial.requests == 3
 
 
 def test_refusals_leave_no_staging_and_create_nothing(tmp_path: Path, emulator: RunningEmulator) -> None:
