@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
 from airflow_provider_claude_batch.batching.lines import line_blocks, read_blocks
-from airflow_provider_claude_batch.batching.pricing import PriceTable
+from airflow_provider_claude_batch.batching.pricing import ModelPrice, PriceTable
 from airflow_provider_claude_batch.exceptions import ClaudeBatchResultsError
 
 _STOP_DETAILS = pa.struct([("type", pa.string()), ("category", pa.string()), ("explanation", pa.string())])
@@ -304,33 +304,37 @@ class ResultParser:
         one_hour = pc.fill_null(columns["cache_creation_1h_input_tokens"], 0).to_numpy(zero_copy_only=False)
         searches = pc.fill_null(columns["web_search_requests"], 0).to_numpy(zero_copy_only=False)
         cost = np.full(len(models), np.nan)
-        for model in pc.unique(models).to_pylist():
-            price = None if model is None else self.prices.price(model)
-            if price is not None:
-                mask = pc.fill_null(pc.equal(models, model), False).to_numpy(zero_copy_only=False)
-                cost[mask] = price.cost(
-                    *(kind[mask] for kind in tokens),
-                    cache_write_1h_tokens=one_hour[mask].astype(np.float64),
-                    web_search_requests=searches[mask].astype(np.float64),
-                )
+        for price, mask in _priced_models(models, self.prices):
+            cost[mask] = price.cost(
+                *(kind[mask] for kind in tokens),
+                cache_write_1h_tokens=one_hour[mask].astype(np.float64),
+                web_search_requests=searches[mask].astype(np.float64),
+            )
         return pa.array(cost, pa.float64(), from_pandas=True)  # NaN -> null
+
+
+def _priced_models(models: pa.Array | pa.ChunkedArray, prices: PriceTable) -> Iterator[tuple[ModelPrice, np.ndarray]]:
+    """Each model of ``models`` that has a price, with the mask of its rows (a model without
+    a price, or no model, is left out: its rows have no cost)."""
+    for model in pc.unique(models).to_pylist():
+        price = None if model is None else prices.price(model)
+        if price is not None:
+            yield price, pc.fill_null(pc.equal(models, model), False).to_numpy(zero_copy_only=False)
 
 
 def web_search_fee_usd(table: pa.Table, prices: PriceTable) -> float:
     """The web search fees included in ``table``'s ``cost_usd`` (result rows): the searches of
     each priced model times its fee. Rows of a model without a price have no ``cost_usd`` and
     add no fee either, so the fees stay a part of the summed cost."""
-    searches = pc.fill_null(table.column("web_search_requests"), 0)
-    if not (pc.sum(searches).as_py() or 0):
+    searches = pc.fill_null(table.column("web_search_requests"), 0).to_numpy(zero_copy_only=False)
+    if not searches.any():
         return 0.0
-    models = table.column("model")
-    fees = 0.0
-    for model in pc.unique(models).to_pylist():
-        price = None if model is None else prices.price(model)
-        if price is not None:
-            count = pc.sum(pc.filter(searches, pc.fill_null(pc.equal(models, model), False))).as_py() or 0
-            fees += float(price.web_search_fee(float(count)))
-    return fees
+    return float(
+        sum(
+            price.web_search_fee(float(searches[mask].sum()))
+            for price, mask in _priced_models(table.column("model"), prices)
+        )
+    )
 
 
 def _read_columns(block: bytes) -> pa.Table:
