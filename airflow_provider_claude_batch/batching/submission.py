@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 import numpy as np
 import pyarrow as pa
@@ -476,7 +476,7 @@ class Submission:
         try:
             if staged.total_requests == 0 and (existing is None or not existing.batch_ids()):
                 return None
-            if self.reuse is not None and (existing is None or existing.fingerprint != staged.fingerprint):
+            if self.reuse is not None and not _same_input(existing, staged):
                 # A retry of the same input re-attaches to what its first try planned and sent.
                 staged = plan_reuse(staged, self.run_dir, self.reuse, self.chunk_limits, self._owner)
                 assert staged.reuse is not None
@@ -536,8 +536,7 @@ class Submission:
                 return None
             existing = load_manifest(self.run_dir) if manifest_exists(self.run_dir) else None
             if (
-                existing is not None
-                and existing.fingerprint == staged.fingerprint
+                _same_input(existing, staged)
                 and existing.batch_ids()
                 and not any(record.needs_create for record in existing.batches)
             ):
@@ -593,7 +592,7 @@ class Submission:
 
     def _check_budget(self, staged: StagedRun, existing: Manifest | None) -> float | None:
         # The budget guards new work only: re-attaching to batches of the same input bills nothing.
-        new_work = existing is None or existing.fingerprint != staged.fingerprint
+        new_work = not _same_input(existing, staged)
         ceiling = check_budget(staged, self.prices, self.max_cost_usd if new_work else None)
         self.logger.info(
             "Cost ceiling: %s at batch prices%s.",
@@ -625,7 +624,7 @@ class Submission:
         fresh = self._new_manifest(staged)
         if existing is None:
             return fresh, False
-        if existing.fingerprint == staged.fingerprint:
+        if _same_input(existing, staged):
             if _staging_lost(existing, self.run_dir):
                 _check_plan_recoverable(existing, self.run_dir)
                 # Same fingerprint, so the new chunk files are byte for byte the lost ones: point the
@@ -661,6 +660,13 @@ class Submission:
         for name in list(self.run_dir.staging_names()):
             if name not in used:
                 self.run_dir.drop_staging(name)
+
+
+def _same_input(existing: Manifest | None, staged: StagedRun) -> TypeGuard[Manifest]:
+    """Whether an earlier try's manifest is of the same input as this try's staging (the same
+    fingerprint): then this try re-attaches to it and creates only what it lacks, and its
+    budget, reuse plan and estimate are those of that earlier try."""
+    return existing is not None and existing.fingerprint == staged.fingerprint
 
 
 def mark_in_flight(manifest: Manifest, run_dir: RunDir, store: AnswerStore, owner: str) -> None:
