@@ -109,13 +109,33 @@ class AirflowStack:
         return done.stdout
 
     def create_backfill(self, dag_id: str, *args: str) -> None:
-        """``airflow backfill create``; a try that lost the SQLite lock after its backfill row was
-        written makes the next try see that backfill running, which is the outcome wanted."""
-        try:
-            self.airflow("backfill", "create", "--dag-id", dag_id, *args)
-        except RuntimeError:
-            if not self.active_backfills(dag_id):
-                raise
+        """``airflow backfill create``, made whole. Airflow commits the backfill row before it writes
+        the backfill's runs; a create that loses the SQLite lock in between (in WAL mode a read that
+        turns into a write fails at once, whatever the busy timeout) can leave a backfill without
+        runs, which the scheduler never completes. That orphan is removed, as Airflow's own cleanup
+        does when it can, and the create is tried again. A try that failed after writing its runs
+        leaves a backfill that will run, which is the outcome wanted."""
+        for _ in range(3):
+            try:
+                self.airflow("backfill", "create", "--dag-id", dag_id, *args)
+            except RuntimeError:
+                if not self.active_backfills(dag_id):
+                    raise
+            if not self._remove_backfills_without_runs(dag_id):
+                return
+        raise RuntimeError(f"airflow backfill create left a backfill of {dag_id} without runs three times")
+
+    def _remove_backfills_without_runs(self, dag_id: str) -> int:
+        """Delete ``dag_id``'s unfinished backfills that have no runs; how many there were."""
+        if not self.sqlite:
+            return 0
+        with sqlite3.connect(self.home / "airflow.db", timeout=60) as db:
+            orphans = db.execute(
+                "DELETE FROM backfill WHERE dag_id = ? AND completed_at IS NULL"
+                " AND NOT EXISTS (SELECT 1 FROM backfill_dag_run r WHERE r.backfill_id = backfill.id)",
+                (dag_id,),
+            ).rowcount
+        return orphans
 
     def active_backfills(self, dag_id: str) -> list[dict[str, Any]]:
         backfills = self.api("GET", "/backfills", params={"dag_id": dag_id})["backfills"]
@@ -229,6 +249,15 @@ class AirflowStack:
             lines += [f"task {t['dag_id']}.{t['task_id']} {t['dag_run_id']}: {t['state']}" for t in tis]
         except (httpx.HTTPError, ValueError) as error:
             lines.append(f"api-server did not answer: {error!r}")
+        if self.sqlite:
+            with sqlite3.connect(self.home / "airflow.db", timeout=10) as db:
+                lines += [
+                    f"backfill {id_} of {dag_id}: not completed, {runs} run(s)"
+                    for id_, dag_id, runs in db.execute(
+                        "SELECT id, dag_id, (SELECT count(*) FROM backfill_dag_run r WHERE r.backfill_id = b.id)"
+                        " FROM backfill b WHERE completed_at IS NULL"
+                    )
+                ]
         for component in [c for c in self.components if c.startswith(DIAGNOSED)]:
             tail = [line[:300] for line in self.log_tail(component, 25).splitlines()]
             lines += [f"--- {component}.log (end)", *tail]
