@@ -32,9 +32,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
+
+import msgspec
 
 from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
 
@@ -231,34 +233,102 @@ def batch_saving(batch_cost: float, *, per_call_fees: float) -> float:
     return sync_api_cost(batch_cost, per_call_fees=per_call_fees) - batch_cost
 
 
+#: Tools the service runs itself: their results come back as input tokens (and a web search
+#: adds its fee), in amounts that nothing in the request bounds.
+SERVER_TOOLS = ("web_search", "web_fetch", "code_execution")
+
+
+class _CacheControl(msgspec.Struct):
+    ttl: str | None = None
+
+
+class _Block(msgspec.Struct):
+    """A system, message or tool block, read only for its cache breakpoint and its type."""
+
+    type: str | None = None
+    cache_control: _CacheControl | None = None
+
+
+class _Message(msgspec.Struct):
+    content: str | list[_Block] = ""
+
+
+class _PricedParams(msgspec.Struct):
+    system: str | list[_Block] | None = None
+    tools: list[_Block] | None = None
+    messages: list[_Message] = []
+    mcp_servers: list[Any] | None = None
+
+
+class _PricedLine(msgspec.Struct):
+    params: _PricedParams
+
+
+_decode_priced = msgspec.json.Decoder(_PricedLine).decode
+
+
 @dataclass
 class RequestTally:
     """The most one model's requests of a run can use: every token of a request's input
     covers at least one byte of its JSON line, and no answer is longer than its max_tokens.
-    Counted by the renderer as it writes the requests; priced by :func:`cost_ceiling`."""
+    Counted by the renderer as it writes the requests; priced by :func:`cost_ceiling`.
+
+    Two things in a request change what its bytes can cost, and :meth:`add` reads them from
+    the line itself, so every counter of requests (the renderer, the reuse plan) sees them the
+    same way: a cache breakpoint with a 1-hour TTL (those tokens cost 2x input, dearer than
+    the 5-minute write), and server tools, whose results no request bounds."""
 
     requests: int = 0
     input_bytes: int = 0
     max_output_tokens: int = 0
+    #: Some request writes the cache for an hour: any input token may cost the 1-hour rate.
+    hour_cache_writes: bool = False
+    #: Server tools (or MCP servers) some request uses: the most the requests can cost is unknown.
+    server_tools: set[str] = field(default_factory=set)
 
-    def add(self, line_bytes: int, max_tokens: int) -> None:
-        """Count one request: its JSON line's bytes without the newline, its max_tokens."""
+    def add(self, line: bytes, max_tokens: int) -> None:
+        """Count one request: its JSON line (without the newline) and its max_tokens."""
         self.requests += 1
-        self.input_bytes += line_bytes
+        self.input_bytes += len(line)
         self.max_output_tokens += max_tokens
+        self.note(line)
+
+    def note(self, line: bytes) -> None:
+        """Record what in this request line changes the ceiling (its bytes are not counted). A
+        shape this cannot read (the API would refuse it) is priced at the dearest input."""
+        try:
+            params = _decode_priced(line).params
+        except msgspec.ValidationError:
+            self.hour_cache_writes = True
+            return
+        tools = params.tools or []
+        blocks = [*tools, *(params.system if isinstance(params.system, list) else [])]
+        for message in params.messages:
+            if isinstance(message.content, list):
+                blocks += message.content
+        if any(b.cache_control is not None and b.cache_control.ttl == "1h" for b in blocks):
+            self.hour_cache_writes = True
+        self.server_tools.update(t.type for t in tools if t.type and t.type.startswith(SERVER_TOOLS))
+        if params.mcp_servers:
+            self.server_tools.add("mcp_servers")
 
 
 def cost_ceiling(tallies: Mapping[str, RequestTally], prices: PriceTable) -> tuple[float | None, list[str]]:
     """The most a run's requests can cost at batch prices: each input byte a token (priced as
-    a cache write where that costs more than plain input) and every answer at its max_tokens.
-    None, with the models concerned, when a model has no price."""
-    unpriced = sorted(model for model in tallies if prices.price(model) is None)
-    if unpriced:
-        return None, unpriced
+    the dearest cache write the requests can make where that costs more than plain input) and
+    every answer at its max_tokens. None when it cannot be known, with why: a model without a
+    price, or server tools whose results add input tokens and fees that no request bounds."""
+    unknown = [f"model {model} has no price" for model in sorted(tallies) if prices.price(model) is None]
+    tools = sorted({tool for tally in tallies.values() for tool in tally.server_tools})
+    if tools:
+        unknown.append(f"requests use server tools ({', '.join(tools)}) whose results no request bounds")
+    if unknown:
+        return None, unknown
     dollars = 0.0
     for model, tally in tallies.items():
         price = prices.price(model)
         assert price is not None
-        dearest_input = replace(price, input=max(price.input, price.cache_write))
+        write = price.cache_write + (price.cache_write_1h_extra if tally.hour_cache_writes else 0.0)
+        dearest_input = replace(price, input=max(price.input, write))
         dollars += dearest_input.cost(tally.input_bytes, tally.max_output_tokens, 0, 0)
     return dollars, []

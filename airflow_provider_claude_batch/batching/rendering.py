@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import msgspec
@@ -195,14 +195,14 @@ class RequestRenderer:
 
     def tally(self) -> dict[str, RequestTally]:
         """Per model: requests rendered so far, their bytes and their output token limits."""
-        tallies = {
-            model: RequestTally(t.requests, t.input_bytes, t.max_output_tokens) for model, t in self._overridden.items()
-        }
+        tallies = {model: replace(t, server_tools=set(t.server_tools)) for model, t in self._overridden.items()}
         if self._base_rows:
             base = tallies.setdefault(self.spec.model, RequestTally())
             base.requests += self._base_rows
             base.input_bytes += self._base_bytes
             base.max_output_tokens += self._base_rows * self.spec.max_tokens
+            # A row's own prompt and system are plain text: what can change its cost is in the base.
+            base.note(_encode({"params": {**self._base_params, "messages": []}}))
         return tallies
 
     @property
@@ -384,7 +384,7 @@ class RequestRenderer:
         params["messages"] = [{"role": "user", "content": prompt}]
         line = _encode({"custom_id": custom_id, "params": params})
         max_tokens = int(params["max_tokens"])  # checked: the spec's, or the row's by check_params
-        self._overridden.setdefault(str(params.get("model")), RequestTally()).add(len(line), max_tokens)
+        self._overridden.setdefault(str(params.get("model")), RequestTally()).add(line, max_tokens)
         return line
 
 

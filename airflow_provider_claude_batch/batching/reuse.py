@@ -183,7 +183,7 @@ def tally_lines(lines: pa.Array, tallies: dict[str, RequestTally]) -> None:
     """Add request lines to per-model tallies, as the renderer counts them (bytes without the newline)."""
     for line in lines.to_pylist():
         head = _decode_request(line).params
-        tallies.setdefault(head.model, RequestTally()).add(len(line) - 1, head.max_tokens)
+        tallies.setdefault(head.model, RequestTally()).add(line[:-1], head.max_tokens)
 
 
 @dataclass

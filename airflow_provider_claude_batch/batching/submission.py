@@ -176,17 +176,18 @@ def plan_reuse(
     )
 
 
-def check_budget(staged: StagedRun, prices: PriceTable, max_cost_usd: float | None) -> float | None:
-    """The run's cost ceiling at batch prices (None when a model has no price); raises
+def check_budget(staged: StagedRun, prices: PriceTable, max_cost_usd: float | None) -> tuple[float | None, list[str]]:
+    """The run's cost ceiling at batch prices and, when it cannot be known (None), why; raises
     :class:`ClaudeBatchBudgetError` when it is over ``max_cost_usd``, or cannot be known while
     a budget is set."""
-    ceiling, unpriced = cost_ceiling(staged.tally, prices)
+    ceiling, unknown = cost_ceiling(staged.tally, prices)
     if max_cost_usd is None:
-        return ceiling
+        return ceiling, unknown
     if ceiling is None:
         raise ClaudeBatchBudgetError(
-            f"max_cost_usd is set but model(s) {unpriced} have no price, so the most these requests could cost is "
-            "unknown; add them to [claude_batch] prices (or the operator's prices). Nothing was submitted."
+            f"max_cost_usd is set but the most these requests could cost is unknown: {'; '.join(unknown)}. Add a "
+            "missing price to [claude_batch] prices (or the operator's prices); with server tools, leave "
+            "max_cost_usd unset. Nothing was submitted."
         )
     if ceiling > max_cost_usd:
         input_bytes = sum(t.input_bytes for t in staged.tally.values())
@@ -196,7 +197,7 @@ def check_budget(staged: StagedRun, prices: PriceTable, max_cost_usd: float | No
             f"{input_bytes:,} input and {output_tokens:,} output tokens), over max_cost_usd ${max_cost_usd:,.2f}. "
             "Nothing was submitted. Check the input (more rows than expected?), lower max_tokens, or raise max_cost_usd."
         )
-    return ceiling
+    return ceiling, []
 
 
 def new_manifest(
@@ -593,10 +594,10 @@ class Submission:
     def _check_budget(self, staged: StagedRun, existing: Manifest | None) -> float | None:
         # The budget guards new work only: re-attaching to batches of the same input bills nothing.
         new_work = not _same_input(existing, staged)
-        ceiling = check_budget(staged, self.prices, self.max_cost_usd if new_work else None)
+        ceiling, unknown = check_budget(staged, self.prices, self.max_cost_usd if new_work else None)
         self.logger.info(
             "Cost ceiling: %s at batch prices%s.",
-            "unknown (a model has no price)" if ceiling is None else f"${ceiling:,.4f}",
+            f"unknown ({'; '.join(unknown)})" if ceiling is None else f"${ceiling:,.4f}",
             f" (max_cost_usd ${self.max_cost_usd:,.2f})" if self.max_cost_usd is not None else "",
         )
         return ceiling

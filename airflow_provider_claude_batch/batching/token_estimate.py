@@ -55,9 +55,10 @@ class TokenEstimate:
     #: Estimated input tokens of every request, and the most output tokens the answers may use.
     input_tokens: int
     output_tokens_ceiling: int
-    #: At batch prices, input as counted and every answer at max_tokens; None without a price.
+    #: At batch prices, input as counted and every answer at max_tokens; None when it cannot be
+    #: known (a model without a price, server tools), and ``why_cost_unknown`` says why.
     cost_usd: float | None
-    unpriced_models: list[str] = field(default_factory=list)
+    why_cost_unknown: list[str] = field(default_factory=list)
     #: Every input row (``requests`` plus the rows not sent); ``None``: the same as ``requests``.
     rows: int | None = None
     reused: int = 0
@@ -116,7 +117,7 @@ class TokenEstimate:
         if not self.requests:
             return f"nothing to send: all {self.rows:,} rows are answered{not_sent}; 0 batches, $0 at batch prices"
         cost = (
-            "unknown (no price for " + ", ".join(self.unpriced_models) + ")"
+            "unknown (" + "; ".join(self.why_cost_unknown) + ")"
             if self.cost_usd is None
             else (f"${self.cost_usd:,.4f}")
         )
@@ -167,9 +168,9 @@ def estimate(
     for model, run in tally.items():
         tokens, size = counted.get(model, (0, 0))
         per_byte = tokens / size if size else overall  # a model the sample missed: the run's rate
-        scaled[model] = RequestTally(run.requests, round(run.input_bytes * per_byte), run.max_output_tokens)
+        scaled[model] = replace(run, input_bytes=round(run.input_bytes * per_byte))
     # cost_ceiling reads ``input_bytes`` as tokens: here they are counted tokens.
-    cost, unpriced = cost_ceiling(scaled, prices)
+    cost, unknown = cost_ceiling(scaled, prices)
     return TokenEstimate(
         requests=sum(t.requests for t in tally.values()),
         batches=batches,
@@ -177,7 +178,7 @@ def estimate(
         input_tokens=sum(t.input_bytes for t in scaled.values()),
         output_tokens_ceiling=sum(t.max_output_tokens for t in scaled.values()),
         cost_usd=cost,
-        unpriced_models=unpriced,
+        why_cost_unknown=unknown,
     ), scaled
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -65,5 +67,47 @@ def test_the_cost_ceiling_prices_bytes_as_tokens_and_full_answers() -> None:
     assert unpriced == [] and ceiling == pytest.approx((2.5 + 1.0) / 2)
     assert cost_ceiling({"m": RequestTally(1, 10, 10), "mystery": RequestTally(1, 10, 10)}, prices) == (
         None,
-        ["mystery"],
+        ["model mystery has no price"],
     )
+
+
+def _tally(params: dict[str, object]) -> RequestTally:
+    tally = RequestTally()
+    tally.add(json.dumps({"custom_id": "a", "params": params}).encode(), 0)
+    return tally
+
+
+def test_an_hour_long_cache_breakpoint_prices_the_ceiling_at_the_hour_rate() -> None:
+    """A 1-hour cache write costs 2x input, dearer than the 5-minute write's 1.25x: the ceiling of
+    a run whose requests carry one prices its bytes at 2x, wherever the breakpoint sits."""
+    prices = PriceTable.load({"m": {"input": 2, "output": 10, "cache_write": 2.5, "cache_read": 0.2}})
+    hour = {"type": "ephemeral", "ttl": "1h"}
+    text = [{"type": "text", "text": "x", "cache_control": hour}]
+    for params in (
+        {"system": text},
+        {"messages": [{"role": "user", "content": text}]},
+        {"tools": [{"name": "t", "input_schema": {"type": "object"}, "cache_control": hour}]},
+    ):
+        tally = _tally(params)
+        assert tally.hour_cache_writes, params
+        assert cost_ceiling({"m": replace(tally, input_bytes=1_000_000)}, prices)[0] == pytest.approx(4.0 / 2)
+    five_minutes = _tally({"system": [{"type": "text", "text": "x", "cache_control": {"type": "ephemeral"}}]})
+    assert not five_minutes.hour_cache_writes
+    assert cost_ceiling({"m": replace(five_minutes, input_bytes=1_000_000)}, prices)[0] == pytest.approx(2.5 / 2)
+
+
+def test_server_tools_make_the_ceiling_unknown_and_client_tools_do_not() -> None:
+    prices = PriceTable.load({"m": {"input": 2, "output": 10}, "n": {"input": 2, "output": 10}})
+    client = _tally({"tools": [{"name": "lookup", "input_schema": {"type": "object"}}, {"type": "bash_20250124"}]})
+    assert client.server_tools == set() and cost_ceiling({"m": client}, prices)[0] is not None
+    # A search result block in a message is not a tool the request offers.
+    quoted = _tally({"messages": [{"role": "user", "content": [{"type": "web_search_tool_result"}]}]})
+    assert quoted.server_tools == set()
+    search = _tally({"tools": [{"type": "web_search_20250305", "name": "web_search"}]})
+    fetch = _tally({"tools": [{"type": "web_fetch_20250910", "name": "web_fetch"}], "mcp_servers": [{"url": "u"}]})
+    ceiling, why = cost_ceiling({"m": search, "n": fetch, "mystery": RequestTally()}, prices)
+    assert ceiling is None
+    assert why == [
+        "model mystery has no price",
+        "requests use server tools (mcp_servers, web_fetch_20250910, web_search_20250305) whose results no request bounds",
+    ]

@@ -176,6 +176,20 @@ def test_the_tally_counts_bytes_and_output_limits_per_model() -> None:
     assert (tally["big"].requests, tally["big"].input_bytes, tally["big"].max_output_tokens) == (1, len(lines[1]), 100)
 
 
+def test_the_tally_notes_what_changes_a_ceiling_in_the_base_and_in_a_rows_params() -> None:
+    """The base's 1-hour breakpoint reaches every row; a row's own server tool only its model."""
+    system = [{"type": "text", "text": "s", "cache_control": {"type": "ephemeral", "ttl": "1h"}}]
+    search = '{"model": "big", "tools": [{"type": "web_search_20250305", "name": "web_search"}]}'
+    table = pa.table({"text": ["a", "b"], "opts": [None, search]})
+    spec = RequestSpec(prompt="{text}", model="small", max_tokens=5, params={"system": system}, params_column="opts")
+    renderer = RequestRenderer(spec)
+    for batch in table.to_batches():
+        list(renderer.render_batch(batch, first_row=0))
+    tally = renderer.tally()
+    assert tally["small"].hour_cache_writes and tally["small"].server_tools == set()
+    assert tally["big"].hour_cache_writes and tally["big"].server_tools == {"web_search_20250305"}
+
+
 def test_rows_to_table() -> None:
     assert rows_to_table(["a", "b"]).column_names == ["text"]
     assert rows_to_table([{"x": 1, "y": "a"}]).column_names == ["x", "y"]

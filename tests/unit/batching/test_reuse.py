@@ -115,7 +115,13 @@ def test_the_plan_sends_only_new_rows_and_writes_the_others_down(tmp_path: Path)
 
     work_dir = WorkDir(tmp_path)
     run_dir = work_dir.run("dag", "run", "submit")
-    spec = RequestSpec(prompt="{text}", model="claude-haiku-4-5", max_tokens=8)
+    hour_cache = {"type": "ephemeral", "ttl": "1h"}
+    spec = RequestSpec(
+        prompt="{text}",
+        model="claude-haiku-4-5",
+        max_tokens=8,
+        params={"system": [{"type": "text", "text": "be brief", "cache_control": hour_cache}]},
+    )
     limits = ChunkLimits(max_requests=2)
     texts = ["q0", "q1", "q2", "q1", "q4", "q5"]
     staged = stage_requests(texts, spec, limits, run_dir, keys=True)
@@ -142,6 +148,7 @@ def test_the_plan_sends_only_new_rows_and_writes_the_others_down(tmp_path: Path)
     ]
     assert [b'"q1"' in line or b'"q2"' in line or b'"q5"' in line for line in sent] == [True] * 3
     assert planned.tally["claude-haiku-4-5"].requests == 3  # the budget counts the new rows only
+    assert planned.tally["claude-haiku-4-5"].hour_cache_writes  # and prices them as they are sent
     answered = pq.read_table(run_dir / planned.directory_name / ANSWERED_FILE).sort_by("row")
     assert answered.column("row").to_pylist() == [0, 3, 4]
     assert answered.column("answer_source").to_pylist() == ["reused", "deduplicated", "reused"]

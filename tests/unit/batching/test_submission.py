@@ -127,11 +127,11 @@ def _staged(tmp_path: Path, rows: int, model: str = "m") -> StagedRun:
 
 def test_a_run_over_budget_is_stopped_with_what_it_could_cost(tmp_path: Path) -> None:
     staged = _staged(tmp_path, 2_000)
-    ceiling = check_budget(staged, BUDGET_PRICES, None)
-    assert ceiling is not None
+    ceiling, unknown = check_budget(staged, BUDGET_PRICES, None)
+    assert ceiling is not None and unknown == []
     # 2,000 answers of at most 1,000 tokens at $5/M, halved, is $5 before any input.
     assert 5 < ceiling < 5.2
-    assert check_budget(staged, BUDGET_PRICES, 10) == ceiling
+    assert check_budget(staged, BUDGET_PRICES, 10) == (ceiling, [])
     with pytest.raises(ClaudeBatchBudgetError) as raised:
         check_budget(staged, BUDGET_PRICES, 2.5)
     message = str(raised.value)
@@ -141,8 +141,26 @@ def test_a_run_over_budget_is_stopped_with_what_it_could_cost(tmp_path: Path) ->
 
 def test_a_budget_needs_every_model_priced(tmp_path: Path) -> None:
     staged = _staged(tmp_path, 3, model="house-model")
-    assert check_budget(staged, BUDGET_PRICES, None) is None
-    with pytest.raises(ClaudeBatchBudgetError, match=r"model\(s\) \['house-model'\] have no price"):
+    assert check_budget(staged, BUDGET_PRICES, None) == (None, ["model house-model has no price"])
+    with pytest.raises(ClaudeBatchBudgetError, match=r"could cost is unknown: model house-model has no price"):
+        check_budget(staged, BUDGET_PRICES, 100)
+
+
+def test_a_budget_cannot_bound_server_tools(tmp_path: Path) -> None:
+    """A web search's results come back as input tokens and each search has a fee: no byte count
+    of the request bounds them, so a budget refuses rather than pass a ceiling that is not one."""
+    spec = RequestSpec(
+        prompt="{text}",
+        model="m",
+        max_tokens=100,
+        params={"tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 3}]},
+    )
+    staged = stage_requests(["what happened today?"], spec, ChunkLimits(), tmp_path)
+    ceiling, unknown = check_budget(staged, BUDGET_PRICES, None)
+    assert ceiling is None and unknown == [
+        "requests use server tools (web_search_20250305) whose results no request bounds"
+    ]
+    with pytest.raises(ClaudeBatchBudgetError, match="web_search_20250305.*Nothing was submitted"):
         check_budget(staged, BUDGET_PRICES, 100)
 
 
