@@ -50,7 +50,7 @@ import pyarrow.parquet as pq
 from airflow_provider_claude_batch.batching.content_key import KEY_TYPE, as_arrow, as_numpy, partition_of
 from airflow_provider_claude_batch.batching.results import RESULT_SCHEMA
 from airflow_provider_claude_batch.batching.run_dir import WorkDir
-from airflow_provider_claude_batch.batching.storage import StoragePath, atomic_writer, write_whole
+from airflow_provider_claude_batch.batching.storage import StoragePath, atomic_writer, parquet_bytes, write_whole
 
 log = logging.getLogger(__name__)
 
@@ -259,9 +259,7 @@ class AnswerStore:
         for value in np.unique(digits):
             part = table.filter(pa.array(digits == value))
             target = self.partition(PARTITIONS[int(value)]) / f"seg-{name}.parquet"
-            sink = pa.BufferOutputStream()
-            pq.write_table(part, sink, row_group_size=ROW_GROUP_ROWS, **WRITE_OPTIONS)
-            write_whole(target, sink.getvalue().to_pybytes())
+            write_whole(target, parquet_bytes(part, row_group_size=ROW_GROUP_ROWS, **WRITE_OPTIONS))
         return count
 
     @staticmethod
@@ -392,9 +390,7 @@ class AnswerStore:
             ],
             schema=IN_FLIGHT_SCHEMA,
         )
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink, compression="zstd")
-        write_whole(self.work_dir.in_flight_folder / f"{owner}.parquet", sink.getvalue().to_pybytes())
+        write_whole(self.work_dir.in_flight_folder / f"{owner}.parquet", parquet_bytes(table))
 
     def landed(self, owner: str) -> None:
         """``owner``'s requests are landed (their answers are in the store, or are not answers)."""

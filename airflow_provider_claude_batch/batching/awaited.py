@@ -37,7 +37,7 @@ from airflow_provider_claude_batch.batching.pricing import PriceTable
 from airflow_provider_claude_batch.batching.results import ResultParser
 from airflow_provider_claude_batch.batching.reuse import AWAITED, INPUT_PREFIX, ReuseCounts
 from airflow_provider_claude_batch.batching.run_dir import AWAITED_ANSWERS_FILE, AWAITED_FOLDER, RunDir
-from airflow_provider_claude_batch.batching.storage import remove_tree
+from airflow_provider_claude_batch.batching.storage import parquet_bytes, remove_tree
 from airflow_provider_claude_batch.batching.typed_columns import TypedAnswers
 
 #: The columns ``awaited.parquet`` holds per answered row.
@@ -108,8 +108,8 @@ def resolve_awaited(
     schema = pa.schema([pa.field(CUSTOM_ID_COLUMN, pa.string()), pa.field("origin_batch_id", pa.string())]).append(
         pa.field("text", pa.string())
     )
-    table = pa.concat_tables([a.cast(answers[0].schema) for a in answers]) if answers else None
-    RunDir.write_atomic(run_dir / answers_file, _parquet_bytes(table, schema))
+    table = pa.concat_tables([a.cast(answers[0].schema) for a in answers]) if answers else schema.empty_table()
+    RunDir.write_atomic(run_dir / answers_file, parquet_bytes(table))
 
     # 3. The rest is sent after all, in chunks of this run.
     unresolved = rows.filter(pa.array(~resolved))
@@ -177,11 +177,3 @@ def read_awaited_answers(run_dir: RunDir, counts: ReuseCounts) -> pa.Table | Non
         return None
     with path.open("rb") as handle:
         return pq.read_table(handle)
-
-
-def _parquet_bytes(table: pa.Table | None, schema: pa.Schema) -> bytes:
-    sink = pa.BufferOutputStream()
-    if table is None:
-        table = schema.empty_table()
-    pq.write_table(table, sink, compression="zstd")
-    return bytes(sink.getvalue().to_pybytes())

@@ -114,6 +114,17 @@ def write_whole(target: Any, data: bytes) -> None:
         target.write_bytes(data)
 
 
+def parquet_bytes(table: Any, **write_options: Any) -> bytes:
+    """A whole Parquet file of ``table`` (zstd unless ``write_options`` say otherwise), for the
+    small files written in one piece (:func:`write_whole`, ``RunDir.write_atomic``)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, **{"compression": "zstd", **write_options})
+    return bytes(sink.getvalue().to_pybytes())
+
+
 def remove_tree(path: Any) -> None:
     """Delete a folder and everything below it (no error when it does not exist)."""
     if not path.exists():
