@@ -182,14 +182,21 @@ class BatchOwnership:
     owner: BatchOwner
     request_count: int
 
-    def claim(self, batch_id: str, created_at: datetime) -> Claim:
+    def claim(self, batch_id: str, created_at: datetime) -> tuple[Claim, datetime | None]:
+        """Whose the batch is and, when it is contested, when the contest ends.
+
+        The pending creates are read before the index, once: an owner writes its index entry
+        before it drops its pending create, so a batch seen with neither was never another's to
+        make, and one seen pending and then recorded is the recorder's. (Read the other way
+        round, an owner recording in between made its batch look free, and adoptable.)"""
+        ends = self.contest_ends(created_at)
         try:
             entry = read_origin(self.work_dir, batch_id)
         except ValueError:
-            return Claim.OTHER  # something we cannot read is not ours to take
+            return Claim.OTHER, None  # something we cannot read is not ours to take
         if entry is not None:
-            return Claim.MINE if self.owner.names_me(entry) else Claim.OTHER
-        return Claim.CONTESTED if self.contest_ends(created_at) is not None else Claim.FREE
+            return (Claim.MINE if self.owner.names_me(entry) else Claim.OTHER), None
+        return (Claim.CONTESTED, ends) if ends is not None else (Claim.FREE, None)
 
     def contest_ends(self, created_at: datetime) -> datetime | None:
         """When the other owners' creates that could have made a batch created at

@@ -563,15 +563,13 @@ class ClaudeBatchHook(BaseHook):
         contested: list[MessageBatch] = []
         settles_by: datetime | None = None
         for batch in found:
-            claim = ownership.claim(batch.id, batch.created_at) if ownership else Claim.FREE
+            claim, ends = ownership.claim(batch.id, batch.created_at) if ownership else (Claim.FREE, None)
             if claim is Claim.MINE:
                 mine.append(batch)
             elif claim is Claim.FREE:
                 free.append(batch)
             elif claim is Claim.CONTESTED:
-                assert ownership is not None
                 contested.append(batch)
-                ends = ownership.contest_ends(batch.created_at)
                 if ends is not None and (settles_by is None or ends > settles_by):
                     settles_by = ends
             else:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,3 +53,45 @@ def test_an_owner_is_written_and_read_back_by_one_type(tmp_path: Path) -> None:
     older = {"dag_id": "dag", "run_id": "manual__2026", "task_id": "submit"}
     assert BatchOwner.from_entry(older) == BatchOwner("dag", "manual__2026", "submit", -1, 0, 0)
     assert not owner.names_me({"run_id": "manual__2026", "task_id": "submit", "map_index": 2, "round": 1})
+
+
+def test_an_owner_recording_in_the_middle_of_a_claim_never_makes_its_batch_free(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The owner of a batch records it (index entry written, then its pending create dropped)
+    at the worst moment: right after the claim's first read of the work directory. Whichever
+    read comes first, the batch must be the owner's (OTHER), never FREE for anyone to adopt."""
+    from datetime import datetime, timedelta, timezone
+
+    from airflow_provider_claude_batch.batching import batch_index
+    from airflow_provider_claude_batch.batching.batch_index import (
+        BatchOwnership,
+        Claim,
+        drop_pending_create,
+        write_pending_create,
+    )
+
+    work_dir = WorkDir(tmp_path)
+    owner = BatchOwner("dag", "run", "submit", 0, 0, 1)
+    now = datetime.now(timezone.utc)
+    write_pending_create(work_dir, owner, request_count=3, intent_at=now, until=now + timedelta(minutes=10))
+    recorded: list[bool] = []
+
+    def owner_records_after(read: Any) -> Any:
+        def first_read_then_record(*args: Any, **kwargs: Any) -> Any:
+            found = read(*args, **kwargs)
+            if not recorded:
+                recorded.append(True)
+                entry_path = work_dir.index_entry("msgbatch_owned")
+                assert entry_path is not None
+                RunDir.write_atomic(entry_path, json.dumps(owner.as_entry()).encode())
+                drop_pending_create(work_dir, owner)
+            return found
+
+        return first_read_then_record
+
+    monkeypatch.setattr(batch_index, "read_origin", owner_records_after(batch_index.read_origin))
+    monkeypatch.setattr(batch_index, "pending_creates", owner_records_after(batch_index.pending_creates))
+    stranger = BatchOwnership(work_dir, BatchOwner("dag", "run", "submit", 1, 0, 1), request_count=3)
+    assert stranger.claim("msgbatch_owned", now + timedelta(seconds=1))[0] is Claim.OTHER
+    assert recorded
