@@ -153,9 +153,13 @@ def _read_consistently(destination: Any, read: Callable[[Any], pa.Table], attemp
     """Optimistic: read the commit object, the files it names, then the commit object again;
     a different commit object (versions are unique) means a landing replaced the partition
     while we read, so we start again. On local disk this is what keeps a reader whole: the
-    folder rename is atomic, but a reader opening its files one by one can straddle it."""
+    folder rename is atomic, but a reader opening its files one by one can straddle it. Without
+    an atomic exchange the folder is missing between two renames: a read that overlapped them
+    (the old folder set aside still exists, or the commit object changed) starts again too, so
+    a partition caught missing is never returned as an empty one."""
+    local = is_local(as_path(destination))
     for attempt in range(attempts):
-        if is_local(as_path(destination)) and replacing(as_path(destination)):
+        if local and replacing(as_path(destination)):
             time.sleep(0.01 * (attempt + 1))  # between the two renames of a platform without an exchange
             continue
         before = read_commit(destination)
@@ -169,7 +173,7 @@ def _read_consistently(destination: Any, read: Callable[[Any], pa.Table], attemp
             if read_commit(destination) != before:
                 continue
             raise
-        if read_commit(destination) != before:
+        if read_commit(destination) != before or (local and replacing(as_path(destination))):
             continue
         return pa.concat_tables(tables) if tables else pa.table({})
     raise ClaudeBatchPartitionError(

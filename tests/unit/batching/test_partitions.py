@@ -165,3 +165,36 @@ def test_a_partition_landed_before_commit_objects_is_read_from_its_parts(tmp_pat
     pq.write_table(pa.table({"custom_id": ["a", "b"]}), folder / "part-00000.parquet")
     assert read_partition(folder).column("custom_id").to_pylist() == ["a", "b"]
     assert read_partition(tmp_path / "never-landed").num_rows == 0
+
+
+def test_a_read_that_overlaps_the_two_renames_starts_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without an atomic exchange the partition folder is missing between two renames. A reader
+    whose check came just before the first rename finds no commit object and no files: it must
+    start again, not return the partition as empty."""
+    import os
+
+    from airflow_provider_claude_batch.batching import partitions, storage
+
+    destination = tmp_path / "labels" / "ds=2026-11-02"
+    land(destination, 0)
+    swaps: list[tuple[Path, Path]] = []
+    monkeypatch.setattr(partitions, "replace_tree", lambda staged, target: swaps.append((Path(staged), Path(target))))
+    land(destination, 1)  # staged with its commit object, not swapped in yet
+    (staged, target), aside = swaps[0], destination.parent / f".{destination.name}.old-test"
+    checks: list[bool] = []
+
+    def writer_moves_between_the_readers_checks(path: Any) -> bool:
+        checks.append(True)
+        if len(checks) == 1:  # the reader has just checked: the writer's first rename
+            os.replace(target, aside)
+            return False
+        if len(checks) == 2:  # the reader has read nothing: the writer's second rename, then its cleanup
+            overlapped = aside.exists()
+            os.replace(staged, target)
+            storage.remove_tree(aside)
+            return overlapped
+        return bool(storage.replacing(path))
+
+    monkeypatch.setattr(partitions, "replacing", writer_moves_between_the_readers_checks)
+    assert assert_whole(read_partition(destination)) == 1
+    assert len(checks) >= 3
