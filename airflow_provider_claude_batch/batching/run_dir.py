@@ -5,7 +5,7 @@
   _batches/{batch_id}.json                     which task created the batch (batch_index)
   _batches/_pending/{owner}.json               a create sent and not yet recorded
   _answers/p={h}/{file}.parquet                the answer store, by the key's first hex digit
-  _answers/_inflight/{owner}.parquet           requests sent and not landed yet (by key)
+  _answers/_inflight/{owner}.parquet           requests sent and not landed yet (by key), or claimed before a plan
   {dag_id}/{run_id}/{task_id}[/{map_index}]/   RunDir: one submit task instance's run folder
     manifest.json                              the manifest
     manifest.replaced-<time>.json              an earlier manifest, kept when the input changed

@@ -32,6 +32,7 @@ from airflow_provider_claude_batch.batching.batch_index import (
 )
 from airflow_provider_claude_batch.batching.cancel import cancel_batches
 from airflow_provider_claude_batch.batching.chunks import ChunkInfo, ChunkLimits, ChunkWriter, request_id
+from airflow_provider_claude_batch.batching.claims import claim_and_wait
 from airflow_provider_claude_batch.batching.content_key import as_arrow, content_keys
 from airflow_provider_claude_batch.batching.lines import iter_file_lines
 from airflow_provider_claude_batch.batching.manifest import (
@@ -474,11 +475,15 @@ class Submission:
         staged = self._stage(source, input_columns=input_columns, source_format=source_format, keys=True)
         existing = load_manifest(self.run_dir) if manifest_exists(self.run_dir) else None
         manifest: Manifest | None = None
+        claimed = False
         try:
             if staged.total_requests == 0 and (existing is None or not existing.batch_ids()):
                 return None
             if self.reuse is not None and not _same_input(existing, staged):
                 # A retry of the same input re-attaches to what its first try planned and sent.
+                assert staged.keys is not None
+                claimed = True
+                claim_and_wait(self.reuse.store, self._owner, staged.keys, logger=self.logger)
                 staged = plan_reuse(staged, self.run_dir, self.reuse, self.chunk_limits, self._owner)
                 assert staged.reuse is not None
                 self.logger.info("Reuse: %s.", staged.reuse.describe())
@@ -486,6 +491,10 @@ class Submission:
                 staged = self._count(staged, self.count_tokens_sample)[1]
             ceiling = self._check_budget(staged, existing)
             manifest, reattached = self._reconcile(existing, staged)
+        except BaseException:
+            if claimed:
+                self._drop_claim()
+            raise
         finally:
             # The one place this try's staging is deleted: when the manifest does not name it.
             if manifest is None or staged.directory_name not in _staging_names(manifest):
@@ -497,12 +506,28 @@ class Submission:
                 "Input unchanged since an earlier try: re-attaching to %d existing batch(es).",
                 len(manifest.batch_ids()),
             )
-        manifest.save(self.run_dir)
-        self._drop_earlier_staging(manifest)
-        created = create_missing_batches(manifest, self.run_dir, self.hook)
+        try:
+            manifest.save(self.run_dir)
+            self._drop_earlier_staging(manifest)
+            created = create_missing_batches(manifest, self.run_dir, self.hook)
+        except BaseException:
+            if claimed and self.reuse is not None:  # what was created is in flight; no claim holds others back
+                try:
+                    mark_in_flight(manifest, self.run_dir, self.reuse.store, self._owner)
+                except Exception:
+                    self._drop_claim()
+            raise
         if self.reuse is not None and manifest.reuse is not None:
             mark_in_flight(manifest, self.run_dir, self.reuse.store, self._owner)
         return Submitted(manifest, created, ceiling, reattached)
+
+    def _drop_claim(self) -> None:
+        """Drop this run's claim (see ``claims``) on a way out without batches; never raises."""
+        assert self.reuse is not None
+        try:
+            self.reuse.store.drop_claim(self._owner)
+        except Exception as error:  # the claim then times out; the error in flight matters more
+            self.logger.warning("Could not drop this run's claim on its requests: %s", error)
 
     @property
     def _owner(self) -> str:
@@ -690,6 +715,8 @@ def mark_in_flight(manifest: Manifest, run_dir: RunDir, store: AnswerStore, owne
         )
     if tables:
         store.mark_in_flight(owner, pa.concat_tables(tables))
+    else:  # nothing sent: a claim (see ``claims``) must not hold other runs back
+        store.drop_claim(owner)
 
 
 def _staging_names(manifest: Manifest) -> set[str]:
