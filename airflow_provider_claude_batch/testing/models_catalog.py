@@ -13,8 +13,8 @@ from airflow_provider_claude_batch.testing.pagination import cursor_page, list_b
 
 #: ``(id, display_name, released)``, newest first, as ``GET /v1/models`` orders them.
 MODELS: tuple[tuple[str, str, str], ...] = (
-    ("claude-opus-4-6", "Claude Opus 4.6", "2026-02-05T00:00:00Z"),
     ("claude-sonnet-4-6", "Claude Sonnet 4.6", "2026-02-17T00:00:00Z"),
+    ("claude-opus-4-6", "Claude Opus 4.6", "2026-02-05T00:00:00Z"),
     ("claude-opus-4-5-20251101", "Claude Opus 4.5", "2025-11-24T00:00:00Z"),
     ("claude-haiku-4-5-20251001", "Claude Haiku 4.5", "2025-10-15T00:00:00Z"),
     ("claude-sonnet-4-5-20250929", "Claude Sonnet 4.5", "2025-09-29T00:00:00Z"),

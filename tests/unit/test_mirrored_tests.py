@@ -20,7 +20,6 @@ TESTS = Path(__file__).resolve().parents[1]
 NOT_MIRRORED_YET = {
     "testing/__main__.py": "tests/unit/testing/test_emulator.py (served as a process), tests/test_readme.py",
     "testing/federation.py": "tests/unit/hooks/test_credentials.py",
-    "testing/models_catalog.py": "tests/unit/testing/test_emulator.py",
     "testing/pagination.py": "tests/unit/testing/test_emulator.py",
     "testing/prompt_cache.py": "tests/airflow/test_prompt_caching.py",
     "testing/structured_answers.py": "tests/airflow/test_typed_answers.py",
