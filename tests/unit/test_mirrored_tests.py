@@ -17,13 +17,7 @@ PACKAGE = Path(airflow_provider_claude_batch.__file__).parent
 TESTS = Path(__file__).resolve().parents[1]
 
 #: module -> where it is tested today.
-NOT_MIRRORED_YET = {
-    "testing/__main__.py": "tests/unit/testing/test_emulator.py (served as a process), tests/test_readme.py",
-    "testing/federation.py": "tests/unit/hooks/test_credentials.py",
-    "testing/pagination.py": "tests/unit/testing/test_emulator.py",
-    "testing/prompt_cache.py": "tests/airflow/test_prompt_caching.py",
-    "testing/structured_answers.py": "tests/airflow/test_typed_answers.py",
-}
+NOT_MIRRORED_YET: dict[str, str] = {}
 
 
 def _mirror(module: Path) -> Path:

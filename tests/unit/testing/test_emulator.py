@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 
 import anthropic
 import httpx
@@ -12,7 +10,6 @@ import pytest
 from anthropic.types.messages import MessageBatchIndividualResponse
 
 from airflow_provider_claude_batch.testing import EMULATOR_TAG, Fault, RunningEmulator
-from airflow_provider_claude_batch.testing.federation import FederationRule
 from tests.helpers import TEST_API_KEY, make_requests
 
 
@@ -297,37 +294,6 @@ def test_control_plane_over_http(emulator: RunningEmulator, client: anthropic.An
     assert state["stats"]["batches_created"] == 1 and state["calls"]["list"] == 3
 
 
-def test_command_line_server() -> None:
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "airflow_provider_claude_batch.testing",
-            "--port",
-            "0",
-            "--processing-seconds",
-            "0",
-            "--api-key",
-            TEST_API_KEY,
-            "--log-level",
-            "warning",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()  # printed once the socket listens
-        base_url = line.strip().rsplit(" ", 1)[-1]
-        assert base_url.startswith("http://127.0.0.1:")
-        client = anthropic.Anthropic(api_key=TEST_API_KEY, base_url=base_url, _strict_response_validation=True)
-        batch = client.messages.batches.create(requests=make_requests(2))
-        assert len(list(client.messages.batches.results(batch.id))) == 2
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
 def test_models_need_authentication(emulator: RunningEmulator) -> None:
     answer = httpx.get(f"{emulator.base_url}/v1/models", headers={"anthropic-version": "2023-06-01"})
     assert answer.status_code == 401 and answer.json()["error"]["type"] == "authentication_error"
@@ -380,68 +346,6 @@ def test_every_401_has_its_own_request_id(emulator: RunningEmulator) -> None:
     assert all(a.status_code == 401 for a in answers)
     assert [a.json()["request_id"] for a in answers] == ids
     assert len(set(ids)) == len(ids)
-
-
-IDENTITY_TOKEN = "eyJhbGciOiJSUzI1NiJ9.test-identity.sig"
-
-
-def _federated_client(emulator: RunningEmulator, identity_token: str, **overrides: str) -> anthropic.Anthropic:
-    from anthropic.lib.credentials import WorkloadIdentityCredentials
-
-    rule = emulator.emulator.config.federation
-    credentials = WorkloadIdentityCredentials(
-        identity_token_provider=lambda: identity_token,
-        federation_rule_id=overrides.get("rule", rule.rule_id),
-        organization_id=rule.organization_id,
-        workspace_id=overrides.get("workspace"),
-    )
-    return anthropic.Anthropic(credentials=credentials, base_url=emulator.base_url, max_retries=0)
-
-
-def test_federated_token_exchange_then_bearer_calls(emulator: RunningEmulator) -> None:
-    from anthropic.lib.credentials import WorkloadIdentityError
-
-    emulator.emulator.config.federation = FederationRule(trusted_identity_tokens=frozenset({IDENTITY_TOKEN}))
-    client = _federated_client(emulator, IDENTITY_TOKEN, workspace="wrkspc_fed")
-    batch = client.messages.batches.create(requests=make_requests(1))
-    assert [b.id for b in client.messages.batches.list()] == [batch.id]
-    # One exchange serves many calls (the SDK caches the token); the token is workspace-bound.
-    assert emulator.emulator.stats["token_exchanges"] == 1
-    keyed = anthropic.Anthropic(
-        api_key=TEST_API_KEY, base_url=emulator.base_url, default_headers={"anthropic-workspace-id": "wrkspc_fed"}
-    )
-    assert [b.id for b in keyed.messages.batches.list()] == [batch.id]
-
-    with pytest.raises(WorkloadIdentityError) as untrusted:
-        _federated_client(emulator, "eyJ.untrusted.sig").messages.batches.list()
-    assert untrusted.value.status_code == 401 and "untrusted" not in str(untrusted.value)
-    with pytest.raises(WorkloadIdentityError):
-        _federated_client(emulator, IDENTITY_TOKEN, rule="fdrl_other").messages.batches.list()
-    assert emulator.emulator.stats["token_exchange_failures"] >= 2
-    assert emulator.emulator.stats["token_exchanges"] == 1  # no token for either
-
-
-def test_an_expired_or_unflagged_access_token_is_refused(emulator: RunningEmulator) -> None:
-    emulator.emulator.config.federation = FederationRule(trusted_identity_tokens=frozenset({IDENTITY_TOKEN}))
-    base = emulator.base_url
-    minted = httpx.post(
-        f"{base}/v1/oauth/token",
-        json={
-            "grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer",
-            "assertion": IDENTITY_TOKEN,
-            "federation_rule_id": "fdrl_emulator",
-            "organization_id": emulator.emulator.config.federation.organization_id,
-        },
-    )
-    assert minted.status_code == 200 and minted.json()["token_type"] == "Bearer"
-    token = minted.json()["access_token"]
-    headers = {"authorization": f"Bearer {token}", "anthropic-version": "2023-06-01"}
-    no_beta = httpx.get(f"{base}/v1/messages/batches", headers=headers)
-    assert no_beta.status_code == 401 and "oauth-2025-04-20" in no_beta.text
-    headers["anthropic-beta"] = "oauth-2025-04-20"
-    assert httpx.get(f"{base}/v1/messages/batches", headers=headers).status_code == 200
-    emulator.emulator.advance(minted.json()["expires_in"] + 1)
-    assert httpx.get(f"{base}/v1/messages/batches", headers=headers).status_code == 401
 
 
 def test_a_state_file_keeps_batches_across_a_restart(tmp_path) -> None:
