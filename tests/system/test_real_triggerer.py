@@ -4,8 +4,11 @@ defers to the triggerer, survives a triggerer restart, and a kill cancels the ba
 from __future__ import annotations
 
 import math
+import shutil
 
+import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 
 from airflow_provider_claude_batch.testing import RunningEmulator
@@ -108,9 +111,17 @@ BACKFILL_DAG_ID = "claude_batch_review_backfill"
 
 
 def test_running_the_same_backfill_twice_creates_nothing_new(stack: AirflowStack, emulator: RunningEmulator) -> None:
+    """Three days run at once (``--max-active-runs 3``); the third day holds the first day's
+    tickets, so two runs plan the same 40 requests within a second of each other: whichever
+    plans first sends them, the other awaits its batch (through its claim when they plan at the
+    same moment; the deterministic case is tests/unit/batching/test_claims.py). Then the whole
+    backfill again creates nothing new."""
     days = ["2026-10-06", "2026-10-07", "2026-10-08"]
-    for day in days:
+    for day in days[:2]:
         _tickets(stack, day, 40)
+    repeated = stack.lake / "support" / "tickets" / f"ds={days[2]}"
+    repeated.mkdir(parents=True)
+    shutil.copy(stack.lake / "support" / "tickets" / f"ds={days[0]}" / "tickets.parquet", repeated)
     # Long enough that the sensors are seen deferred by the scheduler before their trigger fires: a
     # trigger firing first makes Airflow retry the sensor ("state changed externally").
     emulator.emulator.config.processing_seconds = 10
@@ -147,8 +158,17 @@ def test_running_the_same_backfill_twice_creates_nothing_new(stack: AirflowStack
 
     first = backfill()
     created = emulator.emulator.stats["batches_created"]
-    assert created == 3
+    assert created == 2, "the repeated day's requests were sent twice"
+    assert emulator.emulator.stats["requests_received"] == 80
     second = backfill("--reprocess-behavior", "completed")
     assert emulator.emulator.stats["batches_created"] == created
     assert first == second
     assert sorted(first) == [f"ds={day}/part-00000.parquet" for day in days]
+    # The repeated day landed every one of its rows, with the answers the first day paid for.
+    first_day, repeated_day = (
+        pq.read_table(pa.BufferReader(first[f"ds={day}/part-00000.parquet"])).sort_by("ticket_id")
+        for day in (days[0], days[2])
+    )
+    assert repeated_day.num_rows == 40
+    assert repeated_day.column("ticket_id").equals(first_day.column("ticket_id"))
+    assert repeated_day.column("text").equals(first_day.column("text"))
