@@ -4,8 +4,7 @@ Layout (names from ``run_dir``)::
 
     {work_dir}/_answers/p={h}/seg-<name>.parquet     answers one landing added
     {work_dir}/_answers/p={h}/base-<time>-<id>.parquet  a compaction's merge
-    {work_dir}/_answers/_inflight/<owner>.parquet     requests a run sent and has not landed, or
-                                                      claims (no batch yet: ``claims``)
+    {work_dir}/_answers/_inflight/<owner>.parquet     requests a run sent and has not landed
 
 ``h`` is the first hex digit of the key (:mod:`content_key`): sixteen partitions, so a lookup
 holds one partition's keys at a time, never the whole store.
@@ -83,9 +82,8 @@ STORE_SCHEMA = pa.schema(
 IN_FLIGHT_SCHEMA = pa.schema(
     [
         pa.field("key", KEY_TYPE, nullable=False),
-        # Null in a claim: a run about to plan, which has sent nothing yet.
-        pa.field("batch_id", pa.string()),
-        pa.field("custom_id", pa.string()),
+        pa.field("batch_id", pa.string(), nullable=False),
+        pa.field("custom_id", pa.string(), nullable=False),
         pa.field("sent_at", pa.timestamp("us", tz="UTC"), nullable=False),
     ]
 )
@@ -380,66 +378,19 @@ class AnswerStore:
 
     def mark_in_flight(self, owner: str, entries: pa.Table) -> None:
         """Record that ``owner`` sent these requests (``key``, ``batch_id``, ``custom_id``) and
-        has not landed them yet; another run that needs the same requests waits for them.
-        Replaces ``owner``'s claim, if it made one."""
-        self._write_in_flight(owner, entries.column("key"), entries.column("batch_id"), entries.column("custom_id"))
-
-    def claim(self, owner: str, keys: np.ndarray) -> datetime:
-        """Announce that ``owner`` is about to plan (and may send) requests with these keys: its
-        in-flight file holds them with no batch yet, until :meth:`mark_in_flight` replaces it or
-        :meth:`drop_claim` removes it. Returns the claim's time (see ``claims``)."""
-        nothing = pa.nulls(len(keys), pa.string())
-        return self._write_in_flight(owner, as_arrow(keys), nothing, nothing)
-
-    def drop_claim(self, owner: str) -> None:
-        """Remove ``owner``'s claim; a record of batches it sent (``mark_in_flight``) stays."""
-        path = self.work_dir.in_flight_folder / f"{owner}.parquet"
-        with contextlib.suppress(FileNotFoundError):
-            with path.open("rb") as handle:
-                sent = pq.read_table(handle, columns=["batch_id"]).column("batch_id")
-            if sent.null_count == len(sent):
-                path.unlink()
-
-    def claims(self, keys: np.ndarray, *, exclude: str) -> list[tuple[str, datetime, int]]:
-        """The other owners' claims (not ``exclude``'s) younger than the in-flight age that
-        overlap ``keys``: ``(owner, claimed at, keys in common)`` each."""
-        found = []
-        for owner, entries in self._in_flight_files(exclude):
-            entries = entries.filter(pc.is_null(entries.column("batch_id")))
-            if not entries.num_rows:
-                continue
-            common = int(pc.sum(pc.is_in(entries.column("key"), value_set=as_arrow(keys))).as_py() or 0)
-            if common:
-                claimed_at = pc.min(entries.column("sent_at")).as_py()
-                found.append((owner, claimed_at, common))
-        return found
-
-    def _write_in_flight(self, owner: str, keys: Any, batch_ids: Any, custom_ids: Any) -> datetime:
-        now = utcnow()
+        has not landed them yet; another run that needs the same requests waits for them."""
         table = pa.Table.from_arrays(
             [
-                keys,
-                batch_ids,
-                custom_ids,
-                pa.array(np.full(len(keys), int(now.timestamp() * 1_000_000), dtype=np.int64)).cast(
+                entries.column("key"),
+                entries.column("batch_id"),
+                entries.column("custom_id"),
+                pa.array(np.full(entries.num_rows, int(utcnow().timestamp() * 1_000_000), dtype=np.int64)).cast(
                     IN_FLIGHT_SCHEMA.field("sent_at").type
                 ),
             ],
             schema=IN_FLIGHT_SCHEMA,
         )
         write_whole(self.work_dir.in_flight_folder / f"{owner}.parquet", parquet_bytes(table))
-        return datetime.fromtimestamp(int(now.timestamp() * 1_000_000) / 1_000_000, timezone.utc)
-
-    def _in_flight_files(self, exclude: str) -> Iterator[tuple[str, pa.Table]]:
-        """Each other owner's in-flight file (not ``exclude``'s): its owner and its entries."""
-        folder = self.work_dir.in_flight_folder
-        if not folder.exists():
-            return
-        for path in _files(folder):
-            if path.name == f"{exclude}.parquet":
-                continue
-            with contextlib.suppress(FileNotFoundError), path.open("rb") as handle:
-                yield path.name.removesuffix(".parquet"), pq.read_table(handle).cast(IN_FLIGHT_SCHEMA)
 
     def landed(self, owner: str) -> None:
         """``owner``'s requests are landed (their answers are in the store, or are not answers)."""
@@ -454,14 +405,19 @@ class AnswerStore:
         key in order, its ``batch_id`` and ``custom_id`` there."""
         found = np.zeros(len(keys), dtype=bool)
         empty = pa.table({"batch_id": pa.array([], pa.string()), "custom_id": pa.array([], pa.string())})
-        if not len(keys):
+        folder = self.work_dir.in_flight_folder
+        if not len(keys) or not folder.exists():
             return found, empty
-        tables = [entries for _, entries in self._in_flight_files(exclude)]
+        tables = []
+        for path in _files(folder):
+            if path.name == f"{exclude}.parquet":
+                continue
+            with contextlib.suppress(FileNotFoundError), path.open("rb") as handle:
+                tables.append(pq.read_table(handle).cast(IN_FLIGHT_SCHEMA))
         if not tables:
             return found, empty
         entries = pa.concat_tables(tables)
         entries = entries.filter(pc.greater_equal(entries.column("sent_at"), _cutoff(IN_FLIGHT_MAX_AGE, None)))
-        entries = entries.filter(pc.is_valid(entries.column("batch_id")))  # claims have no batch to await yet
         where = pc.index_in(as_arrow(keys), value_set=entries.column("key").combine_chunks())
         found = pc.is_valid(where).to_numpy(zero_copy_only=False)
         rows = where.filter(pc.is_valid(where))

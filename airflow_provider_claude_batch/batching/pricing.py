@@ -243,10 +243,12 @@ class _CacheControl(msgspec.Struct):
 
 
 class _Block(msgspec.Struct):
-    """A system, message or tool block, read only for its cache breakpoint and its type."""
+    """A system, message or tool block, read only for its cache breakpoint, its type and the
+    blocks inside it (a ``tool_result``'s content)."""
 
     type: str | None = None
     cache_control: _CacheControl | None = None
+    content: str | list[_Block] | None = None
 
 
 class _Message(msgspec.Struct):
@@ -254,6 +256,8 @@ class _Message(msgspec.Struct):
 
 
 class _PricedParams(msgspec.Struct):
+    #: The request-level breakpoint (automatic caching of the longest cacheable prefix).
+    cache_control: _CacheControl | None = None
     system: str | list[_Block] | None = None
     tools: list[_Block] | None = None
     messages: list[_Message] = []
@@ -306,7 +310,13 @@ class RequestTally:
         for message in params.messages:
             if isinstance(message.content, list):
                 blocks += message.content
-        if any(b.cache_control is not None and b.cache_control.ttl == "1h" for b in blocks):
+        breakpoints = [params.cache_control]
+        while blocks:
+            block = blocks.pop()
+            breakpoints.append(block.cache_control)
+            if isinstance(block.content, list):
+                blocks += block.content
+        if any(point is not None and point.ttl == "1h" for point in breakpoints):
             self.hour_cache_writes = True
         self.server_tools.update(t.type for t in tools if t.type and t.type.startswith(SERVER_TOOLS))
         if params.mcp_servers:

@@ -5,7 +5,8 @@
   _batches/{batch_id}.json                     which task created the batch (batch_index)
   _batches/_pending/{owner}.json               a create sent and not yet recorded
   _answers/p={h}/{file}.parquet                the answer store, by the key's first hex digit
-  _answers/_inflight/{owner}.parquet           requests sent and not landed yet (by key), or claimed before a plan
+  _answers/_inflight/{owner}.parquet           requests sent and not landed yet (by key)
+  _answers/_inflight/{owner}.claim-keys|.json  a run's claim on its keys before it plans (claims)
   {dag_id}/{run_id}/{task_id}[/{map_index}]/   RunDir: one submit task instance's run folder
     manifest.json                              the manifest
     manifest.replaced-<time>.json              an earlier manifest, kept when the input changed
@@ -73,6 +74,10 @@ AWAITED_FOLDER = "awaited"
 AWAITED_ANSWERS_FILE = "awaited.parquet"
 #: Requests in batches not landed yet, under the answers folder.
 IN_FLIGHT_FOLDER = "_inflight"
+#: A run's claim before it plans (``claims``), beside the in-flight files: its keys (Parquet) and
+#: its state (JSON). Neither ends in ``.parquet``, so readers of in-flight files never see them.
+CLAIM_KEYS_SUFFIX = ".claim-keys"
+CLAIM_STATE_SUFFIX = ".claim.json"
 #: The rows of a run that are not sent (``reuse``), in its staging folder.
 ANSWERED_FILE = "answered.parquet"
 #: Answers of a landing not yet added to the answer store, in the run folder.
@@ -163,6 +168,21 @@ class WorkDir:
     @property
     def in_flight_folder(self) -> StoragePath:
         return self.answers_folder / IN_FLIGHT_FOLDER
+
+    def claim_keys_file(self, owner: str) -> StoragePath:
+        return self.in_flight_folder / f"{owner}{CLAIM_KEYS_SUFFIX}"
+
+    def claim_state_file(self, owner: str) -> StoragePath:
+        return self.in_flight_folder / f"{owner}{CLAIM_STATE_SUFFIX}"
+
+    def claim_owners(self) -> list[str]:
+        """The owners with a claim state file (see ``claims``)."""
+        folder = self.in_flight_folder
+        if not folder.exists():
+            return []
+        return sorted(
+            c.name.removesuffix(CLAIM_STATE_SUFFIX) for c in folder.iterdir() if c.name.endswith(CLAIM_STATE_SUFFIX)
+        )
 
     def answers_partition(self, digit: str) -> StoragePath:
         """The folder of the answers whose key starts with hex digit ``digit``."""

@@ -14,7 +14,9 @@ never deleted.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal, TypeGuard
@@ -32,7 +34,7 @@ from airflow_provider_claude_batch.batching.batch_index import (
 )
 from airflow_provider_claude_batch.batching.cancel import cancel_batches
 from airflow_provider_claude_batch.batching.chunks import ChunkInfo, ChunkLimits, ChunkWriter, request_id
-from airflow_provider_claude_batch.batching.claims import claim_and_wait
+from airflow_provider_claude_batch.batching.claims import Claim, claim_and_wait
 from airflow_provider_claude_batch.batching.content_key import as_arrow, content_keys
 from airflow_provider_claude_batch.batching.lines import iter_file_lines
 from airflow_provider_claude_batch.batching.manifest import (
@@ -240,8 +242,11 @@ def new_manifest(
     )
 
 
-def create_missing_batches(manifest: Manifest, run_dir: RunDir | StoragePath, hook: Any) -> list[str]:
-    """Create a batch for every record without one, saving the manifest around each create.
+def create_missing_batches(
+    manifest: Manifest, run_dir: RunDir | StoragePath, hook: Any, *, on_created: Callable[[], None] | None = None
+) -> list[str]:
+    """Create a batch for every record without one, saving the manifest around each create
+    (``on_created`` is called after each: a claim's sign of life, see ``claims``).
 
     A record that already has an intent but no batch id was being created by an earlier try:
     look for that batch first and adopt it rather than bill twice. While the intent is younger
@@ -318,6 +323,8 @@ def create_missing_batches(manifest: Manifest, run_dir: RunDir | StoragePath, ho
         _record_created(record, batch)
         _record_owned(manifest, record, run_dir, work_dir, owner)
         created.append(batch.id)
+        if on_created is not None:
+            on_created()
     return created
 
 
@@ -475,15 +482,15 @@ class Submission:
         staged = self._stage(source, input_columns=input_columns, source_format=source_format, keys=True)
         existing = load_manifest(self.run_dir) if manifest_exists(self.run_dir) else None
         manifest: Manifest | None = None
-        claimed = False
+        claim: Claim | None = None
         try:
             if staged.total_requests == 0 and (existing is None or not existing.batch_ids()):
                 return None
+            self._check_input_change(existing, staged)  # before any claim or wait: nothing to plan
             if self.reuse is not None and not _same_input(existing, staged):
                 # A retry of the same input re-attaches to what its first try planned and sent.
                 assert staged.keys is not None
-                claimed = True
-                claim_and_wait(self.reuse.store, self._owner, staged.keys, logger=self.logger)
+                claim = claim_and_wait(self.reuse.store.work_dir, self._owner, staged.keys, logger=self.logger)[0]
                 staged = plan_reuse(staged, self.run_dir, self.reuse, self.chunk_limits, self._owner)
                 assert staged.reuse is not None
                 self.logger.info("Reuse: %s.", staged.reuse.describe())
@@ -492,8 +499,7 @@ class Submission:
             ceiling = self._check_budget(staged, existing)
             manifest, reattached = self._reconcile(existing, staged)
         except BaseException:
-            if claimed:
-                self._drop_claim()
+            self._drop_claim(claim)
             raise
         finally:
             # The one place this try's staging is deleted: when the manifest does not name it.
@@ -509,23 +515,28 @@ class Submission:
         try:
             manifest.save(self.run_dir)
             self._drop_earlier_staging(manifest)
-            created = create_missing_batches(manifest, self.run_dir, self.hook)
+            created = create_missing_batches(
+                manifest, self.run_dir, self.hook, on_created=None if claim is None else claim.alive
+            )
         except BaseException:
-            if claimed and self.reuse is not None:  # what was created is in flight; no claim holds others back
-                try:
+            if claim is not None and self.reuse is not None:  # what was created is in flight, then no claim
+                with contextlib.suppress(Exception):
                     mark_in_flight(manifest, self.run_dir, self.reuse.store, self._owner)
-                except Exception:
-                    self._drop_claim()
+            self._drop_claim(claim)
             raise
         if self.reuse is not None and manifest.reuse is not None:
-            mark_in_flight(manifest, self.run_dir, self.reuse.store, self._owner)
+            try:
+                mark_in_flight(manifest, self.run_dir, self.reuse.store, self._owner)
+            finally:  # recorded in flight first: a run waiting on the claim then finds the batches
+                self._drop_claim(claim)
         return Submitted(manifest, created, ceiling, reattached)
 
-    def _drop_claim(self) -> None:
-        """Drop this run's claim (see ``claims``) on a way out without batches; never raises."""
-        assert self.reuse is not None
+    def _drop_claim(self, claim: Claim | None) -> None:
+        """Drop this run's claim (see ``claims``), if it made one; never raises."""
+        if claim is None:
+            return
         try:
-            self.reuse.store.drop_claim(self._owner)
+            claim.drop()
         except Exception as error:  # the claim then times out; the error in flight matters more
             self.logger.warning("Could not drop this run's claim on its requests: %s", error)
 
@@ -665,13 +676,7 @@ class Submission:
                 )
             return existing, True
         created = existing.batch_ids()
-        if self.policy == "fail":
-            raise ClaudeBatchManifestError(
-                f"the input of {existing.task_id!r} changed since an earlier try created {len(created)} batch(es) "
-                f"({', '.join(created[:5])}{'...' if len(created) > 5 else ''}); fingerprint "
-                f"{existing.fingerprint[:12]} is now {staged.fingerprint[:12]}. Nothing was submitted. To replace "
-                "them, set on_input_change='resubmit' (cancels the earlier batches and submits the new input)."
-            )
+        self._check_input_change(existing, staged)
         cancel_batches(self.hook, existing.open_batch_ids(), reason="Input changed", log=self.logger)
         RunDir.write_atomic(self.run_dir.replaced_manifest(datetime.now()), existing.to_json())
         fresh.notes.append(
@@ -679,6 +684,18 @@ class Submission:
             f"(batches {', '.join(created) or 'none'} canceled if still running)"
         )
         return fresh, False
+
+    def _check_input_change(self, existing: Manifest | None, staged: StagedRun) -> None:
+        """Raise when an earlier try's input differs from this one's and the policy is ``fail``."""
+        if existing is None or _same_input(existing, staged) or self.policy != "fail":
+            return
+        created = existing.batch_ids()
+        raise ClaudeBatchManifestError(
+            f"the input of {existing.task_id!r} changed since an earlier try created {len(created)} batch(es) "
+            f"({', '.join(created[:5])}{'...' if len(created) > 5 else ''}); fingerprint "
+            f"{existing.fingerprint[:12]} is now {staged.fingerprint[:12]}. Nothing was submitted. To replace "
+            "them, set on_input_change='resubmit' (cancels the earlier batches and submits the new input)."
+        )
 
     def _drop_earlier_staging(self, manifest: Manifest) -> None:
         """Remove staging folders of earlier tries that the manifest does not name."""
@@ -715,8 +732,6 @@ def mark_in_flight(manifest: Manifest, run_dir: RunDir, store: AnswerStore, owne
         )
     if tables:
         store.mark_in_flight(owner, pa.concat_tables(tables))
-    else:  # nothing sent: a claim (see ``claims``) must not hold other runs back
-        store.drop_claim(owner)
 
 
 def _staging_names(manifest: Manifest) -> set[str]:

@@ -4,14 +4,17 @@ counter is the oracle."""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
+from airflow_provider_claude_batch.batching import claims
 from airflow_provider_claude_batch.batching.answer_store import AnswerStore
 from airflow_provider_claude_batch.batching.chunks import ChunkLimits
 from airflow_provider_claude_batch.batching.claims import claim_and_wait
@@ -44,15 +47,20 @@ class _HeldCreates(ClaudeBatchHook):
 
 
 class _Said(logging.Handler):
-    """Sets ``waiting`` when the run says it waits for an earlier claim."""
+    """Sets ``waiting`` when the run says it waits for an earlier claim, ``choosing`` when it
+    says it waits for runs still writing theirs."""
 
     def __init__(self) -> None:
         super().__init__()
         self.waiting = threading.Event()
+        self.choosing = threading.Event()
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.getMessage().startswith("Waiting for"):
+        message = record.getMessage()
+        if "earlier run(s) that claimed" in message:
             self.waiting.set()
+        if "still writing their claims" in message:
+            self.choosing.set()
 
 
 def _submission(work_dir: WorkDir, run_id: str, hook: ClaudeBatchHook, logger: logging.Logger) -> Submission:
@@ -128,27 +136,82 @@ def test_a_claim_dropped_by_a_failed_run_releases_the_next_at_once(tmp_path: Pat
 
 def test_only_an_earlier_live_claim_holds_a_run_back(tmp_path: Path) -> None:
     """Claims are ordered by time then owner: a later claim never holds a run back, nor does
-    one older than the timeout (a run that died), nor one on other keys."""
-    store = AnswerStore(WorkDir(str(tmp_path)))
+    one whose run shows no sign of life for the timeout, nor one on other keys."""
+    work_dir = WorkDir(str(tmp_path))
     keys = np.arange(2 * KEY_BYTES, dtype=np.uint8).reshape(2, KEY_BYTES)
     other_keys = np.arange(100, 100 + KEY_BYTES, dtype=np.uint8).reshape(1, KEY_BYTES)
-    store.claim("stranger", other_keys)
-    assert claim_and_wait(store, "first", keys) == 0  # first to claim these keys: no wait
-    # "later" claims after "first": first still holds it back; with a timeout already past, not.
-    assert claim_and_wait(store, "later", keys[:1], timeout=timedelta(0)) == 0
-    store.drop_claim("later")
+    claim_and_wait(work_dir, "stranger", other_keys)
+    first, waited = claim_and_wait(work_dir, "first", keys)
+    assert waited == 0  # the first to claim these keys
+    later, waited = claim_and_wait(work_dir, "later", keys[:1], timeout=timedelta(0))
+    assert waited == 0  # with no timeout, first counts as dead
+    later.drop()
     said = _Said()
     result: list[int] = []
     waiter = threading.Thread(
-        target=lambda: result.append(claim_and_wait(store, "later", keys[:1], logger=_logger("later", said)))
+        target=lambda: result.append(claim_and_wait(work_dir, "later", keys[:1], logger=_logger("later", said))[1])
     )
     waiter.start()
     assert said.waiting.wait(30)
-    assert store.claims(keys, exclude="later")[0][0] == "first"
-    store.drop_claim("first")  # first failed before sending: later goes on
+    first.drop()  # first failed before sending: later goes on
     waiter.join(30)
     assert result == [1]
-    # A claim is dropped, an in-flight record (batches sent) is not.
-    sent = store.claims(keys, exclude="nobody")
-    assert [owner for owner, _, _ in sent] == ["later"]
-    assert all(datetime.now(timezone.utc) - at < timedelta(minutes=1) for _, at, _ in sent)
+    assert sorted(p.name for p in work_dir.in_flight_folder.iterdir()) == sorted(
+        f"{owner}{suffix}" for owner in ("later", "stranger") for suffix in (".claim-keys", ".claim.json")
+    )
+
+
+def test_a_run_slow_to_write_its_claim_comes_after_one_that_claimed_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run "slow" starts claiming first, but its keys take long to write (a large claim on
+    object storage). Run "quick" claims meanwhile: it waits while "slow" is still choosing, and
+    "slow", whose time is taken only once its keys are written, comes after it and waits for it.
+    Had the time been taken before the write, "quick" would have seen no claim and "slow" a later
+    one: both would have sent."""
+    work_dir = WorkDir(str(tmp_path))
+    keys = np.arange(2 * KEY_BYTES, dtype=np.uint8).reshape(2, KEY_BYTES)
+    writing, release = threading.Event(), threading.Event()
+    real_write = claims.write_whole
+
+    def slow_for_slow(path: Any, data: bytes) -> None:
+        if path.name.startswith("slow."):
+            writing.set()
+            assert release.wait(30)
+        real_write(path, data)
+
+    monkeypatch.setattr(claims, "write_whole", slow_for_slow)
+    outcome: dict[str, Any] = {}
+    said_slow, said_quick = _Said(), _Said()
+    slow = threading.Thread(
+        target=lambda: outcome.update(slow=claim_and_wait(work_dir, "slow", keys, logger=_logger("slow", said_slow)))
+    )
+    slow.start()
+    assert writing.wait(30)
+    quick = threading.Thread(
+        target=lambda: outcome.update(
+            quick=claim_and_wait(work_dir, "quick", keys, logger=_logger("quick", said_quick))
+        )
+    )
+    quick.start()
+    assert said_quick.choosing.wait(30)  # quick holds back while slow is choosing
+    release.set()
+    quick.join(30)
+    assert outcome["quick"][1] == 0  # then quick is first: it waits for nobody
+    assert said_slow.waiting.wait(30)  # and slow, the later claim, waits for quick
+    outcome["quick"][0].drop()
+    slow.join(30)
+    assert outcome["slow"][1] == 2
+
+
+def test_a_waiting_claim_stays_alive_and_keeps_its_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run that waits (or creates) refreshes its sign of life, never its place in the order."""
+    monkeypatch.setattr(claims, "ALIVE_EVERY", timedelta(0))
+    work_dir = WorkDir(str(tmp_path))
+    claim, _ = claim_and_wait(work_dir, "run", np.zeros((1, KEY_BYTES), np.uint8))
+    before = json.loads(work_dir.claim_state_file("run").read_bytes())
+    claim.alive()
+    after = json.loads(work_dir.claim_state_file("run").read_bytes())
+    assert after["claimed_at"] == before["claimed_at"] and after["alive_at"] > before["alive_at"]
+    claim.drop()
+    assert not any(work_dir.in_flight_folder.iterdir())

@@ -87,6 +87,8 @@ def test_an_hour_long_cache_breakpoint_prices_the_ceiling_at_the_hour_rate() -> 
         {"system": text},
         {"messages": [{"role": "user", "content": text}]},
         {"tools": [{"name": "t", "input_schema": {"type": "object"}, "cache_control": hour}]},
+        {"cache_control": hour},  # the request-level breakpoint
+        {"messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": text}]}]},
     ):
         tally = _tally(params)
         assert tally.hour_cache_writes, params
