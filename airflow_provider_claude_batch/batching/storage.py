@@ -6,6 +6,7 @@ disk in tests and to S3/GCS in production.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import uuid
@@ -151,6 +152,13 @@ def replace_tree(staged: Any, target: Any) -> None:
         raise ValueError(f"replace_tree needs local folders; {target} is on object storage (see partitions.commit)")
     staged_os = local_os_path(staged)
     target_os = local_os_path(target)
+    # An old folder left aside by a replace that was interrupted (or could not be removed) would
+    # make ``replacing`` true for ever, and every reader wait in vain: it is garbage, remove it.
+    parent, name = os.path.split(target_os.rstrip(os.sep))
+    with contextlib.suppress(OSError):
+        for entry in os.listdir(parent or "."):
+            if entry.startswith(f".{name}.old-"):
+                _remove_local(os.path.join(parent, entry))
     if os.path.isdir(target_os) and _exchange(staged_os, target_os):
         _remove_local(staged_os)  # now the old folder
         return

@@ -198,3 +198,18 @@ def test_a_read_that_overlaps_the_two_renames_starts_again(tmp_path: Path, monke
     monkeypatch.setattr(partitions, "replacing", writer_moves_between_the_readers_checks)
     assert assert_whole(read_partition(destination)) == 1
     assert len(checks) >= 3
+
+
+def test_a_folder_left_aside_by_an_interrupted_replace_is_cleared_by_the_next_landing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replace without an atomic exchange killed between its two renames leaves the old folder
+    aside (``.name.old-*``), which tells readers a replace is under way. The next landing removes
+    it: readers then read, instead of waiting for a replace that will never end."""
+    monkeypatch.setattr("airflow_provider_claude_batch.batching.storage._exchange", lambda *paths: False)
+    destination = tmp_path / "labels" / "ds=2026-11-02"
+    land(destination, 0)
+    destination.rename(destination.parent / f".{destination.name}.old-interrupted")  # killed after this rename
+    land(destination, 1)
+    assert assert_whole(read_partition(destination)) == 1
+    assert [p.name for p in destination.parent.iterdir()] == [destination.name]
