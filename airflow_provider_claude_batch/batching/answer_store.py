@@ -50,7 +50,13 @@ import pyarrow.parquet as pq
 from airflow_provider_claude_batch.batching.content_key import KEY_TYPE, as_arrow, as_numpy, partition_of
 from airflow_provider_claude_batch.batching.results import RESULT_SCHEMA
 from airflow_provider_claude_batch.batching.run_dir import WorkDir
-from airflow_provider_claude_batch.batching.storage import StoragePath, atomic_writer, parquet_bytes, write_whole
+from airflow_provider_claude_batch.batching.storage import (
+    StoragePath,
+    atomic_writer,
+    children,
+    parquet_bytes,
+    write_whole,
+)
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +128,7 @@ def _files(folder: StoragePath) -> list[StoragePath]:
     if not folder.exists():
         return []
     return sorted(
-        (child for child in folder.iterdir() if child.name.endswith(".parquet") and not child.name.startswith(".")),
+        (child for child in children(folder) if child.name.endswith(".parquet") and not child.name.startswith(".")),
         key=lambda child: child.name,
     )
 

@@ -38,7 +38,7 @@ from typing import Any
 from airflow_provider_claude_batch.batching.limits import CLOCK_SKEW
 from airflow_provider_claude_batch.batching.manifest import BatchRecord, Manifest
 from airflow_provider_claude_batch.batching.run_dir import RunDir, WorkDir
-from airflow_provider_claude_batch.batching.storage import StoragePath
+from airflow_provider_claude_batch.batching.storage import StoragePath, children
 
 
 def index_path(work_dir: WorkDir | StoragePath, batch_id: str) -> StoragePath | None:
@@ -145,7 +145,7 @@ def pending_creates(work_dir: WorkDir) -> list[dict[str, Any]]:
     if not folder.exists():
         return []
     entries: list[dict[str, Any]] = []
-    for child in folder.iterdir():
+    for child in children(folder):
         if not child.name.endswith(".json"):
             continue
         try:

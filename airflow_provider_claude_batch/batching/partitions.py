@@ -42,7 +42,14 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from airflow_provider_claude_batch.batching.storage import as_path, is_local, remove_tree, replace_tree, replacing
+from airflow_provider_claude_batch.batching.storage import (
+    as_path,
+    children,
+    is_local,
+    remove_tree,
+    replace_tree,
+    replacing,
+)
 from airflow_provider_claude_batch.exceptions import ClaudeBatchPartitionError as ClaudeBatchPartitionError
 
 COMMIT_NAME = "_commit.json"
@@ -97,7 +104,7 @@ def commit(staged: Any, destination: Any, files: list[str], *, rows: int) -> dic
         return record
     with (destination / COMMIT_NAME).open("wb") as out:  # one PUT: the moment it becomes visible
         out.write(body)
-    for child in destination.iterdir():
+    for child in children(destination):
         if child.name not in (COMMIT_NAME, version):
             remove_tree(child) if child.is_dir() else child.unlink()
     return record
@@ -137,7 +144,7 @@ def committed_files(destination: Any) -> list[Any]:
         return [destination / name for name in record["files"]]
     if not destination.exists():
         return []
-    return sorted((p for p in destination.iterdir() if p.name.startswith(PART_PREFIX)), key=lambda p: p.name)
+    return sorted((p for p in children(destination) if p.name.startswith(PART_PREFIX)), key=lambda p: p.name)
 
 
 def read_partition(destination: Any, *, columns: list[str] | None = None, attempts: int = 5) -> pa.Table:

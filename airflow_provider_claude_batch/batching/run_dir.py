@@ -53,6 +53,7 @@ from airflow_provider_claude_batch.batching.storage import (
     StoragePath,
     as_path,
     atomic_writer,
+    children,
     is_local,
     remove_tree,
 )
@@ -181,7 +182,7 @@ class WorkDir:
         if not folder.exists():
             return []
         return sorted(
-            c.name.removesuffix(CLAIM_STATE_SUFFIX) for c in folder.iterdir() if c.name.endswith(CLAIM_STATE_SUFFIX)
+            c.name.removesuffix(CLAIM_STATE_SUFFIX) for c in children(folder) if c.name.endswith(CLAIM_STATE_SUFFIX)
         )
 
     def answers_partition(self, digit: str) -> StoragePath:
@@ -295,7 +296,7 @@ class RunDir:
         """The staging folders present in the run folder."""
         if not self.path.exists():
             return
-        for child in self.path.iterdir():
+        for child in children(self.path):
             if child.name.startswith(STAGING_PREFIX):
                 yield child.name
 

@@ -115,6 +115,17 @@ def write_whole(target: Any, data: bytes) -> None:
         target.write_bytes(data)
 
 
+def children(folder: Any) -> list[Any]:
+    """The entries of ``folder`` as they are now. fsspec's object-store file systems cache a
+    folder's listing for the life of the process (s3fs never expires it), so a process that
+    lists a folder again (a wait on other runs' claims, the page's web server) would miss what
+    other workers wrote meanwhile. Every listing drops that cache first (local disk has none)."""
+    fs = getattr(folder, "fs", None)
+    if fs is not None and not is_local(folder):
+        fs.invalidate_cache(getattr(folder, "path", str(folder)))
+    return list(folder.iterdir())
+
+
 def parquet_bytes(table: Any, **write_options: Any) -> bytes:
     """A whole Parquet file of ``table`` (zstd unless ``write_options`` say otherwise), for the
     small files written in one piece (:func:`write_whole`, ``RunDir.write_atomic``)."""

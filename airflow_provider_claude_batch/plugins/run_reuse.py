@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from airflow_provider_claude_batch.batching.run_dir import MANIFEST_NAME, RunDir, WorkDir
+from airflow_provider_claude_batch.batching.storage import children
 
 #: (dag_id, run_id)
 RunKey = tuple[str, str]
@@ -114,13 +115,13 @@ def _manifests_of_run(run_folder: Any) -> list[tuple[Any, dict[str, Any]]]:
     """(task folder, manifest JSON) of every submit task instance in a run folder, mapped ones
     (``{task_id}/{map_index}/``) included."""
     found = []
-    for task_folder in run_folder.iterdir():
+    for task_folder in children(run_folder):
         if (task_folder / MANIFEST_NAME).exists():
             found.append((task_folder, json.loads((task_folder / MANIFEST_NAME).read_bytes())))
             continue
         if not task_folder.is_dir():
             continue
-        for mapped in task_folder.iterdir():
+        for mapped in children(task_folder):
             if mapped.name.isdigit() and (mapped / MANIFEST_NAME).exists():
                 found.append((mapped, json.loads((mapped / MANIFEST_NAME).read_bytes())))
     return found
@@ -173,7 +174,7 @@ def dag_folders(work_dir: WorkDir | Any) -> list[str]:
     path = WorkDir.of(work_dir).path
     if not path.exists():
         return []
-    return sorted(child.name for child in path.iterdir() if not child.name.startswith((".", "_")) and child.is_dir())
+    return sorted(child.name for child in children(path) if not child.name.startswith((".", "_")) and child.is_dir())
 
 
 __all__ = ["AnsweredRun", "RunReuse", "answered_run", "answered_runs", "dag_folders", "runs_reuse", "task_reuse"]

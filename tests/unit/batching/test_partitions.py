@@ -3,10 +3,7 @@ local disk: a reader never sees a mix of two landings, nor a landing that was no
 
 from __future__ import annotations
 
-import socket
 import threading
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,41 +20,6 @@ from airflow_provider_claude_batch.batching.partitions import (
     read_partition,
     stage,
 )
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def s3_partition(s3_endpoint: str) -> Any:
-    import boto3
-    from upath import UPath
-
-    options = {
-        "key": "testing",
-        "secret": "testing",
-        "endpoint_url": s3_endpoint,
-        "client_kwargs": {"region_name": "us-east-1"},
-    }
-    bucket = f"lake-{uuid.uuid4().hex[:12]}"
-    boto3.client(
-        "s3",
-        endpoint_url=s3_endpoint,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    ).create_bucket(Bucket=bucket)
-    return UPath(f"s3://{bucket}/labels/ds=2026-11-02", **options)
 
 
 def land(destination: Any, version: int, rows_per_part: int = 50) -> dict[str, Any]:

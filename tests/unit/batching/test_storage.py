@@ -79,3 +79,26 @@ def test_an_empty_location_is_an_error_never_the_working_folder(location: str) -
     replaced, as a source they would be read. Every location goes through ``as_path``."""
     with pytest.raises(ClaudeBatchInputError, match="a location is an empty string"):
         as_path(location)
+
+
+def test_a_listing_on_s3_sees_what_other_workers_wrote_since(s3_partition: Any, s3_endpoint: str) -> None:
+    """s3fs keeps a folder's listing for the life of the process: listed again, a folder on S3
+    missed the files other workers wrote meanwhile (a run waiting on others' claims, or planning
+    after the wait, would have missed their batches in flight and sent the same requests)."""
+    import boto3
+
+    from airflow_provider_claude_batch.batching.storage import children
+
+    folder = s3_partition / "_inflight"
+    (folder / "mine.parquet").write_bytes(b"1")
+    assert [p.name for p in children(folder)] == ["mine.parquet"]
+    bucket, _, prefix = folder.path.partition("/")
+    other_worker = boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+    other_worker.put_object(Bucket=bucket, Key=f"{prefix}/theirs.parquet", Body=b"2")
+    assert sorted(p.name for p in children(folder)) == ["mine.parquet", "theirs.parquet"]
