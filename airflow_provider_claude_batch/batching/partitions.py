@@ -164,13 +164,14 @@ def _read_consistently(destination: Any, read: Callable[[Any], pa.Table], attemp
     an atomic exchange the folder is missing between two renames: a read that overlapped them
     (the old folder set aside still exists, or the commit object changed) starts again too, so
     a partition caught missing is never returned as an empty one."""
-    local = is_local(as_path(destination))
+    folder = as_path(destination)
+    local = is_local(folder)
     for attempt in range(attempts):
-        if local and replacing(as_path(destination)):
+        if local and replacing(folder):
             time.sleep(0.01 * (attempt + 1))  # between the two renames of a platform without an exchange
             continue
         before = read_commit(destination)
-        files = committed_files(destination) if before is None else [as_path(destination) / f for f in before["files"]]
+        files = committed_files(destination) if before is None else [folder / f for f in before["files"]]
         try:
             tables = []
             for path in files:
@@ -180,7 +181,7 @@ def _read_consistently(destination: Any, read: Callable[[Any], pa.Table], attemp
             if read_commit(destination) != before:
                 continue
             raise
-        if read_commit(destination) != before or (local and replacing(as_path(destination))):
+        if read_commit(destination) != before or (local and replacing(folder)):
             continue
         return pa.concat_tables(tables) if tables else pa.table({})
     raise ClaudeBatchPartitionError(

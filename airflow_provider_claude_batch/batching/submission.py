@@ -524,11 +524,11 @@ class Submission:
                     mark_in_flight(manifest, self.run_dir, self.reuse.store, self._owner)
             self._drop_claim(claim)
             raise
-        if self.reuse is not None and manifest.reuse is not None:
-            try:
+        try:
+            if self.reuse is not None and manifest.reuse is not None:
                 mark_in_flight(manifest, self.run_dir, self.reuse.store, self._owner)
-            finally:  # recorded in flight first: a run waiting on the claim then finds the batches
-                self._drop_claim(claim)
+        finally:  # recorded in flight first: a run waiting on the claim then finds the batches
+            self._drop_claim(claim)
         return Submitted(manifest, created, ceiling, reattached)
 
     def _drop_claim(self, claim: Claim | None) -> None:
@@ -654,9 +654,9 @@ class Submission:
         """Decide which manifest this try works from. Returns it and whether it is re-attached.
 
         Same fingerprint: the earlier try's manifest (its batches are ours). Different
-        fingerprint: ``fail`` raises before anything is created; ``resubmit`` cancels the earlier
-        batches that are still running and starts over, keeping the old manifest beside the new
-        one for the record.
+        fingerprint: under ``fail`` the submit has already refused it (``_check_input_change``,
+        before any claim); ``resubmit`` cancels the earlier batches that are still running and
+        starts over, keeping the old manifest beside the new one for the record.
         """
         fresh = self._new_manifest(staged)
         if existing is None:
@@ -676,7 +676,6 @@ class Submission:
                 )
             return existing, True
         created = existing.batch_ids()
-        self._check_input_change(existing, staged)
         cancel_batches(self.hook, existing.open_batch_ids(), reason="Input changed", log=self.logger)
         RunDir.write_atomic(self.run_dir.replaced_manifest(datetime.now()), existing.to_json())
         fresh.notes.append(
