@@ -13,7 +13,7 @@ from airflow_provider_claude_batch.conventions import age
 from airflow_provider_claude_batch.exceptions import ClaudeBatchParameterError
 
 if TYPE_CHECKING:
-    from airflow_provider_claude_batch.batching.pricing import PriceTable
+    from airflow_provider_claude_batch.batching.api.pricing import PriceTable
 
 SECTION = "claude_batch"
 
@@ -83,7 +83,7 @@ def trigger_concurrency() -> int:
 def price_table(overrides: Mapping[str, Any] | None = None) -> PriceTable:
     """The price table with ``[claude_batch] prices`` applied, then an operator's ``overrides``."""
     # Imported here: the hook imports this module, and the triggerer needs no pyarrow.
-    from airflow_provider_claude_batch.batching.pricing import PriceTable
+    from airflow_provider_claude_batch.batching.api.pricing import PriceTable
 
     return PriceTable.load(setting("prices"), overrides)
 

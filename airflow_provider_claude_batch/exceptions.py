@@ -11,7 +11,7 @@
 Messages name the connection, batch, chunk, row or field involved. They never contain an
 API key. This module imports no Airflow, so the ``batching`` core raises these too. A job
 error raised while a task is deferred reaches the resumed task as the same type (see
-``batching/wait_event.py``).
+``batching/wait/wait_event.py``).
 """
 
 from __future__ import annotations

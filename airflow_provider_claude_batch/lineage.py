@@ -92,7 +92,7 @@ def _schema_facet(destination: str, files: list[str]) -> Any:
     import pyarrow.parquet as pq
     from airflow.providers.common.compat.openlineage.facet import SchemaDatasetFacet, SchemaDatasetFacetFields
 
-    from airflow_provider_claude_batch.batching.storage import as_path
+    from airflow_provider_claude_batch.batching.state.storage import as_path
 
     with (as_path(destination) / files[0]).open("rb") as handle:
         schema = pq.read_schema(handle)

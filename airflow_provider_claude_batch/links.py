@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
     from airflow.sdk.types import TaskInstanceKey
 
-    from airflow_provider_claude_batch.batching.manifest import Manifest
+    from airflow_provider_claude_batch.batching.state.manifest import Manifest
 
 log = logging.getLogger(__name__)
 

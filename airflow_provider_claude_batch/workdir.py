@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from airflow_provider_claude_batch.batching.manifest import MANIFEST_NAME, Manifest, load_manifest
-from airflow_provider_claude_batch.batching.run_dir import RunDir, WorkDir
-from airflow_provider_claude_batch.batching.storage import StoragePath, as_path, is_local
+from airflow_provider_claude_batch.batching.state.manifest import MANIFEST_NAME, Manifest, load_manifest
+from airflow_provider_claude_batch.batching.state.run_dir import RunDir, WorkDir
+from airflow_provider_claude_batch.batching.state.storage import StoragePath, as_path, is_local
 from airflow_provider_claude_batch.config import setting
 from airflow_provider_claude_batch.exceptions import ClaudeBatchManifestError
 

@@ -183,7 +183,7 @@ def bench_p6(sizes: dict, runs: int, tmp: Path) -> dict[str, Any]:
     source = make_input(tmp / "p6-input.parquet", sizes["p6_rows"])
     rerun = prepare_rerun(store, source, tmp)
     staged_dir = tmp / "p6-staged"
-    from airflow_provider_claude_batch.batching.submission import stage_requests
+    from airflow_provider_claude_batch.batching.submit.staging import stage_requests
     from benchmarks.p6_answer_store import _limits, _spec
 
     stage_requests(source, _spec(), _limits(), staged_dir, input_columns=None)

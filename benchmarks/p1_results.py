@@ -55,13 +55,13 @@ def ours(batch_id: str, raw: Path | None, out: Path, rows: int) -> int:
     """The transfer operator's path: pyarrow's JSON reader + msgspec -> Arrow -> Parquet row
     groups, over HTTP while the raw bytes download and are saved. ``rows`` is the batch's
     request count, which the manifest knows in production."""
-    from airflow_provider_claude_batch.batching.landing import write_parts
-    from airflow_provider_claude_batch.batching.manifest import BatchRecord, Manifest
-    from airflow_provider_claude_batch.batching.pricing import PriceTable
+    from airflow_provider_claude_batch.batching.api.pricing import PriceTable
+    from airflow_provider_claude_batch.batching.land.parts import write_parts
+    from airflow_provider_claude_batch.batching.state.manifest import BatchRecord, Manifest
 
     source: Any = raw
     if raw is None:
-        from airflow_provider_claude_batch.batching.raw_results import SavingDownload
+        from airflow_provider_claude_batch.batching.land.raw_results import SavingDownload
         from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 
         hook = ClaudeBatchHook()
@@ -151,8 +151,8 @@ def _preimport(impl: str, over_http: bool) -> None:
     modules = ["pandas", "pyarrow.json", "pyarrow.parquet"]
     if impl == "ours":
         modules += [
-            "airflow_provider_claude_batch.batching.landing",
-            "airflow_provider_claude_batch.batching.raw_results",
+            "airflow_provider_claude_batch.batching.land.parts",
+            "airflow_provider_claude_batch.batching.land.raw_results",
         ]
     if over_http or impl == "download":
         modules += ["airflow_provider_claude_batch.hooks.claude_batch"]

@@ -41,9 +41,9 @@ def make_input(path: Path, rows: int) -> Path:
 
 def main(argv: list[str]) -> None:
     source, input_columns = Path(argv[2]), argv[3]
-    from airflow_provider_claude_batch.batching.chunks import ChunkLimits
-    from airflow_provider_claude_batch.batching.rendering import RequestSpec
-    from airflow_provider_claude_batch.batching.submission import stage_requests
+    from airflow_provider_claude_batch.batching.render.chunks import ChunkLimits
+    from airflow_provider_claude_batch.batching.render.rendering import RequestSpec
+    from airflow_provider_claude_batch.batching.submit.staging import stage_requests
 
     spec = RequestSpec(
         prompt="Product: {product}. Classify this ticket (Billing/Technical/Account/Other): {body}",

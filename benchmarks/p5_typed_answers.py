@@ -99,8 +99,8 @@ def make_input(path: Path, rows: int, kind: str) -> Path:
 
 def main(argv: list[str]) -> None:
     source, kind = Path(argv[2]), argv[3]
-    from airflow_provider_claude_batch.batching.output_schema import OutputSchema
-    from airflow_provider_claude_batch.batching.typed_columns import TypedAnswers
+    from airflow_provider_claude_batch.batching.schema.output_schema import OutputSchema
+    from airflow_provider_claude_batch.batching.schema.typed_columns import TypedAnswers
 
     typed = TypedAnswers(OutputSchema.from_user(SCHEMAS[kind]))
     started, cpu_started = time.perf_counter(), time.process_time()

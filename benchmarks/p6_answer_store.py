@@ -56,8 +56,8 @@ def _vocabulary(rng: np.random.Generator) -> tuple[pa.Array, np.ndarray]:
 
 def answers_table(rng: np.random.Generator, first: int, count: int, words: tuple[pa.Array, np.ndarray]) -> pa.Table:
     """``count`` succeeded results (the result schema plus ``key``), 200-400 bytes of text each."""
-    from airflow_provider_claude_batch.batching.content_key import as_arrow
-    from airflow_provider_claude_batch.batching.results import RESULT_SCHEMA
+    from airflow_provider_claude_batch.batching.api.results import RESULT_SCHEMA
+    from airflow_provider_claude_batch.batching.render.content_key import as_arrow
 
     vocabulary, weights = words
     per_answer = rng.integers(30, 59, count)  # about 5.7 bytes a word with its space: 200-400 bytes
@@ -95,8 +95,8 @@ def build_store(answers: int, queries: int) -> Path:
     folder = CACHE / f"store-v{CACHE_VERSION}-{answers}-{queries}"
     if (folder / "meta.json").exists():
         return folder
-    from airflow_provider_claude_batch.batching.answer_store import AnswerOrigin, AnswerStore
-    from airflow_provider_claude_batch.batching.content_key import as_numpy
+    from airflow_provider_claude_batch.batching.render.content_key import as_numpy
+    from airflow_provider_claude_batch.batching.reuse.answer_store import AnswerOrigin, AnswerStore
 
     CACHE.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=CACHE))
@@ -165,9 +165,9 @@ def prepare_rerun(store_folder: Path, source: Path, tmp: Path) -> Path:
     """A work directory whose store is the cached one (hard links, nothing copied) plus the
     answers of ``HIT_RATE`` of ``source``'s rows, as if an earlier run had landed them: what a
     rerun of the same input finds."""
-    from airflow_provider_claude_batch.batching.answer_store import AnswerOrigin, AnswerStore
-    from airflow_provider_claude_batch.batching.content_key import as_arrow
-    from airflow_provider_claude_batch.batching.submission import stage_requests
+    from airflow_provider_claude_batch.batching.render.content_key import as_arrow
+    from airflow_provider_claude_batch.batching.reuse.answer_store import AnswerOrigin, AnswerStore
+    from airflow_provider_claude_batch.batching.submit.staging import stage_requests
 
     work = tmp / "rerun-work"
     if work.exists():
@@ -191,7 +191,7 @@ def prepare_rerun(store_folder: Path, source: Path, tmp: Path) -> Path:
 
 
 def _spec() -> Any:
-    from airflow_provider_claude_batch.batching.rendering import RequestSpec
+    from airflow_provider_claude_batch.batching.render.rendering import RequestSpec
 
     # P2's request, so that "render alone" here is P2's figure.
     return RequestSpec(
@@ -204,13 +204,13 @@ def _spec() -> Any:
 
 
 def _limits() -> Any:
-    from airflow_provider_claude_batch.batching.chunks import ChunkLimits
+    from airflow_provider_claude_batch.batching.render.chunks import ChunkLimits
 
     return ChunkLimits(max_requests=100_000)
 
 
 def case_lookup(argv: list[str]) -> None:
-    from airflow_provider_claude_batch.batching.answer_store import AnswerStore
+    from airflow_provider_claude_batch.batching.reuse.answer_store import AnswerStore
 
     folder = Path(argv[2])
     fetch = len(argv) > 3 and argv[3] == "fetch"
@@ -228,7 +228,7 @@ def case_lookup(argv: list[str]) -> None:
     if fetch:
         # The columns the reuse plan fetches; each part is dropped once counted (the reuse plan
         # keeps them: its memory is the stage-and-plan case's).
-        from airflow_provider_claude_batch.batching.answer_store import ANSWER_COLUMNS
+        from airflow_provider_claude_batch.batching.reuse.answer_store import ANSWER_COLUMNS
 
         fetch_started = time.perf_counter()
         fetched = 0
@@ -246,8 +246,8 @@ def case_lookup(argv: list[str]) -> None:
 
 def case_keys(argv: list[str]) -> None:
     """``keys_of_column`` over every line of a staging's chunk files (read before the clock)."""
-    from airflow_provider_claude_batch.batching.content_key import keys_of_column
-    from airflow_provider_claude_batch.batching.reuse import _lines_of
+    from airflow_provider_claude_batch.batching.render.content_key import keys_of_column
+    from airflow_provider_claude_batch.batching.reuse.plan import _lines_of
 
     columns = [_lines_of(path.read_bytes()) for path in sorted(Path(argv[2]).glob("**/*.jsonl"))]
     started, cpu_started = time.perf_counter(), time.process_time()
@@ -264,9 +264,10 @@ def case_stage(argv: list[str]) -> None:
     """Stage a source the submit operator's way: ``render`` (no keys), ``keys`` (keys, no plan),
     ``plan`` (keys, then the reuse plan against WORK_DIR's store, at the time the cached STORE
     was built)."""
-    from airflow_provider_claude_batch.batching.answer_store import AnswerStore
-    from airflow_provider_claude_batch.batching.run_dir import RunDir
-    from airflow_provider_claude_batch.batching.submission import ReuseSettings, plan_reuse, stage_requests
+    from airflow_provider_claude_batch.batching.reuse.answer_store import AnswerStore
+    from airflow_provider_claude_batch.batching.state.run_dir import RunDir
+    from airflow_provider_claude_batch.batching.submit.staging import stage_requests
+    from airflow_provider_claude_batch.batching.submit.submission import ReuseSettings, plan_reuse
 
     source, mode = Path(argv[2]), argv[3]
     store = AnswerStore(Path(argv[4])) if mode == "plan" else None
@@ -278,7 +279,7 @@ def case_stage(argv: list[str]) -> None:
         extra: dict[str, Any] = {"rows": staged.total_requests, "stage_seconds": stage_seconds}
         if store is not None:
             # The cached store's answers are as old as its build says, whenever this runs.
-            from airflow_provider_claude_batch.batching import answer_store
+            from airflow_provider_claude_batch.batching.reuse import answer_store
 
             built = datetime.fromisoformat(store_meta(Path(argv[5]))["built_at"])
             answer_store.utcnow = lambda: built  # type: ignore[assignment]

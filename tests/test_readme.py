@@ -70,7 +70,7 @@ def test_the_quick_start_dag_is_wired_as_described() -> None:
 
 
 def test_environment_variable_blocks_hold_valid_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    from airflow_provider_claude_batch.batching.pricing import PriceTable
+    from airflow_provider_claude_batch.batching.api.pricing import PriceTable
     from airflow_provider_claude_batch.config import setting
     from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 

@@ -28,12 +28,12 @@ from airflow.sdk.bases.decorator import DecoratedOperator, TaskDecorator, determ
 from airflow.sdk.definitions._internal.types import SET_DURING_EXECUTION
 from airflow.sdk.definitions.context import context_merge
 
-from airflow_provider_claude_batch.batching.landing import keep_columns_spec
-from airflow_provider_claude_batch.batching.manifest import load_manifest
-from airflow_provider_claude_batch.batching.poller import DEFAULT_TIMEOUT_SECONDS
-from airflow_provider_claude_batch.batching.run_dir import RunDir
-from airflow_provider_claude_batch.batching.storage import as_path
-from airflow_provider_claude_batch.batching.typed_columns import check_on_invalid_output
+from airflow_provider_claude_batch.batching.land.parts import keep_columns_spec
+from airflow_provider_claude_batch.batching.schema.typed_columns import check_on_invalid_output
+from airflow_provider_claude_batch.batching.state.manifest import load_manifest
+from airflow_provider_claude_batch.batching.state.run_dir import RunDir
+from airflow_provider_claude_batch.batching.state.storage import as_path
+from airflow_provider_claude_batch.batching.wait.poller import DEFAULT_TIMEOUT_SECONDS
 from airflow_provider_claude_batch.conventions import as_seconds, check_retry_rounds, default_deferrable
 from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook

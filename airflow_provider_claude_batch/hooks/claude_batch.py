@@ -29,11 +29,11 @@ from airflow.sdk import BaseHook
 from anthropic.types import MessageCountTokensParams
 from anthropic.types.messages import DeletedMessageBatch, MessageBatch
 
-from airflow_provider_claude_batch.batching import limits
-from airflow_provider_claude_batch.batching.batch_index import BatchOwnership, Claim
-from airflow_provider_claude_batch.batching.batch_state import BatchStatesPage, decode_states_page
-from airflow_provider_claude_batch.batching.limits import CLOCK_SKEW
-from airflow_provider_claude_batch.batching.lines import iter_lines
+from airflow_provider_claude_batch.batching.api import limits
+from airflow_provider_claude_batch.batching.api.batch_state import BatchStatesPage, decode_states_page
+from airflow_provider_claude_batch.batching.api.jsonl import iter_lines
+from airflow_provider_claude_batch.batching.api.limits import CLOCK_SKEW
+from airflow_provider_claude_batch.batching.state.batch_index import BatchOwnership, Claim
 from airflow_provider_claude_batch.config import trigger_concurrency
 from airflow_provider_claude_batch.exceptions import (
     ClaudeBatchAPIError,
@@ -680,7 +680,7 @@ class ClaudeBatchHook(BaseHook):
         saved file has every byte once; it appears under its final name only once whole.
         Returns the number of bytes saved.
         """
-        from airflow_provider_claude_batch.batching.storage import atomic_writer
+        from airflow_provider_claude_batch.batching.state.storage import atomic_writer
 
         with atomic_writer(destination) as out:
             size = 0

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_claude_batch.batching.answer_store import AnswerStore
+from airflow_provider_claude_batch.batching.reuse.answer_store import AnswerStore
 from airflow_provider_claude_batch.config import answer_max_age
 from airflow_provider_claude_batch.conventions import age
 from airflow_provider_claude_batch.workdir import work_directory
@@ -21,7 +21,7 @@ class ClaudeBatchCompactAnswersOperator(BaseOperator):
     """Compact the answer store of a work directory (``_answers/``): each partition's files
     merged into one, answers older than ``max_age`` deleted, one answer kept per request.
 
-    Safe while other runs submit and land (see ``batching/answer_store.py``). Transfers
+    Safe while other runs submit and land (see ``batching/reuse/answer_store.py``). Transfers
     compact on their own when a partition has grown many files; a weekly maintenance task
     with this operator also expires old answers, which transfers never do.
 

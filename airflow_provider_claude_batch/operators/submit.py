@@ -9,15 +9,15 @@ from typing import TYPE_CHECKING, Any, Literal
 from airflow.sdk import Asset, BaseOperator
 from airflow.sdk.exceptions import AirflowSkipException
 
-from airflow_provider_claude_batch.batching import limits
-from airflow_provider_claude_batch.batching.answer_store import AnswerStore
-from airflow_provider_claude_batch.batching.chunks import ChunkLimits
-from airflow_provider_claude_batch.batching.manifest import Manifest
-from airflow_provider_claude_batch.batching.output_schema import OutputSchema, with_output_format
-from airflow_provider_claude_batch.batching.prompt_caching import cached_system
-from airflow_provider_claude_batch.batching.rendering import TEXT_COLUMN, RequestSpec, fields_template
-from airflow_provider_claude_batch.batching.run_dir import RunDir
-from airflow_provider_claude_batch.batching.submission import ReuseSettings, Submission, SubmitTask, check_policy
+from airflow_provider_claude_batch.batching.api import limits
+from airflow_provider_claude_batch.batching.render.chunks import ChunkLimits
+from airflow_provider_claude_batch.batching.render.prompt_caching import cached_system
+from airflow_provider_claude_batch.batching.render.rendering import TEXT_COLUMN, RequestSpec, fields_template
+from airflow_provider_claude_batch.batching.reuse.answer_store import AnswerStore
+from airflow_provider_claude_batch.batching.schema.output_schema import OutputSchema, with_output_format
+from airflow_provider_claude_batch.batching.state.manifest import Manifest
+from airflow_provider_claude_batch.batching.state.run_dir import RunDir
+from airflow_provider_claude_batch.batching.submit.submission import ReuseSettings, Submission, SubmitTask, check_policy
 from airflow_provider_claude_batch.config import answer_max_age, price_table
 from airflow_provider_claude_batch.conventions import PROMPT_FILE_EXTENSIONS, ClaudeBatchParameterError, age, pick_alias
 from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError

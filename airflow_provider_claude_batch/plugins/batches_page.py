@@ -28,7 +28,7 @@ from airflow.plugins_manager import AirflowPlugin
 from fastapi import Depends, FastAPI, HTTPException, Query, status
 from fastapi.responses import HTMLResponse
 
-from airflow_provider_claude_batch.batching.batch_state import COUNT_KINDS, ENDED
+from airflow_provider_claude_batch.batching.api.batch_state import COUNT_KINDS, ENDED
 from airflow_provider_claude_batch.plugins.overview import (
     CHART_DAYS,
     STATUS_CHOICES,
@@ -193,7 +193,7 @@ def load_overview(
     entry of each. DAG runs of DAGs ``may_read_dag`` refuses stay hidden. ``run_dates`` looks
     up the logical dates of the runs shown; ``recent_runs`` the newest runs of the last 30 days
     of the DAGs in the work directory, among which runs that created no batch are found."""
-    from airflow_provider_claude_batch.batching.manifest import load_manifest
+    from airflow_provider_claude_batch.batching.state.manifest import load_manifest
     from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
     from airflow_provider_claude_batch.workdir import run_directory, work_directory
 

@@ -18,9 +18,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
-from airflow_provider_claude_batch.batching import limits
-from airflow_provider_claude_batch.batching.batch_index import BatchOwner, read_origin
-from airflow_provider_claude_batch.batching.batch_state import (
+from airflow_provider_claude_batch.batching.api import limits
+from airflow_provider_claude_batch.batching.api.batch_state import (
     CANCELING,
     COUNT_KINDS,
     ENDED,
@@ -29,8 +28,9 @@ from airflow_provider_claude_batch.batching.batch_state import (
     PROCESSING_STATUSES,
     BatchState,
 )
-from airflow_provider_claude_batch.batching.manifest import Manifest
-from airflow_provider_claude_batch.batching.run_dir import RunDir, WorkDir
+from airflow_provider_claude_batch.batching.state.batch_index import BatchOwner, read_origin
+from airflow_provider_claude_batch.batching.state.manifest import Manifest
+from airflow_provider_claude_batch.batching.state.run_dir import RunDir, WorkDir
 from airflow_provider_claude_batch.links import console_url
 from airflow_provider_claude_batch.plugins.run_reuse import AnsweredRun, RunKey, RunReuse
 

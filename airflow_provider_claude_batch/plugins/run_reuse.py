@@ -20,8 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from airflow_provider_claude_batch.batching.run_dir import MANIFEST_NAME, RunDir, WorkDir
-from airflow_provider_claude_batch.batching.storage import children
+from airflow_provider_claude_batch.batching.state.run_dir import MANIFEST_NAME, RunDir, WorkDir
+from airflow_provider_claude_batch.batching.state.storage import children
 
 #: (dag_id, run_id)
 RunKey = tuple[str, str]

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any, cast
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
 
-from airflow_provider_claude_batch.batching.batch_state import BatchState, states_json, sum_counts
-from airflow_provider_claude_batch.batching.cancel import cancel_batches
-from airflow_provider_claude_batch.batching.poller import (
+from airflow_provider_claude_batch.batching.api.batch_state import BatchState, states_json, sum_counts
+from airflow_provider_claude_batch.batching.wait.cancel import cancel_batches
+from airflow_provider_claude_batch.batching.wait.poller import (
     DEFAULT_MAX_POLL_ERRORS,
     DEFAULT_POLL_INTERVAL,
     DEFAULT_TIMEOUT_SECONDS,
@@ -21,8 +21,8 @@ from airflow_provider_claude_batch.batching.poller import (
     retrieve_states,
     started_at_of,
 )
-from airflow_provider_claude_batch.batching.progress import summary_table
-from airflow_provider_claude_batch.batching.wait_event import WaitEvent
+from airflow_provider_claude_batch.batching.wait.progress import summary_table
+from airflow_provider_claude_batch.batching.wait.wait_event import WaitEvent
 from airflow_provider_claude_batch.conventions import as_seconds, default_deferrable, pick_alias
 from airflow_provider_claude_batch.exceptions import (
     ClaudeBatchError,

@@ -37,7 +37,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from airflow_provider_claude_batch.batching import limits
+from airflow_provider_claude_batch.batching.api import limits
 from airflow_provider_claude_batch.testing.federation import (
     OAUTH_API_BETA,
     TOKEN_PREFIX,

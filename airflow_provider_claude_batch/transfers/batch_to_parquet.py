@@ -11,22 +11,33 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from airflow.sdk import Asset, BaseOperator
 
-from airflow_provider_claude_batch.batching.answer_store import AnswerOrigin, AnswerStore
-from airflow_provider_claude_batch.batching.answered_rows import NewAnswers
-from airflow_provider_claude_batch.batching.awaited import resolve_awaited
-from airflow_provider_claude_batch.batching.batch_state import BatchState
-from airflow_provider_claude_batch.batching.cancel import cancel_batches
-from airflow_provider_claude_batch.batching.landing import (
+from airflow_provider_claude_batch.batching.api.batch_state import BatchState
+from airflow_provider_claude_batch.batching.land.partitions import commit, discard, stage
+from airflow_provider_claude_batch.batching.land.parts import (
     LandingStats,
     check_identity,
     cost_table,
     keep_columns_spec,
     write_parts,
 )
-from airflow_provider_claude_batch.batching.manifest import BatchRecord, Manifest
-from airflow_provider_claude_batch.batching.output_schema import OutputSchema
-from airflow_provider_claude_batch.batching.partitions import commit, discard, stage
-from airflow_provider_claude_batch.batching.poller import (
+from airflow_provider_claude_batch.batching.land.raw_results import SavingDownload
+from airflow_provider_claude_batch.batching.land.rounds import plan_next_round
+from airflow_provider_claude_batch.batching.reuse.answer_store import AnswerOrigin, AnswerStore
+from airflow_provider_claude_batch.batching.reuse.answered_rows import NewAnswers
+from airflow_provider_claude_batch.batching.reuse.awaited import resolve_awaited
+from airflow_provider_claude_batch.batching.reuse.plan import ReuseCounts
+from airflow_provider_claude_batch.batching.schema.output_schema import OutputSchema
+from airflow_provider_claude_batch.batching.schema.typed_columns import (
+    TypedAnswers,
+    check_on_invalid_output,
+    invalid_answer_ids,
+)
+from airflow_provider_claude_batch.batching.state.manifest import BatchRecord, Manifest
+from airflow_provider_claude_batch.batching.state.run_dir import RunDir
+from airflow_provider_claude_batch.batching.state.storage import StoragePath, as_path
+from airflow_provider_claude_batch.batching.submit.submission import create_missing_batches
+from airflow_provider_claude_batch.batching.wait.cancel import cancel_batches
+from airflow_provider_claude_batch.batching.wait.poller import (
     DEFAULT_MAX_POLL_ERRORS,
     DEFAULT_POLL_INTERVAL,
     DEFAULT_TIMEOUT_SECONDS,
@@ -34,18 +45,7 @@ from airflow_provider_claude_batch.batching.poller import (
     retrieve_states,
     wait_until_ended,
 )
-from airflow_provider_claude_batch.batching.raw_results import SavingDownload
-from airflow_provider_claude_batch.batching.reuse import ReuseCounts
-from airflow_provider_claude_batch.batching.rounds import plan_next_round
-from airflow_provider_claude_batch.batching.run_dir import RunDir
-from airflow_provider_claude_batch.batching.storage import StoragePath, as_path
-from airflow_provider_claude_batch.batching.submission import create_missing_batches
-from airflow_provider_claude_batch.batching.typed_columns import (
-    TypedAnswers,
-    check_on_invalid_output,
-    invalid_answer_ids,
-)
-from airflow_provider_claude_batch.batching.wait_event import WaitEvent
+from airflow_provider_claude_batch.batching.wait.wait_event import WaitEvent
 from airflow_provider_claude_batch.config import answer_max_age, price_table
 from airflow_provider_claude_batch.conventions import as_seconds, check_retry_rounds, default_deferrable, pick_alias
 from airflow_provider_claude_batch.exceptions import (
@@ -82,7 +82,7 @@ class ClaudeBatchToParquetOperator(BaseOperator):
     many results there are; the same bytes are saved to the work directory
     (``raw/{batch_id}.jsonl``), whole before the output is committed, and a connection dropped
     mid-download resumes where it broke off. The destination folder is
-    replaced whole (:mod:`~airflow_provider_claude_batch.batching.partitions`: an atomic rename
+    replaced whole (:mod:`~airflow_provider_claude_batch.batching.land.partitions`: an atomic rename
     on local disk, a commit object on object storage), so backfills and clears never
     duplicate rows and a reader never sees a mix of two landings.
 
@@ -102,7 +102,7 @@ class ClaudeBatchToParquetOperator(BaseOperator):
     :param compression: Parquet compression codec.
     :param prices: overrides of the price table used for ``cost_usd`` (model -> USD per
         million tokens), applied over ``[claude_batch] prices``; see
-        :mod:`airflow_provider_claude_batch.batching.pricing`.
+        :mod:`airflow_provider_claude_batch.batching.api.pricing`.
     :param max_retry_rounds: how many times requests that ended ``expired`` or ``errored``
         with a transient error (overloaded, api, rate limit) are resubmitted, from the saved
         request bodies, before their last outcome is landed. ``0`` disables resubmission.
@@ -223,7 +223,7 @@ class ClaudeBatchToParquetOperator(BaseOperator):
     def _resolve_awaited(self, manifest: Manifest, run_dir: RunDir, hook: ClaudeBatchHook) -> None:
         """Rows whose requests another run had in flight at submit: wait for those batches
         (never cancelling them: they are not this task's), then take their answers, or send the
-        rows this run did not get an answer for (``batching/awaited.py``)."""
+        rows this run did not get an answer for (``batching/reuse/awaited.py``)."""
         counts = ReuseCounts.from_dict(manifest.reuse)
         if counts is None or not counts.awaited or counts.awaited_resolved:
             return
@@ -511,7 +511,7 @@ class ClaudeBatchToParquetOperator(BaseOperator):
         summary = {
             "destination": str(destination),
             **stats.as_dict(),
-            # What readers should read: exactly these files (see batching/partitions.py).
+            # What readers should read: exactly these files (see batching/land/partitions.py).
             "files": [str(destination / name) for name in committed["files"]],
             "version": committed["version"],
         }

@@ -9,8 +9,13 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_claude_batch.batching.cancel import acancel_batches
-from airflow_provider_claude_batch.batching.poller import DEFAULT_MAX_POLL_ERRORS, DEFAULT_POLL_INTERVAL, Answer, Poller
+from airflow_provider_claude_batch.batching.wait.cancel import acancel_batches
+from airflow_provider_claude_batch.batching.wait.poller import (
+    DEFAULT_MAX_POLL_ERRORS,
+    DEFAULT_POLL_INTERVAL,
+    Answer,
+    Poller,
+)
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 from airflow_provider_claude_batch.triggers.shared_states import shared_batch_states
 
@@ -19,8 +24,8 @@ class ClaudeBatchTrigger(BaseTrigger):
     """Poll every open batch; fire once when all have ended, when the deadline passes, or
     when polling keeps failing. Polls go through the loop's shared batch states (``list``
     pages shared by every trigger of the connection, see ``triggers/shared_states.py``); the
-    :class:`~airflow_provider_claude_batch.batching.poller.Poller` decides, and its
-    :class:`~airflow_provider_claude_batch.batching.wait_event.WaitEvent` is the one event.
+    :class:`~airflow_provider_claude_batch.batching.wait.poller.Poller` decides, and its
+    :class:`~airflow_provider_claude_batch.batching.wait.wait_event.WaitEvent` is the one event.
 
     :param batch_ids: the batches to wait for.
     :param claude_batch_conn_id: connection to poll with (the key is looked up in the

@@ -22,9 +22,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from airflow_provider_claude_batch.batching import limits
-from airflow_provider_claude_batch.batching.batch_state import BatchState
-from airflow_provider_claude_batch.batching.poller import Answer
+from airflow_provider_claude_batch.batching.api import limits
+from airflow_provider_claude_batch.batching.api.batch_state import BatchState
+from airflow_provider_claude_batch.batching.wait.poller import Answer
 from airflow_provider_claude_batch.hooks.claude_batch import CLOCK_SKEW, ClaudeBatchHook
 from airflow_provider_claude_batch.hooks.loop_registry import LoopRegistry
 

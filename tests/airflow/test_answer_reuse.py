@@ -15,9 +15,9 @@ from typing import Any
 
 import pyarrow.dataset as ds
 
-from airflow_provider_claude_batch.batching.answer_store import AnswerStore
-from airflow_provider_claude_batch.batching.content_key import content_keys
-from airflow_provider_claude_batch.batching.manifest import load_manifest
+from airflow_provider_claude_batch.batching.render.content_key import content_keys
+from airflow_provider_claude_batch.batching.reuse.answer_store import AnswerStore
+from airflow_provider_claude_batch.batching.state.manifest import load_manifest
 from airflow_provider_claude_batch.testing import RunningEmulator
 from tests.airflow.conftest import task_states, xcom
 

@@ -51,8 +51,8 @@ def test_the_pipeline_runs_on_object_storage_and_reruns_cleanly(
     )
 
     def landed() -> list[dict[str, Any]]:
-        from airflow_provider_claude_batch.batching.partitions import read_commit, read_partition
-        from airflow_provider_claude_batch.batching.storage import as_path
+        from airflow_provider_claude_batch.batching.land.partitions import read_commit, read_partition
+        from airflow_provider_claude_batch.batching.state.storage import as_path
 
         partition = as_path(f"memory://{root}/labels/ds=2026-11-01")
         version = read_commit(partition)["version"]
@@ -111,9 +111,9 @@ def test_the_pipeline_runs_on_object_storage_and_reruns_cleanly(
     for folder in fs.ls(run_folder, detail=False):
         if folder.rsplit("/", 1)[1].startswith("requests-"):
             fs.rm(folder, recursive=True)
-    from airflow_provider_claude_batch.batching.landing import output_schema
-    from airflow_provider_claude_batch.batching.manifest import load_manifest
-    from airflow_provider_claude_batch.batching.storage import as_path
+    from airflow_provider_claude_batch.batching.land.parts import output_schema
+    from airflow_provider_claude_batch.batching.state.manifest import load_manifest
+    from airflow_provider_claude_batch.batching.state.storage import as_path
     from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
 
     run_dir = as_path(f"memory://{run_folder.lstrip('/')}")

@@ -13,9 +13,9 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from airflow_provider_claude_batch.batching.batch_index import read_origin
-from airflow_provider_claude_batch.batching.manifest import load_manifest
-from airflow_provider_claude_batch.batching.results import RESULT_SCHEMA
+from airflow_provider_claude_batch.batching.api.results import RESULT_SCHEMA
+from airflow_provider_claude_batch.batching.state.batch_index import read_origin
+from airflow_provider_claude_batch.batching.state.manifest import load_manifest
 from airflow_provider_claude_batch.testing import RunningEmulator
 from tests.airflow.conftest import run_dag, task_states, xcom
 
@@ -93,7 +93,7 @@ def test_example_dag_lands_one_row_per_ticket(example_dag, emulator: RunningEmul
     assert set(landed["by_batch"]) == set(table.column("batch_id").to_pylist())
     assert landed["tokens"]["input_tokens"] == sum(b["input_tokens"] for b in landed["by_batch"].values())
     assert sorted(p.name for p in output.iterdir()) == [
-        "_commit.json",  # names the parts: what readers on object storage read (batching/partitions.py)
+        "_commit.json",  # names the parts: what readers on object storage read (batching/land/partitions.py)
         "part-00000.parquet",
         "part-00001.parquet",
         "part-00002.parquet",
@@ -301,7 +301,7 @@ def test_secret_never_lands_in_files_or_xcom(
 def test_a_budget_stops_the_run_before_anything_is_billed(
     make_dag, emulator: RunningEmulator, work_dir: Path, tmp_path: Path
 ) -> None:
-    """The guard in a real run (its message: tests/unit/batching/test_submission.py)."""
+    """The guard in a real run (its message: tests/unit/batching/submit/test_submission.py)."""
     body = """
         s = ClaudeBatchSubmitOperator(task_id="submit", source=[f"ticket {{i}}: the app crashes on login" for i in range(200)],
                                       model="claude-haiku-4-5", max_tokens=64, max_cost_usd={budget})

@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pytest
 
-from airflow_provider_claude_batch.batching.prompt_caching import cached_system
+from airflow_provider_claude_batch.batching.render.prompt_caching import cached_system
 from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
 from airflow_provider_claude_batch.testing import RunningEmulator
 from tests.airflow.conftest import run_dag, task_states, xcom

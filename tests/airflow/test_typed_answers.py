@@ -10,7 +10,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from airflow_provider_claude_batch.batching.manifest import load_manifest
+from airflow_provider_claude_batch.batching.state.manifest import load_manifest
 from airflow_provider_claude_batch.testing import RunningEmulator
 from tests.airflow.conftest import run_dag, task_states, xcom
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_claude_batch.batching.partitions import read_commit, read_partition
+from airflow_provider_claude_batch.batching.land.partitions import read_commit, read_partition
 from airflow_provider_claude_batch.testing import RunningEmulator
 from tests.distributed.conftest import BUCKET, DAG_ID, TRIGGERERS, WORKERS, Deployment, home_logs, write_tickets
 from tests.helpers import TEST_API_KEY

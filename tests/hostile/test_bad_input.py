@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_claude_batch.batching.chunks import ChunkLimits
-from airflow_provider_claude_batch.batching.rendering import RequestSpec
-from airflow_provider_claude_batch.batching.submission import stage_requests
+from airflow_provider_claude_batch.batching.render.chunks import ChunkLimits
+from airflow_provider_claude_batch.batching.render.rendering import RequestSpec
+from airflow_provider_claude_batch.batching.submit.staging import stage_requests
 from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
 from airflow_provider_claude_batch.testing import RunningEmulator
 from tests.airflow.conftest import run_dag, task_states

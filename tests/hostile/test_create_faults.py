@@ -15,10 +15,14 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_claude_batch.batching.chunks import ChunkLimits
-from airflow_provider_claude_batch.batching.manifest import Manifest, load_manifest
-from airflow_provider_claude_batch.batching.rendering import RequestSpec
-from airflow_provider_claude_batch.batching.submission import create_missing_batches, new_manifest, stage_requests
+from airflow_provider_claude_batch.batching.render.chunks import ChunkLimits
+from airflow_provider_claude_batch.batching.render.rendering import RequestSpec
+from airflow_provider_claude_batch.batching.state.manifest import Manifest, load_manifest
+from airflow_provider_claude_batch.batching.submit.submission import (
+    create_missing_batches,
+    new_manifest,
+    stage_requests,
+)
 from airflow_provider_claude_batch.exceptions import ClaudeBatchAPIError, ClaudeBatchCreateAmbiguousError
 from airflow_provider_claude_batch.hooks import claude_batch
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook

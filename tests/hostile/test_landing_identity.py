@@ -10,8 +10,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from airflow_provider_claude_batch.batching.landing import check_identity
-from airflow_provider_claude_batch.batching.manifest import BatchRecord
+from airflow_provider_claude_batch.batching.land.parts import check_identity
+from airflow_provider_claude_batch.batching.state.manifest import BatchRecord
 from airflow_provider_claude_batch.testing import RunningEmulator
 from tests.airflow.conftest import run_dag, task_states
 
@@ -56,7 +56,7 @@ w = ClaudeBatchSensor(task_id="wait", manifest=s.output, poll_interval=0.1)
 
 @task
 def tamper(summary):
-    from airflow_provider_claude_batch.batching.manifest import load_manifest
+    from airflow_provider_claude_batch.batching.state.manifest import load_manifest
     from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
     run_dir = __import__("pathlib").Path(summary["manifest"]).parent
     manifest = load_manifest(run_dir)

@@ -21,7 +21,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from airflow_provider_claude_batch.batching.cancel import cancel_batches
+from airflow_provider_claude_batch.batching.wait.cancel import cancel_batches
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 from airflow_provider_claude_batch.testing import EmulatorConfig, Fault, RunningEmulator, start_emulator
 from airflow_provider_claude_batch.testing.pytest_plugin import connection_uri_json

@@ -114,7 +114,7 @@ def test_running_the_same_backfill_twice_creates_nothing_new(stack: AirflowStack
     """Three days run at once (``--max-active-runs 3``); the third day holds the first day's
     tickets, so two runs plan the same 40 requests within a second of each other: whichever
     plans first sends them, the other awaits its batch (through its claim when they plan at the
-    same moment; the deterministic case is tests/unit/batching/test_claims.py). Then the whole
+    same moment; the deterministic case is tests/unit/batching/reuse/test_claims.py). Then the whole
     backfill again creates nothing new."""
     days = ["2026-10-06", "2026-10-07", "2026-10-08"]
     for day in days[:2]:

@@ -9,11 +9,15 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_claude_batch.batching import limits
-from airflow_provider_claude_batch.batching.chunks import ChunkLimits
-from airflow_provider_claude_batch.batching.manifest import BatchRecord, Manifest
-from airflow_provider_claude_batch.batching.rendering import RequestSpec
-from airflow_provider_claude_batch.batching.submission import create_missing_batches, new_manifest, stage_requests
+from airflow_provider_claude_batch.batching.api import limits
+from airflow_provider_claude_batch.batching.render.chunks import ChunkLimits
+from airflow_provider_claude_batch.batching.render.rendering import RequestSpec
+from airflow_provider_claude_batch.batching.state.manifest import BatchRecord, Manifest
+from airflow_provider_claude_batch.batching.submit.submission import (
+    create_missing_batches,
+    new_manifest,
+    stage_requests,
+)
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 from airflow_provider_claude_batch.testing import RunningEmulator
 

@@ -15,7 +15,7 @@ from tests.helpers import airflow_cli
 
 PROBE = """
 import json
-from airflow_provider_claude_batch.batching.pricing import PriceTable
+from airflow_provider_claude_batch.batching.api.pricing import PriceTable
 from airflow_provider_claude_batch.config import setting, trigger_concurrency
 from airflow_provider_claude_batch.workdir import default_work_dir
 price = PriceTable.load(setting("prices")).price("house-model-20261101")

@@ -35,8 +35,8 @@ def _run(code: str) -> dict[str, object]:
 
 
 def test_every_core_module_imports_and_works_with_airflow_blocked() -> None:
-    modules = sorted(f"{core.__name__}.{m.name}" for m in pkgutil.iter_modules(core.__path__))
-    assert len(modules) >= 15
+    modules = sorted(m.name for m in pkgutil.walk_packages(core.__path__, prefix=f"{core.__name__}."))
+    assert len(modules) >= 40  # walks the sub-packages: every module, not only the top level
     result = _run(
         f"""
         import importlib, json, sys
@@ -50,9 +50,9 @@ def test_every_core_module_imports_and_works_with_airflow_blocked() -> None:
             blocked = False
         # And it works: render, chunk and parse without Airflow.
         import tempfile, pathlib
-        from airflow_provider_claude_batch.batching.chunks import ChunkLimits
-        from airflow_provider_claude_batch.batching.rendering import RequestSpec
-        from airflow_provider_claude_batch.batching.submission import stage_requests
+        from airflow_provider_claude_batch.batching.render.chunks import ChunkLimits
+        from airflow_provider_claude_batch.batching.render.rendering import RequestSpec
+        from airflow_provider_claude_batch.batching.submit.staging import stage_requests
         staged = stage_requests(["a", "b"], RequestSpec(prompt="{{text}}", model="m", max_tokens=8), ChunkLimits(),
                                 pathlib.Path(tempfile.mkdtemp()))
         loaded = sorted(n for n in sys.modules if n == "airflow" or n.startswith("airflow."))
@@ -66,9 +66,9 @@ def test_pricing_imports_neither_pyarrow_nor_the_renderer() -> None:
     result = _run(
         """
         import json, sys
-        from airflow_provider_claude_batch.batching.pricing import PriceTable, RequestTally, cost_ceiling
+        from airflow_provider_claude_batch.batching.api.pricing import PriceTable, RequestTally, cost_ceiling
         ceiling, _ = cost_ceiling({"claude-haiku-4-5": RequestTally(1, 1_000_000, 0)}, PriceTable())
-        heavy = sorted(n for n in ("pyarrow", "numpy", "airflow_provider_claude_batch.batching.rendering") if n in sys.modules)
+        heavy = sorted(n for n in ("pyarrow", "numpy", "airflow_provider_claude_batch.batching.render.rendering") if n in sys.modules)
         print(json.dumps({"heavy": heavy, "ceiling": ceiling}))
         """
     )

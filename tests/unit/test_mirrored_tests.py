@@ -1,5 +1,5 @@
 """The tests mirror the source: each module of the package has its unit test file at the
-same place under ``tests/unit/`` (``batching/chunks.py`` -> ``tests/unit/batching/test_chunks.py``),
+same place under ``tests/unit/`` (``batching/render/chunks.py`` -> ``tests/unit/batching/render/test_chunks.py``),
 and no test silences the type checker.
 
 ``NOT_MIRRORED_YET`` names the modules still covered only elsewhere, and where. It may only

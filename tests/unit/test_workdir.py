@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_claude_batch.batching.storage import as_path
+from airflow_provider_claude_batch.batching.state.storage import as_path
 from airflow_provider_claude_batch.exceptions import ClaudeBatchManifestError
 from airflow_provider_claude_batch.workdir import (
     default_work_dir,

@@ -11,9 +11,9 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from airflow_provider_claude_batch.batching.manifest import load_manifest
-from airflow_provider_claude_batch.batching.poller import Poller, retrieve_states
-from airflow_provider_claude_batch.batching.run_dir import RunDir
+from airflow_provider_claude_batch.batching.state.manifest import load_manifest
+from airflow_provider_claude_batch.batching.state.run_dir import RunDir
+from airflow_provider_claude_batch.batching.wait.poller import Poller, retrieve_states
 from airflow_provider_claude_batch.decorators.claude_batch import claude_batch_task
 from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError, ClaudeBatchParameterError
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook

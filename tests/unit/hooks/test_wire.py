@@ -8,7 +8,7 @@ from email.utils import format_datetime
 
 import pytest
 
-from airflow_provider_claude_batch.batching.limits import CREATE_ENVELOPE_BYTES
+from airflow_provider_claude_batch.batching.api.limits import CREATE_ENVELOPE_BYTES
 from airflow_provider_claude_batch.hooks.wire import (
     jsonl_to_create_body,
     page_params,

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_claude_batch.batching.answer_store import AnswerStore
+from airflow_provider_claude_batch.batching.reuse.answer_store import AnswerStore
 from airflow_provider_claude_batch.exceptions import ClaudeBatchParameterError
 from airflow_provider_claude_batch.operators.compact_answers import ClaudeBatchCompactAnswersOperator
-from tests.unit.batching.test_answer_store import ORIGIN, _answers, _keys
+from tests.unit.batching.reuse.test_answer_store import ORIGIN, _answers, _keys
 
 
 def test_compaction_merges_files_and_expires_old_answers(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from airflow.sdk.exceptions import AirflowSkipException
 
-from airflow_provider_claude_batch.batching.manifest import load_manifest
+from airflow_provider_claude_batch.batching.state.manifest import load_manifest
 from airflow_provider_claude_batch.exceptions import ClaudeBatchBudgetError, ClaudeBatchInputError
 from airflow_provider_claude_batch.operators.submit import ClaudeBatchSubmitOperator
 from airflow_provider_claude_batch.testing import RunningEmulator

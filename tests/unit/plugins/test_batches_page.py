@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_claude_batch.batching.batch_index import record_origin
-from airflow_provider_claude_batch.batching.manifest import BatchRecord, Manifest
-from airflow_provider_claude_batch.batching.run_dir import WorkDir
+from airflow_provider_claude_batch.batching.state.batch_index import record_origin
+from airflow_provider_claude_batch.batching.state.manifest import BatchRecord, Manifest
+from airflow_provider_claude_batch.batching.state.run_dir import WorkDir
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 from airflow_provider_claude_batch.plugins.batches_page import load_overview, render_page
 from airflow_provider_claude_batch.testing import RunningEmulator

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_claude_batch.batching.batch_index import BatchOwner
+from airflow_provider_claude_batch.batching.state.batch_index import BatchOwner
 from airflow_provider_claude_batch.plugins.overview import PageFilter, build_overview, daily_chart, group_runs
 
 NOW = datetime(2026, 11, 26, 12, tzinfo=timezone.utc)

@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from airflow_provider_claude_batch.batching.manifest import BatchRecord
-from airflow_provider_claude_batch.batching.reuse import ReuseCounts
-from airflow_provider_claude_batch.batching.run_dir import WorkDir
+from airflow_provider_claude_batch.batching.reuse.plan import ReuseCounts
+from airflow_provider_claude_batch.batching.state.manifest import BatchRecord
+from airflow_provider_claude_batch.batching.state.run_dir import WorkDir
 from airflow_provider_claude_batch.plugins.run_reuse import answered_run, answered_runs, dag_folders, runs_reuse
 from tests.unit.conftest import manifest_of
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from airflow.sdk.exceptions import AirflowSensorTimeout, TaskDeferred
 
-from airflow_provider_claude_batch.batching.manifest import load_manifest
+from airflow_provider_claude_batch.batching.state.manifest import load_manifest
 from airflow_provider_claude_batch.sensors.batch import ClaudeBatchFailedRequestsError, ClaudeBatchSensor
 from airflow_provider_claude_batch.testing import RunningEmulator
 from airflow_provider_claude_batch.triggers.batch import ClaudeBatchTrigger

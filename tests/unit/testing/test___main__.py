@@ -17,7 +17,7 @@ import anthropic
 import pytest
 
 import airflow_provider_claude_batch.testing.__main__ as command_line
-from airflow_provider_claude_batch.batching import limits
+from airflow_provider_claude_batch.batching.api import limits
 from airflow_provider_claude_batch.testing import DEFAULT_API_KEY, EmulatorConfig
 from tests.helpers import TEST_API_KEY, make_requests
 

@@ -15,7 +15,7 @@ import anthropic
 import pytest
 from anthropic.types import ModelInfo
 
-from airflow_provider_claude_batch.batching.pricing import PriceTable
+from airflow_provider_claude_batch.batching.api.pricing import PriceTable
 from airflow_provider_claude_batch.testing.models_catalog import ALIASES, MODELS, find_model, model_info, models_page
 
 IDS = [model_id for model_id, _, _ in MODELS]

@@ -19,8 +19,8 @@ import anthropic
 import msgspec
 import pytest
 
-from airflow_provider_claude_batch.batching.output_schema import INVALID, REFUSED, TRUNCATED, VALID, OutputSchema
-from airflow_provider_claude_batch.batching.typed_columns import classify
+from airflow_provider_claude_batch.batching.schema.output_schema import INVALID, REFUSED, TRUNCATED, VALID, OutputSchema
+from airflow_provider_claude_batch.batching.schema.typed_columns import classify
 from airflow_provider_claude_batch.testing import RunningEmulator
 from airflow_provider_claude_batch.testing.structured_answers import REFUSAL_DETAILS, answer, instance
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from airflow_provider_claude_batch.batching.batch_state import BatchState
+from airflow_provider_claude_batch.batching.api.batch_state import BatchState
 from airflow_provider_claude_batch.exceptions import ClaudeBatchAPIError, ClaudeBatchNotFoundError
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 from airflow_provider_claude_batch.testing import Fault, RunningEmulator

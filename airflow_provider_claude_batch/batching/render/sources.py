@@ -1,0 +1,185 @@
+"""Input sources as a stream of Arrow record batches (bounded memory for files of any size).
+
+A source is a list of strings or dicts, a pandas DataFrame, an Arrow table, or a file or
+folder of Parquet, CSV or JSONL given as a path object or URI (local paths and fsspec URIs
+such as ``s3://...``). Files are scanned with ``pyarrow.dataset`` in record batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+from pyarrow.fs import FSSpecHandler, LocalFileSystem, PyFileSystem
+
+from airflow_provider_claude_batch.batching.api.jsonl import iter_file_lines
+from airflow_provider_claude_batch.batching.render.input_files import check_csv_quotes, first_invalid_json_line
+from airflow_provider_claude_batch.batching.render.rendering import bad_value_message, first_bad_value, rows_to_table
+from airflow_provider_claude_batch.batching.state.storage import as_path, is_local, local_os_path
+from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
+
+FORMATS = ("parquet", "csv", "jsonl")
+_EXTENSIONS = {
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".csv": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+}
+DEFAULT_BATCH_ROWS = 65_536
+
+
+@dataclass
+class Source:
+    description: str
+    schema: pa.Schema
+    batches: Iterator[pa.RecordBatch]
+
+
+def _table_source(table: pa.Table, description: str, batch_rows: int) -> Source:
+    return Source(description, table.schema, iter(table.to_batches(max_chunksize=batch_rows)))
+
+
+def _detect_format(path: Any, files: Sequence[str]) -> str:
+    names = files or [str(path)]
+    found = {_EXTENSIONS.get("." + name.rsplit(".", 1)[-1].lower()) for name in names if "." in name.rsplit("/", 1)[-1]}
+    found.discard(None)
+    if len(found) == 1:
+        return found.pop()  # type: ignore[return-value]
+    if not found:
+        raise ClaudeBatchInputError(
+            f"cannot tell the format of source {path}: name a file ending in "
+            f"{sorted(_EXTENSIONS)} or pass source_format (one of {FORMATS})"
+        )
+    raise ClaudeBatchInputError(f"source {path} mixes formats {sorted(found)}: pass source_format to choose one")  # type: ignore[type-var]
+
+
+def _filesystem(path: Any) -> tuple[Any, str]:
+    if is_local(path):
+        return LocalFileSystem(), local_os_path(path)
+    return PyFileSystem(FSSpecHandler(path.fs)), path.path
+
+
+def open_source(
+    source: Any,
+    *,
+    source_format: str | None = None,
+    columns: Sequence[str] | None = None,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+) -> Source:
+    """Open ``source`` for streaming; ``columns`` limits what is read from files."""
+    if source_format is not None and source_format not in FORMATS:
+        raise ClaudeBatchInputError(f"unknown source_format {source_format!r}; use one of {FORMATS}")
+    if isinstance(source, pa.Table):
+        return _table_source(source, "the Arrow table", batch_rows)
+    if type(source).__module__.startswith("pandas") and hasattr(source, "columns"):
+        try:
+            table = pa.Table.from_pandas(source, preserve_index=False)
+        except (pa.ArrowException, UnicodeEncodeError) as exc:
+            raise ClaudeBatchInputError(_dataframe_error(source, exc)) from None
+        return _table_source(table, "the DataFrame", batch_rows)
+    if isinstance(source, (list, tuple)):
+        return _table_source(rows_to_table(source), "the list", batch_rows)
+    if isinstance(source, (bytes, bytearray)) or source is None:
+        raise ClaudeBatchInputError(f"unsupported source of type {type(source).__name__}")
+    if isinstance(source, str) and not source.strip():
+        # Path("") is the working folder: never read whatever happens to lie there.
+        raise ClaudeBatchInputError(
+            f"source is an empty string ({source!r}); did its template render to nothing? "
+            "Give a file, folder or URI, a list, a DataFrame or an Asset"
+        )
+    return _file_source(as_path(source), source_format, columns, batch_rows)
+
+
+def _file_source(path: Any, source_format: str | None, columns: Sequence[str] | None, batch_rows: int) -> Source:
+    description = f"source {path}"
+    filesystem, location = _filesystem(path)
+    try:
+        info = filesystem.get_file_info(location)
+        if info.type.name == "NotFound":
+            raise ClaudeBatchInputError(f"{description} does not exist")
+        if info.type.name == "Directory":
+            selector = pa.fs.FileSelector(location, recursive=True)
+            files = [
+                f.path
+                for f in filesystem.get_file_info(selector)
+                if f.type.name == "File"
+                and not any(part.startswith((".", "_")) for part in f.path[len(location) :].split("/"))
+            ]
+            if not files:
+                raise ClaudeBatchInputError(f"{description} is an empty folder")
+        else:
+            files = [location]
+        fmt = source_format or _detect_format(path, files if info.type.name == "Directory" else [])
+        files = sorted(files)
+        if fmt == "csv":
+            for name in files:
+                with filesystem.open_input_stream(name) as stream:
+                    check_csv_quotes(iter_file_lines(stream), description=_file_description(path, location, name))
+        file_format: ds.FileFormat | str = "json" if fmt == "jsonl" else fmt
+        located = _JsonlLocator(path, location, filesystem, files) if fmt == "jsonl" else None
+        try:
+            dataset = ds.dataset(files, filesystem=filesystem, format=file_format)
+        except pa.ArrowException:
+            if located is not None:
+                located.raise_first_invalid_line()
+            raise
+        wanted = [c for c in columns if c in dataset.schema.names] if columns is not None else None
+        scanner = dataset.scanner(columns=wanted, batch_size=batch_rows)
+        # The full schema, so that a missing column is reported with every column that exists.
+        return Source(description, dataset.schema, _guarded(scanner.to_batches(), description, located))
+    except ClaudeBatchInputError:
+        raise
+    except (OSError, pa.ArrowException, ValueError) as exc:
+        raise ClaudeBatchInputError(f"{description} cannot be read: {type(exc).__name__}: {exc}") from None
+
+
+def _file_description(path: Any, location: str, name: str) -> str:
+    """``source <path>`` for a file source, ``source <folder>, file <name>`` for one in a folder."""
+    if name == location:
+        return f"source {path}"
+    return f"source {path}, file {name[len(location) :].lstrip('/')}"
+
+
+@dataclass
+class _JsonlLocator:
+    """After Arrow's JSON reader failed: find the file and line that is not a JSON object."""
+
+    path: Any
+    location: str
+    filesystem: Any
+    files: list[str]
+
+    def raise_first_invalid_line(self) -> None:
+        for name in self.files:
+            with self.filesystem.open_input_stream(name) as stream:
+                found = first_invalid_json_line(iter_file_lines(stream))
+            if found is not None:
+                line, why = found
+                raise ClaudeBatchInputError(f"{_file_description(self.path, self.location, name)}, line {line}: {why}")
+
+
+def _guarded(
+    batches: Iterator[pa.RecordBatch], description: str, located: _JsonlLocator | None = None
+) -> Iterator[pa.RecordBatch]:
+    try:
+        for batch in batches:
+            if batch.num_rows:
+                yield batch
+    except (OSError, pa.ArrowException) as exc:
+        if located is not None:
+            located.raise_first_invalid_line()
+        raise ClaudeBatchInputError(f"{description} cannot be read: {type(exc).__name__}: {exc}") from None
+
+
+def _dataframe_error(frame: Any, exc: BaseException) -> str:
+    """Name the first row and column of a DataFrame that Arrow could not convert."""
+    for name in frame.columns:
+        values = frame[name].tolist()
+        if first_bad_value(values) is not None:
+            return bad_value_message("the DataFrame", str(name), values, exc)
+    return f"the DataFrame cannot be converted to Arrow: {exc}"

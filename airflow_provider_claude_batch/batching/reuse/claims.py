@@ -1,0 +1,186 @@
+"""Which run sends a request that several runs need at the same moment.
+
+The reuse plan makes a run await the requests another run has in a batch not landed yet
+(``_answers/_inflight/``). Two runs that plan at the same moment (a backfill with several active
+runs, two mapped tasks over the same rows) each find no batch of the other's and both send:
+the same requests billed twice. So, before it plans, a run **claims** its content keys, then
+waits while an *earlier* claim of another run overlaps them, until that claim is settled: the
+other run has recorded the batches it sent in flight and dropped its claim (the plan then awaits
+those requests), or dropped it without sending (it failed, or had nothing to send), or shown no
+sign of life for ``timeout`` (it died): then this run plans as usual and sends what is missing.
+
+A claim is two files beside the in-flight files (names in ``run_dir``): its keys (Parquet) and
+its state (JSON: ``choosing``, ``claimed_at``, ``alive_at``). It is made in three steps, as in
+Lamport's bakery: (1) the state says *choosing*; (2) the keys are written; (3) only then is the
+claim's time taken and the state says *claimed*. A run reads the others' claims after its own
+step 3; it waits while any other run is choosing (one write, seconds at most) and while an
+earlier claimed run (by time, then owner) overlaps its keys.
+
+Invariants: of two runs claiming the same key, the one whose choosing became visible after the
+other read its claims takes its time after that read, so it is the later one and it sees the
+earlier claim; both order the two claims the same way; so only the later one waits, and the
+earliest claim never waits, so waits cannot cycle. A claim's time never changes; its sign of
+life (``alive_at``) is refreshed while its run waits and as it creates batches, so a long wait
+or a long run of creates is not mistaken for a dead run. A run waits only for batches to be
+*created*, never for them to end: the transfer awaits their answers as for any in-flight
+request. Limits: worker clocks are assumed to agree to within the time between two claims
+(NTP); a run killed after claiming holds others back until its sign of life is ``timeout`` old.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from airflow_provider_claude_batch.batching.render.content_key import as_arrow
+from airflow_provider_claude_batch.batching.state.run_dir import RunDir, WorkDir
+from airflow_provider_claude_batch.batching.state.storage import parquet_bytes, write_whole
+
+log = logging.getLogger(__name__)
+
+#: A claim whose run has shown no sign of life for this long is a dead run's.
+CLAIM_TIMEOUT = timedelta(minutes=15)
+#: A run stays *choosing* for one write of its keys: longer than this, it died choosing.
+CHOOSING_TIMEOUT = timedelta(minutes=2)
+#: How often a live claim refreshes its sign of life.
+ALIVE_EVERY = timedelta(seconds=60)
+#: Pauses between two looks at the claims (doubling from the first).
+FIRST_PAUSE, MAX_PAUSE = 0.25, 5.0
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class Claim:
+    """One run's claim on its keys (see the module docstring)."""
+
+    work_dir: WorkDir
+    owner: str
+    keys: np.ndarray  # (n, KEY_BYTES) uint8, as ``content_key`` gives them
+    timeout: timedelta = CLAIM_TIMEOUT
+    claimed_at: datetime | None = None
+    _alive_at: datetime | None = None
+    #: Keys in common with another claim, by (owner, its claim time): a claim's keys never change.
+    _overlaps: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def make(self) -> None:
+        """Steps 1-3: choosing, the keys, then the claim's time."""
+        self._write_state(claimed_at=None)
+        write_whole(self.work_dir.claim_keys_file(self.owner), parquet_bytes(pa.table({"key": as_arrow(self.keys)})))
+        self._write_state(claimed_at=_now())
+
+    def alive(self) -> None:
+        """Refresh this claim's sign of life (at most once per ``ALIVE_EVERY``)."""
+        if self.claimed_at is not None and (self._alive_at is None or _now() - self._alive_at >= ALIVE_EVERY):
+            self._write_state(claimed_at=self.claimed_at)
+
+    def drop(self) -> None:
+        """Remove this claim (its state first: a reader never finds a state without its keys)."""
+        for path in (self.work_dir.claim_state_file(self.owner), self.work_dir.claim_keys_file(self.owner)):
+            with contextlib.suppress(FileNotFoundError):
+                if path.exists():
+                    path.unlink()
+        self.claimed_at = None
+
+    def blocking(self) -> tuple[int, int, int]:
+        """``(runs choosing, earlier live claims overlapping this one's keys, keys they hold)``."""
+        assert self.claimed_at is not None
+        now, choosing, earlier, common = _now(), 0, 0, 0
+        for other in self.work_dir.claim_owners():
+            if other == self.owner:
+                continue
+            state = _read_state(self.work_dir, other)
+            if state is None:
+                continue
+            alive_at, claimed_at = state
+            if claimed_at is None:
+                choosing += now - alive_at < CHOOSING_TIMEOUT
+                continue
+            if now - alive_at >= self.timeout or (claimed_at, other) >= (self.claimed_at, self.owner):
+                continue
+            overlap = self._overlap(other, claimed_at)
+            if overlap:
+                earlier += 1
+                common += overlap
+        return choosing, earlier, common
+
+    def _overlap(self, other: str, claimed_at: datetime) -> int:
+        cache_key = (other, claimed_at.isoformat())
+        if cache_key not in self._overlaps:
+            try:
+                with self.work_dir.claim_keys_file(other).open("rb") as handle:
+                    theirs = pq.read_table(handle).column("key")
+            except FileNotFoundError:  # dropped since its state was read
+                return 0
+            self._overlaps[cache_key] = int(pc.sum(pc.is_in(theirs, value_set=as_arrow(self.keys))).as_py() or 0)
+        return self._overlaps[cache_key]
+
+    def _write_state(self, *, claimed_at: datetime | None) -> None:
+        """Write the state: *choosing* while ``claimed_at`` is None, else *claimed* at that time."""
+        alive_at = _now()
+        state = {"alive_at": alive_at.isoformat(), "claimed_at": claimed_at and claimed_at.isoformat()}
+        RunDir.write_atomic(self.work_dir.claim_state_file(self.owner), json.dumps(state).encode())
+        self._alive_at, self.claimed_at = alive_at, claimed_at
+
+
+def _read_state(work_dir: WorkDir, owner: str) -> tuple[datetime, datetime | None] | None:
+    """``(alive_at, claimed_at)`` of ``owner``'s claim; None when it is gone or unreadable."""
+    try:
+        state = json.loads(work_dir.claim_state_file(owner).read_bytes())
+        claimed_at = state["claimed_at"] and datetime.fromisoformat(state["claimed_at"])
+        return datetime.fromisoformat(state["alive_at"]), claimed_at
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def claim_and_wait(
+    work_dir: WorkDir | Any,
+    owner: str,
+    keys: np.ndarray,
+    *,
+    timeout: timedelta = CLAIM_TIMEOUT,
+    logger: Any = log,
+) -> tuple[Claim, int]:
+    """Claim ``keys`` for ``owner``, then wait until no other run is choosing and no earlier live
+    claim overlaps them. Returns the claim (the caller keeps it alive while it creates and drops
+    it once its batches are recorded in flight) and how many keys earlier claims held at the
+    first look (0: this run waited for nobody)."""
+    claim = Claim(WorkDir.of(work_dir), owner, keys, timeout)
+    claim.make()
+    pause, first, told = FIRST_PAUSE, None, None
+    try:
+        while True:
+            choosing, earlier, common = claim.blocking()
+            if first is None:
+                first = common
+            if not choosing and not earlier:
+                return claim, first
+            if (choosing, earlier, common) != told:  # said once per change, not once per look
+                told = (choosing, earlier, common)
+                if earlier:
+                    logger.info(
+                        "Waiting for %d earlier run(s) that claimed %d of these requests to create their batches, "
+                        "so each request is sent once (this run then awaits their answers).",
+                        earlier,
+                        common,
+                    )
+                else:
+                    logger.info("Waiting for %d run(s) still writing their claims.", choosing)
+            claim.alive()
+            time.sleep(pause)
+            pause = min(pause * 2, MAX_PAUSE)
+    except BaseException:
+        claim.drop()
+        raise

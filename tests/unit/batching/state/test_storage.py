@@ -1,0 +1,104 @@
+"""Path helpers on local disk and on an fsspec file system (``memory://``) (batching/state/storage.py)."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from upath import UPath
+
+from airflow_provider_claude_batch.batching.state.storage import (
+    as_path,
+    atomic_writer,
+    is_local,
+    remove_tree,
+    replace_tree,
+)
+from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
+
+
+@pytest.fixture(params=["local", "memory"])
+def base(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    if request.param == "local":
+        return tmp_path
+    return as_path(f"memory://storage-test-{uuid.uuid4().hex[:8]}")
+
+
+def _names(folder: Any) -> list[str]:
+    return sorted(child.name for child in folder.iterdir())
+
+
+def test_as_path_picks_the_path_type_by_scheme(tmp_path: Path) -> None:
+    assert as_path(str(tmp_path)) == tmp_path and as_path(f"file://{tmp_path}") == tmp_path
+    remote = as_path("memory://bucket/key")
+    assert isinstance(remote, UPath) and not is_local(remote)
+    assert is_local(tmp_path)
+
+
+def test_atomic_writer_shows_the_file_only_when_whole(base: Any) -> None:
+    target = base / "sub" / "file.json"
+    with atomic_writer(target) as out:
+        out.write(b"first")
+        assert not target.exists()  # nothing under the final name while writing
+    assert target.read_bytes() == b"first"
+    with pytest.raises(RuntimeError), atomic_writer(target) as out:
+        out.write(b"half")
+        raise RuntimeError("interrupted")
+    assert target.read_bytes() == b"first"  # the old content stays, no temporary is left
+    assert _names(target.parent) == ["file.json"]
+
+
+def test_replace_tree_swaps_a_folder_whole_and_remove_tree_deletes_it(base: Any) -> None:
+    """Local folders swap whole; on object storage replace_tree refuses (see batching/land/partitions.py)."""
+    target, staged = base / "out", base / ".out.tmp"
+    for folder, names in ((target, ["old-1", "old-2"]), (staged, ["new-1"])):
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            (folder / name).write_bytes(name.encode())
+    if not is_local(target):
+        # Object stores have no folder rename: partitions are committed by one object instead.
+        with pytest.raises(ValueError, match="partitions.commit"):
+            replace_tree(staged, target)
+        remove_tree(staged)
+        remove_tree(target)
+        assert not target.exists() and not staged.exists()
+        return
+    replace_tree(staged, target)
+    assert _names(target) == ["new-1"] and (target / "new-1").read_bytes() == b"new-1"
+    assert not staged.exists()
+    remove_tree(target)
+    assert not target.exists()
+    remove_tree(target)  # already gone: no error
+
+
+@pytest.mark.parametrize("location", ["", "  ", "\n"])
+def test_an_empty_location_is_an_error_never_the_working_folder(location: str) -> None:
+    """``Path("")`` is the process's working folder: as a destination its files would be
+    replaced, as a source they would be read. Every location goes through ``as_path``."""
+    with pytest.raises(ClaudeBatchInputError, match="a location is an empty string"):
+        as_path(location)
+
+
+def test_a_listing_on_s3_sees_what_other_workers_wrote_since(s3_partition: Any, s3_endpoint: str) -> None:
+    """s3fs keeps a folder's listing for the life of the process: listed again, a folder on S3
+    missed the files other workers wrote meanwhile (a run waiting on others' claims, or planning
+    after the wait, would have missed their batches in flight and sent the same requests)."""
+    import boto3
+
+    from airflow_provider_claude_batch.batching.state.storage import children
+
+    folder = s3_partition / "_inflight"
+    (folder / "mine.parquet").write_bytes(b"1")
+    assert [p.name for p in children(folder)] == ["mine.parquet"]
+    bucket, _, prefix = folder.path.partition("/")
+    other_worker = boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+    other_worker.put_object(Bucket=bucket, Key=f"{prefix}/theirs.parquet", Body=b"2")
+    assert sorted(p.name for p in children(folder)) == ["mine.parquet", "theirs.parquet"]
