@@ -22,7 +22,7 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anthropic
 from airflow.sdk import BaseHook
@@ -33,7 +33,7 @@ from airflow_provider_claude_batch.batching.api import limits
 from airflow_provider_claude_batch.batching.api.batch_state import BatchStatesPage, decode_states_page
 from airflow_provider_claude_batch.batching.api.jsonl import iter_lines
 from airflow_provider_claude_batch.batching.api.limits import CLOCK_SKEW
-from airflow_provider_claude_batch.batching.state.batch_index import BatchOwnership, Claim
+from airflow_provider_claude_batch.batching.state.batch_index import BatchOwnership, Whose
 from airflow_provider_claude_batch.config import trigger_concurrency
 from airflow_provider_claude_batch.exceptions import (
     ClaudeBatchAPIError,
@@ -563,12 +563,12 @@ class ClaudeBatchHook(BaseHook):
         contested: list[MessageBatch] = []
         settles_by: datetime | None = None
         for batch in found:
-            claim, ends = ownership.claim(batch.id, batch.created_at) if ownership else (Claim.FREE, None)
-            if claim is Claim.MINE:
+            whose, ends = ownership.whose(batch.id, batch.created_at) if ownership else (Whose.FREE, None)
+            if whose is Whose.MINE:
                 mine.append(batch)
-            elif claim is Claim.FREE:
+            elif whose is Whose.FREE:
                 free.append(batch)
-            elif claim is Claim.CONTESTED:
+            elif whose is Whose.CONTESTED:
                 contested.append(batch)
                 if ends is not None and (settles_by is None or ends > settles_by):
                     settles_by = ends
@@ -718,3 +718,15 @@ class ClaudeBatchHook(BaseHook):
         async with loop_semaphore():
             async with self._atranslated(f"cancel batch {batch_id!r}", batch_id):
                 return await client.messages.batches.cancel(batch_id)
+
+
+if TYPE_CHECKING:
+    from airflow_provider_claude_batch.batching.api.client import AsyncBatchCanceller, ResultsReader
+    from airflow_provider_claude_batch.batching.submit.submission import SubmitClient
+
+    def _implements_the_core_protocols(
+        hook: ClaudeBatchHook,
+    ) -> tuple[SubmitClient, ResultsReader, AsyncBatchCanceller]:
+        """Checked by mypy only: the hook is what the core's Protocols describe, so a changed
+        signature on either side fails the lint, not a run."""
+        return hook, hook, hook

@@ -35,7 +35,7 @@ from airflow_provider_claude_batch.batching.schema.typed_columns import (
 from airflow_provider_claude_batch.batching.state.manifest import BatchRecord, Manifest
 from airflow_provider_claude_batch.batching.state.run_dir import RunDir
 from airflow_provider_claude_batch.batching.state.storage import StoragePath, as_path
-from airflow_provider_claude_batch.batching.submit.submission import create_missing_batches
+from airflow_provider_claude_batch.batching.submit.create_once import create_missing_batches
 from airflow_provider_claude_batch.batching.wait.cancel import cancel_batches
 from airflow_provider_claude_batch.batching.wait.poller import (
     DEFAULT_MAX_POLL_ERRORS,

@@ -158,7 +158,7 @@ def pending_creates(work_dir: WorkDir) -> list[dict[str, Any]]:
     return entries
 
 
-class Claim(enum.Enum):
+class Whose(enum.Enum):
     """Whose a listed batch is, as far as the work directory knows."""
 
     #: The index names this owner (another try of the same task instance recorded it).
@@ -182,7 +182,7 @@ class BatchOwnership:
     owner: BatchOwner
     request_count: int
 
-    def claim(self, batch_id: str, created_at: datetime) -> tuple[Claim, datetime | None]:
+    def whose(self, batch_id: str, created_at: datetime) -> tuple[Whose, datetime | None]:
         """Whose the batch is and, when it is contested, when the contest ends.
 
         The pending creates are read before the index, once: an owner writes its index entry
@@ -193,10 +193,10 @@ class BatchOwnership:
         try:
             entry = read_origin(self.work_dir, batch_id)
         except ValueError:
-            return Claim.OTHER, None  # something we cannot read is not ours to take
+            return Whose.OTHER, None  # something we cannot read is not ours to take
         if entry is not None:
-            return (Claim.MINE if self.owner.names_me(entry) else Claim.OTHER), None
-        return (Claim.CONTESTED, ends) if ends is not None else (Claim.FREE, None)
+            return (Whose.MINE if self.owner.names_me(entry) else Whose.OTHER), None
+        return (Whose.CONTESTED, ends) if ends is not None else (Whose.FREE, None)
 
     def contest_ends(self, created_at: datetime) -> datetime | None:
         """When the other owners' creates that could have made a batch created at

@@ -8,21 +8,21 @@ it. A budget failure, an empty source, a re-attach to an earlier try's identical
 refused input change therefore leave nothing behind, and the staging the manifest names is
 never deleted.
 
-``hook`` arguments are duck-typed (``create_batch``, ``find_created_batch``,
-``create_window``, ``cancel_batch``, ``count_tokens``), so this module stays free of Airflow imports.
+``hook`` is a :class:`SubmitClient` (``ClaudeBatchHook`` is one), so this module stays free of
+Airflow imports.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
-from typing import Any, Literal, TypeGuard
+from datetime import datetime, timedelta
+from typing import Any, Literal, Protocol, TypeGuard
 
 import pyarrow as pa
 
+from airflow_provider_claude_batch.batching.api.client import BatchCanceller, TokenCounter
 from airflow_provider_claude_batch.batching.api.jsonl import iter_file_lines
 from airflow_provider_claude_batch.batching.api.pricing import PriceTable, cost_ceiling
 from airflow_provider_claude_batch.batching.render.chunks import ChunkLimits, request_id
@@ -31,13 +31,6 @@ from airflow_provider_claude_batch.batching.render.rendering import RequestSpec
 from airflow_provider_claude_batch.batching.reuse.answer_store import AnswerStore
 from airflow_provider_claude_batch.batching.reuse.claims import Claim, claim_and_wait
 from airflow_provider_claude_batch.batching.reuse.plan import ReuseCounts, replan
-from airflow_provider_claude_batch.batching.state.batch_index import (
-    BatchOwner,
-    BatchOwnership,
-    drop_pending_create,
-    record_origin,
-    write_pending_create,
-)
 from airflow_provider_claude_batch.batching.state.manifest import (
     BatchRecord,
     Manifest,
@@ -46,8 +39,8 @@ from airflow_provider_claude_batch.batching.state.manifest import (
     utcnow_iso,
 )
 from airflow_provider_claude_batch.batching.state.run_dir import STAGING_PREFIX as STAGING_PREFIX
-from airflow_provider_claude_batch.batching.state.run_dir import RunDir, WorkDir
-from airflow_provider_claude_batch.batching.state.storage import StoragePath
+from airflow_provider_claude_batch.batching.state.run_dir import RunDir
+from airflow_provider_claude_batch.batching.submit.create_once import BatchCreator, create_missing_batches
 from airflow_provider_claude_batch.batching.submit.staging import StagedRun, stage_requests
 from airflow_provider_claude_batch.batching.submit.token_estimate import DEFAULT_SAMPLE, TokenEstimate, count_staged
 from airflow_provider_claude_batch.batching.wait.cancel import cancel_batches
@@ -173,150 +166,6 @@ def new_manifest(
     )
 
 
-def create_missing_batches(
-    manifest: Manifest, run_dir: RunDir | StoragePath, hook: Any, *, on_created: Callable[[], None] | None = None
-) -> list[str]:
-    """Create a batch for every record without one, saving the manifest around each create
-    (``on_created`` is called after each: a claim's sign of life, see ``claims``).
-
-    A record that already has an intent but no batch id was being created by an earlier try:
-    look for that batch first and adopt it rather than bill twice. While the intent is younger
-    than the create window (the request's timeout plus the time a server may take to finish
-    it) that try's create may still be in flight, so the lookup keeps going until the batch
-    appears or the window has passed; it is never sent again before that.
-
-    Each create announces itself in the work directory first (a pending create), so that
-    another task's lookup never adopts its batch (see ``batch_index``). The manifest is read
-    again before each create, so a second try of the same task instance running at the same
-    time sees what the other recorded or intends.
-    """
-    created: list[str] = []
-    run_dir = RunDir.of(run_dir).for_manifest(manifest)
-    work_dir = run_dir.work_dir
-    window: timedelta = hook.create_window
-    for record in manifest.batches:
-        _catch_up(record, run_dir)
-        if not record.needs_create:
-            continue
-        known = manifest.batch_ids()
-        owner = BatchOwner.of(manifest, record)
-        ownership = BatchOwnership(work_dir, owner, record.request_count)
-        if record.intent_at is not None:
-            intent_at = datetime.fromisoformat(record.intent_at)
-            until = intent_at + window
-            in_flight = record.intent_closed_at is None and datetime.now(timezone.utc) < until
-            if in_flight:
-                log.warning(
-                    "An earlier try's create of %s (sent %s) may still be in flight: waiting until %s for its "
-                    "batch before sending it again.",
-                    record.label,
-                    record.intent_at,
-                    until.isoformat(timespec="seconds"),
-                )
-            orphan = hook.find_created_batch(
-                record.request_count,
-                created_after=intent_at,
-                exclude=known,
-                ownership=ownership,
-                until=until if in_flight else None,
-            )
-            if orphan is not None:
-                log.warning(
-                    "Re-attached %s to batch %s, created by an earlier try that did not record it.",
-                    record.label,
-                    orphan.id,
-                )
-                _record_created(record, orphan)
-                _record_owned(manifest, record, run_dir, work_dir, owner)
-                continue
-        # Read before the intent is stamped, so the intent marks when the request leaves.
-        body = (run_dir / record.requests_file).read_bytes()
-        intent_at = datetime.now(timezone.utc)
-        record.intent_at = intent_at.isoformat()
-        record.intent_closed_at = None
-        write_pending_create(
-            work_dir, owner, request_count=record.request_count, intent_at=intent_at, until=intent_at + window
-        )
-        manifest.save(run_dir)
-        try:
-            batch = hook.create_batch(
-                body,
-                request_count=record.request_count,
-                intent_at=intent_at,
-                known_batch_ids=known,
-                ownership=ownership,
-            )
-        except Exception as exc:
-            _close_intent(
-                manifest, record, run_dir, work_dir, owner, created_nothing=getattr(exc, "created_nothing", False)
-            )
-            raise
-        _record_created(record, batch)
-        _record_owned(manifest, record, run_dir, work_dir, owner)
-        created.append(batch.id)
-        if on_created is not None:
-            on_created()
-    return created
-
-
-def _record_owned(
-    manifest: Manifest, record: BatchRecord, run_dir: RunDir, work_dir: WorkDir, owner: BatchOwner
-) -> None:
-    """Record ``record``'s batch: the index entry first (once the manifest names a batch, its
-    entry exists too), then the manifest, then forget the pending create."""
-    record_origin(manifest, record, run_dir)
-    manifest.save(run_dir)
-    drop_pending_create(work_dir, owner)
-
-
-def _close_intent(
-    manifest: Manifest,
-    record: BatchRecord,
-    run_dir: RunDir,
-    work_dir: WorkDir,
-    owner: BatchOwner,
-    *,
-    created_nothing: bool,
-) -> None:
-    """A create failed and this try stops waiting for it. When the API surely created nothing
-    the intent is forgotten; otherwise it stays (a later try looks for the batch once) but is
-    no longer in flight, so that try does not wait out its window."""
-    if created_nothing:
-        record.intent_at = None
-        drop_pending_create(work_dir, owner)
-    else:
-        record.intent_closed_at = utcnow_iso()
-    manifest.save(run_dir)
-
-
-def _catch_up(record: BatchRecord, run_dir: RunDir) -> None:
-    """Take what another try of this task instance recorded for ``record`` since this try
-    read the manifest: its batch id, or a newer intent (whose create may be in flight)."""
-    if not record.needs_create or not manifest_exists(run_dir):
-        return
-    try:
-        stored = load_manifest(run_dir)
-    except ClaudeBatchManifestError:
-        return
-    for other in stored.batches:
-        if (other.chunk, other.round, other.sha256) != (record.chunk, record.round, record.sha256):
-            continue
-        if other.batch_id is not None:
-            record.batch_id = other.batch_id
-            record.created_at = other.created_at
-            record.processing_status = other.processing_status
-        elif other.intent_at is not None and (record.intent_at is None or other.intent_at > record.intent_at):
-            record.intent_at = other.intent_at
-            record.intent_closed_at = other.intent_closed_at
-        return
-
-
-def _record_created(record: BatchRecord, batch: Any) -> None:
-    record.batch_id = batch.id
-    record.created_at = batch.created_at.isoformat()
-    record.processing_status = batch.processing_status
-
-
 def _staging_lost(manifest: Manifest, run_dir: RunDir) -> bool:
     """Whether a first-round request or input file the manifest names no longer exists."""
     for record in manifest.batches:
@@ -349,6 +198,11 @@ def check_policy(policy: str) -> InputChangePolicy:
     if policy not in INPUT_CHANGE_POLICIES:
         raise ClaudeBatchInputError(f"on_input_change must be one of {INPUT_CHANGE_POLICIES}, got {policy!r}")
     return policy  # type: ignore[return-value]
+
+
+class SubmitClient(BatchCreator, TokenCounter, BatchCanceller, Protocol):
+    """What a submission calls: the create-once protocol, ``count_tokens`` for the counted
+    budget and the dry run, and cancels when a changed input is resubmitted."""
 
 
 @dataclass(frozen=True)
@@ -386,7 +240,7 @@ class Submission:
     task: SubmitTask
     spec: RequestSpec
     chunk_limits: ChunkLimits
-    hook: Any
+    hook: SubmitClient
     prices: PriceTable = field(default_factory=PriceTable)
     max_cost_usd: float | None = None
     policy: InputChangePolicy = "fail"

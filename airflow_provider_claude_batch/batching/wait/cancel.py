@@ -6,8 +6,8 @@ cancels some batches. Cancelling is best effort and never raises: a batch that a
 reason the task is failing. Every attempt is logged as a warning naming the reason, since each
 one changes what is billed.
 
-``hook`` is duck-typed (``cancel_batch`` / ``acancel_batch`` returning an object with
-``processing_status``), so this module stays free of Airflow imports; ``log`` is any logger
+``hook`` is a :class:`~airflow_provider_claude_batch.batching.api.client.BatchCanceller` (or its
+async twin), so this module stays free of Airflow imports; ``log`` is any logger
 (a task's or a trigger's ``self.log``), this module's own by default.
 """
 
@@ -18,10 +18,12 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from airflow_provider_claude_batch.batching.api.client import AsyncBatchCanceller, BatchCanceller
+
 _log = logging.getLogger(__name__)
 
 
-def cancel_batches(hook: Any, batch_ids: Iterable[str], *, reason: str, log: Any = None) -> list[str]:
+def cancel_batches(hook: BatchCanceller, batch_ids: Iterable[str], *, reason: str, log: Any = None) -> list[str]:
     """Cancel each batch with ``hook.cancel_batch``; returns the ids whose cancel was accepted."""
     ids = list(batch_ids)
     outcomes: list[Any] = []
@@ -33,7 +35,9 @@ def cancel_batches(hook: Any, batch_ids: Iterable[str], *, reason: str, log: Any
     return _report(ids, outcomes, reason, log or _log)
 
 
-async def acancel_batches(hook: Any, batch_ids: Iterable[str], *, reason: str, log: Any = None) -> list[str]:
+async def acancel_batches(
+    hook: AsyncBatchCanceller, batch_ids: Iterable[str], *, reason: str, log: Any = None
+) -> list[str]:
     """:func:`cancel_batches` with ``hook.acancel_batch``, the cancels in flight together (the
     hook bounds how many calls a loop has in flight)."""
     ids = list(batch_ids)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_provider_claude_batch.batching.api.batch_state import BatchState, sum_counts
+from airflow_provider_claude_batch.batching.api.client import BatchReader
 from airflow_provider_claude_batch.batching.wait.progress import Progress
 from airflow_provider_claude_batch.batching.wait.wait_event import WaitEvent
 from airflow_provider_claude_batch.exceptions import (
@@ -140,7 +141,7 @@ def check_failed_fraction(states: Mapping[str, BatchState], max_failed_fraction:
         )
 
 
-def retrieve_states(hook: Any, batch_ids: Iterable[str]) -> dict[str, Answer]:
+def retrieve_states(hook: BatchReader, batch_ids: Iterable[str]) -> dict[str, Answer]:
     """One synchronous poll: each batch's state via ``hook.retrieve_batch``, or its API error."""
     answers: dict[str, Answer] = {}
     for batch_id in batch_ids:

@@ -66,7 +66,7 @@ def test_an_owner_recording_in_the_middle_of_a_claim_never_makes_its_batch_free(
     from airflow_provider_claude_batch.batching.state import batch_index
     from airflow_provider_claude_batch.batching.state.batch_index import (
         BatchOwnership,
-        Claim,
+        Whose,
         drop_pending_create,
         write_pending_create,
     )
@@ -93,5 +93,5 @@ def test_an_owner_recording_in_the_middle_of_a_claim_never_makes_its_batch_free(
     monkeypatch.setattr(batch_index, "read_origin", owner_records_after(batch_index.read_origin))
     monkeypatch.setattr(batch_index, "pending_creates", owner_records_after(batch_index.pending_creates))
     stranger = BatchOwnership(work_dir, BatchOwner("dag", "run", "submit", 1, 0, 1), request_count=3)
-    assert stranger.claim("msgbatch_owned", now + timedelta(seconds=1))[0] is Claim.OTHER
+    assert stranger.whose("msgbatch_owned", now + timedelta(seconds=1))[0] is Whose.OTHER
     assert recorded
