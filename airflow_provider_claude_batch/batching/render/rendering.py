@@ -27,6 +27,9 @@ from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
 _encode = msgspec.json.Encoder().encode
 #: Column a list of strings becomes, so ``prompt="{text}"`` works for plain lists.
 TEXT_COLUMN = "text"
+#: Schema metadata of a source with no rows that names no columns (only files with no bytes or
+#: blank lines): no column the spec needs is missing from it, since no row will need one.
+NO_COLUMNS = {b"claude_batch.no_columns": b"true"}
 
 
 @dataclass(frozen=True)
@@ -216,6 +219,8 @@ class RequestRenderer:
         return columns
 
     def check_schema(self, schema: pa.Schema, *, source: str) -> None:
+        if schema.metadata is not None and schema.metadata.items() >= NO_COLUMNS.items():
+            return  # no rows and no header: nothing to render, so no column to miss
         available = schema.names
         for column in self.needed_columns:
             if column not in available:

@@ -3,6 +3,10 @@
 A source is a list of strings or dicts, a pandas DataFrame, an Arrow table, or a file or
 folder of Parquet, CSV or JSONL given as a path object or URI (local paths and fsspec URIs
 such as ``s3://...``). Files are scanned with ``pyarrow.dataset`` in record batches.
+
+A file with no bytes (any format) or only blank lines (CSV, JSONL) holds no rows, like a
+header-only CSV: it is left out of a folder, and a source of nothing else has no rows (it
+knows no columns, so none is missing from it).
 """
 
 from __future__ import annotations
@@ -16,8 +20,18 @@ import pyarrow.dataset as ds
 from pyarrow.fs import FSSpecHandler, LocalFileSystem, PyFileSystem
 
 from airflow_provider_claude_batch.batching.api.jsonl import iter_file_lines
-from airflow_provider_claude_batch.batching.render.input_files import check_csv_quotes, first_invalid_json_line
-from airflow_provider_claude_batch.batching.render.rendering import bad_value_message, first_bad_value, rows_to_table
+from airflow_provider_claude_batch.batching.render.input_files import (
+    BLANK_CHECK_BYTES,
+    check_csv_quotes,
+    first_invalid_json_line,
+    is_blank,
+)
+from airflow_provider_claude_batch.batching.render.rendering import (
+    NO_COLUMNS,
+    bad_value_message,
+    first_bad_value,
+    rows_to_table,
+)
 from airflow_provider_claude_batch.batching.state.storage import as_path, is_local, local_os_path
 from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
 
@@ -104,22 +118,23 @@ def _file_source(path: Any, source_format: str | None, columns: Sequence[str] | 
             raise ClaudeBatchInputError(f"{description} does not exist")
         if info.type.name == "Directory":
             selector = pa.fs.FileSelector(location, recursive=True)
-            files = [
-                f.path
+            sizes = {
+                f.path: f.size
                 for f in filesystem.get_file_info(selector)
                 if f.type.name == "File"
                 and not any(part.startswith((".", "_")) for part in f.path[len(location) :].split("/"))
-            ]
-            if not files:
+            }
+            if not sizes:
                 raise ClaudeBatchInputError(f"{description} is an empty folder")
         else:
-            files = [location]
+            sizes = {location: info.size}
+        files = list(sizes)
         fmt = source_format or _detect_format(path, files if info.type.name == "Directory" else [])
-        files = sorted(files)
-        if fmt == "csv":
-            for name in files:
-                with filesystem.open_input_stream(name) as stream:
-                    check_csv_quotes(iter_file_lines(stream), description=_file_description(path, location, name))
+        files = [
+            name for name in sorted(files) if not _holds_no_rows(filesystem, name, sizes[name], fmt, path, location)
+        ]
+        if not files:
+            return _no_rows(description, columns)
         file_format: ds.FileFormat | str = "json" if fmt == "jsonl" else fmt
         located = _JsonlLocator(path, location, filesystem, files) if fmt == "jsonl" else None
         try:
@@ -136,6 +151,28 @@ def _file_source(path: Any, source_format: str | None, columns: Sequence[str] | 
         raise
     except (OSError, pa.ArrowException, ValueError) as exc:
         raise ClaudeBatchInputError(f"{description} cannot be read: {type(exc).__name__}: {exc}") from None
+
+
+def _holds_no_rows(filesystem: Any, name: str, size: int | None, fmt: str, path: Any, location: str) -> bool:
+    """Whether a file holds no rows and no columns: no bytes (any format), or only blank lines
+    (CSV, JSONL). Arrow's readers fail on such a file where a header-only CSV gives no rows;
+    both are "no rows". CSV files are checked for quotes never closed on the way (read once)."""
+    if size == 0:
+        return True
+    if fmt == "csv":
+        with filesystem.open_input_stream(name) as stream:
+            return not check_csv_quotes(iter_file_lines(stream), description=_file_description(path, location, name))
+    if fmt == "jsonl" and (size is None or size <= BLANK_CHECK_BYTES):
+        with filesystem.open_input_stream(name) as stream:
+            return is_blank(stream, size)
+    return False
+
+
+def _no_rows(description: str, columns: Sequence[str] | None) -> Source:
+    """The source of files that hold no rows and name no columns: the columns asked for (of type
+    null) and no record batch, marked so that no column counts as missing from it."""
+    fields = [pa.field(name, pa.null()) for name in columns or ()]
+    return Source(description, pa.schema(fields, metadata=NO_COLUMNS), iter(()))
 
 
 def _file_description(path: Any, location: str, name: str) -> str:

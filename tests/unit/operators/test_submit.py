@@ -51,6 +51,26 @@ def test_no_rows_skip_or_fail_and_submit_nothing(tmp_path: Path, emulator: Runni
     assert emulator.emulator.stats["batches_created"] == 0
 
 
+@pytest.mark.parametrize("name", ["tickets.csv", "tickets.jsonl", "tickets.parquet", "folder"])
+def test_a_file_with_no_bytes_has_no_rows_like_a_header_only_csv(
+    tmp_path: Path, emulator: RunningEmulator, name: str
+) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "header.csv").write_text("ticket_id,body\n")
+    (inputs / "folder").mkdir()
+    (inputs / "folder" / "part-0.csv").write_bytes(b"")
+    if name != "folder":
+        (inputs / name).write_bytes(b"")
+    for source in (inputs / "header.csv", inputs / name):
+        settings = {"prompt": "{body}", "id_column": "ticket_id", "input_columns": ["ticket_id"]}
+        with pytest.raises(AirflowSkipException, match="no rows"):
+            _operator(tmp_path / "work", str(source), **settings).execute(_context())
+        with pytest.raises(ClaudeBatchInputError, match="on_empty='fail'"):
+            _operator(tmp_path / "work", str(source), on_empty="fail", prompt="{body}").execute(_context())
+    assert emulator.emulator.stats["batches_created"] == 0
+
+
 def test_a_budget_stops_the_run_before_the_create(tmp_path: Path, emulator: RunningEmulator) -> None:
     with pytest.raises(ClaudeBatchBudgetError, match="over max_cost_usd"):
         _operator(tmp_path, ["a"] * 3, max_cost_usd=1e-9).execute(_context())

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 
-from airflow_provider_claude_batch.batching.render.input_files import check_csv_quotes, first_invalid_json_line
+from airflow_provider_claude_batch.batching.render.input_files import (
+    BLANK_CHECK_BYTES,
+    check_csv_quotes,
+    first_invalid_json_line,
+    is_blank,
+)
 from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
 
 
@@ -28,3 +35,14 @@ def test_the_first_line_of_jsonl_that_is_not_an_object() -> None:
     assert first_invalid_json_line([b'{"a": 1}', b"  ", b"[1, 2]"]) == (3, "a JSON list, not an object")
     number, why = first_invalid_json_line([b'{"a": 1}', b'{"a": ']) or (0, "")
     assert number == 2 and why.startswith("not valid JSON")
+
+
+def test_a_csv_of_blank_lines_holds_nothing_and_a_small_blank_file_is_blank() -> None:
+    assert check_csv_quotes([b"id,text"], description="f.csv") is True
+    assert check_csv_quotes([], description="f.csv") is False
+    assert check_csv_quotes([b"  ", b"\r"], description="f.csv") is False
+    assert is_blank(io.BytesIO(b""), 0) and is_blank(io.BytesIO(b" \n\n"), 3) and is_blank(io.BytesIO(b"\n"), None)
+    assert not is_blank(io.BytesIO(b'\n{"a": 1}'), 9)
+    assert not is_blank(io.BytesIO(b" " * (BLANK_CHECK_BYTES + 1)), None)
+    unread = io.BytesIO(b" ")
+    assert not is_blank(unread, BLANK_CHECK_BYTES + 1) and unread.tell() == 0

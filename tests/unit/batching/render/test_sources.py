@@ -18,7 +18,7 @@ TABLE = pa.table({"id": ["a", "b", "c"], "body": ["x", "y", "z"]})
 
 def _rows(source, **kwargs) -> list[dict]:
     opened = open_source(source, **kwargs)
-    return pa.Table.from_batches(list(opened.batches)).to_pylist()
+    return [row for batch in opened.batches for row in batch.to_pylist()]
 
 
 def test_lists_dataframes_and_tables() -> None:
@@ -83,3 +83,37 @@ def test_errors_name_the_source(tmp_path: Path) -> None:
         open_source(tmp_path / "mixed", source_format="xml")
     with pytest.raises(ClaudeBatchInputError, match="unsupported source"):
         open_source(None)
+
+
+def test_a_file_with_no_bytes_or_only_blank_lines_has_no_rows_like_a_header_only_csv(tmp_path: Path) -> None:
+    (tmp_path / "header.csv").write_text("id,body\n")
+    for name in ("empty.csv", "empty.jsonl", "empty.parquet"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "blank.csv").write_text("\n\n")
+    (tmp_path / "blank.jsonl").write_text(" \n\n")
+    assert _rows(tmp_path / "header.csv") == []
+    for name in ("empty.csv", "empty.jsonl", "empty.parquet", "blank.csv", "blank.jsonl"):
+        opened = open_source(tmp_path / name, columns=["id", "body"])
+        assert list(opened.batches) == [], name
+        # Only the columns asked for, since the file names none.
+        assert opened.schema.names == ["id", "body"], name
+    assert open_source(tmp_path / "empty.csv").schema.names == []
+
+
+def test_a_folder_leaves_out_its_files_with_no_bytes(tmp_path: Path) -> None:
+    (tmp_path / "csv").mkdir()
+    pacsv.write_csv(TABLE, tmp_path / "csv" / "a.csv")
+    (tmp_path / "csv" / "b.csv").write_bytes(b"")
+    (tmp_path / "csv" / "0.csv").write_bytes(b"")  # sorted first: the one Arrow takes the schema from
+    assert _rows(tmp_path / "csv") == TABLE.to_pylist()
+    (tmp_path / "jsonl").mkdir()
+    (tmp_path / "jsonl" / "a.jsonl").write_text('{"id": "a", "body": "x"}\n')
+    (tmp_path / "jsonl" / "b.jsonl").write_bytes(b"")
+    assert _rows(tmp_path / "jsonl") == [{"id": "a", "body": "x"}]
+    (tmp_path / "parquet").mkdir()
+    pq.write_table(TABLE, tmp_path / "parquet" / "a.parquet")
+    (tmp_path / "parquet" / "b.parquet").write_bytes(b"")
+    assert _rows(tmp_path / "parquet") == TABLE.to_pylist()
+    (tmp_path / "nothing").mkdir()
+    (tmp_path / "nothing" / "a.csv").write_bytes(b"")
+    assert _rows(tmp_path / "nothing") == []
