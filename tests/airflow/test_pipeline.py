@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -276,26 +275,6 @@ def test_rerun_of_the_same_run_reattaches_instead_of_billing_again(
     assert emulator.emulator.stats["batches_created"] == 3
     assert first["batch_ids"] == second["batch_ids"]
     assert second["created_now"] == []
-
-
-def test_secret_never_lands_in_files_or_xcom(
-    make_dag, emulator: RunningEmulator, work_dir: Path, airflow_db: Path
-) -> None:
-    from tests.helpers import TEST_API_KEY
-
-    dag = make_dag(
-        """
-        s = ClaudeBatchSubmitOperator(task_id="submit", source=["a"], model="claude-haiku-4-5", max_tokens=8)
-        w = ClaudeBatchSensor(task_id="wait", manifest=s.output, poll_interval=0.1)
-        s >> w
-        """
-    )
-    dag_run = run_dag(dag)
-    assert TEST_API_KEY not in json.dumps([xcom(dag_run, "submit"), xcom(dag_run, "wait")])
-    for path in [*work_dir.rglob("*"), *(airflow_db / "logs").rglob("*")]:
-        if path.is_file():
-            assert TEST_API_KEY.encode() not in path.read_bytes(), path
-    assert sys.modules  # keep the import used
 
 
 def test_a_budget_stops_the_run_before_anything_is_billed(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 
@@ -65,12 +66,26 @@ async def test_killed_while_deferred_cancels_its_batches(emulator: RunningEmulat
     assert emulator.emulator.stats["batches_canceled"] == 2
 
 
-def test_it_serializes_to_what_rebuilds_it_and_never_the_key() -> None:
-    trigger = ClaudeBatchTrigger(["msgbatch_1"], "conn", poll_interval=5, deadline=123.0, max_poll_errors=3)
+async def test_it_serializes_to_what_rebuilds_it_and_never_the_key(
+    emulator: RunningEmulator, connection_env: Callable[..., None]
+) -> None:
+    """What ``serialize()`` returns is what Airflow stores in the trigger row. The connection
+    holds a key (the one the emulator accepts), the trigger has polled with it, and still its
+    kwargs name the connection only (the stored row itself: tests/hostile/test_secrets.py)."""
+    connection_env("conn")
+    assert ClaudeBatchHook("conn").settings.api_key == TEST_API_KEY  # a key that could leak exists
+    ids = _open_batches(emulator, 1)
+    trigger = ClaudeBatchTrigger(ids, "conn", poll_interval=5, deadline=time.time() + 120, max_poll_errors=3)
+    waiting = asyncio.ensure_future(anext(trigger.run()))
+    await _until(lambda: trigger._poller is not None and trigger._poller.states.keys() == set(ids))
+    waiting.cancel()
     path, kwargs = trigger.serialize()
+    stored = json.dumps(kwargs)
+    assert TEST_API_KEY not in stored and TEST_API_KEY.split("-")[-1] not in stored
+    assert kwargs["claude_batch_conn_id"] == "conn"
     assert path == "airflow_provider_claude_batch.triggers.batch.ClaudeBatchTrigger"
     assert ClaudeBatchTrigger(**kwargs).serialize() == (path, kwargs)
-    assert kwargs["started_at"] == trigger.started_at and TEST_API_KEY not in repr(kwargs)
+    assert kwargs["started_at"] == trigger.started_at
 
 
 async def test_killed_after_some_ended_cancels_only_the_open_ones(emulator: RunningEmulator) -> None:
