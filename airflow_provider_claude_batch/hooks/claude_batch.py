@@ -719,6 +719,27 @@ class ClaudeBatchHook(BaseHook):
             async with self._atranslated(f"cancel batch {batch_id!r}", batch_id):
                 return await client.messages.batches.cancel(batch_id)
 
+    # ------------------------------------------------------------------ before work
+    def check_credentials(self) -> bool:
+        """One cheap authenticated call (a one-model page of ``GET /v1/models``, free) before
+        work that is long to redo, so that a wrong key fails first and not after rendering and
+        writing every request.
+
+        Raises :class:`ClaudeBatchAuthError` (the same error as any call's) when the connection
+        has no usable key or the API rejects it (401/403). Any other failure (a busy API, a
+        gateway that does not serve the models list) proves nothing about the key: it is logged
+        and ``False`` returned, and the work goes on to meet the API at its first real call.
+        """
+        try:
+            with self._translated("check its credentials"):
+                self.client.models.list(limit=1)
+        except ClaudeBatchAuthError:
+            raise
+        except ClaudeBatchAPIError as error:
+            self.log.warning("Could not check the credentials before the work (going on): %s", error)
+            return False
+        return True
+
 
 if TYPE_CHECKING:
     from airflow_provider_claude_batch.batching.api.client import AsyncBatchCanceller, ResultsReader

@@ -289,10 +289,14 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         map_index = ti.map_index if ti.map_index is not None else -1
         run_dir = run_directory(self.work_dir, ti.dag_id, ti.run_id, ti.task_id, map_index)
         warn_if_local_with_remote_executor(run_dir, self.log)
+        spec = self._spec(hook)
+        # One cheap call first: a wrong key fails here, not after every request is rendered and
+        # written (the dry run too: its token counts need the same key).
+        hook.check_credentials()
         submission = Submission(
             run_dir,
             SubmitTask(ti.dag_id, ti.run_id, ti.task_id, map_index, self.claude_batch_conn_id),
-            self._spec(hook),
+            spec,
             ChunkLimits(self.max_requests_per_batch, self.max_bytes_per_batch),
             hook,
             prices=price_table(self.prices),

@@ -71,6 +71,22 @@ def test_wrong_key_names_the_connection_never_the_key(connection_env) -> None:
     assert not ok and "wrong_key" in message and "definitely-wrong-test-key" not in message
 
 
+def test_the_credentials_check_is_one_models_page_and_fails_only_on_a_rejected_key(
+    hook: ClaudeBatchHook, emulator: RunningEmulator, connection_env
+) -> None:
+    assert hook.check_credentials() is True
+    assert emulator.emulator.calls["models"] == 1 and emulator.emulator.calls["list"] == 0
+    connection_env("wrong_key", password="definitely-wrong-test-key")
+    with pytest.raises(ClaudeBatchAuthError, match="'wrong_key' was rejected.*check its credentials") as raised:
+        ClaudeBatchHook("wrong_key").check_credentials()
+    assert "definitely-wrong-test-key" not in str(raised.value)
+    connection_env("no_key", password=None)
+    with pytest.raises(ClaudeBatchAuthError, match="'no_key' has no API key"):
+        ClaudeBatchHook("no_key").check_credentials()
+    emulator.emulator.inject(Fault("models", status=500, times=3, retry_after=0.01))
+    assert hook.check_credentials() is False  # the API could not say: the work goes on
+
+
 def test_test_connection_succeeds(hook: ClaudeBatchHook) -> None:
     ok, message = hook.test_connection()
     assert ok, message

@@ -11,9 +11,9 @@ import pytest
 from airflow.sdk.exceptions import AirflowSkipException
 
 from airflow_provider_claude_batch.batching.state.manifest import load_manifest
-from airflow_provider_claude_batch.exceptions import ClaudeBatchBudgetError, ClaudeBatchInputError
+from airflow_provider_claude_batch.exceptions import ClaudeBatchAuthError, ClaudeBatchBudgetError, ClaudeBatchInputError
 from airflow_provider_claude_batch.operators.submit import ClaudeBatchSubmitOperator
-from airflow_provider_claude_batch.testing import RunningEmulator
+from airflow_provider_claude_batch.testing import Fault, RunningEmulator
 
 
 def _context(task_id: str = "submit") -> Any:
@@ -69,6 +69,34 @@ def test_a_file_with_no_bytes_has_no_rows_like_a_header_only_csv(
         with pytest.raises(ClaudeBatchInputError, match="on_empty='fail'"):
             _operator(tmp_path / "work", str(source), on_empty="fail", prompt="{body}").execute(_context())
     assert emulator.emulator.stats["batches_created"] == 0
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_a_wrong_key_fails_before_any_request_is_staged(
+    tmp_path: Path, emulator: RunningEmulator, connection_env: Any, dry_run: bool
+) -> None:
+    connection_env("wrong_key", password="definitely-wrong-test-key")
+    operator = _operator(tmp_path, [f"q{i}" for i in range(25)], conn_id="wrong_key", estimate_only=dry_run)
+    with pytest.raises(ClaudeBatchAuthError, match="'wrong_key' was rejected.*authentication_error") as raised:
+        operator.execute(_context())
+    assert "definitely-wrong-test-key" not in str(raised.value)
+    assert list(tmp_path.rglob("requests-*")) == [] and not (tmp_path / "dag").exists()
+    assert emulator.emulator.calls["models"] == 1
+    assert emulator.emulator.calls["create"] == emulator.emulator.calls["count_tokens"] == 0
+    assert emulator.emulator.stats["batches_created"] == 0
+
+
+def test_the_key_is_checked_once_per_submit_not_per_chunk(tmp_path: Path, emulator: RunningEmulator) -> None:
+    _operator(tmp_path, [f"q{i}" for i in range(25)], max_requests_per_batch=10).execute(_context())
+    assert emulator.emulator.calls["models"] == 1 and emulator.emulator.stats["batches_created"] == 3
+
+
+def test_a_busy_api_at_the_key_check_does_not_stop_the_submit(tmp_path: Path, emulator: RunningEmulator) -> None:
+    emulator.emulator.inject(
+        Fault("models", status=529, times=3, retry_after=0.01)
+    )  # the first try and the SDK's 2 retries
+    summary = _operator(tmp_path, ["a", "b"]).execute(_context())
+    assert summary["requests"] == 2 and emulator.emulator.stats["batches_created"] == 1
 
 
 def test_a_budget_stops_the_run_before_the_create(tmp_path: Path, emulator: RunningEmulator) -> None:
