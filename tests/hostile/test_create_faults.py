@@ -214,34 +214,42 @@ def test_a_batch_not_yet_recorded_by_its_owner_is_not_adopted(emulator: RunningE
     """Map index 0 has made its batch but not recorded it yet; map index 1's create (same
     size) is answered 500 without making anything, and its lookup sees index 0's batch with no
     index entry. Oracle: index 1 waits until index 0 records it, then creates its own: 2
-    batches, and index 1's holds its own custom_ids."""
+    batches, each manifest on disk records its own batch, and each batch holds its task's
+    custom_ids."""
     work_dir = tmp_path / "work"
     first, first_dir = _manifest(work_dir, "a", map_index=0)
     second, second_dir = _manifest(work_dir, "b", map_index=1)
     holding = _HoldAfterCreate()
-    owner = threading.Thread(target=create_missing_batches, args=(first, first_dir, holding))
+    outcomes: dict[str, dict[str, Any]] = {"owner": {}, "other": {}}
+
+    def task(name: str, manifest: Manifest, run_dir: Path, hook: ClaudeBatchHook) -> None:
+        try:
+            outcomes[name]["created"] = create_missing_batches(manifest, run_dir, hook)
+        except BaseException as exc:  # raised again in the test's thread below
+            outcomes[name]["error"] = exc
+
+    owner = threading.Thread(target=task, args=("owner", first, first_dir, holding))
     owner.start()
     assert holding.created.wait(30)
     emulator.emulator.inject(Fault("create", status=500))
-    outcome: dict[str, Any] = {}
-
-    def second_task() -> None:
-        try:
-            outcome["created"] = create_missing_batches(second, second_dir, ClaudeBatchHook(retry_backoff=0))
-        except Exception as exc:  # reported by the assertions below
-            outcome["error"] = exc
-
-    other = threading.Thread(target=second_task)
+    other = threading.Thread(target=task, args=("other", second, second_dir, ClaudeBatchHook(retry_backoff=0)))
     other.start()
     # Index 1 has failed its create and looked (and found the unrecorded batch): let index 0 record it.
     wait_until(lambda: emulator.emulator.calls["list"] >= 1, timeout=30, interval=0.01, what="the lookup")
     holding.release.set()
     owner.join(30)
     other.join(30)
-    assert "error" not in outcome, outcome.get("error")
+    assert not owner.is_alive() and not other.is_alive(), "a task is still creating"
+    for outcome in outcomes.values():
+        if "error" in outcome:
+            raise outcome["error"]
     assert emulator.emulator.stats["batches_created"] == 2
-    assert first.batch_ids() != second.batch_ids()
-    assert _custom_ids(emulator, second.batch_ids()[0]) == ["b0", "b1", "b2"]
+    (owned,) = load_manifest(first_dir).batch_ids()
+    (own,) = load_manifest(second_dir).batch_ids()
+    assert outcomes["owner"]["created"] == [owned] and outcomes["other"]["created"] == [own]
+    assert owned != own
+    assert _custom_ids(emulator, owned) == ["a0", "a1", "a2"]
+    assert _custom_ids(emulator, own) == ["b0", "b1", "b2"]
 
 
 # ---------------------------------------------------------------------------- tries in flight
