@@ -1,0 +1,298 @@
+"""The emulator's state machine: batches over the test clock, outcomes, faults taken, counters
+and the state file; through the unmodified SDK with strict response validation, over real HTTP.
+
+Invariants: a batch ends at the earliest of its processing end, its cancel's end and its 24 h
+expiry, its open requests then succeeded (or their scripted or drawn outcome), canceled or
+expired; outcomes replay; batches are scoped by workspace and deleted only once ended; counters
+count what was received; a state file brings the batches back after a restart.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import anthropic
+import httpx
+import pytest
+from anthropic.types.messages import MessageBatchIndividualResponse
+
+from airflow_provider_claude_batch.testing import EMULATOR_TAG, EmulatorConfig, Fault, RunningEmulator, start_emulator
+from airflow_provider_claude_batch.testing.emulator_state import Clock, Emulator
+from tests.helpers import TEST_API_KEY, make_requests
+
+
+def _results(client: anthropic.Anthropic, batch_id: str) -> list[MessageBatchIndividualResponse]:
+    return list(client.messages.batches.results(batch_id))
+
+
+def test_create_retrieve_results_parse_strictly(client: anthropic.Anthropic, emulator: RunningEmulator) -> None:
+    emulator.emulator.config.processing_seconds = 3600
+    batch = client.messages.batches.create(requests=make_requests(3))
+    assert batch.id.startswith("msgbatch_")
+    assert batch.processing_status == "in_progress"
+    assert batch.request_counts.processing == 3
+    assert batch.results_url is None
+    assert (batch.expires_at - batch.created_at).total_seconds() == 24 * 3600
+
+    emulator.emulator.advance(3600)
+    ended = client.messages.batches.retrieve(batch.id)
+    assert ended.processing_status == "ended"
+    assert ended.ended_at is not None
+    assert ended.request_counts.succeeded == 3
+    assert ended.results_url == f"{emulator.base_url}/v1/messages/batches/{batch.id}/results"
+
+    results = _results(client, batch.id)
+    assert sorted(r.custom_id for r in results) == ["req-0", "req-1", "req-2"]
+    for result in results:
+        assert result.result.type == "succeeded"
+        message = result.result.message
+        assert message.content[0].type == "text"
+        assert message.content[0].text.startswith(EMULATOR_TAG)
+        assert message.usage.input_tokens > 0
+        # Deterministic: the same request always gets the same answer.
+    again = {r.custom_id: r.result.message.content[0].text for r in _results(client, batch.id)}
+    assert again == {r.custom_id: r.result.message.content[0].text for r in results}
+
+
+def test_list_pages_newest_first_with_after_and_before(client: anthropic.Anthropic) -> None:
+    ids = [client.messages.batches.create(requests=make_requests(1)).id for _ in range(5)]
+    page = client.messages.batches.list(limit=2)
+    assert [b.id for b in page.data] == [ids[4], ids[3]]
+    assert page.has_more and page.first_id == ids[4] and page.last_id == ids[3]
+    assert [b.id for b in client.messages.batches.list(limit=2)] == ids[::-1]  # auto-paginates
+    older = client.messages.batches.list(limit=2, after_id=ids[3])
+    assert [b.id for b in older.data] == [ids[2], ids[1]]
+    newer = client.messages.batches.list(limit=2, before_id=ids[1])
+    assert [b.id for b in newer.data] == [ids[3], ids[2]]
+    with pytest.raises(anthropic.BadRequestError):
+        client.messages.batches.list(limit=1001)
+
+
+def test_cancel_moves_through_canceling_to_ended(client: anthropic.Anthropic, emulator: RunningEmulator) -> None:
+    emulator.emulator.config.processing_seconds = 3600
+    emulator.emulator.config.cancel_seconds = 60
+    batch = client.messages.batches.create(requests=make_requests(3))
+    canceling = client.messages.batches.cancel(batch.id)
+    assert canceling.processing_status == "canceling"
+    assert canceling.cancel_initiated_at is not None
+    emulator.emulator.advance(60)
+    ended = client.messages.batches.retrieve(batch.id)
+    assert ended.processing_status == "ended"
+    assert ended.request_counts.canceled == 3
+    assert {r.result.type for r in _results(client, batch.id)} == {"canceled"}
+
+
+def test_batches_expire_after_24_hours(client: anthropic.Anthropic, emulator: RunningEmulator) -> None:
+    emulator.emulator.config.processing_seconds = math.inf
+    batch = client.messages.batches.create(requests=make_requests(2))
+    emulator.emulator.advance(23.9 * 3600)
+    assert client.messages.batches.retrieve(batch.id).processing_status == "in_progress"
+    emulator.emulator.advance(0.1 * 3600)
+    ended = client.messages.batches.retrieve(batch.id)
+    assert ended.processing_status == "ended" and ended.request_counts.expired == 2
+
+
+def test_archived_after_29_days(client: anthropic.Anthropic, emulator: RunningEmulator) -> None:
+    batch = client.messages.batches.create(requests=make_requests(1))
+    assert client.messages.batches.retrieve(batch.id).archived_at is None
+    emulator.emulator.advance(29 * 24 * 3600)
+    assert client.messages.batches.retrieve(batch.id).archived_at is not None
+
+
+def test_delete_only_ended_batches(client: anthropic.Anthropic, emulator: RunningEmulator) -> None:
+    emulator.emulator.config.processing_seconds = 3600
+    batch = client.messages.batches.create(requests=make_requests(1))
+    with pytest.raises(anthropic.BadRequestError, match="cannot be deleted"):
+        client.messages.batches.delete(batch.id)
+    with pytest.raises(anthropic.AnthropicError, match="results_url"):
+        client.messages.batches.results(batch.id)  # the SDK refuses: results_url is null before the end
+    early = httpx.get(
+        f"{emulator.base_url}/v1/messages/batches/{batch.id}/results",
+        headers={"x-api-key": TEST_API_KEY, "anthropic-version": "2023-06-01"},
+    )
+    assert early.status_code == 400 and "not ended" in early.text
+    emulator.emulator.advance(3600)
+    deleted = client.messages.batches.delete(batch.id)
+    assert (deleted.id, deleted.type) == (batch.id, "message_batch_deleted")
+    with pytest.raises(anthropic.NotFoundError):
+        client.messages.batches.retrieve(batch.id)
+
+
+def test_count_and_byte_limits_are_configurable(client: anthropic.Anthropic, emulator: RunningEmulator) -> None:
+    emulator.emulator.config.max_requests_per_batch = 5
+    with pytest.raises(anthropic.BadRequestError, match="at most 5 requests"):
+        client.messages.batches.create(requests=make_requests(6))
+    emulator.emulator.config.max_bytes_per_batch = 400
+    with pytest.raises(anthropic.APIStatusError) as info:
+        client.messages.batches.create(requests=make_requests(5))
+    assert info.value.status_code == 413
+    assert info.value.body["error"]["type"] == "request_too_large"
+    assert emulator.emulator.stats["batches_created"] == 0
+
+
+def test_workspaces_scope_batches(emulator: RunningEmulator) -> None:
+    a = anthropic.Anthropic(
+        api_key=TEST_API_KEY, base_url=emulator.base_url, default_headers={"anthropic-workspace-id": "wrkspc_a"}
+    )
+    b = anthropic.Anthropic(
+        api_key=TEST_API_KEY, base_url=emulator.base_url, default_headers={"anthropic-workspace-id": "wrkspc_b"}
+    )
+    batch = a.messages.batches.create(requests=make_requests(1))
+    assert [x.id for x in a.messages.batches.list()] == [batch.id]
+    assert list(b.messages.batches.list()) == []
+    with pytest.raises(anthropic.NotFoundError):
+        b.messages.batches.retrieve(batch.id)
+
+
+def test_counters_record_what_was_received(client: anthropic.Anthropic, emulator: RunningEmulator) -> None:
+    batch = client.messages.batches.create(requests=make_requests(7))
+    client.messages.batches.retrieve(batch.id)
+    snapshot = emulator.emulator.snapshot()
+    assert snapshot["calls"] == {"create": 1, "retrieve": 1}
+    assert snapshot["stats"]["batches_created"] == 1
+    assert snapshot["stats"]["requests_received"] == 7
+    assert snapshot["stats"]["create_bytes"] > 0
+
+
+def test_errored_and_expired_fractions_are_deterministic(
+    client: anthropic.Anthropic, emulator: RunningEmulator
+) -> None:
+    def run() -> tuple[dict[str, str], dict[str, str]]:
+        emulator.emulator.reset()
+        emulator.emulator.config.errored_fraction = 0.1
+        emulator.emulator.config.expired_fraction = 0.1
+        first = client.messages.batches.create(requests=make_requests(500))
+        second = client.messages.batches.create(requests=make_requests(500))
+        return (
+            {r.custom_id: r.result.type for r in _results(client, first.id)},
+            {r.custom_id: r.result.type for r in _results(client, second.id)},
+        )
+
+    first, resubmitted = run()
+    assert run() == (first, resubmitted)  # the same sequence replays identically
+    kinds = list(first.values())
+    assert 20 < kinds.count("errored") < 80
+    assert 20 < kinds.count("expired") < 80
+    failed = [cid for cid, kind in first.items() if kind != "succeeded"]
+    assert sum(resubmitted[cid] == "succeeded" for cid in failed) > len(failed) / 2  # transient
+
+
+def test_a_state_file_keeps_batches_across_a_restart(tmp_path: Path) -> None:
+    """Oracle: after a stop and a new start on the same state file, the batches are listed in
+    the same order, retrieve shows them, and the ended one's results are the same lines."""
+
+    config = EmulatorConfig(processing_seconds=3600, state_file=str(tmp_path / "state.json"))
+
+    def connect(running: RunningEmulator) -> anthropic.Anthropic:
+        return anthropic.Anthropic(api_key=running.api_key, base_url=running.base_url, max_retries=0)
+
+    with start_emulator(config) as first:
+        client = connect(first)
+        ended = client.messages.batches.create(requests=make_requests(3, prefix="e"))
+        first.emulator.end_all()
+        running = client.messages.batches.create(requests=make_requests(2, prefix="r"))
+        before = [line.custom_id for line in _results(client, ended.id)]
+    with start_emulator(EmulatorConfig(processing_seconds=3600, state_file=config.state_file)) as second:
+        client = connect(second)
+        assert [b.id for b in client.messages.batches.list()] == [running.id, ended.id]
+        assert client.messages.batches.retrieve(running.id).processing_status == "in_progress"
+        assert [line.custom_id for line in _results(client, ended.id)] == before
+        assert [line.result.type for line in _results(client, ended.id)] == ["succeeded"] * 3
+        assert second.emulator.stats["batches_created"] == 0  # nothing was created again
+
+
+def test_the_clock_moves_only_when_told() -> None:
+    clock = Clock()
+    before = clock.now()
+    clock.advance(3600)
+    assert 3600 <= (clock.now() - before).total_seconds() < 3660
+    clock.reset()
+    assert (clock.now() - before).total_seconds() < 60
+
+
+def test_scripted_outcomes_queue_per_custom_id_across_batches(
+    client: anthropic.Anthropic, emulator: RunningEmulator
+) -> None:
+    emulator.emulator.script_outcomes({"req-0": ["errored:rate_limit_error", "expired"], "req-1": "expired"})
+    outcomes = []
+    for _ in range(3):
+        batch = client.messages.batches.create(requests=make_requests(2))
+        outcomes.append({line.custom_id: line.result.type for line in _results(client, batch.id)})
+    assert outcomes == [
+        {"req-0": "errored", "req-1": "expired"},
+        {"req-0": "expired", "req-1": "succeeded"},
+        {"req-0": "succeeded", "req-1": "succeeded"},
+    ]
+    with pytest.raises(ValueError, match="unknown outcome"):
+        emulator.emulator.script_outcomes({"req-0": "weird"})
+
+
+def test_a_cancel_after_the_processing_end_changes_nothing(
+    client: anthropic.Anthropic, emulator: RunningEmulator
+) -> None:
+    emulator.emulator.config.processing_seconds = 10
+    emulator.emulator.config.cancel_seconds = 60
+    batch = client.messages.batches.create(requests=make_requests(2))
+    assert client.messages.batches.cancel(batch.id).processing_status == "canceling"
+    emulator.emulator.advance(10)
+    ended = client.messages.batches.retrieve(batch.id)
+    assert ended.processing_status == "ended" and ended.request_counts.succeeded == 2
+    assert client.messages.batches.cancel(ended.id).processing_status == "ended"
+    assert emulator.emulator.stats["batches_canceled"] == 1
+
+
+def test_gradual_ending_reports_requests_as_they_end_and_a_cancel_keeps_them(
+    client: anthropic.Anthropic, emulator: RunningEmulator
+) -> None:
+    emulator.emulator.config.gradual_ending = True
+    emulator.emulator.config.processing_seconds = 100
+    batch = client.messages.batches.create(requests=make_requests(10))
+    emulator.emulator.advance(35)
+    counts = client.messages.batches.retrieve(batch.id).request_counts
+    assert (counts.succeeded, counts.processing) == (3, 7)
+    client.messages.batches.cancel(batch.id)
+    emulator.emulator.advance(1)
+    ended = client.messages.batches.retrieve(batch.id).request_counts
+    assert (ended.succeeded, ended.canceled, ended.processing) == (3, 7, 0)
+
+
+def test_take_fault_matches_skips_counts_down_and_forgets() -> None:
+    emulator = Emulator()
+    emulator.inject(Fault("retrieve", status=500, times=2, skip=1))
+    emulator.inject(Fault("any", delay_seconds=1.0))
+    assert emulator.take_fault("create") is not None  # "any" matches; used up
+    assert emulator.take_fault("create") is None
+    assert emulator.take_fault("retrieve") is None  # skipped
+    assert [emulator.take_fault("retrieve") is not None for _ in range(3)] == [True, True, False]
+    assert emulator.stats["faults_fired"] == 3
+    emulator.inject(Fault("list", status=429))
+    emulator.clear_faults()
+    assert emulator.take_fault("list") is None
+
+
+def test_a_fault_the_api_could_not_answer_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown endpoint"):
+        Fault("upload")
+    with pytest.raises(ValueError, match="418"):
+        Fault("list", status=418)
+
+
+def test_end_all_and_reset(client: anthropic.Anthropic, emulator: RunningEmulator) -> None:
+    emulator.emulator.config.processing_seconds = math.inf
+    batch = client.messages.batches.create(requests=make_requests(2))
+    assert emulator.emulator.snapshot()["open_batches"] == 1
+    emulator.emulator.end_all()
+    assert client.messages.batches.retrieve(batch.id).request_counts.succeeded == 2
+    assert emulator.emulator.snapshot()["open_batches"] == 0
+    emulator.emulator.reset()
+    assert emulator.emulator.batch_ids() == [] and emulator.emulator.snapshot()["calls"] == {}
+
+
+def test_a_reset_empties_the_state_file_too(tmp_path: Path) -> None:
+    state_file = str(tmp_path / "state.json")
+    with start_emulator(EmulatorConfig(state_file=state_file)) as first:
+        client = anthropic.Anthropic(api_key=first.api_key, base_url=first.base_url, max_retries=0)
+        client.messages.batches.create(requests=make_requests(1))
+        first.emulator.reset()
+    assert Emulator(EmulatorConfig(state_file=state_file)).batch_ids() == []
