@@ -78,13 +78,6 @@ def quiet_transport_logs() -> None:
 #: Broken connections a results download survives (each resumes where the last one ended).
 DOWNLOAD_ATTEMPTS = 5
 STREAM_ERRORS: tuple[type[BaseException], ...] = (_httpx.TransportError, anthropic.APIConnectionError)
-#: HTTP statuses after which a create may or may not have happened.
-_AMBIGUOUS_CREATE_STATUSES = frozenset({408, 409, 500, 502, 503, 504})
-#: Of those, the ones the API itself answered: it is done with the request, so one lookup
-#: decides. The others (a gateway's 502/503/504, a 408) may leave it still running.
-_ANSWERED_CREATE_STATUSES = frozenset({409, 500})
-#: HTTP statuses that reject a create before it happens: safe to create again.
-_REJECTED_CREATE_STATUSES = frozenset({429, 529})
 #: First and longest pause between lookups for a create that may still be running.
 _LOOKUP_FIRST_PAUSE = 0.25
 _LOOKUP_MAX_PAUSE = 10.0
@@ -117,6 +110,8 @@ class ClaudeBatchSettings:
     max_retries: int = 2
     anthropic_beta: str | None = None
     console_url_template: str | None = None
+    #: How long past ``timeout`` a create that got no answer is looked for (None: the default).
+    create_settle_seconds: float | None = None
     #: Workload identity federation instead of an API key (see ``hooks/credentials.py``).
     federation: FederationSettings | None = None
 
@@ -130,6 +125,7 @@ class ClaudeBatchSettings:
             host = f"{host}:{conn.port}"
         timeout = _extra(extra, "timeout")
         max_retries = _extra(extra, "max_retries")
+        settle = _extra(extra, "create_settle_seconds")
         federation = FederationSettings.from_extras(
             conn.conn_id, {name: _extra(extra, name) for name in FEDERATION_EXTRAS}
         )
@@ -148,6 +144,7 @@ class ClaudeBatchSettings:
             max_retries=int(max_retries) if max_retries is not None else 2,
             anthropic_beta=_extra(extra, "anthropic_beta"),
             console_url_template=_extra(extra, "console_url_template"),
+            create_settle_seconds=float(settle) if settle is not None else None,
             federation=federation,
         )
 
@@ -208,6 +205,15 @@ _ASYNC_CLIENTS: LoopRegistry[anthropic.AsyncAnthropic] = LoopRegistry()
 _SEMAPHORES: LoopRegistry[asyncio.Semaphore] = LoopRegistry()
 
 
+def _create_body(requests: Sequence[dict[str, Any]] | bytes, request_count: int | None) -> tuple[bytes, int]:
+    """The create body and its request count: a JSONL chunk is wrapped as it is (never parsed
+    or re-serialized), request dicts are serialized."""
+    if isinstance(requests, (bytes, bytearray)):
+        body = jsonl_to_create_body(bytes(requests))
+        return body, request_count if request_count is not None else bytes(requests).rstrip(b"\n").count(b"\n") + 1
+    return requests_to_create_body(requests)
+
+
 def loop_semaphore() -> asyncio.Semaphore:
     """In-flight API calls per event loop, across all the triggers that share it
     (``[claude_batch] trigger_concurrency``). Bounded so that answers arrive no faster than
@@ -222,7 +228,8 @@ class ClaudeBatchHook(BaseHook):
     :param claude_batch_conn_id: Airflow connection of type ``claude_batch``. The API key is
         its password (``ANTHROPIC_API_KEY`` is used only when it has none); the host, when
         set, is the base URL; extras: ``workspace_id``, ``default_model``, ``timeout``,
-        ``max_retries``, ``anthropic_beta``, ``console_url_template``. Without a key, the extras
+        ``max_retries``, ``anthropic_beta``, ``console_url_template``, ``create_settle_seconds``.
+        Without a key, the extras
         ``federation_rule_id``, ``organization_id`` (and optionally ``service_account_id``,
         ``identity_token_file``) sign in with workload identity federation instead.
     :param create_attempts: how many times a create that was rejected (429/529) or failed
@@ -234,7 +241,10 @@ class ClaudeBatchHook(BaseHook):
         takes over.
     :param create_settle_seconds: after a create that got no answer (a timeout, a dropped
         connection, a gateway error), how long past the connection's ``timeout`` the hook keeps
-        looking for its batch before sending it again. Default: the ``timeout`` itself.
+        looking for its batch before sending it again. Default: the connection's extra of the
+        same name, else the ``timeout`` itself but never less than
+        ``limits.CREATE_SETTLE_FLOOR_SECONDS`` (120 s): a server may commit a create late
+        whatever timeout the client chose.
     """
 
     conn_name_attr = "claude_batch_conn_id"
@@ -376,8 +386,14 @@ class ClaudeBatchHook(BaseHook):
     @property
     def create_window(self) -> timedelta:
         """How long after a create is sent its batch may still appear: the request's own
-        timeout, then ``create_settle_seconds`` for a server that finishes late."""
-        settle = self.settings.timeout if self.create_settle_seconds is None else self.create_settle_seconds
+        timeout, then the settle time for a server that finishes late (see
+        ``create_settle_seconds``)."""
+        settings = self.settings
+        settle = self.create_settle_seconds
+        if settle is None:
+            settle = settings.create_settle_seconds
+        if settle is None:
+            settle = max(settings.timeout, limits.CREATE_SETTLE_FLOOR_SECONDS)
         return timedelta(seconds=self.settings.timeout + settle)
 
     def create_batch(
@@ -406,14 +422,9 @@ class ClaudeBatchHook(BaseHook):
         :param ownership: whose a found batch is (see ``batching.batch_index``); without it,
             any batch of the same size created since the intent is a candidate.
         """
-        if isinstance(requests, (bytes, bytearray)):
-            body = jsonl_to_create_body(bytes(requests))
-            count = request_count if request_count is not None else bytes(requests).rstrip(b"\n").count(b"\n") + 1
-        else:
-            body, count = requests_to_create_body(requests)
+        body, count = _create_body(requests, request_count)
         intent_at = intent_at or datetime.now(timezone.utc)
         known = set(known_batch_ids)
-        action = f"create a batch of {count} requests"
         last_error: ClaudeBatchAPIError | None = None
         refused_every_attempt = True
         client = self.client  # built first: the window below counts from the request, not the setup
@@ -429,36 +440,52 @@ class ClaudeBatchHook(BaseHook):
                 self.log.info("Created batch %s with %d requests (%d bytes).", batch.id, count, len(body))
                 return batch
             except anthropic.APIStatusError as exc:
-                last_error = self._describe(exc, action, None)
+                last_error = self._describe(exc, f"create a batch of {count} requests", None)
                 last_error.created_nothing = refused_every_attempt
-                if exc.status_code in _REJECTED_CREATE_STATUSES:
+                if exc.status_code in limits.REJECTED_CREATE_STATUSES:
                     self.log.warning("Create attempt %d was rejected: %s", attempt, last_error)
                     self._wait_before_resend(attempt, exc.response.headers, last_error)
                     continue
-                if exc.status_code not in _AMBIGUOUS_CREATE_STATUSES:
+                if exc.status_code not in limits.AMBIGUOUS_CREATE_STATUSES:
                     raise last_error from exc
-                answered = exc.status_code in _ANSWERED_CREATE_STATUSES
+                answered = exc.status_code in limits.ANSWERED_CREATE_STATUSES
             except anthropic.APIConnectionError as exc:  # includes timeouts
-                last_error = self._describe(exc, action, None)
+                last_error = self._describe(exc, f"create a batch of {count} requests", None)
                 answered = False
             refused_every_attempt = last_error.created_nothing = False
             # The batch may exist even though we got no answer: look before creating again.
             until = None if answered else sent_at + self.create_window
-            self.log.warning(
-                "Create attempt %d failed ambiguously (%s); looking for the batch%s.",
-                attempt,
-                last_error,
-                f" until {until.isoformat(timespec='seconds')}" if until else "",
-            )
-            adopted = self.find_created_batch(
-                count, created_after=intent_at, exclude=known, ownership=ownership, until=until
-            )
+            adopted = self._look_for_lost_create(attempt, last_error, count, intent_at, known, ownership, until)
             if adopted is not None:
-                self.log.warning("Adopted batch %s, created by the failed attempt; not creating again.", adopted.id)
                 return adopted
             self._wait_before_resend(attempt, None, last_error)
         assert last_error is not None
         raise last_error
+
+    def _look_for_lost_create(
+        self,
+        attempt: int,
+        error: ClaudeBatchAPIError,
+        count: int,
+        intent_at: datetime,
+        known: set[str],
+        ownership: BatchOwnership | None,
+        until: datetime | None,
+    ) -> MessageBatch | None:
+        """After an ambiguous failure: the batch the failed attempt may have made (looked up
+        once when the API answered, else until ``until``), or None when there is none."""
+        self.log.warning(
+            "Create attempt %d failed ambiguously (%s); looking for the batch%s.",
+            attempt,
+            error,
+            f" until {until.isoformat(timespec='seconds')}" if until else "",
+        )
+        adopted = self.find_created_batch(
+            count, created_after=intent_at, exclude=known, ownership=ownership, until=until
+        )
+        if adopted is not None:
+            self.log.warning("Adopted batch %s, created by the failed attempt; not creating again.", adopted.id)
+        return adopted
 
     def _wait_before_resend(self, attempt: int, headers: Mapping[str, str] | None, error: ClaudeBatchAPIError) -> None:
         """Back off before the next create attempt, never less than the server asked for."""
@@ -662,7 +689,9 @@ class ClaudeBatchHook(BaseHook):
                     attempts,
                 )
             except ClaudeBatchAPIError as exc:
-                if attempt == attempts or exc.status_code not in (None, 429, 500, 502, 503, 504, 529):
+                if attempt == attempts or (
+                    exc.status_code is not None and exc.status_code not in limits.RETRYABLE_READ_STATUSES
+                ):
                     raise
         raise ClaudeBatchAPIError(
             f"The results of batch {batch_id!r} came back shorter than the {offset} bytes already read; "

@@ -27,6 +27,22 @@ CLOCK_SKEW = timedelta(seconds=30)
 
 #: Per-request error types worth resubmitting in a later round.
 RETRYABLE_ERROR_TYPES = frozenset({"overloaded_error", "api_error", "rate_limit_error"})
+#: HTTP statuses after which a create may or may not have happened.
+AMBIGUOUS_CREATE_STATUSES = frozenset({408, 409, 500, 502, 503, 504})
+#: Of those, the ones the API itself answered: it is done with the request, so one lookup
+#: decides. The others (a gateway's 502/503/504, a 408) may leave it still running.
+ANSWERED_CREATE_STATUSES = frozenset({409, 500})
+#: HTTP statuses that reject a create before it happens: safe to create again.
+REJECTED_CREATE_STATUSES = frozenset({429, 529})
+#: The least time, past the request's own timeout, that a create which got no answer is
+#: looked for before it is sent again. How late a server or gateway commits a create it is
+#: still working on does not scale with a client timeout the user chose (a 1 s timeout does
+#: not make the API commit within 1 s), so the settle time never drops below this unless the
+#: connection or the hook sets it explicitly (``create_settle_seconds``).
+CREATE_SETTLE_FLOOR_SECONDS = 120.0
+#: HTTP statuses of a read (retrieve, list, results) worth trying again: rate limits,
+#: overload and server or gateway errors. A read bills nothing, so trying again is safe.
+RETRYABLE_READ_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
 #: Bytes the create envelope ``{"requests":[...]}`` adds around the comma-joined requests.
 CREATE_ENVELOPE_BYTES = len(b'{"requests":[]}')
 

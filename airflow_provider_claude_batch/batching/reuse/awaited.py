@@ -64,53 +64,14 @@ def resolve_awaited(
     counts = ReuseCounts.from_dict(manifest.reuse)
     assert counts is not None and counts.answered_file is not None
     rows = awaited_rows(run_dir, counts)
-    answers: list[pa.Table] = []
     resolved = np.zeros(rows.num_rows, dtype=bool)
-
     # 1. From the store: the other run may have landed since.
-    if rows.num_rows:
-        hits = store.lookup(as_numpy(rows.column("key")), max_age=None)
-        for positions, table in store.fetch(hits, columns=["batch_id", *ANSWER_COLUMNS]):
-            resolved[positions] = True
-            answers.append(_answer_rows(rows.column(CUSTOM_ID_COLUMN).take(pa.array(positions)), table))
-
+    answers = _from_store(rows, store, resolved)
     # 2. From the other batches' results: succeeded answers (that match the output schema, if any).
     typed = None if manifest.output_schema is None else TypedAnswers(OutputSchema.from_user(manifest.output_schema))
     for batch_id in counts.awaited_batches:
-        wanted = np.flatnonzero(~resolved & pc.equal(rows.column("await_batch_id"), batch_id).to_numpy(False))
-        if not len(wanted):
-            continue
-        their_ids = rows.column("await_custom_id").take(pa.array(wanted)).combine_chunks()
-        raw = run_dir / run_dir.raw_results_file(batch_id)
-        try:
-            if not raw.exists():
-                download(batch_id, raw)
-        except Exception:  # gone, or not ours to read: send those rows after all
-            continue
-        with raw.open("rb") as handle:
-            for batch in ResultParser(batch_id, 0, prices).parse_file(handle, source=str(raw)):
-                table = pa.Table.from_batches([batch])
-                table = table.filter(pc.equal(table.column("result_type"), "succeeded"))
-                if typed is not None and table.num_rows:
-                    valid = pc.equal(typed.add_columns(table).column("output_status"), "valid")
-                    table = table.filter(valid)
-                where = pc.index_in(their_ids, value_set=table.column(CUSTOM_ID_COLUMN).combine_chunks())
-                found = pc.is_valid(where).to_numpy(zero_copy_only=False) & ~resolved[wanted]
-                if not found.any():
-                    continue
-                positions = wanted[found]
-                taken = table.take(pa.array(where.to_numpy(zero_copy_only=False)[found].astype(np.int64)))
-                resolved[positions] = True
-                answers.append(_answer_rows(rows.column(CUSTOM_ID_COLUMN).take(pa.array(positions)), taken))
-
-    staging = RunDir.staging_name_of(counts.answered_file)
-    answers_file = RunDir.staged_file(staging, AWAITED_ANSWERS_FILE)
-    schema = pa.schema([pa.field(CUSTOM_ID_COLUMN, pa.string()), pa.field("origin_batch_id", pa.string())]).append(
-        pa.field("text", pa.string())
-    )
-    table = pa.concat_tables([a.cast(answers[0].schema) for a in answers]) if answers else schema.empty_table()
-    RunDir.write_atomic(run_dir / answers_file, parquet_bytes(table))
-
+        answers.extend(_from_their_batch(batch_id, rows, resolved, run_dir, download, prices, typed))
+    _save_awaited_answers(run_dir, counts.answered_file, answers)
     # 3. The rest is sent after all, in chunks of this run.
     unresolved = rows.filter(pa.array(~resolved))
     remove_tree(run_dir / AWAITED_FOLDER)
@@ -123,6 +84,68 @@ def resolve_awaited(
     manifest.reuse = counts.as_dict()
     manifest.save(run_dir)
     return counts
+
+
+def _from_store(rows: pa.Table, store: AnswerStore, resolved: np.ndarray) -> list[pa.Table]:
+    """Awaited rows whose answer is in the store now; marks them in ``resolved``."""
+    answers: list[pa.Table] = []
+    if rows.num_rows:
+        hits = store.lookup(as_numpy(rows.column("key")), max_age=None)
+        for positions, table in store.fetch(hits, columns=["batch_id", *ANSWER_COLUMNS]):
+            resolved[positions] = True
+            answers.append(_answer_rows(rows.column(CUSTOM_ID_COLUMN).take(pa.array(positions)), table))
+    return answers
+
+
+def _from_their_batch(
+    batch_id: str,
+    rows: pa.Table,
+    resolved: np.ndarray,
+    run_dir: RunDir,
+    download: Callable[[str, Any], Any],
+    prices: PriceTable,
+    typed: TypedAnswers | None,
+) -> list[pa.Table]:
+    """Awaited rows answered (succeeded, and valid with an output schema) in another run's
+    batch ``batch_id``, whose results are saved in this run folder first; marks them in
+    ``resolved``. A batch that is gone or unreadable answers nothing: its rows are sent."""
+    answers: list[pa.Table] = []
+    wanted = np.flatnonzero(~resolved & pc.equal(rows.column("await_batch_id"), batch_id).to_numpy(False))
+    if not len(wanted):
+        return answers
+    their_ids = rows.column("await_custom_id").take(pa.array(wanted)).combine_chunks()
+    raw = run_dir / run_dir.raw_results_file(batch_id)
+    try:
+        if not raw.exists():
+            download(batch_id, raw)
+    except Exception:  # gone, or not ours to read: send those rows after all
+        return answers
+    with raw.open("rb") as handle:
+        for batch in ResultParser(batch_id, 0, prices).parse_file(handle, source=str(raw)):
+            table = pa.Table.from_batches([batch])
+            table = table.filter(pc.equal(table.column("result_type"), "succeeded"))
+            if typed is not None and table.num_rows:
+                table = table.filter(pc.equal(typed.add_columns(table).column("output_status"), "valid"))
+            where = pc.index_in(their_ids, value_set=table.column(CUSTOM_ID_COLUMN).combine_chunks())
+            found = pc.is_valid(where).to_numpy(zero_copy_only=False) & ~resolved[wanted]
+            if not found.any():
+                continue
+            positions = wanted[found]
+            taken = table.take(pa.array(where.to_numpy(zero_copy_only=False)[found].astype(np.int64)))
+            resolved[positions] = True
+            answers.append(_answer_rows(rows.column(CUSTOM_ID_COLUMN).take(pa.array(positions)), taken))
+    return answers
+
+
+def _save_awaited_answers(run_dir: RunDir, answered_file: str, answers: list[pa.Table]) -> None:
+    """The answers awaited rows got from other runs, beside ``answered.parquet``, written whole
+    (an empty table when none was answered)."""
+    staging = RunDir.staging_name_of(answered_file)
+    schema = pa.schema([pa.field(CUSTOM_ID_COLUMN, pa.string()), pa.field("origin_batch_id", pa.string())]).append(
+        pa.field("text", pa.string())
+    )
+    table = pa.concat_tables([a.cast(answers[0].schema) for a in answers]) if answers else schema.empty_table()
+    RunDir.write_atomic(run_dir / RunDir.staged_file(staging, AWAITED_ANSWERS_FILE), parquet_bytes(table))
 
 
 def _answer_rows(custom_ids: pa.Array, answers: pa.Table) -> pa.Table:

@@ -197,6 +197,31 @@ class Replanned:
     counts: ReuseCounts
 
 
+def _counts(plan: _Classified, rows: int, max_age: timedelta | None) -> ReuseCounts:
+    """How the plan divides ``rows``: new, reused, deduplicated and awaited (and from which batches)."""
+    awaited = int(plan.awaited.sum())
+    return ReuseCounts(
+        rows=rows,
+        new=int(plan.new.sum()),
+        reused=int(plan.reused.sum()),
+        deduplicated=int(rows - plan.new.sum() - plan.reused.sum() - awaited),
+        max_age_seconds=None if max_age is None else max_age.total_seconds(),
+        awaited=awaited,
+        awaited_batches=sorted({source[0] for source in plan.awaited_from if source is not None}),
+    )
+
+
+def _read_chunk(run_dir: RunDir, staging_name: str, chunk: ChunkInfo) -> tuple[pa.Array, pa.Table | None]:
+    """A staged chunk's request lines and (when saved) its input columns."""
+    with (run_dir / RunDir.staged_file(staging_name, chunk.requests_file)).open("rb") as handle:
+        lines = _lines_of(handle.read())
+    inputs = None
+    if chunk.inputs_file is not None:
+        with (run_dir / RunDir.staged_file(staging_name, chunk.inputs_file)).open("rb") as handle:
+            inputs = pq.read_table(handle)
+    return lines, inputs
+
+
 def replan(
     run_dir: RunDir,
     staging_name: str,
@@ -213,16 +238,7 @@ def replan(
     folder (the caller drops the old one) with ``answered.parquet`` beside them."""
     plan = classify(keys, store, max_age, owner)
     rows = len(keys)
-    awaited = int(plan.awaited.sum())
-    counts = ReuseCounts(
-        rows=rows,
-        new=int(plan.new.sum()),
-        reused=int(plan.reused.sum()),
-        deduplicated=int(rows - plan.new.sum() - plan.reused.sum() - awaited),
-        max_age_seconds=None if max_age is None else max_age.total_seconds(),
-        awaited=awaited,
-        awaited_batches=sorted({source[0] for source in plan.awaited_from if source is not None}),
-    )
+    counts = _counts(plan, rows, max_age)
     if counts.new == rows:
         return None
     name = run_dir.new_staging_name()
@@ -241,12 +257,7 @@ def replan(
     try:
         for chunk in chunks:
             start, end = chunk.first_row, chunk.first_row + chunk.request_count
-            with (run_dir / RunDir.staged_file(staging_name, chunk.requests_file)).open("rb") as handle:
-                lines = _lines_of(handle.read())
-            inputs = None
-            if chunk.inputs_file is not None:
-                with (run_dir / RunDir.staged_file(staging_name, chunk.inputs_file)).open("rb") as handle:
-                    inputs = pq.read_table(handle)
+            lines, inputs = _read_chunk(run_dir, staging_name, chunk)
             ids = pa.array([request_id(line) for line in lines.to_pylist()], pa.string())
             new = plan.new[start:end]
             senders = np.flatnonzero(new & shared[plan.codes[start:end]])
