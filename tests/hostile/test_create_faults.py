@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_claude_batch.batching.api import limits
 from airflow_provider_claude_batch.batching.render.chunks import ChunkLimits
 from airflow_provider_claude_batch.batching.render.rendering import RequestSpec
 from airflow_provider_claude_batch.batching.state.manifest import Manifest, load_manifest
@@ -166,6 +167,34 @@ def test_slow_creates_in_a_dag_make_one_batch_per_chunk(
     assert task_states(run_dag(dag)) == {"submit": "success"}
     assert emulator.emulator.calls["create"] == 3
     assert emulator.emulator.stats["batches_created"] == 3
+
+
+def test_a_create_committed_later_than_twice_the_timeout_is_billed_once(
+    make_dag: Any, connection_env: Any, emulator: RunningEmulator, work_dir: Path
+) -> None:
+    """Connection timeout 1 s; the server makes each batch only after 2.5 s, past twice the
+    timeout (the old lookup window, timeout plus a settle time of the timeout). How late a
+    server commits does not scale with the client's timeout, so the settle time has a floor.
+    Oracle: 3 creates received, 3 batches for 3 chunks (4 or more before the floor)."""
+    connection_env("slower_api", extra={"timeout": 1})
+    emulator.emulator.inject(Fault("create", delay_seconds=2.5, times=3))
+    dag = make_dag(
+        """
+        ClaudeBatchSubmitOperator(task_id="submit", source=[f"t{i}" for i in range(5)], model="claude-haiku-4-5",
+                                  max_tokens=8, max_requests_per_batch=2, claude_batch_conn_id="slower_api")
+        """
+    )
+    assert task_states(run_dag(dag)) == {"submit": "success"}
+    assert emulator.emulator.calls["create"] == 3
+    assert emulator.emulator.stats["batches_created"] == 3
+
+
+def test_the_settle_time_is_the_connection_s_when_it_sets_one(connection_env: Any) -> None:
+    connection_env("floor", extra={"timeout": 1})
+    connection_env("own", extra={"timeout": 1, "create_settle_seconds": 4})
+    assert ClaudeBatchHook("floor").create_window.total_seconds() == 1 + limits.CREATE_SETTLE_FLOOR_SECONDS
+    assert ClaudeBatchHook("own").create_window.total_seconds() == 5
+    assert ClaudeBatchHook("own", create_settle_seconds=2).create_window.total_seconds() == 3
 
 
 # ---------------------------------------------------------------------------- whose batch
