@@ -141,3 +141,8 @@ class ClaudeBatchPartitionError(ClaudeBatchJobError):
 
 class ClaudeBatchWaitEventError(ClaudeBatchJobError):
     """The event a deferred wait resumed with is not one this provider's trigger sends."""
+
+
+class ClaudeBatchSupersededError(ClaudeBatchJobError):
+    """A newer try of the same task instance took the run folder: this try stops creating
+    (the newer one re-attaches what this one created and creates the rest)."""

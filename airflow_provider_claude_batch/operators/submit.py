@@ -295,7 +295,14 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         hook.check_credentials()
         submission = Submission(
             run_dir,
-            SubmitTask(ti.dag_id, ti.run_id, ti.task_id, map_index, self.claude_batch_conn_id),
+            SubmitTask(
+                ti.dag_id,
+                ti.run_id,
+                ti.task_id,
+                map_index,
+                self.claude_batch_conn_id,
+                try_number=int(getattr(ti, "try_number", 0) or 0),
+            ),
             spec,
             ChunkLimits(self.max_requests_per_batch, self.max_bytes_per_batch),
             hook,

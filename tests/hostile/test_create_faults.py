@@ -307,6 +307,49 @@ def test_a_clear_during_an_in_flight_create_waits_for_it(
     assert first_try["created"] == second.batch_ids() == load_manifest(run_dir).batch_ids()
 
 
+def test_a_newer_try_fences_an_older_one_still_creating(
+    connection_env: Any, emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    """Try 1 (its own process) is in the create of chunk 0 (the server answers after 6 s) when
+    a clear starts try 2 on the same run folder. Try 2 waits for chunk 0's batch and adopts it;
+    try 1, answered, must not go on to create chunks 1 and 2 beside try 2. Oracle: 3 creates
+    and 3 batches for 3 chunks (5 before the fence), try 1 stopped as superseded, and the
+    manifest names the 3 batches."""
+    import subprocess
+    import sys
+
+    from airflow_provider_claude_batch.batching.state.run_dir import WorkDir
+    from airflow_provider_claude_batch.batching.submit.submission import Submission, SubmitTask
+    from tests.hostile.try_fence_rows import ROWS, SPEC
+
+    connection_env("fenced", extra={"timeout": 30})
+    emulator.emulator.inject(Fault("create", delay_seconds=6))
+    work_dir = tmp_path / "work"
+    first = subprocess.Popen(
+        [sys.executable, "-m", "tests.hostile.submit_try_process", str(work_dir), "1", "fenced"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(lambda: emulator.emulator.calls["create"] == 1, timeout=120, interval=0.01, what="try 1's create")
+        run_dir = WorkDir(str(work_dir)).run("d", "r", "submit")
+        second = Submission(
+            run_dir,
+            SubmitTask("d", "r", "submit", -1, "fenced", try_number=2),
+            SPEC,
+            ChunkLimits(max_requests=2),
+            ClaudeBatchHook("fenced", retry_backoff=0),
+        ).submit(ROWS)
+        out, _ = first.communicate(timeout=120)
+    finally:
+        first.kill()
+    assert out.strip().splitlines()[-1].startswith("ClaudeBatchSupersededError: try 2")
+    assert second is not None and len(second.created) == 2  # chunk 0 adopted, 1 and 2 created
+    assert emulator.emulator.calls["create"] == 3
+    assert emulator.emulator.stats["batches_created"] == 3
+    assert sorted(load_manifest(run_dir).batch_ids()) == sorted(emulator.emulator.batch_ids())
+
+
 def test_a_failed_create_is_not_waited_for_by_the_next_try(emulator: RunningEmulator, tmp_path: Path) -> None:
     """Try 1's create is refused (400: nothing made) and the task fails; its retry must not
     wait out a create window for it (600 s by default here). Oracle: 2 creates received, 1

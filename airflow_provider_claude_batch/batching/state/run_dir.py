@@ -10,6 +10,7 @@
   {dag_id}/{run_id}/{task_id}[/{map_index}]/   RunDir: one submit task instance's run folder
     manifest.json                              the manifest
     manifest.replaced-<time>.json              an earlier manifest, kept when the input changed
+    _tries/try-NNNNN.json                      the tries that took the folder (the newest creates)
     requests-<id>/chunk-NNNNN.jsonl            the request lines of each chunk (round 0)
     requests-<id>/inputs-NNNNN.parquet         the input columns, for keep_columns
     requests-<id>/answered.parquet             rows not sent: reused, deduplicated or awaited
@@ -58,6 +59,9 @@ from airflow_provider_claude_batch.batching.state.storage import (
     remove_tree,
 )
 from airflow_provider_claude_batch.exceptions import ClaudeBatchManifestError
+
+TRIES_FOLDER = "_tries"
+_TRY_MARKER = re.compile(r"try-(\d{5,})\.json")
 
 MANIFEST_NAME = "manifest.json"
 LANDING_SUMMARY_NAME = "landing.json"
@@ -276,6 +280,21 @@ class RunDir:
     @property
     def default_output(self) -> StoragePath:
         return self.path / OUTPUT_FOLDER
+
+    @property
+    def tries_folder(self) -> StoragePath:
+        """One marker per try of the task instance that took the folder (``try_fence``)."""
+        return self.path / TRIES_FOLDER
+
+    @staticmethod
+    def try_marker(try_number: int) -> str:
+        return f"try-{try_number:05d}.json"
+
+    @staticmethod
+    def try_of_marker(name: str) -> int | None:
+        """The try number a marker's name carries (None: not a marker)."""
+        match = _TRY_MARKER.fullmatch(name)
+        return int(match.group(1)) if match else None
 
     @staticmethod
     def new_staging_name() -> str:

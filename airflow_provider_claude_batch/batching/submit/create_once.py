@@ -81,9 +81,12 @@ def create_missing_batches(
     hook: BatchCreator,
     *,
     on_created: Callable[[], None] | None = None,
+    fence: Callable[[], None] | None = None,
 ) -> list[str]:
     """Create a batch for every record without one, saving the manifest around each create
-    (``on_created`` is called after each: a claim's sign of life, see ``claims``).
+    (``on_created`` is called after each: a claim's sign of life, see ``claims``). ``fence``
+    raises when this try may no longer create (a newer try took the run folder, see
+    ``try_fence``); it is called before each intent and again between the intent and the create.
 
     A record that already has an intent but no batch id was being created by an earlier try:
     look for that batch first and adopt it rather than bill twice (:func:`_adopt_earlier_create`).
@@ -106,7 +109,9 @@ def create_missing_batches(
         ownership = BatchOwnership(run_dir.work_dir, owner, record.request_count)
         if record.intent_at is not None and _adopt_earlier_create(manifest, record, run_dir, hook, ownership):
             continue
-        created.append(_create(manifest, record, run_dir, hook, ownership))
+        if fence is not None:
+            fence()
+        created.append(_create(manifest, record, run_dir, hook, ownership, fence))
         if on_created is not None:
             on_created()
     return created
@@ -147,7 +152,12 @@ def _adopt_earlier_create(
 
 
 def _create(
-    manifest: Manifest, record: BatchRecord, run_dir: RunDir, hook: BatchCreator, ownership: BatchOwnership
+    manifest: Manifest,
+    record: BatchRecord,
+    run_dir: RunDir,
+    hook: BatchCreator,
+    ownership: BatchOwnership,
+    fence: Callable[[], None] | None = None,
 ) -> str:
     """Send ``record``'s create once: intent and pending create saved first, the batch recorded
     after. A failed create closes the intent (forgotten only when surely nothing was created)."""
@@ -161,6 +171,10 @@ def _create(
         work_dir, owner, request_count=record.request_count, intent_at=intent_at, until=intent_at + hook.create_window
     )
     manifest.save(run_dir)
+    if fence is not None:
+        # Stopped here, the intent stays (this copy of the manifest is stale: saving it could
+        # undo the newer try's records); the newer try looks for the batch and finds none.
+        fence()
     try:
         batch = hook.create_batch(
             body,

@@ -43,6 +43,7 @@ from airflow_provider_claude_batch.batching.state.run_dir import RunDir
 from airflow_provider_claude_batch.batching.submit.create_once import BatchCreator, create_missing_batches
 from airflow_provider_claude_batch.batching.submit.staging import StagedRun, stage_requests
 from airflow_provider_claude_batch.batching.submit.token_estimate import DEFAULT_SAMPLE, TokenEstimate, count_staged
+from airflow_provider_claude_batch.batching.submit.try_fence import TryFence
 from airflow_provider_claude_batch.batching.wait.cancel import cancel_batches
 from airflow_provider_claude_batch.exceptions import (
     ClaudeBatchBudgetError,
@@ -214,6 +215,8 @@ class SubmitTask:
     task_id: str
     map_index: int
     conn_id: str
+    #: Airflow's try number (0: unknown); the newest try fences older ones (``try_fence``).
+    try_number: int = 0
 
 
 @dataclass
@@ -264,6 +267,8 @@ class Submission:
     ) -> Submitted | None:
         """Submit ``source``'s rows. None when it has no rows and no earlier try created batches:
         nothing was submitted and nothing is left in the run folder but what was there."""
+        fence = TryFence(self.run_dir, self.task.try_number)
+        fence.take()  # first: an older try still creating stops before its next create
         staged = self._stage(source, input_columns=input_columns, source_format=source_format, keys=True)
         existing = load_manifest(self.run_dir) if manifest_exists(self.run_dir) else None
         manifest: Manifest | None = None
@@ -301,7 +306,11 @@ class Submission:
             manifest.save(self.run_dir)
             self._drop_earlier_staging(manifest)
             created = create_missing_batches(
-                manifest, self.run_dir, self.hook, on_created=None if claim is None else claim.alive
+                manifest,
+                self.run_dir,
+                self.hook,
+                on_created=None if claim is None else claim.alive,
+                fence=fence.check,
             )
         except BaseException:
             if claim is not None and self.reuse is not None:  # what was created is in flight, then no claim
