@@ -107,6 +107,25 @@ def check_retry_rounds(value: int) -> int:
 T = TypeVar("T")
 
 
+Number = TypeVar("Number", int, float)
+
+
+def one_of(value: T, name: str, allowed: tuple[T, ...]) -> T:
+    """``value`` when it is one of ``allowed``, else a ``ClaudeBatchParameterError`` naming ``name``."""
+    if value not in allowed:
+        choices = " or ".join(repr(choice) for choice in allowed)
+        raise ClaudeBatchParameterError(f"{name} must be {choices}, got {value!r}")
+    return value
+
+
+def positive(value: Number | None, name: str, unit: str) -> Number | None:
+    """``value`` when it is None or above 0, else a ``ClaudeBatchParameterError`` naming
+    ``name`` and its ``unit`` (``"number of dollars"``)."""
+    if value is not None and not value > 0:
+        raise ClaudeBatchParameterError(f"{name} must be a positive {unit}, got {value!r}")
+    return value
+
+
 def pick_alias(primary: str, value: T | None, alias: str, alias_value: T | None, default: T | None = None) -> T | None:
     """The value given as ``primary`` or its older name ``alias``; both, differing, is an error."""
     if value is not None and alias_value is not None and value != alias_value:

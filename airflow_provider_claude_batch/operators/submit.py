@@ -19,7 +19,13 @@ from airflow_provider_claude_batch.batching.state.manifest import Manifest
 from airflow_provider_claude_batch.batching.state.run_dir import RunDir
 from airflow_provider_claude_batch.batching.submit.submission import ReuseSettings, Submission, SubmitTask, check_policy
 from airflow_provider_claude_batch.config import answer_max_age, price_table
-from airflow_provider_claude_batch.conventions import PROMPT_FILE_EXTENSIONS, ClaudeBatchParameterError, age, pick_alias
+from airflow_provider_claude_batch.conventions import (
+    PROMPT_FILE_EXTENSIONS,
+    age,
+    one_of,
+    pick_alias,
+    positive,
+)
 from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 from airflow_provider_claude_batch.lineage import LineageRecord, operator_lineage, source_location
@@ -44,6 +50,16 @@ class _UntemplatedSource:
 
     def __repr__(self) -> str:
         return f"<{type(self.value).__name__} source of {len(self.value)} rows>"
+
+
+def _untemplated(source: Any) -> Any:
+    """Rows given as data (a list, a DataFrame, an Arrow table) are never rendered as templates."""
+    if isinstance(source, (list, tuple)) or type(source).__module__.startswith(("pandas", "pyarrow")):
+        return _UntemplatedSource(source)
+    return source
+
+
+DEFAULT_CONN = ClaudeBatchHook.default_conn_name
 
 
 class ClaudeBatchSubmitOperator(BaseOperator):
@@ -181,9 +197,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         if isinstance(source, Asset):
             kwargs["inlets"] = [*(kwargs.get("inlets") or []), source]
         super().__init__(**kwargs)
-        if isinstance(source, (list, tuple)) or type(source).__module__.startswith(("pandas", "pyarrow")):
-            source = _UntemplatedSource(source)
-        self.source = source
+        self.source = _untemplated(source)
         self.prompt = prompt
         self.model = model
         self.max_tokens = max_tokens
@@ -197,31 +211,18 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         self.work_dir = work_dir
         self.source_format = source_format
         self.input_columns = input_columns
-        if on_empty not in ("skip", "fail"):
-            raise ClaudeBatchParameterError(f"on_empty must be 'skip' or 'fail', got {on_empty!r}")
-        self.on_empty = on_empty
+        self.on_empty = one_of(on_empty, "on_empty", ("skip", "fail"))
         self.on_input_change = check_policy(on_input_change)
-        if max_cost_usd is not None and not max_cost_usd > 0:
-            raise ClaudeBatchParameterError(f"max_cost_usd must be a positive number of dollars, got {max_cost_usd!r}")
-        self.max_cost_usd = max_cost_usd
+        self.max_cost_usd = positive(max_cost_usd, "max_cost_usd", "number of dollars")
         self.prices = prices
-        if prompt_format not in ("fields", "format"):
-            raise ClaudeBatchParameterError(f"prompt_format must be 'fields' or 'format', got {prompt_format!r}")
-        self.prompt_format = prompt_format
-        self.conn_id = (
-            pick_alias("conn_id", conn_id, "claude_batch_conn_id", claude_batch_conn_id)
-            or ClaudeBatchHook.default_conn_name
-        )
+        self.prompt_format = one_of(prompt_format, "prompt_format", ("fields", "format"))
+        self.conn_id = pick_alias("conn_id", conn_id, "claude_batch_conn_id", claude_batch_conn_id) or DEFAULT_CONN
         self.allow_empty_prompt = allow_empty_prompt
         # Checked when the DAG is parsed: an unsupported schema never reaches a worker.
         self.output_schema = None if output_schema is None else OutputSchema.from_user(output_schema)
         self.cache_system_prompt = cache_system_prompt
         self.estimate_only = estimate_only
-        if count_tokens_sample is not None and count_tokens_sample < 1:
-            raise ClaudeBatchParameterError(
-                f"count_tokens_sample must be a positive number of requests, got {count_tokens_sample!r}"
-            )
-        self.count_tokens_sample = count_tokens_sample
+        self.count_tokens_sample = positive(count_tokens_sample, "count_tokens_sample", "number of requests")
         self.reuse_answers = reuse_answers
         # Checked when the DAG is parsed; None: the configured default, read when the task runs.
         self.answer_max_age = None if answer_max_age is None else age(answer_max_age, "answer_max_age")

@@ -143,3 +143,15 @@ def test_a_wrong_age_is_named(value: Any, message: str) -> None:
 def test_operator_parameters_fail_with_the_parameter_error(make: Any, named: str) -> None:
     with pytest.raises(ClaudeBatchParameterError, match=named):
         make()
+
+
+def test_choices_and_positive_numbers_name_the_parameter() -> None:
+    from airflow_provider_claude_batch.conventions import one_of, positive
+
+    assert one_of("skip", "on_empty", ("skip", "fail")) == "skip"
+    with pytest.raises(ClaudeBatchParameterError, match="on_empty must be 'skip' or 'fail', got 'never'"):
+        one_of("never", "on_empty", ("skip", "fail"))
+    assert positive(None, "max_cost_usd", "number of dollars") is None
+    assert positive(3, "count_tokens_sample", "number of requests") == 3
+    with pytest.raises(ClaudeBatchParameterError, match="max_cost_usd must be a positive number of dollars, got 0"):
+        positive(0, "max_cost_usd", "number of dollars")
