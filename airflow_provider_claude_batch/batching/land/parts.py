@@ -4,6 +4,18 @@ Each batch's raw JSONL is parsed in record batches (bounded memory) and written 
 Parquet part per chunk in row groups. Before any of it is parsed, each batch's results are
 checked against the requests it was sent (:func:`check_identity`): every custom_id exactly
 once and no stranger; a count alone would let a duplicated row hide a lost one.
+
+Row order: a chunk's part holds its rows in request order, which is input order (the API
+returns results in any order, and a later round's after the earlier's; ``row_order`` puts
+them back). Chunks hold consecutive rows, so the parts of a run that sent every row read in
+input order. The rows answered without a request (reused, deduplicated, awaited) are in one
+last part, in input order too: interleaving them with the chunks' rows would mean cutting
+parts by input rows instead of by batch, so a reader that needs the exact input order of a
+run with reuse sorts by ``input_row`` (a ``keep_columns`` entry: each row's place in the
+input, saved at staging).
+
+Kept input columns are landed in one Arrow type per logical type (``chunks.standard_type``),
+also from a staging saved before that rule.
 """
 
 from __future__ import annotations
@@ -29,9 +41,11 @@ from airflow_provider_claude_batch.batching.api.results import (
 )
 from airflow_provider_claude_batch.batching.land.partitions import part_file_name
 from airflow_provider_claude_batch.batching.land.rounds import final_rounds, records_by_chunk
-from airflow_provider_claude_batch.batching.render.chunks import CUSTOM_ID_COLUMN, request_id
+from airflow_provider_claude_batch.batching.land.row_order import RowSorter
+from airflow_provider_claude_batch.batching.render.chunks import CUSTOM_ID_COLUMN, request_id, standard_type
 from airflow_provider_claude_batch.batching.reuse.answered_rows import (
     ANSWER_SOURCE_COLUMN,
+    ANSWERED_ROW_COLUMN,
     AnsweredRows,
     NewAnswers,
     answer_source_column,
@@ -295,7 +309,8 @@ def output_schema(
     if doubled:
         raise ClaudeBatchInputError(f"keep_columns name two columns {doubled}")
     for name, output_name in zip(kept, names, strict=True):
-        schema = schema.append(saved.field(name).with_name(output_name))
+        kept_field = saved.field(name)
+        schema = schema.append(kept_field.with_name(output_name).with_type(standard_type(kept_field.type)))
     return schema
 
 
@@ -357,8 +372,14 @@ def parse_record(
                         f"the requests of {record.label}"
                     )
                 joined = inputs.take(positions)
+                kept_fields = list(schema)[table.num_columns :]
                 table = pa.Table.from_arrays(
-                    table.columns + [joined.column(name) for name in joined.column_names[1:]], schema=schema
+                    table.columns
+                    + [
+                        joined.column(name).cast(kept_field.type)
+                        for name, kept_field in zip(joined.column_names[1:], kept_fields, strict=True)
+                    ],
+                    schema=schema,
                 )
             seen += table.num_rows
             yield table
@@ -368,6 +389,35 @@ def parse_record(
             f"requests; the raw results are kept at {raw_file}. Delete that file and rerun the task to download "
             "them again."
         )
+
+
+#: A row's place in its part while the part is put in input order (never written).
+_PLACE_COLUMN = "__place"
+
+
+def request_order(run_dir: RunDir, base: BatchRecord) -> pa.Array | None:
+    """A chunk's custom_ids in request order, which is its rows' input order: from the saved
+    input columns (one column read), else the request file; ``None`` when neither is kept."""
+    if base.inputs_file and (run_dir / base.inputs_file).exists():
+        with (run_dir / base.inputs_file).open("rb") as handle:
+            return pq.read_table(handle, columns=[CUSTOM_ID_COLUMN]).column(CUSTOM_ID_COLUMN).combine_chunks()
+    requests = run_dir / base.requests_file
+    if base.requests_file and requests.exists():
+        with requests.open("rb") as handle:
+            return pa.array([request_id(line) for line in iter_file_lines(handle) if line], pa.string())
+    return None
+
+
+def _places(table: pa.Table, order: pa.Array, record: BatchRecord) -> pa.Array:
+    """Each row's place among the chunk's requests (checked: a stranger is an error)."""
+    places = pc.index_in(table.column(CUSTOM_ID_COLUMN), value_set=order)
+    if places.null_count:
+        stray = table.column(CUSTOM_ID_COLUMN).filter(pc.is_null(places))[0].as_py()
+        raise ClaudeBatchMissingResultsError(
+            f"batch {record.batch_id!r} returned a result for custom_id {stray!r}, which is not among the requests "
+            f"of {record.label}"
+        )
+    return places.combine_chunks() if isinstance(places, pa.ChunkedArray) else places
 
 
 def _keep_final(
@@ -465,8 +515,13 @@ def write_parts(
             name = part_file_name(chunk)
             rows = 0
             pending = new_answers.for_chunk(chunk, base)
+            order = request_order(run_dir, base)
             failed = True
-            with (staged_dir / name).open("wb") as sink, _BackgroundWriter(sink, schema, compression) as writer:
+            with (
+                (staged_dir / name).open("wb") as sink,
+                _BackgroundWriter(sink, schema, compression) as writer,
+                RowSorter(_PLACE_COLUMN, row_group_size) as in_order,
+            ):
                 for record in records:
                     # Listed even when every row of it was superseded by a later round: it was
                     # landed, with nothing (and nothing billed) left from it.
@@ -480,11 +535,16 @@ def write_parts(
                             answered.collect(kept)
                             if typed is not None:
                                 kept = typed.add_columns(kept)
-                            writer.write(kept, row_group_size)
                             stats.add(kept)
                             if pending is not None:
                                 pending.add(kept)
                             rows += kept.num_rows
+                            if order is None:  # the chunk's requests are gone: as the API sent them
+                                writer.write(kept, row_group_size)
+                            else:
+                                in_order.add(kept.append_column(_PLACE_COLUMN, _places(kept, order, record)))
+                for table in in_order.tables():
+                    writer.write(table, row_group_size)
                 failed = False
             if pending is not None:
                 pending.close(failed=failed)
@@ -527,18 +587,26 @@ def _write_answered(
     row_group_size: int,
     compression: str,
 ) -> None:
-    """The part of the rows that were not sent (reused and deduplicated), after the chunks'."""
+    """The part of the rows that were not sent (reused and deduplicated), after the chunks', in
+    input order."""
     name = part_file_name(1 + max((r.chunk for r in manifest.batches), default=-1))
     rows = 0
-    with (staged_dir / name).open("wb") as sink, _BackgroundWriter(sink, schema, compression) as writer:
+    with (
+        (staged_dir / name).open("wb") as sink,
+        _BackgroundWriter(sink, schema, compression) as writer,
+        RowSorter(_PLACE_COLUMN, row_group_size) as in_order,
+    ):
         for table in answered.tables(parsed_schema, keep_columns, rename, row_group_size):
             stats.reuse_saved_usd += float(pc.sum(table.column("saved_usd")).as_py() or 0.0)
-            table = table.drop_columns(["saved_usd"])
+            place = table.column(ANSWERED_ROW_COLUMN)
+            table = table.drop_columns(["saved_usd", ANSWERED_ROW_COLUMN])
             if typed is not None:
                 table = typed.add_columns(table)
-            writer.write(table, row_group_size)
             stats.add(table)
             rows += table.num_rows
+            in_order.add(table.append_column(_PLACE_COLUMN, place))
+        for table in in_order.tables():
+            writer.write(table, row_group_size)
     counts = answered.counts
     expected = (counts.reused + counts.deduplicated + counts.awaited_answered) if counts else 0
     if rows != expected:

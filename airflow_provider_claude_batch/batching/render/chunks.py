@@ -1,7 +1,10 @@
 """Split request lines into chunks that each fit one batch, by count AND serialized bytes.
 
 Each chunk is written as JSONL (``chunk-00000.jsonl``) as the rows stream by, together with
-a Parquet file of the input columns to carry into the results (``inputs-00000.parquet``).
+a Parquet file of the input columns to carry into the results (``inputs-00000.parquet``): the
+chosen input columns in one Arrow type per logical type (:func:`standard_type`: a DataFrame's
+``large_string`` is kept as the ``string`` a CSV gives), each row's place in the input
+(``input_row``, 0-based) and its ``custom_id``, in request order.
 Memory holds one record batch at a time plus 8 bytes per custom_id (for the run-wide
 uniqueness check), never a whole chunk or the whole input.
 """
@@ -29,6 +32,60 @@ if TYPE_CHECKING:  # landing imports this module; it needs no renderer (nor the 
     from airflow_provider_claude_batch.batching.render.rendering import RequestRenderer
 
 CUSTOM_ID_COLUMN = "custom_id"
+#: Saved beside the input columns: each row's place in the input (0-based, the ``N`` of the
+#: default custom_id ``row-N``), so that ``keep_columns`` can land it. An input column of that
+#: name is saved instead.
+INPUT_ROW_COLUMN = "input_row"
+
+
+def standard_type(kind: pa.DataType) -> pa.DataType:
+    """One Arrow type per logical type: ``large_string`` and ``string_view`` are ``string``,
+    ``large_binary`` and ``binary_view`` are ``binary``, large and view lists are lists,
+    dictionary-encoded values are their values' type, the same inside lists, structs and maps.
+    Kept input columns are written in these types, whatever the source (a CSV file, a pandas
+    DataFrame, Parquet written by another tool) gave."""
+    if pa.types.is_dictionary(kind):
+        return standard_type(kind.value_type)
+    if pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
+        return pa.string()
+    if pa.types.is_large_binary(kind) or pa.types.is_binary_view(kind):
+        return pa.binary()
+    if (
+        pa.types.is_list(kind)
+        or pa.types.is_large_list(kind)
+        or pa.types.is_list_view(kind)
+        or pa.types.is_large_list_view(kind)
+    ):
+        return pa.list_(_standard_field(kind.value_field))
+    if pa.types.is_fixed_size_list(kind):
+        return pa.list_(_standard_field(kind.value_field), kind.list_size)
+    if pa.types.is_map(kind):
+        return pa.map_(_standard_field(kind.key_field), _standard_field(kind.item_field), kind.keys_sorted)
+    if pa.types.is_struct(kind):
+        return pa.struct([_standard_field(kind.field(i)) for i in range(kind.num_fields)])
+    return kind
+
+
+def _standard_field(value: pa.Field) -> pa.Field:
+    return value.with_type(standard_type(value.type))
+
+
+def standard_columns(table: pa.Table) -> pa.Table:
+    """``table`` with every column in its :func:`standard_type` (no copy for a column already
+    in it); a cast that cannot be made (a text column past 2 GB in one record batch) is an
+    error naming the column."""
+    for index, column_field in enumerate(table.schema):
+        wanted = _standard_field(column_field)
+        if wanted.type == column_field.type:
+            continue
+        try:
+            column = table.column(index).cast(wanted.type)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise ClaudeBatchInputError(
+                f"input column {column_field.name!r} ({column_field.type}) cannot be kept as {wanted.type}: {exc}"
+            ) from None
+        table = table.set_column(index, wanted, column)
+    return table
 
 
 _CUSTOM_ID_PREFIX = b'{"custom_id":"'
@@ -317,11 +374,16 @@ class ChunkWriter:
         return np.concatenate(self._keys) if self._keys else np.zeros((0, KEY_BYTES), dtype=np.uint8)
 
     def _inputs_table(self, batch: pa.RecordBatch, ids: list[str] | pa.Array) -> pa.Table | None:
+        """The input columns saved for one record batch of input rows (see the module docstring)."""
         if self.input_columns is None:
             return None
         names = [c for c in self.input_columns if c != CUSTOM_ID_COLUMN]
         id_array = ids.cast(pa.string()) if isinstance(ids, pa.Array) else pa.array(ids, pa.string())
-        return pa.Table.from_batches([batch]).select(names).append_column(CUSTOM_ID_COLUMN, id_array)
+        table = standard_columns(pa.Table.from_batches([batch]).select(names))
+        if INPUT_ROW_COLUMN not in names:
+            rows = np.arange(self.rows, self.rows + batch.num_rows, dtype=np.int64)
+            table = table.append_column(pa.field(INPUT_ROW_COLUMN, pa.int64(), nullable=False), pa.array(rows))
+        return table.append_column(CUSTOM_ID_COLUMN, id_array)
 
     def _write_inputs(self, chunk: _OpenChunk, inputs: pa.Table | None, start: int, end: int) -> None:
         if inputs is None or end <= start:

@@ -47,6 +47,9 @@ from airflow_provider_claude_batch.batching.state.storage import atomic_writer
 from airflow_provider_claude_batch.exceptions import ClaudeBatchMissingResultsError
 
 ANSWER_SOURCE_COLUMN = "answer_source"
+#: The last column of :meth:`AnsweredRows.tables`: each row's place in the input (``row`` of
+#: ``answered.parquet``), by which the landing puts them in input order (never written).
+ANSWERED_ROW_COLUMN = "__input_row"
 
 
 def answer_source_column(rows: int, value: str) -> pa.Array:
@@ -99,8 +102,9 @@ class AnsweredRows:
         self, schema: pa.Schema, keep_columns: list[str], rename: Mapping[str, str] | None, rows_per_group: int
     ) -> Iterator[pa.Table]:
         """The answered rows in ``schema`` (results, ``answer_source``, kept input columns), with
-        ``saved_usd`` per row as the last column (what its answer had cost; dropped before
-        writing)."""
+        ``saved_usd`` (what its answer had cost) and :data:`ANSWERED_ROW_COLUMN` (its input row)
+        as the last two columns, both dropped before writing. The rows come in the file's order
+        (the answer store's partitions), not in input order."""
         if not self.any:
             return
         rename = rename or {}
@@ -154,7 +158,7 @@ class AnsweredRows:
             ANSWER_SOURCE_COLUMN: answer_source_column(rows, REUSED),
             **self._inputs(answered, keep_columns, rename),
         }
-        return _in_schema(columns, schema, rows).append_column("saved_usd", answers.column("cost_usd"))
+        return _with_extras(_in_schema(columns, schema, rows), answers.column("cost_usd"), answered)
 
     def _copies(
         self,
@@ -178,7 +182,12 @@ class AnsweredRows:
         columns["cost_usd"] = pa.array(np.zeros(rows))
         columns[ANSWER_SOURCE_COLUMN] = answer_source_column(rows, DEDUPLICATED)
         columns.update(self._inputs(answered, keep_columns, rename))
-        return _in_schema(columns, schema, rows).append_column("saved_usd", source.column("cost_usd"))
+        return _with_extras(_in_schema(columns, schema, rows), source.column("cost_usd"), answered)
+
+
+def _with_extras(table: pa.Table, saved_usd: Any, answered: pa.Table) -> pa.Table:
+    """``table`` with the two columns :meth:`AnsweredRows.tables` adds: ``saved_usd`` and the input row."""
+    return table.append_column("saved_usd", saved_usd).append_column(ANSWERED_ROW_COLUMN, answered.column("row"))
 
 
 def _in_schema(columns: dict[str, Any], schema: pa.Schema, rows: int) -> pa.Table:
@@ -276,6 +285,7 @@ class _PendingChunk:
 
 
 __all__ = [
+    "ANSWERED_ROW_COLUMN",
     "ANSWER_SOURCE_COLUMN",
     "NEW",
     "AnsweredRows",

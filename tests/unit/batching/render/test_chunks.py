@@ -73,7 +73,41 @@ def test_input_columns_are_saved_per_chunk_aligned_with_ids(tmp_path: Path) -> N
         inputs = pq.read_table(tmp_path / chunk.inputs_file)
         ids = [json.loads(line)["custom_id"] for line in (tmp_path / chunk.requests_file).read_bytes().splitlines()]
         assert inputs.column("custom_id").to_pylist() == ids
-        assert inputs.column_names == ["id", "product", "custom_id"]
+        assert inputs.column_names == ["id", "product", "input_row", "custom_id"]
+        # Each row's place in the input, the N of the default custom_id row-N.
+        assert inputs.column("input_row").to_pylist() == list(range(chunk.first_row, chunk.first_row + len(ids)))
+
+
+@pytest.mark.parametrize("spec", [SPEC, RequestSpec(prompt="{body!s}", model="claude-sonnet-4-6", max_tokens=16)])
+def test_input_columns_are_saved_in_one_arrow_type_per_logical_type(tmp_path: Path, spec: RequestSpec) -> None:
+    """A DataFrame's large_string is saved as the string a CSV gives (whole-column and row paths)."""
+    table = pa.table(
+        {
+            "id": pa.array(["a", "b"], pa.large_string()),
+            "body": pa.array(["x", "y"], pa.large_string()),
+            "note": pa.array(["n", None], pa.string_view()),
+            "tags": pa.array([["p"], None], pa.large_list(pa.large_string())),
+            "kind": pa.array(["k", "k"]).dictionary_encode(),
+            "blob": pa.array([b"1", b"2"], pa.large_binary()),
+            "input_row": pa.array([7, 8]),  # an input column of that name is kept as it is
+        }
+    )
+    writer = ChunkWriter(tmp_path, ChunkLimits(), input_columns=table.column_names)
+    writer.write_batch(RequestRenderer(spec), table.to_batches()[0])
+    (chunk,) = writer.close()
+    saved = pq.read_table(tmp_path / chunk.inputs_file)
+    assert saved.schema.names == [*table.column_names, "custom_id"]
+    assert [saved.schema.field(n).type for n in ("id", "body", "note", "tags", "kind", "blob", "input_row")] == [
+        pa.string(),
+        pa.string(),
+        pa.string(),
+        pa.list_(pa.string()),
+        pa.string(),
+        pa.binary(),
+        pa.int64(),
+    ]
+    assert saved.column("input_row").to_pylist() == [7, 8]
+    assert saved.drop_columns(["custom_id"]).to_pylist() == table.to_pylist()
 
 
 def test_same_input_gives_the_same_hashes(tmp_path: Path) -> None:

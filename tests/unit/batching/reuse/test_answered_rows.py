@@ -19,7 +19,12 @@ from airflow_provider_claude_batch.batching.api.pricing import PriceTable
 from airflow_provider_claude_batch.batching.land.parts import output_schema, parse_record
 from airflow_provider_claude_batch.batching.render.content_key import content_keys
 from airflow_provider_claude_batch.batching.reuse.answer_store import AnswerOrigin, AnswerStore
-from airflow_provider_claude_batch.batching.reuse.answered_rows import AnsweredRows, NewAnswers, answered_input_schema
+from airflow_provider_claude_batch.batching.reuse.answered_rows import (
+    ANSWERED_ROW_COLUMN,
+    AnsweredRows,
+    NewAnswers,
+    answered_input_schema,
+)
 from airflow_provider_claude_batch.batching.state.manifest import Manifest
 from airflow_provider_claude_batch.batching.state.run_dir import RunDir
 from airflow_provider_claude_batch.exceptions import ClaudeBatchMissingResultsError
@@ -75,7 +80,8 @@ def _sent_tables(run_dir: RunDir, manifest: Manifest, schema: pa.Schema, keep: l
 def _answered_rows(answered: AnsweredRows, schema: pa.Schema) -> dict[str, dict[str, Any]]:
     rows: dict[str, dict[str, Any]] = {}
     for table in answered.tables(schema, KEEP, None, 100):
-        assert table.column_names == [*schema.names, "saved_usd"]  # saved_usd last, dropped before writing
+        # saved_usd and the input row last, dropped before writing
+        assert table.column_names == [*schema.names, "saved_usd", ANSWERED_ROW_COLUMN]
         for row in table.to_pylist():
             assert row["custom_id"] not in rows
             rows[row["custom_id"]] = row
@@ -125,7 +131,7 @@ def test_the_input_schema_of_a_run_answered_without_a_batch(emulator: RunningEmu
     manifest, run_dir = _submit(tmp_path, "c", [{"id": "c1", "text": "question 1", "product": "p"}])
     assert manifest.batch_ids() == []  # every row was reused
     schema = answered_input_schema(run_dir, manifest)
-    assert schema is not None and schema.names == ["id", "text", "product", "custom_id"]
+    assert schema is not None and schema.names == ["id", "text", "product", "input_row", "custom_id"]
     manifest, run_dir = _submit(tmp_path, "d", [{"id": "d1", "text": "question 9", "product": "p"}])
     assert answered_input_schema(run_dir, manifest) is None  # nothing answered without a batch
 
