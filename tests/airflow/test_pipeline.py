@@ -300,6 +300,35 @@ def test_a_budget_stops_the_run_before_anything_is_billed(
     assert 0 < xcom(dag_run, "land")["cost_usd"] <= ceiling < 1
 
 
+def test_a_budget_refuses_server_tools_before_anything_is_submitted(
+    make_dag, emulator: RunningEmulator, work_dir: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Requests with a server tool (web search: its results come back as input tokens, and each
+    search has a fee) have no cost ceiling, so a budget cannot hold: a real run with one refuses
+    in its submit task, and the emulator receives no create. (The same requests without a
+    budget run: test_the_saving_counts_web_search_fees_once.)"""
+    tools = [{"type": "web_search_20250305", "name": "web_search", "max_uses": 2}]
+    dag_run = run_dag(
+        make_dag(
+            f"""
+            s = ClaudeBatchSubmitOperator(task_id="submit", source=["What happened today?", "And yesterday?"],
+                                          model="claude-sonnet-4-6", max_tokens=64, max_cost_usd=100,
+                                          request_params={{"tools": {tools!r}}})
+            w = ClaudeBatchSensor(task_id="wait", manifest=s.output, poll_interval=0.1)
+            l = ClaudeBatchToParquetOperator(task_id="land", manifest=s.output, destination={str(tmp_path / "out")!r})
+            s >> w >> l
+            """
+        )
+    )
+    assert task_states(dag_run) == {"submit": "failed", "wait": "upstream_failed", "land": "upstream_failed"}
+    assert emulator.emulator.calls["create"] == 0
+    assert emulator.emulator.stats["batches_created"] == 0
+    assert not list(work_dir.rglob("chunk-*.jsonl"))
+    assert not (tmp_path / "out").exists()
+    printed = "".join(capfd.readouterr())
+    assert "server tools (web_search_20250305)" in printed and "Nothing was submitted" in printed
+
+
 def test_sensor_does_not_defer_when_the_batches_already_ended(
     make_dag, emulator: RunningEmulator, work_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
