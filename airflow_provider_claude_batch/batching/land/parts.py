@@ -503,64 +503,31 @@ def write_parts(
     run_dir = RunDir.of(run_dir)
     with _landing_memory_pool():
         parsed_schema = output_schema(run_dir, manifest, keep_columns, rename)
-        schema = parsed_schema if typed is None else typed.extend_schema(parsed_schema)
-        stats = LandingStats(prices=prices)
-        answered = AnsweredRows(run_dir, manifest)
-        new_answers = new_answers if new_answers is not None else NewAnswers(run_dir, manifest)
+        parts = _ChunkParts(
+            run_dir=run_dir,
+            raw_files=raw_files,
+            staged_dir=staged_dir,
+            keep_columns=keep_columns,
+            prices=prices,
+            row_group_size=row_group_size,
+            compression=compression,
+            typed=typed,
+            parsed_schema=parsed_schema,
+            schema=parsed_schema if typed is None else typed.extend_schema(parsed_schema),
+            stats=LandingStats(prices=prices),
+            answered=AnsweredRows(run_dir, manifest),
+            new_answers=new_answers if new_answers is not None else NewAnswers(run_dir, manifest),
+        )
         for chunk, records in records_by_chunk(manifest).items():
-            base = records[0]
-            final = final_rounds(run_dir, records)
-            retried = pa.array(list(final), pa.string())
-            retried_rounds = pa.array(list(final.values()), pa.int32())
-            name = part_file_name(chunk)
-            rows = 0
-            pending = new_answers.for_chunk(chunk, base)
-            order = request_order(run_dir, base)
-            failed = True
-            with (
-                (staged_dir / name).open("wb") as sink,
-                _BackgroundWriter(sink, schema, compression) as writer,
-                RowSorter(_PLACE_COLUMN, row_group_size) as in_order,
-            ):
-                for record in records:
-                    # Listed even when every row of it was superseded by a later round: it was
-                    # landed, with nothing (and nothing billed) left from it.
-                    stats.by_batch.setdefault(record.batch_id or "", Counter())
-                    raw = raw_files[record.batch_id or ""]
-                    for table in parse_record(
-                        run_dir, base, record, raw, parsed_schema, keep_columns, prices, row_group_size
-                    ):
-                        kept = _keep_final(table, record.round, retried, retried_rounds)
-                        if kept.num_rows:
-                            answered.collect(kept)
-                            if typed is not None:
-                                kept = typed.add_columns(kept)
-                            stats.add(kept)
-                            if pending is not None:
-                                pending.add(kept)
-                            rows += kept.num_rows
-                            if order is None:  # the chunk's requests are gone: as the API sent them
-                                writer.write(kept, row_group_size)
-                            else:
-                                in_order.add(kept.append_column(_PLACE_COLUMN, _places(kept, order, record)))
-                for table in in_order.tables():
-                    writer.write(table, row_group_size)
-                failed = False
-            if pending is not None:
-                pending.close(failed=failed)
-            if rows != base.request_count:
-                raise ClaudeBatchMissingResultsError(
-                    f"chunk {chunk} has {base.request_count} requests but {rows} final results across "
-                    f"{len(records)} round(s); the raw results are kept under {run_dir.raw_folder}"
-                )
-            stats.files.append(name)
-        if answered.any:
+            parts.write_chunk(chunk, records)
+        stats = parts.stats
+        if parts.answered.any:
             _write_answered(
-                answered,
+                parts.answered,
                 staged_dir,
                 manifest,
                 parsed_schema,
-                schema,
+                parts.schema,
                 keep_columns,
                 rename,
                 typed,
@@ -571,6 +538,90 @@ def write_parts(
         stats.rounds = max((r.round for r in manifest.batches), default=0) + 1
         stats.resubmitted = sum(r.request_count for r in manifest.batches if r.round > 0)
         return stats
+
+
+@dataclass
+class _ChunkParts:
+    """What writing every chunk's part shares: where results are, the schemas, the totals and
+    the rows and answers collected on the way (see :func:`write_parts`)."""
+
+    run_dir: RunDir
+    raw_files: dict[str, StoragePath]
+    staged_dir: StoragePath
+    keep_columns: list[str]
+    prices: PriceTable
+    row_group_size: int
+    compression: str
+    typed: TypedAnswers | None
+    parsed_schema: pa.Schema
+    schema: pa.Schema
+    stats: LandingStats
+    answered: AnsweredRows
+    new_answers: NewAnswers
+
+    def write_chunk(self, chunk: int, records: list[BatchRecord]) -> None:
+        """One chunk's part: each request's row from the last round it went out in, in request
+        order when the chunk's requests are still there; every request exactly once."""
+        base = records[0]
+        final = final_rounds(self.run_dir, records)
+        retried = pa.array(list(final), pa.string())
+        retried_rounds = pa.array(list(final.values()), pa.int32())
+        name = part_file_name(chunk)
+        rows = 0
+        pending = self.new_answers.for_chunk(chunk, base)
+        order = request_order(self.run_dir, base)
+        failed = True
+        with (
+            (self.staged_dir / name).open("wb") as sink,
+            _BackgroundWriter(sink, self.schema, self.compression) as writer,
+            RowSorter(_PLACE_COLUMN, self.row_group_size) as in_order,
+        ):
+            for record in records:
+                # Listed even when every row of it was superseded by a later round: it was
+                # landed, with nothing (and nothing billed) left from it.
+                self.stats.by_batch.setdefault(record.batch_id or "", Counter())
+                for kept in self._final_rows(base, record, retried, retried_rounds):
+                    if pending is not None:
+                        pending.add(kept)
+                    rows += kept.num_rows
+                    if order is None:  # the chunk's requests are gone: as the API sent them
+                        writer.write(kept, self.row_group_size)
+                    else:
+                        in_order.add(kept.append_column(_PLACE_COLUMN, _places(kept, order, record)))
+            for table in in_order.tables():
+                writer.write(table, self.row_group_size)
+            failed = False
+        if pending is not None:
+            pending.close(failed=failed)
+        if rows != base.request_count:
+            raise ClaudeBatchMissingResultsError(
+                f"chunk {chunk} has {base.request_count} requests but {rows} final results across "
+                f"{len(records)} round(s); the raw results are kept under {self.run_dir.raw_folder}"
+            )
+        self.stats.files.append(name)
+
+    def _final_rows(
+        self, base: BatchRecord, record: BatchRecord, retried: pa.Array, retried_rounds: pa.Array
+    ) -> Iterator[pa.Table]:
+        """``record``'s rows that are final (not sent again in a later round), typed, counted."""
+        raw = self.raw_files[record.batch_id or ""]
+        for table in parse_record(
+            self.run_dir,
+            base,
+            record,
+            raw,
+            self.parsed_schema,
+            self.keep_columns,
+            self.prices,
+            self.row_group_size,
+        ):
+            kept = _keep_final(table, record.round, retried, retried_rounds)
+            if kept.num_rows:
+                self.answered.collect(kept)
+                if self.typed is not None:
+                    kept = self.typed.add_columns(kept)
+                self.stats.add(kept)
+                yield kept
 
 
 def _write_answered(
