@@ -28,7 +28,7 @@ from airflow.sdk.bases.decorator import DecoratedOperator, TaskDecorator, determ
 from airflow.sdk.definitions._internal.types import SET_DURING_EXECUTION
 from airflow.sdk.definitions.context import context_merge
 
-from airflow_provider_claude_batch.batching.land.parts import keep_columns_spec
+from airflow_provider_claude_batch.batching.land.parts import KeepColumns
 from airflow_provider_claude_batch.batching.schema.typed_columns import check_on_invalid_output
 from airflow_provider_claude_batch.batching.state.manifest import load_manifest
 from airflow_provider_claude_batch.batching.state.run_dir import RunDir
@@ -38,7 +38,7 @@ from airflow_provider_claude_batch.conventions import as_seconds, check_retry_ro
 from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 from airflow_provider_claude_batch.operators.submit import ClaudeBatchSubmitOperator, _UntemplatedSource
-from airflow_provider_claude_batch.transfers.batch_to_parquet import ClaudeBatchToParquetOperator
+from airflow_provider_claude_batch.transfers.batch_to_parquet import ClaudeBatchToParquetOperator, check_keep_columns
 from airflow_provider_claude_batch.workdir import run_directory
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ class _ClaudeBatchDecoratedOperator(DecoratedOperator, ClaudeBatchSubmitOperator
         op_args: Collection[Any] | None = None,
         op_kwargs: Mapping[str, Any] | None = None,
         destination: str | None = None,
-        keep_columns: list[str] | dict[str, str] | None = None,
+        keep_columns: KeepColumns | None = None,
         row_group_size: int = 65_536,
         compression: str = "zstd",
         max_retry_rounds: int = 2,
@@ -113,8 +113,7 @@ class _ClaudeBatchDecoratedOperator(DecoratedOperator, ClaudeBatchSubmitOperator
         }
         self.output_link: str | None = None
         # Wrong landing arguments fail when the DAG is parsed, as on the transfer operator.
-        if isinstance(keep_columns, (list, dict)):
-            keep_columns_spec(keep_columns)
+        check_keep_columns(keep_columns, self)
         check_retry_rounds(max_retry_rounds)
 
     def execute(self, context: Context) -> dict[str, Any]:

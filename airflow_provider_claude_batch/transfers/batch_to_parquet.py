@@ -11,8 +11,14 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import Asset, BaseOperator
 
 from airflow_provider_claude_batch.batching.land.landing import Landing, LandingSettings
-from airflow_provider_claude_batch.batching.land.parts import keep_columns_spec
-from airflow_provider_claude_batch.batching.schema.typed_columns import check_on_invalid_output
+from airflow_provider_claude_batch.batching.land.parts import (
+    KeepColumns,
+    check_kept_names,
+    keep_columns_spec,
+    result_column_names,
+)
+from airflow_provider_claude_batch.batching.schema.output_schema import OutputSchema
+from airflow_provider_claude_batch.batching.schema.typed_columns import TypedAnswers, check_on_invalid_output
 from airflow_provider_claude_batch.batching.wait.cancel import cancel_batches
 from airflow_provider_claude_batch.batching.wait.poller import (
     DEFAULT_MAX_POLL_ERRORS,
@@ -25,6 +31,7 @@ from airflow_provider_claude_batch.batching.wait.poller import (
 from airflow_provider_claude_batch.batching.wait.wait_event import WaitEvent
 from airflow_provider_claude_batch.config import answer_max_age, price_table
 from airflow_provider_claude_batch.conventions import as_seconds, check_retry_rounds, default_deferrable, pick_alias
+from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 from airflow_provider_claude_batch.lineage import LineageRecord, operator_lineage
 from airflow_provider_claude_batch.links import ClaudeBatchOutputLink, output_url
@@ -33,6 +40,34 @@ from airflow_provider_claude_batch.workdir import open_manifest
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+
+def _upstream_submit(manifest: Any) -> Any:
+    """The submit operator whose output ``manifest`` is (``submit.output``), or None."""
+    operator = getattr(manifest, "operator", None)
+    return operator if hasattr(operator, "output_schema") and hasattr(operator, "input_columns") else None
+
+
+def check_keep_columns(keep_columns: Any, submit: Any = None) -> None:
+    """Every check of ``keep_columns`` that needs no answer, run when the DAG is parsed (before
+    anything is submitted or billed): its shape, clashes with the result columns and, when
+    the submit task is known (``manifest=submit.output``, or the decorator itself), with its
+    typed answer columns and whether it saves the columns kept. A templated value is checked
+    when the task runs, before any row is written."""
+    if not isinstance(keep_columns, (list, tuple, dict)):
+        return
+    kept, rename = keep_columns_spec(keep_columns)
+    schema = getattr(submit, "output_schema", None)
+    typed = TypedAnswers(schema) if isinstance(schema, OutputSchema) else None
+    check_kept_names(kept, rename, result_column_names(typed))
+    saved = getattr(submit, "input_columns", "all")
+    if submit is not None and saved != "all":
+        missing = [name for name in kept if name not in (saved or [])]
+        if missing:
+            raise ClaudeBatchInputError(
+                f"keep_columns {missing} are not saved by the submit task {submit.task_id!r} "
+                f"(its input_columns are {saved!r}); add them there"
+            )
 
 
 class ClaudeBatchToParquetOperator(BaseOperator):
@@ -59,9 +94,12 @@ class ClaudeBatchToParquetOperator(BaseOperator):
 
     :param manifest: the submit task's output (``submit.output``) or a manifest path/URI.
     :param destination: folder path or URI of the output (templated, e.g. with ``{{ ds }}``).
-    :param keep_columns: input columns joined back to each result by custom_id: a list, or a
-        mapping of input column -> output name (``{"text": "input_text"}`` for a column whose name
-        a result column already has).
+    :param keep_columns: input columns joined back to each result by custom_id: a list, whose
+        items may rename one column each (``["product", {"text": "input_text"}]`` for a column whose
+        name a result column already has; the others keep their names), or a mapping of input
+        column -> output name (``None`` keeps the name). Clashes with the result columns (and,
+        with ``manifest=submit.output``, with the submit's typed answer columns) fail when the DAG
+        is parsed, before anything is submitted.
     :param row_group_size: rows per Parquet row group (and per record batch in memory).
     :param compression: Parquet compression codec.
     :param prices: overrides of the price table used for ``cost_usd`` (model -> USD per
@@ -101,7 +139,7 @@ class ClaudeBatchToParquetOperator(BaseOperator):
         *,
         manifest: Any,
         destination: str,
-        keep_columns: list[str] | dict[str, str] | None = None,
+        keep_columns: KeepColumns | None = None,
         row_group_size: int = 65_536,
         compression: str = "zstd",
         prices: dict[str, Any] | None = None,
@@ -120,8 +158,7 @@ class ClaudeBatchToParquetOperator(BaseOperator):
         super().__init__(**kwargs)
         self.manifest = manifest
         self.destination = destination
-        if isinstance(keep_columns, (list, dict)):
-            keep_columns_spec(keep_columns)  # a wrong shape fails when the DAG is parsed
+        check_keep_columns(keep_columns, _upstream_submit(manifest))  # when the DAG is parsed: nothing billed yet
         self.keep_columns = keep_columns
         self.row_group_size = row_group_size
         self.compression = compression

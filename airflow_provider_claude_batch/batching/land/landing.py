@@ -38,6 +38,7 @@ from airflow_provider_claude_batch.batching.api.client import ResultsReader
 from airflow_provider_claude_batch.batching.api.pricing import PriceTable
 from airflow_provider_claude_batch.batching.land.partitions import commit, discard, stage
 from airflow_provider_claude_batch.batching.land.parts import (
+    KeepColumns,
     LandingStats,
     check_identity,
     cost_table,
@@ -90,7 +91,7 @@ class LandingSettings:
     """The transfer's parameters that decide what a landing writes and how long it waits."""
 
     destination: str
-    keep_columns: list[str] | dict[str, str] | None = None
+    keep_columns: KeepColumns | None = None
     row_group_size: int = 65_536
     compression: str = "zstd"
     prices: PriceTable = field(default_factory=PriceTable)

@@ -10,6 +10,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
+from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
 from airflow_provider_claude_batch.testing import RunningEmulator
 from airflow_provider_claude_batch.transfers.batch_to_parquet import ClaudeBatchToParquetOperator
 from tests.unit.conftest import SubmitRun
@@ -115,3 +116,38 @@ def test_its_deferred_wait_carries_the_poll_error_budget_and_the_kill_rule(
     with pytest.raises(ClaudeBatchWaitTimeoutError):
         land.execute_complete({}, timeout)
     assert emulator.emulator.stats["batches_canceled"] == 1
+
+
+def test_a_kept_column_that_clashes_fails_when_the_dag_is_parsed(emulator: RunningEmulator) -> None:
+    """Keeping an input column named like a result column (``text``) used to fail in the
+    transfer, after the batch was created and billed. Now the DAG does not parse, and the
+    message's fix keeps the other columns."""
+    with pytest.raises(ClaudeBatchInputError, match=r"keep_columns \['text'\] clash") as refused:
+        ClaudeBatchToParquetOperator(task_id="l", manifest="m", destination="d", keep_columns=["product", "text"])
+    assert "keep_columns=['product', {'text': 'input_text'}]" in str(refused.value)
+    assert emulator.emulator.stats["batches_created"] == 0
+
+
+def test_the_submit_s_typed_columns_and_saved_columns_are_checked_at_parse() -> None:
+    from pydantic import BaseModel
+
+    from airflow_provider_claude_batch.operators.submit import ClaudeBatchSubmitOperator
+
+    class Review(BaseModel):
+        sentiment: str
+
+    from airflow.sdk import DAG
+
+    with DAG("parse_checks", schedule=None):
+        submit = ClaudeBatchSubmitOperator(
+            task_id="submit", source=["a"], model="m", output_schema=Review, input_columns=["product"]
+        )
+        with pytest.raises(ClaudeBatchInputError, match=r"keep_columns \['sentiment'\] clash"):
+            ClaudeBatchToParquetOperator(
+                task_id="l1", manifest=submit.output, destination="d", keep_columns=["sentiment"]
+            )
+        with pytest.raises(ClaudeBatchInputError, match=r"keep_columns \['rating'\] are not saved by the submit task"):
+            ClaudeBatchToParquetOperator(task_id="l2", manifest=submit.output, destination="d", keep_columns=["rating"])
+        ClaudeBatchToParquetOperator(
+            task_id="l3", manifest=submit.output, destination="d", keep_columns=[{"product": "sentiment_of"}]
+        )

@@ -83,6 +83,11 @@ def test_keep_columns_spec_accepts_a_list_or_a_renaming() -> None:
     assert keep_columns_spec(None) == ([], {})
     assert keep_columns_spec(["a", "b"]) == (["a", "b"], {})
     assert keep_columns_spec({"text": "input_text"}) == (["text"], {"text": "input_text"})
+    # Renaming one column keeps the others as they are, in either shape.
+    assert keep_columns_spec(["product", {"text": "input_text"}]) == (["product", "text"], {"text": "input_text"})
+    assert keep_columns_spec({"product": None, "text": "input_text"}) == (["product", "text"], {"text": "input_text"})
+    with pytest.raises(ClaudeBatchInputError, match="one-entry mappings"):
+        keep_columns_spec([{"a": "x", "b": "y"}])
     with pytest.raises(ClaudeBatchInputError, match="list of column names or a mapping"):
         keep_columns_spec("text")
 
