@@ -104,10 +104,13 @@ def plan_reuse(
     )
 
 
-def check_budget(staged: StagedRun, prices: PriceTable, max_cost_usd: float | None) -> tuple[float | None, list[str]]:
+def check_budget(
+    staged: StagedRun, prices: PriceTable, max_cost_usd: float | None, *, counted: bool = False
+) -> tuple[float | None, list[str]]:
     """The run's cost ceiling at batch prices and, when it cannot be known (None), why; raises
     :class:`ClaudeBatchBudgetError` when it is over ``max_cost_usd``, or cannot be known while
-    a budget is set."""
+    a budget is set. ``counted``: the tally's input is tokens counted on a sample
+    (``count_tokens_sample``), not bytes; the refusal then gives the input's expected cost."""
     ceiling, unknown = cost_ceiling(staged.tally, prices)
     if max_cost_usd is None:
         return ceiling, unknown
@@ -118,14 +121,46 @@ def check_budget(staged: StagedRun, prices: PriceTable, max_cost_usd: float | No
             "max_cost_usd unset. Nothing was submitted."
         )
     if ceiling > max_cost_usd:
-        input_bytes = sum(t.input_bytes for t in staged.tally.values())
-        output_tokens = sum(t.max_output_tokens for t in staged.tally.values())
-        raise ClaudeBatchBudgetError(
-            f"{staged.total_requests} requests could cost up to ${ceiling:,.2f} at batch prices (at most "
-            f"{input_bytes:,} input and {output_tokens:,} output tokens), over max_cost_usd ${max_cost_usd:,.2f}. "
-            "Nothing was submitted. Check the input (more rows than expected?), lower max_tokens, or raise max_cost_usd."
-        )
+        raise ClaudeBatchBudgetError(_over_budget(staged, prices, ceiling, max_cost_usd, counted))
     return ceiling, []
+
+
+def _over_budget(staged: StagedRun, prices: PriceTable, ceiling: float, max_cost_usd: float, counted: bool) -> str:
+    """Why a run is refused: its ceiling, what the ceiling assumes, and what can be known of
+    the expected cost (the input, once counted; never the output before the answers exist)."""
+    input_tokens = sum(t.input_bytes for t in staged.tally.values())
+    output_tokens = sum(t.max_output_tokens for t in staged.tally.values())
+    no_output = {model: replace(tally, max_output_tokens=0) for model, tally in staged.tally.items()}
+    output_ceiling = ceiling - (cost_ceiling(no_output, prices)[0] or 0.0)
+    message = (
+        f"{staged.total_requests} requests could cost up to ${ceiling:,.2f} at batch prices, over max_cost_usd "
+        f"${max_cost_usd:,.2f}. Nothing was submitted. This is a ceiling, not a forecast: it prices every answer "
+        f"at its max_tokens ({output_tokens:,} output tokens, {_usd(output_ceiling)}), since how long the answers "
+        "will be is unknown until they exist"
+    )
+    if counted:
+        expected = sum(
+            price.cost(tally.input_bytes, 0, 0, 0)
+            for model, tally in staged.tally.items()
+            if (price := prices.price(model)) is not None
+        )
+        message += (
+            f". Expected: the input alone, about {input_tokens:,} tokens as counted with count_tokens_sample, "
+            f"costs {_usd(expected)} at batch prices; the answers add at most {_usd(output_ceiling)}."
+        )
+    else:
+        message += (
+            f", and every byte of input as a token ({input_tokens:,} bytes, {_usd(ceiling - output_ceiling)}; "
+            "English text is about four bytes a token). Set count_tokens_sample to count the input tokens with "
+            "the free count_tokens endpoint: the budget then checks the counted input, and this message says "
+            "what the input alone costs."
+        )
+    return message + " Check the input (more rows than expected?), lower max_tokens, or raise max_cost_usd."
+
+
+def _usd(dollars: float) -> str:
+    """Dollars to the cent, or to a hundredth of a cent below one dollar."""
+    return f"${dollars:,.2f}" if dollars >= 1 else f"${dollars:.4f}"
 
 
 def new_manifest(
@@ -424,7 +459,9 @@ class Submission:
     def _check_budget(self, staged: StagedRun, existing: Manifest | None) -> float | None:
         # The budget guards new work only: re-attaching to batches of the same input bills nothing.
         new_work = not _same_input(existing, staged)
-        ceiling, unknown = check_budget(staged, self.prices, self.max_cost_usd if new_work else None)
+        ceiling, unknown = check_budget(
+            staged, self.prices, self.max_cost_usd if new_work else None, counted=self.count_tokens_sample is not None
+        )
         self.logger.info(
             "Cost ceiling: %s at batch prices%s.",
             f"unknown ({'; '.join(unknown)})" if ceiling is None else f"${ceiling:,.4f}",

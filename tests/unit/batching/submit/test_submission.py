@@ -3,6 +3,7 @@ it (batching/submit/submission.py), against the emulator."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from airflow_provider_claude_batch.batching.submit.submission import (
     SubmitTask,
     check_budget,
 )
+from airflow_provider_claude_batch.batching.submit.token_estimate import count_staged
 from airflow_provider_claude_batch.exceptions import ClaudeBatchBudgetError, ClaudeBatchManifestError
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 from airflow_provider_claude_batch.testing import RunningEmulator
@@ -134,8 +136,49 @@ def test_a_run_over_budget_is_stopped_with_what_it_could_cost(tmp_path: Path) ->
     with pytest.raises(ClaudeBatchBudgetError) as raised:
         check_budget(staged, BUDGET_PRICES, 2.5)
     message = str(raised.value)
-    assert message.startswith(f"2000 requests could cost up to ${ceiling:,.2f} at batch prices")
-    assert "2,000,000 output tokens" in message and "over max_cost_usd $2.50. Nothing was submitted" in message
+    assert message.startswith(
+        f"2000 requests could cost up to ${ceiling:,.2f} at batch prices, over max_cost_usd $2.50"
+    )
+    assert "Nothing was submitted" in message
+    # It says the ceiling prices every answer at max_tokens, and splits it: $5 of it is output.
+    assert (
+        "a ceiling, not a forecast: it prices every answer at its max_tokens (2,000,000 output tokens, $5.00)"
+        in message
+    )
+    input_bytes = staged.tally["m"].input_bytes
+    assert f"every byte of input as a token ({input_bytes:,} bytes, ${ceiling - 5:.4f};" in message
+    # Without counted tokens no expected cost can be given: it says how to get one.
+    assert "Expected" not in message and "Set count_tokens_sample to count the input tokens" in message
+
+
+def test_a_counted_budget_refusal_gives_the_input_s_expected_cost(tmp_path: Path, emulator: RunningEmulator) -> None:
+    """With count_tokens_sample the input is known (counted tokens at the input price); the
+    output still is not, so the refusal gives the input's cost beside the ceiling."""
+    staged = _staged(tmp_path, 2_000)
+    counted = count_staged(staged, tmp_path, ClaudeBatchHook().count_tokens, BUDGET_PRICES, sample=20)[1]
+    tokens = counted.tally["m"].input_bytes
+    ceiling = check_budget(counted, BUDGET_PRICES, None)[0]
+    with pytest.raises(ClaudeBatchBudgetError) as raised:
+        check_budget(counted, BUDGET_PRICES, 2.5, counted=True)
+    message = str(raised.value)
+    assert message.startswith(
+        f"2000 requests could cost up to ${ceiling:,.2f} at batch prices, over max_cost_usd $2.50"
+    )
+    assert "prices every answer at its max_tokens (2,000,000 output tokens, $5.00)" in message
+    expected = tokens * 1.0 / 1_000_000 / 2  # $1 per million input tokens, halved
+    assert f"Expected: the input alone, about {tokens:,} tokens as counted with count_tokens_sample, " in message
+    assert f"costs ${expected:.4f} at batch prices; the answers add at most $5.00." in message
+    assert "Set count_tokens_sample" not in message
+
+
+def test_a_submission_that_counts_tokens_refuses_with_the_expected_cost(
+    tmp_path: Path, emulator: RunningEmulator
+) -> None:
+    run_dir = WorkDir(str(tmp_path)).run("dag", "run", "submit")
+    counting = dataclasses.replace(_submission(run_dir, max_cost_usd=1e-9), count_tokens_sample=2)
+    with pytest.raises(ClaudeBatchBudgetError, match=r"Expected: the input alone, about \d+ tokens as counted"):
+        counting.submit(["a", "b", "c"])
+    assert emulator.emulator.calls["count_tokens"] == 2 and emulator.emulator.stats["batches_created"] == 0
 
 
 def test_a_budget_needs_every_model_priced(tmp_path: Path) -> None:
