@@ -7,6 +7,7 @@ commands must name real commands and options of this project and of Airflow.
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import shlex
@@ -121,17 +122,103 @@ def test_shell_commands_exist_with_the_options_used() -> None:
     assert "--port" in _help(sys.executable, "-m", "airflow_provider_claude_batch.testing")
 
 
-def test_every_test_the_guarantees_name_exists() -> None:
-    """The Guarantees table names its proof as ``file::test`` (``::test`` repeats the file
-    named before it in the row): each must be a test function of that file."""
-    section = README[README.index("## Guarantees") : README.index("Known limits (")]
-    named, missing = 0, []
-    for row in section.splitlines():
+GUARANTEES = README[README.index("## Guarantees") : README.index("Known limits (")]
+
+
+def _guarantee_citations() -> list[tuple[str, str | None]]:
+    """What the Guarantees table cites as its proof, as ``(file, test)``: ``file::test``
+    (``::test`` repeats the file named before it in the row), or a file alone (``test`` None:
+    every test of that file, "a test per case")."""
+    cited: list[tuple[str, str | None]] = []
+    for row in GUARANTEES.splitlines():
         current = None
-        for match in re.finditer(r"`((tests/[\w/]+\.py)?::(test_\w+))`", row):
+        for match in re.finditer(r"`((tests/[\w/]+\.py)?(?:::(test_\w+))?)`", row):
             current = match.group(2) or current
             assert current is not None, f"{match.group(1)} names no file: {row[:60]}"
-            named += 1
-            if f"def {match.group(3)}(" not in (ROOT / current).read_text():
-                missing.append(f"{current}::{match.group(3)}")
-    assert named >= 20 and missing == []
+            cited.append((current, match.group(3)))
+    return cited
+
+
+def _test_functions(path: str) -> dict[str, ast.FunctionDef | ast.AsyncFunctionDef]:
+    tree = ast.parse((ROOT / path).read_text())
+    return {
+        node.name: node
+        for node in tree.body
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test_")
+    }
+
+
+def test_every_test_the_guarantees_name_exists() -> None:
+    """Each test the Guarantees table names is a test function of the file named."""
+    cited = _guarantee_citations()
+    missing = [f"{path}::{name}" for path, name in cited if name is not None and name not in _test_functions(path)]
+    assert len(cited) >= 20 and missing == []
+
+
+def _bound_names(function: ast.FunctionDef | ast.AsyncFunctionDef) -> set[str]:
+    """The names a test binds itself: its parameters (fixtures), and every name it assigns
+    (variables, loop and ``with`` targets, comprehensions, nested functions and their
+    parameters, imports made inside it)."""
+    bound = set()
+    for node in ast.walk(function):
+        if isinstance(node, ast.arg):
+            bound.add(node.arg)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            bound.add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node is not function:
+            bound.add(node.name)
+        elif isinstance(node, ast.alias):
+            bound.add((node.asname or node.name).split(".")[0])
+    return bound
+
+
+def _oracle_problems(function: ast.FunctionDef | ast.AsyncFunctionDef) -> list[str]:
+    """Why ``function`` could pass without checking what it ran: an ``assert`` that reads
+    nothing the test made and calls nothing (``assert True``, ``assert sys.modules``: true
+    whatever happened), or no oracle at all. An oracle is an ``assert`` comparing something the test made (an
+    emulator counter, task states, rows by custom_id, a manifest's batch ids, ...) with an
+    expected value, or a ``pytest.raises`` around what it runs."""
+    bound = _bound_names(function)
+    problems, oracles = [], 0
+    for node in ast.walk(function):
+        if isinstance(node, ast.Assert):
+            parts = list(ast.walk(node.test))
+            reads = {part.id for part in parts if isinstance(part, ast.Name)}
+            if not reads & bound and not any(isinstance(part, ast.Call) for part in parts):
+                problems.append(f"line {node.lineno}: `assert {ast.unparse(node.test)}` reads nothing the test made")
+            elif any(isinstance(part, ast.Compare) for part in parts):
+                oracles += 1
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "raises"
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == "pytest"
+        ):
+            oracles += 1
+    if not oracles:
+        problems.append("no assert compares what the test ran with an expected value, and no pytest.raises")
+    return problems
+
+
+def test_every_test_the_guarantees_name_checks_an_oracle() -> None:
+    """A cited test cannot silently become a no-op: each holds an oracle check, and none of its
+    asserts is true whatever the run did."""
+    checked, problems = 0, []
+    for path, name in _guarantee_citations():
+        functions = _test_functions(path)
+        assert functions, f"{path} holds no test"
+        for test_name in [name] if name is not None else list(functions):
+            if test_name in functions:  # a missing one: test_every_test_the_guarantees_name_exists
+                checked += 1
+                problems += [f"{path}::{test_name}: {problem}" for problem in _oracle_problems(functions[test_name])]
+    assert checked >= 20 and problems == []
+
+
+def test_the_bad_input_row_counts_the_cases() -> None:
+    from tests.hostile.test_bad_input import CASES
+
+    ((total, under_airflow),) = re.findall(
+        r"(\d+) bad inputs .*?, (\d+) of them also under `dag\.test\(\)`", GUARANTEES
+    )
+    assert (int(total), int(under_airflow)) == (len(CASES), sum(case.in_airflow for case in CASES))
