@@ -16,7 +16,8 @@ Invariants:
 * Results are streamed from the rendered file, one ``Range`` honoured (206) while
   ``results_ranges`` is on; a drop fault breaks the connection after ``drop_after_bytes``.
 * The token exchange needs no API key (the identity token is the credential). Control
-  endpoints have no auth, latency or faults, and are not counted.
+  endpoints have no auth, latency or faults, and are not counted. ``GET /_emulator/config``
+  shows the settings but never a key or a trusted identity token (it counts them).
 * Handlers are module-level and keep no state: each gets its :class:`Emulator` from the app
   (``app.state.emulator``, set by :func:`create_app`), so apps in one process share nothing.
 """
@@ -24,9 +25,11 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import secrets
 from collections.abc import AsyncIterator, Callable
+from dataclasses import asdict, fields
 from typing import Annotated, Any
 
 import msgspec
@@ -38,7 +41,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from airflow_provider_claude_batch.batching.api import limits
 from airflow_provider_claude_batch.testing.emulator_requests import ERROR_TYPES, EmulatorHTTPError, count_input_tokens
 from airflow_provider_claude_batch.testing.emulator_results import EMULATOR_TAG
-from airflow_provider_claude_batch.testing.emulator_state import Emulator, Fault, rfc3339
+from airflow_provider_claude_batch.testing.emulator_state import Emulator, EmulatorConfig, Fault, rfc3339
 from airflow_provider_claude_batch.testing.federation import (
     OAUTH_API_BETA,
     TOKEN_PREFIX,
@@ -189,6 +192,11 @@ async def control_outcomes(request: Request, emulator: EmulatorDep) -> dict[str,
     return {"ok": True}
 
 
+@control.get("/_emulator/config")
+async def control_config_read(emulator: EmulatorDep) -> dict[str, Any]:
+    return config_json(emulator.config)
+
+
 @control.post("/_emulator/config")
 async def control_config(request: Request, emulator: EmulatorDep) -> dict[str, Any]:
     _configure(emulator, await request.json())
@@ -199,6 +207,21 @@ async def control_config(request: Request, emulator: EmulatorDep) -> dict[str, A
 async def control_reset(emulator: EmulatorDep) -> dict[str, Any]:
     emulator.reset()
     return {"ok": True}
+
+
+def config_json(config: EmulatorConfig) -> dict[str, Any]:
+    """The settings an emulator runs with, as JSON: every field by name, except that keys and
+    trusted identity tokens are counted, not shown, and a processing time that never ends
+    (``inf``, which JSON cannot hold) is null."""
+    settings = {item.name: getattr(config, item.name) for item in fields(config)}
+    settings["api_keys"] = len(config.api_keys)
+    rule = config.federation
+    settings["federation"] = {**asdict(rule), "trusted_identity_tokens": len(rule.trusted_identity_tokens)}
+    if math.isinf(config.processing_seconds):
+        settings["processing_seconds"] = None
+    if config.reply_chars is not None:
+        settings["reply_chars"] = list(config.reply_chars)
+    return settings
 
 
 def _configure(emulator: Emulator, settings: dict[str, Any]) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import msgspec
@@ -82,17 +83,23 @@ def results_order(count: int) -> list[int]:
     return [i for pair in itertools.zip_longest(range(half, count), range(half)) for i in pair if i is not None]
 
 
-def write_results(path: str, batch_id: str, pairs: list[tuple[StoredRequest, str]], settings: AnswerSettings) -> None:
-    """Write the results JSONL of a batch whose requests ended with these outcomes."""
+def write_results(
+    path: str,
+    batch_id: str,
+    pairs: list[tuple[StoredRequest, str]],
+    settings: AnswerSettings,
+    on_line: Callable[[dict[str, Any]], None] | None = None,
+) -> None:
+    """Write the results JSONL of a batch whose requests ended with these outcomes; ``on_line``
+    sees every line written (the emulator bills them)."""
     order = results_order(len(pairs))
     with open(path, "wb") as out:
         for start in range(0, len(order), _LINES_PER_WRITE):
-            out.write(
-                b"".join(
-                    _encoder.encode(result_line(batch_id, pairs[i][0], pairs[i][1], settings)) + b"\n"
-                    for i in order[start : start + _LINES_PER_WRITE]
-                )
-            )
+            lines = [result_line(batch_id, *pairs[i], settings) for i in order[start : start + _LINES_PER_WRITE]]
+            if on_line is not None:
+                for line in lines:
+                    on_line(line)
+            out.write(b"".join(_encoder.encode(line) + b"\n" for line in lines))
 
 
 def result_line(batch_id: str, request: StoredRequest, outcome: str, settings: AnswerSettings) -> dict[str, Any]:

@@ -21,6 +21,9 @@ Invariants:
   still has them.
 * Counters count what was received (``calls`` per endpoint, ``stats`` per event), so tests can
   assert what a client did, e.g. that a create was not sent twice.
+* Billing counts what the ended batches' results bill (:mod:`.emulator_billing`): a batch is
+  billed once, when its results file is rendered, at its first download or the first
+  :meth:`Emulator.snapshot` after it ended, whichever comes first.
 
 The HTTP layer (:mod:`.emulator_app`) adds authentication, latency and what faults do to an
 answer; this module only decides which fault a call takes.
@@ -38,7 +41,7 @@ import tempfile
 import threading
 import weakref
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -46,6 +49,8 @@ from typing import Any
 import msgspec
 
 from airflow_provider_claude_batch.batching.api import limits
+from airflow_provider_claude_batch.batching.api.pricing import PriceTable
+from airflow_provider_claude_batch.testing.emulator_billing import Billing
 from airflow_provider_claude_batch.testing.emulator_requests import (
     ERROR_TYPES,
     EmulatorHTTPError,
@@ -163,6 +168,9 @@ class EmulatorConfig:
     invalid_output_fraction: float = 0.0
     refusal_fraction: float = 0.0
     truncated_fraction: float = 0.0
+    #: Price overrides for the dollars ``snapshot`` reports as billed, over the provider's
+    #: table, in any form ``[claude_batch] prices`` takes (a mapping, JSON, a JSON file's path).
+    prices: Mapping[str, Any] | str | None = None
 
 
 @dataclass
@@ -261,6 +269,8 @@ class Emulator:
         self._seed = secrets.token_hex(4)
         self.calls: Counter[str] = Counter()
         self.stats: Counter[str] = Counter()
+        #: What the results served so far bill (see :mod:`.emulator_billing`).
+        self.billing = Billing()
         self.base_url: str | None = None
         self.tokens = TokenIssuer()
         self.prompt_cache = PromptCache()
@@ -286,6 +296,7 @@ class Emulator:
             self._attempts.clear()
             self.calls.clear()
             self.stats.clear()
+            self.billing.clear()
             self.clock.reset()
             self.save_state()
 
@@ -332,13 +343,24 @@ class Emulator:
         self.save_state()
 
     def snapshot(self) -> dict[str, Any]:
+        """The counters, the batches, and what the ended batches billed. Every batch is moved
+        along to now first, and the results of one that ended are rendered if no download has
+        rendered them yet, so every ended batch is billed."""
         with self._lock:
-            return {
+            now = self.clock.now()
+            for batch in self._batches.values():
+                self._settle(batch, now)
+                if batch.ended_at is not None:
+                    self._rendered(batch)
+            snapshot = {
                 "calls": dict(self.calls),
                 "stats": dict(self.stats),
                 "batches": len(self._batches),
                 "open_batches": sum(1 for b in self._batches.values() if b.ended_at is None),
+                "billed": self.billing.report(PriceTable.load(self.config.prices)),
             }
+        self.save_state()
+        return snapshot
 
     # ----------------------------------------------------------------- state file
     def _load_state(self) -> None:
@@ -503,16 +525,22 @@ class Emulator:
                 raise EmulatorHTTPError(
                     400, f"Message batch '{batch_id}' has not ended yet; results are available once it has."
                 )
-            if batch.results_path is None or not os.path.exists(batch.results_path):
-                # (A batch loaded from a state file names the files of an earlier process.)
-                batch.results_path = self._render_results(batch)
-            return batch.results_path, os.path.getsize(batch.results_path)
+            path = self._rendered(batch)
+            return path, os.path.getsize(path)
+
+    def _rendered(self, batch: _Batch) -> str:
+        """The results file of an ended batch, rendered (and billed) the first time."""
+        if batch.results_path is None or not os.path.exists(batch.results_path):
+            # (A batch loaded from a state file names the files of an earlier process.)
+            batch.results_path = self._render_results(batch)
+        return batch.results_path
 
     def _render_results(self, batch: _Batch) -> str:
         assert batch.outcomes is not None
         pairs = list(zip(batch.requests, batch.outcomes, strict=True))
         path = os.path.join(self._results_dir, f"{batch.id}.jsonl")
-        write_results(path, batch.id, pairs, self.config)
+        write_results(path, batch.id, pairs, self.config, on_line=self.billing.add_line)
+        self.billing.batches += 1
         self.stats["results_rendered"] += 1
         return path
 

@@ -9,6 +9,10 @@ plane drives the emulator without being counted; each app serves only its own em
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import math
+
 import anthropic
 import httpx
 import pytest
@@ -234,7 +238,52 @@ def test_the_control_plane_is_not_counted_and_sets_json_values(emulator: Running
     now = httpx.post(f"{base}/_emulator/advance", params={"seconds": 60}).json()["now"]
     assert now.endswith("Z")
     httpx.post(f"{base}/_emulator/outcomes", json={"req-0": "expired"}).raise_for_status()
-    assert httpx.get(f"{base}/_emulator/state").json() == {"calls": {}, "stats": {}, "batches": 0, "open_batches": 0}
+    state = httpx.get(f"{base}/_emulator/state").json()
+    assert {key: state[key] for key in ("calls", "stats", "batches", "open_batches")} == {
+        "calls": {},
+        "stats": {},
+        "batches": 0,
+        "open_batches": 0,
+    }
+    assert (state["billed"]["batches"], state["billed"]["requests"], state["billed"]["cost_usd"]) == (0, 0, 0)
     httpx.post(f"{base}/v1/messages/batches", json={"requests": make_requests(1)}, headers=HEADERS)
     assert httpx.post(f"{base}/_emulator/reset").json() == {"ok": True}
     assert emulator.emulator.batch_ids() == [] and emulator.emulator.calls == {}
+
+
+def test_the_state_reports_what_the_served_results_billed(emulator: RunningEmulator) -> None:
+    """Oracle: the usage of the results lines as served over HTTP, priced by hand at half of
+    Sonnet 4.6's list prices ($3 and $15 per million input and output tokens)."""
+    base = emulator.base_url
+    httpx.post(f"{base}/_emulator/outcomes", json={"req-0": "errored:overloaded_error"}).raise_for_status()
+    created = httpx.post(f"{base}/v1/messages/batches", json={"requests": make_requests(5)}, headers=HEADERS)
+    results = httpx.get(f"{base}/v1/messages/batches/{created.json()['id']}/results", headers=HEADERS)
+    lines = [json.loads(line) for line in results.text.splitlines()]
+    usages = [line["result"]["message"]["usage"] for line in lines if line["result"]["type"] == "succeeded"]
+    input_tokens = sum(usage["input_tokens"] for usage in usages)
+    output_tokens = sum(usage["output_tokens"] for usage in usages)
+    billed = httpx.get(f"{base}/_emulator/state").json()["billed"]
+    assert (billed["batches"], billed["requests"]) == (1, 4)  # the errored request bills nothing
+    assert (billed["input_tokens"], billed["output_tokens"]) == (input_tokens, output_tokens)
+    assert billed["cost_usd"] == pytest.approx((input_tokens * 3 + output_tokens * 15) / 1e6 / 2, abs=1e-6)
+    assert list(billed["by_model"]) == ["claude-sonnet-4-6"] and billed["unpriced_models"] == []
+    # Prices set through the control plane reprice what was billed.
+    httpx.post(f"{base}/_emulator/config", json={"prices": {"claude-sonnet-4-6": {"input": 6, "output": 30}}})
+    repriced = httpx.get(f"{base}/_emulator/state").json()["billed"]
+    assert repriced["cost_usd"] == pytest.approx(billed["cost_usd"] * 2, abs=1e-6)
+
+
+def test_the_config_is_shown_without_keys_or_identity_tokens(emulator: RunningEmulator) -> None:
+    base = emulator.base_url
+    httpx.post(
+        f"{base}/_emulator/config",
+        json={"processing_seconds": 30, "reply_chars": [10, 20], "federation": {"trusted_identity_tokens": ["jwt-x"]}},
+    ).raise_for_status()
+    answer = httpx.get(f"{base}/_emulator/config")
+    shown = answer.json()
+    assert set(shown) == {item.name for item in dataclasses.fields(EmulatorConfig)}
+    assert (shown["processing_seconds"], shown["reply_chars"], shown["api_keys"]) == (30, [10, 20], 1)
+    assert shown["federation"]["trusted_identity_tokens"] == 1
+    assert TEST_API_KEY not in answer.text and "jwt-x" not in answer.text
+    emulator.emulator.config.processing_seconds = math.inf
+    assert httpx.get(f"{base}/_emulator/config").json()["processing_seconds"] is None  # never ends

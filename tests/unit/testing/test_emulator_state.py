@@ -296,3 +296,85 @@ def test_a_reset_empties_the_state_file_too(tmp_path: Path) -> None:
         client.messages.batches.create(requests=make_requests(1))
         first.emulator.reset()
     assert Emulator(EmulatorConfig(state_file=state_file)).batch_ids() == []
+
+
+#: Sonnet 4.6 list prices per million tokens, written out here as the oracle: input, output,
+#: 5-minute cache write (1.25x input), 1-hour cache write (2x input), cache read (0.1x input).
+SONNET = {"input": 3.0, "output": 15.0, "write_5m": 3.75, "write_1h": 6.0, "read": 0.3}
+
+
+def _priced_by_hand(lines: list[MessageBatchIndividualResponse]) -> tuple[dict[str, int], float]:
+    """Tokens of the succeeded lines as downloaded, and their cost at half the list prices."""
+    tokens = dict.fromkeys(("input", "output", "write_5m", "write_1h", "read"), 0)
+    for line in lines:
+        if line.result.type != "succeeded":
+            continue
+        usage = line.result.message.usage
+        hour = usage.cache_creation.ephemeral_1h_input_tokens if usage.cache_creation else 0
+        tokens["input"] += usage.input_tokens
+        tokens["output"] += usage.output_tokens
+        tokens["write_1h"] += hour
+        tokens["write_5m"] += (usage.cache_creation_input_tokens or 0) - hour
+        tokens["read"] += usage.cache_read_input_tokens or 0
+    return tokens, sum(tokens[kind] * SONNET[kind] for kind in tokens) / 1_000_000 / 2
+
+
+def test_the_state_bills_succeeded_results_once_at_batch_prices(
+    client: anthropic.Anthropic, emulator: RunningEmulator
+) -> None:
+    """Oracle: the tokens of the results as the SDK downloads them, priced by hand at half the
+    list prices; errored and expired requests bill nothing; a batch is billed once, whether its
+    results were downloaded first or the state was read first."""
+    emulator.emulator.script_outcomes({"req-1": "errored:overloaded_error", "req-2": "expired"})
+    policy = "policy " * 1000  # a system prompt long enough to be cached
+    cached = [
+        {
+            "custom_id": f"c-{i}",
+            "params": {
+                "model": "claude-sonnet-4-6",
+                "max_tokens": 16,
+                "system": [{"type": "text", "text": policy, "cache_control": {"type": "ephemeral", "ttl": ttl}}],
+                "messages": [{"role": "user", "content": f"ticket {i}"}],
+            },
+        }
+        for i, ttl in enumerate(["1h", "1h", "5m", "5m"])
+    ]
+    first = client.messages.batches.create(requests=make_requests(6))
+    downloaded = _results(client, first.id)  # billed at this download
+    second = client.messages.batches.create(requests=cached)  # billed by the state read below
+    billed = emulator.emulator.snapshot()["billed"]
+    lines = downloaded + _results(client, second.id)
+    tokens, dollars = _priced_by_hand(lines)
+    assert tokens["write_1h"] > 0 and tokens["write_5m"] > 0 and tokens["read"] > 0  # every kind priced
+    assert (billed["batches"], billed["requests"]) == (2, 8)  # 4 + 4 succeeded of 10
+    assert billed["input_tokens"] == tokens["input"] and billed["output_tokens"] == tokens["output"]
+    assert billed["cache_creation_input_tokens"] == tokens["write_1h"] + tokens["write_5m"]
+    assert billed["cache_creation_1h_input_tokens"] == tokens["write_1h"]
+    assert billed["cache_read_input_tokens"] == tokens["read"]
+    assert billed["cost_usd"] == pytest.approx(dollars, abs=1e-6) and billed["unpriced_models"] == []
+    assert billed["by_model"]["claude-sonnet-4-6"]["requests"] == 8
+    assert emulator.emulator.snapshot()["billed"] == billed  # read again: nothing billed twice
+    assert _results(client, second.id) == lines[6:] and emulator.emulator.snapshot()["billed"] == billed
+    emulator.emulator.reset()
+    assert emulator.emulator.snapshot()["billed"]["cost_usd"] == 0 and emulator.emulator.billing.batches == 0
+
+
+def test_billed_dollars_follow_the_prices_and_an_unpriced_model_is_unknown(
+    client: anthropic.Anthropic, emulator: RunningEmulator
+) -> None:
+    emulator.emulator.config.processing_seconds = 60
+    client.messages.batches.create(requests=make_requests(3))
+    assert emulator.emulator.snapshot()["billed"]["batches"] == 0  # nothing billed before a batch ends
+    emulator.emulator.advance(60)  # the state read sees the batch ended, and bills it
+    billed = emulator.emulator.snapshot()["billed"]
+    expected = (billed["input_tokens"] * 3 + billed["output_tokens"] * 15) / 1_000_000 / 2
+    assert billed["cost_usd"] == pytest.approx(expected, abs=1e-6)
+    emulator.emulator.config.prices = {"claude-sonnet-4-6": {"input": 30, "output": 150}}
+    assert emulator.emulator.snapshot()["billed"]["cost_usd"] == pytest.approx(expected * 10, abs=1e-6)
+    house = [{**request, "params": {**request["params"], "model": "house-model"}} for request in make_requests(2)]
+    client.messages.batches.create(requests=house)
+    emulator.emulator.advance(60)
+    billed = emulator.emulator.snapshot()["billed"]
+    assert billed["cost_usd"] is None and billed["unpriced_models"] == ["house-model"]
+    assert billed["by_model"]["house-model"]["cost_usd"] is None and billed["requests"] == 5
+    assert billed["by_model"]["claude-sonnet-4-6"]["cost_usd"] == pytest.approx(expected * 10, abs=1e-6)
