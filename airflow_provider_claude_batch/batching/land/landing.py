@@ -16,8 +16,9 @@ Invariants:
   mismatch is downloaded once more before it fails.
 * The destination is replaced whole (``land/partitions.py``): a reader never sees a mix of
   two landings, and a failure leaves the previous landing in place.
-* Answers reach the answer store only after the commit, and a store write that fails never
-  fails the landing.
+* Answers reach the answer store once every batch's results have matched their requests: after
+  the commit, or when the commit fails (they are sound, and the API drops results after 29
+  days). A store write that fails never fails the landing.
 
 Waiting is the caller's: ``wait`` either waits here and returns how the wait ended, or defers
 (raises) and the caller resumes with :meth:`Landing.settle` and then :meth:`Landing.run` again.
@@ -384,8 +385,15 @@ class Landing:
                     typed.describe_failures() + ". Nothing was landed (on_invalid_output='fail')."
                 )
             committed = commit(staged, destination, stats.files, rows=stats.rows)
+        except ClaudeBatchInvalidOutputError:
+            discard(staged)
+            raise
         except BaseException:
             discard(staged)
+            # Every batch's results matched its requests: the answers are sound even though the
+            # Parquet commit failed, and stored now they are never paid for again.
+            if parts.new_answers.enabled:
+                self._store_answers(self.run_dir.for_manifest(self.manifest), parts.new_answers)
             raise
         run_dir = self.run_dir.for_manifest(self.manifest)
         if parts.new_answers.enabled:

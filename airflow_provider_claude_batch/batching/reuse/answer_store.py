@@ -405,6 +405,31 @@ class AnswerStore:
             if path.exists():
                 path.unlink()
 
+    def retire_batch(self, batch_id: str) -> int:
+        """Forget the requests in flight in ``batch_id``, whoever sent them: its batch has ended
+        and its answers are in the store now (stored by whoever downloaded them: the run that
+        sent them, or a run that awaited them), so later runs reuse them instead of awaiting a
+        batch whose owner may never land. Returns how many entries were dropped."""
+        dropped = 0
+        for path in _files(self.work_dir.in_flight_folder):
+            if not path.name.endswith(".parquet"):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                with path.open("rb") as handle:
+                    entries = pq.read_table(handle)
+                if "batch_id" not in entries.column_names:
+                    continue
+                others = pc.not_equal(entries.column("batch_id"), batch_id)
+                kept = entries.filter(others)
+                if kept.num_rows == entries.num_rows:
+                    continue
+                dropped += entries.num_rows - kept.num_rows
+                if kept.num_rows:
+                    write_whole(path, parquet_bytes(kept))
+                else:
+                    path.unlink()
+        return dropped
+
     def in_flight(self, keys: np.ndarray, *, exclude: str) -> tuple[np.ndarray, pa.Table]:
         """Which of ``keys`` another task instance (not ``exclude``) sent and has not landed,
         in a batch younger than the API keeps results. Returns a bool per key and, per found

@@ -12,6 +12,11 @@ The transfer resolves them once those batches have ended, before anything is lan
    ``awaited/``, recorded in the manifest as a round-0 batch record without a batch id, which
    the transfer's creates (intent, create, id: never twice) then send like any other.
 
+The answers taken in 2. are added to the answer store at once (their identity is that of the
+request they answered: its content key) and that batch's requests are retired from
+``_answers/_inflight/``, whatever becomes of the run that sent them: a run whose landing
+failed would otherwise leave them awaited by every later run until the API drops them.
+
 Invariants: every awaited row ends as exactly one of an answer in ``awaited.parquet`` (beside
 ``answered.parquet``) or a request of an ``awaited/`` chunk; resolution is recorded in the
 manifest (``reuse.awaited_resolved``) in the same save that adds those chunks, so a retry
@@ -20,6 +25,7 @@ either redoes it from the start (nothing was recorded) or skips it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -32,13 +38,16 @@ from airflow_provider_claude_batch.batching.api.pricing import PriceTable
 from airflow_provider_claude_batch.batching.api.results import ResultParser
 from airflow_provider_claude_batch.batching.render.chunks import CUSTOM_ID_COLUMN, ChunkLimits, ChunkWriter
 from airflow_provider_claude_batch.batching.render.content_key import as_numpy
-from airflow_provider_claude_batch.batching.reuse.answer_store import ANSWER_COLUMNS, AnswerStore
+from airflow_provider_claude_batch.batching.reuse.answer_store import ANSWER_COLUMNS, AnswerOrigin, AnswerStore
 from airflow_provider_claude_batch.batching.reuse.plan import AWAITED, INPUT_PREFIX, ReuseCounts
 from airflow_provider_claude_batch.batching.schema.output_schema import OutputSchema
 from airflow_provider_claude_batch.batching.schema.typed_columns import TypedAnswers
+from airflow_provider_claude_batch.batching.state.batch_index import read_origin
 from airflow_provider_claude_batch.batching.state.manifest import BatchRecord, Manifest
 from airflow_provider_claude_batch.batching.state.run_dir import AWAITED_ANSWERS_FILE, AWAITED_FOLDER, RunDir
 from airflow_provider_claude_batch.batching.state.storage import parquet_bytes, remove_tree
+
+log = logging.getLogger(__name__)
 
 #: The columns ``awaited.parquet`` holds per answered row.
 AWAITED_COLUMNS = [CUSTOM_ID_COLUMN, "origin_batch_id", *ANSWER_COLUMNS]
@@ -70,7 +79,9 @@ def resolve_awaited(
     # 2. From the other batches' results: succeeded answers (that match the output schema, if any).
     typed = None if manifest.output_schema is None else TypedAnswers(OutputSchema.from_user(manifest.output_schema))
     for batch_id in counts.awaited_batches:
-        answers.extend(_from_their_batch(batch_id, rows, resolved, run_dir, download, prices, typed))
+        taken = _from_their_batch(batch_id, rows, resolved, run_dir, download, prices, typed)
+        answers.extend(answer for answer, _ in taken)
+        _store_their_answers(store, batch_id, [stored for _, stored in taken])
     _save_awaited_answers(run_dir, counts.answered_file, answers)
     # 3. The rest is sent after all, in chunks of this run.
     unresolved = rows.filter(pa.array(~resolved))
@@ -105,11 +116,12 @@ def _from_their_batch(
     download: Callable[[str, Any], Any],
     prices: PriceTable,
     typed: TypedAnswers | None,
-) -> list[pa.Table]:
+) -> list[tuple[pa.Table, pa.Table]]:
     """Awaited rows answered (succeeded, and valid with an output schema) in another run's
     batch ``batch_id``, whose results are saved in this run folder first; marks them in
-    ``resolved``. A batch that is gone or unreadable answers nothing: its rows are sent."""
-    answers: list[pa.Table] = []
+    ``resolved``. A batch that is gone or unreadable answers nothing: its rows are sent.
+    Returns, per part, the rows' answers and the same answers as the store keeps them."""
+    answers: list[tuple[pa.Table, pa.Table]] = []
     wanted = np.flatnonzero(~resolved & pc.equal(rows.column("await_batch_id"), batch_id).to_numpy(False))
     if not len(wanted):
         return answers
@@ -133,8 +145,42 @@ def _from_their_batch(
             positions = wanted[found]
             taken = table.take(pa.array(where.to_numpy(zero_copy_only=False)[found].astype(np.int64)))
             resolved[positions] = True
-            answers.append(_answer_rows(rows.column(CUSTOM_ID_COLUMN).take(pa.array(positions)), taken))
+            keys = rows.column("key").take(pa.array(positions))
+            answers.append(
+                (
+                    _answer_rows(rows.column(CUSTOM_ID_COLUMN).take(pa.array(positions)), taken),
+                    taken.append_column("key", keys),
+                )
+            )
     return answers
+
+
+def _store_their_answers(store: AnswerStore, batch_id: str, tables: list[pa.Table]) -> None:
+    """The answers taken from another run's ended batch go into the store now, whatever
+    becomes of that run's landing (it may have failed, and the API drops results after 29
+    days), and the batch's requests are no longer in flight: later runs reuse them. Stored
+    under the batch's own name, so storing them again replaces them; the origin is the task
+    that created the batch (it paid), from the batch index. Never fails the landing."""
+    if not tables:
+        return
+    try:
+        entry = read_origin(store.work_dir, batch_id) or {}
+        origin = AnswerOrigin(
+            str(entry.get("dag_id", "")),
+            str(entry.get("run_id", "")),
+            str(entry.get("task_id", "")),
+            int(entry.get("map_index", -1)),
+        )
+        stored = 0
+        for index, table in enumerate(tables):
+            name = AnswerStore.landing_name(f"awaited/{batch_id}/{index}", [batch_id])
+            stored += store.add(table, origin, name=name)
+        store.retire_batch(batch_id)
+        log.info(
+            "Stored %d answers of batch %s, awaited from another run; it is no longer in flight.", stored, batch_id
+        )
+    except Exception as exc:  # the rows are answered; a later run may pay for them again
+        log.warning("Could not store the answers awaited from batch %s: %s", batch_id, exc)
 
 
 def _save_awaited_answers(run_dir: RunDir, answered_file: str, answers: list[pa.Table]) -> None:

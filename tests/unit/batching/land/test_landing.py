@@ -112,3 +112,31 @@ def test_a_timed_out_wait_cancels_this_run_s_open_batches_and_fails(
     with pytest.raises(ClaudeBatchWaitTimeoutError, match="wait_timeout"):
         landing.settle(WaitEvent(status="timeout", open=[*own, "msgbatch_of_another_run"], message="late"))
     assert emulator.emulator.calls["cancel"] == 1  # only this run's batch
+
+
+def test_answers_reach_the_store_when_the_parquet_commit_fails(
+    submit_run: SubmitRun, emulator: RunningEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every batch's results matched their requests, then the destination could not be written
+    (a storage outage stands in for it: the commit raises). The answers are sound: they are in
+    the store now, so a rerun reuses them instead of paying once the API drops the results."""
+    from airflow_provider_claude_batch.batching.land import landing as landing_module
+    from airflow_provider_claude_batch.batching.reuse.answer_store import AnswerStore
+    from airflow_provider_claude_batch.batching.state.manifest import Manifest
+
+    manifest, run_dir = submit_run(ROWS)
+    manifest.reuse = {"rows": len(ROWS), "new": len(ROWS)}  # a run planned for reuse stores its answers
+    manifest.save(RunDir.of(run_dir))
+
+    def outage(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("the object store is down")
+
+    monkeypatch.setattr(landing_module, "commit", outage)
+    with pytest.raises(OSError, match="down"):
+        _landing(run_dir, tmp_path / "out").run()
+    store = AnswerStore(
+        RunDir.of(run_dir).for_manifest(Manifest.from_json((run_dir / "manifest.json").read_bytes())).work_dir
+    )
+    stored = sum(len(files) for files in store.files().values())
+    assert stored > 0
+    assert not (tmp_path / "out").exists()

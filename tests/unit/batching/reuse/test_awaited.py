@@ -11,6 +11,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pyarrow.parquet as pq
+
 from airflow_provider_claude_batch.batching.api.pricing import PriceTable
 from airflow_provider_claude_batch.batching.reuse.answer_store import AnswerStore
 from airflow_provider_claude_batch.batching.reuse.awaited import awaited_rows, read_awaited_answers, resolve_awaited
@@ -158,3 +160,30 @@ def test_a_run_awaiting_nothing_reads_no_awaited_answers(emulator: RunningEmulat
     counts = ReuseCounts.from_dict(manifest.reuse)
     assert counts is not None and counts.awaited == 0
     assert read_awaited_answers(run_dir, counts) is None
+
+
+def test_answers_awaited_from_a_run_that_never_lands_are_stored_and_no_longer_awaited(
+    emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    """Run a sends its requests and never lands (its transfer failed). Run b awaits them and
+    takes their answers: they go into the store at once and a's batch is retired from the
+    requests in flight, so run c reuses them: nothing awaited, nothing downloaded, nothing
+    billed. Before, every later run awaited a's batch and downloaded it again, storing
+    nothing, until the API dropped the results and the rows were paid again."""
+    work = tmp_path / "work"
+    a_manifest, _ = _submit(work, "a", A_ROWS)
+    b_manifest, b_run_dir = _submit(work, "b", B_ROWS)
+    store = AnswerStore(b_run_dir.for_manifest(b_manifest).work_dir)
+    downloads = _Downloads()
+    resolve_awaited(b_run_dir, b_manifest, store, downloads, PriceTable())
+    assert downloads.batch_ids == a_manifest.batch_ids()
+    in_flight = {
+        b for f in (work / "_answers" / "_inflight").glob("*.parquet") for b in pq.read_table(f)["batch_id"].to_pylist()
+    }
+    assert in_flight == set(b_manifest.batch_ids())  # a's batch is retired, b's own is in flight
+    created = emulator.emulator.stats["batches_created"]
+    c_manifest, _ = _submit(work, "c", [{"id": f"c{i}", "text": f"question {i}"} for i in (1, 2, 3)])
+    counts = ReuseCounts.from_dict(c_manifest.reuse)
+    assert counts is not None and (counts.reused, counts.awaited, counts.new) == (3, 0, 0)
+    assert emulator.emulator.stats["batches_created"] == created
+    assert len(downloads.batch_ids) == 1
