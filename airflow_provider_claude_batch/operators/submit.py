@@ -10,6 +10,7 @@ from airflow.sdk import Asset, BaseOperator
 from airflow.sdk.exceptions import AirflowSkipException
 
 from airflow_provider_claude_batch.batching.api import limits
+from airflow_provider_claude_batch.batching.api.request_params import check_prefill, check_prefill_allowed, check_turns
 from airflow_provider_claude_batch.batching.render.chunks import ChunkLimits
 from airflow_provider_claude_batch.batching.render.prompt_caching import cached_system
 from airflow_provider_claude_batch.batching.render.rendering import TEXT_COLUMN, RequestSpec, fields_template
@@ -62,6 +63,20 @@ def _untemplated(source: Any) -> Any:
 DEFAULT_CONN = ClaudeBatchHook.default_conn_name
 
 
+def _shape(
+    output_schema: Any, messages: Any, prefill: Any, request_params: Mapping[str, Any] | None
+) -> tuple[OutputSchema | None, list[dict[str, Any]], str | None]:
+    """What shapes the answers: the output schema, the few-shot turns and the prefill, checked
+    when the DAG is parsed (an unsupported schema never reaches a worker) and together: the API
+    takes no prefill with a schema (or with thinking)."""
+    schema = None if output_schema is None else OutputSchema.from_user(output_schema)
+    turns = check_turns(messages, where="messages=")
+    start = check_prefill(prefill, where="prefill=")
+    if start is not None:
+        check_prefill_allowed(with_output_format(request_params or {}, schema), where="prefill=")
+    return schema, turns, start
+
+
 class ClaudeBatchSubmitOperator(BaseOperator):
     """Render one Messages request per input row and submit them as Message Batches.
 
@@ -87,7 +102,15 @@ class ClaudeBatchSubmitOperator(BaseOperator):
     :param id_column: column with each row's custom_id (1-64 of ``[A-Za-z0-9_-]``, unique
         across the run). Without it, ids are ``{id_prefix}-{row number}``.
     :param params_column: optional column of per-row parameter dicts (or JSON strings)
-        merged over ``request_params``.
+        merged over ``request_params``; a row's ``messages`` and ``prefill`` keys replace the
+        operator's (``[]`` and ``""``: none for that row).
+    :param messages: few-shot turns sent before every row's prompt: a list of
+        ``{"role": "user" | "assistant", "content": text or content blocks}``, the roles in turn
+        from a user turn to an assistant turn (the row's prompt is the next user turn). Not
+        templated.
+    :param prefill: the start of every answer, sent as an assistant turn after the row's prompt
+        (e.g. ``'{"label": "'``); not with ``output_schema`` or thinking, which the API refuses,
+        nor ending in whitespace. Not templated.
     :param max_requests_per_batch: at most 100,000 (the API's limit).
     :param max_bytes_per_batch: serialized create body limit, at most 256 MB.
     :param work_dir: base folder or URI for manifests and request bodies; shared object
@@ -192,6 +215,8 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         count_tokens_sample: int | None = None,
         reuse_answers: bool = True,
         answer_max_age: float | timedelta | str | None = None,
+        messages: Sequence[Mapping[str, Any]] | None = None,
+        prefill: str | None = None,
         **kwargs: Any,
     ) -> None:
         if isinstance(source, Asset):
@@ -218,8 +243,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         self.prompt_format = one_of(prompt_format, "prompt_format", ("fields", "format"))
         self.conn_id = pick_alias("conn_id", conn_id, "claude_batch_conn_id", claude_batch_conn_id) or DEFAULT_CONN
         self.allow_empty_prompt = allow_empty_prompt
-        # Checked when the DAG is parsed: an unsupported schema never reaches a worker.
-        self.output_schema = None if output_schema is None else OutputSchema.from_user(output_schema)
+        self.output_schema, self.messages, self.prefill = _shape(output_schema, messages, prefill, request_params)
         self.cache_system_prompt = cache_system_prompt
         self.estimate_only = estimate_only
         self.count_tokens_sample = positive(count_tokens_sample, "count_tokens_sample", "number of requests")
@@ -263,6 +287,8 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             params_column=self.params_column,
             id_prefix=self.id_prefix,
             allow_empty_prompt=self.allow_empty_prompt,
+            messages=self.messages,
+            prefill=self.prefill,
         )
 
     def set_links(self, manifest: Manifest, hook: ClaudeBatchHook) -> None:

@@ -9,6 +9,7 @@ messages), and all at once as tasks of one DAG under ``dag.test()``.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,11 @@ class Case:
     #: False where Airflow itself refuses the operator's arguments first (a NaN in a templated
     #: field cannot be stored as its rendered value).
     in_airflow: bool = True
+
+
+def _turns(*turns: tuple[str, str]) -> str:
+    """A params_column value (JSON text) setting a row's few-shot turns."""
+    return json.dumps({"messages": [{"role": role, "content": content} for role, content in turns]})
 
 
 CASES = [
@@ -109,6 +115,61 @@ CASES = [
         [{"text": "a", "opts": '{"temperature": "hot"}'}],
         "row 0 (custom_id 'row-0'), params_column 'opts': temperature must be",
         {"params_column": "opts"},
+    ),
+    # Few-shot turns and the prefill, per row and operator-wide.
+    Case(
+        "row_messages_not_a_list",
+        [{"text": "a", "opts": '{"messages": "be nice"}'}],
+        "row 0 (custom_id 'row-0'), params_column 'opts': messages must be a list of turns",
+        {"params_column": "opts"},
+    ),
+    Case(
+        "row_turns_not_alternating",
+        [{"text": "a", "opts": None}, {"text": "b", "opts": _turns(("user", "q"), ("user", "q2"))}],
+        "row 1 (custom_id 'row-1'), params_column 'opts': messages[1].role must be 'assistant'",
+        {"params_column": "opts"},
+    ),
+    Case(
+        "row_turns_end_with_user",
+        [{"text": "a", "opts": _turns(("user", "q"), ("assistant", "r"), ("user", "q2"))}],
+        "params_column 'opts': messages must end with an assistant turn",
+        {"params_column": "opts"},
+    ),
+    Case(
+        "row_turn_blank",
+        [{"text": "a", "opts": _turns(("user", " "), ("assistant", "r"))}],
+        "row 0 (custom_id 'row-0'), params_column 'opts': messages[0].content must be text that is not blank",
+        {"params_column": "opts"},
+    ),
+    Case(
+        "row_prefill_trailing_space",
+        [{"text": "a", "opts": '{"prefill": "Label: "}'}],
+        "row 0 (custom_id 'row-0'), params_column 'opts': prefill must not end in whitespace",
+        {"params_column": "opts"},
+    ),
+    Case(
+        "row_prefill_with_output_schema",
+        [{"text": "a", "opts": '{"prefill": "{"}'}],
+        "row 0 (custom_id 'row-0'), params_column 'opts': a prefill cannot be combined with output_schema",
+        {
+            "params_column": "opts",
+            "request_params": {"output_config": {"format": {"type": "json_schema", "schema": {}}}},
+        },
+    ),
+    # Refused when the DAG is parsed, so not a task of the Airflow run below.
+    Case(
+        "messages_start_with_assistant",
+        ["a"],
+        "messages[0].role must be 'user'",
+        {"messages": [{"role": "assistant", "content": "x"}]},
+        in_airflow=False,
+    ),
+    Case(
+        "prefill_with_output_schema",
+        ["a"],
+        "a prefill cannot be combined with output_schema",
+        {"prefill": "{", "request_params": {"output_config": {"format": {"type": "json_schema", "schema": {}}}}},
+        in_airflow=False,
     ),
     # Sources.
     Case("empty_source", "", "source is an empty string"),

@@ -10,6 +10,12 @@ The reference is the installed SDK's ``MessageCreateParams``: its keys are the p
 a request may carry (so a newer SDK extends the list by itself), plus the sampling
 parameters older models accept. Values are checked by type and range where the API
 documents one; the structure inside ``tools``, ``thinking`` and the like is left to the API.
+
+``messages`` is the renderer's: a row's prompt is always the last user turn. Before it may
+come few-shot turns (:func:`check_turns`: user and assistant in turn, from a user turn to an
+assistant turn) and after it an assistant prefill (:func:`check_prefill`), which the API does
+not take with native structured outputs (``output_config.format``) nor with extended
+thinking (:func:`check_prefill_allowed`).
 """
 
 from __future__ import annotations
@@ -139,3 +145,96 @@ def check_params(params: Mapping[str, Any], *, where: str) -> None:
         expected = check(value) if check is not None else None
         if expected is not None:
             raise ClaudeBatchInputError(f"{where}: {name} must be {expected}, got {value!r}")
+
+
+#: The roles of a turn before the row's prompt.
+ROLES = ("user", "assistant")
+
+
+def _content(value: Any) -> str | None:
+    """What a turn's ``content`` must be, or None when it is fine: text that is not blank, or
+    content blocks (objects with a ``type``; what is inside them is left to the API)."""
+    if isinstance(value, str):
+        return None if value.strip() else "text that is not blank"
+    ok = (
+        isinstance(value, (list, tuple))
+        and bool(value)
+        and all(isinstance(block, Mapping) and isinstance(block.get("type"), str) for block in value)
+    )
+    return None if ok else 'text, or a non-empty list of content blocks (objects with a "type")'
+
+
+def check_turns(value: Any, *, where: str) -> list[dict[str, Any]]:
+    """Few-shot turns to put before a row's prompt, as ``{"role", "content"}`` objects in
+    that key order (the bytes a request is keyed by). Raise :class:`ClaudeBatchInputError`
+    naming ``where`` and the turn unless they are a list of objects with exactly ``role`` and
+    ``content``, the roles alternating from ``user`` to ``assistant`` (the row's prompt is
+    the next user turn). An empty list is no turns."""
+    if value is None:
+        return []
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, (list, tuple)):
+        raise ClaudeBatchInputError(
+            f"{where}: messages must be a list of turns ({{'role': 'user' or 'assistant', 'content': ...}}), "
+            f"got {type(value).__name__}"
+        )
+    turns: list[dict[str, Any]] = []
+    for index, turn in enumerate(value):
+        field = f"messages[{index}]"
+        if not isinstance(turn, Mapping):
+            raise ClaudeBatchInputError(f"{where}: {field} must be an object with role and content, got {turn!r}")
+        extra = sorted(set(turn) - {"role", "content"})
+        if extra or "role" not in turn or "content" not in turn:
+            raise ClaudeBatchInputError(
+                f"{where}: {field} must have exactly the keys role and content, got {sorted(turn)}"
+            )
+        expected_role = ROLES[index % 2]
+        if turn["role"] != expected_role:
+            raise ClaudeBatchInputError(
+                f"{where}: {field}.role must be {expected_role!r} (turns alternate, from a user turn to an "
+                f"assistant turn, before the row's prompt), got {turn['role']!r}"
+            )
+        expected = _content(turn["content"])
+        if expected is not None:
+            raise ClaudeBatchInputError(f"{where}: {field}.content must be {expected}, got {turn['content']!r}")
+        content = turn["content"]
+        turns.append({"role": turn["role"], "content": list(content) if isinstance(content, tuple) else content})
+    if turns and turns[-1]["role"] != "assistant":
+        raise ClaudeBatchInputError(
+            f"{where}: messages must end with an assistant turn (the row's prompt is the next user turn); "
+            f"messages[{len(turns) - 1}] is a user turn"
+        )
+    return turns
+
+
+def check_prefill(value: Any, *, where: str) -> str | None:
+    """The start of the answer (an assistant turn after the row's prompt), or None for none
+    (None or an empty string). Raise :class:`ClaudeBatchInputError` naming ``where`` unless it
+    is text that does not end in whitespace (the API refuses a final assistant turn that does)."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ClaudeBatchInputError(f"{where}: prefill must be a string, got {type(value).__name__} {value!r}")
+    if value != value.rstrip():
+        raise ClaudeBatchInputError(
+            f"{where}: prefill must not end in whitespace (the API refuses such a final assistant turn), got {value!r}"
+        )
+    return value
+
+
+def check_prefill_allowed(params: Mapping[str, Any], *, where: str) -> None:
+    """Raise :class:`ClaudeBatchInputError` naming ``where`` when ``params`` (a request's, with
+    a prefill) ask for what the API does not take with a prefilled answer: native structured
+    outputs (``output_config.format``, from ``output_schema``) or extended thinking."""
+    config = params.get("output_config")
+    if isinstance(config, Mapping) and config.get("format") is not None:
+        raise ClaudeBatchInputError(
+            f"{where}: a prefill cannot be combined with output_schema (or output_config.format): the API's "
+            "structured outputs do not take a prefilled answer. Drop the prefill; the schema already fixes how "
+            "the answer starts"
+        )
+    thinking = params.get("thinking")
+    if isinstance(thinking, Mapping) and thinking.get("type") not in (None, "disabled"):
+        raise ClaudeBatchInputError(
+            f"{where}: a prefill cannot be combined with thinking ({thinking.get('type')!r}): the API does not take "
+            "a prefilled answer with extended thinking"
+        )

@@ -105,10 +105,15 @@ class ColumnRenderer:
         return ids, lines.cast(pa.binary())
 
 
-def column_renderer(template: str, head: bytes, middle: bytes, tail: bytes) -> ColumnRenderer | None:
+def column_renderer(
+    template: str, head: bytes, middle: bytes, tail: bytes, *, before: bytes = b"", after: bytes = b""
+) -> ColumnRenderer | None:
     """A :class:`ColumnRenderer` for ``template``, or None when it is not a plain concatenation.
 
-    ``head + "<id>" + middle + "messages..." + tail`` is the row path's line layout.
+    ``head + "<id>" + middle + "messages..." + tail`` is the row path's line layout, where the
+    messages are ``[`` + ``before`` (few-shot turns, each followed by a comma) + the row's user
+    turn + ``after`` (a comma and the prefill's assistant turn) + ``]``: constant bytes around
+    the prompt, the same for every row.
     """
     parts = concatenation_parts(template)
     if parts is None or not any(isinstance(part, int) for part in parts):
@@ -121,6 +126,6 @@ def column_renderer(template: str, head: bytes, middle: bytes, tail: bytes) -> C
         parts,
         tuple(names),
         head.decode() + '"',
-        '"' + middle.decode() + '"messages":[{"role":"user","content":"',
-        '"}]' + tail.decode() + "\n",
+        '"' + middle.decode() + '"messages":[' + before.decode() + '{"role":"user","content":"',
+        '"}' + after.decode() + "]" + tail.decode() + "\n",
     )

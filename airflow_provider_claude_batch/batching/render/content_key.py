@@ -3,7 +3,8 @@
 The key is a 128-bit BLAKE2b digest of the request's ``params`` object exactly as it is sent
 (the bytes after ``"params":`` in its request line), under a personalisation string that
 names this key's version. ``params`` holds everything that changes the answer: the model,
-``max_tokens``, the system prompt, the messages, sampling parameters (temperature, top_p,
+``max_tokens``, the system prompt, the messages (few-shot turns, the row's prompt, the
+prefill), sampling parameters (temperature, top_p,
 top_k, stop sequences), ``output_config`` (the answer schema), tools and tool choice,
 thinking, metadata. Two rows whose requests would be byte-for-byte the same get the same
 key; anything that differs gives another.

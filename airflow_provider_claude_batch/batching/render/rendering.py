@@ -20,7 +20,12 @@ import pyarrow.compute as pc
 
 from airflow_provider_claude_batch.batching.api import limits
 from airflow_provider_claude_batch.batching.api.pricing import RequestTally
-from airflow_provider_claude_batch.batching.api.request_params import check_params
+from airflow_provider_claude_batch.batching.api.request_params import (
+    check_params,
+    check_prefill,
+    check_prefill_allowed,
+    check_turns,
+)
 from airflow_provider_claude_batch.batching.render.column_render import column_renderer
 from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
 
@@ -121,9 +126,14 @@ class RequestSpec:
     :param params: extra Messages API params for every request (temperature, metadata, ...).
     :param id_column: column holding the custom_id; without it, ids are ``{id_prefix}-{row}``
         from the row's position in the input, stable for the same input.
-    :param params_column: optional column of per-row dicts merged over ``params``.
+    :param params_column: optional column of per-row dicts merged over ``params``; besides
+        Messages parameters they may hold ``messages`` and ``prefill``, which replace the spec's.
     :param allow_empty_prompt: accept empty (or whitespace-only) text in the prompt's columns;
         by default such a row is an error, since it is almost always missing data.
+    :param messages: few-shot turns before every row's prompt: ``{"role", "content"}`` objects,
+        user and assistant in turn, from a user turn to an assistant turn (``check_turns``).
+    :param prefill: the start of every answer, sent as an assistant turn after the row's prompt
+        (not with an output schema or thinking: ``check_prefill_allowed``).
     """
 
     prompt: str
@@ -135,6 +145,8 @@ class RequestSpec:
     params_column: str | None = None
     id_prefix: str = "row"
     allow_empty_prompt: bool = False
+    messages: Sequence[Mapping[str, Any]] = ()
+    prefill: str | None = None
 
     def __post_init__(self) -> None:
         if self.model is None or self.model == "":
@@ -146,11 +158,16 @@ class RequestSpec:
         reserved = {"model", "max_tokens", "messages"} & set(self.params)
         if reserved:
             raise ClaudeBatchInputError(
-                f"params may not set {sorted(reserved)}: use the model/max_tokens/prompt arguments"
+                f"params may not set {sorted(reserved)}: use the model/max_tokens/prompt arguments (few-shot "
+                "turns: messages=, the start of the answer: prefill=)"
             )
         if self.system is not None and "system" in self.params:
             raise ClaudeBatchInputError("give the system prompt either as system= or in params, not both")
         limits.validate_custom_id(f"{self.id_prefix}-0", where="id_prefix")
+        self.messages = check_turns(self.messages, where="the operator's arguments")
+        self.prefill = check_prefill(self.prefill, where="the operator's arguments")
+        if self.prefill is not None:
+            check_prefill_allowed(self.params, where="the operator's arguments")
 
     def describe(self) -> dict[str, Any]:
         """The settings that change the requests; part of the run's fingerprint."""
@@ -163,6 +180,9 @@ class RequestSpec:
             "id_column": self.id_column,
             "params_column": self.params_column,
             "id_prefix": self.id_prefix,
+            # Only when set: a run staged before these existed keeps its fingerprint.
+            **({"messages": list(self.messages)} if self.messages else {}),
+            **({"prefill": self.prefill} if self.prefill is not None else {}),
         }
 
 
@@ -178,7 +198,10 @@ class RequestRenderer:
         if self.system is not None and self._system_is_constant:
             base["system"] = self.system.render([])  # a template without fields: unescape its braces
         self._base_params = base
-        # {"custom_id":<id>,"params":{...base...,"messages":[{"role":"user","content":<prompt>}]}}
+        # The turns around the row's prompt: few-shot turns before it, the prefill after it.
+        self._turns_before = b"".join(_encode(turn) + b"," for turn in spec.messages)
+        self._turns_after = b"" if spec.prefill is None else b"," + _encode(_assistant(spec.prefill))
+        # {"custom_id":<id>,"params":{...base...,"messages":[...turns,{"role":"user","content":<prompt>}...]}}
         encoded_base = _encode(base)
         self._head = b'{"custom_id":'
         self._middle = b',"params":' + encoded_base[:-1] + (b"," if len(base) else b"")
@@ -191,7 +214,9 @@ class RequestRenderer:
         self._overridden: dict[str, RequestTally] = {}
         # Whole-column rendering, for a plain concatenation with nothing per row but the prompt.
         self._columns = (
-            column_renderer(spec.prompt, self._head, self._middle, self._tail)
+            column_renderer(
+                spec.prompt, self._head, self._middle, self._tail, before=self._turns_before, after=self._turns_after
+            )
             if spec.params_column is None and (self.system is None or self._system_is_constant)
             else None
         )
@@ -205,7 +230,7 @@ class RequestRenderer:
             base.input_bytes += self._base_bytes
             base.max_output_tokens += self._base_rows * self.spec.max_tokens
             # A row's own prompt and system are plain text: what can change its cost is in the base.
-            base.note(_encode({"params": {**self._base_params, "messages": []}}))
+            base.note(_encode({"params": {**self._base_params, "messages": list(self.spec.messages)}}))
         return tallies
 
     @property
@@ -288,7 +313,15 @@ class RequestRenderer:
                 raise ClaudeBatchInputError(
                     f"row {row} (custom_id {custom_id!r}): the prompt template failed: {exc}"
                 ) from None
-            message = b'"messages":[{"role":"user","content":' + _encode(prompt) + b"}]"
+            message = (
+                b'"messages":['
+                + self._turns_before
+                + b'{"role":"user","content":'
+                + _encode(prompt)
+                + b"}"
+                + self._turns_after
+                + b"]"
+            )
             extra = b""
             if system_columns is not None:
                 assert self.system is not None
@@ -379,18 +412,29 @@ class RequestRenderer:
                 f"row {row} (custom_id {custom_id!r}): params_column {self.spec.params_column!r} must hold an object, "
                 f"got {type(overrides).__name__}"
             )
-        if "messages" in overrides:
-            raise ClaudeBatchInputError(f"row {row} (custom_id {custom_id!r}): params_column may not set messages")
-        check_params(overrides, where=f"row {row} (custom_id {custom_id!r}), params_column {self.spec.params_column!r}")
+        where = f"row {row} (custom_id {custom_id!r}), params_column {self.spec.params_column!r}"
+        overrides = dict(overrides)
+        # A row's own turns and prefill replace the spec's (None: the spec's; [] and "": none).
+        row_turns, row_prefill = overrides.pop("messages", None), overrides.pop("prefill", None)
+        turns = self.spec.messages if row_turns is None else check_turns(row_turns, where=where)
+        prefill = self.spec.prefill if row_prefill is None else check_prefill(row_prefill, where=where)
+        check_params(overrides, where=where)
         params = dict(self._base_params)
         if system_columns is not None and self.system is not None:
             params["system"] = self.system.render([column[offset] for column in system_columns])
         params.update(overrides)
-        params["messages"] = [{"role": "user", "content": prompt}]
+        if prefill is not None:
+            check_prefill_allowed(params, where=where)
+        params["messages"] = [*turns, {"role": "user", "content": prompt}, *([_assistant(prefill)] if prefill else [])]
         line = _encode({"custom_id": custom_id, "params": params})
         max_tokens = int(params["max_tokens"])  # checked: the spec's, or the row's by check_params
         self._overridden.setdefault(str(params.get("model")), RequestTally()).add(line, max_tokens)
         return line
+
+
+def _assistant(prefill: str) -> dict[str, str]:
+    """The prefill as the assistant turn after the row's prompt."""
+    return {"role": "assistant", "content": prefill}
 
 
 def rows_to_table(rows: Sequence[Any]) -> pa.Table:

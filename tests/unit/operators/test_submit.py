@@ -3,6 +3,7 @@ Retries and clears through Airflow are in tests/airflow."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -112,3 +113,27 @@ def test_bad_parameters_fail_when_the_dag_is_parsed(tmp_path: Path) -> None:
         _operator(tmp_path, ["a"], on_input_change="merge")
     with pytest.raises(ValueError, match="max_cost_usd must be a positive"):
         _operator(tmp_path, ["a"], max_cost_usd=0)
+
+
+def test_few_shot_turns_and_a_prefill_reach_every_request(tmp_path: Path, emulator: RunningEmulator) -> None:
+    turns = [{"role": "user", "content": "Classify: card charged twice"}, {"role": "assistant", "content": "Billing"}]
+    summary = _operator(tmp_path, ["login fails", "refund?"], messages=turns, prefill="Label:").execute(_context())
+    run_dir = tmp_path / "dag" / "run" / "submit"
+    (record,) = load_manifest(run_dir).batches
+    lines = [json.loads(line) for line in (run_dir / record.requests_file).read_bytes().splitlines()]
+    assert [line["params"]["messages"] for line in lines] == [
+        [*turns, {"role": "user", "content": text}, {"role": "assistant", "content": "Label:"}]
+        for text in ("login fails", "refund?")
+    ]
+    assert summary["requests"] == 2 and emulator.emulator.stats["batches_created"] == 1
+
+
+def test_bad_turns_or_a_prefill_with_an_output_schema_fail_when_the_dag_is_parsed(tmp_path: Path) -> None:
+    schema = {"type": "object", "properties": {"label": {"type": "string"}}, "required": ["label"]}
+    with pytest.raises(ClaudeBatchInputError, match=r"prefill=: a prefill cannot be combined with output_schema"):
+        _operator(tmp_path, ["a"], output_schema=schema, prefill='{"label": "')
+    with pytest.raises(ClaudeBatchInputError, match=r"prefill=: a prefill cannot be combined with thinking"):
+        _operator(tmp_path, ["a"], request_params={"thinking": {"type": "enabled", "budget_tokens": 2048}}, prefill="A")
+    with pytest.raises(ClaudeBatchInputError, match=r"messages=: messages\[1\]\.role must be 'assistant'"):
+        _operator(tmp_path, ["a"], messages=[{"role": "user", "content": "q"}, {"role": "user", "content": "r"}])
+    assert _operator(tmp_path, ["a"], output_schema=schema, messages=[]).prefill is None  # the schema alone is fine

@@ -123,6 +123,31 @@ def test_output_schema_and_a_cached_system_prompt_render_the_same_bytes(tmp_path
     assert b'"cache_control":{"type":"ephemeral","ttl":"1h"}' in first_line
 
 
+def test_few_shot_turns_and_a_prefill_render_the_same_bytes(tmp_path: Path) -> None:
+    """The turns around the prompt are the same for every row: the column path writes them
+    exactly as the row path does, escapes and non-ASCII text included."""
+    turns = [
+        {"role": "user", "content": TRICKY[0] + TRICKY[4]},
+        {"role": "assistant", "content": [{"type": "text", "text": TRICKY[2]}]},
+    ]
+    spec = RequestSpec(
+        prompt="Tag {tag}: {body}",
+        model="m",
+        max_tokens=8,
+        messages=turns,
+        prefill='{"tag": "',
+        allow_empty_prompt=True,
+    )
+    table = _table(200)
+    fast = _render(tmp_path, "fast", spec, table, columns=True)
+    slow = _render(tmp_path, "slow", spec, table, columns=False)
+    assert fast[:4] == slow[:4]
+    assert fast[4] and all(fast[4])
+    first_line = fast[1][0].split(b"\n", 1)[0]
+    assert b'"messages":[{"role":"user","content":"He said' in first_line
+    assert first_line.endswith(b'},{"role":"assistant","content":"{\\"tag\\": \\""}]}}')
+
+
 def test_per_row_params_or_system_use_the_row_path() -> None:
     per_row = RequestSpec(prompt="{body}", model="m", max_tokens=8, params_column="params")
     assert RequestRenderer(per_row)._columns is None

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import pyarrow as pa
 
 from airflow_provider_claude_batch.batching.render.content_key import (
@@ -47,6 +49,25 @@ def test_column_and_row_rendering_give_the_same_keys() -> None:
     by_row = content_keys(r.line for r in renderer.render_batch(batch, first_row=0))
     assert (by_column == by_row).all()
     assert (by_column[0] == by_column[2]).all() and not (by_column[0] == by_column[1]).all()
+
+
+def test_rows_differing_only_in_a_few_shot_turn_or_the_prefill_get_other_keys() -> None:
+    shot = [{"role": "user", "content": "2+2"}, {"role": "assistant", "content": "4"}]
+    other_shot = [{"role": "user", "content": "2+2"}, {"role": "assistant", "content": "four"}]
+    rows = [None, {"messages": other_shot}, {"prefill": "It is"}, None]
+    table = pa.table({"body": ["3+3"] * 4, "opts": [None if r is None else json.dumps(r) for r in rows]})
+    spec = RequestSpec(prompt="{body}", model="m", max_tokens=8, params_column="opts", messages=shot)
+    keys = content_keys(r.line for r in RequestRenderer(spec).render_batch(table.to_batches()[0], first_row=0))
+    assert (keys[0] == keys[3]).all()  # the same request
+    assert len({bytes(k) for k in keys[:3]}) == 3  # a changed turn, a prefill: other answers
+    # The operator's turns and prefill are keyed too, on the column path as on the row path.
+    plain = RequestRenderer(RequestSpec(prompt="{body}", model="m", max_tokens=8))
+    with_turns = RequestRenderer(RequestSpec(prompt="{body}", model="m", max_tokens=8, messages=shot, prefill="="))
+    batch = pa.record_batch({"body": ["3+3"]})
+    assert plain.render_columns(batch, first_row=0) is not None
+    with_lines = with_turns.render_columns(batch, first_row=0)
+    assert with_lines is not None
+    assert not (keys_of_column(plain.render_columns(batch, first_row=0)[1]) == keys_of_column(with_lines[1])).all()
 
 
 def test_keys_round_trip_through_arrow_and_partition_by_first_hex_digit() -> None:

@@ -60,6 +60,78 @@ def test_renders_the_api_request_shape() -> None:
     ]
 
 
+FEW_SHOT = [
+    {"role": "user", "content": "Classify: my card was charged twice"},
+    {"content": [{"type": "text", "text": "Billing"}], "role": "assistant"},  # any key order
+]
+
+
+def test_few_shot_turns_come_before_the_prompt_and_the_prefill_after_it() -> None:
+    table = pa.table({"body": ["login fails"]})
+    spec = RequestSpec(prompt="Classify: {body}", model="m", max_tokens=8, messages=FEW_SHOT, prefill='{"label": "')
+    (request,) = _render(spec, table)
+    assert request["params"]["messages"] == [
+        {"role": "user", "content": "Classify: my card was charged twice"},
+        {"role": "assistant", "content": [{"type": "text", "text": "Billing"}]},
+        {"role": "user", "content": "Classify: login fails"},
+        {"role": "assistant", "content": '{"label": "'},
+    ]
+    assert spec.describe()["messages"][1] == {"role": "assistant", "content": [{"type": "text", "text": "Billing"}]}
+    assert "messages" not in RequestSpec(prompt="{body}", model="m", max_tokens=8).describe()  # fingerprints kept
+
+
+def test_a_rows_params_may_set_its_own_turns_and_prefill() -> None:
+    rows = [
+        None,  # the operator's turns and prefill
+        {"messages": [{"role": "user", "content": "2+2"}, {"role": "assistant", "content": "4"}]},
+        {"messages": [], "prefill": ""},  # none for this row
+        json.dumps({"prefill": "Answer:", "temperature": 0.2}),
+    ]
+    opts = [row if row is None or isinstance(row, str) else json.dumps(row) for row in rows]
+    table = pa.table({"body": ["a", "b", "c", "d"], "opts": opts})
+    spec = RequestSpec(
+        prompt="{body}", model="m", max_tokens=8, params_column="opts", messages=FEW_SHOT, prefill="The label is"
+    )
+    few_shot = [{"role": t["role"], "content": t["content"]} for t in FEW_SHOT]
+    out = [r["params"] for r in _render(spec, table)]
+    assert out[0]["messages"] == [*few_shot, {"role": "user", "content": "a"}, _assistant("The label is")]
+    # Its own turns; no prefill of its own: the operator's.
+    assert out[1]["messages"] == [*rows[1]["messages"], {"role": "user", "content": "b"}, _assistant("The label is")]
+    assert out[2]["messages"] == [{"role": "user", "content": "c"}]
+    assert out[3]["messages"] == [*few_shot, {"role": "user", "content": "d"}, _assistant("Answer:")]
+    assert out[3]["temperature"] == 0.2 and "prefill" not in out[3]
+
+
+def _assistant(text: str) -> dict:
+    return {"role": "assistant", "content": text}
+
+
+@pytest.mark.parametrize(
+    ("opts", "needle"),
+    [
+        ({"messages": "hi"}, r"row 1 \(custom_id 'row-1'\), params_column 'opts': messages must be a list of turns"),
+        ({"messages": [{"role": "assistant", "content": "x"}]}, r"row 1 .*messages\[0\]\.role must be 'user'"),
+        ({"messages": [{"role": "user", "content": "x"}]}, r"row 1 .*must end with an assistant turn"),
+        ({"messages": [{"role": "user", "content": " "}, _assistant("y")]}, r"messages\[0\]\.content must be text"),
+        ({"messages": [{"role": "user", "text": "x"}]}, r"messages\[0\] must have exactly the keys role and content"),
+        ({"prefill": 3}, r"row 1 .*prefill must be a string"),
+        ({"prefill": "Answer: "}, r"row 1 .*prefill must not end in whitespace"),
+        (
+            {"prefill": "{", "output_config": {"format": {"type": "json_schema", "schema": {}}}},
+            r"row 1 .*prefill cannot be combined with output_schema",
+        ),
+        (
+            {"prefill": "{", "thinking": {"type": "enabled", "budget_tokens": 1024}},
+            r"row 1 .*prefill cannot .*thinking",
+        ),
+    ],
+)
+def test_a_rows_bad_turns_or_prefill_name_the_row_and_field(opts: dict, needle: str) -> None:
+    table = pa.table({"text": ["fine", "bad"], "opts": [None, json.dumps(opts)]})
+    with pytest.raises(ClaudeBatchInputError, match=needle):
+        _render(RequestSpec(prompt="{text}", model="m", max_tokens=5, params_column="opts"), table)
+
+
 def test_system_template_and_per_row_params() -> None:
     table = pa.table({"lang": ["French", "German"], "text": ["hello", "bye"], "opts": ['{"temperature": 0.5}', None]})
     spec = RequestSpec(prompt="{text}", system="Answer in {lang}.", model="m", max_tokens=5, params_column="opts")
@@ -142,7 +214,16 @@ def test_integers_dates_and_finite_floats_are_inserted_as_they_print() -> None:
     [
         ({"model": ""}, "model is required"),
         ({"max_tokens": 0}, "max_tokens must be a positive integer"),
-        ({"params": {"messages": []}}, "params may not set"),
+        ({"params": {"messages": []}}, "params may not set.*messages="),
+        (
+            {"messages": [{"role": "user", "content": "q"}]},
+            r"operator's arguments: messages must end with an assistant",
+        ),
+        ({"prefill": "x\n"}, "prefill must not end in whitespace"),
+        (
+            {"prefill": "{", "params": {"output_config": {"format": {"type": "json_schema", "schema": {}}}}},
+            "prefill cannot be combined with output_schema",
+        ),
         ({"system": "a", "params": {"system": "b"}}, "either as system= or in params"),
         ({"id_prefix": "bad prefix"}, "id_prefix"),
     ],
