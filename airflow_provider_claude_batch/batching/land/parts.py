@@ -44,6 +44,7 @@ from airflow_provider_claude_batch.batching.land.rounds import final_rounds, rec
 from airflow_provider_claude_batch.batching.land.row_order import RowSorter
 from airflow_provider_claude_batch.batching.render.chunks import CUSTOM_ID_COLUMN, request_id, standard_type
 from airflow_provider_claude_batch.batching.reuse.answered_rows import (
+    ANSWER_COST_COLUMN,
     ANSWER_SOURCE_COLUMN,
     ANSWERED_ROW_COLUMN,
     AnsweredRows,
@@ -138,6 +139,9 @@ class LandingStats:
             "resubmitted_requests": self.resubmitted,
             "by_answer_source": {source: int(self.by_answer_source[source]) for source in ANSWER_SOURCES},
             "reuse_saved_usd": round(self.reuse_saved_usd, 6),
+            # What every row's answer cost when it was bought: this run's bill plus what the rows
+            # it did not send had cost (a rerun's partition keeps its cost, not $0).
+            "answer_cost_usd": round(self.cost_usd + self.reuse_saved_usd, 6),
             "answers_stored": self.answers_stored,
         }
 
@@ -277,7 +281,7 @@ def output_schema(
     """The results schema plus the kept input columns (named as ``rename`` says), read from
     the first chunk's Parquet footer; a missing or clashing column is an error before anything
     is written."""
-    schema = RESULT_SCHEMA.append(pa.field(ANSWER_SOURCE_COLUMN, pa.string(), nullable=False))
+    schema = landed_schema()
     if not keep_columns:
         return schema
     rename = rename or {}
@@ -361,8 +365,17 @@ def check_kept_names(keep_columns: list[str], rename: Mapping[str, str], taken: 
 def result_column_names(typed: TypedAnswers | None = None) -> list[str]:
     """Every column the output has besides the kept ones: the results, the answer's source and,
     with an output schema, its status, error and field columns."""
-    schema = RESULT_SCHEMA.append(pa.field(ANSWER_SOURCE_COLUMN, pa.string(), nullable=False))
+    schema = landed_schema()
     return list(schema.names if typed is None else typed.extend_schema(schema).names)
+
+
+def landed_schema() -> pa.Schema:
+    """The columns every landed row has before the kept ones: the results, where its answer
+    came from (``answer_source``) and what that answer cost when it was bought
+    (``answer_cost_usd``; ``cost_usd`` is what this run paid)."""
+    return RESULT_SCHEMA.append(pa.field(ANSWER_SOURCE_COLUMN, pa.string(), nullable=False)).append(
+        pa.field(ANSWER_COST_COLUMN, pa.float64())
+    )
 
 
 def _grouped(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
@@ -399,7 +412,7 @@ def parse_record(
         for table in _grouped(parser.parse_file(handle, source=str(raw_file)), rows_per_group):
             table = table.append_column(
                 pa.field(ANSWER_SOURCE_COLUMN, pa.string(), nullable=False), answer_source_column(table.num_rows, NEW)
-            )
+            ).append_column(pa.field(ANSWER_COST_COLUMN, pa.float64()), table.column("cost_usd"))
             if inputs is not None and input_ids is not None:
                 positions = pc.index_in(table.column("custom_id"), value_set=input_ids)
                 if positions.null_count:

@@ -47,6 +47,10 @@ from airflow_provider_claude_batch.batching.state.storage import atomic_writer
 from airflow_provider_claude_batch.exceptions import ClaudeBatchMissingResultsError
 
 ANSWER_SOURCE_COLUMN = "answer_source"
+#: What a row's answer cost when it was bought: its own ``cost_usd`` for a row sent in this
+#: run, the paying row's for a reused, awaited or deduplicated one (whose ``cost_usd``, what
+#: this run paid, is 0). A rerun's partition then still says what its answers cost.
+ANSWER_COST_COLUMN = "answer_cost_usd"
 #: The last column of :meth:`AnsweredRows.tables`: each row's place in the input (``row`` of
 #: ``answered.parquet``), by which the landing puts them in input order (never written).
 ANSWERED_ROW_COLUMN = "__input_row"
@@ -156,6 +160,7 @@ class AnsweredRows:
             **{name: answers.column(name) for name in ANSWER_COLUMNS},
             "cost_usd": pa.array(np.zeros(rows)),
             ANSWER_SOURCE_COLUMN: answer_source_column(rows, REUSED),
+            ANSWER_COST_COLUMN: answers.column("cost_usd"),
             **self._inputs(answered, keep_columns, rename),
         }
         return _with_extras(_in_schema(columns, schema, rows), answers.column("cost_usd"), answered)
@@ -181,6 +186,7 @@ class AnsweredRows:
         columns[CUSTOM_ID_COLUMN] = answered.column(CUSTOM_ID_COLUMN)
         columns["cost_usd"] = pa.array(np.zeros(rows))
         columns[ANSWER_SOURCE_COLUMN] = answer_source_column(rows, DEDUPLICATED)
+        columns[ANSWER_COST_COLUMN] = source.column("cost_usd")
         columns.update(self._inputs(answered, keep_columns, rename))
         return _with_extras(_in_schema(columns, schema, rows), source.column("cost_usd"), answered)
 
@@ -286,6 +292,7 @@ class _PendingChunk:
 
 __all__ = [
     "ANSWERED_ROW_COLUMN",
+    "ANSWER_COST_COLUMN",
     "ANSWER_SOURCE_COLUMN",
     "NEW",
     "AnsweredRows",

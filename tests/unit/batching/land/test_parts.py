@@ -208,3 +208,17 @@ def test_kept_columns_of_a_staging_saved_before_the_type_rule_land_as_string(
     landed = pq.read_table(out)
     assert landed.schema.field("product").type == pa.string()
     assert landed.column("product").to_pylist() == ["p0", "p1", "p2"]
+
+
+def test_a_rerun_keeps_what_its_answers_cost_beside_what_it_paid(emulator: RunningEmulator, tmp_path: Path) -> None:
+    """A rerun reuses every answer: it pays $0 (``cost_usd``), but its partition still says what
+    those answers cost when they were bought (``answer_cost_usd``), row by row and in total,
+    so a date's cost does not vanish on a rerun."""
+    rows = [{"ticket": f"t{i}", "text": f"question {i} " * 20} for i in range(6)]
+    first = pq.read_table(_submit_and_land(tmp_path, "first", rows)).to_pydict()
+    again = pq.read_table(_submit_and_land(tmp_path, "again", rows)).to_pydict()
+    paid = dict(zip(first["custom_id"], first["cost_usd"], strict=True))
+    assert sum(paid.values()) > 0 and first["answer_cost_usd"] == first["cost_usd"]
+    assert set(again["answer_source"]) == {"reused"} and sum(again["cost_usd"]) == 0
+    assert dict(zip(again["custom_id"], again["answer_cost_usd"], strict=True)) == pytest.approx(paid)
+    assert emulator.emulator.stats["batches_created"] == 1
