@@ -85,18 +85,23 @@ def main() -> int:
     # run_after defaults to now: every invocation is a new DAG run (a new run id) of the date.
     dag_run = dag.test(logical_date=logical_date)
     print(f"DAG run {dag_run.run_id}: {dag_run.state}")
+    submitted, landed = _task_summary(dag_run, "submit"), _task_summary(dag_run, "land")
     if running is not None:
+        state = running.emulator.snapshot()
         print(
-            f"Emulator saw: {running.emulator.snapshot()['calls']}, batches created: "
-            f"{running.emulator.stats['batches_created']}"
+            f"Emulator saw: {state['calls']}, {created_line(state['stats'].get('batches_created', 0), submitted, landed)}"
+        )
+        billed = state["billed"]
+        print(
+            f"Emulator billed: {billed['input_tokens']} input and {billed['output_tokens']} output tokens, "
+            f"${billed['cost_usd'] or 0:.4f} at batch prices (as GET /_emulator/state reports it)"
         )
         running.stop()
     if str(dag_run.state) != "success":
         return 1
     budget = getattr(dag.get_task("submit"), "max_cost_usd", None)
-    submitted = _task_summary(dag_run, "submit")
     status = _report(data_dir / "support" / "ticket_labels" / f"ds={args.date}", submitted, budget)
-    print(reuse_line(submitted, _task_summary(dag_run, "land")))
+    print(reuse_line(submitted, landed))
     return status
 
 
@@ -117,12 +122,37 @@ def _task_summary(dag_run: object, task_id: str) -> dict[str, object]:
         return {} if row is None else dict(XComModel.deserialize_value(row))
 
 
+def batch_counts(submitted: dict[str, Any], landed: dict[str, Any]) -> tuple[int, int]:
+    """Batches the submit task created (one per chunk of requests), and batches the land task
+    created in its resubmission rounds (requests that ended errored or expired for a transient
+    reason, sent again: every batch the landing lists beyond the submit's)."""
+    by_submit = len(submitted.get("batch_ids") or [])
+    return by_submit, max(0, len(landed.get("by_batch") or {}) - by_submit)
+
+
+def created_line(total: int, submitted: dict[str, Any], landed: dict[str, Any]) -> str:
+    """``batches created: 8 (3 by the submit task, one per chunk; 5 by the land task's
+    resubmission rounds of requests that failed transiently)``."""
+    if not total:
+        return "batches created: 0"
+    by_submit, by_rounds = batch_counts(submitted, landed)
+    return (
+        f"batches created: {total} ({by_submit} by the submit task, one per chunk; {by_rounds} by the land "
+        "task's resubmission rounds of requests that failed transiently)"
+    )
+
+
 def reuse_line(submitted: dict[str, Any], landed: dict[str, Any]) -> str:
     """``answers: 0 new, 2500 reused, 0 deduplicated; reuse saved $0.37; no batch created``,
-    from the submit's batch ids and the transfer's ``by_answer_source`` and ``reuse_saved_usd``."""
+    from the submit's batch ids and the transfer's ``by_answer_source``, ``by_batch`` and
+    ``reuse_saved_usd``."""
     sources = landed.get("by_answer_source") or {}
-    batches = submitted.get("batch_ids") or []
-    created = "no batch created" if not batches else f"{len(batches)} batch(es) created by the submit task"
+    by_submit, by_rounds = batch_counts(submitted, landed)
+    created = (
+        "no batch created"
+        if not by_submit
+        else f"{by_submit} batch(es) created by the submit task, {by_rounds} more by resubmission rounds"
+    )
     return (
         f"  answers: {sources.get('new', 0)} new, {sources.get('reused', 0)} reused, "
         f"{sources.get('deduplicated', 0)} deduplicated; reuse saved ${landed.get('reuse_saved_usd', 0.0):.4f}; "
@@ -139,9 +169,12 @@ def _report(output: Path, submitted: dict[str, object], budget: float | None) ->
     for value, count in sorted((r["values"], r["counts"]) for r in pc.value_counts(table["result_type"]).to_pylist()):
         print(f"  {value:<10} {count:>7}")
     resubmitted = pc.sum(pc.greater(table["round"], 0)).as_py() or 0
+    rounds = pc.max(table["round"]).as_py() + 1
     print(
-        f"  rounds: {pc.max(table['round']).as_py() + 1} ({resubmitted} requests landed from resubmissions "
-        "of transient failures; each resubmission is a batch of its own)"
+        f"  rounds: {rounds} (round 0 is the submit's batches; each later round resubmits the requests that "
+        f"failed transiently, in new batches; {resubmitted} requests landed from them)"
+        if rounds > 1
+        else "  rounds: 1 (the submit's batches; no request needed resubmitting)"
     )
     # What this run paid for: rows whose answer came from the store or a copy were not sent.
     sent = table.filter(pc.equal(table["answer_source"], "new"))
