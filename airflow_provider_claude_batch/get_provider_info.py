@@ -1,11 +1,15 @@
-"""The ``apache_airflow_provider`` entry point: what Airflow learns about this provider."""
+"""The ``apache_airflow_provider`` entry point: what Airflow learns about this provider.
+
+Airflow calls it in every process that imports ``airflow``, so it imports plain data only
+(``config_options``, the version): never the SDK, pyarrow or pandas
+(``tests/unit/test_get_provider_info.py`` checks it in a fresh interpreter)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from airflow_provider_claude_batch import __version__
-from airflow_provider_claude_batch.config import OPTIONS, SECTION
+from airflow_provider_claude_batch.config_options import OPTIONS, SECTION
 
 _PACKAGE = "airflow_provider_claude_batch"
 _INTEGRATION = "Claude Message Batches"
