@@ -407,6 +407,7 @@ class Landing:
         }
         if typed is not None:
             summary["by_output_status"] = dict(typed.counts)
+            self.log.info("Typed answers by output_status: %s.", dict(typed.counts))
             if typed.not_valid:
                 self.log.warning("%s.", typed.describe_failures())
         run_dir.write_atomic(run_dir.landing_summary, json.dumps(summary, indent=1).encode())

@@ -302,9 +302,11 @@ class Submission:
     ) -> Submitted | None:
         """Submit ``source``'s rows. None when it has no rows and no earlier try created batches:
         nothing was submitted and nothing is left in the run folder but what was there."""
-        fence = TryFence(self.run_dir, self.task.try_number)
-        fence.take()  # first: an older try still creating stops before its next create
         staged = self._stage(source, input_columns=input_columns, source_format=source_format, keys=True)
+        # Taken once the input is known to be good (bad input leaves nothing behind) and before
+        # the manifest is read: an older try still creating stops before its next create.
+        fence = TryFence(self.run_dir, self.task.try_number)
+        fence.take()
         existing = load_manifest(self.run_dir) if manifest_exists(self.run_dir) else None
         manifest: Manifest | None = None
         claim: Claim | None = None
