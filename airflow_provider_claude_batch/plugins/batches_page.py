@@ -3,16 +3,18 @@ shown in the UI's Browse menu as an external view). This module holds the routes
 parameters and access checks, and the plugin class (the ``airflow.plugins`` entry point).
 
 ``/claude-batches/`` renders a connection's recent batches as HTML: one row per DAG run (its
-logical date) with its batches beneath (requests, % done as a bar, rows reused, cost and what
-reuse saved, created, ended, duration, when the results stop being downloadable; a run whose
-rows were all answered from the answer store shows without batches), filters by DAG, status
-and date, a picker of the claude_batch connections the user may read, and a chart of the last
-30 days (cost per day, share of requests that succeeded) drawn as inline SVG (no script, no
-CDN). ``/claude-batches/api/batches`` returns the same as JSON.
+logical date and its state: landed, failed, not landed or running) with its batches beneath
+(rows, requests sent, % done as a bar, rows reused or awaited, what it billed and what reuse
+saved, created, ended and duration, when the results stop being downloadable; a run whose
+rows were all answered without a batch of its own shows without batches), filters by DAG,
+status and date, a picker of the claude_batch connections the user may read, and a chart of
+the last 30 days (cost billed per day, share of requests that succeeded) drawn as inline SVG
+(no script, no CDN). ``/claude-batches/api/batches`` returns the same as JSON.
 
 Where the rest lives: :mod:`.page_load` reads what a view shows, :mod:`.page_queries` what
 Airflow's metadata database and auth manager say, :mod:`.page_render` and ``templates/`` make
-the HTML, :mod:`.overview` and :mod:`.run_reuse` shape the data.
+the HTML, :mod:`.overview`, :mod:`.run_reuse`, :mod:`.run_state` and :mod:`.batch_costs` shape
+the data.
 
 Invariants:
 

@@ -1,7 +1,9 @@
 """What the Claude Batches page shows: a connection's recent batches, joined with the batch
-index in the work directory (which DAG run and task created each batch) and with the
-transfers' landing summaries (what each batch cost), then grouped into one entry per DAG run
-(:class:`RunGroup`), filtered (:class:`PageFilter`) and summed per day (:func:`daily_chart`).
+index in the work directory (which DAG run and task created each batch) and with what each
+batch billed (the transfers' landing summaries, else its raw results), then grouped into one
+entry per DAG run (:class:`RunGroup`: its rows, requests sent, reuse, and its verdict from the
+metadata database's states and its landing), filtered (:class:`PageFilter`) and summed per day
+(:func:`daily_chart`).
 
 Every source may be missing or broken (no such connection, an unreachable API, a manifest
 that does not parse, an unknown model): each problem becomes a note on the page, never an
@@ -32,7 +34,9 @@ from airflow_provider_claude_batch.batching.state.batch_index import BatchOwner,
 from airflow_provider_claude_batch.batching.state.manifest import Manifest
 from airflow_provider_claude_batch.batching.state.run_dir import RunDir, WorkDir
 from airflow_provider_claude_batch.links import console_url
-from airflow_provider_claude_batch.plugins.run_reuse import AnsweredRun, RunKey, RunReuse
+from airflow_provider_claude_batch.plugins.run_reuse import AnsweredRun, RunKey, RunReuse, RunWork
+from airflow_provider_claude_batch.plugins.run_state import AirflowState, RunStates, Verdict, verdict
+from airflow_provider_claude_batch.plugins.run_state import as_dict as airflow_as_dict
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +66,9 @@ class BatchRow:
     cost_usd: float | None = None
     #: A transfer landed this batch's results (so a missing cost means an unpriced model).
     landed: bool = False
+    #: Where ``cost_usd`` comes from: "landed" (the landing summary), "raw results" (an ended
+    #: batch that did not land, priced from its downloaded results), None (not known).
+    cost_source: str | None = None
     origin: Origin | None = None
     #: The work directory names the creating task, but the viewer may not read its DAG.
     origin_hidden: bool = False
@@ -79,6 +86,11 @@ class BatchRow:
     def created_day(self) -> date | None:
         return datetime.fromisoformat(self.created_at).astimezone(timezone.utc).date() if self.created_at else None
 
+    @property
+    def cost_known(self) -> bool:
+        """What the batch billed is known: landed, or priced from its raw results."""
+        return self.cost_source is not None and self.cost_usd is not None
+
 
 #: (dag_id, run_id) -> (logical date as ISO 8601, or None for a run without one, e.g. an
 #: asset-triggered run; then its run_after stands in). Runs missing from the result are gone
@@ -90,18 +102,39 @@ RunDates = dict[tuple[str, str], str | None]
 class RunGroup:
     """The batches of one DAG run, newest batch first. ``dag_id`` None: the batches whose run is
     unknown here (no index entry) or hidden from the viewer, shown together. A run with no
-    batch (every row answered from the store or deduplicated) has ``answered_at``: it is done
-    (100%) and cost nothing."""
+    batch (every row answered from the store or deduplicated, or awaited from another run's
+    batch) has ``answered_at``: it cost nothing, and is done once its awaited rows are answered."""
 
     dag_id: str | None
     run_id: str | None
     #: ISO 8601, from the metadata database; None when the run is unknown there.
     logical_date: str | None
     batches: list[BatchRow] = field(default_factory=list)
-    #: How its rows divided (new, reused, deduplicated); None when its submit did not look.
-    reuse: RunReuse | None = None
+    #: What its run folders say (rows, requests sent, reuse, landings); None when not read.
+    work: RunWork | None = None
     #: For a run without a batch: when its submit task wrote its manifest (ISO 8601).
     answered_at: str | None = None
+    #: What the metadata database says of the run; None when it does not know it (or was not asked).
+    airflow: AirflowState | None = None
+
+    @property
+    def reuse(self) -> RunReuse | None:
+        """How its rows divided (new, reused, deduplicated, awaited); None when its submit did not look."""
+        return None if self.work is None else self.work.reuse
+
+    def verdict(self) -> Verdict | None:
+        """How the page shows where the run stands (None for the group of unknown runs)."""
+        if self.dag_id is None:
+            return None
+        work = self.work or RunWork()
+        waiting = self.reuse is not None and self.reuse.awaited_waiting > 0
+        return verdict(
+            self.airflow,
+            work.landed,
+            work.tasks,
+            batches_open=waiting or any(row.processing_status != ENDED for row in self.batches),
+            batch_status=self.processing_status,
+        )
 
     @property
     def sort_time(self) -> datetime | None:
@@ -116,12 +149,20 @@ class RunGroup:
         statuses = {row.processing_status for row in self.batches}
         return next((s for s in (IN_PROGRESS, CANCELING) if s in statuses), ENDED)
 
+    def _answered_share(self) -> float:
+        """For a run without a batch: the share of its rows answered (awaited rows once resolved)."""
+        reuse = self.reuse
+        if reuse is None or not reuse.rows:
+            return 100.0
+        return 100.0 * (reuse.rows - reuse.awaited_waiting) / reuse.rows
+
     def totals(self) -> dict[str, Any]:
-        """Sums over the batches (``cost_usd`` None unless every batch's cost is known;
-        ``results_until``: the earliest, when the first batch's results go)."""
+        """Sums over the batches (``cost_usd`` None unless every batch's cost is known, landed or
+        from raw results; ``results_until``: the earliest, when the first batch's results go).
+        ``rows`` and ``requests_sent`` (every round) come from the run folders when read."""
         counts = {kind: sum(row.request_counts.get(kind, 0) for row in self.batches) for kind in COUNT_KINDS}
         total = sum(counts.values())
-        costs = [row.cost_usd for row in self.batches]
+        costs = [row.cost_usd if row.cost_known else None for row in self.batches]
         created = [row.created_at for row in self.batches if row.created_at]
         ended = [row.ended_at for row in self.batches if row.ended_at]
         all_ended = len(ended) == len(self.batches)
@@ -131,11 +172,21 @@ class RunGroup:
         until = [row.results_until for row in self.batches if row.results_until]
         answered = not self.batches and self.answered_at is not None
         cost = None if not costs or None in costs else sum(c for c in costs if c is not None)
+        work = self.work
         return {
             "request_counts": counts,
             "total": total,
-            "percent_done": 100.0 * (total - counts["processing"]) / total if total else (100.0 if answered else 0.0),
+            "rows": None if work is None else work.rows,
+            "requests_sent": total if work is None else work.requests_sent,
+            "rounds": None if work is None else work.rounds,
+            "percent_done": (
+                100.0 * (total - counts["processing"]) / total
+                if total
+                else (self._answered_share() if answered else 0.0)
+            ),
             "cost_usd": 0.0 if answered else cost,
+            # Some of the cost is from raw results: billed, but not landed.
+            "cost_not_landed": any(row.cost_source == "raw results" for row in self.batches),
             "created_at": min(created) if created else self.answered_at,
             "ended_at": max(ended) if all_ended and ended else self.answered_at,
             "duration_seconds": duration,
@@ -147,11 +198,17 @@ class RunGroup:
         }
 
     def as_dict(self) -> dict[str, Any]:
+        run_verdict = self.verdict()
         return {
             "dag_id": self.dag_id,
             "run_id": self.run_id,
             "logical_date": self.logical_date,
             "processing_status": self.processing_status,
+            "state": None if run_verdict is None else run_verdict.word,
+            "state_detail": None if run_verdict is None else run_verdict.detail,
+            **airflow_as_dict(self.airflow),
+            "landed_tasks": None if self.work is None else self.work.landed,
+            "submit_tasks": None if self.work is None else self.work.tasks,
             **self.totals(),
             "batch_ids": [row.id for row in self.batches],
         }
@@ -209,14 +266,17 @@ def group_runs(
     rows: Iterable[BatchRow],
     run_dates: RunDates,
     page_filter: PageFilter | None = None,
-    reuse: dict[RunKey, RunReuse] | None = None,
+    work: dict[RunKey, RunWork] | None = None,
     answered: Iterable[AnsweredRun] = (),
+    states: RunStates | None = None,
 ) -> list[RunGroup]:
     """One group per DAG run, newest first (by its newest batch, or for a run without a batch
     by when it was answered); batches without a visible run form one group at the end. Only
-    rows and runs the filter keeps. ``reuse``: each run's reuse counts."""
+    rows and runs the filter keeps. ``work``: what each run's folders say; ``states``: what the
+    metadata database says of each run."""
     groups: dict[tuple[str, str] | None, RunGroup] = {}
-    reuse = reuse or {}
+    work = work or {}
+    states = states or {}
     for row in rows:
         key = (row.origin.dag_id, row.origin.run_id) if row.origin else None
         logical_date = run_dates.get(key) if key else None
@@ -224,7 +284,9 @@ def group_runs(
             continue
         if key not in groups:
             groups[key] = (
-                RunGroup(key[0], key[1], logical_date, reuse=reuse.get(key)) if key else RunGroup(None, None, None)
+                RunGroup(key[0], key[1], logical_date, work=work.get(key), airflow=states.get(key))
+                if key
+                else RunGroup(None, None, None)
             )
         groups[key].batches.append(row)
     unknown = groups.pop(None, None)
@@ -232,7 +294,14 @@ def group_runs(
         key = (run.dag_id, run.run_id)
         if key in groups or (page_filter is not None and not page_filter.keeps_run(run, run_dates.get(key))):
             continue
-        groups[key] = RunGroup(run.dag_id, run.run_id, run_dates.get(key), reuse=run.reuse, answered_at=run.created_at)
+        groups[key] = RunGroup(
+            run.dag_id,
+            run.run_id,
+            run_dates.get(key),
+            work=run.work,
+            answered_at=run.created_at,
+            airflow=states.get(key),
+        )
     # Stable: runs with batches keep the order of their newest batch (rows come newest first).
     ordered = sorted(
         groups.values(), key=lambda g: g.sort_time or datetime.min.replace(tzinfo=timezone.utc), reverse=True
@@ -242,8 +311,9 @@ def group_runs(
 
 @dataclass
 class DayPoint:
-    """One UTC day of the chart: what the batches created that day cost, and how their ended
-    requests came out (``succeeded_share`` None while none has ended)."""
+    """One UTC day of the chart: what the batches created that day billed (landed, else from
+    their raw results), and how their ended requests came out (``succeeded_share`` None while
+    none has ended)."""
 
     day: str
     batches: int = 0
@@ -251,8 +321,11 @@ class DayPoint:
     ended_requests: int = 0
     succeeded: int = 0
     cost_usd: float = 0.0
-    #: Batches of the day whose cost is not known (not landed, or an unpriced model).
+    #: Batches of the day whose cost is not known (still open; ended with neither a landing nor
+    #: raw results; or an unpriced model): the day's cost is partly unknown.
     unpriced_batches: int = 0
+    #: Of those, the batches still open (their cost is not billed yet).
+    open_batches: int = 0
 
     @property
     def succeeded_share(self) -> float | None:
@@ -275,10 +348,11 @@ def daily_chart(rows: Iterable[BatchRow], today: date, days: int = CHART_DAYS) -
         point.requests += row.total
         point.ended_requests += row.total - row.request_counts.get("processing", 0)
         point.succeeded += row.request_counts.get("succeeded", 0)
-        if row.cost_usd is None:
-            point.unpriced_batches += 1
+        if row.cost_known:
+            point.cost_usd += row.cost_usd or 0.0
         else:
-            point.cost_usd += row.cost_usd
+            point.unpriced_batches += 1
+            point.open_batches += row.processing_status != ENDED
     return list(points.values())
 
 
@@ -291,13 +365,15 @@ class Overview:
     run_dates: RunDates = field(default_factory=dict)
     #: Batches of the last 30 days older than ``rows`` (the table's): they feed the chart only.
     chart_rows: list[BatchRow] = field(default_factory=list)
-    #: How the rows of the runs shown divided between new, reused and deduplicated.
-    run_reuse: dict[RunKey, RunReuse] = field(default_factory=dict)
+    #: What the run folders of the runs shown say: rows, requests sent, reuse, landings.
+    run_work: dict[RunKey, RunWork] = field(default_factory=dict)
     #: Recent runs that created no batch (every row answered): runs of their own on the page.
     answered_runs: list[AnsweredRun] = field(default_factory=list)
+    #: What the metadata database says of the runs shown (their state, the provider's tasks).
+    run_states: RunStates = field(default_factory=dict)
 
     def runs(self, page_filter: PageFilter | None = None) -> list[RunGroup]:
-        return group_runs(self.rows, self.run_dates, page_filter, self.run_reuse, self.answered_runs)
+        return group_runs(self.rows, self.run_dates, page_filter, self.run_work, self.answered_runs, self.run_states)
 
     def chart(self, today: date, page_filter: PageFilter | None = None) -> list[DayPoint]:
         """The last 30 days of the rows, narrowed to the filter's DAG only (a status or date
@@ -431,9 +507,11 @@ def build_overview(
     workspace_id: str | None = None,
     may_read_dag: Callable[[str], bool] | None = None,
     now: datetime | None = None,
+    billed: Costs | None = None,
 ) -> Overview:
-    """Rows for ``batches`` (newest first, as ``list`` returns them) with origin and cost. An
-    origin in a DAG that ``may_read_dag`` refuses is hidden: the batch shows, its DAG run not."""
+    """Rows for ``batches`` (newest first, as ``list`` returns them) with origin and cost: the
+    landed cost (``costs``), else what an ended batch billed by its raw results (``billed``).
+    An origin in a DAG that ``may_read_dag`` refuses is hidden: the batch shows, its DAG run not."""
     now = now or datetime.now(timezone.utc)
     overview = Overview(conn_id=conn_id)
     for batch in batches:
@@ -442,8 +520,11 @@ def build_overview(
         if origin is not None and may_read_dag is not None and not may_read_dag(origin.dag_id):
             origin, row.origin_hidden = None, True
         row.origin = origin
-        row.cost_usd = costs.get(row.id)
         row.landed = row.id in costs
+        if row.landed:
+            row.cost_usd, row.cost_source = costs[row.id], "landed"
+        elif billed and row.id in billed:
+            row.cost_usd, row.cost_source = billed[row.id], "raw results"
         row.console_url = console_url(console_url_template, row.id, workspace_id)
         overview.rows.append(row)
     return overview

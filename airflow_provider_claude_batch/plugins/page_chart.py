@@ -4,8 +4,10 @@ scale, the share of ended requests that succeeded as a line on the right scale (
 
 Invariants: every number the template writes is formatted here (one decimal for positions),
 so the SVG is the same for the same days. The cost scale tops at the costliest day (at $1
-when every day cost nothing, so that no bar divides by zero). A day without ended
-requests has a bar but no point: the line joins the days that have one, so a trend shows
+when every day cost nothing, so that no bar divides by zero). A day with a batch whose cost
+is not known (still open, or ended with neither a landing summary nor raw results) is never
+shown as if that batch cost $0: its bar gets a hatched cap and a ``+?`` above it. A day without
+ended requests has a bar but no point: the line joins the days that have one, so a trend shows
 across a quiet weekend. Every fifth day, and the last, is labelled under the axis.
 """
 
@@ -15,14 +17,17 @@ from dataclasses import dataclass
 
 from airflow_provider_claude_batch.plugins.overview import DayPoint
 
-WIDTH, HEIGHT = 900, 220
-#: Margins around the plot: axis labels left and right, day labels and the legend below.
-LEFT, RIGHT, TOP, BOTTOM = 64, 48, 16, 36
+WIDTH, HEIGHT = 900, 232
+#: Margins around the plot: axis labels left and right, room above for the costliest day's
+#: ``+?``, day labels and the legend below.
+LEFT, RIGHT, TOP, BOTTOM = 64, 48, 28, 36
 PLOT_WIDTH, PLOT_HEIGHT = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
 #: Grid lines at these fractions of both scales.
 GRID_FRACTIONS = (0.0, 0.5, 1.0)
 #: Every this many days (and the last) gets a date under the axis.
 DAY_LABEL_EVERY = 5
+#: The height of the hatched cap on a bar whose day's cost is partly unknown.
+UNKNOWN_CAP = 8
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,9 @@ class DayMark:
     #: The tooltip of the bar and the point (plain text: the template escapes it).
     tip: str
     point: tuple[str, str] | None = None
+    #: For a day whose cost is partly unknown: the y of the hatched cap on its bar, and of
+    #: the ``+?`` above it.
+    unknown: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,7 @@ class Chart:
     labels: list[DayLabel]
     labels_y: int
     legend_y: int
+    cap_height: int = UNKNOWN_CAP
 
 
 def _f(value: float) -> str:
@@ -85,6 +94,8 @@ def day_tip(point: DayPoint) -> str:
         tip += f", {share:.1%} succeeded"
     if point.unpriced_batches:
         tip += f", {point.unpriced_batches} without a known cost"
+        if point.open_batches:
+            tip += f" ({point.open_batches} still running)"
     return tip
 
 
@@ -103,6 +114,8 @@ def _marks(points: list[DayPoint], step: float, top_cost: float) -> list[DayMark
         bar_height = PLOT_HEIGHT * point.cost_usd / top_cost
         share = point.succeeded_share
         dot = None if share is None else (_f(x + step / 2), _f(TOP + PLOT_HEIGHT * (1 - share)))
+        cap_y = TOP + PLOT_HEIGHT - bar_height - UNKNOWN_CAP
+        unknown = (_f(cap_y), _f(cap_y - 2)) if point.unpriced_batches else None
         marks.append(
             DayMark(
                 day=point.day,
@@ -112,6 +125,7 @@ def _marks(points: list[DayPoint], step: float, top_cost: float) -> list[DayMark
                 height=_f(bar_height),
                 tip=day_tip(point),
                 point=dot,
+                unknown=unknown,
             )
         )
     return marks

@@ -5,20 +5,23 @@
    the chart); the one-task view (:class:`TaskFilter`) reads the batches that task's manifest
    records, and the costs of its landing summary.
 2. ``_index_origins`` (full view): which task created each batch and what it cost, from the
-   batch index and the landing summaries in the work directory.
-3. ``_reuse``: what answer reuse did per DAG run, and the recent runs that created no batch
-   (found among the metadata database's runs of the DAGs in the work directory).
+   batch index and the landing summaries in the work directory; then ``_billed``: what the
+   ended batches that did not land billed, from their raw results (:mod:`.batch_costs`).
+3. ``_run_folders``: what the run folders say per DAG run (rows, requests sent, reuse,
+   landings), and the recent runs that created no batch (found among the metadata database's
+   runs of the DAGs in the work directory).
 4. ``_table_and_chart``: the rows, newest ``limit`` for the table and the older rest for the
    chart, with the DAG runs of DAGs the viewer may not read hidden.
-5. ``_logical_dates``: the logical dates of the runs shown, from the metadata database.
+5. ``_logical_dates`` and ``_run_states``: the logical dates of the runs shown, and their
+   states and those of the provider's task instances in them, from the metadata database.
 
 Invariants: loading never raises for a broken source, and writes nothing. When step 1 fails
 (no such connection, the API down, a wrong key, no manifest) the overview is empty with one
 note, and the API key never appears in it (an SDK error may quote request details). Steps 2,
 3 and 5 fail on their own: the batches still show, with a note saying what is missing. The
-metadata database is reached only through the ``run_dates`` and ``recent_runs`` callables
-(by default :mod:`~airflow_provider_claude_batch.plugins.page_queries`), so the steps run
-where no database is configured.
+metadata database is reached only through the ``run_dates``, ``run_states`` and
+``recent_runs`` callables (by default :mod:`~airflow_provider_claude_batch.plugins.page_queries`),
+so the steps run where no database is configured.
 """
 
 from __future__ import annotations
@@ -29,7 +32,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from airflow_provider_claude_batch.batching.api.batch_state import ENDED, BatchState
+from airflow_provider_claude_batch.batching.api.pricing import PriceTable
 from airflow_provider_claude_batch.batching.state.run_dir import RunDir
+from airflow_provider_claude_batch.config import price_table
+from airflow_provider_claude_batch.plugins.batch_costs import raw_costs
 from airflow_provider_claude_batch.plugins.overview import (
     CHART_DAYS,
     Costs,
@@ -40,16 +47,21 @@ from airflow_provider_claude_batch.plugins.overview import (
     indexed_origins,
     manifest_origins,
 )
-from airflow_provider_claude_batch.plugins.page_queries import recent_runs_from_db, run_dates_from_db
+from airflow_provider_claude_batch.plugins.page_queries import (
+    recent_runs_from_db,
+    run_dates_from_db,
+    run_states_from_db,
+)
 from airflow_provider_claude_batch.plugins.run_reuse import (
     AnsweredRun,
     RunKey,
-    RunReuse,
+    RunWork,
     answered_run,
     answered_runs,
     dag_folders,
-    runs_reuse,
+    runs_work,
 )
+from airflow_provider_claude_batch.plugins.run_state import RunStates
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +69,7 @@ log = logging.getLogger(__name__)
 CHART_MAX_BATCHES = 3000
 
 RunDatesLookup = Callable[[Iterable[RunKey]], RunDates]
+RunStatesLookup = Callable[[Iterable[RunKey]], RunStates]
 RecentRunsLookup = Callable[[Iterable[str], datetime, int], list[RunKey]]
 
 
@@ -83,6 +96,8 @@ class _Listing:
     batches: list[Any]
     origins: Origins = field(default_factory=dict)
     costs: Costs = field(default_factory=dict)
+    #: What ended batches that did not land billed, from their raw results.
+    billed: Costs = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     run_dir: RunDir | None = None
     answered_task: AnsweredRun | None = None
@@ -97,11 +112,14 @@ def load_overview(
     run_dates: RunDatesLookup = run_dates_from_db,
     recent_runs: RecentRunsLookup = recent_runs_from_db,
     now: datetime | None = None,
+    run_states: RunStatesLookup = run_states_from_db,
+    prices: Callable[[], PriceTable] = price_table,
 ) -> Overview:
     """The page's data; any failure becomes a note (see the module's steps). DAG runs of DAGs
     ``may_read_dag`` refuses stay hidden. ``run_dates`` looks up the logical dates of the runs
-    shown; ``recent_runs`` the newest runs of the last 30 days of the DAGs in the work
-    directory, among which runs that created no batch are found."""
+    shown, ``run_states`` their states; ``recent_runs`` the newest runs of the last 30 days of
+    the DAGs in the work directory, among which runs that created no batch are found.
+    ``prices``: the price table raw results are priced at (called only when there are some)."""
     from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 
     now = now or datetime.now(timezone.utc)
@@ -118,12 +136,14 @@ def load_overview(
     notes = listing.notes
     if task is None:
         notes.extend(_index_origins(listing))
-    run_reuse, answered, reuse_notes = _reuse(listing, task, conn_id, limit, now, recent_runs)
-    notes.extend(reuse_notes)
+    notes.extend(_billed(listing, prices))
+    run_work, answered, folder_notes = _run_folders(listing, task, conn_id, limit, now, recent_runs)
+    notes.extend(folder_notes)
     overview = _table_and_chart(conn_id, listing, settings, limit, may_read_dag, now)
-    overview.run_reuse = run_reuse
+    overview.run_work = run_work
     overview.answered_runs = [run for run in answered if may_read_dag is None or may_read_dag(run.dag_id)]
     notes.extend(_logical_dates(overview, run_dates))
+    notes.extend(_run_states(overview, run_states))
     overview.notes.extend(notes)
     return overview
 
@@ -163,7 +183,7 @@ def _task_batches(hook: Any, task: TaskFilter, conn_id: str, limit: int) -> _Lis
     folder = run_directory(None, task.dag_id, task.run_id, task.task_id, task.map_index)
     manifest = load_manifest(folder)
     origins, costs, notes = manifest_origins(manifest, folder)
-    listing = _Listing([], origins, costs, notes, run_dir=folder)
+    listing = _Listing([], origins, costs, notes=notes, run_dir=folder)
     if not manifest.batch_ids():
         listing.answered_task = answered_run(folder.work_dir, task.dag_id, task.run_id, manifest.conn_id)
     listing.batches = [hook.retrieve_batch(batch_id) for batch_id in reversed(manifest.batch_ids()[-limit:])]
@@ -182,24 +202,46 @@ def _index_origins(listing: _Listing) -> list[str]:
     return problems
 
 
-def _reuse(
+def _billed(listing: _Listing, prices: Callable[[], PriceTable]) -> list[str]:
+    """Step 2, then: what the ended batches that did not land billed, from the raw results in
+    their run folders; notes on what could not be priced."""
+    from airflow_provider_claude_batch.workdir import work_directory
+
+    unlanded = [
+        b.id
+        for b in listing.batches
+        if b.id not in listing.costs and b.id in listing.origins and BatchState.from_batch(b).processing_status == ENDED
+    ]
+    if not unlanded:
+        return []
+    try:
+        work_dir = work_directory() if listing.run_dir is None else listing.run_dir.work_dir
+        listing.billed, problems = raw_costs(work_dir, listing.origins, unlanded, prices)
+    except Exception as exc:
+        log.warning("Claude Batches page: raw results not priced: %s", type(exc).__name__)
+        return [f"What batches that did not land billed is not shown ({type(exc).__name__})."]
+    return problems
+
+
+def _run_folders(
     listing: _Listing,
     task: TaskFilter | None,
     conn_id: str,
     limit: int,
     now: datetime,
     recent_runs: RecentRunsLookup,
-) -> tuple[dict[RunKey, RunReuse], list[AnsweredRun], list[str]]:
-    """Step 3: the reuse of the runs that created the batches, and the runs that created no
-    batch (the task view's own run; in the full view, among the recent runs of the work
-    directory's DAGs), with notes. Any failure leaves both empty, with a note."""
+) -> tuple[dict[RunKey, RunWork], list[AnsweredRun], list[str]]:
+    """Step 3: what the run folders of the runs that created the batches say (rows, requests
+    sent, reuse, landings), and the runs that created no batch (the task view's own run; in the
+    full view, among the recent runs of the work directory's DAGs), with notes. Any failure
+    leaves both empty, with a note."""
     from airflow_provider_claude_batch.workdir import work_directory
 
     notes: list[str] = []
     try:
         work_dir = work_directory() if listing.run_dir is None else listing.run_dir.work_dir
         task_folders = {(o.dag_id, o.run_id, o.task_id, o.map_index) for o in listing.origins.values()}
-        run_reuse, problems = runs_reuse(work_dir, task_folders)
+        run_work, problems = runs_work(work_dir, task_folders)
         notes.extend(problems)
         answered = [listing.answered_task] if listing.answered_task is not None else []
         if task is None:
@@ -207,10 +249,12 @@ def _reuse(
             answered, problems = answered_runs(work_dir, candidates, conn_id)
             notes.extend(problems)
     except Exception as exc:
-        log.warning("Claude Batches page: reuse not read: %s", type(exc).__name__)
-        notes.append(f"Runs that created no batch, and rows reused, are not shown ({type(exc).__name__}).")
+        log.warning("Claude Batches page: run folders not read: %s", type(exc).__name__)
+        notes.append(
+            f"Runs that created no batch, rows, rows reused and landings are not shown ({type(exc).__name__})."
+        )
         return {}, [], notes
-    return run_reuse, answered, notes
+    return run_work, answered, notes
 
 
 def _table_and_chart(
@@ -232,16 +276,36 @@ def _table_and_chart(
         workspace_id=settings.workspace_id,
         may_read_dag=may_read_dag,
         now=now,
+        billed=listing.billed,
     )
     overview.rows, overview.chart_rows = overview.rows[:limit], overview.rows[limit:]
     return overview
 
 
+def _runs_shown(overview: Overview) -> set[RunKey]:
+    """The runs of the table's rows and the runs without a batch."""
+    runs = {(row.origin.dag_id, row.origin.run_id) for row in overview.rows if row.origin}
+    return runs | {(run.dag_id, run.run_id) for run in overview.answered_runs}
+
+
+def _run_states(overview: Overview, run_states: RunStatesLookup) -> list[str]:
+    """Step 5: the states of the runs shown and of the provider's tasks in them, or a note:
+    the runs are then judged by their batches and landings only."""
+    runs = _runs_shown(overview)
+    if not runs:
+        return []
+    try:
+        overview.run_states = run_states(runs)
+    except Exception as exc:
+        log.warning("Claude Batches page: run states unavailable: %s", type(exc).__name__)
+        return [f"DAG run states are not available ({type(exc).__name__}); runs are judged by their landing only."]
+    return []
+
+
 def _logical_dates(overview: Overview, run_dates: RunDatesLookup) -> list[str]:
     """Step 5: the logical dates of the runs shown (those of the table's rows and the runs
     without a batch), or a note: the runs then show their run id."""
-    runs = {(row.origin.dag_id, row.origin.run_id) for row in overview.rows if row.origin}
-    runs |= {(run.dag_id, run.run_id) for run in overview.answered_runs}
+    runs = _runs_shown(overview)
     if not runs:
         return []
     try:

@@ -1,6 +1,7 @@
 """What the Claude Batches page asks Airflow itself: the metadata database (the logical dates of
-DAG runs, the recent runs of some DAGs, the claude_batch connections) and the auth manager
-(which DAGs and which connections the viewer may read).
+DAG runs, their states and those of the provider's task instances in them, the recent runs of
+some DAGs, the claude_batch connections) and the auth manager (which DAGs and which
+connections the viewer may read).
 
 Invariants:
 
@@ -30,13 +31,22 @@ from urllib.parse import urlsplit
 
 from airflow_provider_claude_batch.plugins.overview import RunDates
 from airflow_provider_claude_batch.plugins.run_reuse import RunKey
+from airflow_provider_claude_batch.plugins.run_state import AirflowState, RunStates
 
 log = logging.getLogger(__name__)
 
 #: The connection type the page lists in its picker.
 CONN_TYPE = "claude_batch"
-#: ``(dag_id, run_id)`` pairs per query of :func:`run_dates_from_db`.
+#: ``(dag_id, run_id)`` pairs per query of :func:`run_dates_from_db` and :func:`run_states_from_db`.
 RUNS_PER_QUERY = 500
+#: The provider's task types as the metadata database records them (``TaskInstance.operator``):
+#: the tasks whose states say whether a run's batches were submitted, waited for and landed.
+PROVIDER_TASK_TYPES = (
+    "ClaudeBatchSubmitOperator",
+    "ClaudeBatchSensor",
+    "ClaudeBatchToParquetOperator",
+    "_ClaudeBatchDecoratedOperator",
+)
 
 
 def run_dates_from_db(runs: Iterable[RunKey]) -> RunDates:
@@ -58,6 +68,41 @@ def run_dates_from_db(runs: Iterable[RunKey]) -> RunDates:
                 moment = logical_date or run_after
                 dates[(dag_id, run_id)] = moment.isoformat() if moment else None
     return dates
+
+
+def run_states_from_db(runs: Iterable[RunKey]) -> RunStates:
+    """The state of each DAG run and of the provider's task instances in it (a mapped one as
+    ``task [index]``), from the metadata database. Runs the database does not know are absent."""
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select, tuple_
+
+    wanted = list(set(runs))
+    run_states: dict[RunKey, str | None] = {}
+    tasks: dict[RunKey, dict[str, str | None]] = {}
+    with create_session() as session:
+        for start in range(0, len(wanted), RUNS_PER_QUERY):
+            chunk = wanted[start : start + RUNS_PER_QUERY]
+            query = select(DagRun.dag_id, DagRun.run_id, DagRun.state).where(
+                tuple_(DagRun.dag_id, DagRun.run_id).in_(chunk)
+            )
+            for dag_id, run_id, state in session.execute(query):
+                run_states[(dag_id, run_id)] = None if state is None else str(state)
+            query = select(
+                TaskInstance.dag_id,
+                TaskInstance.run_id,
+                TaskInstance.task_id,
+                TaskInstance.map_index,
+                TaskInstance.state,
+            ).where(
+                tuple_(TaskInstance.dag_id, TaskInstance.run_id).in_(chunk),
+                TaskInstance.operator.in_(PROVIDER_TASK_TYPES),
+            )
+            for dag_id, run_id, task_id, map_index, state in session.execute(query):
+                label = task_id if map_index is None or map_index < 0 else f"{task_id} [{map_index}]"
+                tasks.setdefault((dag_id, run_id), {})[label] = None if state is None else str(state)
+    return {key: AirflowState(state, tasks.get(key, {})) for key, state in run_states.items()}
 
 
 def recent_runs_from_db(dag_ids: Iterable[str], since: datetime, limit: int) -> list[RunKey]:
@@ -151,10 +196,12 @@ def claude_connections(may_read: Callable[[str], bool], current: str) -> list[st
 
 __all__ = [
     "CONN_TYPE",
+    "PROVIDER_TASK_TYPES",
     "claude_connections",
     "connection_reader",
     "dag_reader",
     "env_conn_type",
     "recent_runs_from_db",
     "run_dates_from_db",
+    "run_states_from_db",
 ]

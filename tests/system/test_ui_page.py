@@ -136,6 +136,13 @@ def _check_the_page(stack: AirflowStack, tmp_path: Path, *, ended: tuple[str, st
             page.screenshot(path=str(screenshot))
             frame.locator("#chart").screenshot(path=str(chart_shot))
             points = frame.locator("#chart rect.cost").count()
+            # It fits a laptop screen: no horizontal scrolling, in the iframe or around it.
+            page.set_viewport_size({"width": 1366, "height": 768})
+            laptop = [
+                frame.locator("html").evaluate("html => [html.scrollWidth, window.innerWidth]"),
+                page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]"),
+            ]
+            page.screenshot(path=str(tmp_path / "claude-batches-page-1366.png"))
             # Clicking a run folds its batches away.
             frame.locator(f'tr.run[data-run="{DAG_ID}/{run_id}"]').click()
             assert not batch_row.is_visible()
@@ -148,8 +155,9 @@ def _check_the_page(stack: AirflowStack, tmp_path: Path, *, ended: tuple[str, st
         finally:
             browser.close()
     assert "ended" in text and "120" in text and "$" in text and "100.0%" in text and "submit" in text
-    assert "2026-11-07 00:00" in ended_run and "100.0%" in ended_run
-    assert "2026-11-08 00:00" in open_run and "in_progress" in open_run and "50.0%" in open_run
+    assert "2026-11-07 00:00" in ended_run and "100.0%" in ended_run and "landed" in ended_run
+    assert "2026-11-08 00:00" in open_run and "running" in open_run and "50.0%" in open_run
+    assert all(scroll_width <= width for scroll_width, width in laptop), laptop
     assert open_bar == "width:50.00%"
     assert points == 30
     assert screenshot.stat().st_size > 10_000 and chart_shot.stat().st_size > 5_000

@@ -25,9 +25,17 @@ def work_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "work"
 
 
-def write_manifest(work_dir: Path, dag_id: str, run_id: str, batch_ids: list[str], cost: Any = "absent") -> None:
+def write_manifest(
+    work_dir: Path,
+    dag_id: str,
+    run_id: str,
+    batch_ids: list[str],
+    cost: Any = "absent",
+    reuse: dict[str, Any] | None = None,
+) -> Path:
     """A submit task's manifest recording ``batch_ids``, their batch index entries and, unless
-    ``cost`` is "absent", a landing summary giving each batch that cost."""
+    ``cost`` is "absent", a landing summary giving each batch that cost; ``reuse``: the
+    manifest's reuse counts (``ReuseCounts.as_dict()``). Returns the run folder."""
     folder = WorkDir(work_dir).run(dag_id, run_id, "submit").path  # where a submit task puts it
     folder.mkdir(parents=True)
     manifest = Manifest(
@@ -46,6 +54,7 @@ def write_manifest(work_dir: Path, dag_id: str, run_id: str, batch_ids: list[str
             BatchRecord(chunk=i, round=0, requests_file="", request_count=1, body_bytes=1, sha256="", batch_id=b)
             for i, b in enumerate(batch_ids)
         ],
+        reuse=reuse,
     )
     manifest.save(folder)
     for record in manifest.batches:
@@ -53,6 +62,7 @@ def write_manifest(work_dir: Path, dag_id: str, run_id: str, batch_ids: list[str
     if cost != "absent":
         summary = {"by_batch": {b: {"rows": 1, "cost_usd": cost} for b in batch_ids}}
         (folder / "landing.json").write_text(json.dumps(summary))
+    return folder
 
 
 def create_batches(count: int) -> list[str]:

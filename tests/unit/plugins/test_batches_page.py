@@ -4,6 +4,7 @@ the JSON API, and the plugin Airflow loads."""
 
 from __future__ import annotations
 
+import html
 import json
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -164,9 +165,11 @@ def test_a_run_answered_from_the_store_shows_with_rows_reused_and_the_saving(
     page = render_page(overview, 10)
     answered_row = page.split(f'data-run="{dag.dag_id}/{second.run_id}"', 1)[1].split("</tr>", 1)[0]
     assert "no batch: every row answered" in answered_row and "100.0%" in answered_row
-    assert ">10 of 10</span>" in answered_row and "$0.0000" in answered_row and "(saved $" in answered_row
+    assert ">reused 10 of 10</div>" in answered_row and "$0.0000" in answered_row and ">saved $" in answered_row
+    assert 'class="status good">landed</span>' in answered_row and "run success" in answered_row
     paid_row = page.split(f'data-run="{dag.dag_id}/{first.run_id}"', 1)[1].split("</tr>", 1)[0]
-    assert ">2 of 10</span>" in paid_row and "(saved $" in paid_row
+    assert ">reused 2 of 10</div>" in paid_row and ">saved $" in paid_row
+    assert ">10<" in paid_row and ">8<" in paid_row  # 10 rows, 8 requests sent
 
     # The same through the JSON API (auth manager allowing everything: it is not what is tested).
     import airflow.api_fastapi.app as api_app
@@ -198,3 +201,79 @@ def test_a_run_answered_from_the_store_shows_with_rows_reused_and_the_saving(
     assert by_run[second.run_id]["cost_usd"] == 0.0 and by_run[second.run_id]["percent_done"] == 100.0
     assert by_run[first.run_id]["rows_reused"] == 2 and by_run[first.run_id]["reuse_saved_usd"] > 0
     assert [run["run_id"] for run in one_task["runs"]] == [second.run_id]  # the task view shows it too
+
+
+# --------------------------------------------------------------------- failed runs, rounds
+TYPED_PIPELINE = """
+s = ClaudeBatchSubmitOperator(task_id="submit", source={rows!r}, id_column="id", prompt="Classify: {{body}}",
+                              model="claude-haiku-4-5", max_tokens=400, output_schema={schema!r})
+w = ClaudeBatchSensor(task_id="wait", manifest=s.output, poll_interval=0.1)
+l = ClaudeBatchToParquetOperator(task_id="land", manifest=s.output, destination={out!r}, poll_interval=0.1,
+                                 on_invalid_output={on_invalid!r}, max_retry_rounds={rounds})
+s >> w >> l
+"""
+LABEL_SCHEMA = {"type": "object", "properties": {"label": {"enum": ["a", "b"]}}, "required": ["label"]}
+
+
+def _typed_dag(make_dag: Any, rows: int, out: Path, on_invalid: str, rounds: int) -> Any:  # noqa: F811
+    source = [{"id": f"t{i}", "body": f"ticket {i}"} for i in range(rows)]
+    return make_dag(
+        TYPED_PIPELINE.format(rows=source, schema=LABEL_SCHEMA, out=str(out), on_invalid=on_invalid, rounds=rounds)
+    )
+
+
+def _run_row(page: str, dag_id: str, run_id: str) -> str:
+    return html.unescape(page.split(f'data-run="{dag_id}/{run_id}"', 1)[1].split("</tr>", 1)[0])
+
+
+def test_a_run_whose_transfer_failed_shows_failed_not_green(
+    make_dag: Any,  # noqa: F811
+    emulator: RunningEmulator,
+    work_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """Issue 23: a run whose transfer failed showed "ended 100.0%" in green. The run shows its
+    DAG run's state and its tasks' from the metadata database, and its landing: failed, in red,
+    never green; what its batch billed comes from the raw results the transfer downloaded."""
+    emulator.emulator.config.invalid_output_fraction = 0.3
+    dag = _typed_dag(make_dag, 20, tmp_path / "out", on_invalid="fail", rounds=0)
+    run = dag.test()
+    assert task_states(run)["land"] == "failed" and str(run.state) == "failed"
+
+    overview = load_overview("claude_batch_default", 10)
+    page = render_page(overview, 10)
+    row = _run_row(page, dag.dag_id, run.run_id)
+    assert 'class="status bad">failed</span>' in row
+    assert "run failed" in row and "land failed" in row and "not landed" in row
+    assert "status good" not in row and "status ended" not in row and "billed, not landed" in row
+    assert f'<tr class="run bad" data-run="{dag.dag_id}/{run.run_id}"' in page
+
+    (entry,) = [r for r in overview.as_dict()["runs"] if r["run_id"] == run.run_id]
+    assert (entry["state"], entry["dag_run_state"], entry["task_states"]["land"]) == ("failed", "failed", "failed")
+    assert entry["task_states"]["submit"] == "success" and entry["percent_done"] == 100.0
+    assert (entry["submit_tasks"], entry["landed_tasks"]) == (1, 0)
+    assert entry["cost_usd"] is not None and entry["cost_usd"] > 0 and entry["cost_not_landed"]
+
+
+def test_rows_and_requests_sent_are_shown_apart_across_rounds(
+    make_dag: Any,  # noqa: F811
+    emulator: RunningEmulator,
+    work_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """Issue 23: during resubmission rounds a run of 3,000 rows showed "requests 3,061". The
+    run shows its rows and the requests it sent, every round included, apart."""
+    emulator.emulator.config.invalid_output_fraction = 0.3
+    dag = _typed_dag(make_dag, 40, tmp_path / "out", on_invalid="resubmit", rounds=1)
+    run = dag.test()
+    assert task_states(run)["land"] == "success"
+    sent = emulator.emulator.stats["requests_received"]
+    assert sent > 40 and emulator.emulator.stats["batches_created"] == 2
+
+    overview = load_overview("claude_batch_default", 10)
+    row = _run_row(render_page(overview, 10), dag.dag_id, run.run_id)
+    assert '<td class="num">40<div class="sub" title=' in row and ">reused 0 of 40<" in row  # rows, then reuse
+    assert f'<td class="num">{sent}<div class="sub">in 2 rounds</div>' in row
+    assert 'class="status good">landed</span>' in row
+    (entry,) = [r for r in overview.as_dict()["runs"] if r["run_id"] == run.run_id]
+    assert (entry["rows"], entry["requests_sent"], entry["rounds"], entry["state"]) == (40, sent, 2, "landed")

@@ -5,6 +5,7 @@ the key)."""
 
 from __future__ import annotations
 
+import html
 import json
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_claude_batch.batching.reuse.plan import ReuseCounts
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 from airflow_provider_claude_batch.plugins.overview import PageFilter
 from airflow_provider_claude_batch.plugins.page_load import TaskFilter, load_overview
@@ -144,7 +146,7 @@ def test_one_row_per_run_with_its_batches_beneath(emulator: RunningEmulator, wor
     run_row = page.split(f'data-run="nightly/{NIGHTLY_RUN}"', 1)[1].split("</tr>", 1)[0]
     assert "2026-11-01 00:00" in run_row and NIGHTLY_RUN not in run_row.split("title=")[0]  # the date, not the id
     assert '<span class="ok" style="width:75.00%">' in run_row and 'class="failed" style="width:25.00%"' in run_row
-    assert "$0.0400" in run_row and '<td class="num">-</td>' in run_row  # rows reused: not recorded yet
+    assert "$0.0400" in run_row and "reused" not in run_row  # rows reused: not recorded
     assert (created + timedelta(days=29)).strftime("%Y-%m-%d") in run_row and "10 min" in run_row
     assert page.index(f'data-batch-id="{second}"') < page.index(f'data-batch-id="{first}"')
     assert page.index(f'data-run="nightly/{NIGHTLY_RUN}"') < page.index(f'data-batch-id="{second}"')
@@ -238,12 +240,15 @@ def test_the_steps_after_the_listing_fail_on_their_own(
     def database_down(*_: Any) -> Any:
         raise ConnectionError("the metadata database is unreachable")
 
-    overview = load_overview("claude_batch_default", 10, run_dates=database_down, recent_runs=database_down)
+    overview = load_overview(
+        "claude_batch_default", 10, run_dates=database_down, recent_runs=database_down, run_states=database_down
+    )
     (row,) = overview.rows
     assert row.id == batch_id and row.origin is not None and row.origin.run_id == "run_1"
     assert overview.notes == [
-        "Runs that created no batch, and rows reused, are not shown (ConnectionError).",
+        "Runs that created no batch, rows, rows reused and landings are not shown (ConnectionError).",
         "Logical dates are not available (ConnectionError); runs show their run id.",
+        "DAG run states are not available (ConnectionError); runs are judged by their landing only.",
     ]
     assert ">run_1</a>" in render_page(overview, 10)
 
@@ -252,4 +257,82 @@ def test_the_steps_after_the_listing_fail_on_their_own(
     (row,) = overview.rows
     assert row.id == batch_id and row.origin is None and not row.landed
     assert overview.notes[0].startswith("The work directory cannot be opened (") and "nosuchstore" in overview.notes[0]
-    assert overview.notes[1] == "Runs that created no batch, and rows reused, are not shown (ValueError)."
+    assert overview.notes[1] == (
+        "Runs that created no batch, rows, rows reused and landings are not shown (ValueError)."
+    )
+
+
+def _run_row(page: str, key: str) -> str:
+    """The run row of ``dag_id/run_id`` in a page, its entities unescaped."""
+    return html.unescape(page.split(f'data-run="{key}"', 1)[1].split("</tr>", 1)[0])
+
+
+def test_a_run_whose_rows_were_all_awaited_shows_them_awaited_not_answered(
+    emulator: RunningEmulator, work_dir: Path
+) -> None:
+    """Issue 23: a run whose 3,000 rows were all in another run's open batch showed "no batch:
+    every row answered" beside "rows reused 0 of 3,000". Awaited rows are counted as awaited:
+    answered by another run's batch once the transfer resolved them, waiting until then."""
+    answered = ReuseCounts(rows=3000, awaited=3000, awaited_batches=["msgbatch_theirs"])
+    answered.awaited_resolved, answered.awaited_answered = True, 3000
+    write_manifest(work_dir, "nightly", "r_answered", [], reuse=answered.as_dict())
+    waiting = ReuseCounts(rows=3000, reused=1000, awaited=2000, awaited_batches=["msgbatch_theirs"])
+    write_manifest(work_dir, "nightly", "r_waiting", [], reuse=waiting.as_dict())
+
+    overview = load_overview(
+        "claude_batch_default",
+        10,
+        run_dates=RunDatesOf({}),
+        recent_runs=lambda dags, since, limit: [("nightly", "r_answered"), ("nightly", "r_waiting")],
+    )
+    page = render_page(overview, 10)
+
+    done = _run_row(page, "nightly/r_answered")
+    assert "awaited 3,000 of 3,000 (answered by another run's batch)" in done
+    assert "reused 0 of 3,000" in done and "every row answered" not in done
+    assert "no batch of its own: rows awaited from another run's batch" in done and "100.0%" in done
+    open_ = _run_row(page, "nightly/r_waiting")
+    assert "awaited 2,000 of 3,000 (waiting for another run's batch)" in open_ and "reused 1,000 of 3,000" in open_
+    assert "33.3%" in open_ and "every row answered" not in open_  # only the reused third is answered
+    runs = {run["run_id"]: run for run in overview.as_dict()["runs"]}
+    assert runs["r_waiting"]["reuse"]["awaited_waiting"] == 2000 and runs["r_waiting"]["percent_done"] < 34
+    assert runs["r_answered"]["reuse"]["awaited_answered"] == 3000 and runs["r_answered"]["rows_reused"] == 0
+
+
+def _billed(raw: Path) -> float:
+    """What results of claude-sonnet-4-6 cost at batch prices ($3 and $15 per million tokens, halved)."""
+    usages = [json.loads(line)["result"]["message"]["usage"] for line in raw.read_text().splitlines()]
+    return sum(u["input_tokens"] * 1.5 + u["output_tokens"] * 7.5 for u in usages) / 1e6
+
+
+def test_the_chart_counts_what_ended_batches_billed_landed_or_not(emulator: RunningEmulator, work_dir: Path) -> None:
+    """Issue 23: the 30-day chart summed landed costs only, so a batch whose transfer failed
+    was missing. A batch that ended is counted by its landing summary, else by its raw results
+    once downloaded; with neither, the day's cost is marked partly unknown, never $0."""
+    landed, failed, lost = create_batches(3)
+    emulator.emulator.end_all()
+    write_manifest(work_dir, "nightly", "r_landed", [landed], cost=0.5)
+    folder = write_manifest(work_dir, "nightly", "r_failed", [failed])  # its transfer failed after downloading
+    raw = folder / "raw" / f"{failed}.jsonl"
+    ClaudeBatchHook().download_results(failed, raw)
+    write_manifest(work_dir, "nightly", "r_lost", [lost])  # its transfer failed before downloading
+    now = emulator.emulator.clock.now()
+
+    overview = load_overview("claude_batch_default", 10, run_dates=RunDatesOf({}), now=now)
+
+    rows = {row.id: row for row in overview.rows}
+    assert _billed(raw) > 0 and rows[failed].cost_usd == pytest.approx(_billed(raw), abs=1e-6)
+    assert rows[failed].cost_source == "raw results" and not rows[failed].landed
+    assert rows[lost].cost_usd is None and rows[landed].cost_source == "landed"
+    (today,) = [p for p in overview.chart(now.date()) if p.batches]
+    assert today.batches == 3 and today.cost_usd == pytest.approx(0.5 + _billed(raw), abs=1e-6)
+    assert today.unpriced_batches == 1 and today.open_batches == 0  # ``lost``: ended, cost not known
+    svg = render_chart(overview.chart(now.date()))
+    assert svg.count('<rect class="unknown"') == 1 and ">+?</text>" in svg and "1 without a known cost" in svg
+    page = render_page(overview, 10, now=now)
+    failed_row = page.split(f'data-batch-id="{failed}"', 1)[1].split("</tr>", 1)[0]
+    assert "billed, not landed" in failed_row
+    assert "billed, not landed" in _run_row(page, "nightly/r_failed")
+    # The one-task view prices it the same way.
+    (row,) = load_overview("claude_batch_default", 10, TaskFilter("nightly", "r_failed", "submit")).rows
+    assert row.cost_source == "raw results" and row.cost_usd == pytest.approx(_billed(raw), abs=1e-6)

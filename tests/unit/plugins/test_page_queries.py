@@ -13,12 +13,14 @@ import pytest
 
 from airflow_provider_claude_batch.plugins.page_load import load_overview
 from airflow_provider_claude_batch.plugins.page_queries import (
+    PROVIDER_TASK_TYPES,
     claude_connections,
     connection_reader,
     dag_reader,
     env_conn_type,
     recent_runs_from_db,
     run_dates_from_db,
+    run_states_from_db,
 )
 from airflow_provider_claude_batch.plugins.page_render import render_page
 from airflow_provider_claude_batch.testing import RunningEmulator
@@ -27,6 +29,7 @@ from tests.unit.plugins.conftest import RunDatesOf
 
 #: DAGs without a task: their runs are all the queries need, and ``dag.test()`` makes them fast.
 NO_TASK = "pass"
+EMPTY_OPERATOR = "from airflow.providers.standard.operators.empty import EmptyOperator\n"
 
 
 def test_runs_are_found_with_their_logical_dates_newest_first(make_dag: Any) -> None:  # noqa: F811
@@ -50,6 +53,36 @@ def test_runs_are_found_with_their_logical_dates_newest_first(make_dag: Any) -> 
     assert recent_runs_from_db([dag.dag_id, other.dag_id], day, 2) == recent  # the limit
     assert (other.dag_id, elsewhere.run_id) in recent_runs_from_db([other.dag_id], day, 10)
     assert recent_runs_from_db([], day, 10) == []
+
+
+def test_run_states_come_with_the_providers_tasks_only(make_dag: Any) -> None:  # noqa: F811
+    """A run's state, and the states of its task instances of the provider's types only: a
+    task of another type says nothing about the batches (the page's own test runs the
+    provider's tasks: ``test_a_run_whose_transfer_failed_shows_failed_not_green``)."""
+    dag = make_dag('EmptyOperator(task_id="other")', header=EMPTY_OPERATOR)
+    day = datetime(2026, 11, 24, tzinfo=timezone.utc)
+    run = dag.test(logical_date=day, run_after=day)
+    states = run_states_from_db([(dag.dag_id, run.run_id), (dag.dag_id, "gone")])
+    assert set(states) == {(dag.dag_id, run.run_id)}
+    found = states[(dag.dag_id, run.run_id)]
+    assert (found.run, found.tasks) == ("success", {})
+    assert run_states_from_db([]) == {}
+
+
+def test_the_provider_task_types_are_the_providers_class_names() -> None:
+    """``TaskInstance.operator`` records a task's class name: the names must follow the classes."""
+    from airflow_provider_claude_batch.decorators.claude_batch import _ClaudeBatchDecoratedOperator
+    from airflow_provider_claude_batch.operators.submit import ClaudeBatchSubmitOperator
+    from airflow_provider_claude_batch.sensors.batch import ClaudeBatchSensor
+    from airflow_provider_claude_batch.transfers.batch_to_parquet import ClaudeBatchToParquetOperator
+
+    classes = (
+        ClaudeBatchSubmitOperator,
+        ClaudeBatchSensor,
+        ClaudeBatchToParquetOperator,
+        _ClaudeBatchDecoratedOperator,
+    )
+    assert tuple(cls.__name__ for cls in classes) == PROVIDER_TASK_TYPES
 
 
 @pytest.fixture

@@ -103,7 +103,7 @@ def test_every_template_escapes_and_the_style_and_script_are_inlined_as_written(
 
 def test_an_empty_page_says_so_and_does_not_refresh() -> None:
     page = render_page(Overview("claude_batch_default"), 10, now=NOW)
-    assert '<td colspan="11" class="muted">No batches match.</td>' in page
+    assert '<td colspan="9" class="muted">No batches match.</td>' in page
     assert 'http-equiv="refresh"' not in page and "0 run(s), 0 of the newest 0 batch(es) of connection" in page
     assert re.search(r'<select name="dag_id"><option value="">all</option></select>', page)
 
@@ -138,7 +138,7 @@ def test_the_chart_is_well_formed_svg_with_a_bar_per_day() -> None:
     points[9] = DayPoint("2026-11-10", batches=1, requests=4, ended_requests=4, succeeded=4, unpriced_batches=1)
     svg = ElementTree.fromstring(render_chart(points))
     ns = {"svg": "http://www.w3.org/2000/svg"}
-    bars = svg.findall("svg:rect", ns)
+    bars = svg.findall("svg:rect[@class='cost']", ns)
     assert len(bars) == 30 and bars[3].get("data-day") == "2026-11-04"
     tips = [bar.find("svg:title", ns).text for bar in bars]
     assert tips[3] == "2026-11-04: $0.5000, 2 batch(es), 10 requests, 90.0% succeeded"
