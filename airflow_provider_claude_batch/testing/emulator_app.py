@@ -16,8 +16,10 @@ Invariants:
 * Results are streamed from the rendered file, one ``Range`` honoured (206) while
   ``results_ranges`` is on; a drop fault breaks the connection after ``drop_after_bytes``.
 * The token exchange needs no API key (the identity token is the credential). Control
-  endpoints have no auth, latency or faults, and are not counted. ``GET /_emulator/config``
-  shows the settings but never a key or a trusted identity token (it counts them).
+  endpoints have no auth, latency or faults, and are not counted; a change they cannot make
+  (a body that is not JSON, an unknown setting, fault field or outcome) is a 400 saying why.
+  ``GET /_emulator/config`` shows the settings but never a key or a trusted identity token
+  (it counts them).
 * Handlers are module-level and keep no state: each gets its :class:`Emulator` from the app
   (``app.state.emulator``, set by :func:`create_app`), so apps in one process share nothing.
 """
@@ -174,10 +176,11 @@ async def control_state(emulator: EmulatorDep) -> dict[str, Any]:
 
 
 @control.post("/_emulator/faults")
-async def control_fault(request: Request, emulator: EmulatorDep) -> dict[str, Any]:
-    fault = Fault(**(await request.json()))
-    emulator.inject(fault)
-    return {"injected": fault.endpoint}
+async def control_fault(request: Request, emulator: EmulatorDep) -> Response:
+    def inject(body: Any) -> dict[str, Any]:
+        return {"injected": emulator.inject(Fault(**body)).endpoint}
+
+    return await _control(request, inject)
 
 
 @control.post("/_emulator/advance")
@@ -187,9 +190,12 @@ async def control_advance(seconds: float, emulator: EmulatorDep) -> dict[str, An
 
 
 @control.post("/_emulator/outcomes")
-async def control_outcomes(request: Request, emulator: EmulatorDep) -> dict[str, Any]:
-    emulator.script_outcomes(await request.json())
-    return {"ok": True}
+async def control_outcomes(request: Request, emulator: EmulatorDep) -> Response:
+    def script(body: Any) -> dict[str, Any]:
+        emulator.script_outcomes(body)
+        return {"ok": True}
+
+    return await _control(request, script)
 
 
 @control.get("/_emulator/config")
@@ -198,15 +204,27 @@ async def control_config_read(emulator: EmulatorDep) -> dict[str, Any]:
 
 
 @control.post("/_emulator/config")
-async def control_config(request: Request, emulator: EmulatorDep) -> dict[str, Any]:
-    _configure(emulator, await request.json())
-    return {"ok": True}
+async def control_config(request: Request, emulator: EmulatorDep) -> Response:
+    def configure(body: Any) -> dict[str, Any]:
+        _configure(emulator, body)
+        return {"ok": True}
+
+    return await _control(request, configure)
 
 
 @control.post("/_emulator/reset")
 async def control_reset(emulator: EmulatorDep) -> dict[str, Any]:
     emulator.reset()
     return {"ok": True}
+
+
+async def _control(request: Request, change: Callable[[Any], dict[str, Any]]) -> Response:
+    """A change of the emulator from a request's JSON body, and its answer; a 400 saying what
+    is wrong when the body is not JSON or not a change the emulator knows."""
+    try:
+        return JSONResponse(change(await request.json()))
+    except (TypeError, ValueError, AttributeError) as exc:
+        return JSONResponse(status_code=400, content={"error": f"{type(exc).__name__}: {exc}"})
 
 
 def config_json(config: EmulatorConfig) -> dict[str, Any]:

@@ -4,7 +4,9 @@ Invariants: API routes need credentials (an API key with ``anthropic-version``; 
 own ``request-id``); every error, unknown routes, methods and malformed queries included, has
 the API's shape; faults fail, slow down or cut answers (after the work with ``after_commit``);
 results honour one ``Range``; ``results_url`` names the address the client used; the control
-plane drives the emulator without being counted; each app serves only its own emulator.
+plane drives the emulator without being counted, shows its settings without keys, reports what
+the served results billed and refuses a change it cannot make with a 400; each app serves only
+its own emulator.
 """
 
 from __future__ import annotations
@@ -287,3 +289,22 @@ def test_the_config_is_shown_without_keys_or_identity_tokens(emulator: RunningEm
     assert TEST_API_KEY not in answer.text and "jwt-x" not in answer.text
     emulator.emulator.config.processing_seconds = math.inf
     assert httpx.get(f"{base}/_emulator/config").json()["processing_seconds"] is None  # never ends
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "says"),
+    [
+        ("/_emulator/faults", {"endpoint": "create", "stauts": 500}, "stauts"),
+        ("/_emulator/faults", {"endpoint": "upload"}, "unknown endpoint"),
+        ("/_emulator/outcomes", {"req-0": "weird"}, "unknown outcome"),
+        ("/_emulator/outcomes", ["req-0"], "AttributeError"),
+        ("/_emulator/config", {"processing_time": 5}, "unknown emulator setting 'processing_time'"),
+    ],
+)
+def test_a_control_change_it_cannot_make_is_a_400_saying_why(
+    emulator: RunningEmulator, path: str, body: object, says: str
+) -> None:
+    answer = httpx.post(f"{emulator.base_url}{path}", json=body)
+    assert answer.status_code == 400 and says in answer.json()["error"]
+    not_json = httpx.post(f"{emulator.base_url}{path}", content=b"{not json")
+    assert not_json.status_code == 400 and "JSONDecodeError" in not_json.json()["error"]
