@@ -151,37 +151,21 @@ def test_a_create_past_the_client_timeout_is_billed_once(
     assert emulator.emulator.batch_ids() == [batch.id]
 
 
+@pytest.mark.parametrize("delay", [1.5, 2.5], ids=["within-twice-the-timeout", "later-than-twice-the-timeout"])
 def test_slow_creates_in_a_dag_make_one_batch_per_chunk(
-    make_dag: Any, connection_env: Any, emulator: RunningEmulator, work_dir: Path
+    make_dag: Any, connection_env: Any, emulator: RunningEmulator, work_dir: Path, delay: float
 ) -> None:
     """The issue's repro: connection timeout 1 s, every create made by the server only after
-    1.5 s, 3 chunks. Oracle: 3 creates received, 3 batches (4 before the fix)."""
+    ``delay``, 3 chunks. Oracle: 3 creates received, 3 batches (4 before the fix). At 2.5 s the
+    server commits past twice the timeout, the old lookup window (the timeout plus a settle time
+    of the timeout): how late a server commits does not scale with the client's timeout, so the
+    settle time has a floor (4 batches without it)."""
     connection_env("slow_api", extra={"timeout": 1})
-    emulator.emulator.inject(Fault("create", delay_seconds=1.5, times=3))
+    emulator.emulator.inject(Fault("create", delay_seconds=delay, times=3))
     dag = make_dag(
         """
         ClaudeBatchSubmitOperator(task_id="submit", source=[f"t{i}" for i in range(5)], model="claude-haiku-4-5",
                                   max_tokens=8, max_requests_per_batch=2, claude_batch_conn_id="slow_api")
-        """
-    )
-    assert task_states(run_dag(dag)) == {"submit": "success"}
-    assert emulator.emulator.calls["create"] == 3
-    assert emulator.emulator.stats["batches_created"] == 3
-
-
-def test_a_create_committed_later_than_twice_the_timeout_is_billed_once(
-    make_dag: Any, connection_env: Any, emulator: RunningEmulator, work_dir: Path
-) -> None:
-    """Connection timeout 1 s; the server makes each batch only after 2.5 s, past twice the
-    timeout (the old lookup window, timeout plus a settle time of the timeout). How late a
-    server commits does not scale with the client's timeout, so the settle time has a floor.
-    Oracle: 3 creates received, 3 batches for 3 chunks (4 or more before the floor)."""
-    connection_env("slower_api", extra={"timeout": 1})
-    emulator.emulator.inject(Fault("create", delay_seconds=2.5, times=3))
-    dag = make_dag(
-        """
-        ClaudeBatchSubmitOperator(task_id="submit", source=[f"t{i}" for i in range(5)], model="claude-haiku-4-5",
-                                  max_tokens=8, max_requests_per_batch=2, claude_batch_conn_id="slower_api")
         """
     )
     assert task_states(run_dag(dag)) == {"submit": "success"}
