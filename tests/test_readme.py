@@ -35,13 +35,25 @@ def _commands() -> list[list[str]]:
     return commands
 
 
-def test_the_readme_opens_with_exactly_the_two_commands() -> None:
+def test_the_readme_opens_with_its_title_then_exactly_the_two_commands() -> None:
     _, first_block = BLOCKS[0]
-    assert README.startswith("```bash\n")
+    assert README.startswith("# airflow-provider-claude-batch\n\n```bash\n")
     assert [line.split("#")[0].strip() for line in first_block.strip().splitlines()] == [
         "python3 dev.py demo",
         "python3 dev.py test",
     ]
+
+
+def _anchor(heading: str) -> str:
+    """A heading's link anchor as GitHub makes it: lower case, punctuation dropped, spaces to dashes."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_the_contents_link_every_section() -> None:
+    contents = README.split("**Contents.**", 1)[1].split("\n\n", 1)[0]
+    linked = re.findall(r"\]\(#([\w-]+)\)", contents)
+    sections = [_anchor(heading) for heading in re.findall(r"^## (.+)$", README, flags=re.M)]
+    assert linked == sections, "the Contents list every ## section, in order"
 
 
 def test_every_python_block_runs(claude_batch_emulator: Any) -> None:
