@@ -35,6 +35,7 @@ __all__ = [
     "ClaudeBatchParameterError",
     "ClaudeBatchPartitionError",
     "ClaudeBatchResultsError",
+    "ClaudeBatchSupersededError",
     "ClaudeBatchWaitEventError",
     "ClaudeBatchWaitTimeoutError",
 ]

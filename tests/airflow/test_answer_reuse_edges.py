@@ -17,6 +17,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
+from airflow_provider_claude_batch.batching.reuse.answer_store import AnswerStore
 from airflow_provider_claude_batch.batching.state.manifest import load_manifest
 from airflow_provider_claude_batch.exceptions import ClaudeBatchParameterError
 from airflow_provider_claude_batch.operators.submit import ClaudeBatchSubmitOperator
@@ -116,6 +117,12 @@ def test_mapped_submits_sharing_rows_land_every_row_and_store_each_answer_once(
         assert sorted(landed) == sorted(row["id"] for row in rows)
         assert {r["result_type"] for r in landed.values()} == {"succeeded"}
         assert {cid: r["body"] for cid, r in landed.items()} == {row["id"]: row["body"] for row in rows}
+    # The second index stores the shared answers it awaited as soon as it takes them (so that a
+    # failed landing of the first cannot lose them), and the first stores its own when it lands:
+    # until a compaction merges them, a shared answer may be in two files (lookups take the
+    # newest). After it, every answer is stored exactly once.
+    assert {row["key"] for row in _stored(work_dir)} and len({row["key"] for row in _stored(work_dir)}) == 23
+    AnswerStore(work_dir).compact(max_age=None, min_files=1)
     stored = _stored(work_dir)
     keys = [row["key"] for row in stored]
     assert len(keys) == len(set(keys)) == 10 + 5 + 8, "an answer was stored more than once"

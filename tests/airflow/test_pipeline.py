@@ -72,7 +72,14 @@ def test_example_dag_lands_one_row_per_ticket(example_dag, emulator: RunningEmul
     assert sorted(table.column("custom_id").to_pylist()) == sorted(tickets.column("ticket_id").to_pylist())
     assert table.column("custom_id").to_pylist() == table.column("ticket_id").to_pylist()
     typed = ["output_status", "output_error", "label", "confidence"]
-    assert table.schema.names == [*RESULT_SCHEMA.names, "answer_source", "ticket_id", "product", *typed]
+    assert table.schema.names == [
+        *RESULT_SCHEMA.names,
+        "answer_source",
+        "answer_cost_usd",
+        "ticket_id",
+        "product",
+        *typed,
+    ]
     succeeded = table.filter(pc.equal(table.column("result_type"), "succeeded"))
     assert set(succeeded.column("output_status").to_pylist()) == {"valid"}
     assert set(succeeded.column("label").to_pylist()) <= {"Billing", "Technical", "Account", "Other"}
