@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from airflow_provider_claude_batch.batching.api import limits
 from airflow_provider_claude_batch.batching.api.jsonl import iter_file_lines
 from airflow_provider_claude_batch.batching.render.content_key import KEY_BYTES, content_keys, keys_of_column
+from airflow_provider_claude_batch.batching.render.rendering import arrow_is
 from airflow_provider_claude_batch.batching.state.run_dir import chunk_file_name, inputs_file_name
 from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
 
@@ -46,15 +47,15 @@ def standard_type(kind: pa.DataType) -> pa.DataType:
     DataFrame, Parquet written by another tool) gave."""
     if pa.types.is_dictionary(kind):
         return standard_type(kind.value_type)
-    if pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
+    if pa.types.is_large_string(kind) or arrow_is(kind, "is_string_view"):
         return pa.string()
-    if pa.types.is_large_binary(kind) or pa.types.is_binary_view(kind):
+    if pa.types.is_large_binary(kind) or arrow_is(kind, "is_binary_view"):
         return pa.binary()
     if (
         pa.types.is_list(kind)
         or pa.types.is_large_list(kind)
-        or pa.types.is_list_view(kind)
-        or pa.types.is_large_list_view(kind)
+        or arrow_is(kind, "is_list_view")
+        or arrow_is(kind, "is_large_list_view")
     ):
         return pa.list_(_standard_field(kind.value_field))
     if pa.types.is_fixed_size_list(kind):

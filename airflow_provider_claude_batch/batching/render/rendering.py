@@ -37,6 +37,14 @@ TEXT_COLUMN = "text"
 NO_COLUMNS = {b"claude_batch.no_columns": b"true"}
 
 
+def arrow_is(kind: pa.DataType, check: str) -> bool:
+    """``pa.types.<check>(kind)``, and False where this pyarrow has no such check: the view
+    types came in pyarrow 16, and the declared range starts at 14 (no data of theirs can exist
+    there)."""
+    test = getattr(pa.types, check, None)
+    return bool(test is not None and test(kind))
+
+
 @dataclass(frozen=True)
 class RenderedRequest:
     custom_id: str
@@ -359,7 +367,7 @@ class RequestRenderer:
                 if pa.types.is_null(kind):
                     continue
                 problem: str | None = None
-                if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
+                if pa.types.is_string(kind) or pa.types.is_large_string(kind) or arrow_is(kind, "is_string_view"):
                     if reject_empty:
                         bad = pc.match_substring_regex(column, r"^\s*$")
                         problem = "empty (set allow_empty_prompt=True to send it anyway)"
