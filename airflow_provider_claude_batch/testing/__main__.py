@@ -158,6 +158,14 @@ def _time_and_limits(group: argparse._ArgumentGroup) -> None:
         help="bytes per create body (default: %(default)s, the API's)",
     )
     add(
+        "--queue-limit",
+        metavar="N",
+        type=_positive,
+        default=None,
+        help="the organisation's batch queue: a create that would put more than N requests in batches "
+        "still processing gets 429 rate_limit_error (default: no limit)",
+    )
+    add(
         "--no-results-ranges",
         dest="results_ranges",
         action="store_false",
@@ -222,6 +230,7 @@ def config_from(args: argparse.Namespace) -> EmulatorConfig:
         latency_seconds=args.latency_seconds,
         max_requests_per_batch=args.max_requests,
         max_bytes_per_batch=args.max_bytes,
+        queue_limit=args.queue_limit,
         results_ranges=args.results_ranges,
         errored_fraction=args.errored_fraction,
         expired_fraction=args.expired_fraction,

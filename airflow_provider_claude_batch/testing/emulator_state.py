@@ -21,6 +21,9 @@ Invariants:
   still has them.
 * Counters count what was received (``calls`` per endpoint, ``stats`` per event), so tests can
   assert what a client did, e.g. that a create was not sent twice.
+* With a ``queue_limit``, the requests in batches still processing (every workspace: the queue
+  is the organisation's) never exceed it: a create that would is refused whole, before anything
+  is stored, and ``stats["queue_high_water"]`` is the most ever queued (the tests' oracle).
 * Billing counts what the ended batches' results bill (:mod:`.emulator_billing`): a batch is
   billed once, when its results file is rendered, at its first download or the first
   :meth:`Emulator.snapshot` after it ended, whichever comes first.
@@ -171,6 +174,11 @@ class EmulatorConfig:
     #: Price overrides for the dollars ``snapshot`` reports as billed, over the provider's
     #: table, in any form ``[claude_batch] prices`` takes (a mapping, JSON, a JSON file's path).
     prices: Mapping[str, Any] | str | None = None
+    #: The organisation's batch queue: at most this many requests in batches still processing,
+    #: across every workspace (None: no limit). A create that would go over it is refused with
+    #: the API's 429 ``rate_limit_error`` and creates nothing; ``stats`` keep the high-water mark
+    #: of requests queued (``queue_high_water``) and the refusals (``queue_refusals``).
+    queue_limit: int | None = None
 
 
 @dataclass
@@ -357,6 +365,7 @@ class Emulator:
                 "stats": dict(self.stats),
                 "batches": len(self._batches),
                 "open_batches": sum(1 for b in self._batches.values() if b.ended_at is None),
+                "queued_requests": self.queued_requests(now),
                 "billed": self.billing.report(PriceTable.load(self.config.prices)),
             }
         self.save_state()
@@ -443,6 +452,7 @@ class Emulator:
         stored = parse_create(body, workspace, config.max_requests_per_batch)
         now = self.clock.now()
         with self._lock:
+            self._admit_to_queue(len(stored), now)
             for request in stored:
                 request.cache_use = self.prompt_cache.use(request.cache_point, now)
             batch = _Batch(
@@ -457,9 +467,39 @@ class Emulator:
             )
             self._batches[batch.id] = batch
             self._dirty = True
+            queued = self.queued_requests(now)
+            self.stats["queue_high_water"] = max(self.stats["queue_high_water"], queued)
             self.stats["batches_created"] += 1
             self.stats["requests_received"] += len(stored)
             return self._batch_json(batch)
+
+    def queued_requests(self, now: datetime | None = None) -> int:
+        """Requests in batches still processing, in every workspace (the organisation's queue)."""
+        with self._lock:
+            now = now or self.clock.now()
+            queued = 0
+            for batch in self._batches.values():
+                self._settle(batch, now)
+                if batch.ended_at is None:
+                    queued += batch.request_counts()["processing"]
+            return queued
+
+    def _admit_to_queue(self, adding: int, now: datetime) -> None:
+        """Refuse a create of ``adding`` requests that would take the queue over ``queue_limit``:
+        the API's 429 ``rate_limit_error``; nothing is created."""
+        limit = self.config.queue_limit
+        if limit is None:
+            return
+        queued = self.queued_requests(now)
+        if queued + adding > limit:
+            self.stats["queue_refusals"] += 1
+            raise EmulatorHTTPError(
+                429,
+                f"This batch of {adding} requests would exceed your organization's batch queue limit of "
+                f"{limit} requests waiting to be processed ({queued} are in the queue now). Retry once "
+                "earlier batches have ended.",
+                error_type="rate_limit_error",
+            )
 
     def _get(self, batch_id: str, workspace: str | None) -> _Batch:
         batch = self._batches.get(batch_id)

@@ -131,6 +131,36 @@ def test_count_and_byte_limits_are_configurable(client: anthropic.Anthropic, emu
     assert emulator.emulator.stats["batches_created"] == 0
 
 
+def test_a_queue_limit_refuses_a_create_that_would_overfill_it_across_workspaces(
+    emulator: RunningEmulator,
+) -> None:
+    emulator.emulator.config.queue_limit = 10
+    emulator.emulator.config.processing_seconds = 60
+    plain = anthropic.Anthropic(api_key=TEST_API_KEY, base_url=emulator.base_url, max_retries=0)
+    other = anthropic.Anthropic(
+        api_key=TEST_API_KEY, base_url=emulator.base_url, max_retries=0, default_headers={"anthropic-workspace-id": "w2"}
+    )
+    plain.messages.batches.create(requests=make_requests(6))
+    other.messages.batches.create(requests=make_requests(4, prefix="o"))  # the queue is the organisation's
+    with pytest.raises(anthropic.RateLimitError) as refused:
+        plain.messages.batches.create(requests=make_requests(1, prefix="x"))
+    assert refused.value.body["error"]["type"] == "rate_limit_error"
+    assert "queue" in refused.value.body["error"]["message"]
+    state = emulator.emulator.snapshot()
+    assert (state["batches"], state["queued_requests"], state["stats"]["queue_refusals"]) == (2, 10, 1)
+    emulator.emulator.advance(60)  # both ended: the queue is free again
+    plain.messages.batches.create(requests=make_requests(10, prefix="y"))
+    assert emulator.emulator.stats["queue_high_water"] == 10
+
+
+def test_without_a_queue_limit_nothing_is_refused(emulator: RunningEmulator, client: anthropic.Anthropic) -> None:
+    emulator.emulator.config.processing_seconds = 60
+    for prefix in "abc":
+        client.messages.batches.create(requests=make_requests(50, prefix=prefix))
+    assert emulator.emulator.stats["queue_high_water"] == 150
+    assert emulator.emulator.stats["queue_refusals"] == 0
+
+
 def test_workspaces_scope_batches(emulator: RunningEmulator) -> None:
     a = anthropic.Anthropic(
         api_key=TEST_API_KEY, base_url=emulator.base_url, default_headers={"anthropic-workspace-id": "wrkspc_a"}
