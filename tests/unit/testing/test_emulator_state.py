@@ -138,7 +138,10 @@ def test_a_queue_limit_refuses_a_create_that_would_overfill_it_across_workspaces
     emulator.emulator.config.processing_seconds = 60
     plain = anthropic.Anthropic(api_key=TEST_API_KEY, base_url=emulator.base_url, max_retries=0)
     other = anthropic.Anthropic(
-        api_key=TEST_API_KEY, base_url=emulator.base_url, max_retries=0, default_headers={"anthropic-workspace-id": "w2"}
+        api_key=TEST_API_KEY,
+        base_url=emulator.base_url,
+        max_retries=0,
+        default_headers={"anthropic-workspace-id": "w2"},
     )
     plain.messages.batches.create(requests=make_requests(6))
     other.messages.batches.create(requests=make_requests(4, prefix="o"))  # the queue is the organisation's
