@@ -51,6 +51,7 @@ from airflow_provider_claude_batch.testing.federation import (
     FederationRule,
 )
 from airflow_provider_claude_batch.testing.models_catalog import find_model, models_page
+from airflow_provider_claude_batch.testing.pagination import cursor_page, list_body
 
 #: ``Range: bytes=START-`` or ``bytes=START-END`` (one range: what a resuming download sends).
 _RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
@@ -167,6 +168,77 @@ async def exchange_token(request: Request, emulator: EmulatorDep) -> Response:
         return JSONResponse(status_code=exc.status, content=exc.body(), headers=headers)
     emulator.stats["token_exchanges"] += 1
     return JSONResponse(content=answer, headers=headers)
+
+
+# --------------------------------------------------------------------- the Files API (beta)
+@api.post("/v1/files")
+async def upload_file(request: Request, emulator: EmulatorDep) -> Response:
+    form = await request.form()
+    upload = form.get("file")
+    data = await upload.read() if upload is not None and hasattr(upload, "read") else None
+
+    def store(workspace: str | None, _fault: Fault | None) -> dict[str, Any]:
+        _check_files_beta(request)
+        if data is None:
+            raise EmulatorHTTPError(400, "file: Field required (a multipart file)")
+        name = str(getattr(upload, "filename", None) or "upload")
+        mime = str(getattr(upload, "content_type", None) or "application/octet-stream")
+        return emulator.files.upload(workspace, name, mime, data, emulator.clock.now()).as_json(rfc3339)
+
+    return await _serve(emulator, "files", request, store)
+
+
+@api.get("/v1/files")
+async def list_files(
+    request: Request,
+    emulator: EmulatorDep,
+    limit: int = limits.LIST_PAGE_DEFAULT,
+    after_id: str | None = None,
+    before_id: str | None = None,
+) -> Response:
+    def page(workspace: str | None, _fault: Fault | None) -> dict[str, Any]:
+        _check_files_beta(request)
+        if not 1 <= limit <= limits.LIST_PAGE_MAX:
+            raise EmulatorHTTPError(400, f"limit: Input should be between 1 and {limits.LIST_PAGE_MAX}")
+        items = emulator.files.list(workspace)
+        found, more = cursor_page(items, lambda item: item.id, limit, after_id, before_id)
+        return list_body(found, lambda item: item.id, more, lambda item: item.as_json(rfc3339))
+
+    return await _serve(emulator, "files", request, page)
+
+
+@api.get("/v1/files/{file_id}")
+async def file_metadata(file_id: str, request: Request, emulator: EmulatorDep) -> Response:
+    def metadata(workspace: str | None, _fault: Fault | None) -> dict[str, Any]:
+        _check_files_beta(request)
+        return emulator.files.get(file_id, workspace).as_json(rfc3339)
+
+    return await _serve(emulator, "files", request, metadata)
+
+
+@api.get("/v1/files/{file_id}/content")
+async def file_content(file_id: str, request: Request, emulator: EmulatorDep) -> Response:
+    def refuse(workspace: str | None, _fault: Fault | None) -> None:
+        _check_files_beta(request)
+        emulator.files.download(file_id, workspace)
+
+    return await _serve(emulator, "files", request, refuse)
+
+
+@api.delete("/v1/files/{file_id}")
+async def delete_file(file_id: str, request: Request, emulator: EmulatorDep) -> Response:
+    def delete(workspace: str | None, _fault: Fault | None) -> dict[str, Any]:
+        _check_files_beta(request)
+        return emulator.files.delete(file_id, workspace)
+
+    return await _serve(emulator, "files", request, delete)
+
+
+def _check_files_beta(request: Request) -> None:
+    """Every Files API call carries the beta flag, or the API answers 400."""
+    flags = {flag.strip() for flag in request.headers.get("anthropic-beta", "").split(",")}
+    if limits.FILES_API_BETA not in flags:
+        raise EmulatorHTTPError(400, f"The Files API requires the anthropic-beta header {limits.FILES_API_BETA}")
 
 
 # --------------------------------------------------------------------- the control plane

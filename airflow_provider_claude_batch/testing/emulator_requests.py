@@ -26,6 +26,7 @@ from typing import Any
 import msgspec
 
 from airflow_provider_claude_batch.batching.api import limits
+from airflow_provider_claude_batch.testing.emulator_documents import BlockError, FileResolver, read_blocks
 from airflow_provider_claude_batch.testing.prompt_cache import Breakpoint, CacheUse, breakpoint_of
 
 #: The API's error type for each HTTP status it answers errors with.
@@ -77,6 +78,10 @@ class StoredRequest(msgspec.Struct, gc=False):
     cache_use: CacheUse = msgspec.field(default_factory=CacheUse)
     #: Web searches the answer reports in ``usage.server_tool_use`` (see :func:`_web_searches`).
     web_searches: int = 0
+    #: The facts of the image and document blocks received (``emulator_documents``), in order.
+    documents: list[dict[str, Any]] | None = None
+    #: Their estimated input tokens (their data is not counted as prompt characters).
+    media_tokens: int = 0
 
 
 class _WireParams(msgspec.Struct, gc=False):
@@ -97,6 +102,7 @@ class _WireParams(msgspec.Struct, gc=False):
             bytes(self.output_config).strip() != b"null"
             or b'"web_search_' in bytes(self.tools)
             or any(b'"cache_control"' in bytes(raw) for raw in (self.tools, self.system, self.messages))
+            or b'"source"' in bytes(self.messages)
         )
 
     def decoded(self) -> dict[str, Any]:
@@ -121,17 +127,21 @@ class _WireBody(msgspec.Struct, gc=False):
 _create_decoder = msgspec.json.Decoder(_WireBody)
 
 
-def parse_create(body: bytes, workspace: str | None, max_requests: int) -> list[StoredRequest]:
+def parse_create(
+    body: bytes, workspace: str | None, max_requests: int, resolve: FileResolver | None = None
+) -> list[StoredRequest]:
     """The requests of a create body as a batch keeps them, or the API's 400 (the body's size
-    is checked before: a 413 comes first)."""
+    is checked before: a 413 comes first). ``resolve`` finds uploaded files by id."""
     try:
-        return _parse_lean(body, workspace, max_requests)
+        return _parse_lean(body, workspace, max_requests, resolve)
     except msgspec.DecodeError:
         # Not the shape the lean parse expects: the general parse names what is wrong.
-        return _parse_general(body, workspace, max_requests)
+        return _parse_general(body, workspace, max_requests, resolve)
 
 
-def _parse_lean(body: bytes, workspace: str | None, max_requests: int) -> list[StoredRequest]:
+def _parse_lean(
+    body: bytes, workspace: str | None, max_requests: int, resolve: FileResolver | None = None
+) -> list[StoredRequest]:
     """A create body decoded into minimal structs (messages and system kept as raw JSON);
     raises ``msgspec.DecodeError`` for any body not of that shape."""
     requests = _create_decoder.decode(body).requests
@@ -150,18 +160,20 @@ def _parse_lean(body: bytes, workspace: str | None, max_requests: int) -> list[S
         prompt = b"[" + bytes(params.system).strip() + b"," + stripped + b"]"
         stored.append(_stored_request(custom_id, params.model, params.max_tokens, has_messages, prompt))
         if params.structured():
-            _add_structure(stored[-1], params.decoded(), workspace)
+            _add_structure(stored[-1], params.decoded(), workspace, resolve)
     return stored
 
 
-def _parse_general(body: bytes, workspace: str | None, max_requests: int) -> list[StoredRequest]:
+def _parse_general(
+    body: bytes, workspace: str | None, max_requests: int, resolve: FileResolver | None = None
+) -> list[StoredRequest]:
     payload = decode_body(body)
     if not isinstance(payload, dict) or not isinstance(payload.get("requests"), list):
         raise EmulatorHTTPError(400, "requests: Field required (a list of requests)")
     raw_requests = payload["requests"]
     _check_count(len(raw_requests), max_requests)
     seen: set[str] = set()
-    return [_validate_request(index, item, seen, workspace) for index, item in enumerate(raw_requests)]
+    return [_validate_request(index, item, seen, workspace, resolve) for index, item in enumerate(raw_requests)]
 
 
 def _check_count(count: int, max_requests: int) -> None:
@@ -183,7 +195,9 @@ def _check_custom_id(index: int, custom_id: Any, seen: set[str]) -> str:
     return custom_id
 
 
-def _validate_request(index: int, item: Any, seen: set[str], workspace: str | None) -> StoredRequest:
+def _validate_request(
+    index: int, item: Any, seen: set[str], workspace: str | None, resolve: FileResolver | None
+) -> StoredRequest:
     if not isinstance(item, dict):
         raise EmulatorHTTPError(400, f"requests.{index}: Input should be an object")
     custom_id = _check_custom_id(index, item.get("custom_id"), seen)
@@ -195,7 +209,7 @@ def _validate_request(index: int, item: Any, seen: set[str], workspace: str | No
     stored = _stored_request(
         custom_id, params.get("model"), params.get("max_tokens"), has_messages, prompt_bytes(params)
     )
-    _add_structure(stored, params, workspace)
+    _add_structure(stored, params, workspace, resolve)
     return stored
 
 
@@ -219,7 +233,9 @@ def _stored_request(custom_id: str, model: Any, max_tokens: Any, has_messages: b
     )
 
 
-def _add_structure(stored: StoredRequest, params: dict[str, Any], workspace: str | None) -> None:
+def _add_structure(
+    stored: StoredRequest, params: dict[str, Any], workspace: str | None, resolve: FileResolver | None = None
+) -> None:
     """What a valid request's ``output_config.format`` and ``cache_control`` ask for (an invalid
     format makes the request invalid: it ends errored, as in the API)."""
     output_config = params.get("output_config")
@@ -238,6 +254,28 @@ def _add_structure(stored: StoredRequest, params: dict[str, Any], workspace: str
             return
     stored.cache_point = breakpoint_of(params, workspace)
     stored.web_searches = _web_searches(params.get("tools"))
+    _add_documents(stored, params, workspace, resolve)
+
+
+def _add_documents(
+    stored: StoredRequest, params: dict[str, Any], workspace: str | None, resolve: FileResolver | None
+) -> None:
+    """The request's image and document blocks: checked (a bad one makes the request invalid),
+    their facts kept for the answer, their data counted as their tokens, not as characters.
+    Citations do not go with an output format, as in the API."""
+    try:
+        documents, tokens, data_chars = read_blocks(params.get("messages"), workspace, resolve)
+    except BlockError as exc:
+        stored.invalid_reason = str(exc)
+        return
+    if not documents:
+        return
+    if stored.output_schema is not None and any(item.get("citations") for item in documents):
+        stored.invalid_reason = "citations: Citations are not supported together with output_config.format"
+        return
+    stored.documents = documents
+    stored.media_tokens = tokens
+    stored.input_chars = max(1, stored.input_chars - data_chars)
 
 
 def _web_searches(tools: Any) -> int:
@@ -276,4 +314,8 @@ def count_input_tokens(body: bytes) -> dict[str, Any]:
         raise EmulatorHTTPError(400, "messages: List should have at least 1 item")
     if "max_tokens" in params:
         raise EmulatorHTTPError(400, "max_tokens: Extra inputs are not permitted")
-    return {"input_tokens": max(1, math.ceil(len(prompt_bytes(params)) / 4))}
+    try:
+        _, tokens, data_chars = read_blocks(params["messages"], None, None)
+    except BlockError as exc:
+        raise EmulatorHTTPError(400, str(exc)) from None
+    return {"input_tokens": max(1, math.ceil((len(prompt_bytes(params)) - data_chars) / 4)) + tokens}

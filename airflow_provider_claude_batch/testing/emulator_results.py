@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from airflow_provider_claude_batch.testing.emulator_documents import citation_of
 from airflow_provider_claude_batch.testing.emulator_requests import StoredRequest, stable_int
 from airflow_provider_claude_batch.testing.structured_answers import REFUSAL_DETAILS, answer
 
@@ -158,7 +159,7 @@ def _message(batch_id: str, request: StoredRequest, settings: AnswerSettings) ->
         "type": "message",
         "role": "assistant",
         "model": request.model,
-        "content": [{"type": "text", "text": text, "citations": None}],
+        "content": _content(request, text),
         "stop_reason": stop_reason,
         "stop_sequence": None,
         **({"stop_details": stop_details} if stop_details else {}),
@@ -166,9 +167,28 @@ def _message(batch_id: str, request: StoredRequest, settings: AnswerSettings) ->
     }
 
 
+def documents_text(request: StoredRequest) -> str:
+    """The answer to a request with documents or images: the tag, then the facts of each one
+    received, as JSON (so a test reads back which document a row's request held)."""
+    facts = [{k: v for k, v in item.items() if k not in ("first_line", "citations")} for item in request.documents or ()]
+    return f"{EMULATOR_TAG} documents: {_encoder.encode(facts).decode()}"
+
+
+def _content(request: StoredRequest, text: str) -> list[dict[str, Any]]:
+    """The answer's blocks: its text, then one cited sentence per document with citations."""
+    blocks: list[dict[str, Any]] = [{"type": "text", "text": text, "citations": None}]
+    for index, document in enumerate(request.documents or ()):
+        if document.get("citations"):
+            cited = citation_of(index, document)
+            blocks.append({"type": "text", "text": f" It reads: {cited['cited_text']}", "citations": [cited]})
+    return blocks
+
+
 def _answer(request: StoredRequest, spoil: str | None, settings: AnswerSettings) -> tuple[str, str, int]:
     """The answer's text, ``stop_reason`` and ``output_tokens``, cut at ``max_tokens``."""
-    if request.output_schema is None:
+    if request.output_schema is None and request.documents:
+        text = documents_text(request)
+    elif request.output_schema is None:
         text = reply_text(request, settings.reply_chars)
     elif spoil == "refused":
         text = f"{EMULATOR_TAG} I can't help with that."
@@ -189,7 +209,7 @@ def _usage(request: StoredRequest, output_tokens: int) -> dict[str, Any]:
     cache = request.cache_use
     return {
         # Cached prefix tokens are reported apart from input_tokens, as the API does.
-        "input_tokens": max(1, math.ceil(request.input_chars / 4) - cache.written - cache.read),
+        "input_tokens": max(1, math.ceil(request.input_chars / 4) + request.media_tokens - cache.written - cache.read),
         "output_tokens": output_tokens,
         **cache.usage(),
         **(

@@ -54,6 +54,7 @@ import msgspec
 from airflow_provider_claude_batch.batching.api import limits
 from airflow_provider_claude_batch.batching.api.pricing import PriceTable
 from airflow_provider_claude_batch.testing.emulator_billing import Billing
+from airflow_provider_claude_batch.testing.emulator_files import FileStore
 from airflow_provider_claude_batch.testing.emulator_requests import (
     ERROR_TYPES,
     EmulatorHTTPError,
@@ -282,6 +283,8 @@ class Emulator:
         self.base_url: str | None = None
         self.tokens = TokenIssuer()
         self.prompt_cache = PromptCache()
+        #: The Files API's uploaded files and their counters (``emulator_files``).
+        self.files = FileStore()
         # Rendered results files live here until the emulator is garbage collected.
         self._results_dir = tempfile.mkdtemp(prefix="claude-batch-emulator-")
         weakref.finalize(self, shutil.rmtree, self._results_dir, True)
@@ -305,6 +308,7 @@ class Emulator:
             self.calls.clear()
             self.stats.clear()
             self.billing.clear()
+            self.files.clear()
             self.clock.reset()
             self.save_state()
 
@@ -363,6 +367,7 @@ class Emulator:
             snapshot = {
                 "calls": dict(self.calls),
                 "stats": dict(self.stats),
+                "files": {**self.files.stats, "stored": len(self.files.list_all())},
                 "batches": len(self._batches),
                 "open_batches": sum(1 for b in self._batches.values() if b.ended_at is None),
                 "queued_requests": self.queued_requests(now),
@@ -449,7 +454,7 @@ class Emulator:
                 f"for a batch (got {len(body)}).",
                 error_type="request_too_large",
             )
-        stored = parse_create(body, workspace, config.max_requests_per_batch)
+        stored = parse_create(body, workspace, config.max_requests_per_batch, self.files.resolve)
         now = self.clock.now()
         with self._lock:
             self._admit_to_queue(len(stored), now)

@@ -46,6 +46,27 @@ RETRYABLE_READ_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
 #: Bytes the create envelope ``{"requests":[...]}`` adds around the comma-joined requests.
 CREATE_ENVELOPE_BYTES = len(b'{"requests":[]}')
 
+# Documents and images (the Messages API's vision and PDF limits; a batch request takes the same).
+#: Media types of ``image`` blocks.
+IMAGE_MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
+#: Media types of ``document`` blocks (a PDF as base64, plain text as text).
+DOCUMENT_MEDIA_TYPES = ("application/pdf", "text/plain")
+#: Largest image, in bytes (decoded), and its largest side in pixels; a request with more than
+#: ``MANY_IMAGES`` images allows ``MAX_IMAGE_SIDE_MANY`` pixels a side.
+MAX_IMAGE_BYTES = 5 * 1024 * 1024
+MAX_IMAGE_SIDE = 8000
+MAX_IMAGE_SIDE_MANY = 2000
+MANY_IMAGES = 20
+#: Most images in one request.
+MAX_IMAGES_PER_REQUEST = 100
+#: Most PDF bytes (decoded) in one request, and most pages of one PDF.
+MAX_PDF_BYTES_PER_REQUEST = 32 * 1024 * 1024
+MAX_PDF_PAGES = 100
+#: Files API: the beta flag every files call (and a batch that references a file) sends, and
+#: the largest file it stores.
+FILES_API_BETA = "files-api-2025-04-14"
+MAX_UPLOAD_BYTES = 500 * 1024 * 1024
+
 
 def validate_custom_id(custom_id: object, *, where: str = "") -> str:
     """Return ``custom_id`` if the API accepts it, else raise naming ``where`` (e.g. the row)."""
