@@ -6,8 +6,9 @@
 
 Both create ``.venv`` on first use and install exactly what ``requirements.lock`` pins (with
 ``uv``, itself pinned below), then reuse it while the lock and pyproject are unchanged.
-Other commands: ``lint`` (ruff + mypy), ``bench`` (benchmarks), ``lock`` (re-resolve),
-``smoke-deps`` (install without the lock at the lowest and newest allowed versions, and smoke).
+Other commands: ``lint`` (ruff + mypy), ``docs`` (the documentation site, warnings as
+errors), ``bench`` (benchmarks), ``lock`` (re-resolve), ``smoke-deps`` (install without the
+lock at the lowest and newest allowed versions, and smoke).
 """
 
 from __future__ import annotations
@@ -93,6 +94,8 @@ def main(argv: list[str]) -> int:
             "pyproject.toml",
             "--extra",
             "test",
+            "--extra",
+            "docs",
             "--python-version",
             "3.11",
             "-o",
@@ -112,6 +115,11 @@ def main(argv: list[str]) -> int:
     if command == "smoke-deps":
         script = ROOT / "scripts" / "smoke_deps.py"
         return subprocess.call([sys.executable, str(script), "--uv", str(BIN / "uv"), *rest], cwd=ROOT)
+    if command == "docs":
+        # Fresh (-E) so that every page's warnings are reported on every build, not only the
+        # changed pages'; the site goes to docs/_build (gitignored).
+        sphinx = [str(PYTHON), "-m", "sphinx", "-b", "html", "-W", "--keep-going", "-E", "-q"]
+        return subprocess.call([*sphinx, *rest, "docs", str(Path("docs", "_build", "html"))], cwd=ROOT)
     if command == "bench":
         return subprocess.call([str(PYTHON), "-m", "benchmarks", *rest], cwd=ROOT)
     print(f"unknown command {command!r}\n{__doc__}", file=sys.stderr)
