@@ -23,10 +23,8 @@ def setting(option: str) -> str | None:
     """The configured value of ``[claude_batch] option``, or None when unset or empty."""
     if option not in OPTIONS:
         raise KeyError(f"[{SECTION}] has no option {option!r}")
-    try:
-        from airflow.sdk.configuration import conf
-    except ImportError:  # pragma: no cover - cores whose Task SDK has no configuration module
-        from airflow.configuration import conf
+    from airflow.providers.common.compat.sdk import conf
+
     value = conf.get(SECTION, option, fallback=None)
     return str(value) if value not in (None, "") else None
 

@@ -149,8 +149,6 @@ def default_deferrable() -> bool:
     """
     if not any(os.environ.get(DEFAULT_DEFERRABLE_ENV + suffix) for suffix in ("", "_CMD", "_SECRET")):
         return True
-    try:
-        from airflow.sdk.configuration import conf
-    except ImportError:  # pragma: no cover - cores whose Task SDK has no configuration module
-        from airflow.configuration import conf
+    from airflow.providers.common.compat.sdk import conf
+
     return bool(conf.getboolean("operators", "default_deferrable", fallback=True))

@@ -12,11 +12,12 @@ import logging
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlencode, urlparse
 
-from airflow.sdk import BaseOperatorLink
+from airflow.providers.common.compat.sdk import BaseOperatorLink
+
+import airflow_provider_claude_batch.compat  # noqa: F401 - refuses an unsupported Airflow first
 
 if TYPE_CHECKING:
-    from airflow.sdk import Context
-    from airflow.sdk.types import TaskInstanceKey
+    from airflow.providers.common.compat.sdk import Context, TaskInstanceKey
 
     from airflow_provider_claude_batch.batching.state.manifest import Manifest
 
@@ -76,7 +77,7 @@ def batches_page_url(manifest: Manifest) -> str:
     Root-relative, under the path of ``[api] base_url`` when Airflow is served below a prefix."""
     prefix = ""
     try:
-        from airflow.configuration import conf
+        from airflow.providers.common.compat.sdk import conf
 
         prefix = urlparse(conf.get("api", "base_url", fallback="") or "").path.rstrip("/")
     except Exception:  # a link must never fail a task

@@ -75,7 +75,7 @@ REMOTE_EXECUTORS = ("Celery", "Kubernetes", "Edge", "Ecs", "AwsBatch", "AwsLambd
 def configured_executors() -> list[str]:
     """``[core] executor`` as a list (Airflow 3 accepts several, comma separated, with aliases)."""
     try:
-        from airflow.configuration import conf
+        from airflow.providers.common.compat.sdk import conf
 
         value = conf.get("core", "executor", fallback="") or ""
     except Exception:  # a task runtime without the core configuration

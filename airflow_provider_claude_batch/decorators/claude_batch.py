@@ -24,9 +24,14 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow.sdk.bases.decorator import DecoratedOperator, TaskDecorator, determine_kwargs, task_decorator_factory
-from airflow.sdk.definitions._internal.types import SET_DURING_EXECUTION
-from airflow.sdk.definitions.context import context_merge
+from airflow.providers.common.compat.sdk import (
+    SET_DURING_EXECUTION,
+    DecoratedOperator,
+    TaskDecorator,
+    context_merge,
+    determine_kwargs,
+    task_decorator_factory,
+)
 
 from airflow_provider_claude_batch.batching.land.parts import KeepColumns
 from airflow_provider_claude_batch.batching.schema.typed_columns import check_on_invalid_output
@@ -42,7 +47,7 @@ from airflow_provider_claude_batch.transfers.batch_to_parquet import ClaudeBatch
 from airflow_provider_claude_batch.workdir import run_directory
 
 if TYPE_CHECKING:
-    from airflow.sdk import Context
+    from airflow.providers.common.compat.sdk import Context
 
 
 class _ClaudeBatchDecoratedOperator(DecoratedOperator, ClaudeBatchSubmitOperator):

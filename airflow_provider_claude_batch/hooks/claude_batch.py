@@ -25,10 +25,11 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import anthropic
-from airflow.sdk import BaseHook
+from airflow.providers.common.compat.sdk import BaseHook
 from anthropic.types import MessageCountTokensParams
 from anthropic.types.messages import DeletedMessageBatch, MessageBatch
 
+import airflow_provider_claude_batch.compat  # noqa: F401 - refuses an unsupported Airflow first
 from airflow_provider_claude_batch.batching.api import limits
 from airflow_provider_claude_batch.batching.api.batch_state import BatchStatesPage, decode_states_page
 from airflow_provider_claude_batch.batching.api.jsonl import iter_lines

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
+from airflow.providers.common.compat.sdk import BaseOperator
 
 from airflow_provider_claude_batch.batching.reuse.answer_store import AnswerStore
 from airflow_provider_claude_batch.config import answer_max_age
@@ -14,7 +14,7 @@ from airflow_provider_claude_batch.conventions import age
 from airflow_provider_claude_batch.workdir import work_directory
 
 if TYPE_CHECKING:
-    from airflow.sdk import Context
+    from airflow.providers.common.compat.sdk import Context
 
 
 class ClaudeBatchCompactAnswersOperator(BaseOperator):

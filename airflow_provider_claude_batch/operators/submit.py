@@ -6,8 +6,7 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-from airflow.sdk import Asset, BaseOperator
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.providers.common.compat.sdk import AirflowSkipException, Asset, BaseOperator
 
 from airflow_provider_claude_batch.batching.api import limits
 from airflow_provider_claude_batch.batching.api.request_params import check_prefill, check_prefill_allowed, check_turns
@@ -39,7 +38,7 @@ from airflow_provider_claude_batch.links import (
 from airflow_provider_claude_batch.workdir import run_directory, warn_if_local_with_remote_executor
 
 if TYPE_CHECKING:
-    from airflow.sdk import Context
+    from airflow.providers.common.compat.sdk import Context
 
 
 class _UntemplatedSource:

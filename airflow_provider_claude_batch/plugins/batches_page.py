@@ -34,10 +34,11 @@ from collections.abc import Callable
 from datetime import date
 from typing import Any
 
-from airflow.plugins_manager import AirflowPlugin
+from airflow.providers.common.compat.sdk import AirflowPlugin
 from fastapi import Depends, FastAPI, HTTPException, Query, status
 from fastapi.responses import HTMLResponse
 
+from airflow_provider_claude_batch.compat import PLUGIN_MENU_ENTRY, request_user_dependency, warn_degraded
 from airflow_provider_claude_batch.plugins.overview import Overview, PageFilter
 from airflow_provider_claude_batch.plugins.page_load import TaskFilter, load_overview
 from airflow_provider_claude_batch.plugins.page_queries import claude_connections, connection_reader, dag_reader
@@ -51,7 +52,7 @@ DEFAULT_LIMIT = 50
 def _authorized_user() -> Callable[..., Any]:
     """A dependency: the request's Airflow user, who must be allowed to read the connection
     named by the ``conn_id`` query parameter."""
-    from airflow.api_fastapi.core_api.security import get_user
+    get_user = request_user_dependency()
 
     async def check(user: Any = Depends(get_user), conn_id: str = Query(DEFAULT_CONN_ID)) -> Any:
         if not connection_reader(user)(conn_id):
@@ -139,12 +140,15 @@ def create_app() -> FastAPI:
     return app
 
 
-class ClaudeBatchesPlugin(AirflowPlugin):
-    """Adds "Claude Batches" to the UI's Browse menu."""
-
-    name = "claude_batches"
-    fastapi_apps = [{"app": create_app(), "url_prefix": URL_PREFIX, "name": "Claude Batches"}]
-    external_views = [
+def _menu_entries() -> list[dict[str, str]]:
+    """The Browse menu's "Claude Batches" entry (``external_views``, read from Airflow 3.1). On
+    3.0 the page is served all the same, without the entry: said once, as a warning."""
+    if not PLUGIN_MENU_ENTRY:
+        warn_degraded(
+            "plugin menu entries (external_views, Airflow 3.1+)",
+            f"the Claude Batches page has no entry in the Browse menu; open {URL_PREFIX}/ on the api-server",
+        )
+    return [
         {
             "name": "Claude Batches",
             "href": URL_PREFIX.lstrip("/") + "/",
@@ -153,6 +157,14 @@ class ClaudeBatchesPlugin(AirflowPlugin):
             "category": "browse",
         }
     ]
+
+
+class ClaudeBatchesPlugin(AirflowPlugin):
+    """Adds "Claude Batches" to the UI's Browse menu."""
+
+    name = "claude_batches"
+    fastapi_apps = [{"app": create_app(), "url_prefix": URL_PREFIX, "name": "Claude Batches"}]
+    external_views = _menu_entries()
 
 
 #: ``load_overview`` stays importable from here, where it lived before the page was split.

@@ -6,9 +6,10 @@ connections the viewer may read).
 Invariants:
 
 * Read only: nothing here writes to the metadata database.
-* Airflow's ORM, the auth manager and SQLAlchemy are imported inside the functions: Airflow
-  imports the plugin module in every process that loads plugins (scheduler, workers, the
-  api-server), and only the api-server, serving a page, needs them.
+* Airflow's ORM, the auth manager and SQLAlchemy are imported inside the functions (the ORM
+  and the auth manager through :mod:`airflow_provider_claude_batch.compat`): Airflow imports
+  the plugin module in every process that loads plugins (scheduler, workers, the api-server),
+  and only the api-server, serving a page, needs them.
 * Runs are looked up by ``(dag_id, run_id)`` in chunks of :data:`RUNS_PER_QUERY`, so a page
   with many runs never builds one unbounded ``IN`` clause.
 * The auth manager is asked for the viewer's DAGs at most once per request, and only when a
@@ -29,6 +30,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from airflow_provider_claude_batch.compat import auth_manager, connection_details, metadata_models, metadata_session
 from airflow_provider_claude_batch.plugins.overview import RunDates
 from airflow_provider_claude_batch.plugins.run_reuse import RunKey
 from airflow_provider_claude_batch.plugins.run_state import AirflowState, RunStates
@@ -52,13 +54,13 @@ PROVIDER_TASK_TYPES = (
 def run_dates_from_db(runs: Iterable[RunKey]) -> RunDates:
     """The logical date (or, for a run without one, its run_after) of each DAG run, from the
     metadata database the api-server uses. Runs the database does not know are absent."""
-    from airflow.models.dagrun import DagRun
-    from airflow.utils.session import create_session
     from sqlalchemy import select, tuple_
+
+    DagRun, _, _ = metadata_models()
 
     wanted = list(set(runs))
     dates: RunDates = {}
-    with create_session() as session:
+    with metadata_session() as session:
         for start in range(0, len(wanted), RUNS_PER_QUERY):
             chunk = wanted[start : start + RUNS_PER_QUERY]
             query = select(DagRun.dag_id, DagRun.run_id, DagRun.logical_date, DagRun.run_after).where(
@@ -73,15 +75,14 @@ def run_dates_from_db(runs: Iterable[RunKey]) -> RunDates:
 def run_states_from_db(runs: Iterable[RunKey]) -> RunStates:
     """The state of each DAG run and of the provider's task instances in it (a mapped one as
     ``task [index]``), from the metadata database. Runs the database does not know are absent."""
-    from airflow.models.dagrun import DagRun
-    from airflow.models.taskinstance import TaskInstance
-    from airflow.utils.session import create_session
     from sqlalchemy import select, tuple_
+
+    DagRun, TaskInstance, _ = metadata_models()
 
     wanted = list(set(runs))
     run_states: dict[RunKey, str | None] = {}
     tasks: dict[RunKey, dict[str, str | None]] = {}
-    with create_session() as session:
+    with metadata_session() as session:
         for start in range(0, len(wanted), RUNS_PER_QUERY):
             chunk = wanted[start : start + RUNS_PER_QUERY]
             query = select(DagRun.dag_id, DagRun.run_id, DagRun.state).where(
@@ -108,14 +109,14 @@ def run_states_from_db(runs: Iterable[RunKey]) -> RunStates:
 def recent_runs_from_db(dag_ids: Iterable[str], since: datetime, limit: int) -> list[RunKey]:
     """The newest ``limit`` DAG runs of ``dag_ids`` due since ``since`` (by ``run_after``),
     newest first: where the page looks for runs that created no batch."""
-    from airflow.models.dagrun import DagRun
-    from airflow.utils.session import create_session
     from sqlalchemy import select
+
+    DagRun, _, _ = metadata_models()
 
     wanted = sorted(set(dag_ids))
     if not wanted:
         return []
-    with create_session() as session:
+    with metadata_session() as session:
         query = (
             select(DagRun.dag_id, DagRun.run_id)
             .where(DagRun.dag_id.in_(wanted), DagRun.run_after >= since)
@@ -128,14 +129,12 @@ def recent_runs_from_db(dag_ids: Iterable[str], since: datetime, limit: int) -> 
 def dag_reader(user: Any) -> Callable[[str], bool]:
     """``may_read(dag_id)`` for the request's user, asking the auth manager once per request
     (on the first call: a page that checks no DAG never asks)."""
-    from airflow.api_fastapi.app import get_auth_manager
-
     readable: set[str] | None = None
 
     def may_read(dag_id: str) -> bool:
         nonlocal readable
         if readable is None:
-            readable = set(get_auth_manager().get_authorized_dag_ids(user=user, method="GET"))
+            readable = set(auth_manager().get_authorized_dag_ids(user=user, method="GET"))
         return dag_id in readable
 
     return may_read
@@ -144,14 +143,10 @@ def dag_reader(user: Any) -> Callable[[str], bool]:
 def connection_reader(user: Any) -> Callable[[str], bool]:
     """``may_read(conn_id)`` for the request's user: the page needs it for the connection it
     shows, and the picker offers only such connections."""
-    from airflow.api_fastapi.app import get_auth_manager
-    from airflow.api_fastapi.auth.managers.models.resource_details import ConnectionDetails
 
     def may_read(conn_id: str) -> bool:
         return bool(
-            get_auth_manager().is_authorized_connection(
-                method="GET", details=ConnectionDetails(conn_id=conn_id), user=user
-            )
+            auth_manager().is_authorized_connection(method="GET", details=connection_details(conn_id), user=user)
         )
 
     return may_read
@@ -171,11 +166,10 @@ def env_conn_type(value: str) -> str | None:
 def _connections_in_db() -> set[str]:
     """Ids of the claude_batch connections in the metadata database (none without one)."""
     try:
-        from airflow.models.connection import Connection
-        from airflow.utils.session import create_session
         from sqlalchemy import select
 
-        with create_session() as session:
+        _, _, Connection = metadata_models()
+        with metadata_session() as session:
             return set(session.scalars(select(Connection.conn_id).where(Connection.conn_type == CONN_TYPE)))
     except Exception as exc:  # no metadata database here: the environment's connections still count
         log.debug("Claude Batches page: connections not listed from the database: %s", type(exc).__name__)

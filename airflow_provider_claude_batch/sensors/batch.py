@@ -7,8 +7,12 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
 
-from airflow.sdk import BaseSensorOperator, PokeReturnValue
-from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
+from airflow.providers.common.compat.sdk import (
+    AirflowSensorTimeout,
+    AirflowSkipException,
+    BaseSensorOperator,
+    PokeReturnValue,
+)
 
 from airflow_provider_claude_batch.batching.api.batch_state import BatchState, states_json, sum_counts
 from airflow_provider_claude_batch.batching.wait.cancel import cancel_batches
@@ -41,7 +45,7 @@ from airflow_provider_claude_batch.triggers.batch import ClaudeBatchTrigger
 from airflow_provider_claude_batch.workdir import open_manifest
 
 if TYPE_CHECKING:
-    from airflow.sdk import Context
+    from airflow.providers.common.compat.sdk import Context
 
 __all__ = ["DEFAULT_POKE_INTERVAL", "DEFAULT_TIMEOUT_SECONDS", "ClaudeBatchFailedRequestsError", "ClaudeBatchSensor"]
 

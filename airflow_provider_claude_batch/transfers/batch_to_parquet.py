@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import Asset, BaseOperator
+from airflow.providers.common.compat.sdk import Asset, BaseOperator
 
 from airflow_provider_claude_batch.batching.land.landing import Landing, LandingSettings
 from airflow_provider_claude_batch.batching.land.parts import (
@@ -39,7 +39,7 @@ from airflow_provider_claude_batch.triggers.batch import ClaudeBatchTrigger
 from airflow_provider_claude_batch.workdir import open_manifest
 
 if TYPE_CHECKING:
-    from airflow.sdk import Context
+    from airflow.providers.common.compat.sdk import Context
 
 
 def _upstream_submit(manifest: Any) -> Any:

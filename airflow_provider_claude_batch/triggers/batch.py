@@ -16,6 +16,7 @@ from airflow_provider_claude_batch.batching.wait.poller import (
     Answer,
     Poller,
 )
+from airflow_provider_claude_batch.compat import TRIGGER_ON_KILL, warn_degraded
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 from airflow_provider_claude_batch.triggers.shared_states import shared_batch_states
 
@@ -37,7 +38,8 @@ class ClaudeBatchTrigger(BaseTrigger):
         an ``error`` event.
     :param started_at: epoch seconds the wait began, for elapsed time and the estimate of
         the time left (kept across restarts).
-    :param cancel_on_kill: cancel the batches when a user kills the deferred task.
+    :param cancel_on_kill: cancel the batches when a user kills the deferred task (Airflow
+        3.3 and later: earlier triggerers never call ``on_kill``, which is said once as a warning).
     """
 
     def __init__(
@@ -59,6 +61,12 @@ class ClaudeBatchTrigger(BaseTrigger):
         self.started_at = started_at if started_at is not None else time.time()
         self.cancel_on_kill = cancel_on_kill
         self._poller: Poller | None = None
+        if cancel_on_kill and not TRIGGER_ON_KILL:
+            warn_degraded(
+                "a trigger's on_kill (called by the triggerer from Airflow 3.3)",
+                "killing a deferred wait does not cancel its batches (they run on and are billed); "
+                "cancel them in the Console, or wait with deferrable=False, where a killed task cancels them",
+            )
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (

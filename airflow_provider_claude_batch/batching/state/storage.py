@@ -41,7 +41,7 @@ def as_path(location: Any) -> StoragePath:
 
     if "://" in location and not location.startswith("file://"):
         try:
-            from airflow.sdk import ObjectStoragePath
+            from airflow.providers.common.compat.sdk import ObjectStoragePath
         except ImportError:
             return UPath(location)
         path = ObjectStoragePath(location)
