@@ -25,6 +25,8 @@ from airflow_provider_claude_batch.exceptions import ClaudeBatchParameterError
 
 #: ``template_ext`` of the prompt: a templated value ending so is a file to read and render.
 PROMPT_FILE_EXTENSIONS: tuple[str, ...] = (".txt", ".md", ".j2", ".jinja", ".jinja2")
+#: The connection every operator, sensor and hook uses when none is given (``ClaudeBatchHook.default_conn_name``).
+DEFAULT_CONN_ID = "claude_batch_default"
 #: Where Airflow reads ``[operators] default_deferrable`` from the environment.
 DEFAULT_DEFERRABLE_ENV = "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE"
 

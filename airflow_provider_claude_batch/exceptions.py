@@ -9,14 +9,13 @@
   says what exists and what to do next.
 
 Messages name the connection, batch, chunk, row or field involved. They never contain an
-API key. This module imports no Airflow, so the ``batching`` core raises these too. A job
+API key. This module imports no Airflow and no SDK (DAG files import it when they are parsed),
+so the ``batching`` core raises these too. A job
 error raised while a task is deferred reaches the resumed task as the same type (see
 ``batching/wait/wait_event.py``).
 """
 
 from __future__ import annotations
-
-import anthropic
 
 __all__ = [
     "ClaudeBatchAPIError",
@@ -96,12 +95,13 @@ class ClaudeBatchAuthError(ClaudeBatchAPIError):
     """The API key is missing or was rejected (401/403)."""
 
 
-class ClaudeBatchFederationError(ClaudeBatchAuthError, anthropic.AnthropicError):
+class ClaudeBatchFederationError(ClaudeBatchAuthError):
     """A connection's identity token could not be exchanged for an access token.
 
-    Also an ``AnthropicError`` because it is raised inside the SDK's request (where the SDK
-    fetches tokens): the SDK passes its own errors through, but would wrap any other one as
-    a connection error and retry it, and a create would then look ambiguous.
+    What is raised is also an ``AnthropicError`` (a subclass in ``hooks/credentials.py``),
+    because it is raised inside the SDK's request (where the SDK fetches tokens): the SDK
+    passes its own errors through, but would wrap any other one as a connection error and
+    retry it, and a create would then look ambiguous.
     """
 
 

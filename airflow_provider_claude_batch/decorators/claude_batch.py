@@ -33,15 +33,14 @@ from airflow.providers.common.compat.sdk import (
     task_decorator_factory,
 )
 
-from airflow_provider_claude_batch.batching.land.parts import KeepColumns
-from airflow_provider_claude_batch.batching.schema.typed_columns import check_on_invalid_output
+from airflow_provider_claude_batch.batching.land.kept_columns import KeepColumns
+from airflow_provider_claude_batch.batching.schema.output_schema import check_on_invalid_output
 from airflow_provider_claude_batch.batching.state.manifest import load_manifest
 from airflow_provider_claude_batch.batching.state.run_dir import RunDir
 from airflow_provider_claude_batch.batching.state.storage import as_path
 from airflow_provider_claude_batch.batching.wait.poller import DEFAULT_TIMEOUT_SECONDS
 from airflow_provider_claude_batch.conventions import as_seconds, check_retry_rounds, default_deferrable
 from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
-from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 from airflow_provider_claude_batch.operators.submit import ClaudeBatchSubmitOperator, _UntemplatedSource
 from airflow_provider_claude_batch.transfers.batch_to_parquet import ClaudeBatchToParquetOperator, check_keep_columns
 from airflow_provider_claude_batch.workdir import run_directory
@@ -139,6 +138,8 @@ class _ClaudeBatchDecoratedOperator(DecoratedOperator, ClaudeBatchSubmitOperator
         """Resumed by the trigger: land (possibly deferring again for resubmitted requests)."""
         ti = context["ti"]
         manifest = run_directory(self.work_dir, ti.dag_id, ti.run_id, ti.task_id, ti.map_index).manifest
+        from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+
         # This instance never ran execute: set the submit's links again (the lander sets its own).
         self.set_links(load_manifest(manifest), ClaudeBatchHook(self.claude_batch_conn_id))
         return self._land(context, str(manifest), lambda lander: lander.execute_complete(context, event))

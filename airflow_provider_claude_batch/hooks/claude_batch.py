@@ -36,6 +36,7 @@ from airflow_provider_claude_batch.batching.api.jsonl import iter_lines
 from airflow_provider_claude_batch.batching.api.limits import CLOCK_SKEW
 from airflow_provider_claude_batch.batching.state.batch_index import BatchOwnership, Whose
 from airflow_provider_claude_batch.config import trigger_concurrency
+from airflow_provider_claude_batch.conventions import DEFAULT_CONN_ID
 from airflow_provider_claude_batch.exceptions import (
     ClaudeBatchAPIError,
     ClaudeBatchAuthError,
@@ -249,7 +250,7 @@ class ClaudeBatchHook(BaseHook):
     """
 
     conn_name_attr = "claude_batch_conn_id"
-    default_conn_name = "claude_batch_default"
+    default_conn_name = DEFAULT_CONN_ID
     conn_type = "claude_batch"
     hook_name = "Claude Message Batches"
 

@@ -63,6 +63,12 @@ class FederationSettings:
         )
 
 
+class _FederationError(ClaudeBatchFederationError, anthropic.AnthropicError):
+    """What a failed exchange raises inside the SDK's request: an ``AnthropicError``, which the
+    SDK passes through (it would wrap any other error as a connection error and retry it, and
+    a create would look ambiguous). Defined here so that ``exceptions`` needs no SDK."""
+
+
 class ConnectionCredentials:
     """The SDK's federated credentials, with failures translated to name the connection.
 
@@ -79,7 +85,7 @@ class ConnectionCredentials:
         try:
             return self._provider(force_refresh=force_refresh)
         except anthropic.AnthropicError as exc:  # WorkloadIdentityError, IdentityTokenFileError, ...
-            raise ClaudeBatchFederationError(
+            raise _FederationError(
                 f"Connection {self.conn_id!r} could not exchange its identity token for an access token: {exc}. "
                 "Check the connection's federation_rule_id, organization_id and identity_token_file.",
                 status_code=getattr(exc, "status_code", None),

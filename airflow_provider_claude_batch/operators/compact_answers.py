@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator
 
-from airflow_provider_claude_batch.batching.reuse.answer_store import AnswerStore
 from airflow_provider_claude_batch.config import answer_max_age
 from airflow_provider_claude_batch.conventions import age
 from airflow_provider_claude_batch.workdir import work_directory
@@ -44,6 +43,8 @@ class ClaudeBatchCompactAnswersOperator(BaseOperator):
         self.max_age = None if max_age is None else age(max_age, "max_age")
 
     def execute(self, context: Context) -> dict[str, int]:
+        from airflow_provider_claude_batch.batching.reuse.answer_store import AnswerStore
+
         max_age = self.max_age if self.max_age is not None else answer_max_age()
         store = AnswerStore(work_directory(self.work_dir))
         stats = store.compact(max_age=max_age).as_dict()

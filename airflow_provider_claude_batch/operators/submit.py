@@ -9,17 +9,13 @@ from typing import TYPE_CHECKING, Any, Literal
 from airflow.providers.common.compat.sdk import AirflowSkipException, Asset, BaseOperator
 
 from airflow_provider_claude_batch.batching.api import limits
+from airflow_provider_claude_batch.batching.api.column_names import TEXT_COLUMN
 from airflow_provider_claude_batch.batching.api.request_params import check_prefill, check_prefill_allowed, check_turns
-from airflow_provider_claude_batch.batching.render.chunks import ChunkLimits
-from airflow_provider_claude_batch.batching.render.prompt_caching import cached_system
-from airflow_provider_claude_batch.batching.render.rendering import TEXT_COLUMN, RequestSpec, fields_template
-from airflow_provider_claude_batch.batching.reuse.answer_store import AnswerStore
 from airflow_provider_claude_batch.batching.schema.output_schema import OutputSchema, with_output_format
-from airflow_provider_claude_batch.batching.state.manifest import Manifest
-from airflow_provider_claude_batch.batching.state.run_dir import RunDir
-from airflow_provider_claude_batch.batching.submit.submission import ReuseSettings, Submission, SubmitTask, check_policy
+from airflow_provider_claude_batch.batching.state.manifest import check_policy
 from airflow_provider_claude_batch.config import answer_max_age, price_table
 from airflow_provider_claude_batch.conventions import (
+    DEFAULT_CONN_ID,
     PROMPT_FILE_EXTENSIONS,
     age,
     one_of,
@@ -27,7 +23,6 @@ from airflow_provider_claude_batch.conventions import (
     positive,
 )
 from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
-from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 from airflow_provider_claude_batch.lineage import LineageRecord, operator_lineage, source_location
 from airflow_provider_claude_batch.links import (
     ClaudeBatchConsoleLink,
@@ -39,6 +34,12 @@ from airflow_provider_claude_batch.workdir import run_directory, warn_if_local_w
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
+
+    from airflow_provider_claude_batch.batching.render.rendering import RequestSpec
+    from airflow_provider_claude_batch.batching.state.manifest import Manifest
+    from airflow_provider_claude_batch.batching.state.run_dir import RunDir
+    from airflow_provider_claude_batch.batching.submit.submission import ReuseSettings
+    from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 
 
 class _UntemplatedSource:
@@ -59,7 +60,15 @@ def _untemplated(source: Any) -> Any:
     return source
 
 
-DEFAULT_CONN = ClaudeBatchHook.default_conn_name
+DEFAULT_CONN = DEFAULT_CONN_ID
+
+
+def _hook(conn_id: str) -> ClaudeBatchHook:
+    """The connection's hook, imported when the task runs: it loads the SDK, which parsing a
+    DAG file must not (``tests/unit/test_import_cost.py``)."""
+    from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+
+    return ClaudeBatchHook(conn_id)
 
 
 def _shape(
@@ -271,6 +280,9 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         return source
 
     def _spec(self, hook: ClaudeBatchHook) -> RequestSpec:
+        from airflow_provider_claude_batch.batching.render.prompt_caching import cached_system
+        from airflow_provider_claude_batch.batching.render.rendering import RequestSpec, fields_template
+
         as_template = fields_template if self.prompt_format == "fields" else str
         system = None if self.system is None else as_template(self.system)
         params = with_output_format(self.request_params, self.output_schema)
@@ -304,18 +316,22 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         self.batches_page_link = batches_page_url(manifest)
 
     def _reuse(self, run_dir: RunDir) -> ReuseSettings | None:
+        from airflow_provider_claude_batch.batching.reuse.answer_store import AnswerStore
+        from airflow_provider_claude_batch.batching.submit.submission import ReuseSettings
+
         if not self.reuse_answers:
             return None
         max_age = self.answer_max_age if self.answer_max_age is not None else answer_max_age()
         return ReuseSettings(AnswerStore(run_dir.work_dir), max_age)
 
     def execute(self, context: Context) -> dict[str, Any]:
-        hook = ClaudeBatchHook(self.claude_batch_conn_id)
+        from airflow_provider_claude_batch.batching.submit.submission import ChunkLimits, Submission, SubmitTask
+
+        hook = _hook(self.claude_batch_conn_id)
         ti = context["ti"]
         map_index = ti.map_index if ti.map_index is not None else -1
         run_dir = run_directory(self.work_dir, ti.dag_id, ti.run_id, ti.task_id, map_index)
         warn_if_local_with_remote_executor(run_dir, self.log)
-        spec = self._spec(hook)
         # One cheap call first: a wrong key fails here, not after every request is rendered and
         # written (the dry run too: its token counts need the same key).
         hook.check_credentials()
@@ -329,7 +345,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
                 self.claude_batch_conn_id,
                 try_number=int(getattr(ti, "try_number", 0) or 0),
             ),
-            spec,
+            self._spec(hook),
             ChunkLimits(self.max_requests_per_batch, self.max_bytes_per_batch),
             hook,
             prices=price_table(self.prices),

@@ -27,13 +27,12 @@ from airflow_provider_claude_batch.batching.wait.poller import (
 )
 from airflow_provider_claude_batch.batching.wait.progress import summary_table
 from airflow_provider_claude_batch.batching.wait.wait_event import WaitEvent
-from airflow_provider_claude_batch.conventions import as_seconds, default_deferrable, pick_alias
+from airflow_provider_claude_batch.conventions import DEFAULT_CONN_ID, as_seconds, default_deferrable, pick_alias
 from airflow_provider_claude_batch.exceptions import (
     ClaudeBatchError,
     ClaudeBatchFailedRequestsError,
     ClaudeBatchParameterError,
 )
-from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 from airflow_provider_claude_batch.links import (
     ClaudeBatchConsoleLink,
     ClaudeBatchesPageLink,
@@ -41,11 +40,12 @@ from airflow_provider_claude_batch.links import (
     console_url,
     persist_links,
 )
-from airflow_provider_claude_batch.triggers.batch import ClaudeBatchTrigger
 from airflow_provider_claude_batch.workdir import open_manifest
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
+
+    from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 
 __all__ = ["DEFAULT_POKE_INTERVAL", "DEFAULT_TIMEOUT_SECONDS", "ClaudeBatchFailedRequestsError", "ClaudeBatchSensor"]
 
@@ -53,6 +53,14 @@ __all__ = ["DEFAULT_POKE_INTERVAL", "DEFAULT_TIMEOUT_SECONDS", "ClaudeBatchFaile
 DEFAULT_POKE_INTERVAL = DEFAULT_POLL_INTERVAL
 #: Up to this many batches, the sensor checks once in the worker before deferring.
 QUICK_CHECK_MAX_BATCHES = 50
+
+
+def _hook(conn_id: str) -> ClaudeBatchHook:
+    """The connection's hook, imported when the task runs: it loads the SDK, which parsing a
+    DAG file must not (``tests/unit/test_import_cost.py``)."""
+    from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+
+    return ClaudeBatchHook(conn_id)
 
 
 def _is_timeout(exc: BaseException) -> bool:
@@ -173,7 +181,7 @@ class ClaudeBatchSensor(BaseSensorOperator):
                 )
             self.batches_page_link = batches_page_url(manifest)
             return ids, self.claude_batch_conn_id or manifest.conn_id
-        return list(self.batch_ids or []), self.claude_batch_conn_id or ClaudeBatchHook.default_conn_name
+        return list(self.batch_ids or []), self.claude_batch_conn_id or DEFAULT_CONN_ID
 
     # ------------------------------------------------------------------ deferrable path
     def execute(self, context: Context) -> Any:
@@ -197,7 +205,7 @@ class ClaudeBatchSensor(BaseSensorOperator):
         if len(ids) <= QUICK_CHECK_MAX_BATCHES:
             # Already ended (a rerun, a late sensor): no deferral round trip needed.
             poller = Poller(ids, max_poll_errors=self.max_poll_errors)
-            event = poller.observe(retrieve_states(ClaudeBatchHook(conn_id), ids))
+            event = poller.observe(retrieve_states(_hook(conn_id), ids))
             problem = event.message if event is not None and event.status == "error" else "; ".join(poller.last_errors)
             if problem:
                 self.log.warning("Could not check the batches before deferring (%s); the trigger will.", problem)
@@ -206,6 +214,8 @@ class ClaudeBatchSensor(BaseSensorOperator):
             started_at = started_at_of(poller.states.values())
         self.log.info("Deferring: waiting for %d batch(es) in the triggerer.", len(ids))
         persist_links(self, context)  # the instance that resumes never sets them
+        from airflow_provider_claude_batch.triggers.batch import ClaudeBatchTrigger
+
         self.defer(
             trigger=ClaudeBatchTrigger(
                 batch_ids=ids,
@@ -240,7 +250,7 @@ class ClaudeBatchSensor(BaseSensorOperator):
             # The sensor's own timeout applies in poke and reschedule mode: no deadline here.
             self._poller = Poller(ids, max_poll_errors=self.max_poll_errors)
         poller = self._poller
-        event = poller.observe(retrieve_states(ClaudeBatchHook(conn_id), poller.pending()))
+        event = poller.observe(retrieve_states(_hook(conn_id), poller.pending()))
         if poller.last_errors:
             # Like the trigger: a blip (5xx, a dropped connection) is retried at the next poke,
             # up to max_poll_errors in a row.
@@ -271,11 +281,11 @@ class ClaudeBatchSensor(BaseSensorOperator):
         return {"batches": states_json(states), "totals": sum_counts(states.values()).as_dict()}
 
     def _cancel_open(self, ids: list[str], conn_id: str, *, reason: str) -> None:
-        cancel_batches(ClaudeBatchHook(conn_id), ids, reason=reason, log=self.log)
+        cancel_batches(_hook(conn_id), ids, reason=reason, log=self.log)
 
     def _set_console_link(self, batch_id: str, conn_id: str) -> None:
         try:
-            settings = ClaudeBatchHook(conn_id).settings
+            settings = _hook(conn_id).settings
         except Exception:  # the link is a convenience; the wait must not fail for it
             return
         self.console_link = console_url(

@@ -10,15 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import Asset, BaseOperator
 
-from airflow_provider_claude_batch.batching.land.landing import Landing, LandingSettings
-from airflow_provider_claude_batch.batching.land.parts import (
+from airflow_provider_claude_batch.batching.land.kept_columns import (
     KeepColumns,
     check_kept_names,
     keep_columns_spec,
-    result_column_names,
+    output_column_names,
 )
-from airflow_provider_claude_batch.batching.schema.output_schema import OutputSchema
-from airflow_provider_claude_batch.batching.schema.typed_columns import TypedAnswers, check_on_invalid_output
+from airflow_provider_claude_batch.batching.schema.output_schema import OutputSchema, check_on_invalid_output
 from airflow_provider_claude_batch.batching.wait.cancel import cancel_batches
 from airflow_provider_claude_batch.batching.wait.poller import (
     DEFAULT_MAX_POLL_ERRORS,
@@ -30,16 +28,23 @@ from airflow_provider_claude_batch.batching.wait.poller import (
 )
 from airflow_provider_claude_batch.batching.wait.wait_event import WaitEvent
 from airflow_provider_claude_batch.config import answer_max_age, price_table
-from airflow_provider_claude_batch.conventions import as_seconds, check_retry_rounds, default_deferrable, pick_alias
+from airflow_provider_claude_batch.conventions import (
+    DEFAULT_CONN_ID,
+    as_seconds,
+    check_retry_rounds,
+    default_deferrable,
+    pick_alias,
+)
 from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
-from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 from airflow_provider_claude_batch.lineage import LineageRecord, operator_lineage
 from airflow_provider_claude_batch.links import ClaudeBatchOutputLink, output_url
-from airflow_provider_claude_batch.triggers.batch import ClaudeBatchTrigger
 from airflow_provider_claude_batch.workdir import open_manifest
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
+
+    from airflow_provider_claude_batch.batching.land.landing import Landing
+    from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 
 
 def _upstream_submit(manifest: Any) -> Any:
@@ -58,8 +63,7 @@ def check_keep_columns(keep_columns: Any, submit: Any = None) -> None:
         return
     kept, rename = keep_columns_spec(keep_columns)
     schema = getattr(submit, "output_schema", None)
-    typed = TypedAnswers(schema) if isinstance(schema, OutputSchema) else None
-    check_kept_names(kept, rename, result_column_names(typed))
+    check_kept_names(kept, rename, output_column_names(schema if isinstance(schema, OutputSchema) else None))
     saved = getattr(submit, "input_columns", "all")
     if submit is not None and saved != "all":
         missing = [name for name in kept if name not in (saved or [])]
@@ -211,6 +215,9 @@ class ClaudeBatchToParquetOperator(BaseOperator):
         return summary
 
     def _landing(self) -> Landing:
+        from airflow_provider_claude_batch.batching.land.landing import Landing, LandingSettings
+        from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+
         manifest, run_dir = open_manifest(self.manifest)
         hook = ClaudeBatchHook(self.claude_batch_conn_id or manifest.conn_id)
         settings = LandingSettings(
@@ -249,6 +256,8 @@ class ClaudeBatchToParquetOperator(BaseOperator):
         runs, never canceled by this task."""
         deadline = time.time() + self.wait_timeout
         if self.deferrable:
+            from airflow_provider_claude_batch.triggers.batch import ClaudeBatchTrigger
+
             self.defer(
                 trigger=ClaudeBatchTrigger(
                     batch_ids=batch_ids,
@@ -273,5 +282,7 @@ class ClaudeBatchToParquetOperator(BaseOperator):
         poller = self._poller
         if not self.cancel_on_kill or poller is None:
             return
-        hook = ClaudeBatchHook(self.claude_batch_conn_id or ClaudeBatchHook.default_conn_name)
+        from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+
+        hook = ClaudeBatchHook(self.claude_batch_conn_id or DEFAULT_CONN_ID)
         cancel_batches(hook, poller.to_cancel(), reason="the task was killed", log=self.log)

@@ -130,10 +130,7 @@ def test_the_probe_parsed_every_example_dag_with_the_provider_operators(probed: 
     assert probed["operators_loaded"] is True
 
 
-PARSE_NOT_LAZY_YET = pytest.mark.xfail(strict=True, reason="the shells still import the core and the SDK at parse")
-
-
-@pytest.mark.parametrize("phase", ["import airflow", pytest.param("parse example_dags", marks=PARSE_NOT_LAZY_YET)])
+@pytest.mark.parametrize("phase", ["import airflow", "parse example_dags"])
 def test_no_heavy_module_is_imported_because_of_the_provider(probed: dict[str, Any], phase: str) -> None:
     imported: dict[str, list[str]] = probed["phases"][phase]
     ours = {module: " -> ".join(chain) for module, chain in imported.items() if _ours(chain)}

@@ -20,20 +20,26 @@ thinking (:func:`check_prefill_allowed`).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
-
-from anthropic.types.message_create_params import MessageCreateParamsBase
-from anthropic.types.metadata_param import MetadataParam
 
 from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
 
 #: Sampling parameters accepted by the API for the models that support them, though the SDK's
 #: typed parameters no longer list them.
 SAMPLING_PARAMS = ("temperature", "top_p", "top_k")
-#: Every parameter a request may carry.
-KNOWN_PARAMS = frozenset(MessageCreateParamsBase.__annotations__) | frozenset(SAMPLING_PARAMS)
+
+
+@functools.cache
+def known_params() -> frozenset[str]:
+    """Every parameter a request may carry. Read from the SDK when first needed (a request is
+    checked), not on import: the operators import this module when a DAG file is parsed, and
+    the turns and prefill checks they run there need no SDK."""
+    from anthropic.types.message_create_params import MessageCreateParamsBase
+
+    return frozenset(MessageCreateParamsBase.__annotations__) | frozenset(SAMPLING_PARAMS)
 
 
 def _is_int(value: Any) -> bool:
@@ -70,6 +76,8 @@ def _stop_sequences(value: Any) -> str | None:
 
 
 def _metadata(value: Any) -> str | None:
+    from anthropic.types.metadata_param import MetadataParam
+
     allowed = set(MetadataParam.__annotations__)
     ok = isinstance(value, Mapping) and set(value) <= allowed and all(_str_or_none(v) is None for v in value.values())
     return None if ok else f"an object with only {sorted(allowed)} (strings)"
@@ -137,9 +145,9 @@ def check_params(params: Mapping[str, Any], *, where: str) -> None:
     for name, value in params.items():
         if name == "messages":
             continue
-        if name not in KNOWN_PARAMS:
+        if name not in known_params():
             raise ClaudeBatchInputError(
-                f"{where}: {name!r} is not a Messages API parameter; known ones are {sorted(KNOWN_PARAMS)}"
+                f"{where}: {name!r} is not a Messages API parameter; known ones are {sorted(known_params())}"
             )
         check = _CHECKS.get(name)
         expected = check(value) if check is not None else None

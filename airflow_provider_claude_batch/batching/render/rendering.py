@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from airflow_provider_claude_batch.batching.api import limits
+from airflow_provider_claude_batch.batching.api.column_names import TEXT_COLUMN as TEXT_COLUMN
 from airflow_provider_claude_batch.batching.api.pricing import RequestTally
 from airflow_provider_claude_batch.batching.api.request_params import (
     check_params,
@@ -30,8 +31,6 @@ from airflow_provider_claude_batch.batching.render.column_render import column_r
 from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
 
 _encode = msgspec.json.Encoder().encode
-#: Column a list of strings becomes, so ``prompt="{text}"`` works for plain lists.
-TEXT_COLUMN = "text"
 #: Schema metadata of a source with no rows that names no columns (only files with no bytes or
 #: blank lines): no column the spec needs is missing from it, since no row will need one.
 NO_COLUMNS = {b"claude_batch.no_columns": b"true"}

@@ -23,6 +23,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from airflow_provider_claude_batch.batching.api.column_names import ANSWER_COST_COLUMN as ANSWER_COST_COLUMN
+from airflow_provider_claude_batch.batching.api.column_names import ANSWER_SOURCE_COLUMN as ANSWER_SOURCE_COLUMN
 from airflow_provider_claude_batch.batching.api.jsonl import iter_file_lines
 from airflow_provider_claude_batch.batching.render.chunks import CUSTOM_ID_COLUMN, request_id
 from airflow_provider_claude_batch.batching.render.content_key import as_arrow, content_keys
@@ -46,11 +48,6 @@ from airflow_provider_claude_batch.batching.state.run_dir import RunDir
 from airflow_provider_claude_batch.batching.state.storage import atomic_writer
 from airflow_provider_claude_batch.exceptions import ClaudeBatchMissingResultsError
 
-ANSWER_SOURCE_COLUMN = "answer_source"
-#: What a row's answer cost when it was bought: its own ``cost_usd`` for a row sent in this
-#: run, the paying row's for a reused, awaited or deduplicated one (whose ``cost_usd``, what
-#: this run paid, is 0). A rerun's partition then still says what its answers cost.
-ANSWER_COST_COLUMN = "answer_cost_usd"
 #: The last column of :meth:`AnsweredRows.tables`: each row's place in the input (``row`` of
 #: ``answered.parquet``), by which the landing puts them in input order (never written).
 ANSWERED_ROW_COLUMN = "__input_row"

@@ -6,7 +6,8 @@ One :class:`OutputSchema` is built once per run from what the DAG author gave
 * ``api_format``: the ``output_config.format`` every request carries (``{"type":
   "json_schema", "schema": ...}``), adapted once with the SDK's ``transform_schema`` to the
   API's strict rules (``additionalProperties: false`` everywhere; constraints the API does not
-  enforce, such as ``minimum``, move into the description).
+  enforce, such as ``minimum``, move into the description). Adapted when first asked for (the
+  task's run), not when the DAG is parsed: building a schema loads neither the SDK nor pyarrow.
 * ``arrow_schema``: one typed column per top-level property (string, int64, float64, bool,
   enum -> dictionary-encoded string, array -> list, object -> struct; every column nullable,
   because a row whose answer does not validate keeps its text and gets nulls here).
@@ -33,19 +34,32 @@ import inspect
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import msgspec
-import pyarrow as pa
 
-from airflow_provider_claude_batch.batching.api.results import RESULT_SCHEMA
+from airflow_provider_claude_batch.batching.api.column_names import RESULT_COLUMNS
 from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 #: Columns the transfer adds for every typed answer: how it went and, when not valid, why.
 STATUS_COLUMN = "output_status"
 ERROR_COLUMN = "output_error"
 #: ``output_status`` values: valid; did not parse or validate; refused; cut at max_tokens.
 VALID, INVALID, REFUSED, TRUNCATED = "valid", "invalid", "refused", "truncated"
+
+#: What ``on_invalid_output`` may be: land them marked, fail the task, or resubmit them.
+ON_INVALID_OUTPUT = ("keep", "fail", "resubmit")
+
+
+def check_on_invalid_output(value: str) -> str:
+    """``on_invalid_output`` checked when the DAG is parsed (this module loads no pyarrow)."""
+    if value not in ON_INVALID_OUTPUT:
+        raise ClaudeBatchInputError(f"on_invalid_output must be one of {ON_INVALID_OUTPUT}, got {value!r}")
+    return value
+
 
 Kind = Literal["string", "integer", "number", "boolean", "enum", "array", "object"]
 
@@ -94,6 +108,8 @@ class FieldType:
     constraints: tuple[tuple[str, Any], ...] = ()  # msgspec.Meta arguments
 
     def arrow_type(self, *, top_level: bool = False) -> pa.DataType:
+        import pyarrow as pa
+
         if self.kind == "enum":
             return pa.dictionary(pa.int32(), pa.string()) if top_level else pa.string()
         if self.kind == "array":
@@ -101,19 +117,13 @@ class FieldType:
             return pa.list_(self.items.arrow_type())
         if self.kind == "object":
             return pa.struct([pa.field(name, kind.arrow_type()) for name, kind, _ in self.properties])
-        return _SCALAR_ARROW[self.kind]
+        return {"string": pa.string(), "integer": pa.int64(), "number": pa.float64(), "boolean": pa.bool_()}[self.kind]
 
     def read_type(self) -> pa.DataType:
         """The type Arrow's JSON reader reads the field as (enums as plain strings)."""
         return self.arrow_type(top_level=False)
 
 
-_SCALAR_ARROW: dict[str, pa.DataType] = {
-    "string": pa.string(),
-    "integer": pa.int64(),
-    "number": pa.float64(),
-    "boolean": pa.bool_(),
-}
 _SCALAR_PY: dict[str, type] = {"string": str, "integer": int, "number": float, "boolean": bool}
 
 
@@ -125,7 +135,7 @@ class OutputSchema:
     source: dict[str, Any]
     #: The answer's top-level fields, in schema order.
     fields: tuple[tuple[str, FieldType, bool], ...]
-    api_format: dict[str, Any]
+    _api_format: dict[str, Any] | None = field(default=None, repr=False, compare=False)
     _decoder: msgspec.json.Decoder[Any] | None = field(default=None, repr=False)
 
     @classmethod
@@ -160,20 +170,28 @@ class OutputSchema:
             )
         if not root.properties:
             raise ClaudeBatchInputError("output_schema has no properties: there would be nothing to type")
-        taken = {*RESULT_SCHEMA.names, STATUS_COLUMN, ERROR_COLUMN}
+        taken = {*RESULT_COLUMNS, STATUS_COLUMN, ERROR_COLUMN}
         clashes = [name for name, _, _ in root.properties if name in taken]
         if clashes:
             raise ClaudeBatchInputError(
                 f"output_schema field(s) {clashes} would clash with result columns of the same name; "
                 "rename them in the schema"
             )
-        from anthropic.lib._parse._transform import transform_schema  # the SDK's own adaptation
+        return cls(source, root.properties)
 
-        try:
-            adapted = transform_schema(_type_lists_as_unions(source))
-        except (AssertionError, ValueError, TypeError, KeyError) as exc:
-            raise ClaudeBatchInputError(f"output_schema cannot be adapted for the API: {exc}") from None
-        return cls(source, root.properties, {"type": "json_schema", "schema": adapted})
+    @property
+    def api_format(self) -> dict[str, Any]:
+        """``output_config.format``: the schema adapted by the SDK's own ``transform_schema``,
+        once, when first asked for (the SDK is not imported while a DAG is parsed)."""
+        if self._api_format is None:
+            from anthropic.lib._parse._transform import transform_schema
+
+            try:
+                adapted = transform_schema(_type_lists_as_unions(self.source))
+            except (AssertionError, ValueError, TypeError, KeyError) as exc:
+                raise ClaudeBatchInputError(f"output_schema cannot be adapted for the API: {exc}") from None
+            self._api_format = {"type": "json_schema", "schema": adapted}
+        return self._api_format
 
     def as_json(self) -> str:
         """The schema as given, as JSON text in its own key order (what a manifest records)."""
@@ -182,11 +200,15 @@ class OutputSchema:
     @property
     def arrow_schema(self) -> pa.Schema:
         """The typed answer columns (without ``output_status``/``output_error``)."""
+        import pyarrow as pa
+
         return pa.schema([pa.field(name, kind.arrow_type(top_level=True)) for name, kind, _ in self.fields])
 
     @property
     def read_schema(self) -> pa.Schema:
         """What Arrow's JSON reader reads valid answers as (enums as strings, cast afterwards)."""
+        import pyarrow as pa
+
         return pa.schema([pa.field(name, kind.read_type()) for name, kind, _ in self.fields])
 
     @property
@@ -256,7 +278,7 @@ class _Resolver:
                 )
             return FieldType("enum", values=tuple(values))
         kind = schema.get("type")
-        if kind in _SCALAR_ARROW:
+        if kind in _SCALAR_PY:
             return FieldType(kind, constraints=constraints)
         if kind == "array":
             if "items" not in schema:

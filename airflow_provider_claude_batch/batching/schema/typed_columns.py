@@ -38,21 +38,16 @@ from airflow_provider_claude_batch.batching.schema.output_schema import (
     VALID,
     OutputSchema,
 )
+from airflow_provider_claude_batch.batching.schema.output_schema import (
+    check_on_invalid_output as check_on_invalid_output,
+)
 from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
 
-#: What ``on_invalid_output`` may be: land them marked, fail the task, or resubmit them.
-ON_INVALID_OUTPUT = ("keep", "fail", "resubmit")
 #: Examples of invalid answers kept for messages and logs.
 _EXAMPLES = 5
 _JSON_READ = pa_json.ReadOptions(use_threads=True, block_size=1 << 22)
 #: Stop reasons whose answer is not a complete one.
 _SPOILED = pa.array(["refusal", "max_tokens"])
-
-
-def check_on_invalid_output(value: str) -> str:
-    if value not in ON_INVALID_OUTPUT:
-        raise ClaudeBatchInputError(f"on_invalid_output must be one of {ON_INVALID_OUTPUT}, got {value!r}")
-    return value
 
 
 def classify(

@@ -27,15 +27,26 @@ import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal
 
 from airflow_provider_claude_batch.batching.api.batch_state import ENDED, BatchState
 from airflow_provider_claude_batch.batching.state.run_dir import MANIFEST_NAME as MANIFEST_NAME
 from airflow_provider_claude_batch.batching.state.run_dir import RunDir
 from airflow_provider_claude_batch.batching.state.storage import StoragePath
-from airflow_provider_claude_batch.exceptions import ClaudeBatchManifestError
+from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError, ClaudeBatchManifestError
 
 MANIFEST_VERSION = 1
+#: What a rerun does when its input no longer matches the manifest's fingerprint: fail, or
+#: cancel the batches of the old input and submit the new one (``on_input_change``).
+InputChangePolicy = Literal["fail", "resubmit"]
+INPUT_CHANGE_POLICIES = ("fail", "resubmit")
+
+
+def check_policy(policy: str) -> InputChangePolicy:
+    """``on_input_change`` checked when the DAG is parsed (this module loads nothing heavy)."""
+    if policy not in INPUT_CHANGE_POLICIES:
+        raise ClaudeBatchInputError(f"on_input_change must be one of {INPUT_CHANGE_POLICIES}, got {policy!r}")
+    return policy  # type: ignore[return-value]
 
 
 def utcnow_iso() -> str:

@@ -31,6 +31,7 @@ from airflow_provider_claude_batch.batching.render.rendering import RequestSpec
 from airflow_provider_claude_batch.batching.reuse.answer_store import AnswerStore
 from airflow_provider_claude_batch.batching.reuse.claims import Claim, claim_and_wait
 from airflow_provider_claude_batch.batching.reuse.plan import ReuseCounts, replan
+from airflow_provider_claude_batch.batching.state.manifest import INPUT_CHANGE_POLICIES as INPUT_CHANGE_POLICIES
 from airflow_provider_claude_batch.batching.state.manifest import (
     BatchRecord,
     Manifest,
@@ -38,6 +39,7 @@ from airflow_provider_claude_batch.batching.state.manifest import (
     manifest_exists,
     utcnow_iso,
 )
+from airflow_provider_claude_batch.batching.state.manifest import InputChangePolicy as InputChangePolicy
 from airflow_provider_claude_batch.batching.state.run_dir import STAGING_PREFIX as STAGING_PREFIX
 from airflow_provider_claude_batch.batching.state.run_dir import RunDir
 from airflow_provider_claude_batch.batching.submit.create_once import BatchCreator, create_missing_batches
@@ -47,14 +49,10 @@ from airflow_provider_claude_batch.batching.submit.try_fence import TryFence
 from airflow_provider_claude_batch.batching.wait.cancel import cancel_batches
 from airflow_provider_claude_batch.exceptions import (
     ClaudeBatchBudgetError,
-    ClaudeBatchInputError,
     ClaudeBatchManifestError,
 )
 
 log = logging.getLogger(__name__)
-
-InputChangePolicy = Literal["fail", "resubmit"]
-INPUT_CHANGE_POLICIES = ("fail", "resubmit")
 
 
 @dataclass(frozen=True)
@@ -228,12 +226,6 @@ def _check_plan_recoverable(manifest: Manifest, run_dir: RunDir) -> None:
         f"({', '.join(manifest.batch_ids()[:5]) or 'none'}) have been landed, delete the run folder {run_dir} and "
         "run again: their answers are then reused from the store at no cost."
     )
-
-
-def check_policy(policy: str) -> InputChangePolicy:
-    if policy not in INPUT_CHANGE_POLICIES:
-        raise ClaudeBatchInputError(f"on_input_change must be one of {INPUT_CHANGE_POLICIES}, got {policy!r}")
-    return policy  # type: ignore[return-value]
 
 
 class SubmitClient(BatchCreator, TokenCounter, BatchCanceller, Protocol):

@@ -89,6 +89,8 @@ def test_an_untrusted_identity_fails_before_anything_is_created(
     assert "'claude_federated'" in text and "identity_token_file" in text
     assert "untrusted-identity" not in text
     assert isinstance(raised.value, ClaudeBatchAuthError)
+    # An SDK error (which the SDK passes through unwrapped) though exceptions imports no SDK.
+    assert isinstance(raised.value, anthropic.AnthropicError)
     # Not mistaken for an ambiguous create: no create went out, no lookup, no retry.
     assert emulator.emulator.calls["create"] == 0 and emulator.emulator.calls["list"] == 0
     assert emulator.emulator.stats["batches_created"] == 0

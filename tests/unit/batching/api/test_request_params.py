@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_claude_batch.batching.api.request_params import KNOWN_PARAMS, check_params
+from airflow_provider_claude_batch.batching.api.request_params import check_params, known_params
 from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
 
 
@@ -26,7 +26,7 @@ def test_valid_parameters_pass() -> None:
         },
         where="request_params",
     )
-    assert {"model", "max_tokens", "temperature", "top_p", "top_k"} <= KNOWN_PARAMS
+    assert {"model", "max_tokens", "temperature", "top_p", "top_k"} <= known_params()
 
 
 @pytest.mark.parametrize(
