@@ -71,6 +71,15 @@ def _hook(conn_id: str) -> ClaudeBatchHook:
     return ClaudeBatchHook(conn_id)
 
 
+def _content(documents: Any, images: Any, content: Any) -> tuple[Any, ...]:
+    """The request's documents and images in order, checked when the DAG is parsed."""
+    if not (documents or images or content):
+        return ()
+    from airflow_provider_claude_batch.batching.render.documents import content_spec
+
+    return content_spec(documents, images, content)
+
+
 def _shape(
     output_schema: Any, messages: Any, prefill: Any, request_params: Mapping[str, Any] | None
 ) -> tuple[OutputSchema | None, list[dict[str, Any]], str | None]:
@@ -165,6 +174,13 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         every request carries it as the API's native ``output_config.format`` (adapted once to
         the API's rules), and the transfer lands each field as a typed column. A schema feature
         the API or a column type cannot take fails here, naming the field, before anything runs.
+    :param documents: columns whose values (paths, URIs or bytes) become ``document`` blocks (PDF,
+        plain text) before the prompt's text: ``documents=["path"]`` with a folder of PDFs as the
+        source. Items may be ``DocumentBlock(column, title=, context=, citations=)``.
+    :param images: the same for ``image`` blocks (JPEG, PNG, GIF, WebP): names or ``ImageBlock``.
+    :param content: the blocks and ``PROMPT`` in the order the user turn holds them, instead of
+        ``documents``/``images`` (see docs/documents.md). Media types come from the bytes; a
+        file the API would refuse fails the task naming its row and file, before anything is sent.
     :param cache_system_prompt: put a prompt-caching breakpoint (1-hour TTL) on the system
         prompt, which must then be the same for every row: the first request writes it to the
         cache and the others read it at a tenth of the input price.
@@ -225,6 +241,9 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         answer_max_age: float | timedelta | str | None = None,
         messages: Sequence[Mapping[str, Any]] | None = None,
         prefill: str | None = None,
+        documents: Sequence[Any] | None = None,
+        images: Sequence[Any] | None = None,
+        content: Sequence[Any] | None = None,
         **kwargs: Any,
     ) -> None:
         if isinstance(source, Asset):
@@ -253,6 +272,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         self.allow_empty_prompt = allow_empty_prompt
         self.output_schema, self.messages, self.prefill = _shape(output_schema, messages, prefill, request_params)
         self.cache_system_prompt = cache_system_prompt
+        self.content = _content(documents, images, content)
         self.estimate_only = estimate_only
         self.count_tokens_sample = positive(count_tokens_sample, "count_tokens_sample", "number of requests")
         self.reuse_answers = reuse_answers
@@ -300,6 +320,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             allow_empty_prompt=self.allow_empty_prompt,
             messages=self.messages,
             prefill=self.prefill,
+            content=self.content,
         )
 
     def set_links(self, manifest: Manifest, hook: ClaudeBatchHook) -> None:

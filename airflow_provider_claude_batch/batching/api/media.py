@@ -18,6 +18,8 @@ Invariants:
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import math
 import re
@@ -267,3 +269,24 @@ def image_tokens(width: int, height: int) -> int:
 def base64_size(size: int) -> int:
     """Characters of ``size`` bytes in base64 (with padding): what an inline block sends."""
     return 4 * ((size + 2) // 3)
+
+
+def blocks_in_tally(messages: object) -> int:
+    """What a request's inline documents and images change in its tally: their estimated
+    tokens minus the characters of their data. The renderer counts a request as its line's
+    bytes plus this (:class:`pricing.RequestTally` reads bytes as tokens), and a token count
+    scaled from a sample measures the sampled lines the same way."""
+    change = 0
+    for message in messages if isinstance(messages, list) else ():
+        content = message.get("content") if isinstance(message, dict) else None
+        for block in content if isinstance(content, list) else ():
+            source = block.get("source") if isinstance(block, dict) else None
+            if not isinstance(source, dict) or not isinstance(source.get("data"), str):
+                continue
+            data = source["data"]
+            try:
+                raw = data.encode() if source.get("type") == "text" else base64.b64decode(data, validate=True)
+                change += inspect(raw).tokens() - len(data)
+            except (MediaError, binascii.Error, ValueError):
+                continue
+    return change

@@ -28,6 +28,8 @@ from airflow_provider_claude_batch.batching.api.request_params import (
     check_turns,
 )
 from airflow_provider_claude_batch.batching.render.column_render import column_renderer
+from airflow_provider_claude_batch.batching.render.documents import ContentRenderer, RenderedBlocks
+from airflow_provider_claude_batch.batching.render.documents import describe as describe_content
 from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
 
 _encode = msgspec.json.Encoder().encode
@@ -141,6 +143,8 @@ class RequestSpec:
         user and assistant in turn, from a user turn to an assistant turn (``check_turns``).
     :param prefill: the start of every answer, sent as an assistant turn after the row's prompt
         (not with an output schema or thinking: ``check_prefill_allowed``).
+    :param content: the user turn's documents and images around the prompt's text, in order
+        (``documents.content_spec``); empty: the turn is the prompt's text alone.
     """
 
     prompt: str
@@ -154,6 +158,7 @@ class RequestSpec:
     allow_empty_prompt: bool = False
     messages: Sequence[Mapping[str, Any]] = ()
     prefill: str | None = None
+    content: Sequence[Any] = ()
 
     def __post_init__(self) -> None:
         if self.model is None or self.model == "":
@@ -175,6 +180,11 @@ class RequestSpec:
         self.prefill = check_prefill(self.prefill, where="the operator's arguments")
         if self.prefill is not None:
             check_prefill_allowed(self.params, where="the operator's arguments")
+        if ContentRenderer(self.content).citations and "output_config" in self.params:
+            raise ClaudeBatchInputError(
+                "citations cannot go with an output_schema (the API refuses the pair): ask for citations "
+                "without a schema, or drop citations=True"
+            )
 
     def describe(self) -> dict[str, Any]:
         """The settings that change the requests; part of the run's fingerprint."""
@@ -190,6 +200,7 @@ class RequestSpec:
             # Only when set: a run staged before these existed keeps its fingerprint.
             **({"messages": list(self.messages)} if self.messages else {}),
             **({"prefill": self.prefill} if self.prefill is not None else {}),
+            **({"content": describe_content(self.content)} if self.content else {}),
         }
 
 
@@ -219,12 +230,14 @@ class RequestRenderer:
         self._base_bytes = 0
         #: model -> tally of the rows whose params_column chose their model or max_tokens.
         self._overridden: dict[str, RequestTally] = {}
+        #: The documents and images of each request (None: the prompt's text alone).
+        self._content = ContentRenderer(spec.content) if spec.content else None
         # Whole-column rendering, for a plain concatenation with nothing per row but the prompt.
         self._columns = (
             column_renderer(
                 spec.prompt, self._head, self._middle, self._tail, before=self._turns_before, after=self._turns_after
             )
-            if spec.params_column is None and (self.system is None or self._system_is_constant)
+            if spec.params_column is None and (self.system is None or self._system_is_constant) and not spec.content
             else None
         )
 
@@ -248,6 +261,8 @@ class RequestRenderer:
         for extra in (self.spec.id_column, self.spec.params_column):
             if extra and extra not in columns:
                 columns.append(extra)
+        if self._content is not None:
+            columns += [c for c in self._content.columns if c not in columns]
         return columns
 
     def check_schema(self, schema: pa.Schema, *, source: str) -> None:
@@ -320,11 +335,13 @@ class RequestRenderer:
                 raise ClaudeBatchInputError(
                     f"row {row} (custom_id {custom_id!r}): the prompt template failed: {exc}"
                 ) from None
+            blocks = self._blocks(columns, offset, f"row {row} (custom_id {custom_id!r})")
+            turn = _encode(prompt) if blocks is None else self._message_content(blocks, prompt)
             message = (
                 b'"messages":['
                 + self._turns_before
                 + b'{"role":"user","content":'
-                + _encode(prompt)
+                + turn
                 + b"}"
                 + self._turns_after
                 + b"]"
@@ -340,13 +357,24 @@ class RequestRenderer:
                     )
                 extra = b'"system":' + _encode(self.system.render(system_values)) + b","
             if per_row_params is not None and per_row_params[offset] is not None:
-                line = self._merged_line(custom_id, prompt, system_columns, offset, per_row_params[offset], row)
+                line = self._merged_line(custom_id, turn, system_columns, offset, per_row_params[offset], row, blocks)
             else:
                 line = head + _encode(custom_id) + middle + extra + message + tail
                 self._base_rows += 1
-                self._base_bytes += len(line)
+                self._base_bytes += len(line) - (0 if blocks is None else blocks.data_chars - blocks.tokens)
             yield RenderedRequest(custom_id, line)
         self.rows_rendered += batch.num_rows
+
+    def _message_content(self, blocks: RenderedBlocks, prompt: str) -> bytes:
+        assert self._content is not None  # blocks exist only with content
+        return self._content.message_content(blocks, prompt)
+
+    def _blocks(self, columns: dict[str, list[Any]], offset: int, where: str) -> RenderedBlocks | None:
+        """A row's documents and images (read, checked, encoded), or None without any. The bytes
+        count in the cost ceiling as their estimated tokens, not as their base64."""
+        if self._content is None:
+            return None
+        return self._content.blocks([columns[block.column][offset] for block in self._content.blocks_spec], where)
 
     def _check_text(self, batch: pa.RecordBatch, first_row: int) -> None:
         """Every value a template inserts must read as text: NaN and infinite floats, lists and
@@ -403,7 +431,14 @@ class RequestRenderer:
         return f"custom_id {f'{self.spec.id_prefix}-{first_row + offset}'!r}"
 
     def _merged_line(
-        self, custom_id: str, prompt: str, system_columns: list[list[Any]] | None, offset: int, overrides: Any, row: int
+        self,
+        custom_id: str,
+        turn: bytes,
+        system_columns: list[list[Any]] | None,
+        offset: int,
+        overrides: Any,
+        row: int,
+        blocks: RenderedBlocks | None = None,
     ) -> bytes:
         if isinstance(overrides, str):
             try:
@@ -432,10 +467,14 @@ class RequestRenderer:
         params.update(overrides)
         if prefill is not None:
             check_prefill_allowed(params, where=where)
-        params["messages"] = [*turns, {"role": "user", "content": prompt}, *([_assistant(prefill)] if prefill else [])]
+        user = {"role": "user", "content": msgspec.Raw(turn)}
+        params["messages"] = [*turns, user, *([_assistant(prefill)] if prefill else [])]
         line = _encode({"custom_id": custom_id, "params": params})
         max_tokens = int(params["max_tokens"])  # checked: the spec's, or the row's by check_params
-        self._overridden.setdefault(str(params.get("model")), RequestTally()).add(line, max_tokens)
+        tally = self._overridden.setdefault(str(params.get("model")), RequestTally())
+        tally.add(line, max_tokens)
+        if blocks is not None:
+            tally.input_bytes -= blocks.data_chars - blocks.tokens
         return line
 
 
@@ -455,7 +494,7 @@ def rows_to_table(rows: Sequence[Any]) -> pa.Table:
             raise ClaudeBatchInputError(bad_value_message("the list", TEXT_COLUMN, rows, exc)) from None
     if all(isinstance(row, Mapping) for row in rows):
         try:
-            return pa.Table.from_pylist([dict(row) for row in rows])
+            return _no_text_as_bytes(pa.Table.from_pylist([dict(row) for row in rows]), rows)
         except (pa.ArrowException, UnicodeEncodeError) as exc:
             keys = list(dict.fromkeys(key for row in rows for key in row))
             for key in keys:
@@ -468,6 +507,17 @@ def rows_to_table(rows: Sequence[Any]) -> pa.Table:
     raise ClaudeBatchInputError(
         f"a list source must hold only strings or only dicts, got {kinds} (row {first} is {rows[first]!r})"
     )
+
+
+def _no_text_as_bytes(table: pa.Table, rows: Sequence[Any]) -> pa.Table:
+    """Arrow makes a column of text and bytes a bytes column, silently: a path among bytes
+    would then be read as a document's content. Such a column is an error naming its row."""
+    for column in table.schema:
+        if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
+            values = [row.get(column.name) for row in rows]
+            if first_bad_value(values) is not None:
+                raise ClaudeBatchInputError(bad_value_message("the list of dicts", column.name, values, TypeError()))
+    return table
 
 
 def first_bad_value(values: Sequence[Any]) -> int | None:

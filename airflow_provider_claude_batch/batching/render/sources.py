@@ -20,6 +20,13 @@ import pyarrow.dataset as ds
 from pyarrow.fs import FSSpecHandler, LocalFileSystem, PyFileSystem
 
 from airflow_provider_claude_batch.batching.api.jsonl import iter_file_lines
+from airflow_provider_claude_batch.batching.render.file_rows import (
+    FILES_SCHEMA,
+    file_batches,
+    list_files,
+    looks_like_files,
+    split_glob,
+)
 from airflow_provider_claude_batch.batching.render.input_files import (
     BLANK_CHECK_BYTES,
     check_csv_quotes,
@@ -35,7 +42,7 @@ from airflow_provider_claude_batch.batching.render.rendering import (
 from airflow_provider_claude_batch.batching.state.storage import as_path, is_local, local_os_path
 from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
 
-FORMATS = ("parquet", "csv", "jsonl")
+FORMATS = ("parquet", "csv", "jsonl", "files")
 _EXTENSIONS = {
     ".parquet": "parquet",
     ".pq": "parquet",
@@ -64,6 +71,8 @@ def _detect_format(path: Any, files: Sequence[str]) -> str:
     found.discard(None)
     if len(found) == 1:
         return found.pop()  # type: ignore[return-value]
+    if not found and all(looks_like_files(name) for name in names):
+        return "files"  # a folder of documents and images: one row per file
     if not found:
         raise ClaudeBatchInputError(
             f"cannot tell the format of source {path}: name a file ending in "
@@ -85,7 +94,8 @@ def open_source(
     columns: Sequence[str] | None = None,
     batch_rows: int = DEFAULT_BATCH_ROWS,
 ) -> Source:
-    """Open ``source`` for streaming; ``columns`` limits what is read from files."""
+    """Open ``source`` for streaming; ``columns`` limits what is read from files. A path of
+    documents or images (``*.pdf``, a folder with ``source_format="files"``) is one row per file."""
     if source_format is not None and source_format not in FORMATS:
         raise ClaudeBatchInputError(f"unknown source_format {source_format!r}; use one of {FORMATS}")
     if isinstance(source, pa.Table):
@@ -106,7 +116,25 @@ def open_source(
             f"source is an empty string ({source!r}); did its template render to nothing? "
             "Give a file, folder or URI, a list, a DataFrame or an Asset"
         )
+    if source_format == "files" or (source_format is None and looks_like_files(str(source))):
+        return _files_source(as_path(source))
     return _file_source(as_path(source), source_format, columns, batch_rows)
+
+
+def _files_source(path: Any) -> Source:
+    """Documents and images, one row per file (:mod:`file_rows`)."""
+    description = f"source {path}"
+    filesystem, location = _filesystem(path)
+    try:
+        files = list_files(filesystem, location, description)
+    except (OSError, pa.ArrowException, ValueError) as exc:
+        raise ClaudeBatchInputError(f"{description} cannot be listed: {type(exc).__name__}: {exc}") from None
+    text = str(path)
+    prefix = text[: len(text) - len(location)] if not is_local(path) and text.endswith(location) else ""
+    base, pattern = split_glob(location)
+    if pattern is None and len(files) == 1 and files[0].path == location:
+        base = location.rsplit("/", 1)[0]
+    return Source(description, FILES_SCHEMA, file_batches(filesystem, files, base, lambda name: prefix + name))
 
 
 def _file_source(path: Any, source_format: str | None, columns: Sequence[str] | None, batch_rows: int) -> Source:
@@ -130,6 +158,8 @@ def _file_source(path: Any, source_format: str | None, columns: Sequence[str] | 
             sizes = {location: info.size}
         files = list(sizes)
         fmt = source_format or _detect_format(path, files if info.type.name == "Directory" else [])
+        if fmt == "files":
+            return _files_source(path)
         files = [
             name for name in sorted(files) if not _holds_no_rows(filesystem, name, sizes[name], fmt, path, location)
         ]

@@ -8,13 +8,16 @@ only inside its own new folder, so an earlier try's staging is never touched her
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+import pyarrow as pa
 
 from airflow_provider_claude_batch.batching.api.pricing import RequestTally
 from airflow_provider_claude_batch.batching.render.chunks import ChunkInfo, ChunkLimits, ChunkWriter
+from airflow_provider_claude_batch.batching.render.file_rows import FILES_PER_BATCH
 from airflow_provider_claude_batch.batching.render.rendering import RequestRenderer, RequestSpec
 from airflow_provider_claude_batch.batching.render.sources import open_source
 from airflow_provider_claude_batch.batching.state.manifest import fingerprint
@@ -39,6 +42,16 @@ class StagedRun:
     keys: np.ndarray | None = None
     #: How the rows divided between sent, reused and deduplicated (after :func:`plan_reuse`).
     reuse: ReuseCounts | None = None
+
+
+def _pieces(batch: pa.RecordBatch, rows: int | None) -> Iterator[pa.RecordBatch]:
+    """A record batch in slices of at most ``rows`` rows (``None``: whole). Rows with documents
+    are rendered a few at a time, so a run holds a few files in memory, whatever its size."""
+    if rows is None or batch.num_rows <= rows:
+        yield batch
+        return
+    for start in range(0, batch.num_rows, rows):
+        yield batch.slice(start, rows)
 
 
 def stage_requests(
@@ -82,7 +95,8 @@ def stage_requests(
     writer = ChunkWriter(directory, chunk_limits, input_columns=saved, keys=keys)
     try:
         for batch in opened.batches:
-            writer.write_batch(renderer, batch)
+            for piece in _pieces(batch, FILES_PER_BATCH if spec.content else None):
+                writer.write_batch(renderer, piece)
         chunks = writer.close()
     except BaseException:
         writer.abort()

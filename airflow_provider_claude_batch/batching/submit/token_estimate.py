@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from airflow_provider_claude_batch.batching.api.jsonl import iter_file_lines
+from airflow_provider_claude_batch.batching.api.media import blocks_in_tally
 from airflow_provider_claude_batch.batching.api.pricing import PriceTable, RequestTally, cost_ceiling
 from airflow_provider_claude_batch.batching.state.run_dir import RunDir
 from airflow_provider_claude_batch.batching.state.storage import StoragePath
@@ -162,7 +163,8 @@ def estimate(
         params = _line.decode(line).params
         model = str(params.get("model"))
         tokens, size = counted.setdefault(model, [0, 0])
-        counted[model] = [tokens + count_tokens(params), size + len(line)]
+        # Measured as the renderer measures the run: documents as their tokens, not their base64.
+        counted[model] = [tokens + count_tokens(params), size + len(line) + blocks_in_tally(params.get("messages"))]
     overall = sum(t for t, _ in counted.values()) / max(1, sum(b for _, b in counted.values()))
     scaled: dict[str, RequestTally] = {}
     for model, run in tally.items():

@@ -77,3 +77,14 @@ def test_token_estimates() -> None:
     assert media.image_tokens(8000, 8000) == media.image_tokens(1072, 1072) + 1 <= 1534
     assert media.MediaFacts("application/pdf", 1, "x", pages=4).tokens() == 4 * media.PDF_TOKENS_PER_PAGE
     assert media.base64_size(1) == 4 and media.base64_size(3) == 4 and media.base64_size(4) == 8
+
+
+def test_blocks_in_tally_swaps_data_for_tokens() -> None:
+    import base64
+
+    pdf = make_pdf([["a"]] * 2)
+    data = base64.b64encode(pdf).decode()
+    block = {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": data}}
+    messages = [{"role": "user", "content": [block, {"type": "text", "text": "q"}]}]
+    assert media.blocks_in_tally(messages) == 2 * media.PDF_TOKENS_PER_PAGE - len(data)
+    assert media.blocks_in_tally([{"role": "user", "content": "plain"}]) == 0
