@@ -11,6 +11,7 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Sequence
+from typing import Any
 
 
 def _pdf_text(text: str) -> str:
@@ -73,3 +74,34 @@ def make_gif(width: int, height: int) -> bytes:
     screen = struct.pack("<HHBBB", width, height, 0x80, 0, 0) + b"\x00\x00\x00\xff\xff\xff"
     image = b"," + struct.pack("<HHHHB", 0, 0, width, height, 0) + b"\x02\x02\x44\x01\x00"
     return b"GIF89a" + screen + image + b";"
+
+
+_VENDORS = ("ACME Corp", "Globex GmbH", "Initech Ltd", "Umbrella SA", "Stark Industries")
+_CURRENCIES = ("USD", "EUR", "GBP")
+
+
+def invoice_pdf(number: int) -> bytes:
+    """Invoice ``number`` as a one- or two-page PDF: vendor, date, currency, lines and total."""
+    vendor, currency = _VENDORS[number % len(_VENDORS)], _CURRENCIES[number % len(_CURRENCIES)]
+    items = [(f"Item {k + 1}", (number * 7 + k * 13) % 90 + 10) for k in range(1 + number % 4)]
+    lines = [vendor, f"Invoice INV-{number:05d}", f"Date 2026-12-{1 + number % 28:02d}", f"Currency {currency}"]
+    lines += [f"{name}: {amount}.00" for name, amount in items]
+    pages = [lines, [f"Total {sum(amount for _, amount in items)}.00 {currency}"]] if number % 2 else [lines]
+    return make_pdf(pages)
+
+
+def write_invoice_folder(folder: Any, invoices: int, receipts: int = 0) -> list[Any]:
+    """``invoices`` invoice PDFs (``invoice-NNNNN.pdf``) and ``receipts`` receipt images
+    (``receipt-NNNNN.png``, each its own size, so its own bytes) in ``folder``; the paths written."""
+    from pathlib import Path
+
+    target = Path(str(folder))
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    for number in range(invoices):
+        written.append(target / f"invoice-{number:05d}.pdf")
+        written[-1].write_bytes(invoice_pdf(number))
+    for number in range(receipts):
+        written.append(target / f"receipt-{number:05d}.png")
+        written[-1].write_bytes(make_png(400 + number, 600, (255, 255 - number % 200, 240)))
+    return written
