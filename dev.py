@@ -119,7 +119,11 @@ def main(argv: list[str]) -> int:
         # Fresh (-E) so that every page's warnings are reported on every build, not only the
         # changed pages'; the site goes to docs/_build (gitignored).
         sphinx = [str(PYTHON), "-m", "sphinx", "-b", "html", "-W", "--keep-going", "-E", "-q"]
-        return subprocess.call([*sphinx, *rest, "docs", str(Path("docs", "_build", "html"))], cwd=ROOT)
+        site = Path("docs", "_build", "html")
+        status = subprocess.call([*sphinx, *rest, "docs", str(site)], cwd=ROOT)
+        if status == 0:
+            print(f"The site is in {site / 'index.html'}")
+        return status
     if command == "bench":
         return subprocess.call([str(PYTHON), "-m", "benchmarks", *rest], cwd=ROOT)
     print(f"unknown command {command!r}\n{__doc__}", file=sys.stderr)
