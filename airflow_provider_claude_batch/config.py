@@ -46,6 +46,16 @@ def price_table(overrides: Mapping[str, Any] | None = None) -> PriceTable:
     return PriceTable.load(setting("prices"), overrides)
 
 
+def queue_limit() -> int | None:
+    """``[claude_batch] queue_limit`` in requests (None when unset: learned from refusals)."""
+    value = setting("queue_limit")
+    if value is None:
+        return None
+    if not value.strip().isdigit() or int(value) < 1:
+        raise ClaudeBatchParameterError(f"[{SECTION}] queue_limit must be a whole number of requests, got {value!r}")
+    return int(value)
+
+
 def answer_max_age() -> timedelta:
     """``[claude_batch] answer_max_age`` (30 days when unset)."""
     value = setting("answer_max_age") or OPTIONS["answer_max_age"]["default"]

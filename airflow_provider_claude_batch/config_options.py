@@ -52,4 +52,14 @@ OPTIONS: dict[str, dict[str, Any]] = {
         "example": "7d",
         "default": "30d",
     },
+    "queue_limit": {
+        "description": "The organisation's batch queue, in requests: how many may wait in batches still "
+        "processing (by usage tier, about 100000 to 500000). Submit tasks send chunks only while they fit and "
+        "wait, deferred, for room. A connection's ``queue_limit`` extra takes precedence. Empty: learned "
+        "from the API's refusals.\n",
+        "version_added": "0.2.0",
+        "type": "integer",
+        "example": "500000",
+        "default": "",
+    },
 }

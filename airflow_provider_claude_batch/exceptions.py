@@ -17,6 +17,8 @@ error raised while a task is deferred reaches the resumed task as the same type 
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "ClaudeBatchAPIError",
     "ClaudeBatchAuthError",
@@ -33,6 +35,7 @@ __all__ = [
     "ClaudeBatchNotFoundError",
     "ClaudeBatchParameterError",
     "ClaudeBatchPartitionError",
+    "ClaudeBatchQueueFullError",
     "ClaudeBatchResultsError",
     "ClaudeBatchSupersededError",
     "ClaudeBatchWaitEventError",
@@ -107,6 +110,16 @@ class ClaudeBatchFederationError(ClaudeBatchAuthError):
 
 class ClaudeBatchNotFoundError(ClaudeBatchAPIError):
     """The batch does not exist in this workspace (404)."""
+
+
+class ClaudeBatchQueueFullError(ClaudeBatchAPIError):
+    """A create was refused because the organisation's batch queue is full (429 that speaks of
+    the queue): nothing was created; a queue-aware submit waits for room instead of failing.
+    ``request_count`` is the refused create's size."""
+
+    def __init__(self, message: str, *, request_count: int | None = None, **kwargs: Any):
+        super().__init__(message, **kwargs)
+        self.request_count = request_count
 
 
 class ClaudeBatchCreateAmbiguousError(ClaudeBatchAPIError):

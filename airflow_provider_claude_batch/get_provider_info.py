@@ -90,6 +90,12 @@ def get_provider_info() -> dict[str, Any]:
                         "description": "Extra link URL; fields {batch_id} and {workspace_id}. Default: "
                         "https://console.anthropic.com/workspaces/{workspace_id}/batches/{batch_id}",
                     },
+                    "queue_limit": {
+                        "label": "Batch queue limit (requests)",
+                        "schema": {"type": ["integer", "null"]},
+                        "description": "The organisation's batch queue: submits send chunks while they fit and "
+                        "wait for room. Empty: [claude_batch] queue_limit, else learned from refusals.",
+                    },
                     # Keyless: workload identity federation (leave the API key empty). None is a secret.
                     "federation_rule_id": {
                         "label": "Federation rule ID (keyless)",

@@ -14,8 +14,9 @@ is open and resubmits transient failures in rounds. Why one task:
   when a pipeline needs that (or a sensor timeout separate from the landing's).
 
 Invariants: the function runs once per try, in ``execute`` and never on resume from a
-deferral; a resume only lands (the manifest's location is derived from the task instance,
-because ``dag.test()`` drops the kwargs given to ``defer``).
+deferral; a resume only creates the chunks still waiting for room in the batch queue (from the
+manifest, see docs/queue.md) or lands (the manifest's location is derived from the task
+instance, because ``dag.test()`` drops the kwargs given to ``defer``).
 """
 
 from __future__ import annotations
@@ -132,6 +133,13 @@ class _ClaudeBatchDecoratedOperator(DecoratedOperator, ClaudeBatchSubmitOperator
         self.source = rows if isinstance(rows, str) else _UntemplatedSource(rows)
         submitted = super().execute(context)  # the submit operator's execute (DecoratedOperator has none)
         self.log.info("Submitted; landing (deferring while batches are open).")
+        return self._land(context, submitted["manifest"], lambda lander: lander.execute(context))
+
+    def resume_feeding(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Resumed while feeding the batch queue: the next chunks (deferring again while some wait
+        for room), then land as after a plain submit."""
+        submitted = super().resume_feeding(context, event)
+        self.log.info("Every chunk sent; landing (deferring while batches are open).")
         return self._land(context, submitted["manifest"], lambda lander: lander.execute(context))
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:

@@ -31,9 +31,10 @@ from anthropic.types.messages import DeletedMessageBatch, MessageBatch
 
 import airflow_provider_claude_batch.compat  # noqa: F401 - refuses an unsupported Airflow first
 from airflow_provider_claude_batch.batching.api import limits
-from airflow_provider_claude_batch.batching.api.batch_state import BatchStatesPage, decode_states_page
+from airflow_provider_claude_batch.batching.api.batch_state import BatchState, BatchStatesPage, decode_states_page
 from airflow_provider_claude_batch.batching.api.jsonl import iter_lines
 from airflow_provider_claude_batch.batching.api.limits import CLOCK_SKEW
+from airflow_provider_claude_batch.batching.api.queue_limit import is_queue_full
 from airflow_provider_claude_batch.batching.state.batch_index import BatchOwnership, Whose
 from airflow_provider_claude_batch.config import trigger_concurrency
 from airflow_provider_claude_batch.conventions import DEFAULT_CONN_ID
@@ -42,6 +43,7 @@ from airflow_provider_claude_batch.exceptions import (
     ClaudeBatchAuthError,
     ClaudeBatchCreateAmbiguousError,
     ClaudeBatchNotFoundError,
+    ClaudeBatchQueueFullError,
 )
 from airflow_provider_claude_batch.hooks.credentials import (
     FEDERATION_EXTRAS,
@@ -116,6 +118,8 @@ class ClaudeBatchSettings:
     create_settle_seconds: float | None = None
     #: Workload identity federation instead of an API key (see ``hooks/credentials.py``).
     federation: FederationSettings | None = None
+    #: The organisation's batch queue, in requests (None: learned from refusals; see docs/queue.md).
+    queue_limit: int | None = None
 
     @classmethod
     def from_connection(cls, conn: Any) -> ClaudeBatchSettings:
@@ -128,6 +132,7 @@ class ClaudeBatchSettings:
         timeout = _extra(extra, "timeout")
         max_retries = _extra(extra, "max_retries")
         settle = _extra(extra, "create_settle_seconds")
+        queue_limit = _extra(extra, "queue_limit")
         federation = FederationSettings.from_extras(
             conn.conn_id, {name: _extra(extra, name) for name in FEDERATION_EXTRAS}
         )
@@ -148,6 +153,7 @@ class ClaudeBatchSettings:
             console_url_template=_extra(extra, "console_url_template"),
             create_settle_seconds=float(settle) if settle is not None else None,
             federation=federation,
+            queue_limit=int(queue_limit) if queue_limit is not None else None,
         )
 
     def client_kwargs(self) -> dict[str, Any]:
@@ -230,7 +236,8 @@ class ClaudeBatchHook(BaseHook):
     :param claude_batch_conn_id: Airflow connection of type ``claude_batch``. The API key is
         its password (``ANTHROPIC_API_KEY`` is used only when it has none); the host, when
         set, is the base URL; extras: ``workspace_id``, ``default_model``, ``timeout``,
-        ``max_retries``, ``anthropic_beta``, ``console_url_template``, ``create_settle_seconds``.
+        ``max_retries``, ``anthropic_beta``, ``console_url_template``, ``create_settle_seconds``,
+        ``queue_limit`` (the organisation's batch queue in requests, see docs/queue.md).
         Without a key, the extras
         ``federation_rule_id``, ``organization_id`` (and optionally ``service_account_id``,
         ``identity_token_file``) sign in with workload identity federation instead.
@@ -247,6 +254,9 @@ class ClaudeBatchHook(BaseHook):
         same name, else the ``timeout`` itself but never less than
         ``limits.CREATE_SETTLE_FLOOR_SECONDS`` (120 s): a server may commit a create late
         whatever timeout the client chose.
+    :param wait_on_full_queue: a create refused because the batch queue is full (a 429 that
+        speaks of the queue) raises :class:`ClaudeBatchQueueFullError` at once, without the
+        attempts and sleeps of other rejections: the caller waits for room, deferred.
     """
 
     conn_name_attr = "claude_batch_conn_id"
@@ -262,6 +272,7 @@ class ClaudeBatchHook(BaseHook):
         retry_backoff: float = 2.0,
         max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
         create_settle_seconds: float | None = None,
+        wait_on_full_queue: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -270,6 +281,7 @@ class ClaudeBatchHook(BaseHook):
         self.retry_backoff = retry_backoff
         self.max_retry_after = max_retry_after
         self.create_settle_seconds = create_settle_seconds
+        self.wait_on_full_queue = wait_on_full_queue
         self._settings: ClaudeBatchSettings | None = None
 
     # ------------------------------------------------------------------ connection
@@ -444,6 +456,7 @@ class ClaudeBatchHook(BaseHook):
             except anthropic.APIStatusError as exc:
                 last_error = self._describe(exc, f"create a batch of {count} requests", None)
                 last_error.created_nothing = refused_every_attempt
+                self._raise_if_queue_full(exc, last_error, count)
                 if exc.status_code in limits.REJECTED_CREATE_STATUSES:
                     self.log.warning("Create attempt %d was rejected: %s", attempt, last_error)
                     self._wait_before_resend(attempt, exc.response.headers, last_error)
@@ -463,6 +476,21 @@ class ClaudeBatchHook(BaseHook):
             self._wait_before_resend(attempt, None, last_error)
         assert last_error is not None
         raise last_error
+
+    def _raise_if_queue_full(self, exc: anthropic.APIStatusError, error: ClaudeBatchAPIError, count: int) -> None:
+        """With ``wait_on_full_queue``: a queue-full refusal ends the create at once (no attempts
+        and sleeps in a worker slot); it created nothing if every attempt was refused."""
+        body: dict[str, Any] = exc.body if isinstance(exc.body, dict) else {}
+        detail = body.get("error") if isinstance(body.get("error"), dict) else {}
+        message = str(detail.get("message") or "") if isinstance(detail, dict) else ""
+        if self.wait_on_full_queue and is_queue_full(exc.status_code, error.error_type, message):
+            raise ClaudeBatchQueueFullError(
+                str(error),
+                status_code=exc.status_code,
+                error_type=error.error_type,
+                created_nothing=error.created_nothing,
+                request_count=count,
+            ) from exc
 
     def _look_for_lost_create(
         self,
@@ -625,6 +653,18 @@ class ClaudeBatchHook(BaseHook):
                 return
             after_id = page.last_id
 
+    def queue_states(self) -> list[BatchState]:
+        """Every batch of the workspace that may still be processing (created within the last
+        24 hours and a little), from ``list`` pages: what is in the organisation's batch queue,
+        as far as this workspace can see it."""
+        horizon = datetime.now(timezone.utc) - timedelta(hours=limits.BATCH_EXPIRY_HOURS) - CLOCK_SKEW
+        found: list[BatchState] = []
+        for batch in self.iter_batches():  # newest first
+            if batch.created_at < horizon:
+                break
+            found.append(BatchState.from_batch(batch))
+        return found
+
     def cancel_batch(self, batch_id: str) -> MessageBatch:
         with self._translated(f"cancel batch {batch_id!r}", batch_id):
             return self.client.messages.batches.cancel(batch_id)
@@ -743,6 +783,18 @@ class ClaudeBatchHook(BaseHook):
         async with loop_semaphore(), self._atranslated("list batches"):
             raw = await client.messages.batches.with_raw_response.list(**page_params(limit, after_id))
         return decode_states_page(raw.http_response.content)
+
+    async def aqueue_states(self) -> list[BatchState]:
+        """:meth:`queue_states` for triggers: decoded ``list`` pages, newest first, to the horizon."""
+        horizon = datetime.now(timezone.utc) - timedelta(hours=limits.BATCH_EXPIRY_HOURS) - CLOCK_SKEW
+        found: list[BatchState] = []
+        after_id: str | None = None
+        while True:
+            page = await self.alist_batch_states(after_id=after_id)
+            found.extend(state for state in page.data if state.created_at >= horizon)
+            if not page.has_more or not page.data or page.data[-1].created_at < horizon:
+                return found
+            after_id = page.last_id or page.data[-1].id
 
     async def acancel_batch(self, batch_id: str) -> MessageBatch:
         client = await self.shared_async_client()

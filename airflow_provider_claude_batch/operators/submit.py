@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal
@@ -13,7 +14,7 @@ from airflow_provider_claude_batch.batching.api.column_names import TEXT_COLUMN
 from airflow_provider_claude_batch.batching.api.request_params import check_prefill, check_prefill_allowed, check_turns
 from airflow_provider_claude_batch.batching.schema.output_schema import OutputSchema, with_output_format
 from airflow_provider_claude_batch.batching.state.manifest import check_policy
-from airflow_provider_claude_batch.config import answer_max_age, price_table
+from airflow_provider_claude_batch.config import answer_max_age, price_table, queue_limit
 from airflow_provider_claude_batch.conventions import (
     DEFAULT_CONN_ID,
     PROMPT_FILE_EXTENSIONS,
@@ -29,7 +30,9 @@ from airflow_provider_claude_batch.links import (
     ClaudeBatchesPageLink,
     batches_page_url,
     console_url,
+    persist_links,
 )
+from airflow_provider_claude_batch.metrics import emit_feeding
 from airflow_provider_claude_batch.workdir import run_directory, warn_if_local_with_remote_executor
 
 if TYPE_CHECKING:
@@ -38,7 +41,13 @@ if TYPE_CHECKING:
     from airflow_provider_claude_batch.batching.render.rendering import RequestSpec
     from airflow_provider_claude_batch.batching.state.manifest import Manifest
     from airflow_provider_claude_batch.batching.state.run_dir import RunDir
-    from airflow_provider_claude_batch.batching.submit.submission import ReuseSettings
+    from airflow_provider_claude_batch.batching.submit.feeding import Fed, QueueSettings
+    from airflow_provider_claude_batch.batching.submit.submission import (
+        ReuseSettings,
+        Submission,
+        SubmitTask,
+        Submitted,
+    )
     from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 
 
@@ -61,14 +70,6 @@ def _untemplated(source: Any) -> Any:
 
 
 DEFAULT_CONN = DEFAULT_CONN_ID
-
-
-def _hook(conn_id: str) -> ClaudeBatchHook:
-    """The connection's hook, imported when the task runs: it loads the SDK, which parsing a
-    DAG file must not (``tests/unit/test_import_cost.py``)."""
-    from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
-
-    return ClaudeBatchHook(conn_id)
 
 
 def _content(documents: Any, images: Any, content: Any) -> tuple[Any, ...]:
@@ -187,7 +188,16 @@ class ClaudeBatchSubmitOperator(BaseOperator):
 
     Returns (XCom) a small summary: the manifest's location, the batch ids, chunk and
     request counts, the cost ceiling. Downstream tasks take it as ``manifest=submit.output``.
+
+    Chunks go out while they fit the organisation's batch queue (the connection's
+    ``queue_limit`` extra, else ``[claude_batch] queue_limit``, else learned from the API's
+    refusals); the rest wait, deferred (no worker slot held), and a worker is used again only
+    to create them. A full queue is a reason to wait, never to fail; the task succeeds once
+    every chunk is sent (docs/queue.md).
     """
+
+    #: Seconds between two looks at the batch queue while the run waits for room.
+    queue_poll_interval: float = 60.0
 
     template_fields: Sequence[str] = (
         "source",
@@ -345,27 +355,40 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         max_age = self.answer_max_age if self.answer_max_age is not None else answer_max_age()
         return ReuseSettings(AnswerStore(run_dir.work_dir), max_age)
 
-    def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_provider_claude_batch.batching.submit.submission import ChunkLimits, Submission, SubmitTask
+    def _queue(self, hook: ClaudeBatchHook, task: SubmitTask) -> QueueSettings:
+        """This run's place at the batch queue: the connection's limit, else the configured one."""
+        from airflow_provider_claude_batch.batching.reuse.answer_store import AnswerStore
+        from airflow_provider_claude_batch.batching.submit.feeding import QueueSettings
 
-        hook = _hook(self.claude_batch_conn_id)
+        limit = hook.settings.queue_limit
+        return QueueSettings(
+            conn_id=task.conn_id,
+            owner=AnswerStore.owner_name(task.dag_id, task.run_id, task.task_id, task.map_index),
+            limit=limit if limit is not None else queue_limit(),
+            priority=int(getattr(self, "priority_weight", 1) or 1),
+        )
+
+    def _submission(self, context: Context) -> tuple[ClaudeBatchHook, RunDir, Submission]:
+        """The hook, run folder and :class:`Submission` of this task instance."""
+        from airflow_provider_claude_batch.batching.render.chunks import ChunkLimits
+        from airflow_provider_claude_batch.batching.submit.submission import Submission, SubmitTask
+        from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+
+        hook = ClaudeBatchHook(self.claude_batch_conn_id, wait_on_full_queue=True)
         ti = context["ti"]
         map_index = ti.map_index if ti.map_index is not None else -1
         run_dir = run_directory(self.work_dir, ti.dag_id, ti.run_id, ti.task_id, map_index)
-        warn_if_local_with_remote_executor(run_dir, self.log)
-        # One cheap call first: a wrong key fails here, not after every request is rendered and
-        # written (the dry run too: its token counts need the same key).
-        hook.check_credentials()
+        task = SubmitTask(
+            ti.dag_id,
+            ti.run_id,
+            ti.task_id,
+            map_index,
+            self.claude_batch_conn_id,
+            try_number=int(getattr(ti, "try_number", 0) or 0),
+        )
         submission = Submission(
             run_dir,
-            SubmitTask(
-                ti.dag_id,
-                ti.run_id,
-                ti.task_id,
-                map_index,
-                self.claude_batch_conn_id,
-                try_number=int(getattr(ti, "try_number", 0) or 0),
-            ),
+            task,
             self._spec(hook),
             ChunkLimits(self.max_requests_per_batch, self.max_bytes_per_batch),
             hook,
@@ -375,8 +398,18 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             output_schema=None if self.output_schema is None else self.output_schema.as_json(),
             count_tokens_sample=self.count_tokens_sample,
             reuse=self._reuse(run_dir),
+            queue=self._queue(hook, task),
             logger=self.log,
         )
+        return hook, run_dir, submission
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        hook, run_dir, submission = self._submission(context)
+        warn_if_local_with_remote_executor(run_dir, self.log)
+        # One cheap call first: a wrong key fails here, not after every request is rendered and
+        # written (the dry run too: its token counts need the same key).
+        hook.check_credentials()
+        ti = context["ti"]
         source = self._source_value()
         if self.estimate_only:
             estimate = submission.estimate(source, input_columns=self.input_columns, source_format=self.source_format)
@@ -398,6 +431,52 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             if self.on_empty == "fail":
                 raise ClaudeBatchInputError(message + " (on_empty='fail')")
             raise AirflowSkipException(message)
+        return self._fed(context, hook, run_dir, submitted)
+
+    def resume_feeding(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Resumed by the queue trigger: the next feeding step (on a worker only to create), then
+        wait again, or finish once every chunk is sent. Everything comes from the run folder (the
+        kwargs given to ``defer`` may be dropped)."""
+        hook, run_dir, submission = self._submission(context)
+        return self._fed(context, hook, run_dir, submission.continue_feeding())
+
+    def _fed(self, context: Context, hook: ClaudeBatchHook, run_dir: RunDir, submitted: Submitted) -> dict[str, Any]:
+        """After a feeding step: metrics, then wait (deferred) for room, or the task's summary."""
+        fed = submitted.fed
+        if fed is not None:
+            self._emit(context, submitted.manifest, fed)
+            if not fed.done:
+                self._defer_feeding(context, submitted.manifest, fed)
+        return self._summary(hook, run_dir, submitted)
+
+    def _emit(self, context: Context, manifest: Manifest, fed: Fed) -> None:
+        created = set(fed.created)
+        sent = sum(record.request_count for record in manifest.batches if record.batch_id in created)
+        ti = context["ti"]
+        emit_feeding(fed, sent, conn_id=self.claude_batch_conn_id, dag_id=ti.dag_id, task_id=ti.task_id)
+
+    def _defer_feeding(self, context: Context, manifest: Manifest, fed: Fed) -> None:
+        """Wait in the triggerer until the queue has room for the next chunk (or the recheck)."""
+        from airflow_provider_claude_batch.batching.submit.queue_turns import FEED_RECHECK_SECONDS
+        from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+        from airflow_provider_claude_batch.triggers.queue import ClaudeBatchQueueTrigger
+
+        self.set_links(manifest, ClaudeBatchHook(self.claude_batch_conn_id))
+        persist_links(self, context)
+        self.log.info("Waiting for room in the batch queue (%s).", fed.reason)
+        self.defer(
+            trigger=ClaudeBatchQueueTrigger(
+                claude_batch_conn_id=self.claude_batch_conn_id,
+                needed=fed.next_requests,
+                limit=fed.limit,
+                queued_at_start=fed.queued,
+                poll_interval=self.queue_poll_interval,
+                recheck_at=time.time() + max(FEED_RECHECK_SECONDS, self.queue_poll_interval),
+            ),
+            method_name="resume_feeding",
+        )
+
+    def _summary(self, hook: ClaudeBatchHook, run_dir: RunDir, submitted: Submitted) -> dict[str, Any]:
         manifest, created = submitted.manifest, submitted.created
         ceiling = submitted.cost_ceiling
         summary = {"manifest": str(run_dir.manifest), "conn_id": self.claude_batch_conn_id, **manifest.summary()}

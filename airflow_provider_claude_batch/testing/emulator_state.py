@@ -457,7 +457,7 @@ class Emulator:
         stored = parse_create(body, workspace, config.max_requests_per_batch, self.files.resolve)
         now = self.clock.now()
         with self._lock:
-            self._admit_to_queue(len(stored), now)
+            queued = self._admit_to_queue(len(stored), now)
             for request in stored:
                 request.cache_use = self.prompt_cache.use(request.cache_point, now)
             batch = _Batch(
@@ -472,8 +472,8 @@ class Emulator:
             )
             self._batches[batch.id] = batch
             self._dirty = True
-            queued = self.queued_requests(now)
-            self.stats["queue_high_water"] = max(self.stats["queue_high_water"], queued)
+            # Counted before the new batch is looked at: its create answers in_progress.
+            self.stats["queue_high_water"] = max(self.stats["queue_high_water"], queued + len(stored))
             self.stats["batches_created"] += 1
             self.stats["requests_received"] += len(stored)
             return self._batch_json(batch)
@@ -489,14 +489,12 @@ class Emulator:
                     queued += batch.request_counts()["processing"]
             return queued
 
-    def _admit_to_queue(self, adding: int, now: datetime) -> None:
-        """Refuse a create of ``adding`` requests that would take the queue over ``queue_limit``:
-        the API's 429 ``rate_limit_error``; nothing is created."""
+    def _admit_to_queue(self, adding: int, now: datetime) -> int:
+        """The requests queued before a create of ``adding``; refuses it when it would take the
+        queue over ``queue_limit``: the API's 429 ``rate_limit_error``, nothing is created."""
         limit = self.config.queue_limit
-        if limit is None:
-            return
         queued = self.queued_requests(now)
-        if queued + adding > limit:
+        if limit is not None and queued + adding > limit:
             self.stats["queue_refusals"] += 1
             raise EmulatorHTTPError(
                 429,
@@ -505,6 +503,7 @@ class Emulator:
                 "earlier batches have ended.",
                 error_type="rate_limit_error",
             )
+        return queued
 
     def _get(self, batch_id: str, workspace: str | None) -> _Batch:
         batch = self._batches.get(batch_id)

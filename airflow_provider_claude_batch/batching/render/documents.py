@@ -159,7 +159,7 @@ class ContentRenderer:
                 raise ClaudeBatchInputError(f"{place} is null; the request's {block.kind} needs it")
             data, label = read_bytes(value, place)
             try:
-                facts = media.inspect(data)
+                facts = media.inspect(data, digest=False)
             except media.MediaError as exc:
                 raise ClaudeBatchInputError(f"{place}, {label}: {exc}") from None
             allowed = limits.IMAGE_MEDIA_TYPES if block.kind == "image" else limits.DOCUMENT_MEDIA_TYPES
@@ -181,25 +181,22 @@ class ContentRenderer:
 
     @staticmethod
     def _block_json(block: Block, data: bytes, facts: media.MediaFacts) -> bytes:
+        kind = block.kind.encode()
         if facts.media_type == "text/plain":
-            source = b'{"type":"text","media_type":"text/plain","data":' + _encode(data.decode("utf-8")) + b"}"
+            parts = [b'{"type":"', kind, b'","source":{"type":"text","media_type":"text/plain","data":']
+            parts += [_encode(data.decode("utf-8")), b"}"]
         else:
-            source = (
-                b'{"type":"base64","media_type":"'
-                + facts.media_type.encode()
-                + b'","data":"'
-                + base64.b64encode(data)
-                + b'"}'
-            )
-        extra = b""
+            parts = [b'{"type":"', kind, b'","source":{"type":"base64","media_type":"', facts.media_type.encode()]
+            parts += [b'","data":"', base64.b64encode(data), b'"}']
         if isinstance(block, DocumentBlock):
             if block.title is not None:
-                extra += b',"title":' + _encode(block.title)
+                parts += [b',"title":', _encode(block.title)]
             if block.context is not None:
-                extra += b',"context":' + _encode(block.context)
+                parts += [b',"context":', _encode(block.context)]
             if block.citations:
-                extra += b',"citations":{"enabled":true}'
-        return b'{"type":"' + block.kind.encode() + b'","source":' + source + extra + b"}"
+                parts.append(b',"citations":{"enabled":true}')
+        parts.append(b"}")
+        return b"".join(parts)  # one copy of the base64, however many parts
 
     def message_content(self, rendered: RenderedBlocks, prompt: str) -> bytes:
         """The user turn's ``content`` list: the blocks and the prompt's text in order."""

@@ -83,6 +83,10 @@ IN_FLIGHT_FOLDER = "_inflight"
 #: its state (JSON). Neither ends in ``.parquet``, so readers of in-flight files never see them.
 CLAIM_KEYS_SUFFIX = ".claim-keys"
 CLAIM_STATE_SUFFIX = ".claim.json"
+#: The batch queue's turns: one folder per connection, its runs waiting to send, one lock.
+QUEUE_FOLDER = "_queue"
+QUEUE_LOCK_NAME = "_lock.json"
+QUEUE_LEARNED_NAME = "_learned_limit.json"
 #: The rows of a run that are not sent (``reuse``), in its staging folder.
 ANSWERED_FILE = "answered.parquet"
 #: Answers of a landing not yet added to the answer store, in the run folder.
@@ -187,6 +191,30 @@ class WorkDir:
             return []
         return sorted(
             c.name.removesuffix(CLAIM_STATE_SUFFIX) for c in children(folder) if c.name.endswith(CLAIM_STATE_SUFFIX)
+        )
+
+    # ------------------------------------------------------------------ the batch queue
+    def queue_folder(self, conn_id: str) -> StoragePath:
+        """The runs of connection ``conn_id`` waiting to send chunks (see ``queue_turns``)."""
+        return self.path / QUEUE_FOLDER / safe_name(conn_id)
+
+    def queue_entry(self, conn_id: str, owner: str) -> StoragePath:
+        return self.queue_folder(conn_id) / f"{safe_name(owner)}.json"
+
+    def queue_lock(self, conn_id: str) -> StoragePath:
+        return self.queue_folder(conn_id) / QUEUE_LOCK_NAME
+
+    def queue_learned_limit(self, conn_id: str) -> StoragePath:
+        return self.queue_folder(conn_id) / QUEUE_LEARNED_NAME
+
+    def queue_entries(self, conn_id: str) -> list[StoragePath]:
+        """The waiting runs' entries (not the lock or the learned limit)."""
+        folder = self.queue_folder(conn_id)
+        if not folder.exists():
+            return []
+        return sorted(
+            (c for c in children(folder) if c.name.endswith(".json") and not c.name.startswith("_")),
+            key=lambda c: c.name,
         )
 
     def answers_partition(self, digit: str) -> StoragePath:

@@ -82,11 +82,14 @@ def create_missing_batches(
     *,
     on_created: Callable[[], None] | None = None,
     fence: Callable[[], None] | None = None,
+    admit: Callable[[BatchRecord], bool] | None = None,
 ) -> list[str]:
     """Create a batch for every record without one, saving the manifest around each create
     (``on_created`` is called after each: a claim's sign of life, see ``claims``). ``fence``
     raises when this try may no longer create (a newer try took the run folder, see
     ``try_fence``); it is called before each intent and again between the intent and the create.
+    ``admit`` says whether a record may be created now (the batch queue's room, see ``feeding``):
+    the first record it refuses ends the loop, before its intent, so the rest wait in order.
 
     A record that already has an intent but no batch id was being created by an earlier try:
     look for that batch first and adopt it rather than bill twice (:func:`_adopt_earlier_create`).
@@ -109,6 +112,8 @@ def create_missing_batches(
         ownership = BatchOwnership(run_dir.work_dir, owner, record.request_count)
         if record.intent_at is not None and _adopt_earlier_create(manifest, record, run_dir, hook, ownership):
             continue
+        if admit is not None and not admit(record):
+            break
         if fence is not None:
             fence()
         created.append(_create(manifest, record, run_dir, hook, ownership, fence))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol, TypeGuard
@@ -43,6 +44,7 @@ from airflow_provider_claude_batch.batching.state.manifest import InputChangePol
 from airflow_provider_claude_batch.batching.state.run_dir import STAGING_PREFIX as STAGING_PREFIX
 from airflow_provider_claude_batch.batching.state.run_dir import RunDir
 from airflow_provider_claude_batch.batching.submit.create_once import BatchCreator, create_missing_batches
+from airflow_provider_claude_batch.batching.submit.feeding import Fed, QueueReader, QueueSettings, feed
 from airflow_provider_claude_batch.batching.submit.staging import StagedRun, stage_requests
 from airflow_provider_claude_batch.batching.submit.token_estimate import DEFAULT_SAMPLE, TokenEstimate, count_staged
 from airflow_provider_claude_batch.batching.submit.try_fence import TryFence
@@ -228,9 +230,10 @@ def _check_plan_recoverable(manifest: Manifest, run_dir: RunDir) -> None:
     )
 
 
-class SubmitClient(BatchCreator, TokenCounter, BatchCanceller, Protocol):
+class SubmitClient(BatchCreator, TokenCounter, BatchCanceller, QueueReader, Protocol):
     """What a submission calls: the create-once protocol, ``count_tokens`` for the counted
-    budget and the dry run, and cancels when a changed input is resubmitted."""
+    budget and the dry run, cancels when a changed input is resubmitted, and what is in the batch
+    queue when it feeds (``feeding``)."""
 
 
 @dataclass(frozen=True)
@@ -256,6 +259,8 @@ class Submitted:
     cost_ceiling: float | None
     #: Whether the manifest is an earlier try's of the same input.
     reattached: bool
+    #: With a queue: what the feeding step created and what still waits for room.
+    fed: Fed | None = None
 
 
 @dataclass
@@ -282,6 +287,8 @@ class Submission:
     count_tokens_sample: int | None = None
     #: Reuse stored answers and send identical requests once (None: send every row).
     reuse: ReuseSettings | None = None
+    #: Feed chunks through the batch queue as room frees (None: create them all at once).
+    queue: QueueSettings | None = None
     logger: Any = log
 
     def submit(
@@ -334,13 +341,7 @@ class Submission:
         try:
             manifest.save(self.run_dir)
             self._drop_earlier_staging(manifest)
-            created = create_missing_batches(
-                manifest,
-                self.run_dir,
-                self.hook,
-                on_created=None if claim is None else claim.alive,
-                fence=fence.check,
-            )
+            fed = self._create(manifest, fence, None if claim is None else claim.alive)
         except BaseException:
             if claim is not None and self.reuse is not None:  # what was created is in flight, then no claim
                 with contextlib.suppress(Exception):
@@ -352,7 +353,30 @@ class Submission:
                 mark_in_flight(manifest, self.run_dir, self.reuse.store, self._owner)
         finally:  # recorded in flight first: a run waiting on the claim then finds the batches
             self._drop_claim(claim)
-        return Submitted(manifest, created, ceiling, reattached)
+        return Submitted(manifest, fed.created, ceiling, reattached, fed if self.queue is not None else None)
+
+    def _create(self, manifest: Manifest, fence: TryFence, alive: Callable[[], None] | None) -> Fed:
+        """Create the manifest's missing batches: all at once, or with a queue, what fits now."""
+        if self.queue is None:
+            created = create_missing_batches(manifest, self.run_dir, self.hook, on_created=alive, fence=fence.check)
+            return Fed(created=created)
+        fed = feed(manifest, self.run_dir, self.hook, self.queue, fence=fence.check, on_created=alive)
+        self.logger.info("%s", fed.describe())
+        return fed
+
+    def continue_feeding(self) -> Submitted:
+        """The next feeding step of a run whose first step left chunks waiting for room (the task
+        resumed from its deferral): the manifest as saved, the same try's fence, one step, and
+        what it created marked in flight for the reuse plans of other runs."""
+        if self.queue is None:
+            raise ValueError("continue_feeding needs a queue")
+        fence = TryFence(self.run_dir, self.task.try_number)
+        fence.check()
+        manifest = load_manifest(self.run_dir)
+        fed = self._create(manifest, fence, None)
+        if fed.created and self.reuse is not None and manifest.reuse is not None:
+            mark_in_flight(manifest, self.run_dir, self.reuse.store, self._owner)
+        return Submitted(manifest, fed.created, None, True, fed)
 
     def _drop_claim(self, claim: Claim | None) -> None:
         """Drop this run's claim (see ``claims``), if it made one; never raises."""

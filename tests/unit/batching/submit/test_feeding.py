@@ -1,0 +1,88 @@
+"""One feeding step against the emulator's batch queue (batching/submit/feeding.py): chunks go
+in order while they fit, a refusal waits and teaches, and two workers racing for the last room
+end with one create."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from airflow_provider_claude_batch.batching.render.chunks import ChunkLimits
+from airflow_provider_claude_batch.batching.render.rendering import RequestSpec
+from airflow_provider_claude_batch.batching.state.manifest import Manifest
+from airflow_provider_claude_batch.batching.state.run_dir import WorkDir
+from airflow_provider_claude_batch.batching.submit.feeding import Fed, QueueSettings, feed
+from airflow_provider_claude_batch.batching.submit.queue_turns import QueueTurns
+from airflow_provider_claude_batch.batching.submit.submission import new_manifest, stage_requests
+from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+from airflow_provider_claude_batch.testing import RunningEmulator
+
+
+def _staged(tmp_path: Path, run_id: str, rows: int, chunk: int = 10) -> tuple[Manifest, WorkDir]:
+    work_dir = WorkDir(tmp_path / "work")
+    run_dir = work_dir.run("dag", run_id, "submit")
+    run_dir.mkdir()
+    spec = RequestSpec(prompt="{text}", model="claude-haiku-4-5", max_tokens=8, id_prefix=run_id)
+    limits = ChunkLimits(max_requests=chunk)
+    staged = stage_requests([f"{run_id} {i}" for i in range(rows)], spec, limits, run_dir)
+    manifest = new_manifest(
+        staged, dag_id="dag", run_id=run_id, task_id="submit", map_index=-1, conn_id="c", spec=spec, chunk_limits=limits
+    )
+    manifest.save(run_dir)
+    return manifest, work_dir
+
+
+def _feed(manifest: Manifest, work_dir: WorkDir, limit: int | None) -> Fed:
+    hook = ClaudeBatchHook(retry_backoff=0, wait_on_full_queue=True)
+    return feed(
+        manifest, work_dir.run("dag", manifest.run_id, "submit"), hook, QueueSettings("c", manifest.run_id, limit)
+    )
+
+
+def test_chunks_go_in_order_while_they_fit_and_the_figures_say_what_is_left(
+    tmp_path: Path, emulator: RunningEmulator
+) -> None:
+    emulator.emulator.config.processing_seconds = 60
+    manifest, work_dir = _staged(tmp_path, "r1", rows=45)
+    fed = _feed(manifest, work_dir, limit=25)
+    assert len(fed.created) == 2 and [r.batch_id is not None for r in manifest.batches] == [
+        True,
+        True,
+        False,
+        False,
+        False,
+    ]
+    assert (fed.waiting_chunks, fed.waiting_requests, fed.next_requests) == (3, 25, 10)
+    assert (fed.queued, fed.in_queue, fed.ended, fed.limit) == (20, 20, 0, 25)
+    assert fed.fill == 0.8 and "25 waiting to be sent" in fed.describe()
+    emulator.emulator.advance(60)
+    fed = _feed(manifest, work_dir, limit=25)  # 10 + 10 + the last 5 fill the 25 exactly
+    assert len(fed.created) == 3 and fed.ended == 20 and (fed.queued, fed.fill) == (25, 1.0)
+    assert fed.done and fed.reason == "" and emulator.emulator.stats["batches_created"] == 5
+    assert QueueTurns(work_dir, "c").waiting() == []  # every chunk sent: out of the line
+
+
+def test_a_refusal_waits_and_teaches_the_limit(tmp_path: Path, emulator: RunningEmulator) -> None:
+    emulator.emulator.config.processing_seconds = 60
+    emulator.emulator.config.queue_limit = 15
+    manifest, work_dir = _staged(tmp_path, "r1", rows=30)
+    fed = _feed(manifest, work_dir, limit=None)
+    assert len(fed.created) == 1 and fed.refusals == 1 and fed.limit == 19 and fed.learned
+    assert manifest.batches[1].intent_at is None  # the refused create made nothing: no intent left
+    again = _feed(manifest, work_dir, limit=None)  # the learned limit keeps it from knocking again
+    assert again.created == [] and emulator.emulator.stats["queue_refusals"] == 1
+
+
+def test_two_workers_racing_for_the_last_room_make_one_create(tmp_path: Path, emulator: RunningEmulator) -> None:
+    emulator.emulator.config.processing_seconds = 60
+    emulator.emulator.config.queue_limit = 10  # room for one chunk
+    runs = [_staged(tmp_path, name, rows=10) for name in ("ra", "rb")]
+    results: list[Fed] = []
+    threads = [threading.Thread(target=lambda m=m, w=w: results.append(_feed(m, w, limit=10))) for m, w in runs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert emulator.emulator.stats["batches_created"] == 1 and emulator.emulator.stats["queue_refusals"] == 0
+    assert sorted(len(fed.created) for fed in results) == [0, 1]
+    assert [fed.waiting_chunks for fed in results if not fed.created] == [1]
