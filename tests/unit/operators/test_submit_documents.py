@@ -234,3 +234,26 @@ def test_estimate_only_counts_pages_and_pixels(tmp_path: Path, emulator: Running
     tokens = pushed["estimate"]["input_tokens"]
     assert 6 * PDF_TOKENS_PER_PAGE <= tokens < 6 * PDF_TOKENS_PER_PAGE + 300
     assert emulator.emulator.stats["batches_created"] == 0
+
+
+def test_a_glob_on_object_storage_is_read_through_the_storage_layer(tmp_path: Path, emulator: RunningEmulator) -> None:
+    import uuid
+
+    import fsspec
+    from airflow.sdk.io import attach
+
+    fs = fsspec.filesystem("memory")
+    attach("memory", fs=fs)  # what a provider's file system registration does for s3://
+    root = f"bucket-{uuid.uuid4().hex[:8]}"
+    hashes = {}
+    for n in range(3):
+        data = make_pdf([[f"Remote invoice {n}"]] * (n + 1))
+        fs.pipe(f"/{root}/in/r-{n}.pdf", data)
+        hashes[f"r-{n}.pdf"] = hashlib.sha256(data).hexdigest()
+    fs.pipe(f"/{root}/in/notes.csv", b"a,b\n")  # not matched by the glob
+    try:
+        summary = _submit(tmp_path / "work", f"memory://{root}/in/*.pdf")
+        rows = _land(summary, tmp_path / "out")
+    finally:
+        fs.rm(f"/{root}", recursive=True)
+    assert {name: _facts(row)[0]["sha256"] for name, row in rows.items()} == hashes
