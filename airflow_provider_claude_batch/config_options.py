@@ -41,6 +41,16 @@ OPTIONS: dict[str, dict[str, Any]] = {
         "example": "64",
         "default": "128",
     },
+    "triggerer": {
+        "description": "Whether the sensor and the transfer may defer: ``auto`` asks the api-server's health "
+        "endpoint before each deferral and, when it reports no running triggerer, waits without deferring "
+        "(the sensor in reschedule mode, the transfer polling in place) with one warning instead of hanging; "
+        "``yes`` always defers; ``no`` never does. An endpoint that cannot be read counts as a triggerer.\n",
+        "version_added": "0.2.0",
+        "type": "string",
+        "example": "no",
+        "default": "auto",
+    },
     "answer_max_age": {
         "description": "How old a stored answer may be and still be reused instead of sending its request "
         "again (submit's ``reuse_answers``), as seconds or with a unit (``30d``, ``12h``, ``90m``); ``0`` "

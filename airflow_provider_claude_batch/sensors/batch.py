@@ -40,6 +40,7 @@ from airflow_provider_claude_batch.links import (
     console_url,
     persist_links,
 )
+from airflow_provider_claude_batch.triggerer import may_defer
 from airflow_provider_claude_batch.workdir import open_manifest
 
 if TYPE_CHECKING:
@@ -193,6 +194,12 @@ class ClaudeBatchSensor(BaseSensorOperator):
         if not ids:
             raise ClaudeBatchError("there are no batches to wait for")
         self._set_console_link(ids[0], conn_id)
+        if self.deferrable and not may_defer(
+            self.log,
+            f"Waiting in reschedule mode (a poll every {self.poll_interval:g} s, no worker slot held in between)",
+            warn=not context.get("task_reschedule_count"),  # once per try, not at every poke
+        ):
+            self.deferrable, self.mode = False, "reschedule"
         if not self.deferrable:
             try:
                 return super().execute(context)

@@ -38,6 +38,7 @@ from airflow_provider_claude_batch.conventions import (
 from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
 from airflow_provider_claude_batch.lineage import LineageRecord, operator_lineage
 from airflow_provider_claude_batch.links import ClaudeBatchOutputLink, output_url
+from airflow_provider_claude_batch.triggerer import may_defer
 from airflow_provider_claude_batch.workdir import open_manifest
 
 if TYPE_CHECKING:
@@ -255,7 +256,7 @@ class ClaudeBatchToParquetOperator(BaseOperator):
         :meth:`execute_complete`), or here with the same poller. ``theirs``: batches of other
         runs, never canceled by this task."""
         deadline = time.time() + self.wait_timeout
-        if self.deferrable:
+        if self.deferrable and may_defer(self.log, "Polling the resubmitted batches in this task"):
             from airflow_provider_claude_batch.triggers.batch import ClaudeBatchTrigger
 
             self.defer(
