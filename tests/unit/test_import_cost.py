@@ -123,6 +123,7 @@ def _ours(chain: list[str]) -> bool:
 def test_the_probe_parsed_every_example_dag_with_the_provider_operators(probed: dict[str, Any]) -> None:
     assert probed["errors"] == {}
     assert probed["dags"] == [
+        "claude_batch_invoices",
         "claude_batch_label_report",
         "claude_batch_review_backfill",
         "claude_batch_support_tickets",
