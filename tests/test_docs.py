@@ -63,7 +63,10 @@ def test_every_python_block_runs(claude_batch_emulator: Any) -> None:
         exec(compile(code, _name(page), "exec", dont_inherit=True), namespace)
         dags = [value for value in namespace.values() if isinstance(value, DAG)]
         tests = [value for name, value in namespace.items() if name.startswith("test_") and callable(value)]
-        assert dags or tests, f"a block of {_name(page)} defines neither a DAG nor a test:\n{code[:200]}"
+        assert dags or tests, (
+            f"a block of {_name(page)} defines neither a DAG (bound to a name: `with DAG(...) as dag:`)"
+            f" nor a test_ function:\n{code[:200]}"
+        )
         for dag in dags:
             assert dag.task_dict, dag.dag_id
         for test in tests:
