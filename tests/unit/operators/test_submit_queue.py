@@ -18,6 +18,7 @@ import pytest
 from airflow.sdk.exceptions import TaskDeferred
 
 from airflow_provider_claude_batch.batching.state.manifest import load_manifest
+from airflow_provider_claude_batch.exceptions import ClaudeBatchBudgetError
 from airflow_provider_claude_batch.operators.submit import ClaudeBatchSubmitOperator
 from airflow_provider_claude_batch.testing import RunningEmulator
 from airflow_provider_claude_batch.transfers.batch_to_parquet import ClaudeBatchToParquetOperator
@@ -192,3 +193,24 @@ def test_a_full_queue_and_a_worker_killed_after_an_intent_make_five_batches_not_
     stats = emulator.emulator.stats
     assert stats["batches_created"] == 5 and len(set(summary["batch_ids"])) == 5
     assert stats["queue_high_water"] <= 20
+
+
+def test_a_run_still_feeding_stays_within_its_budget(
+    tmp_path: Path, emulator: RunningEmulator, connection_env: Any
+) -> None:
+    """The budget is checked once for every chunk before the first is sent: what the feeding
+    steps create is what the budget allowed, and what the emulator bills stays under it."""
+    _queue(emulator, limit=20, connection_env=connection_env)
+    operator = _operator(tmp_path, [f"q{i}" for i in range(50)], max_cost_usd=1.0)
+    first = _step(operator, _context(), None)
+    assert isinstance(first, TaskDeferred) and emulator.emulator.stats["batches_created"] == 2
+    emulator.emulator.advance(PROCESSING)
+    summary = _feed_to_the_end([(operator, _context())], emulator)[0]
+    emulator.emulator.advance(PROCESSING)
+    billed = emulator.emulator.snapshot()["billed"]
+    assert emulator.emulator.stats["batches_created"] == 5 and billed["requests"] == 50
+    assert billed["cost_usd"] <= 1.0 and summary["requests"] == 50
+    over = _operator(tmp_path / "over", [f"q{i}" for i in range(50)], max_cost_usd=0.0001)
+    with pytest.raises(ClaudeBatchBudgetError):  # over budget: not even the chunks that fit go out
+        _step(over, _context(run_id="over"), None)
+    assert emulator.emulator.stats["batches_created"] == 5
