@@ -11,11 +11,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: The benchmarks in two groups of about equal time, run side by side: the suite runs one test
 #: at a time, so the second core is otherwise idle here (this test is CI's longest).
-GROUPS = (("p1", "p2", "p5"), ("p3", "p4", "p6"))
+GROUPS = (("p1", "p2", "p5"), ("p3", "p4", "p6", "p7"))
 
 
 def test_every_benchmark_runs_at_smoke_size() -> None:
-    assert sorted(sum(GROUPS, ())) == ["p1", "p2", "p3", "p4", "p5", "p6"]
+    assert sorted(sum(GROUPS, ())) == ["p1", "p2", "p3", "p4", "p5", "p6", "p7"]
     running = [
         subprocess.Popen(
             [sys.executable, "-m", "benchmarks", "--smoke", *(arg for name in group for arg in ("--only", name))],
@@ -53,3 +53,7 @@ def test_every_benchmark_runs_at_smoke_size() -> None:
     # P6's oracles: the lookup found exactly the stored share, the rerun sent only the rest.
     assert "'hits': 1800" in done.stdout
     assert "'new': 200, 'reused': 1800" in done.stdout
+    # P7's oracle: the alternative ran without the provider (hidden), the other cases with it.
+    assert "Airflow alone, a DAG of EmptyOperators: {" in done.stdout and "'provider_loaded': 0.0" in done.stdout
+    assert "with the provider, example_dags/claude_batch_support_tickets.py: {" in done.stdout
+    assert "'provider_loaded': 1.0" in done.stdout
