@@ -178,7 +178,8 @@ class ClaudeBatchSensor(BaseSensorOperator):
             if missing:
                 raise ClaudeBatchError(
                     f"the manifest of {manifest.task_id!r} has {len(missing)} record(s) without a batch "
-                    f"({', '.join(missing[:5])}): the submit task did not finish; clear it to create them"
+                    f"({', '.join(missing[:5])}): the submit task did not finish (it may still be feeding them "
+                    "through the batch queue: wait for it, see docs/queue.md); if it failed, clear it to create them"
                 )
             self.batches_page_link = batches_page_url(manifest)
             return ids, self.claude_batch_conn_id or manifest.conn_id

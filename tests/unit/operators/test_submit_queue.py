@@ -18,8 +18,9 @@ import pytest
 from airflow.sdk.exceptions import TaskDeferred
 
 from airflow_provider_claude_batch.batching.state.manifest import load_manifest
-from airflow_provider_claude_batch.exceptions import ClaudeBatchBudgetError
+from airflow_provider_claude_batch.exceptions import ClaudeBatchBudgetError, ClaudeBatchError
 from airflow_provider_claude_batch.operators.submit import ClaudeBatchSubmitOperator
+from airflow_provider_claude_batch.sensors.batch import ClaudeBatchSensor
 from airflow_provider_claude_batch.testing import RunningEmulator
 from airflow_provider_claude_batch.transfers.batch_to_parquet import ClaudeBatchToParquetOperator
 from airflow_provider_claude_batch.triggers.queue import ClaudeBatchQueueTrigger
@@ -214,3 +215,11 @@ def test_a_run_still_feeding_stays_within_its_budget(
     with pytest.raises(ClaudeBatchBudgetError):  # over budget: not even the chunks that fit go out
         _step(over, _context(run_id="over"), None)
     assert emulator.emulator.stats["batches_created"] == 5
+
+
+def test_the_sensor_refuses_a_run_still_feeding(tmp_path: Path, emulator: RunningEmulator, connection_env: Any) -> None:
+    _queue(emulator, limit=20, connection_env=connection_env)
+    assert isinstance(_step(_operator(tmp_path, [f"q{i}" for i in range(50)]), _context(), None), TaskDeferred)
+    sensor = ClaudeBatchSensor(task_id="wait", manifest=str(tmp_path / "work" / "dag" / "run" / "submit"))
+    with pytest.raises(ClaudeBatchError, match="still be feeding them through the batch queue"):
+        sensor.execute({})
