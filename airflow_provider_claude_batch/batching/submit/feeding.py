@@ -125,7 +125,7 @@ def feed(
     waiting = _waiting(manifest)
     if not waiting:
         turns.leave(settings.owner)
-        return _report(manifest, hook.queue_states(), settings, Fed())
+        return _report(manifest, [], settings, Fed())
     turns.enter(
         settings.owner,
         priority=settings.priority,
@@ -133,13 +133,28 @@ def feed(
         waiting_requests=sum(record.request_count for record in waiting),
     )
     fed = Fed()
+    limit = settings.limit if settings.limit is not None else turns.learned().limit
     with turns.locked(settings.owner) as held:
-        if not held:
+        if held:
+            # Read only when a limit decides: without one the API says when the queue is full.
+            states = _read_queue(hook) if limit is not None else []
+            fed = _create_what_fits(manifest, run_dir, hook, settings, turns, states, fence, on_created)
+        else:
             fed.reason = "another run is creating"
-            return _finish(manifest, turns, hook.queue_states(), settings, fed)
-        states = hook.queue_states()
-        fed = _create_what_fits(manifest, run_dir, hook, settings, turns, states, fence, on_created)
-    return _finish(manifest, turns, hook.queue_states() if fed.created else states, settings, fed)
+    # The figures of a run that waits (the trigger's baseline) or plans with a limit; a run
+    # that sent everything with no limit known makes no extra call.
+    after = _read_queue(hook) if _waiting(manifest) or limit is not None else []
+    return _finish(manifest, turns, after or [], settings, fed)
+
+
+def _read_queue(hook: FeedClient) -> list[BatchState] | None:
+    """What is in the queue, or None when it cannot be read (a failed ``list``): never a reason
+    to fail the submit; without it the API's refusal says when the queue is full."""
+    try:
+        return hook.queue_states()
+    except Exception as error:
+        log.warning("Could not read the batch queue (going on without it): %s", error)
+        return None
 
 
 def _create_what_fits(
@@ -148,15 +163,16 @@ def _create_what_fits(
     hook: FeedClient,
     settings: QueueSettings,
     turns: QueueTurns,
-    states: Sequence[BatchState],
+    states: Sequence[BatchState] | None,
     fence: Callable[[], None] | None,
     on_created: Callable[[], None] | None,
 ) -> Fed:
-    """Under the lock: create chunks in order while they fit this run's room."""
+    """Under the lock: create chunks in order while they fit this run's room (``states`` None:
+    the queue could not be read; the API decides)."""
     learned = turns.learned()
     limit = settings.limit if settings.limit is not None else learned.limit
-    queued = queued_requests(states)
-    room = room_for(settings.owner, turns.waiting(), queued, limit)
+    queued = queued_requests(states or [])
+    room = None if states is None else room_for(settings.owner, turns.waiting(), queued, limit)
     fed = Fed()
     sent: dict[str, int | None] = {"queued": queued, "room": room, "sending": 0}
 
