@@ -170,7 +170,9 @@ def _message(batch_id: str, request: StoredRequest, settings: AnswerSettings) ->
 def documents_text(request: StoredRequest) -> str:
     """The answer to a request with documents or images: the tag, then the facts of each one
     received, as JSON (so a test reads back which document a row's request held)."""
-    facts = [{k: v for k, v in item.items() if k not in ("first_line", "citations")} for item in request.documents or ()]
+    facts = [
+        {k: v for k, v in item.items() if k not in ("first_line", "citations")} for item in request.documents or ()
+    ]
     return f"{EMULATOR_TAG} documents: {_encoder.encode(facts).decode()}"
 
 
