@@ -28,6 +28,7 @@ Airflow's version string.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Callable
@@ -42,6 +43,7 @@ __all__ = [
     "SUPPORTED_AIRFLOW",
     "TRIGGER_ON_KILL",
     "UnsupportedAirflowError",
+    "aget_connection",
     "airflow_version",
     "check_supported",
     "metadata_session",
@@ -50,10 +52,13 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: The lowest supported release and the first minor above the tested ones (pyproject says the same).
-LOWEST_AIRFLOW = (3, 0, 0)
+#: The lowest supported release, the first minor above the tested ones, and the minors whose
+#: smoke passes (pyproject says the same). 3.2 imports the provider, but its dag.test() cannot
+#: run a task with the dependencies resolved today (docs/compatibility.md): not declared.
+LOWEST_AIRFLOW = (3, 0, 6)
 FIRST_UNTESTED_AIRFLOW = (3, 4, 0)
-SUPPORTED_AIRFLOW = ">=3.0.0,<3.4"
+SUPPORTED_MINORS = ((3, 0), (3, 1), (3, 3))
+SUPPORTED_AIRFLOW = ">=3.0.6,!=3.2.*,<3.4"
 
 
 class UnsupportedAirflowError(RuntimeError):
@@ -77,10 +82,10 @@ def airflow_version(version: str) -> tuple[int, int, int]:
 def check_supported(version: str) -> tuple[int, int, int]:
     """The parsed ``version``, or :class:`UnsupportedAirflowError` naming it and the range."""
     parsed = airflow_version(version)
-    if not LOWEST_AIRFLOW <= parsed < FIRST_UNTESTED_AIRFLOW:
+    if not (LOWEST_AIRFLOW <= parsed < FIRST_UNTESTED_AIRFLOW and parsed[:2] in SUPPORTED_MINORS):
         raise UnsupportedAirflowError(
             f"airflow-provider-claude-batch supports Apache Airflow {SUPPORTED_AIRFLOW} "
-            f"(3.0, 3.1, 3.2 and 3.3); the installed Apache Airflow is {version}. Install a "
+            f"(3.0, 3.1 and 3.3); the installed Apache Airflow is {version}. Install a "
             "supported Airflow, or a release of this provider that supports yours."
         )
     return parsed
@@ -105,6 +110,17 @@ def warn_degraded(capability: str, lost: str, logger: logging.Logger | Any | Non
     minor = f"{AIRFLOW_VERSION[0]}.{AIRFLOW_VERSION[1]}"
     (logger or log).warning("Airflow %s (%s) lacks %s: %s", minor, AIRFLOW_VERSION_STRING, capability, lost)
     return True
+
+
+# --------------------------------------------------------------- connections in a trigger
+async def aget_connection(hook: Any, conn_id: str) -> Any:
+    """A connection looked up without blocking the triggerer's event loop: the hook's
+    ``aget_connection`` (Airflow 3.1+), else, on 3.0, its ``get_connection`` in a thread (as
+    the Apache providers do there). The same connection either way: nothing is lost."""
+    getter = getattr(hook, "aget_connection", None)
+    if getter is not None:
+        return await getter(conn_id)
+    return await asyncio.to_thread(hook.get_connection, conn_id)
 
 
 # --------------------------------------------------------------- the api-server's names

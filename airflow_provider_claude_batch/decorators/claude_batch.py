@@ -131,7 +131,9 @@ class _ClaudeBatchDecoratedOperator(DecoratedOperator, ClaudeBatchSubmitOperator
                 "(a list of prompts or dicts, a DataFrame) or a file/folder path of them."
             )
         self.source = rows if isinstance(rows, str) else _UntemplatedSource(rows)
-        submitted = super().execute(context)  # the submit operator's execute (DecoratedOperator has none)
+        # The submit operator's execute, named: Airflow 3.0's DecoratedOperator has an execute of
+        # its own (it pushes the return value through an xcom_push operators no longer have).
+        submitted = ClaudeBatchSubmitOperator.execute(self, context)
         self.log.info("Submitted; landing (deferring while batches are open).")
         return self._land(context, submitted["manifest"], lambda lander: lander.execute(context))
 

@@ -29,13 +29,13 @@ from airflow.providers.common.compat.sdk import BaseHook
 from anthropic.types import MessageCountTokensParams
 from anthropic.types.messages import DeletedMessageBatch, MessageBatch
 
-import airflow_provider_claude_batch.compat  # noqa: F401 - refuses an unsupported Airflow first
 from airflow_provider_claude_batch.batching.api import limits
 from airflow_provider_claude_batch.batching.api.batch_state import BatchState, BatchStatesPage, decode_states_page
 from airflow_provider_claude_batch.batching.api.jsonl import iter_lines
 from airflow_provider_claude_batch.batching.api.limits import CLOCK_SKEW
 from airflow_provider_claude_batch.batching.api.queue_limit import is_queue_full
 from airflow_provider_claude_batch.batching.state.batch_index import BatchOwnership, Whose
+from airflow_provider_claude_batch.compat import aget_connection  # also refuses an unsupported Airflow
 from airflow_provider_claude_batch.config import trigger_concurrency
 from airflow_provider_claude_batch.conventions import DEFAULT_CONN_ID
 from airflow_provider_claude_batch.exceptions import (
@@ -293,7 +293,7 @@ class ClaudeBatchHook(BaseHook):
 
     async def asettings(self) -> ClaudeBatchSettings:
         if self._settings is None:
-            conn = await self.aget_connection(self.claude_batch_conn_id)
+            conn = await aget_connection(self, self.claude_batch_conn_id)
             self._settings = ClaudeBatchSettings.from_connection(conn)
         return self._settings
 
