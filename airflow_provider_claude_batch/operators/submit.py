@@ -218,6 +218,11 @@ class ClaudeBatchSubmitOperator(BaseOperator):
     ui_color = "#e8d4c4"
     operator_extra_links = (ClaudeBatchConsoleLink(), ClaudeBatchesPageLink())
 
+    #: Set when the task runs (the extra links and OpenLineage read them); None until then.
+    console_link: str | None = None
+    batches_page_link: str | None = None
+    lineage: LineageRecord | None = None
+
     def __init__(
         self,
         *,
@@ -288,9 +293,6 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         self.reuse_answers = reuse_answers
         # Checked when the DAG is parsed; None: the configured default, read when the task runs.
         self.answer_max_age = None if answer_max_age is None else age(answer_max_age, "answer_max_age")
-        self.console_link: str | None = None
-        self.batches_page_link: str | None = None
-        self.lineage: LineageRecord | None = None
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """OpenLineage: the source dataset read, with its row count (see ``lineage.py``)."""
