@@ -6,7 +6,7 @@ Apache providers: it resolves each name wherever the installed minor keeps it. T
 holds what those shims do not cover:
 
 * **The supported range.** Importing it on an Airflow outside ``SUPPORTED_AIRFLOW`` raises
-  :class:`UnsupportedAirflowError` naming the installed and the supported versions, instead of
+  :class:`ClaudeBatchUnsupportedAirflowError` naming the installed and the supported versions, instead of
   an ``ImportError`` or a task that fails later for a reason nobody can connect to the version.
   Every module that talks to Airflow imports this one (the hook, which every operator, sensor
   and trigger uses; the links; the page), so the check runs before any of them works.
@@ -37,12 +37,13 @@ from typing import Any
 
 from airflow import __version__ as AIRFLOW_VERSION_STRING
 
+from airflow_provider_claude_batch.exceptions import ClaudeBatchUnsupportedAirflowError
+
 __all__ = [
     "AIRFLOW_VERSION",
     "PLUGIN_MENU_ENTRY",
     "SUPPORTED_AIRFLOW",
     "TRIGGER_ON_KILL",
-    "UnsupportedAirflowError",
     "aget_connection",
     "airflow_version",
     "check_supported",
@@ -61,13 +62,6 @@ SUPPORTED_MINORS = ((3, 0), (3, 1), (3, 3))
 SUPPORTED_AIRFLOW = ">=3.0.6,!=3.2.*,<3.4"
 
 
-class UnsupportedAirflowError(RuntimeError):
-    """The installed Airflow is outside the range this provider is tested on.
-
-    A ``RuntimeError``, as the Apache providers raise for the same case, and defined here
-    rather than in ``exceptions`` so that the check imports nothing heavy."""
-
-
 def airflow_version(version: str) -> tuple[int, int, int]:
     """``(major, minor, micro)`` of an Airflow version string. Pre-release and local parts
     (``3.4.0.dev0``, ``3.1.8+astro.1``) count as their release, so a development build of an
@@ -80,10 +74,10 @@ def airflow_version(version: str) -> tuple[int, int, int]:
 
 
 def check_supported(version: str) -> tuple[int, int, int]:
-    """The parsed ``version``, or :class:`UnsupportedAirflowError` naming it and the range."""
+    """The parsed ``version``, or :class:`ClaudeBatchUnsupportedAirflowError` naming it and the range."""
     parsed = airflow_version(version)
     if not (LOWEST_AIRFLOW <= parsed < FIRST_UNTESTED_AIRFLOW and parsed[:2] in SUPPORTED_MINORS):
-        raise UnsupportedAirflowError(
+        raise ClaudeBatchUnsupportedAirflowError(
             f"airflow-provider-claude-batch supports Apache Airflow {SUPPORTED_AIRFLOW} "
             f"(3.0, 3.1 and 3.3); the installed Apache Airflow is {version}. Install a "
             "supported Airflow, or a release of this provider that supports yours."

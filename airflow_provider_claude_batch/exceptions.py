@@ -31,6 +31,7 @@ __all__ = [
     "ClaudeBatchInvalidOutputError",
     "ClaudeBatchJobError",
     "ClaudeBatchManifestError",
+    "ClaudeBatchMediaError",
     "ClaudeBatchMissingResultsError",
     "ClaudeBatchNotFoundError",
     "ClaudeBatchParameterError",
@@ -38,6 +39,7 @@ __all__ = [
     "ClaudeBatchQueueFullError",
     "ClaudeBatchResultsError",
     "ClaudeBatchSupersededError",
+    "ClaudeBatchUnsupportedAirflowError",
     "ClaudeBatchWaitEventError",
     "ClaudeBatchWaitTimeoutError",
 ]
@@ -55,6 +57,12 @@ class ClaudeBatchInputError(ClaudeBatchError, ValueError):
     """
 
 
+class ClaudeBatchMediaError(ClaudeBatchInputError):
+    """Bytes the API would not take as a document or image (type, size, pages, pixels); the
+    message says why. Staging adds the row and the file (``render/documents.py``); the
+    emulator turns it into the API's refusal of that one request."""
+
+
 class ClaudeBatchBudgetError(ClaudeBatchInputError):
     """What a run could cost is over its ``max_cost_usd`` (or cannot be priced): nothing was
     submitted."""
@@ -65,6 +73,13 @@ class ClaudeBatchParameterError(ClaudeBatchInputError):
 
 
 # ---------------------------------------------------------------------- job errors
+class ClaudeBatchUnsupportedAirflowError(ClaudeBatchError, RuntimeError):
+    """The installed Apache Airflow is outside the range this provider is tested on: raised
+    when the provider is imported (see ``compat.py``), before any DAG or task uses it. Neither
+    an input nor a job error: nothing ran. A ``RuntimeError``, as the Apache providers raise
+    for the same case."""
+
+
 class ClaudeBatchJobError(ClaudeBatchError):
     """Something went wrong after work was submitted (or while reading what was)."""
 

@@ -107,7 +107,7 @@ def _block_facts(
 def _checked(raw: bytes, declared: str | None, kind: str, where: str) -> media.MediaFacts:
     try:
         facts = media.inspect(raw)
-    except media.MediaError as exc:
+    except media.ClaudeBatchMediaError as exc:
         raise BlockError(f"{where}: {exc}") from None
     allowed = limits.IMAGE_MEDIA_TYPES if kind == "image" else limits.DOCUMENT_MEDIA_TYPES
     if facts.media_type not in allowed:

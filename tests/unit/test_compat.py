@@ -14,6 +14,7 @@ import textwrap
 import pytest
 
 from airflow_provider_claude_batch import compat
+from airflow_provider_claude_batch.exceptions import ClaudeBatchUnsupportedAirflowError
 
 
 @pytest.mark.parametrize("version", ["3.0.6", "3.1.8", "3.3.2", "3.3.9+astro.1"])
@@ -23,7 +24,7 @@ def test_every_tested_minor_is_accepted(version: str) -> None:
 
 @pytest.mark.parametrize("version", ["2.10.5", "2.11.0", "3.0.0", "3.2.2", "3.4.0", "3.4.0.dev0", "4.0.0", "nightly"])
 def test_a_version_outside_the_range_is_refused_naming_both(version: str) -> None:
-    with pytest.raises(compat.UnsupportedAirflowError) as raised:
+    with pytest.raises(ClaudeBatchUnsupportedAirflowError) as raised:
         compat.check_supported(version)
     message = str(raised.value)
     assert f"the installed Apache Airflow is {version}" in message
@@ -44,7 +45,7 @@ def test_importing_the_operators_on_an_unsupported_airflow_fails_clearly() -> No
     done = _import_with_airflow("2.11.0", "import airflow_provider_claude_batch.operators.submit")
     assert done.returncode != 0
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("airflow_provider_claude_batch.compat.UnsupportedAirflowError:"), last
+    assert last.startswith("airflow_provider_claude_batch.exceptions.ClaudeBatchUnsupportedAirflowError:"), last
     assert "the installed Apache Airflow is 2.11.0" in last
     assert ">=3.0.6,!=3.2.*,<3.4" in last
 

@@ -8,7 +8,12 @@ from importlib import import_module
 
 import airflow_provider_claude_batch
 from airflow_provider_claude_batch import exceptions
-from airflow_provider_claude_batch.exceptions import ClaudeBatchError, ClaudeBatchInputError, ClaudeBatchJobError
+from airflow_provider_claude_batch.exceptions import (
+    ClaudeBatchError,
+    ClaudeBatchInputError,
+    ClaudeBatchJobError,
+    ClaudeBatchUnsupportedAirflowError,
+)
 
 
 def _provider_errors() -> dict[str, type[BaseException]]:
@@ -34,7 +39,13 @@ def test_every_error_is_an_input_error_or_a_job_error() -> None:
     for name in exceptions.__all__:
         error = getattr(exceptions, name)
         assert issubclass(error, ClaudeBatchError), name
-        if error not in (ClaudeBatchError, ClaudeBatchInputError, ClaudeBatchJobError):
+        # Raised at import on an unsupported Airflow, before anything ran: neither family.
+        if error not in (
+            ClaudeBatchError,
+            ClaudeBatchInputError,
+            ClaudeBatchJobError,
+            ClaudeBatchUnsupportedAirflowError,
+        ):
             assert issubclass(error, ClaudeBatchInputError) != issubclass(error, ClaudeBatchJobError), name
     # Input errors are ValueErrors, as Python's own checks of arguments are.
     assert issubclass(ClaudeBatchInputError, ValueError) and not issubclass(ClaudeBatchJobError, ValueError)

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from airflow_provider_claude_batch.batching.api import limits
+from airflow_provider_claude_batch.exceptions import ClaudeBatchMediaError
 
 #: The API scales an image down until its long edge and its pixel count fit these.
 IMAGE_RESIZE_EDGE = 1568
@@ -45,10 +46,6 @@ _CONTROL = re.compile(rb"[\x00-\x08\x0b\x0e-\x1f\x7f]")
 _PDF_PAGE = re.compile(rb"/Type\s*/Page(?![A-Za-z])")
 _PDF_COUNT = re.compile(rb"/Type\s*/Pages\b[^>]*?/Count\s+(\d+)|/Count\s+(\d+)[^>]*?/Type\s*/Pages\b", re.S)
 _PDF_OBJSTM = re.compile(rb"/Type\s*/ObjStm\b[^>]*>>\s*stream\r?\n", re.S)
-
-
-class MediaError(ValueError):
-    """Bytes the API would not take as a document or image; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -123,7 +120,7 @@ def describe_unknown(head: bytes) -> str:
 
 
 def image_size(data: bytes, media_type: str) -> tuple[int, int]:
-    """(width, height) of an image, read from its header; :class:`MediaError` when it has none."""
+    """(width, height) of an image, read from its header; :class:`ClaudeBatchMediaError` when it has none."""
     try:
         if media_type == "image/png" and data[12:16] == b"IHDR":
             return struct.unpack(">II", data[16:24])
@@ -135,7 +132,7 @@ def image_size(data: bytes, media_type: str) -> tuple[int, int]:
             return _jpeg_size(data)
     except struct.error:
         pass
-    raise MediaError(f"the {media_type} image is corrupt: its header does not give its dimensions")
+    raise ClaudeBatchMediaError(f"the {media_type} image is corrupt: its header does not give its dimensions")
 
 
 def _webp_size(data: bytes) -> tuple[int, int]:
@@ -169,16 +166,16 @@ def _jpeg_size(data: bytes) -> tuple[int, int]:
 
 
 def pdf_pages(data: bytes) -> int:
-    """A PDF's page count; :class:`MediaError` for one that is encrypted, cut short or has no
+    """A PDF's page count; :class:`ClaudeBatchMediaError` for one that is encrypted, cut short or has no
     pages. Counts ``/Type /Page`` objects, also inside compressed object streams, and falls back
     to the page tree's ``/Count``."""
     if not data.startswith(b"%PDF-"):
-        raise MediaError("the PDF is corrupt: it does not start with %PDF-")
+        raise ClaudeBatchMediaError("the PDF is corrupt: it does not start with %PDF-")
     if b"%%EOF" not in data[-1024:]:
-        raise MediaError("the PDF is corrupt: it has no %%EOF at its end (cut short?)")
+        raise ClaudeBatchMediaError("the PDF is corrupt: it has no %%EOF at its end (cut short?)")
     # ``bytes.find`` (memchr speed) first: the regular expressions run only where it found something.
     if b"/Encrypt" in data and re.search(rb"/Encrypt\s*(\d+\s+\d+\s+R|<<)", data):
-        raise MediaError("the PDF is encrypted: the API reads only PDFs without a password or encryption")
+        raise ClaudeBatchMediaError("the PDF is encrypted: the API reads only PDFs without a password or encryption")
     pages = len(_PDF_PAGE.findall(data))
     for match in _PDF_OBJSTM.finditer(data) if b"/ObjStm" in data else ():
         end = data.find(b"endstream", match.end())
@@ -190,16 +187,16 @@ def pdf_pages(data: bytes) -> int:
         counts = [int(a or b) for a, b in _PDF_COUNT.findall(data)]
         pages = max(counts, default=0)
     if not pages:
-        raise MediaError("the PDF is corrupt: no page found in it")
+        raise ClaudeBatchMediaError("the PDF is corrupt: no page found in it")
     return pages
 
 
 def inspect(data: bytes, *, digest: bool = True) -> MediaFacts:
-    """The facts of one document or image, or :class:`MediaError` saying why the API would not
+    """The facts of one document or image, or :class:`ClaudeBatchMediaError` saying why the API would not
     take it (an unsupported type, an empty file, a corrupt PDF or image, a size limit).
     ``digest=False`` leaves ``sha256`` empty (the renderer's content key hashes the bytes anyway)."""
     if not data:
-        raise MediaError("it is empty (0 bytes)")
+        raise ClaudeBatchMediaError("it is empty (0 bytes)")
     media_type = sniff(data[:SNIFF_BYTES])
     if media_type == "text/plain":
         try:
@@ -209,7 +206,7 @@ def inspect(data: bytes, *, digest: bool = True) -> MediaFacts:
         if _CONTROL.search(data):
             media_type = None
     if media_type is None:
-        raise MediaError(
+        raise ClaudeBatchMediaError(
             f"it is {describe_unknown(data[:SNIFF_BYTES])}, not a type the API takes "
             f"({', '.join(limits.DOCUMENT_MEDIA_TYPES + limits.IMAGE_MEDIA_TYPES)})"
         )
@@ -217,7 +214,7 @@ def inspect(data: bytes, *, digest: bool = True) -> MediaFacts:
     if media_type == "application/pdf":
         pages = pdf_pages(data)
         if pages > limits.MAX_PDF_PAGES:
-            raise MediaError(f"the PDF has {pages} pages; the API takes at most {limits.MAX_PDF_PAGES}")
+            raise ClaudeBatchMediaError(f"the PDF has {pages} pages; the API takes at most {limits.MAX_PDF_PAGES}")
         return MediaFacts(media_type, len(data), sha256, pages=pages)
     if media_type in limits.IMAGE_MEDIA_TYPES:
         width, height = image_size(data, media_type)
@@ -230,11 +227,11 @@ def inspect(data: bytes, *, digest: bool = True) -> MediaFacts:
 def check_image(facts: MediaFacts, max_side: int) -> None:
     """An image's own limits: its bytes and its sides (``max_side`` depends on the request)."""
     if facts.size > limits.MAX_IMAGE_BYTES:
-        raise MediaError(f"the image is {facts.size} bytes; the API takes at most {limits.MAX_IMAGE_BYTES}")
+        raise ClaudeBatchMediaError(f"the image is {facts.size} bytes; the API takes at most {limits.MAX_IMAGE_BYTES}")
     if not facts.width or not facts.height:
-        raise MediaError(f"the image is {facts.width}x{facts.height} pixels: empty")
+        raise ClaudeBatchMediaError(f"the image is {facts.width}x{facts.height} pixels: empty")
     if max(facts.width, facts.height) > max_side:
-        raise MediaError(
+        raise ClaudeBatchMediaError(
             f"the image is {facts.width}x{facts.height} pixels; the API takes at most {max_side} a side"
             + (
                 f" when a request holds more than {limits.MANY_IMAGES} images"
@@ -254,7 +251,7 @@ def check_request(facts: Sequence[MediaFacts]) -> str | None:
         for item in images:
             try:
                 check_image(item, limits.MAX_IMAGE_SIDE_MANY)
-            except MediaError as exc:
+            except ClaudeBatchMediaError as exc:
                 return str(exc)
     pdf_bytes = sum(item.size for item in facts if item.media_type == "application/pdf")
     if pdf_bytes > limits.MAX_PDF_BYTES_PER_REQUEST:
@@ -289,6 +286,6 @@ def blocks_in_tally(messages: object) -> int:
             try:
                 raw = data.encode() if source.get("type") == "text" else base64.b64decode(data, validate=True)
                 change += inspect(raw).tokens() - len(data)
-            except (MediaError, binascii.Error, ValueError):
+            except (ClaudeBatchMediaError, binascii.Error, ValueError):
                 continue
     return change

@@ -160,7 +160,7 @@ class ContentRenderer:
             data, label = read_bytes(value, place)
             try:
                 facts = media.inspect(data, digest=False)
-            except media.MediaError as exc:
+            except media.ClaudeBatchMediaError as exc:
                 raise ClaudeBatchInputError(f"{place}, {label}: {exc}") from None
             allowed = limits.IMAGE_MEDIA_TYPES if block.kind == "image" else limits.DOCUMENT_MEDIA_TYPES
             if facts.media_type not in allowed:

@@ -35,7 +35,7 @@ def test_dimensions_of_each_image_kind() -> None:
     assert media.image_size(jpeg, "image/jpeg") == (600, 300)
     webp = b"RIFF\x00\x00\x00\x00WEBPVP8X" + b"\x00" * 8 + (99).to_bytes(3, "little") + (49).to_bytes(3, "little")
     assert media.image_size(webp, "image/webp") == (100, 50)
-    with pytest.raises(media.MediaError, match="corrupt"):
+    with pytest.raises(media.ClaudeBatchMediaError, match="corrupt"):
         media.image_size(b"\xff\xd8\xff\xe0", "image/jpeg")
 
 
@@ -59,7 +59,7 @@ def test_pdf_pages_also_in_compressed_object_streams() -> None:
     ],
 )
 def test_inspect_refuses_what_the_api_refuses(data: bytes, message: str) -> None:
-    with pytest.raises(media.MediaError, match=message):
+    with pytest.raises(media.ClaudeBatchMediaError, match=message):
         media.inspect(data)
 
 
