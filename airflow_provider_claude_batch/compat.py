@@ -54,12 +54,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: The lowest supported release, the first minor above the tested ones, and the minors whose
-#: smoke passes (pyproject says the same). 3.2 imports the provider, but its dag.test() cannot
-#: run a task with the dependencies resolved today (docs/compatibility.md): not declared.
+#: smoke passes (pyproject says the same).
 LOWEST_AIRFLOW = (3, 0, 6)
 FIRST_UNTESTED_AIRFLOW = (3, 4, 0)
-SUPPORTED_MINORS = ((3, 0), (3, 1), (3, 3))
-SUPPORTED_AIRFLOW = ">=3.0.6,!=3.2.*,<3.4"
+SUPPORTED_MINORS = ((3, 0), (3, 1), (3, 2), (3, 3))
+SUPPORTED_AIRFLOW = ">=3.0.6,<3.4"
 
 
 def airflow_version(version: str) -> tuple[int, int, int]:
@@ -79,7 +78,7 @@ def check_supported(version: str) -> tuple[int, int, int]:
     if not (LOWEST_AIRFLOW <= parsed < FIRST_UNTESTED_AIRFLOW and parsed[:2] in SUPPORTED_MINORS):
         raise ClaudeBatchUnsupportedAirflowError(
             f"airflow-provider-claude-batch supports Apache Airflow {SUPPORTED_AIRFLOW} "
-            f"(3.0, 3.1 and 3.3); the installed Apache Airflow is {version}. Install a "
+            f"(3.0 to 3.3); the installed Apache Airflow is {version}. Install a "
             "supported Airflow, or a release of this provider that supports yours."
         )
     return parsed

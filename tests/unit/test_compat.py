@@ -17,12 +17,12 @@ from airflow_provider_claude_batch import compat
 from airflow_provider_claude_batch.exceptions import ClaudeBatchUnsupportedAirflowError
 
 
-@pytest.mark.parametrize("version", ["3.0.6", "3.1.8", "3.3.2", "3.3.9+astro.1"])
+@pytest.mark.parametrize("version", ["3.0.6", "3.1.8", "3.2.2", "3.3.2", "3.3.9+astro.1"])
 def test_every_tested_minor_is_accepted(version: str) -> None:
-    assert compat.check_supported(version)[:2] in {(3, 0), (3, 1), (3, 3)}
+    assert compat.check_supported(version)[:2] in {(3, 0), (3, 1), (3, 2), (3, 3)}
 
 
-@pytest.mark.parametrize("version", ["2.10.5", "2.11.0", "3.0.0", "3.2.2", "3.4.0", "3.4.0.dev0", "4.0.0", "nightly"])
+@pytest.mark.parametrize("version", ["2.10.5", "2.11.0", "3.0.0", "3.4.0", "3.4.0.dev0", "4.0.0", "nightly"])
 def test_a_version_outside_the_range_is_refused_naming_both(version: str) -> None:
     with pytest.raises(ClaudeBatchUnsupportedAirflowError) as raised:
         compat.check_supported(version)
@@ -47,7 +47,7 @@ def test_importing_the_operators_on_an_unsupported_airflow_fails_clearly() -> No
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("airflow_provider_claude_batch.exceptions.ClaudeBatchUnsupportedAirflowError:"), last
     assert "the installed Apache Airflow is 2.11.0" in last
-    assert ">=3.0.6,!=3.2.*,<3.4" in last
+    assert ">=3.0.6,<3.4" in last
 
 
 def test_a_trigger_warns_once_that_a_killed_deferred_wait_is_not_cancelled_before_3_3() -> None:
