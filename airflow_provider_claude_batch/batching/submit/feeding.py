@@ -190,11 +190,10 @@ def _create_what_fits(
 
     def created() -> None:
         count = sent["sending"] or 0
-        if settings.limit is None:
-            turns.learn(turns.learned().accepted(sent["queued"] or 0, count))
+        _bookkeep(lambda: _learn_accepted(turns, sent["queued"] or 0, count) if settings.limit is None else None)
         sent["queued"] = (sent["queued"] or 0) + count
         sent["room"] = None if sent["room"] is None else sent["room"] - count
-        turns.refresh_lock(settings.owner)
+        _bookkeep(lambda: turns.refresh_lock(settings.owner))
         if on_created is not None:
             on_created()
 
@@ -252,3 +251,22 @@ def _report(
     if not fed.done and not fed.reason:
         fed.reason = "no room for the next chunk"
     return fed
+
+
+def _learn_accepted(turns: QueueTurns, queued: int, count: int) -> None:
+    """Record what an accepted create taught about an unconfigured limit, when it taught
+    something new (a write per create on object storage is a request that can fail)."""
+    learned = turns.learned()
+    taught = learned.accepted(queued, count)
+    if taught != learned:
+        turns.learn(taught)
+
+
+def _bookkeep(step: Callable[[], object]) -> None:
+    """Run a step of the queue's bookkeeping after a create: the batch exists and is recorded
+    in the manifest, so a failure here (object storage refusing a write) must not fail the
+    run and send it to a retry; it is logged, and the next step learns and locks again."""
+    try:
+        step()
+    except Exception as error:
+        log.warning("Could not update the batch queue's records after a create (%s); carrying on.", error)

@@ -86,3 +86,17 @@ def test_two_workers_racing_for_the_last_room_make_one_create(tmp_path: Path, em
     assert emulator.emulator.stats["batches_created"] == 1 and emulator.emulator.stats["queue_refusals"] == 0
     assert sorted(len(fed.created) for fed in results) == [0, 1]
     assert [fed.waiting_chunks for fed in results if not fed.created] == [1]
+
+
+def test_a_record_the_queue_cannot_write_after_a_create_does_not_fail_the_step(
+    tmp_path: Path, emulator: RunningEmulator
+) -> None:
+    # Object storage refusing the learned limit's write after a create must not send the run to
+    # a retry: the batch exists. A directory where the record goes makes the write fail for real.
+    emulator.emulator.config.processing_seconds = 60
+    manifest, work_dir = _staged(tmp_path, "r1", rows=20)
+    blocked = Path(str(work_dir.queue_learned_limit("c")))
+    (blocked / "in-the-way").mkdir(parents=True)
+    fed = _feed(manifest, work_dir, limit=None)
+    assert len(fed.created) == 2 and fed.done
+    assert emulator.emulator.stats["batches_created"] == 2
