@@ -166,6 +166,18 @@ def _time_and_limits(group: argparse._ArgumentGroup) -> None:
         "still processing gets 429 rate_limit_error (default: no limit)",
     )
     add(
+        "--list-lag-seconds",
+        metavar="S",
+        type=float,
+        default=0.0,
+        help="a new batch is missing from list for S seconds (retrieve finds it): a stale listing (default: 0)",
+    )
+    add(
+        "--answer-digest",
+        action="store_true",
+        help="end free-text answers with '#' and a digest of the request's last user text (default: off)",
+    )
+    add(
         "--no-results-ranges",
         dest="results_ranges",
         action="store_false",
@@ -231,6 +243,8 @@ def config_from(args: argparse.Namespace) -> EmulatorConfig:
         max_requests_per_batch=args.max_requests,
         max_bytes_per_batch=args.max_bytes,
         queue_limit=args.queue_limit,
+        list_lag_seconds=args.list_lag_seconds,
+        answer_digest=args.answer_digest,
         results_ranges=args.results_ranges,
         errored_fraction=args.errored_fraction,
         expired_fraction=args.expired_fraction,

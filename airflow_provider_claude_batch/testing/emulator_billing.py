@@ -12,17 +12,21 @@ Invariants:
   ``cost_usd`` a landing computes for the same rows. They are priced when asked: new
   ``prices`` reprice everything billed.
 * A model without a price makes the cost unknown (``None``, never zero), and is named.
+* The ledger by content (:meth:`Billing.add_contents`) counts how often each distinct request
+  (model, ``max_tokens``, system and messages) was billed: a count above one is the same work
+  paid twice, the oracle of the fault soak.
 * Like the other counters, billing starts empty with the process and with a reset.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_provider_claude_batch.batching.api.pricing import PriceTable, Usage
+from airflow_provider_claude_batch.testing.emulator_requests import StoredRequest, stable_int
 
 #: The usage figures billed per model, in the order they are reported.
 TOKEN_FIELDS = (
@@ -55,6 +59,8 @@ class Billing:
 
     batches: int = 0
     by_model: dict[str, Counter[str]] = field(default_factory=dict)
+    #: Times billed per distinct request content (see :meth:`add_contents`).
+    by_content: Counter[int] = field(default_factory=Counter)
 
     def add_line(self, line: Mapping[str, Any]) -> None:
         """Bill one results line (only a succeeded one costs anything)."""
@@ -66,9 +72,19 @@ class Billing:
         billed["requests"] += 1
         billed.update(_usage_counts(message.get("usage") or {}))
 
+    def add_contents(self, succeeded: Iterable[StoredRequest]) -> None:
+        """Count each billed request by its content (not its custom_id: a rerun sends the same
+        work under the same id, a second DAG under another)."""
+        self.by_content.update(stable_int(r.model, r.max_tokens, r.prompt_digest) for r in succeeded)
+
+    def billed_twice(self) -> dict[int, int]:
+        """Contents billed more than once, with how often."""
+        return {content: times for content, times in self.by_content.items() if times > 1}
+
     def clear(self) -> None:
         self.batches = 0
         self.by_model.clear()
+        self.by_content.clear()
 
     def report(self, prices: PriceTable) -> dict[str, Any]:
         """Totals and per-model figures, with ``cost_usd`` at batch prices (None when some model
@@ -96,4 +112,6 @@ class Billing:
             "cost_usd": None if cost is None else round(cost, 6),
             "unpriced_models": unpriced,
             "by_model": models,
+            "contents": len(self.by_content),
+            "contents_billed_twice": len(self.billed_twice()),
         }

@@ -82,6 +82,8 @@ class StoredRequest(msgspec.Struct, gc=False):
     documents: list[dict[str, Any]] | None = None
     #: Their estimated input tokens (their data is not counted as prompt characters).
     media_tokens: int = 0
+    #: With ``answer_digest``: the digest of the last user text, echoed at the end of the answer.
+    text_digest: str | None = None
 
 
 class _WireParams(msgspec.Struct, gc=False):
@@ -294,6 +296,35 @@ def _web_searches(tools: Any) -> int:
 def prompt_bytes(params: dict[str, Any]) -> bytes:
     """What the emulator counts input tokens of: the system prompt and the messages."""
     return _encoder.encode([params.get("system"), params.get("messages")])
+
+
+def answer_digest(text: str) -> str:
+    """The digest an ``answer_digest`` emulator echoes for a request whose last user text is
+    ``text``: 16 hex digits of its SHA-256 (a test computes the same from its own rows)."""
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _last_user_text(params: Any) -> str:
+    messages = params.get("messages") if isinstance(params, dict) else None
+    for message in reversed(messages if isinstance(messages, list) else []):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            if isinstance(content, list):
+                return "".join(
+                    block.get("text", "")
+                    for block in content
+                    if isinstance(block, dict) and block.get("type") == "text"
+                )
+    return ""
+
+
+def text_digests(body: bytes) -> list[str]:
+    """The :func:`answer_digest` of each request of a create body, in order (a second decode
+    of the body, paid only by an emulator that echoes digests)."""
+    requests = decode_body(body)["requests"]
+    return [answer_digest(_last_user_text(item.get("params"))) for item in requests]
 
 
 def decode_body(body: bytes) -> Any:

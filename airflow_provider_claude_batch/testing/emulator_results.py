@@ -136,9 +136,10 @@ def spoiled(batch_id: str, request: StoredRequest, settings: AnswerSettings) -> 
 def reply_text(request: StoredRequest, reply_chars: tuple[int, int] | None) -> str:
     """The text answer of a request without a schema: the tag and three words, or a length drawn
     from ``reply_chars`` by the prompt's hash."""
+    echo = f" #{request.text_digest}" if request.text_digest else ""
     if reply_chars is None:
         words = [_FILLER_WORDS[(request.prompt_digest >> (5 * k)) % len(_FILLER_WORDS)] for k in range(3)]
-        return f"{EMULATOR_TAG} {' '.join(words)}"
+        return f"{EMULATOR_TAG} {' '.join(words)}{echo}"
     low, high = reply_chars
     target = low + request.prompt_digest % max(1, high - low + 1)
     text = EMULATOR_TAG
@@ -146,7 +147,7 @@ def reply_text(request: StoredRequest, reply_chars: tuple[int, int] | None) -> s
     while len(text) < target:
         text += " " + _FILLER_WORDS[(request.prompt_digest + k * 7919) % len(_FILLER_WORDS)]
         k += 1
-    return text[:target]
+    return text[:target] + echo
 
 
 def _message(batch_id: str, request: StoredRequest, settings: AnswerSettings) -> dict[str, Any]:

@@ -61,6 +61,7 @@ from airflow_provider_claude_batch.testing.emulator_requests import (
     StoredRequest,
     parse_create,
     stable_int,
+    text_digests,
 )
 from airflow_provider_claude_batch.testing.emulator_results import write_results
 from airflow_provider_claude_batch.testing.federation import FederationRule, TokenIssuer
@@ -180,6 +181,13 @@ class EmulatorConfig:
     #: the API's 429 ``rate_limit_error`` and creates nothing; ``stats`` keep the high-water mark
     #: of requests queued (``queue_high_water``) and the refusals (``queue_refusals``).
     queue_limit: int | None = None
+    #: Seconds after its create during which a batch is missing from ``list`` (it answers
+    #: ``retrieve``): the lag of a listing behind a create that the API documents nowhere
+    #: but that a create-once lookup must survive.
+    list_lag_seconds: float = 0.0
+    #: Free-text answers end with `` #`` and 16 hex digits of the SHA-256 of the request's last
+    #: user text (:func:`answer_digest`), so a row landed with another row's answer is caught.
+    answer_digest: bool = False
 
 
 @dataclass
@@ -455,6 +463,9 @@ class Emulator:
                 error_type="request_too_large",
             )
         stored = parse_create(body, workspace, config.max_requests_per_batch, self.files.resolve)
+        if config.answer_digest:
+            for request, digest in zip(stored, text_digests(body), strict=True):
+                request.text_digest = digest
         now = self.clock.now()
         with self._lock:
             queued = self._admit_to_queue(len(stored), now)
@@ -548,7 +559,12 @@ class Emulator:
             raise EmulatorHTTPError(400, f"limit: Input should be between 1 and {limits.LIST_PAGE_MAX}")
         with self._lock:
             now = self.clock.now()
-            newest_first = [b for b in reversed(self._batches.values()) if not b.deleted and b.workspace == workspace]
+            listed_before = now - timedelta(seconds=self.config.list_lag_seconds)
+            newest_first = [
+                b
+                for b in reversed(self._batches.values())
+                if not b.deleted and b.workspace == workspace and b.created_at <= listed_before
+            ]
             for batch in newest_first:
                 self._settle(batch, now)
             page, has_more = cursor_page(newest_first, _batch_id, limit, after_id, before_id)
@@ -585,6 +601,7 @@ class Emulator:
         path = os.path.join(self._results_dir, f"{batch.id}.jsonl")
         write_results(path, batch.id, pairs, self.config, on_line=self.billing.add_line)
         self.billing.batches += 1
+        self.billing.add_contents(request for request, outcome in pairs if outcome == "succeeded")
         self.stats["results_rendered"] += 1
         return path
 

@@ -116,6 +116,8 @@ FLAGS = {
     "truncated_fraction": "--truncated-fraction",
     "prices": "--prices",
     "queue_limit": "--queue-limit",
+    "list_lag_seconds": "--list-lag-seconds",
+    "answer_digest": "--answer-digest",
 }
 
 

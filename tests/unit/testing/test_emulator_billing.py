@@ -67,4 +67,22 @@ def test_an_unpriced_model_makes_the_cost_unknown_and_a_clear_starts_over() -> N
         "cost_usd": 0.0,
         "unpriced_models": [],
         "by_model": {},
+        "contents": 0,
+        "contents_billed_twice": 0,
     }
+
+
+def test_the_ledger_by_content_counts_the_same_work_billed_twice() -> None:
+    from airflow_provider_claude_batch.testing.emulator_requests import StoredRequest
+
+    def request(custom_id: str, digest: int, max_tokens: int = 8) -> StoredRequest:
+        return StoredRequest(custom_id, "m", max_tokens, 10, digest, None)
+
+    billing = Billing()
+    billing.add_contents([request("a", 1), request("b", 2)])
+    billing.add_contents([request("a-again", 1), request("c", 2, max_tokens=9)])  # another id, same work
+    assert list(billing.billed_twice().values()) == [2]
+    report = billing.report(PRICES)
+    assert (report["contents"], report["contents_billed_twice"]) == (3, 1)
+    billing.clear()
+    assert billing.report(PRICES)["contents"] == 0

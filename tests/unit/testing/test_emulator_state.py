@@ -411,3 +411,41 @@ def test_billed_dollars_follow_the_prices_and_an_unpriced_model_is_unknown(
     assert billed["cost_usd"] is None and billed["unpriced_models"] == ["house-model"]
     assert billed["by_model"]["house-model"]["cost_usd"] is None and billed["requests"] == 5
     assert billed["by_model"]["claude-sonnet-4-6"]["cost_usd"] == pytest.approx(expected * 10, abs=1e-6)
+
+
+def test_a_listing_lags_a_create_by_list_lag_seconds(client: anthropic.Anthropic, emulator: RunningEmulator) -> None:
+    """A stale listing: the new batch is retrievable at once but listed only after the lag."""
+    emulator.emulator.config.list_lag_seconds = 60
+    batch = client.messages.batches.create(requests=make_requests(1))
+    assert client.messages.batches.retrieve(batch.id).id == batch.id
+    assert [b.id for b in client.messages.batches.list(limit=10)] == []
+    emulator.emulator.advance(61)
+    assert [b.id for b in client.messages.batches.list(limit=10)] == [batch.id]
+
+
+def test_answer_digest_echoes_each_requests_own_text_and_the_ledger_counts_contents(
+    client: anthropic.Anthropic, emulator: RunningEmulator
+) -> None:
+    from airflow_provider_claude_batch.testing.emulator_requests import answer_digest
+
+    emulator.emulator.config.answer_digest = True
+    texts = {"a": "Classify: ticket one", "b": "Classify: ticket two"}
+    requests = [
+        {
+            "custom_id": cid,
+            "params": {
+                "model": "claude-haiku-4-5",
+                "max_tokens": 64,
+                "messages": [{"role": "user", "content": [{"type": "text", "text": text}]}],
+            },
+        }
+        for cid, text in texts.items()
+    ]
+    first = client.messages.batches.create(requests=requests)
+    again = client.messages.batches.create(requests=requests[:1])  # the same work, paid twice
+    answers = {r.custom_id: r.result.message.content[0].text for r in _results(client, first.id)}
+    assert answers == {cid: answers[cid].rsplit(" #", 1)[0] + f" #{answer_digest(text)}" for cid, text in texts.items()}
+    assert answers["a"] != answers["b"]
+    _results(client, again.id)
+    billed = emulator.emulator.snapshot()["billed"]
+    assert (billed["contents"], billed["contents_billed_twice"]) == (2, 1)
