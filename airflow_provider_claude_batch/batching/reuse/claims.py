@@ -23,7 +23,11 @@ earliest claim never waits, so waits cannot cycle. A claim's time never changes;
 life (``alive_at``) is refreshed while its run waits and as it creates batches, so a long wait
 or a long run of creates is not mistaken for a dead run. A run waits only for batches to be
 *created*, never for them to end: the transfer awaits their answers as for any in-flight
-request. Limits: worker clocks are assumed to agree to within the time between two claims
+request. A run that **feeds** its chunks through the batch queue (``batching/submit/feeding``)
+creates them over several steps, hours apart: it keeps its claim until its last chunk is created
+(each step finds it again with :meth:`Claim.resume` and refreshes its sign of life, a step at
+least every few minutes), so a later run never plans while rows of the earlier one wait for room:
+it waits, then awaits them like any request in flight. Limits: worker clocks are assumed to agree to within the time between two claims
 (NTP); a run killed after claiming holds others back until its sign of life is ``timeout`` old.
 """
 
@@ -42,7 +46,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from airflow_provider_claude_batch.batching.render.content_key import as_arrow
+from airflow_provider_claude_batch.batching.render.content_key import KEY_BYTES, as_arrow
 from airflow_provider_claude_batch.batching.state.run_dir import RunDir, WorkDir
 from airflow_provider_claude_batch.batching.state.storage import parquet_bytes, write_whole
 
@@ -80,6 +84,17 @@ class Claim:
         self._write_state(claimed_at=None)
         write_whole(self.work_dir.claim_keys_file(self.owner), parquet_bytes(pa.table({"key": as_arrow(self.keys)})))
         self._write_state(claimed_at=_now())
+
+    @classmethod
+    def resume(cls, work_dir: WorkDir | Any, owner: str, timeout: timedelta = CLAIM_TIMEOUT) -> Claim | None:
+        """The claim ``owner`` made in an earlier step or try and kept while it feeds (None: it
+        has none claimed). Its keys stay on disk, where other runs read them; this object only
+        refreshes and drops it."""
+        work_dir = WorkDir.of(work_dir)
+        state = _read_state(work_dir, owner)
+        if state is None or state[1] is None:
+            return None
+        return cls(work_dir, owner, np.zeros((0, KEY_BYTES), np.uint8), timeout, claimed_at=state[1])
 
     def alive(self) -> None:
         """Refresh this claim's sign of life (at most once per ``ALIVE_EVERY``)."""

@@ -325,7 +325,7 @@ class Submission:
             ceiling = self._check_budget(staged, existing)
             manifest, reattached = self._reconcile(existing, staged)
         except BaseException:
-            self._drop_claim(claim)
+            self._drop_claim(claim)  # made now: nothing of this try's plan went out
             raise
         finally:
             # The one place this try's staging is deleted: when the manifest does not name it.
@@ -338,6 +338,8 @@ class Submission:
                 "Input unchanged since an earlier try: re-attaching to %d existing batch(es).",
                 len(manifest.batch_ids()),
             )
+        if claim is None and reattached:  # a retry of a run still feeding: its claim is kept
+            claim = self._resume_claim()
         try:
             manifest.save(self.run_dir)
             self._drop_earlier_staging(manifest)
@@ -346,13 +348,13 @@ class Submission:
             if claim is not None and self.reuse is not None:  # what was created is in flight, then no claim
                 with contextlib.suppress(Exception):
                     mark_in_flight(manifest, self.run_dir, self.reuse.store, self._owner)
-            self._drop_claim(claim)
+            self._settle_claim(claim, manifest)
             raise
         try:
             if self.reuse is not None and manifest.reuse is not None:
                 mark_in_flight(manifest, self.run_dir, self.reuse.store, self._owner)
         finally:  # recorded in flight first: a run waiting on the claim then finds the batches
-            self._drop_claim(claim)
+            self._settle_claim(claim, manifest)
         return Submitted(manifest, fed.created, ceiling, reattached, fed if self.queue is not None else None)
 
     def _create(self, manifest: Manifest, fence: TryFence, alive: Callable[[], None] | None) -> Fed:
@@ -373,10 +375,41 @@ class Submission:
         fence = TryFence(self.run_dir, self.task.try_number)
         fence.check()
         manifest = load_manifest(self.run_dir)
-        fed = self._create(manifest, fence, None)
-        if fed.created and self.reuse is not None and manifest.reuse is not None:
-            mark_in_flight(manifest, self.run_dir, self.reuse.store, self._owner)
+        claim = self._resume_claim()
+        created: bool | None = None  # None: the step failed, what it created is not known
+        try:
+            fed = self._create(manifest, fence, None if claim is None else claim.alive)
+            created = bool(fed.created)
+        finally:  # on an error too: what this step created is in flight before the claim goes
+            if self.reuse is not None and manifest.reuse is not None and created is not False:
+                with contextlib.suppress(Exception):
+                    mark_in_flight(manifest, self.run_dir, self.reuse.store, self._owner)
+            self._settle_claim(claim, manifest)
         return Submitted(manifest, fed.created, None, True, fed)
+
+    def _resume_claim(self) -> Claim | None:
+        """This run's claim kept from an earlier feeding step or try (see ``claims``), if any."""
+        if self.reuse is None:
+            return None
+        try:
+            return Claim.resume(self.reuse.store.work_dir, self._owner)
+        except Exception as error:  # unreadable: the run creates as before, unclaimed
+            self.logger.warning("Could not read this run's claim on its requests: %s", error)
+            return None
+
+    def _settle_claim(self, claim: Claim | None, manifest: Manifest) -> None:
+        """After a create step: keep the claim while chunks wait for room in the batch queue (a
+        later run over the same rows then waits for their creates instead of sending them too),
+        refreshing its sign of life; drop it once every chunk is created. Never raises."""
+        if claim is None:
+            return
+        if not any(record.needs_create for record in manifest.batches):
+            self._drop_claim(claim)
+            return
+        try:
+            claim.alive()
+        except Exception as error:
+            self.logger.warning("Could not refresh this run's claim on its requests: %s", error)
 
     def _drop_claim(self, claim: Claim | None) -> None:
         """Drop this run's claim (see ``claims``), if it made one; never raises."""

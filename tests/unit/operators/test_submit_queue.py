@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -81,10 +82,13 @@ def _step(operator: ClaudeBatchSubmitOperator, context: Any, deferred: TaskDefer
         return again
 
 
-def _feed_to_the_end(operators: list[tuple[ClaudeBatchSubmitOperator, Any]], emulator: RunningEmulator) -> list[Any]:
-    """Run each task's steps in turn; between rounds the emulator's clock moves one processing
-    time on (every open batch ends). Returns each task's summary."""
-    states: list[Any] = [None] * len(operators)
+def _feed_to_the_end(
+    operators: list[tuple[ClaudeBatchSubmitOperator, Any]], emulator: RunningEmulator, states: list[Any] | None = None
+) -> list[Any]:
+    """Run each task's steps in turn (from ``states``: a task deferred resumes, else it executes);
+    between rounds the emulator's clock moves one processing time on (every open batch ends).
+    Returns each task's summary."""
+    states = list(states or [None] * len(operators))
     for _ in range(20):
         for index, (operator, context) in enumerate(operators):
             if states[index] is None or isinstance(states[index], TaskDeferred):
@@ -223,3 +227,45 @@ def test_the_sensor_refuses_a_run_still_feeding(tmp_path: Path, emulator: Runnin
     sensor = ClaudeBatchSensor(task_id="wait", manifest=str(tmp_path / "work" / "dag" / "run" / "submit"))
     with pytest.raises(ClaudeBatchError, match="still be feeding them through the batch queue"):
         sensor.execute({})
+
+
+@pytest.mark.parametrize("steps", ["resumed", "retried"])
+def test_a_run_overlapping_one_still_feeding_sends_no_request_twice(
+    tmp_path: Path, emulator: RunningEmulator, connection_env: Any, monkeypatch: pytest.MonkeyPatch, steps: str
+) -> None:
+    """Run a feeds 40 rows through a queue of two chunks: its last two chunks wait for room.
+    Run b, over 20 of the same rows and 10 of its own, starts while a is waiting: a's claim still
+    covers the chunks it has not created (whether a's next steps resume from the deferral or come
+    from a retry), so b waits for them to be created and awaits their answers instead of sending
+    them too. The oracle: the emulator received each distinct request once (50), not 70."""
+    from airflow_provider_claude_batch.batching.reuse import claims
+
+    monkeypatch.setattr(claims, "MAX_PAUSE", 0.05)  # b looks at the claims often: the test stays fast
+    _queue(emulator, limit=20, connection_env=connection_env)
+
+    def reusing(rows: list[str]) -> ClaudeBatchSubmitOperator:
+        operator = _operator(tmp_path, rows)
+        operator.reuse_answers = True
+        return operator
+
+    run_a = reusing([f"q{i}" for i in range(40)])
+    deferred = _step(run_a, _context(run_id="a"), None)
+    assert isinstance(deferred, TaskDeferred) and emulator.emulator.stats["requests_received"] == 20
+    run_b = reusing([f"q{i}" for i in range(20, 50)])  # q20-q39 wait in a's chunks not created yet
+    outcome: list[Any] = []
+    worker = threading.Thread(target=lambda: outcome.append(_step(run_b, _context(run_id="b"), None)))
+    worker.start()
+    emulator.emulator.advance(PROCESSING)
+    summary_a = _feed_to_the_end([(run_a, _context(run_id="a"))], emulator, [deferred if steps == "resumed" else None])[
+        0
+    ]
+    worker.join(timeout=60)
+    assert not worker.is_alive() and outcome
+    if isinstance(outcome[0], TaskDeferred):
+        emulator.emulator.advance(PROCESSING)
+        outcome[0] = _feed_to_the_end([(run_b, _context(run_id="b"))], emulator, outcome)[0]
+    summary_b = outcome[0]
+    assert emulator.emulator.stats["requests_received"] == 50  # each distinct request sent once
+    emulator.emulator.advance(PROCESSING)
+    assert _land(tmp_path, summary_a, "out-a") == {f"row-{i}" for i in range(40)}
+    assert _land(tmp_path, summary_b, "out-b") == {f"row-{i}" for i in range(30)}

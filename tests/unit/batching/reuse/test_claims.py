@@ -215,3 +215,24 @@ def test_a_waiting_claim_stays_alive_and_keeps_its_time(tmp_path: Path, monkeypa
     assert after["claimed_at"] == before["claimed_at"] and after["alive_at"] > before["alive_at"]
     claim.drop()
     assert not any(work_dir.in_flight_folder.iterdir())
+
+
+def test_a_claim_kept_while_feeding_is_resumed_keeps_its_time_and_still_holds_others_back(tmp_path: Path) -> None:
+    """A run that feeds keeps its claim between steps: ``Claim.resume`` finds it (same time, so
+    the run keeps its place), refreshes it and drops it; with no claim, or one still choosing,
+    there is nothing to resume."""
+    work_dir = WorkDir(str(tmp_path))
+    keys = np.arange(2 * KEY_BYTES, dtype=np.uint8).reshape(2, KEY_BYTES)
+    assert claims.Claim.resume(work_dir, "feeding") is None
+    made, _ = claim_and_wait(work_dir, "feeding", keys)
+    resumed = claims.Claim.resume(work_dir, "feeding")
+    assert resumed is not None and resumed.claimed_at == made.claimed_at
+    resumed.alive()
+    later = claims.Claim(work_dir, "later", keys[:1])
+    later.make()
+    assert later.blocking() == (0, 1, 1)  # the resumed claim's keys still hold the later run back
+    resumed.drop()
+    assert later.blocking() == (0, 0, 0) and claims.Claim.resume(work_dir, "feeding") is None
+    choosing = claims.Claim(work_dir, "choosing", keys)
+    choosing._write_state(claimed_at=None)
+    assert claims.Claim.resume(work_dir, "choosing") is None
