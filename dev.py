@@ -2,7 +2,7 @@
 """The project's two entry points, runnable with nothing but python3.
 
     python3 dev.py demo    # the example pipeline end to end (local emulator when no API key)
-    python3 dev.py test    # the whole test suite (extra arguments go to pytest)
+    python3 dev.py test    # the whole test suite on two workers (extra arguments go to pytest)
 
 Both create ``.venv`` on first use and install exactly what ``requirements.lock`` pins (with
 ``uv``, itself pinned below), then reuse it while the lock and pyproject are unchanged.
@@ -68,6 +68,23 @@ def _installed(program: str) -> bool:
     return bool(shutil.which(program) or glob.glob(f"/usr/lib/postgresql/*/bin/{program}"))
 
 
+#: What ``test`` adds to pytest's arguments: two pytest-xdist workers, each taking whole test
+#: files, so a file's module and session fixtures (an Airflow deployment, the emulator) start
+#: once on the worker that runs it. Two, not one per core: the system tests start deployments
+#: of several processes each.
+XDIST = ["-n", "2", "--dist", "loadfile"]
+#: Arguments after which ``test`` adds nothing: the caller chose the workers (``-n 0`` runs
+#: in one process, ``-p no:xdist`` without the plugin), or asked for a debugger, which needs
+#: one process.
+CALLER_CHOICES = ("-n", "--numprocesses", "--dist", "no:xdist", "--pdb", "--trace")
+
+
+def pytest_arguments(rest: list[str]) -> list[str]:
+    """pytest's arguments for ``test``: ``rest``, on two workers unless ``rest`` says otherwise."""
+    chosen = any(arg.split("=")[0] in CALLER_CHOICES or arg.startswith(("-n", "-pno:xdist")) for arg in rest)
+    return rest if chosen else [*XDIST, *rest]
+
+
 def ensure_debian_packages() -> None:
     """Install the packages of DEBIAN_PROGRAMS that are missing, when we may (root, apt)."""
     missing = sorted({package for program, package in DEBIAN_PROGRAMS.items() if not _installed(program)})
@@ -105,7 +122,7 @@ def main(argv: list[str]) -> int:
     ensure_venv()
     if command == "test":
         ensure_debian_packages()
-        return subprocess.call([str(PYTHON), "-m", "pytest", *rest], cwd=ROOT)
+        return subprocess.call([str(PYTHON), "-m", "pytest", *pytest_arguments(rest)], cwd=ROOT)
     if command == "demo":
         return subprocess.call([str(PYTHON), str(ROOT / "scripts" / "demo.py"), *rest], cwd=ROOT)
     if command == "lint":
