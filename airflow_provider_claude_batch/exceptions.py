@@ -130,11 +130,14 @@ class ClaudeBatchNotFoundError(ClaudeBatchAPIError):
 class ClaudeBatchQueueFullError(ClaudeBatchAPIError):
     """A create was refused because the organisation's batch queue is full (429 that speaks of
     the queue): nothing was created; a queue-aware submit waits for room instead of failing.
-    ``request_count`` is the refused create's size."""
+    ``request_count`` is the refused create's size; ``certain`` is False when the refusals did
+    not say what they refused (each attempt a 429 naming neither the queue nor a rate): the run
+    still waits, but learns no limit from it."""
 
-    def __init__(self, message: str, *, request_count: int | None = None, **kwargs: Any):
+    def __init__(self, message: str, *, request_count: int | None = None, certain: bool = True, **kwargs: Any):
         super().__init__(message, **kwargs)
         self.request_count = request_count
+        self.certain = certain
 
 
 class ClaudeBatchCreateAmbiguousError(ClaudeBatchAPIError):

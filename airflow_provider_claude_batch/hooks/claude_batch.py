@@ -33,7 +33,9 @@ from airflow_provider_claude_batch.batching.api import limits
 from airflow_provider_claude_batch.batching.api.batch_state import BatchState, BatchStatesPage, decode_states_page
 from airflow_provider_claude_batch.batching.api.jsonl import iter_lines
 from airflow_provider_claude_batch.batching.api.limits import CLOCK_SKEW
-from airflow_provider_claude_batch.batching.api.queue_limit import is_queue_full
+from airflow_provider_claude_batch.batching.api.queue_limit import QUEUE as QUEUE_REFUSAL
+from airflow_provider_claude_batch.batching.api.queue_limit import UNKNOWN as UNKNOWN_REFUSAL
+from airflow_provider_claude_batch.batching.api.queue_limit import refusal_kind
 from airflow_provider_claude_batch.batching.state.batch_index import BatchOwnership, Whose
 from airflow_provider_claude_batch.compat import aget_connection  # also refuses an unsupported Airflow
 from airflow_provider_claude_batch.config import trigger_concurrency
@@ -254,9 +256,11 @@ class ClaudeBatchHook(BaseHook):
         same name, else the ``timeout`` itself but never less than
         ``limits.CREATE_SETTLE_FLOOR_SECONDS`` (120 s): a server may commit a create late
         whatever timeout the client chose.
-    :param wait_on_full_queue: a create refused because the batch queue is full (a 429 that
-        speaks of the queue) raises :class:`ClaudeBatchQueueFullError` at once, without the
-        attempts and sleeps of other rejections: the caller waits for room, deferred.
+    :param wait_on_full_queue: a create refused because the batch queue is full (a 429 read as
+        the queue's, see ``queue_limit.refusal_kind``) raises :class:`ClaudeBatchQueueFullError`
+        at once, without the attempts and sleeps of other rejections: the caller waits for room,
+        deferred. A 429 that says neither is retried as usual; refused every time, it raises
+        the same error with ``certain=False`` instead of failing.
     """
 
     conn_name_attr = "claude_batch_conn_id"
@@ -441,6 +445,7 @@ class ClaudeBatchHook(BaseHook):
         known = set(known_batch_ids)
         last_error: ClaudeBatchAPIError | None = None
         refused_every_attempt = True
+        unclear_every_attempt = True  # every attempt a 429 that names neither the queue nor a rate
         client = self.client  # built first: the window below counts from the request, not the setup
         for attempt in range(1, self.create_attempts + 1):
             sent_at = datetime.now(timezone.utc)
@@ -456,7 +461,7 @@ class ClaudeBatchHook(BaseHook):
             except anthropic.APIStatusError as exc:
                 last_error = self._describe(exc, f"create a batch of {count} requests", None)
                 last_error.created_nothing = refused_every_attempt
-                self._raise_if_queue_full(exc, last_error, count)
+                unclear_every_attempt &= self._raise_if_queue_full(exc, last_error, count) == UNKNOWN_REFUSAL
                 if exc.status_code in limits.REJECTED_CREATE_STATUSES:
                     self.log.warning("Create attempt %d was rejected: %s", attempt, last_error)
                     self._wait_before_resend(attempt, exc.response.headers, last_error)
@@ -467,7 +472,7 @@ class ClaudeBatchHook(BaseHook):
             except anthropic.APIConnectionError as exc:  # includes timeouts
                 last_error = self._describe(exc, f"create a batch of {count} requests", None)
                 answered = False
-            refused_every_attempt = last_error.created_nothing = False
+            refused_every_attempt = last_error.created_nothing = unclear_every_attempt = False
             # The batch may exist even though we got no answer: look before creating again.
             until = None if answered else sent_at + self.create_window
             adopted = self._look_for_lost_create(attempt, last_error, count, intent_at, known, ownership, until)
@@ -475,15 +480,27 @@ class ClaudeBatchHook(BaseHook):
                 return adopted
             self._wait_before_resend(attempt, None, last_error)
         assert last_error is not None
+        if self.wait_on_full_queue and unclear_every_attempt:
+            # Refused every time, never for a named rate: most likely the queue. Wait, not fail.
+            raise ClaudeBatchQueueFullError(
+                str(last_error),
+                status_code=last_error.status_code,
+                error_type=last_error.error_type,
+                created_nothing=True,
+                request_count=count,
+                certain=False,
+            ) from last_error
         raise last_error
 
-    def _raise_if_queue_full(self, exc: anthropic.APIStatusError, error: ClaudeBatchAPIError, count: int) -> None:
+    def _raise_if_queue_full(self, exc: anthropic.APIStatusError, error: ClaudeBatchAPIError, count: int) -> str | None:
         """With ``wait_on_full_queue``: a queue-full refusal ends the create at once (no attempts
-        and sleeps in a worker slot); it created nothing if every attempt was refused."""
+        and sleeps in a worker slot); it created nothing if every attempt was refused. Returns
+        what the refusal was (``refusal_kind``: None when not a 429 ``rate_limit_error``)."""
         body: dict[str, Any] = exc.body if isinstance(exc.body, dict) else {}
         detail = body.get("error") if isinstance(body.get("error"), dict) else {}
         message = str(detail.get("message") or "") if isinstance(detail, dict) else ""
-        if self.wait_on_full_queue and is_queue_full(exc.status_code, error.error_type, message):
+        kind = refusal_kind(exc.status_code, error.error_type, message, exc.response.headers)
+        if self.wait_on_full_queue and kind == QUEUE_REFUSAL:
             raise ClaudeBatchQueueFullError(
                 str(error),
                 status_code=exc.status_code,
@@ -491,6 +508,7 @@ class ClaudeBatchHook(BaseHook):
                 created_nothing=error.created_nothing,
                 request_count=count,
             ) from exc
+        return kind
 
     def _look_for_lost_create(
         self,

@@ -400,9 +400,8 @@ async def _misbehave(fault: Fault) -> None:
         await asyncio.sleep(fault.delay_seconds)
     if fault.status is not None:
         error_type = ERROR_TYPES[fault.status]
-        raise EmulatorHTTPError(
-            fault.status, f"{EMULATOR_TAG} injected {error_type}", error_type=error_type, retry_after=fault.retry_after
-        )
+        message = fault.message or f"{EMULATOR_TAG} injected {error_type}"
+        raise EmulatorHTTPError(fault.status, message, error_type=error_type, retry_after=fault.retry_after)
 
 
 def _answer(result: Any, request_id: str) -> Response:

@@ -112,6 +112,8 @@ class Fault:
     ``delay_seconds``: answer this much later (a slow response).
     ``drop_after_bytes`` (results only): close the connection mid-body after that many bytes.
     ``skip``: let this many matching calls through untouched first.
+    ``message``: the error's message (default: says it was injected), e.g. the words a real
+    rate limit or queue refusal uses.
     """
 
     endpoint: str
@@ -122,6 +124,7 @@ class Fault:
     after_commit: bool = False
     delay_seconds: float = 0.0
     drop_after_bytes: int | None = None
+    message: str | None = None
 
     def __post_init__(self) -> None:
         if self.endpoint not in (*ENDPOINTS, "any"):

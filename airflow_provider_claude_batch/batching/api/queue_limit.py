@@ -22,7 +22,8 @@ and creates nothing. Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from airflow_provider_claude_batch.batching.api.batch_state import ENDED, BatchState
@@ -32,13 +33,68 @@ QUEUE_FULL_STATUS = 429
 QUEUE_FULL_ERROR_TYPE = "rate_limit_error"
 
 
-def is_queue_full(status_code: int | None, error_type: str | None, message: str | None) -> bool:
+#: The response header that says how many calls the request rate limit still allows.
+REQUESTS_REMAINING_HEADER = "anthropic-ratelimit-requests-remaining"
+#: Kinds of a 429 ``rate_limit_error`` (:func:`refusal_kind`).
+QUEUE, RATE, UNKNOWN = "queue", "rate", "unknown"
+#: Words only a queue refusal uses.
+_QUEUE_NAMED = re.compile(r"queue|enqueued", re.IGNORECASE)
+#: Words of a request (or token) rate refusal: calls or tokens over a span of time.
+_RATE_WORDS = re.compile(
+    r"per[- ]?(second|minute|hour|day)|/\s*(s|sec|second|min|minute)\b|\b[rt]pm\b|tokens|"
+    r"requests? rate|rate of requests|request rate",
+    re.IGNORECASE,
+)
+#: Words of a refusal about requests waiting to be processed (the queue, not named).
+_WAITING_WORDS = re.compile(
+    r"in[- ]flight|processing|pending|unprocessed|requests in (your )?batches|batch(ed)? requests", re.IGNORECASE
+)
+
+
+def refusal_kind(
+    status_code: int | None, error_type: str | None, message: str | None, headers: Mapping[str, str] | None = None
+) -> str | None:
+    """What a 429 ``rate_limit_error`` refused (None: not such a refusal).
+
+    The API documents one status and type for every rate limit, and no header or code that
+    names the batch queue, so the refusal is read, most certain first: a message that names the
+    queue is ``QUEUE``; one that speaks of calls or tokens over time (requests per minute) is
+    ``RATE``, as is a response whose ``anthropic-ratelimit-requests-remaining`` header says no
+    call is left; one that speaks of requests waiting to be processed is ``QUEUE``; and a
+    response that says calls are left (that header above 0) was not refused for its rate, so
+    it is ``QUEUE`` too. Anything else is ``UNKNOWN``: retried as a request rate refusal, and
+    only if every attempt is refused that way does a feeding run wait instead of failing
+    (``ClaudeBatchHook.create_batch``), without learning a limit from it.
+    """
+    if status_code != QUEUE_FULL_STATUS or error_type not in (None, QUEUE_FULL_ERROR_TYPE):
+        return None
+    text = message or ""
+    if _QUEUE_NAMED.search(text):
+        return QUEUE
+    remaining = _header_int(headers, REQUESTS_REMAINING_HEADER)
+    if _RATE_WORDS.search(text) or remaining == 0:
+        return RATE
+    if _WAITING_WORDS.search(text) or (remaining is not None and remaining > 0):
+        return QUEUE
+    return UNKNOWN
+
+
+def _header_int(headers: Mapping[str, str] | None, name: str) -> int | None:
+    """A header's integer value (None: absent or not a number)."""
+    value = None if headers is None else headers.get(name)
+    try:
+        return None if value is None else int(str(value).strip())
+    except ValueError:
+        return None
+
+
+def is_queue_full(
+    status_code: int | None, error_type: str | None, message: str | None, headers: Mapping[str, str] | None = None
+) -> bool:
     """Whether a refused create says the batch queue is full (a reason to wait, never to fail),
-    rather than that calls come too fast (a request rate limit, retried as any 429): a 429
-    ``rate_limit_error`` whose message speaks of the queue."""
-    return (
-        status_code == QUEUE_FULL_STATUS and error_type == QUEUE_FULL_ERROR_TYPE and "queue" in (message or "").lower()
-    )
+    rather than that calls come too fast (a request rate limit, retried as any 429): see
+    :func:`refusal_kind`."""
+    return refusal_kind(status_code, error_type, message, headers) == QUEUE
 
 
 def queued_requests(states: Iterable[BatchState]) -> int:

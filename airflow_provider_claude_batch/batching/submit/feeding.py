@@ -10,9 +10,10 @@ and runs the next step. Invariants:
 * Every create goes through ``create_once`` (intent, pending create, adopt after an ambiguous
   failure, the try fence): a step killed anywhere leaves what the next step or try adopts, so no
   chunk is created twice and none is forgotten.
-* A queue-full refusal (429 that speaks of the queue) created nothing: its intent is dropped and
-  the step ends with the chunk still waiting; the refusal teaches the limit when none is
-  configured. It never fails the run. Any other error propagates as before.
+* A queue-full refusal (a 429 ``queue_limit.refusal_kind`` reads as the queue's) created
+  nothing: its intent is dropped and the step ends with the chunk still waiting; the refusal
+  teaches the limit when none is configured (an unclear one, refused on every attempt, waits
+  too but teaches nothing). It never fails the run. Any other error propagates as before.
 * Chunks go in manifest order and a chunk is never split: when less than the next chunk is free,
   the step waits (the chunk's identity, its file and its answers stay what staging made them).
 * Under the lock the room only shrinks by what this step sends, so the runs of one work
@@ -203,7 +204,7 @@ def _create_what_fits(
     except ClaudeBatchQueueFullError as refusal:
         fed.refusals += 1
         fed.reason = "the API refused a create: the queue is full"
-        if settings.limit is None:
+        if settings.limit is None and refusal.certain:  # an unclear refusal teaches no limit
             turns.learn(turns.learned().refused(sent["queued"] or 0, refusal.request_count or 0))
         log.warning("The batch queue is full (%s); waiting for batches to end.", refusal)
     fed.created = [batch_id for batch_id in manifest.batch_ids() if batch_id not in before]

@@ -14,6 +14,7 @@ from airflow_provider_claude_batch.exceptions import (
     ClaudeBatchAuthError,
     ClaudeBatchCreateAmbiguousError,
     ClaudeBatchNotFoundError,
+    ClaudeBatchQueueFullError,
 )
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook, jsonl_to_create_body
 from airflow_provider_claude_batch.testing import Fault, RunningEmulator
@@ -154,6 +155,37 @@ def test_rejected_create_is_retried(hook: ClaudeBatchHook, emulator: RunningEmul
     hook.create_batch(make_requests(2))
     assert emulator.emulator.calls["create"] == 3
     assert emulator.emulator.stats["batches_created"] == 1
+
+
+@pytest.mark.parametrize(
+    ("message", "outcome"),
+    [
+        ("Your organization's batch queue is full.", "queue"),  # named: waits at once, one call
+        ("Number of requests per minute exceeded.", "fails"),  # a request rate: retried, then fails
+        ("This request would exceed your account's rate limit.", "unclear"),  # says neither
+    ],
+    ids=["queue", "request-rate", "unclear"],
+)
+def test_a_feeding_create_tells_a_full_queue_from_a_request_rate(
+    emulator: RunningEmulator, message: str, outcome: str
+) -> None:
+    """With ``wait_on_full_queue`` (a feeding submit): a 429 that names the queue ends the create
+    at once; a request rate 429 keeps the retry path and fails after the attempts, as before; a
+    429 that says neither is retried the same way and, refused every time, becomes a full queue
+    to wait for, marked uncertain (no limit is learned from it). Oracle: the emulator's creates."""
+    hook = ClaudeBatchHook(retry_backoff=0, wait_on_full_queue=True)
+    emulator.emulator.inject(Fault("create", status=429, retry_after=0.001, times=10, message=message))
+    with pytest.raises(ClaudeBatchAPIError) as raised:
+        hook.create_batch(make_requests(2))
+    calls = emulator.emulator.calls["create"]
+    assert emulator.emulator.stats["batches_created"] == 0 and raised.value.created_nothing
+    if outcome == "queue":
+        assert isinstance(raised.value, ClaudeBatchQueueFullError) and raised.value.certain and calls == 1
+    elif outcome == "fails":
+        assert not isinstance(raised.value, ClaudeBatchQueueFullError) and calls == hook.create_attempts
+    else:
+        assert isinstance(raised.value, ClaudeBatchQueueFullError) and not raised.value.certain
+        assert calls == hook.create_attempts and raised.value.request_count == 2
 
 
 def test_persistent_failure_is_surfaced_without_duplicates(hook: ClaudeBatchHook, emulator: RunningEmulator) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+import pytest
+
 from airflow_provider_claude_batch.batching.api.batch_state import BatchState, ProcessingStatus, RequestCounts
 from airflow_provider_claude_batch.batching.api.queue_limit import (
     LearnedLimit,
@@ -14,6 +16,7 @@ from airflow_provider_claude_batch.batching.api.queue_limit import (
     fits,
     is_queue_full,
     queued_requests,
+    refusal_kind,
     room_for,
     turn_order,
 )
@@ -30,6 +33,36 @@ def test_a_queue_full_refusal_is_a_429_rate_limit_that_speaks_of_the_queue() -> 
     assert not is_queue_full(429, "rate_limit_error", "Number of requests per minute exceeded")
     assert not is_queue_full(529, "overloaded_error", "queue")
     assert not is_queue_full(429, "rate_limit_error", None)
+
+
+@pytest.mark.parametrize(
+    ("message", "headers", "kind"),
+    [
+        ("Your organization's batch queue is full", None, "queue"),
+        ("Too many requests enqueued for this organization", None, "queue"),
+        ("Too many requests in batches still processing", None, "queue"),
+        ("Number of requests per minute exceeded", None, "rate"),
+        ("Number of batch requests per minute exceeded", None, "rate"),  # the rate, not the queue
+        ("Number of request tokens has exceeded your per-minute rate limit", None, "rate"),
+        ("This request would exceed your account's rate limit.", None, "unknown"),
+        ("Rate limited", {"anthropic-ratelimit-requests-remaining": "0"}, "rate"),
+        ("Rate limited", {"anthropic-ratelimit-requests-remaining": "41"}, "queue"),  # calls were left
+        ("Rate limited", {"anthropic-ratelimit-requests-remaining": "n/a"}, "unknown"),
+        (None, None, "unknown"),
+    ],
+)
+def test_a_429_is_read_as_the_queue_a_request_rate_or_unclear(
+    message: str | None, headers: dict[str, str] | None, kind: str
+) -> None:
+    assert refusal_kind(429, "rate_limit_error", message, headers) == kind
+    assert refusal_kind(429, None, message, headers) == kind  # a 429 with no error body
+    assert is_queue_full(429, "rate_limit_error", message, headers) == (kind == "queue")
+
+
+def test_only_a_429_rate_limit_error_is_a_refusal() -> None:
+    assert refusal_kind(529, "overloaded_error", "queue") is None
+    assert refusal_kind(429, "invalid_request_error", "queue") is None
+    assert refusal_kind(500, "api_error", "queue") is None
 
 
 def test_queued_requests_count_processing_requests_of_batches_not_ended() -> None:

@@ -15,7 +15,7 @@ from airflow_provider_claude_batch.batching.submit.feeding import Fed, QueueSett
 from airflow_provider_claude_batch.batching.submit.queue_turns import QueueTurns
 from airflow_provider_claude_batch.batching.submit.submission import new_manifest, stage_requests
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
-from airflow_provider_claude_batch.testing import RunningEmulator
+from airflow_provider_claude_batch.testing import Fault, RunningEmulator
 
 
 def _staged(tmp_path: Path, run_id: str, rows: int, chunk: int = 10) -> tuple[Manifest, WorkDir]:
@@ -71,6 +71,17 @@ def test_a_refusal_waits_and_teaches_the_limit(tmp_path: Path, emulator: Running
     assert manifest.batches[1].intent_at is None  # the refused create made nothing: no intent left
     again = _feed(manifest, work_dir, limit=None)  # the learned limit keeps it from knocking again
     assert again.created == [] and emulator.emulator.stats["queue_refusals"] == 1
+
+
+def test_a_refusal_that_never_says_why_waits_but_teaches_no_limit(tmp_path: Path, emulator: RunningEmulator) -> None:
+    """Every attempt of the first create gets a 429 that names neither the queue nor a rate: the
+    step waits (no failure) with the chunk still to send, and learns no limit from it."""
+    manifest, work_dir = _staged(tmp_path, "r1", rows=30)
+    emulator.emulator.inject(Fault("create", status=429, retry_after=0.001, times=10, message="Rate limited"))
+    fed = _feed(manifest, work_dir, limit=None)
+    assert fed.created == [] and fed.refusals == 1 and fed.waiting_chunks == 3
+    assert fed.limit is None and QueueTurns(work_dir, "c").learned().limit is None
+    assert manifest.batches[0].intent_at is None and emulator.emulator.stats["batches_created"] == 0
 
 
 def test_two_workers_racing_for_the_last_room_make_one_create(tmp_path: Path, emulator: RunningEmulator) -> None:
