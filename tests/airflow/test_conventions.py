@@ -222,8 +222,10 @@ def test_reschedule_mode_timeout_cancels_and_logs_the_real_elapsed_time(
     assert emulator.emulator.stats["batches_created"] == 1
     assert emulator.emulator.stats["batches_canceled"] == 1
     # Each reschedule is a new process; elapsed counts from the batch's creation, not from the poke.
+    # At least two pokes (the timeout is checked after a poke, the first is at 0 s); how many more
+    # fit in the 2.5 s depends on the machine's load.
     elapsed = [int(m) for m in re.findall(r"elapsed 0:00:(\d\d)", task_log)]
-    assert len(elapsed) >= 3 and max(elapsed) >= 2, task_log[-3000:]
+    assert len(elapsed) >= 2 and max(elapsed) >= 2, task_log[-3000:]
     assert "the sensor timed out: canceled batch" in task_log
 
 

@@ -71,6 +71,10 @@ class AirflowStack:
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__PORT": str(self.port),
             "AIRFLOW__API__WORKERS": "1",
+            # Log servers on free ports too: two deployments may run at once (the suite runs on
+            # two workers), and Airflow's fixed defaults (8793, 8794) would collide.
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
             "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(16),
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "2",
@@ -114,16 +118,20 @@ class AirflowStack:
         turns into a write fails at once, whatever the busy timeout) can leave a backfill without
         runs, which the scheduler never completes. That orphan is removed, as Airflow's own cleanup
         does when it can, and the create is tried again. A try that failed after writing its runs
-        leaves a backfill that will run, which is the outcome wanted."""
-        for _ in range(3):
+        leaves a backfill that will run, which is the outcome wanted. A try that lost the lock and
+        left nothing behind (Airflow removes a partial backfill when it can) is tried again too: on
+        a loaded machine the create's transaction is slow and can lose the lock several times."""
+        for _ in range(5):
             try:
                 self.airflow("backfill", "create", "--dag-id", dag_id, *args)
-            except RuntimeError:
+            except RuntimeError as error:
                 if not self.active_backfills(dag_id):
+                    if "database is locked" in str(error):
+                        continue
                     raise
             if not self._remove_backfills_without_runs(dag_id):
                 return
-        raise RuntimeError(f"airflow backfill create left a backfill of {dag_id} without runs three times")
+        raise RuntimeError(f"airflow backfill create of {dag_id} left no backfill with runs in five tries")
 
     def _remove_backfills_without_runs(self, dag_id: str) -> int:
         """Delete ``dag_id``'s unfinished backfills that have no runs; how many there were."""

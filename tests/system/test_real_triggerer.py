@@ -24,31 +24,34 @@ pytestmark = pytest.mark.system
 
 def test_sensor_waits_deferred_in_a_real_triggerer(stack: AirflowStack, emulator: RunningEmulator) -> None:
     tickets = _tickets(stack, "2026-11-02", 2_100)
-    emulator.emulator.config.processing_seconds = 12
+    # The batches end only when the test says so, after the trigger was seen polling: with a
+    # fixed processing time, a loaded machine could defer the sensor after the batches ended.
+    emulator.emulator.config.processing_seconds = math.inf
     run_id = stack.trigger(DAG_ID, "2026-11-02T00:00:00Z")
+
+    def wait_logs() -> str:
+        return "".join(
+            p.read_text(errors="replace")
+            for p in (stack.home / "logs").rglob("*")
+            if p.is_file() and run_id in str(p) and "task_id=wait" in str(p)
+        )
 
     # Each time the sensor is seen deferred, note how many polls the emulator had received.
     polls_while_deferred: list[int] = []
 
-    def finished() -> str | None:
+    def polled_while_deferred() -> bool:
         if stack.task_states(DAG_ID, run_id).get("wait") == "deferred":
             polls_while_deferred.append(emulator.emulator.calls["list"])
-        state = stack.run_state(DAG_ID, run_id)
-        return state if state in ("success", "failed") else None
+        # The trigger's progress lines land in the sensor's task log (what the UI shows while deferred).
+        polled = len(polls_while_deferred) >= 2 and polls_while_deferred[-1] > polls_while_deferred[0]
+        return polled and wait_logs().count("% done); elapsed") >= 2
 
-    final = wait_until(finished, timeout=180, interval=0.5, what="the DAG run to finish")
+    wait_until(polled_while_deferred, timeout=180, interval=0.5, what="the triggerer to poll the deferred sensor")
+    stack.wait_deferred(DAG_ID, run_id, "wait")
+    emulator.emulator.end_all()
+    final = stack.wait_for_run(DAG_ID, run_id)
     assert final == "success", stack.log_tail("scheduler") + stack.log_tail("triggerer")
-    assert len(polls_while_deferred) >= 2, "the sensor was never seen deferred"
-    assert polls_while_deferred[-1] > polls_while_deferred[0], "the triggerer did not poll while the task was deferred"
-
-    # The trigger's progress lines land in the sensor's task log (what the UI shows while deferred).
-    wait_logs = "".join(
-        p.read_text(errors="replace")
-        for p in (stack.home / "logs").rglob("*")
-        if p.is_file() and run_id in str(p) and "task_id=wait" in str(p)
-    )
-    assert wait_logs.count("% done); elapsed") >= 2
-    assert "batches 3/3 ended" in wait_logs
+    assert "batches 3/3 ended" in wait_logs()
 
     output = ds.dataset(stack.lake / "support" / "ticket_labels" / "ds=2026-11-02", format="parquet").to_table()
     assert output.num_rows == 2_100
@@ -110,6 +113,9 @@ def test_killing_a_poking_sensor_cancels_its_batches(stack: AirflowStack, emulat
 BACKFILL_DAG_ID = "claude_batch_review_backfill"
 
 
+# Two whole backfills of three runs each: on two cores shared with the suite's other worker this
+# outlasts the suite's default 300 s; each wait inside has its own bound.
+@pytest.mark.timeout(600)
 def test_running_the_same_backfill_twice_creates_nothing_new(stack: AirflowStack, emulator: RunningEmulator) -> None:
     """Three days run at once (``--max-active-runs 3``); the third day holds the first day's
     tickets, so two runs plan the same 40 requests within a second of each other: whichever
@@ -126,10 +132,14 @@ def test_running_the_same_backfill_twice_creates_nothing_new(stack: AirflowStack
     # trigger firing first makes Airflow retry the sensor ("state changed externally").
     emulator.emulator.config.processing_seconds = 10
     wait_until(lambda: stack.has_dag(BACKFILL_DAG_ID), timeout=90, what="the backfill DAG to be parsed")
-    stack.api("PATCH", f"/dags/{BACKFILL_DAG_ID}", json={"is_paused": False})
 
     def backfill(*extra: str) -> dict[str, bytes]:
         assert not stack.active_backfills(BACKFILL_DAG_ID)
+        # The DAG is scheduled (@daily, no catchup): unpaused, the scheduler also starts a run of
+        # today, which fails (no tickets for today) and retries. It is left out of what is checked
+        # (only backfill runs are read, and only the backfill's days may land); created while
+        # the DAG is paused, the backfill's runs do not compete with that run for the SQLite lock.
+        stack.api("PATCH", f"/dags/{BACKFILL_DAG_ID}", json={"is_paused": True})
         stack.create_backfill(
             BACKFILL_DAG_ID,
             "--from-date",
@@ -140,6 +150,7 @@ def test_running_the_same_backfill_twice_creates_nothing_new(stack: AirflowStack
             "3",
             *extra,
         )
+        stack.api("PATCH", f"/dags/{BACKFILL_DAG_ID}", json={"is_paused": False})
 
         def done() -> bool:
             runs = stack.api("GET", f"/dags/{BACKFILL_DAG_ID}/dagRuns", params={"run_type": "backfill"})["dag_runs"]
