@@ -422,6 +422,7 @@ class ClaudeBatchHook(BaseHook):
         intent_at: datetime | None = None,
         known_batch_ids: Iterable[str] = (),
         ownership: BatchOwnership | None = None,
+        betas: Sequence[str] = (),
     ) -> MessageBatch:
         """Create one batch, never twice.
 
@@ -439,8 +440,10 @@ class ClaudeBatchHook(BaseHook):
         :param known_batch_ids: batches the caller already owns: never adopted.
         :param ownership: whose a found batch is (see ``batching.batch_index``); without it,
             any batch of the same size created since the intent is a candidate.
+        :param betas: beta flags the requests need (``file_id`` sources need the Files API's).
         """
         body, count = _create_body(requests, request_count)
+        headers = self._json_headers(betas)
         intent_at = intent_at or datetime.now(timezone.utc)
         known = set(known_batch_ids)
         last_error: ClaudeBatchAPIError | None = None
@@ -454,7 +457,7 @@ class ClaudeBatchHook(BaseHook):
                     "/v1/messages/batches",
                     cast_to=MessageBatch,
                     content=body,
-                    options={"headers": {"Content-Type": "application/json"}, "max_retries": 0},
+                    options={"headers": headers, "max_retries": 0},
                 )
                 self.log.info("Created batch %s with %d requests (%d bytes).", batch.id, count, len(body))
                 return batch
@@ -691,6 +694,56 @@ class ClaudeBatchHook(BaseHook):
         with self._translated(f"delete batch {batch_id!r}", batch_id):
             return self.client.messages.batches.delete(batch_id)
 
+    # ------------------------------------------------------------------ the Files API (uploads)
+    def _betas(self, *wanted: str) -> list[str]:
+        """The connection's beta flags and ``wanted``, once each (a call's own ``anthropic-beta``
+        replaces the connection's default header, so both are sent)."""
+        own = [flag.strip() for flag in (self.settings.anthropic_beta or "").split(",") if flag.strip()]
+        return list(dict.fromkeys([*own, *wanted]))
+
+    def _json_headers(self, betas: Sequence[str]) -> dict[str, str]:
+        """A JSON body's headers, with ``betas`` (and the connection's) when there are any."""
+        headers = {"Content-Type": "application/json"}
+        if betas:
+            headers["anthropic-beta"] = ",".join(self._betas(*betas))
+        return headers
+
+    @property
+    def files_workspace(self) -> str:
+        """The workspace this connection's uploads belong to (``default`` without a
+        ``workspace_id``): upload records are kept per workspace."""
+        return self.settings.workspace_id or "default"
+
+    def upload_file(self, data: bytes, media_type: str, filename: str) -> str:
+        """Upload one file through the Files API (beta); returns its id."""
+        with self._translated(f"upload a file of {len(data)} bytes"):
+            uploaded = self.client.beta.files.upload(
+                file=(filename, data, media_type), betas=self._betas(limits.FILES_API_BETA)
+            )
+        return str(uploaded.id)
+
+    def file_exists(self, file_id: str) -> bool:
+        """Whether the API still knows ``file_id`` (its metadata): False on a 404."""
+        try:
+            with self._translated(f"read the metadata of file {file_id!r}"):
+                self.client.beta.files.retrieve_metadata(file_id, betas=self._betas(limits.FILES_API_BETA))
+        except ClaudeBatchAPIError as error:
+            if error.status_code == 404:
+                return False
+            raise
+        return True
+
+    def delete_file(self, file_id: str) -> bool:
+        """Delete an uploaded file; False when the API did not know it (already gone)."""
+        try:
+            with self._translated(f"delete file {file_id!r}"):
+                self.client.beta.files.delete(file_id, betas=self._betas(limits.FILES_API_BETA))
+        except ClaudeBatchAPIError as error:
+            if error.status_code == 404:
+                return False
+            raise
+        return True
+
     # ------------------------------------------------------------------ results
     def iter_results_bytes(
         self, batch_id: str, *, chunk_size: int = 1 << 20, attempts: int = DOWNLOAD_ATTEMPTS
@@ -845,10 +898,11 @@ class ClaudeBatchHook(BaseHook):
 if TYPE_CHECKING:
     from airflow_provider_claude_batch.batching.api.client import AsyncBatchCanceller, ResultsReader
     from airflow_provider_claude_batch.batching.submit.submission import SubmitClient
+    from airflow_provider_claude_batch.batching.submit.uploads import FileClient
 
     def _implements_the_core_protocols(
         hook: ClaudeBatchHook,
-    ) -> tuple[SubmitClient, ResultsReader, AsyncBatchCanceller]:
+    ) -> tuple[SubmitClient, ResultsReader, AsyncBatchCanceller, FileClient]:
         """Checked by mypy only: the hook is what the core's Protocols describe, so a changed
         signature on either side fails the lint, not a run."""
-        return hook, hook, hook
+        return hook, hook, hook, hook

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
         SubmitTask,
         Submitted,
     )
+    from airflow_provider_claude_batch.batching.submit.uploads import UploadSettings
     from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 
 
@@ -79,6 +80,12 @@ def _content(documents: Any, images: Any, content: Any) -> tuple[Any, ...]:
     from airflow_provider_claude_batch.batching.render.documents import content_spec
 
     return content_spec(documents, images, content)
+
+
+def _upload(upload: str, min_bytes: int) -> tuple[str, int]:
+    """``upload`` and ``upload_min_bytes`` checked when the DAG is parsed (see ``uploads``)."""
+    one_of(upload, "upload", ("inline", "files", "auto"))
+    return upload, int(positive(min_bytes, "upload_min_bytes", "number of bytes") or 0)
 
 
 def _shape(
@@ -182,6 +189,13 @@ class ClaudeBatchSubmitOperator(BaseOperator):
     :param content: the blocks and ``PROMPT`` in the order the user turn holds them, instead of
         ``documents``/``images`` (see docs/documents.md). Media types come from the bytes; a
         file the API would refuse fails the task naming its row and file, before anything is sent.
+    :param upload: how documents and images are sent: ``"inline"`` (base64 in each request, the
+        default), ``"files"`` (each distinct file uploaded once per workspace through the Files
+        API and referred to by ``file_id``; recorded in the work directory, so a rerun, a retry or
+        another DAG uploads nothing again), or ``"auto"`` (files of at least ``upload_min_bytes``
+        uploaded, smaller ones inline). Answers are reused across modes: the content key covers
+        the bytes, never the file id. See docs/documents.md.
+    :param upload_min_bytes: the size from which ``upload="auto"`` uploads a file (1 MiB).
     :param cache_system_prompt: put a prompt-caching breakpoint (1-hour TTL) on the system
         prompt, which must then be the same for every row: the first request writes it to the
         cache and the others read it at a tenth of the input price.
@@ -259,6 +273,8 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         documents: Sequence[Any] | None = None,
         images: Sequence[Any] | None = None,
         content: Sequence[Any] | None = None,
+        upload: Literal["inline", "files", "auto"] = "inline",
+        upload_min_bytes: int = 1024 * 1024,
         **kwargs: Any,
     ) -> None:
         if isinstance(source, Asset):
@@ -270,13 +286,10 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         self.max_tokens = max_tokens
         self.system = system
         self.request_params = dict(request_params or {})
-        self.id_column = id_column
-        self.params_column = params_column
+        self.id_column, self.params_column = id_column, params_column
         self.id_prefix = id_prefix
-        self.max_requests_per_batch = max_requests_per_batch
-        self.max_bytes_per_batch = max_bytes_per_batch
-        self.work_dir = work_dir
-        self.source_format = source_format
+        self.max_requests_per_batch, self.max_bytes_per_batch = max_requests_per_batch, max_bytes_per_batch
+        self.work_dir, self.source_format = work_dir, source_format
         self.input_columns = input_columns
         self.on_empty = one_of(on_empty, "on_empty", ("skip", "fail"))
         self.on_input_change = check_policy(on_input_change)
@@ -288,6 +301,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         self.output_schema, self.messages, self.prefill = _shape(output_schema, messages, prefill, request_params)
         self.cache_system_prompt = cache_system_prompt
         self.content = _content(documents, images, content)
+        self.upload, self.upload_min_bytes = _upload(upload, upload_min_bytes)
         self.estimate_only = estimate_only
         self.count_tokens_sample = positive(count_tokens_sample, "count_tokens_sample", "number of requests")
         self.reuse_answers = reuse_answers
@@ -401,9 +415,19 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             count_tokens_sample=self.count_tokens_sample,
             reuse=self._reuse(run_dir),
             queue=self._queue(hook, task),
+            uploads=self._uploads(),
             logger=self.log,
         )
         return hook, run_dir, submission
+
+    def _uploads(self) -> UploadSettings | None:
+        """How the documents and images are sent (None: inline, and for rows without any)."""
+        from airflow_provider_claude_batch.batching.submit.uploads import UploadSettings
+
+        if self.upload == "inline" or not self.content:
+            return None
+        mode: Any = self.upload  # one of the modes: checked by ``_upload``
+        return UploadSettings(mode, self.upload_min_bytes)
 
     def execute(self, context: Context) -> dict[str, Any]:
         hook, run_dir, submission = self._submission(context)

@@ -22,7 +22,8 @@ Invariants:
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,22 @@ from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError
 PROMPT = "{prompt}"
 
 _encode = msgspec.json.Encoder().encode
+
+#: A base64 source as :meth:`ContentRenderer._block_json` writes it. Its raw quotes cannot occur
+#: inside a JSON string (they would be escaped there), so in a request line it is always a source.
+_INLINE_SOURCE = re.compile(rb'\{"type":"base64","media_type":"([a-z/+.-]+)","data":"([A-Za-z0-9+/=]*)"\}')
+
+
+def inline_sources(body: bytes) -> Iterator[re.Match[bytes]]:
+    """The base64 sources of the request lines in ``body``, in order: group 1 the media type,
+    group 2 the base64 data; the match spans the source object, which a file reference
+    (:func:`file_source`) may replace."""
+    return _INLINE_SOURCE.finditer(body)
+
+
+def file_source(file_id: str) -> bytes:
+    """A source by reference to a file uploaded through the Files API."""
+    return b'{"type":"file","file_id":' + _encode(file_id) + b"}"
 
 
 @dataclass(frozen=True)

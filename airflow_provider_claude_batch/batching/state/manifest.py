@@ -74,6 +74,9 @@ class BatchRecord:
     request_counts: dict[str, int] | None = None
     ended_at: str | None = None
     results_file: str | None = None
+    #: The sha256 of every file its create sent by reference (``uploads``), written before the
+    #: files are checked or uploaded: the deletion of uploaded files keeps what an open run uses.
+    files: list[str] | None = None
 
     @property
     def label(self) -> str:
@@ -122,6 +125,9 @@ class Manifest:
     #: How the rows divided between sent, reused and deduplicated (``reuse.ReuseCounts``);
     #: ``None`` when every row was sent without looking (``reuse_answers=False``, older runs).
     reuse: dict[str, Any] | None = None
+    #: How documents and images are sent (``uploads.UploadSettings.as_dict``); ``None``: inline.
+    #: Not part of the fingerprint: the requests, and so the answers, are the same either way.
+    uploads: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ queries
     def batch_ids(self) -> list[str]:

@@ -7,6 +7,7 @@
   _answers/p={h}/{file}.parquet                the answer store, by the key's first hex digit
   _answers/_inflight/{owner}.parquet           requests sent and not landed yet (by key)
   _answers/_inflight/{owner}.claim-keys|.json  a run's claim on its keys before it plans (claims)
+  _files/{workspace}/{sha256}.json             a file uploaded through the Files API (uploads)
   {dag_id}/{run_id}/{task_id}[/{map_index}]/   RunDir: one submit task instance's run folder
     manifest.json                              the manifest
     manifest.replaced-<time>.json              an earlier manifest, kept when the input changed
@@ -87,6 +88,10 @@ CLAIM_STATE_SUFFIX = ".claim.json"
 QUEUE_FOLDER = "_queue"
 QUEUE_LOCK_NAME = "_lock.json"
 QUEUE_LEARNED_NAME = "_learned_limit.json"
+#: Files uploaded through the Files API (``uploads``): one record per workspace and content hash.
+FILES_FOLDER = "_files"
+#: The work directory's own folders: never a DAG's folder of run folders.
+RESERVED_FOLDERS = frozenset({INDEX_FOLDER, ANSWERS_FOLDER, QUEUE_FOLDER, FILES_FOLDER})
 #: The rows of a run that are not sent (``reuse``), in its staging folder.
 ANSWERED_FILE = "answered.parquet"
 #: Answers of a landing not yet added to the answer store, in the run folder.
@@ -216,6 +221,37 @@ class WorkDir:
             (c for c in children(folder) if c.name.endswith(".json") and not c.name.startswith("_")),
             key=lambda c: c.name,
         )
+
+    # ------------------------------------------------------------------ uploaded files
+    @property
+    def files_folder(self) -> StoragePath:
+        return self.path / FILES_FOLDER
+
+    def file_record(self, workspace: str, sha256: str) -> StoragePath:
+        """The record of the file with these bytes (``sha256``, hex) uploaded in ``workspace``."""
+        if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+            raise ValueError(f"{sha256!r} is not a sha256 in hex")
+        return self.files_folder / safe_name(workspace) / f"{sha256}.json"
+
+    def file_records(self, workspace: str) -> list[StoragePath]:
+        """Every upload record of ``workspace``."""
+        folder = self.files_folder / safe_name(workspace)
+        if not folder.exists():
+            return []
+        return sorted((c for c in children(folder) if c.name.endswith(".json")), key=lambda c: c.name)
+
+    def manifest_files(self) -> Iterator[StoragePath]:
+        """Every run folder's manifest (``{dag}/{run}/{task}[/{map_index}]/manifest.json``)."""
+        for dag in children(self.path) if self.path.exists() else []:
+            if dag.name in RESERVED_FOLDERS or not dag.is_dir():
+                continue
+            for run in children(dag):
+                for task in children(run) if run.is_dir() else []:
+                    if (task / MANIFEST_NAME).exists():
+                        yield task / MANIFEST_NAME
+                    for mapped in children(task) if task.is_dir() else []:
+                        if mapped.name.isdigit() and (mapped / MANIFEST_NAME).exists():
+                            yield mapped / MANIFEST_NAME
 
     def answers_partition(self, digit: str) -> StoragePath:
         """The folder of the answers whose key starts with hex digit ``digit``."""

@@ -20,7 +20,7 @@ of Airflow imports.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
@@ -41,6 +41,7 @@ from airflow_provider_claude_batch.batching.state.manifest import (
 )
 from airflow_provider_claude_batch.batching.state.run_dir import RunDir, WorkDir
 from airflow_provider_claude_batch.batching.state.storage import StoragePath
+from airflow_provider_claude_batch.batching.submit.uploads import prepare_create
 from airflow_provider_claude_batch.exceptions import ClaudeBatchManifestError
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ class BatchCreator(Protocol):
         intent_at: datetime | None = ...,
         known_batch_ids: Iterable[str] = ...,
         ownership: BatchOwnership | None = ...,
+        betas: Sequence[str] = ...,
     ) -> CreatedBatch: ...
 
     def find_created_batch(
@@ -167,8 +169,15 @@ def _create(
     """Send ``record``'s create once: intent and pending create saved first, the batch recorded
     after. A failed create closes the intent (forgotten only when surely nothing was created)."""
     work_dir, owner = ownership.work_dir, ownership.owner
-    # Read before the intent is stamped, so the intent marks when the request leaves.
-    body = (run_dir / record.requests_file).read_bytes()
+    # Read (and its files uploaded, see ``uploads``) before the intent is stamped, so the intent
+    # marks when the request leaves.
+    prepared = prepare_create(
+        (run_dir / record.requests_file).read_bytes(),
+        manifest,
+        lambda hashes: _record_files(manifest, record, run_dir, hashes),
+        work_dir,
+        hook,
+    )
     intent_at = datetime.now(timezone.utc)
     record.intent_at = intent_at.isoformat()
     record.intent_closed_at = None
@@ -182,11 +191,12 @@ def _create(
         fence()
     try:
         batch = hook.create_batch(
-            body,
+            prepared.body,
             request_count=record.request_count,
             intent_at=intent_at,
             known_batch_ids=manifest.batch_ids(),
             ownership=ownership,
+            **({"betas": prepared.betas} if prepared.betas else {}),
         )
     except Exception as exc:
         _close_intent(
@@ -196,6 +206,13 @@ def _create(
     _record_created(record, batch)
     _record_owned(manifest, record, run_dir, work_dir, owner)
     return batch.id
+
+
+def _record_files(manifest: Manifest, record: BatchRecord, run_dir: RunDir, hashes: list[str]) -> None:
+    """Save the files a create sends by reference before any is checked or uploaded, so that
+    deleting uploads keeps them while the run is not landed (``uploads.files_in_use``)."""
+    record.files = hashes
+    manifest.save(run_dir)
 
 
 def _record_owned(

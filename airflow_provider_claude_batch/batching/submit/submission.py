@@ -48,6 +48,7 @@ from airflow_provider_claude_batch.batching.submit.feeding import Fed, QueueRead
 from airflow_provider_claude_batch.batching.submit.staging import StagedRun, stage_requests
 from airflow_provider_claude_batch.batching.submit.token_estimate import DEFAULT_SAMPLE, TokenEstimate, count_staged
 from airflow_provider_claude_batch.batching.submit.try_fence import TryFence
+from airflow_provider_claude_batch.batching.submit.uploads import UploadSettings
 from airflow_provider_claude_batch.batching.wait.cancel import cancel_batches
 from airflow_provider_claude_batch.exceptions import (
     ClaudeBatchBudgetError,
@@ -289,6 +290,8 @@ class Submission:
     reuse: ReuseSettings | None = None
     #: Feed chunks through the batch queue as room frees (None: create them all at once).
     queue: QueueSettings | None = None
+    #: Send documents and images by reference to uploaded files (None: inline; see ``uploads``).
+    uploads: UploadSettings | None = None
     logger: Any = log
 
     def submit(
@@ -333,6 +336,7 @@ class Submission:
                 self.run_dir.drop_staging(staged.directory_name)
         manifest.source = source_location
         manifest.output_schema = self.output_schema
+        manifest.uploads = None if self.uploads is None else self.uploads.as_dict()
         if reattached:
             self.logger.info(
                 "Input unchanged since an earlier try: re-attaching to %d existing batch(es).",
