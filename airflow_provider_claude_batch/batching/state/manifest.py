@@ -117,6 +117,10 @@ class Manifest:
     updated_at: str = field(default_factory=utcnow_iso)
     version: int = MANIFEST_VERSION
     notes: list[str] = field(default_factory=list)
+    #: The most the run's batches could cost at batch prices, as the budget checked it before the
+    #: first create (None: unknown, or an older run): a run fed through the batch queue reports
+    #: it, and checks it again, at every later step.
+    cost_ceiling_usd: float | None = None
     #: Where the rows came from (a path/URI or an Asset's URI; ``None`` for in-memory rows): lineage.
     source: str | None = None
     #: The answers' JSON schema as given (``output_schema=``), as JSON text so that its field

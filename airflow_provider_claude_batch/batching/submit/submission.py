@@ -336,6 +336,10 @@ class Submission:
                 self.run_dir.drop_staging(staged.directory_name)
         manifest.source = source_location
         manifest.output_schema = self.output_schema
+        if reattached and manifest.cost_ceiling_usd is not None:
+            ceiling = manifest.cost_ceiling_usd  # what the budget checked, for the rows planned then
+            self._check_budget_again(manifest)
+        manifest.cost_ceiling_usd = ceiling
         manifest.uploads = None if self.uploads is None else self.uploads.as_dict()
         if reattached:
             self.logger.info(
@@ -379,6 +383,7 @@ class Submission:
         fence = TryFence(self.run_dir, self.task.try_number)
         fence.check()
         manifest = load_manifest(self.run_dir)
+        self._check_budget_again(manifest)
         claim = self._resume_claim()
         created: bool | None = None  # None: the step failed, what it created is not known
         try:
@@ -389,7 +394,19 @@ class Submission:
                 with contextlib.suppress(Exception):
                     mark_in_flight(manifest, self.run_dir, self.reuse.store, self._owner)
             self._settle_claim(claim, manifest)
-        return Submitted(manifest, fed.created, None, True, fed)
+        return Submitted(manifest, fed.created, manifest.cost_ceiling_usd, True, fed)
+
+    def _check_budget_again(self, manifest: Manifest) -> None:
+        """Before a later feeding step: the ceiling the first step checked against the budget as
+        it is now (a DAG edited while its run feeds may have lowered it); over it, nothing more
+        is created."""
+        ceiling, budget = manifest.cost_ceiling_usd, self.max_cost_usd
+        waiting = sum(1 for record in manifest.batches if record.needs_create)
+        if waiting and budget is not None and ceiling is not None and ceiling > budget:
+            raise ClaudeBatchBudgetError(
+                f"The run's cost ceiling ${ceiling:,.4f} is over max_cost_usd ${budget:,.4f}, lowered since its "
+                f"first batches were sent: its {waiting} chunk(s) still waiting for the batch queue are not sent."
+            )
 
     def _resume_claim(self) -> Claim | None:
         """This run's claim kept from an earlier feeding step or try (see ``claims``), if any."""

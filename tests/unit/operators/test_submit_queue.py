@@ -269,3 +269,34 @@ def test_a_run_overlapping_one_still_feeding_sends_no_request_twice(
     emulator.emulator.advance(PROCESSING)
     assert _land(tmp_path, summary_a, "out-a") == {f"row-{i}" for i in range(40)}
     assert _land(tmp_path, summary_b, "out-b") == {f"row-{i}" for i in range(30)}
+
+
+def test_a_resumed_feeding_step_reports_the_ceiling_and_keeps_to_the_budget(
+    tmp_path: Path, emulator: RunningEmulator, connection_env: Any
+) -> None:
+    """The steps resumed from the deferral report the run's cost ceiling (the budget checked at
+    the first step, for every chunk), and what the emulator bills stays under it; a budget
+    lowered under that ceiling while the run feeds (the DAG edited) stops the next step before
+    it creates anything."""
+    _queue(emulator, limit=20, connection_env=connection_env)
+    rows = [f"q{i}" for i in range(50)]
+    operator = _operator(tmp_path, rows, max_cost_usd=1.0)
+    first = _step(operator, _context(), None)
+    assert isinstance(first, TaskDeferred)
+    emulator.emulator.advance(PROCESSING)
+    summary = _feed_to_the_end([(operator, _context())], emulator, [first])[0]
+    ceiling = summary["cost_ceiling_usd"]
+    assert ceiling is not None and 0 < ceiling <= 1.0
+    emulator.emulator.advance(PROCESSING)
+    billed = emulator.emulator.snapshot()["billed"]
+    assert billed["requests"] == 50 and billed["cost_usd"] <= ceiling
+    lowered = _operator(tmp_path, rows, max_cost_usd=1.0)
+    deferred = _step(lowered, _context(run_id="lowered"), None)
+    assert isinstance(deferred, TaskDeferred) and emulator.emulator.stats["batches_created"] == 7
+    lowered.max_cost_usd = ceiling / 2
+    emulator.emulator.advance(PROCESSING)
+    with pytest.raises(ClaudeBatchBudgetError, match="max_cost_usd"):
+        _step(lowered, _context(run_id="lowered"), deferred)
+    with pytest.raises(ClaudeBatchBudgetError, match="max_cost_usd"):  # and its retry
+        _step(lowered, _context(run_id="lowered", try_number=2), None)
+    assert emulator.emulator.stats["batches_created"] == 7
