@@ -33,7 +33,11 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": _INTEGRATION,
-                "python-modules": [f"{_PACKAGE}.operators.submit", f"{_PACKAGE}.operators.compact_answers"],
+                "python-modules": [
+                    f"{_PACKAGE}.operators.submit",
+                    f"{_PACKAGE}.operators.compact_answers",
+                    f"{_PACKAGE}.operators.delete_files",
+                ],
             }
         ],
         "sensors": [{"integration-name": _INTEGRATION, "python-modules": [f"{_PACKAGE}.sensors.batch"]}],

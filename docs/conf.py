@@ -41,6 +41,7 @@ PUBLIC_MODULES = {
     "hooks/claude_batch.py",
     "operators/submit.py",
     "operators/compact_answers.py",
+    "operators/delete_files.py",
     "sensors/batch.py",
     "transfers/batch_to_parquet.py",
     "decorators/claude_batch.py",
