@@ -42,9 +42,10 @@ OPTIONS: dict[str, dict[str, Any]] = {
         "default": "128",
     },
     "triggerer": {
-        "description": "Whether the sensor and the transfer may defer: ``auto`` asks the api-server's health "
-        "endpoint before each deferral and, when it reports no running triggerer, waits without deferring "
-        "(the sensor in reschedule mode, the transfer polling in place) with one warning instead of hanging; "
+        "description": "Whether the sensor, the transfer and a submit waiting for room in the batch queue may "
+        "defer: ``auto`` asks the api-server's health endpoint before each deferral and, when it reports no "
+        "running triggerer, waits without deferring (the sensor in reschedule mode, the transfer and the "
+        "submit polling in place) with one warning instead of hanging; "
         "``yes`` always defers; ``no`` never does. An endpoint that cannot be read counts as a triggerer.\n",
         "version_added": "0.2.0",
         "type": "string",

@@ -426,11 +426,10 @@ class ClaudeBatchHook(BaseHook):
     ) -> MessageBatch:
         """Create one batch, never twice.
 
-        A rejection (429/529) is sent again once the server allows it (``retry-after``). After
-        an ambiguous failure the batch may exist: an answered 500 is looked up once; a timeout,
-        a dropped connection or a gateway error (the server may still be working on it) is
-        looked up until :attr:`create_window` has passed since sending. Only then is it sent
-        again.
+        A rejection (429/529) is sent again once the server allows it (``retry-after``). After an
+        ambiguous failure the batch may exist: an answered 500 is looked up once; a timeout, a
+        dropped connection or a gateway error (the server may still be working on it) is looked
+        up until :attr:`create_window` has passed since sending; only then is it sent again.
 
         :param requests: request dicts, or a JSONL chunk of them (bytes, one per line), which
             is sent without being parsed or re-serialized.
@@ -447,8 +446,7 @@ class ClaudeBatchHook(BaseHook):
         intent_at = intent_at or datetime.now(timezone.utc)
         known = set(known_batch_ids)
         last_error: ClaudeBatchAPIError | None = None
-        refused_every_attempt = True
-        unclear_every_attempt = True  # every attempt a 429 that names neither the queue nor a rate
+        refused_every_attempt = unclear_every_attempt = True  # unclear: 429s naming no queue or rate
         client = self.client  # built first: the window below counts from the request, not the setup
         for attempt in range(1, self.create_attempts + 1):
             sent_at = datetime.now(timezone.utc)
@@ -484,16 +482,23 @@ class ClaudeBatchHook(BaseHook):
             self._wait_before_resend(attempt, None, last_error)
         assert last_error is not None
         if self.wait_on_full_queue and unclear_every_attempt:
-            # Refused every time, never for a named rate: most likely the queue. Wait, not fail.
-            raise ClaudeBatchQueueFullError(
-                str(last_error),
-                status_code=last_error.status_code,
-                error_type=last_error.error_type,
-                created_nothing=True,
-                request_count=count,
-                certain=False,
-            ) from last_error
+            raise self._unclear_full_queue(last_error, count)
         raise last_error
+
+    @staticmethod
+    def _unclear_full_queue(error: ClaudeBatchAPIError, count: int) -> ClaudeBatchQueueFullError:
+        """Every attempt refused by a 429 that named neither the queue nor a rate: most likely
+        the queue. A feeding run waits for room instead of failing, but learns no limit."""
+        full = ClaudeBatchQueueFullError(
+            str(error),
+            status_code=error.status_code,
+            error_type=error.error_type,
+            created_nothing=True,
+            request_count=count,
+            certain=False,
+        )
+        full.__cause__ = error
+        return full
 
     def _raise_if_queue_full(self, exc: anthropic.APIStatusError, error: ClaudeBatchAPIError, count: int) -> str | None:
         """With ``wait_on_full_queue``: a queue-full refusal ends the create at once (no attempts

@@ -33,6 +33,7 @@ from airflow_provider_claude_batch.links import (
     persist_links,
 )
 from airflow_provider_claude_batch.metrics import emit_feeding
+from airflow_provider_claude_batch.triggerer import may_defer
 from airflow_provider_claude_batch.workdir import run_directory, warn_if_local_with_remote_executor
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     )
     from airflow_provider_claude_batch.batching.submit.uploads import UploadSettings
     from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+    from airflow_provider_claude_batch.triggers.queue import ClaudeBatchQueueTrigger
 
 
 class _UntemplatedSource:
@@ -457,23 +459,73 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             if self.on_empty == "fail":
                 raise ClaudeBatchInputError(message + " (on_empty='fail')")
             raise AirflowSkipException(message)
-        return self._fed(context, hook, run_dir, submitted)
+        return self._fed(context, hook, run_dir, submitted, submission)
 
     def resume_feeding(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resumed by the queue trigger: the next feeding step (on a worker only to create), then
         wait again, or finish once every chunk is sent. Everything comes from the run folder (the
         kwargs given to ``defer`` may be dropped)."""
         hook, run_dir, submission = self._submission(context)
-        return self._fed(context, hook, run_dir, submission.continue_feeding())
+        return self._fed(context, hook, run_dir, submission.continue_feeding(), submission)
 
-    def _fed(self, context: Context, hook: ClaudeBatchHook, run_dir: RunDir, submitted: Submitted) -> dict[str, Any]:
-        """After a feeding step: metrics, then wait (deferred) for room, or the task's summary."""
+    def _fed(
+        self, context: Context, hook: ClaudeBatchHook, run_dir: RunDir, submitted: Submitted, submission: Submission
+    ) -> dict[str, Any]:
+        """After a feeding step: metrics, then wait for room (deferred, or here when no triggerer
+        runs: never a deferral nobody picks up), or the task's summary."""
         fed = submitted.fed
-        if fed is not None:
+        warned = False
+        while fed is not None:
             self._emit(context, submitted.manifest, fed)
-            if not fed.done:
+            if fed.done:
+                break
+            if may_defer(
+                self.log, f"Waiting for room in the batch queue in this task ({self._looks})", warn=not warned
+            ):
                 self._defer_feeding(context, submitted.manifest, fed)
+            warned = True
+            self._wait_for_room_here(fed)
+            submitted = submission.continue_feeding()
+            fed = submitted.fed
         return self._summary(hook, run_dir, submitted)
+
+    @property
+    def _looks(self) -> str:
+        return f"a look at the queue every {self.queue_poll_interval:g} s"
+
+    def _queue_trigger(self, fed: Fed) -> ClaudeBatchQueueTrigger:
+        """What the wait for room watches: the room for the next chunk, or the recheck time."""
+        from airflow_provider_claude_batch.batching.submit.queue_turns import FEED_RECHECK_SECONDS
+        from airflow_provider_claude_batch.triggers.queue import ClaudeBatchQueueTrigger
+
+        return ClaudeBatchQueueTrigger(
+            claude_batch_conn_id=self.claude_batch_conn_id,
+            needed=fed.next_requests,
+            limit=fed.limit,
+            queued_at_start=fed.queued,
+            poll_interval=self.queue_poll_interval,
+            recheck_at=time.time() + max(FEED_RECHECK_SECONDS, self.queue_poll_interval),
+        )
+
+    def _wait_for_room_here(self, fed: Fed) -> None:
+        """The queue trigger's wait, run in this task when no triggerer would run it: look at the
+        queue every ``queue_poll_interval`` until the next chunk fits (a batch ended, with no
+        limit known) or the recheck time passes; a failed look is logged and the wait goes on."""
+        from airflow_provider_claude_batch.batching.api.queue_limit import queued_requests
+        from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+
+        trigger, hook = self._queue_trigger(fed), ClaudeBatchHook(self.claude_batch_conn_id)
+        recheck_at = trigger.recheck_at or time.time()
+        self.log.info("Waiting for room in the batch queue (%s), %s.", fed.reason, self._looks)
+        while time.time() < recheck_at:
+            time.sleep(max(0.0, min(self.queue_poll_interval, recheck_at - time.time())))
+            try:
+                queued = queued_requests(hook.queue_states())
+            except Exception as exc:  # a blip: the recheck bounds the wait
+                self.log.warning("Could not read the batch queue: %s", exc)
+                continue
+            if trigger.has_room(queued):
+                return
 
     def _emit(self, context: Context, manifest: Manifest, fed: Fed) -> None:
         created = set(fed.created)
@@ -483,24 +535,12 @@ class ClaudeBatchSubmitOperator(BaseOperator):
 
     def _defer_feeding(self, context: Context, manifest: Manifest, fed: Fed) -> None:
         """Wait in the triggerer until the queue has room for the next chunk (or the recheck)."""
-        from airflow_provider_claude_batch.batching.submit.queue_turns import FEED_RECHECK_SECONDS
         from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
-        from airflow_provider_claude_batch.triggers.queue import ClaudeBatchQueueTrigger
 
         self.set_links(manifest, ClaudeBatchHook(self.claude_batch_conn_id))
         persist_links(self, context)
         self.log.info("Waiting for room in the batch queue (%s).", fed.reason)
-        self.defer(
-            trigger=ClaudeBatchQueueTrigger(
-                claude_batch_conn_id=self.claude_batch_conn_id,
-                needed=fed.next_requests,
-                limit=fed.limit,
-                queued_at_start=fed.queued,
-                poll_interval=self.queue_poll_interval,
-                recheck_at=time.time() + max(FEED_RECHECK_SECONDS, self.queue_poll_interval),
-            ),
-            method_name="resume_feeding",
-        )
+        self.defer(trigger=self._queue_trigger(fed), method_name="resume_feeding")
 
     def _summary(self, hook: ClaudeBatchHook, run_dir: RunDir, submitted: Submitted) -> dict[str, Any]:
         manifest, created = submitted.manifest, submitted.created

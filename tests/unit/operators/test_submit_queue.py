@@ -300,3 +300,28 @@ def test_a_resumed_feeding_step_reports_the_ceiling_and_keeps_to_the_budget(
     with pytest.raises(ClaudeBatchBudgetError, match="max_cost_usd"):  # and its retry
         _step(lowered, _context(run_id="lowered", try_number=2), None)
     assert emulator.emulator.stats["batches_created"] == 7
+
+
+def test_without_a_triggerer_a_run_feeds_in_its_task_and_never_defers(
+    tmp_path: Path,
+    emulator: RunningEmulator,
+    connection_env: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """``[claude_batch] triggerer = no``: a deferral would hang, so the run waits for room in its
+    own task, looking at the queue, and creates each chunk as earlier batches end (they end in
+    real time here). Oracle: one execute, no deferral, five creates within the queue, one warning."""
+    monkeypatch.setenv("AIRFLOW__CLAUDE_BATCH__TRIGGERER", "no")
+    _queue(emulator, limit=20, connection_env=connection_env)
+    emulator.emulator.config.processing_seconds = 0.2
+    operator = _operator(tmp_path, [f"q{i}" for i in range(50)], id_prefix="r")
+    summary = operator.execute(_context())  # TaskDeferred would fail the test
+    stats = emulator.emulator.stats
+    assert stats["batches_created"] == 5 and stats["queue_high_water"] <= 20 and stats["queue_refusals"] == 0
+    assert summary["chunks"] == 5 and len(summary["batch_ids"]) == 5 and summary["cost_ceiling_usd"] is not None
+    logged = capfd.readouterr()
+    warnings = [line for line in (logged.out + logged.err).splitlines() if "No triggerer to defer to" in line]
+    assert len(warnings) == 1 and "Waiting for room in the batch queue in this task" in warnings[0]
+    emulator.emulator.advance(PROCESSING)
+    assert _land(tmp_path, summary, "out") == {f"r-{i}" for i in range(50)}
