@@ -52,6 +52,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+    return value
+
+
 def _reply_chars(text: str) -> tuple[int, int]:
     low, _, high = text.partition("-")
     try:
@@ -166,6 +173,22 @@ def _time_and_limits(group: argparse._ArgumentGroup) -> None:
         "still processing gets 429 rate_limit_error (default: no limit)",
     )
     add(
+        "--batch-rate-limit",
+        metavar="N",
+        type=_positive,
+        default=None,
+        help="the Message Batches endpoints' request rate limit: beyond N calls a minute (create, retrieve, "
+        "list, results, cancel, delete together) a call gets 429 rate_limit_error with retry-after "
+        "(default: no limit)",
+    )
+    add(
+        "--batch-rate-window-seconds",
+        metavar="S",
+        type=_positive_float,
+        default=60.0,
+        help="the window --batch-rate-limit counts calls in (default: %(default)s, a minute as the API's)",
+    )
+    add(
         "--list-lag-seconds",
         metavar="S",
         type=float,
@@ -243,6 +266,8 @@ def config_from(args: argparse.Namespace) -> EmulatorConfig:
         max_requests_per_batch=args.max_requests,
         max_bytes_per_batch=args.max_bytes,
         queue_limit=args.queue_limit,
+        batch_rate_limit=args.batch_rate_limit,
+        batch_rate_window_seconds=args.batch_rate_window_seconds,
         list_lag_seconds=args.list_lag_seconds,
         answer_digest=args.answer_digest,
         results_ranges=args.results_ranges,

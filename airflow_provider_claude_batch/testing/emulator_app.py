@@ -337,6 +337,7 @@ async def _serve(emulator: Emulator, endpoint: str, request: Request, operation:
     request_id = _new_request_id()  # every answer has its own, failures included
     try:
         workspace = _authenticate(emulator, request)
+        emulator.check_batch_rate(endpoint)
         if emulator.config.latency_seconds:
             await asyncio.sleep(emulator.config.latency_seconds)
         fault = emulator.take_fault(endpoint)

@@ -21,6 +21,8 @@ Invariants:
   still has them.
 * Counters count what was received (``calls`` per endpoint, ``stats`` per event), so tests can
   assert what a client did, e.g. that a create was not sent twice.
+* With a ``batch_rate_limit``, the batch endpoints answer at most that many calls per window;
+  the others get 429 ``rate_limit_error`` with a ``retry-after`` and change nothing.
 * With a ``queue_limit``, the requests in batches still processing (every workspace: the queue
   is the organisation's) never exceed it: a create that would is refused whole, before anything
   is stored, and ``stats["queue_high_water"]`` is the most ever queued (the tests' oracle).
@@ -34,6 +36,7 @@ answer; this module only decides which fault a call takes.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import itertools
 import math
@@ -71,6 +74,8 @@ from airflow_provider_claude_batch.testing.prompt_cache import PromptCache
 DEFAULT_API_KEY = "emulator-key"
 
 ENDPOINTS = ("create", "retrieve", "list", "cancel", "delete", "results", "models", "count_tokens")
+#: The Message Batches endpoints, which ``batch_rate_limit`` counts together.
+BATCH_ENDPOINTS = ("create", "retrieve", "list", "cancel", "delete", "results")
 
 _encoder = msgspec.json.Encoder()
 
@@ -184,6 +189,13 @@ class EmulatorConfig:
     #: the API's 429 ``rate_limit_error`` and creates nothing; ``stats`` keep the high-water mark
     #: of requests queued (``queue_high_water``) and the refusals (``queue_refusals``).
     queue_limit: int | None = None
+    #: The request rate limit of the Message Batches endpoints (create, retrieve, list, results,
+    #: cancel, delete, counted together): at most this many calls per ``batch_rate_window_seconds``
+    #: (None: no limit). A call beyond it gets the API's 429 ``rate_limit_error``, with a
+    #: ``retry-after`` of the seconds until a call leaves the window, and does nothing;
+    #: ``stats["rate_limited"]`` counts them. The window is a minute, as the API's; shorter in tests.
+    batch_rate_limit: int | None = None
+    batch_rate_window_seconds: float = 60.0
     #: Seconds after its create during which a batch is missing from ``list`` (it answers
     #: ``retrieve``): the lag of a listing behind a create that the API documents nowhere
     #: but that a create-once lookup must survive.
@@ -297,6 +309,8 @@ class Emulator:
         #: The Files API's uploaded files and their counters (``emulator_files``).
         self.files = FileStore()
         # Rendered results files live here until the emulator is garbage collected.
+        #: When the batch endpoints' calls in the rate window came (``batch_rate_limit``).
+        self._batch_calls: collections.deque[datetime] = collections.deque()
         self._results_dir = tempfile.mkdtemp(prefix="claude-batch-emulator-")
         weakref.finalize(self, shutil.rmtree, self._results_dir, True)
         self._dirty = False
@@ -314,6 +328,7 @@ class Emulator:
                         os.unlink(batch.results_path)
             self._batches.clear()
             self._faults.clear()
+            self._batch_calls.clear()
             self._scripted_outcomes.clear()
             self._attempts.clear()
             self.calls.clear()
@@ -322,6 +337,29 @@ class Emulator:
             self.files.clear()
             self.clock.reset()
             self.save_state()
+
+    def check_batch_rate(self, endpoint: str) -> None:
+        """Count a call to a batch endpoint against ``batch_rate_limit``; over it, refuse it with
+        the API's 429 ``rate_limit_error`` and the seconds until a call leaves the window."""
+        limit = self.config.batch_rate_limit
+        if limit is None or endpoint not in BATCH_ENDPOINTS:
+            return
+        with self._lock:
+            now, window = self.clock.now(), timedelta(seconds=self.config.batch_rate_window_seconds)
+            while self._batch_calls and now - self._batch_calls[0] >= window:
+                self._batch_calls.popleft()
+            if len(self._batch_calls) < limit:
+                self._batch_calls.append(now)
+                return
+            self.stats["rate_limited"] += 1
+            wait = max((self._batch_calls[0] + window - now).total_seconds(), 0.001)
+        raise EmulatorHTTPError(
+            429,
+            f"Number of Message Batches API requests per minute exceeded: the limit is {limit} per "
+            f"{self.config.batch_rate_window_seconds:g} s.",
+            error_type="rate_limit_error",
+            retry_after=wait,
+        )
 
     def inject(self, fault: Fault) -> Fault:
         with self._lock:

@@ -47,6 +47,7 @@ def test_defaults() -> None:
     assert config.reply_chars is None and config.gradual_ending is False and config.state_file is None
     assert (config.invalid_output_fraction, config.refusal_fraction, config.truncated_fraction) == (0, 0, 0)
     assert config.results_ranges is True and config.prices is None and config.queue_limit is None
+    assert config.batch_rate_limit is None and config.batch_rate_window_seconds == 60.0
     assert config.federation == FederationRule()
 
 
@@ -56,6 +57,7 @@ def test_every_flag_reaches_the_config() -> None:
         *("--api-key", "key-a", "--api-key", "key-b"),
         *("--processing-seconds", "inf", "--cancel-seconds", "2.5", "--latency-seconds", "0.2"),
         *("--max-requests", "10", "--max-bytes", "4096", "--queue-limit", "25"),
+        *("--batch-rate-limit", "50", "--batch-rate-window-seconds", "0.5"),
         *("--errored-fraction", "0.1", "--expired-fraction", "0.05"),
         *("--reply-chars", "50-500", "--gradual", "--state-file", "state.json"),
     )
@@ -65,6 +67,7 @@ def test_every_flag_reaches_the_config() -> None:
     assert (config.cancel_seconds, config.latency_seconds) == (2.5, 0.2)
     assert (config.max_requests_per_batch, config.max_bytes_per_batch) == (10, 4096)
     assert config.queue_limit == 25
+    assert (config.batch_rate_limit, config.batch_rate_window_seconds) == (50, 0.5)
     assert (config.errored_fraction, config.expired_fraction) == (0.1, 0.05)
     assert config.reply_chars == (50, 500)
     assert config.gradual_ending is True and config.state_file == "state.json"
@@ -116,6 +119,8 @@ FLAGS = {
     "truncated_fraction": "--truncated-fraction",
     "prices": "--prices",
     "queue_limit": "--queue-limit",
+    "batch_rate_limit": "--batch-rate-limit",
+    "batch_rate_window_seconds": "--batch-rate-window-seconds",
     "list_lag_seconds": "--list-lag-seconds",
     "answer_digest": "--answer-digest",
 }

@@ -164,6 +164,34 @@ def test_without_a_queue_limit_nothing_is_refused(emulator: RunningEmulator, cli
     assert emulator.emulator.stats["queue_refusals"] == 0
 
 
+def test_a_batch_rate_limit_refuses_calls_beyond_it_with_retry_after(emulator: RunningEmulator) -> None:
+    """Calls to the batch endpoints count together; beyond the limit one gets 429
+    ``rate_limit_error`` with the seconds until a call leaves the window, and does nothing;
+    other endpoints are not counted; the window moves with the clock. Set through the control
+    endpoint, as a running emulator is."""
+    httpx.post(f"{emulator.base_url}/_emulator/config", json={"batch_rate_limit": 3}).raise_for_status()
+    client = anthropic.Anthropic(api_key=TEST_API_KEY, base_url=emulator.base_url, max_retries=0)
+    batch = client.messages.batches.create(requests=make_requests(2))
+    client.messages.batches.retrieve(batch.id)
+    client.messages.batches.list()
+    client.models.list()  # not a batch endpoint: not counted
+    with pytest.raises(anthropic.RateLimitError) as refused:
+        client.messages.batches.create(requests=make_requests(2, prefix="x"))
+    assert refused.value.body["error"]["type"] == "rate_limit_error"
+    assert "per minute" in refused.value.body["error"]["message"]
+    assert 59 <= float(refused.value.response.headers["retry-after"]) <= 60
+    assert emulator.emulator.stats["rate_limited"] == 1 and emulator.emulator.stats["batches_created"] == 1
+    emulator.emulator.advance(60)  # the window has moved on
+    client.messages.batches.create(requests=make_requests(2, prefix="y"))
+    assert emulator.emulator.stats["batches_created"] == 2
+
+
+def test_without_a_batch_rate_limit_no_call_is_refused(emulator: RunningEmulator, client: anthropic.Anthropic) -> None:
+    for _ in range(20):
+        client.messages.batches.list()
+    assert emulator.emulator.stats["rate_limited"] == 0
+
+
 def test_workspaces_scope_batches(emulator: RunningEmulator) -> None:
     a = anthropic.Anthropic(
         api_key=TEST_API_KEY, base_url=emulator.base_url, default_headers={"anthropic-workspace-id": "wrkspc_a"}
