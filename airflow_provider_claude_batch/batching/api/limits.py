@@ -27,6 +27,10 @@ CLOCK_SKEW = timedelta(seconds=30)
 
 #: Per-request error types worth resubmitting in a later round.
 RETRYABLE_ERROR_TYPES = frozenset({"overloaded_error", "api_error", "rate_limit_error"})
+#: How the API says a request's ``file_id`` names no file of its workspace (an
+#: ``invalid_request_error``): sent again, the file is uploaded again (``uploads``), so it is
+#: retryable too.
+FILE_NOT_FOUND = "File not found"
 #: HTTP statuses after which a create may or may not have happened.
 AMBIGUOUS_CREATE_STATUSES = frozenset({408, 409, 500, 502, 503, 504})
 #: Of those, the ones the API itself answered: it is done with the request, so one lookup

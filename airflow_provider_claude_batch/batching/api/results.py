@@ -112,6 +112,15 @@ class ResultLine(msgspec.Struct, gc=False):
         detail = envelope.error.type if envelope.error is not None else None
         return detail if detail is not None else envelope.type
 
+    @property
+    def error_message(self) -> str | None:
+        """The error's message, else the envelope's (the ``error_message`` column's rule)."""
+        envelope = self.result.error
+        if envelope is None:
+            return None
+        detail = envelope.error.message if envelope.error is not None else None
+        return detail if detail is not None else envelope.message
+
 
 class _ContentOnlyMessage(msgspec.Struct, gc=False):
     content: msgspec.Raw = msgspec.Raw(b"[]")

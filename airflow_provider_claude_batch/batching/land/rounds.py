@@ -4,8 +4,9 @@ Round 0 is one batch per chunk. After a round ends, every request of it that end
 ``expired`` or ``errored`` with a retryable error type (overloaded, api, rate limit) is
 copied, byte for byte from the chunk's saved request body, into a new request file and a new
 batch of round ``r + 1`` for that chunk, up to ``max_retry_rounds``. Requests that failed for
-a reason a retry cannot fix (``invalid_request_error``) are never resubmitted. A request's
-final outcome is the one from the highest round that included it.
+a reason a retry cannot fix (``invalid_request_error``) are never resubmitted, except a
+``file_id`` the API no longer knows ("File not found"): the next create uploads it again.
+A request's final outcome is the one from the highest round that included it.
 """
 
 from __future__ import annotations
@@ -22,10 +23,16 @@ from airflow_provider_claude_batch.batching.state.storage import StoragePath
 from airflow_provider_claude_batch.exceptions import ClaudeBatchManifestError
 
 
-def is_retryable(result_type: str, error_type: str | None) -> bool:
+def is_retryable(result_type: str, error_type: str | None, message: str | None = None) -> bool:
+    """Whether sending the request again may change its outcome: expired, a transient error, or
+    a referenced file the API no longer knows (its create uploads the file again, ``uploads``)."""
     if result_type == "expired":
         return True
-    return result_type == "errored" and error_type in limits.RETRYABLE_ERROR_TYPES
+    if result_type != "errored":
+        return False
+    if error_type in limits.RETRYABLE_ERROR_TYPES:
+        return True
+    return error_type == "invalid_request_error" and limits.FILE_NOT_FOUND in (message or "")
 
 
 def retryable_ids(lines: Iterable[bytes]) -> list[str]:
@@ -35,7 +42,7 @@ def retryable_ids(lines: Iterable[bytes]) -> list[str]:
         if not line:
             continue
         outcome = decode_result_line(line)
-        if is_retryable(outcome.result.type, outcome.error_type):
+        if is_retryable(outcome.result.type, outcome.error_type, outcome.error_message):
             found.append(outcome.custom_id)
     return found
 

@@ -17,6 +17,7 @@ import pytest
 
 from airflow_provider_claude_batch.batching.api import limits
 from airflow_provider_claude_batch.exceptions import ClaudeBatchInputError, ClaudeBatchParameterError
+from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 from airflow_provider_claude_batch.operators.submit import ClaudeBatchSubmitOperator
 from airflow_provider_claude_batch.testing import RunningEmulator
 from airflow_provider_claude_batch.testing.sample_files import make_pdf, make_png
@@ -109,6 +110,43 @@ def test_a_new_run_refers_to_recorded_files_and_uploads_again_one_deleted_on_the
     assert {row["result_type"] for row in rows.values()} == {"succeeded"}
     assert {name: _sha256_of_answer(row) for name, row in rows.items()} == hashes
     assert json.loads(records[0].read_text())["file_id"] != gone
+
+
+def test_a_file_deleted_between_the_check_and_the_create_is_sent_again_and_uploaded_again(
+    tmp_path: Path, emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race the metadata check cannot close: the file is gone when the create arrives, so
+    the request errors with "File not found"; landing resubmits it, and that create uploads the
+    file again."""
+    hashes = _documents(tmp_path / "in", 2)
+    source = str(tmp_path / "in")
+    _run(tmp_path / "work", source, "run1", tmp_path / "out1", upload="files", reuse_answers=False)
+    client = anthropic.Anthropic(api_key=emulator.api_key, base_url=emulator.base_url)
+    for item in client.beta.files.list(betas=[limits.FILES_API_BETA]).data:
+        client.beta.files.delete(item.id, betas=[limits.FILES_API_BETA])
+    # The submit's check sees the files still there (deleted after it looked).
+    with monkeypatch.context() as patched:
+        patched.setattr(ClaudeBatchHook, "file_exists", lambda self, file_id: True)
+        summary = ClaudeBatchSubmitOperator(
+            task_id="submit",
+            source=source,
+            source_format="files",
+            documents=["path"],
+            upload="files",
+            reuse_answers=False,
+            prompt="Extract the invoice fields.",
+            model="claude-haiku-4-5",
+            max_tokens=200,
+            work_dir=str(tmp_path / "work"),
+        ).execute(_context("run2"))
+    assert _uploads(emulator) == 2
+    ClaudeBatchToParquetOperator(
+        task_id="land", manifest=summary, destination=str(tmp_path / "out2"), keep_columns=["name"], deferrable=False
+    ).execute({})
+    rows = {row["name"]: row for row in pq.read_table(tmp_path / "out2").to_pylist()}
+    assert {row["result_type"] for row in rows.values()} == {"succeeded"}
+    assert {name: _sha256_of_answer(row) for name, row in rows.items()} == hashes
+    assert _uploads(emulator) == 4 and emulator.emulator.stats["batches_created"] == 3
 
 
 def test_auto_uploads_only_files_from_the_threshold(tmp_path: Path, emulator: RunningEmulator) -> None:

@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_claude_batch.batching.land.rounds import final_rounds, plan_next_round, records_by_chunk
+from airflow_provider_claude_batch.batching.land.rounds import (
+    final_rounds,
+    is_retryable,
+    plan_next_round,
+    records_by_chunk,
+)
 from airflow_provider_claude_batch.batching.state.manifest import BatchRecord
 from airflow_provider_claude_batch.exceptions import ClaudeBatchManifestError
 from tests.unit.conftest import manifest_of
@@ -61,6 +66,15 @@ def test_only_transient_failures_go_out_again_byte_for_byte(tmp_path: Path) -> N
     # Recorded as the create call will send it: {"requests":[b,c,e]}.
     create_body = b'{"requests":[' + body.rstrip(b"\n").replace(b"\n", b",") + b"]}"
     assert planned.request_count == 3 and planned.body_bytes == len(create_body)
+
+
+def test_a_file_the_api_no_longer_knows_is_retryable_and_other_invalid_requests_are_not() -> None:
+    """Sent again, the request's file is uploaded again (``uploads``); a bad request stays bad."""
+    message = "messages.0.content.0.source.file_id: File not found: file_01x"
+    assert is_retryable("errored", "invalid_request_error", message)
+    assert not is_retryable("errored", "invalid_request_error", "max_tokens: too large")
+    assert not is_retryable("errored", "invalid_request_error", None)
+    assert not is_retryable("succeeded", None, message)
 
 
 def test_no_round_past_the_limit_and_none_without_failures(tmp_path: Path) -> None:
