@@ -7,8 +7,9 @@
 Both create ``.venv`` on first use and install exactly what ``requirements.lock`` pins (with
 ``uv``, itself pinned below), then reuse it while the lock and pyproject are unchanged.
 Other commands: ``lint`` (ruff + mypy), ``docs`` (the documentation site, warnings as
-errors), ``bench`` (benchmarks), ``lock`` (re-resolve), ``smoke-deps`` (install without the
-lock at the lowest and newest allowed versions, and smoke).
+errors), ``bench`` (benchmarks), ``soak`` (the seeded fault soak), ``lock`` (re-resolve),
+``smoke-deps`` (install without the lock at the lowest and newest allowed versions, and
+smoke).
 """
 
 from __future__ import annotations
@@ -71,8 +72,11 @@ def _installed(program: str) -> bool:
 #: What ``test`` adds to pytest's arguments: two pytest-xdist workers, each taking whole test
 #: files, so a file's module and session fixtures (an Airflow deployment, the emulator) start
 #: once on the worker that runs it. Two, not one per core: the system tests start deployments
-#: of several processes each.
-XDIST = ["-n", "2", "--dist", "loadfile"]
+#: of several processes each. Files are handed out in collection order: xdist's default hands
+#: out the files with the most tests first, which leaves the slowest files (a deployment, a
+#: few long tests each) to run last, side by side; in collection order they start in the
+#: first half and the many quick unit-test files fill the end.
+XDIST = ["-n", "2", "--dist", "loadfile", "--no-loadscope-reorder"]
 #: Arguments after which ``test`` adds nothing: the caller chose the workers (``-n 0`` runs
 #: in one process, ``-p no:xdist`` without the plugin), or asked for a debugger, which needs
 #: one process.
@@ -143,6 +147,9 @@ def main(argv: list[str]) -> int:
         return status
     if command == "bench":
         return subprocess.call([str(PYTHON), "-m", "benchmarks", *rest], cwd=ROOT)
+    if command == "soak":
+        ensure_debian_packages()
+        return subprocess.call([str(PYTHON), "-m", "tests.soak", *rest], cwd=ROOT)
     print(f"unknown command {command!r}\n{__doc__}", file=sys.stderr)
     return 2
 

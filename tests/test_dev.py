@@ -20,7 +20,8 @@ import dev  # noqa: E402
     [[], ["tests/unit", "-x"], ["-k", "reuse"], ["-p", "no:randomly"], ["--help"]],
 )
 def test_two_workers_taking_whole_files_by_default(rest: list[str]) -> None:
-    assert dev.pytest_arguments(rest) == ["-n", "2", "--dist", "loadfile", *rest]
+    assert dev.pytest_arguments(rest) == [*dev.XDIST, *rest]
+    assert dev.XDIST[:4] == ["-n", "2", "--dist", "loadfile"]
 
 
 @pytest.mark.parametrize(
@@ -42,4 +43,4 @@ def test_the_locked_environment_has_the_workers_plugin() -> None:
         timeout=120,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "--dist" in done.stdout and "loadfile" in done.stdout
+    assert "--dist" in done.stdout and "--no-loadscope-reorder" in done.stdout
