@@ -3,8 +3,10 @@
 Each invoice PDF in the inbox becomes one request with the PDF as a ``document`` block, each
 receipt photo one request with an ``image`` block; the answers are structured
 (``output_schema``), so vendor, date, currency, total and line items land as typed Parquet
-columns beside each file's name. The files are read as bytes: a renamed copy of an invoice
-already read reuses its answer, and a second run over the same inbox sends nothing.
+columns beside each file's name. The invoices are uploaded once through the Files API and
+referred to by file id; the receipts go inline. The files are read as bytes: a renamed copy of
+an invoice already read reuses its answer, and a second run over the same inbox sends nothing
+and uploads nothing.
 
 Paths default to a local folder; point CLAUDE_BATCH_EXAMPLE_DATA at shared storage
 (``s3://...``) in production, together with ``[claude_batch] work_dir``.
@@ -52,6 +54,7 @@ with DAG(
 
     @task.claude_batch(
         documents=["path"],
+        upload="files",  # each distinct PDF uploaded once through the Files API, referred to by id
         prompt=PROMPT.replace("{kind}", "invoice"),
         model="claude-sonnet-4-6",
         max_tokens=512,

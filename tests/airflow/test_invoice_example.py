@@ -1,6 +1,7 @@
 """The invoice example DAG under real Airflow (``dag.test()``) against the emulator over HTTP: a
-folder of generated invoice PDFs and receipt images lands as typed rows, and a second run over
-the same inbox sends nothing and uploads nothing."""
+folder of generated invoice PDFs (uploaded once through the Files API) and receipt images
+(inline) lands as typed rows, and a second run over the same inbox sends nothing and uploads
+nothing."""
 
 from __future__ import annotations
 
@@ -47,11 +48,12 @@ def test_invoices_and_receipts_land_typed_and_a_second_run_sends_nothing(
     assert set(invoices.column("output_status").to_pylist()) == {"valid"}
     sent = emulator.emulator.stats["requests_received"]
     assert sent == 9
+    assert emulator.emulator.snapshot()["files"]["uploads"] == 6  # the invoices, by reference
 
     second = run_dag(dag, datetime(2026, 12, 8, tzinfo=timezone.utc))
     assert task_states(second) == {"invoices": "success", "receipts": "success"}
     assert emulator.emulator.stats["requests_received"] == sent  # every answer reused by content
-    assert emulator.emulator.snapshot()["files"].get("uploads", 0) == 0
+    assert emulator.emulator.snapshot()["files"]["uploads"] == 6  # nothing uploaded again
     again = ds.dataset(lake / "invoices" / "fields", format="parquet").to_table()
     assert set(again.column("answer_source").to_pylist()) == {"reused"}
     assert sorted(again.column("total").to_pylist()) == sorted(invoices.column("total").to_pylist())
