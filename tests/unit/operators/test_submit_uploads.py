@@ -170,10 +170,21 @@ def test_answers_are_reused_between_an_inline_run_and_an_uploading_one(
     assert {name: _sha256_of_answer(row) for name, row in rows.items()} == hashes
 
 
-def test_bad_input_is_named_before_anything_is_uploaded(tmp_path: Path, emulator: RunningEmulator) -> None:
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (make_png(10, 10), "image/png"),  # a PNG named .pdf
+        (b"", "empty|zero|no bytes"),
+        (make_pdf([["Secret"]], encrypted=True), "encrypt"),
+    ],
+    ids=["mislabelled", "empty", "encrypted"],
+)
+def test_bad_input_is_named_before_anything_is_uploaded(
+    tmp_path: Path, emulator: RunningEmulator, content: bytes, problem: str
+) -> None:
     _documents(tmp_path / "in", 3)
-    (tmp_path / "in" / "inv-001.pdf").write_bytes(make_png(10, 10))  # a PNG named .pdf
-    with pytest.raises(ClaudeBatchInputError, match=r"row 1 .*inv-001\.pdf.*image/png"):
+    (tmp_path / "in" / "inv-001.pdf").write_bytes(content)
+    with pytest.raises(ClaudeBatchInputError, match=rf"(?i)row 1 .*inv-001\.pdf.*({problem})"):
         _run(tmp_path / "work", str(tmp_path / "in"), "run", tmp_path / "out", upload="files")
     assert _uploads(emulator) == 0 and emulator.emulator.stats["requests_received"] == 0
 
