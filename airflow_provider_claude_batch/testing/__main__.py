@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _serving(parser.add_argument_group("serving"))
     _time_and_limits(parser.add_argument_group("time and limits"))
+    _rate_limits(parser.add_argument_group("request rate limit"))
     _answers(parser.add_argument_group("answers (fractions of requests, drawn by a hash: runs replay)"))
     _federation(parser.add_argument_group("keyless sign-in (POST /v1/oauth/token)"))
     return parser
@@ -118,6 +119,13 @@ def _serving(group: argparse._ArgumentGroup) -> None:
         metavar="JSON",
         help="price overrides for the billed dollars of /_emulator/state: JSON or a JSON file's path, "
         "as [claude_batch] prices takes them (default: the provider's price table)",
+    )
+    add(
+        "--list-lag-seconds",
+        metavar="S",
+        type=float,
+        default=0.0,
+        help="a new batch is missing from list for S seconds (retrieve finds it): a stale listing (default: 0)",
     )
 
 
@@ -173,6 +181,16 @@ def _time_and_limits(group: argparse._ArgumentGroup) -> None:
         "still processing gets 429 rate_limit_error (default: no limit)",
     )
     add(
+        "--no-results-ranges",
+        dest="results_ranges",
+        action="store_false",
+        help="ignore Range headers of results downloads and send the whole file again (default: ranges served)",
+    )
+
+
+def _rate_limits(group: argparse._ArgumentGroup) -> None:
+    add = group.add_argument
+    add(
         "--batch-rate-limit",
         metavar="N",
         type=_positive,
@@ -187,24 +205,6 @@ def _time_and_limits(group: argparse._ArgumentGroup) -> None:
         type=_positive_float,
         default=60.0,
         help="the window --batch-rate-limit counts calls in (default: %(default)s, a minute as the API's)",
-    )
-    add(
-        "--list-lag-seconds",
-        metavar="S",
-        type=float,
-        default=0.0,
-        help="a new batch is missing from list for S seconds (retrieve finds it): a stale listing (default: 0)",
-    )
-    add(
-        "--answer-digest",
-        action="store_true",
-        help="end free-text answers with '#' and a digest of the request's last user text (default: off)",
-    )
-    add(
-        "--no-results-ranges",
-        dest="results_ranges",
-        action="store_false",
-        help="ignore Range headers of results downloads and send the whole file again (default: ranges served)",
     )
 
 
@@ -223,6 +223,11 @@ def _answers(group: argparse._ArgumentGroup) -> None:
         type=_reply_chars,
         metavar="LOW-HIGH",
         help="length of free-text replies, a range or one length, e.g. 50-500 (default: the tag and three words)",
+    )
+    add(
+        "--answer-digest",
+        action="store_true",
+        help="end free-text answers with '#' and a digest of the request's last user text (default: off)",
     )
 
 
