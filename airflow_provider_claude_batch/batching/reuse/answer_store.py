@@ -125,10 +125,15 @@ def utcnow() -> datetime:
 
 
 def _files(folder: StoragePath) -> list[StoragePath]:
-    if not folder.exists():
+    """The Parquet files of ``folder`` now (none when it does not exist). Listed, never checked
+    with ``exists()`` first: on object storage that may answer from a listing the process cached
+    before another worker wrote the folder (and a run would miss requests in flight)."""
+    try:
+        entries = children(folder)
+    except (FileNotFoundError, NotADirectoryError):  # (UPath on object storage: the latter)
         return []
     return sorted(
-        (child for child in children(folder) if child.name.endswith(".parquet") and not child.name.startswith(".")),
+        (child for child in entries if child.name.endswith(".parquet") and not child.name.startswith(".")),
         key=lambda child: child.name,
     )
 
@@ -436,11 +441,10 @@ class AnswerStore:
         key in order, its ``batch_id`` and ``custom_id`` there."""
         found = np.zeros(len(keys), dtype=bool)
         empty = pa.table({"batch_id": pa.array([], pa.string()), "custom_id": pa.array([], pa.string())})
-        folder = self.work_dir.in_flight_folder
-        if not len(keys) or not folder.exists():
+        if not len(keys):
             return found, empty
         tables = []
-        for path in _files(folder):
+        for path in _files(self.work_dir.in_flight_folder):
             if path.name == f"{exclude}.parquet":
                 continue
             with contextlib.suppress(FileNotFoundError), path.open("rb") as handle:

@@ -619,10 +619,16 @@ def mark_in_flight(manifest: Manifest, run_dir: RunDir, store: AnswerStore, owne
     so that a run needing the same ones waits for them instead of sending them again."""
     tables = []
     for record in manifest.batches:
-        if record.round != 0 or record.batch_id is None or not (run_dir / record.requests_file).exists():
+        if record.round != 0 or record.batch_id is None:
             continue
-        with (run_dir / record.requests_file).open("rb") as handle:
-            lines = [line for line in iter_file_lines(handle) if line]
+        # Opened, not checked with exists() first: on object storage exists() may answer from a
+        # listing cached earlier in the process, and a request left unmarked is paid twice.
+        try:
+            with (run_dir / record.requests_file).open("rb") as handle:
+                lines = [line for line in iter_file_lines(handle) if line]
+        except FileNotFoundError:
+            log.warning("The requests of batch %s are gone: other runs cannot await them.", record.batch_id)
+            continue
         tables.append(
             pa.table(
                 {

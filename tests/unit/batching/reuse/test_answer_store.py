@@ -4,6 +4,7 @@ import threading
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -210,3 +211,30 @@ def test_an_answer_that_failed_its_output_schema_is_never_stored(tmp_path: Path)
     answers = answers.append_column("output_status", pa.array(["valid", "invalid", "refused", "valid"]))
     assert store.add(answers, ORIGIN, name="typed", answered_at=NOW) == 2
     assert sorted(_texts(store, _keys(range(4)))) == [0, 3]
+
+
+def test_requests_another_process_put_in_flight_are_found_on_s3_after_a_listing(s3_partition: Any) -> None:
+    """Two processes on one work directory on S3 (each its own file system object, as two
+    workers). s3fs caches a folder's listing for its life: a reader that looked up answers
+    before the other wrote its in-flight file must still find that file (the run planning
+    after a claim would otherwise send requests the other already sent: billed twice)."""
+    from upath import UPath
+
+    options = dict(s3_partition.storage_options) | {"skip_instance_cache": True}
+    work = f"s3://{s3_partition.path.split('/')[0]}/work"
+    reader, writer = AnswerStore(UPath(work, **options)), AnswerStore(UPath(work, **options))
+    writer.add(_answers(range(100, 101)), ORIGIN, name="seed")  # the store exists, no request in flight
+    assert _texts(reader, _keys(range(3))) == {}  # the reader lists the store's folders now
+    assert reader.files() and not reader.needs_compaction()
+    assert not reader.in_flight(_keys(range(3)), exclude="run-a")[0].any()
+    entries = pa.table(
+        {
+            "key": as_arrow(_keys(range(3))),
+            "batch_id": pa.array(["msgbatch_b"] * 3),
+            "custom_id": pa.array([f"r{i}" for i in range(3)]),
+        }
+    )
+    writer.mark_in_flight("run-b", entries)
+    assert reader.in_flight(_keys(range(3)), exclude="run-a")[0].all()
+    writer.landed("run-b")
+    assert not reader.in_flight(_keys(range(3)), exclude="run-a")[0].any()

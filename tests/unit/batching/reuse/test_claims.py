@@ -236,3 +236,37 @@ def test_a_claim_kept_while_feeding_is_resumed_keeps_its_time_and_still_holds_ot
     choosing = claims.Claim(work_dir, "choosing", keys)
     choosing._write_state(claimed_at=None)
     assert claims.Claim.resume(work_dir, "choosing") is None
+
+
+def test_two_runs_on_s3_each_with_its_own_file_system_send_each_request_once(
+    s3_partition: Any, emulator: RunningEmulator
+) -> None:
+    """The same race as above on an S3 server, each run with a file system object of its own
+    (two workers): what one run writes (its claim, its requests in flight) the other must see
+    through its own file system's caches. Oracle: the emulator's batch counter."""
+    from upath import UPath
+
+    options = dict(s3_partition.storage_options) | {"skip_instance_cache": True}
+    location = f"s3://{s3_partition.path.split('/')[0]}/work"
+
+    def work_dir() -> WorkDir:
+        return WorkDir(UPath(location, **options))
+
+    held, said = _HeldCreates(), _Said()
+    outcome: dict[str, Submitted | None] = {}
+    first = threading.Thread(target=lambda: outcome.update(a=_submission(work_dir(), "a", held, _logger("a")).submit(ROWS)))
+    first.start()
+    assert held.creating.wait(60)
+    hook = ClaudeBatchHook(retry_backoff=0)
+    second = threading.Thread(
+        target=lambda: outcome.update(b=_submission(work_dir(), "b", hook, _logger("b", said)).submit(ROWS))
+    )
+    second.start()
+    wait_until(lambda: said.waiting.is_set() or not second.is_alive(), timeout=60, interval=0.01, what="run B")
+    held.release.set()
+    first.join(60)
+    second.join(90)
+    a, b = outcome["a"], outcome["b"]
+    assert a is not None and b is not None
+    assert emulator.emulator.stats["batches_created"] == 2
+    assert b.created == [] and b.manifest.reuse is not None and b.manifest.reuse["awaited"] == len(ROWS)
