@@ -7,8 +7,9 @@
 Both create ``.venv`` on first use and install exactly what ``requirements.lock`` pins (with
 ``uv``, itself pinned below), then reuse it while the lock and pyproject are unchanged.
 Other commands: ``lint`` (ruff + mypy), ``docs`` (the documentation site, warnings as
-errors), ``bench`` (benchmarks), ``lock`` (re-resolve), ``smoke-deps`` (install without the
-lock at the lowest and newest allowed versions, and smoke).
+errors), ``bench`` (benchmarks), ``soak`` (the seeded fault soak), ``lock`` (re-resolve),
+``smoke-deps`` (install without the lock at the lowest and newest allowed versions, and
+smoke).
 """
 
 from __future__ import annotations
@@ -146,6 +147,9 @@ def main(argv: list[str]) -> int:
         return status
     if command == "bench":
         return subprocess.call([str(PYTHON), "-m", "benchmarks", *rest], cwd=ROOT)
+    if command == "soak":
+        ensure_debian_packages()
+        return subprocess.call([str(PYTHON), "-m", "tests.soak", *rest], cwd=ROOT)
     print(f"unknown command {command!r}\n{__doc__}", file=sys.stderr)
     return 2
 

@@ -5,26 +5,18 @@ and the destinations are all on ``s3://``. Everything stops at the end, also aft
 
 from __future__ import annotations
 
-import json
-import secrets
 import textwrap
 from collections.abc import Generator, Iterator
-from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from airflow_provider_claude_batch.testing import RunningEmulator
-from tests.distributed.services import MotoS3, Postgres, Redis, S3FaultProxy
-from tests.helpers import TEST_API_KEY
-from tests.system.stack import AirflowStack
+from tests.distributed.deployment import BUCKET, TRIGGERERS, WORKERS, Deployment, start_deployment
+
+__all__ = ["BUCKET", "TRIGGERERS", "WORKERS", "Deployment"]
 
 DAG_ID = "claude_batch_distributed"
-BUCKET = "lake"
-WORKERS = ("worker-1", "worker-2")
-TRIGGERERS = ("triggerer", "triggerer-2")
 
 DAG = f"""
 from datetime import datetime, timedelta
@@ -48,104 +40,12 @@ with DAG({DAG_ID!r}, schedule=None, start_date=datetime(2026, 1, 1), max_active_
 """
 
 
-@dataclass
-class Deployment:
-    stack: AirflowStack
-    emulator: RunningEmulator
-    moto: MotoS3
-    proxy: S3FaultProxy
-    services: list[Any]
-    started_in_seconds: float
-
-    def s3(self) -> Any:
-        """s3fs straight to the S3 server (the test's own reads and writes bypass the faults)."""
-        import s3fs
-
-        return s3fs.S3FileSystem(key="testing", secret="testing", endpoint_url=self.moto.url, skip_instance_cache=True)
-
-    def s3_path(self, url: str) -> Any:
-        from upath import UPath
-
-        return UPath(url, key="testing", secret="testing", endpoint_url=self.moto.url)
-
-    def diagnostics(self) -> str:
-        lines = [service.state() for service in self.services]
-        lines.append(f"s3 proxy: {self.proxy.requests} requests, {self.proxy.faults} faults injected")
-        emulator = self.emulator.emulator
-        lines.append(f"emulator calls {dict(emulator.calls)} stats {dict(emulator.stats)}")
-        lines.append(self.stack.diagnostics())
-        return "\n".join(lines)
-
-
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory, emulator_server: RunningEmulator) -> Iterator[Deployment]:
-    import time
-
-    started = time.monotonic()
     home = tmp_path_factory.mktemp("distributed")
-    with ExitStack() as cleanup:
-        postgres, redis, moto = Postgres(home), Redis(home), MotoS3(home)
-        for service in (postgres, redis, moto):
-            cleanup.callback(service.stop)
-            service.start()
-        proxy = S3FaultProxy(moto.port)
-        proxy.start()
-        cleanup.callback(proxy.stop)
-        import boto3
-
-        boto3.client(
-            "s3", endpoint_url=moto.url, aws_access_key_id="t", aws_secret_access_key="t", region_name="us-east-1"
-        ).create_bucket(Bucket=BUCKET)
-
-        connection = {"conn_type": "claude_batch", "host": emulator_server.base_url, "password": TEST_API_KEY}
-        components = {
-            "api-server": ["api-server"],
-            "scheduler": ["scheduler"],
-            "dag-processor": ["dag-processor"],
-            # Each worker and triggerer on "its own machine": no log server (they would share a
-            # port here; task logs are on the shared local disk), a name of its own.
-            **{
-                w: ["celery", "worker", "--concurrency", "2", "--celery-hostname", w, "--skip-serve-logs"]
-                for w in WORKERS
-            },
-            **{t: ["triggerer", "--skip-serve-logs"] for t in TRIGGERERS},
-        }
-        stack = AirflowStack(
-            home / "airflow",
-            {
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": postgres.url,
-                "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
-                "AIRFLOW__CELERY__BROKER_URL": redis.url,
-                "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{postgres.url}",
-                "AIRFLOW__CELERY__SYNC_PARALLELISM": "1",
-                "AIRFLOW__CORE__HOSTNAME_CALLABLE": "tests.distributed.hostname.from_environment",
-                # A worker lost with its machine: its task is failed (and retried) within seconds.
-                "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "10",
-                "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2",
-                # A lost triggerer: the other takes its triggers after this many seconds of silence.
-                "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "8",
-                "AIRFLOW_CONN_CLAUDE_BATCH_DEFAULT": json.dumps(connection),
-                "AIRFLOW__CLAUDE_BATCH__WORK_DIR": f"s3://{BUCKET}/_claude_batch/",
-                # S3 for the Amazon provider's file system (and s3fs) in every process: through the proxy.
-                "AWS_ENDPOINT_URL": proxy.url,
-                "AWS_ACCESS_KEY_ID": "testing",
-                "AWS_SECRET_ACCESS_KEY": secrets.token_hex(8),
-                "AWS_DEFAULT_REGION": "us-east-1",
-                "AWS_RETRY_MODE": "standard",
-                "AWS_MAX_ATTEMPTS": "6",
-            },
-            components=components,
-            component_env={name: {"CLAUDE_BATCH_TEST_HOSTNAME": name} for name in (*WORKERS, *TRIGGERERS)},
-        )
-        (stack.home / "dags" / f"{DAG_ID}.py").write_text(textwrap.dedent(DAG))
-        cleanup.callback(stack.stop)
-        deployment = Deployment(stack, emulator_server, moto, proxy, [postgres, redis, moto], 0.0)
-        try:
-            stack.start(timeout=180)
-        except BaseException:
-            print(deployment.diagnostics())
-            raise
-        deployment.started_in_seconds = time.monotonic() - started
+    with start_deployment(
+        home, emulator_server, executor="celery", dags={f"{DAG_ID}.py": textwrap.dedent(DAG)}
+    ) as deployment:
         yield deployment
 
 

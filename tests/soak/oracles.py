@@ -1,0 +1,124 @@
+"""The invariants checked after every seed, from oracles, never from logs:
+
+* every input row landed exactly once, with the answer to its own request (the emulator's
+  answers end with a digest of the request's text: a row holding another row's answer fails);
+* no request content billed twice (the emulator's ledger by content);
+* the answer store holds no answer under a wrong key (one answer text per key, and each
+  answer is the one of the row it came from);
+* no API key in any log, file of the lake or the work directory, or database row.
+
+Each returns the violations it found, as sentences naming rows, keys and files.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from airflow_provider_claude_batch.batching.land.partitions import read_partition
+from airflow_provider_claude_batch.testing.emulator_requests import answer_digest
+from tests.distributed.deployment import BUCKET, Deployment
+from tests.soak.deployment_dags import PROMPT, destination
+
+_ANSWER_COLUMN = "text"
+
+
+def expected_digest(body: str) -> str:
+    return answer_digest(PROMPT.format(body=body))
+
+
+def _digest_of(answer: str | None) -> str | None:
+    if not answer or " #" not in answer:
+        return None
+    return answer.rsplit(" #", 1)[1]
+
+
+def landed_rows(deployment: Deployment, dag_id: str, day: str, rows: Mapping[str, str]) -> list[str]:
+    """``rows``: row_id -> body, as the soak wrote them."""
+    try:
+        table = read_partition(deployment.s3_path(destination(dag_id, day)))
+    except Exception as exc:  # no partition at all is a violation like any other
+        return [f"{dag_id} {day}: no landed partition ({type(exc).__name__}: {exc})"]
+    if "custom_id" not in table.column_names:
+        return [f"{dag_id} {day}: nothing landed"]
+    ids = table.column("custom_id").to_pylist()
+    answers = table.column(_ANSWER_COLUMN).to_pylist()
+    problems = []
+    missing = sorted(set(rows) - set(ids))
+    twice = sorted({i for i in ids if ids.count(i) > 1}) if len(ids) != len(set(ids)) else []
+    strangers = sorted(set(ids) - set(rows))
+    for label, found in (("missing", missing), ("landed twice", twice), ("not an input row", strangers)):
+        if found:
+            problems.append(f"{dag_id} {day}: {len(found)} rows {label}: {found[:5]}")
+    wrong = [
+        i
+        for i, answer in zip(ids, answers, strict=True)
+        if i in rows and _digest_of(answer) != expected_digest(rows[i])
+    ]
+    if wrong:
+        problems.append(f"{dag_id} {day}: {len(wrong)} rows hold another request's answer (or none): {wrong[:5]}")
+    return problems
+
+
+def billed_twice(deployment: Deployment) -> list[str]:
+    twice = deployment.emulator.emulator.billing.billed_twice()
+    if not twice:
+        return []
+    return [f"{len(twice)} request contents billed more than once (times: {sorted(twice.values())[:10]})"]
+
+
+def _answer_files(deployment: Deployment) -> Iterable[str]:
+    return [f for f in deployment.s3().glob(f"{BUCKET}/_claude_batch/_answers/p=*/*.parquet")]
+
+
+def answer_store(deployment: Deployment, bodies: Mapping[str, str]) -> list[str]:
+    """``bodies``: custom_id -> body of every row the soak has written (all seeds so far)."""
+    s3 = deployment.s3()
+    tables = []
+    for path in _answer_files(deployment):
+        with s3.open(path, "rb") as handle:
+            tables.append(pq.read_table(handle, columns=["key", "custom_id", _ANSWER_COLUMN]))
+    if not tables:
+        return []
+    store = pa.concat_tables(tables).to_pylist()
+    digests_by_key: dict[bytes, set[str | None]] = {}
+    problems = []
+    for entry in store:
+        digest = _digest_of(entry[_ANSWER_COLUMN])
+        digests_by_key.setdefault(bytes(entry["key"]), set()).add(digest)
+        body = bodies.get(entry["custom_id"])
+        if body is not None and digest != expected_digest(body):
+            problems.append(f"answer store: the answer kept for {entry['custom_id']} is another request's")
+    mixed = [key.hex()[:16] for key, digests in digests_by_key.items() if len(digests) > 1]
+    if mixed:
+        problems.append(f"answer store: {len(mixed)} keys hold answers to different requests: {mixed[:5]}")
+    return problems[:10]
+
+
+def key_nowhere(deployment: Deployment, key: str, since: float) -> list[str]:
+    """The key in no log written since ``since``, no object of the bucket, no database row."""
+    problems = []
+    needle = key.encode()
+    for path in Path(deployment.stack.home).rglob("*"):
+        if path.is_file() and path.stat().st_mtime >= since and needle in path.read_bytes():
+            problems.append(f"the API key is in {path.name}")
+    s3 = deployment.s3()
+    for path in s3.find(BUCKET):
+        with s3.open(path, "rb") as handle:
+            if needle in handle.read():
+                problems.append(f"the API key is in s3://{path}")
+    postgres = next(s for s in deployment.services if s.name == "postgres")
+    from tests.distributed.services import _which
+
+    dump = subprocess.run(
+        [_which("pg_dump"), "--data-only", "-h", "127.0.0.1", "-p", str(postgres.port), "-U", "airflow", "airflow"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    if needle in dump:
+        problems.append("the API key is in a row of the metadata database")
+    return problems
