@@ -407,8 +407,7 @@ class AnswerStore:
         """``owner``'s requests are landed (their answers are in the store, or are not answers)."""
         path = self.work_dir.in_flight_folder / f"{owner}.parquet"
         with contextlib.suppress(FileNotFoundError):
-            if path.exists():
-                path.unlink()
+            path.unlink()  # not after exists(): a cached listing may deny what is there
 
     def retire_batch(self, batch_id: str) -> int:
         """Forget the requests in flight in ``batch_id``, whoever sent them: its batch has ended

@@ -105,8 +105,7 @@ class Claim:
         """Remove this claim (its state first: a reader never finds a state without its keys)."""
         for path in (self.work_dir.claim_state_file(self.owner), self.work_dir.claim_keys_file(self.owner)):
             with contextlib.suppress(FileNotFoundError):
-                if path.exists():
-                    path.unlink()
+                path.unlink()  # not after exists(): a cached listing may deny what is there
         self.claimed_at = None
 
     def blocking(self) -> tuple[int, int, int]:

@@ -120,10 +120,22 @@ def children(folder: Any) -> list[Any]:
     folder's listing for the life of the process (s3fs never expires it), so a process that
     lists a folder again (a wait on other runs' claims, the page's web server) would miss what
     other workers wrote meanwhile. Every listing drops that cache first (local disk has none)."""
-    fs = getattr(folder, "fs", None)
-    if fs is not None and not is_local(folder):
-        fs.invalidate_cache(getattr(folder, "path", str(folder)))
+    if not is_local(folder):
+        forget_listings(folder)
     return list(folder.iterdir())
+
+
+def forget_listings(path: Any) -> None:
+    """Drop every cached listing of ``path`` and its parents, in each file system object the
+    path answers through. Airflow's ``ObjectStoragePath`` (on universal-pathlib 0.3) is a proxy
+    whose ``fs`` is not the one its wrapped path lists with: both caches must go."""
+    seen: set[int] = set()
+    while path is not None:
+        fs = getattr(path, "fs", None)
+        if fs is not None and id(fs) not in seen and hasattr(fs, "invalidate_cache"):
+            seen.add(id(fs))
+            fs.invalidate_cache(getattr(path, "path", str(path)))
+        path = getattr(path, "__wrapped__", None)
 
 
 def parquet_bytes(table: Any, **write_options: Any) -> bytes:

@@ -639,7 +639,11 @@ def mark_in_flight(manifest: Manifest, run_dir: RunDir, store: AnswerStore, owne
             )
         )
     if tables:
-        store.mark_in_flight(owner, pa.concat_tables(tables))
+        entries = pa.concat_tables(tables)
+        store.mark_in_flight(owner, entries)
+        log.info("%d request(s) marked in flight: a run needing them awaits their answers.", entries.num_rows)
+    else:
+        log.info("No request marked in flight (%d batch record(s)).", len(manifest.batches))
 
 
 def _staging_names(manifest: Manifest) -> set[str]:

@@ -254,7 +254,9 @@ def test_two_runs_on_s3_each_with_its_own_file_system_send_each_request_once(
 
     held, said = _HeldCreates(), _Said()
     outcome: dict[str, Submitted | None] = {}
-    first = threading.Thread(target=lambda: outcome.update(a=_submission(work_dir(), "a", held, _logger("a")).submit(ROWS)))
+    first = threading.Thread(
+        target=lambda: outcome.update(a=_submission(work_dir(), "a", held, _logger("a")).submit(ROWS))
+    )
     first.start()
     assert held.creating.wait(60)
     hook = ClaudeBatchHook(retry_backoff=0)

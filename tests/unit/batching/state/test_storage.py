@@ -102,3 +102,33 @@ def test_a_listing_on_s3_sees_what_other_workers_wrote_since(s3_partition: Any, 
     )
     other_worker.put_object(Bucket=bucket, Key=f"{prefix}/theirs.parquet", Body=b"2")
     assert sorted(p.name for p in children(folder)) == ["mine.parquet", "theirs.parquet"]
+
+
+def test_a_listing_through_airflows_path_type_sees_what_other_workers_wrote_since(
+    s3_partition: Any, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same through Airflow's ``ObjectStoragePath``, the type ``as_path`` gives for s3:// in
+    a task: a proxy whose ``fs`` is not the file system its wrapped path lists with, so dropping
+    only the proxy's cache left every later listing of the folder stale (the fault soak found it:
+    a second DAG's run missed the first's requests in flight and sent them again)."""
+    import boto3
+
+    from airflow_provider_claude_batch.batching.state.storage import as_path, children
+
+    for name, value in {
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    bucket = s3_partition.path.split("/")[0]
+    folder = as_path(f"s3://{bucket}/work/_inflight")
+    assert type(folder).__name__ == "ObjectStoragePath"
+    (folder / "mine.claim.json").write_bytes(b"{}")
+    assert [p.name for p in children(folder)] == ["mine.claim.json"]
+    other_worker = boto3.client(
+        "s3", endpoint_url=s3_endpoint, aws_access_key_id="t", aws_secret_access_key="t", region_name="us-east-1"
+    )
+    other_worker.put_object(Bucket=bucket, Key="work/_inflight/theirs.parquet", Body=b"2")
+    assert sorted(p.name for p in children(folder)) == ["mine.claim.json", "theirs.parquet"]
