@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -84,32 +85,38 @@ def _logger(name: str, handler: logging.Handler | None = None) -> logging.Logger
     return logger
 
 
+def _race(work_dir: Callable[[], WorkDir]) -> tuple[Submitted, Submitted]:
+    """Run A plans and holds its first create; run B, over the same rows, plans meanwhile (each
+    run with the work directory ``work_dir()`` gives it); then A's creates go. Returns both."""
+    held = _HeldCreates()
+    said = _Said()
+    outcome: dict[str, Submitted | None] = {}
+    first = threading.Thread(
+        target=lambda: outcome.update(a=_submission(work_dir(), "a", held, _logger("a")).submit(ROWS))
+    )
+    first.start()
+    assert held.creating.wait(60)  # A has planned: its first create is on its way
+    hook = ClaudeBatchHook(retry_backoff=0)
+    second = threading.Thread(
+        target=lambda: outcome.update(b=_submission(work_dir(), "b", hook, _logger("b", said)).submit(ROWS))
+    )
+    second.start()
+    # B has seen A's claim and waits (or, without claims, has planned and sent on its own).
+    wait_until(lambda: said.waiting.is_set() or not second.is_alive(), timeout=60, interval=0.01, what="run B")
+    held.release.set()
+    first.join(60)
+    second.join(90)
+    a, b = outcome["a"], outcome["b"]
+    assert a is not None and b is not None
+    return a, b
+
+
 def test_two_runs_planning_at_once_send_each_request_once(tmp_path: Path, emulator: RunningEmulator) -> None:
     """Run A has planned and is about to create when run B, over the same rows, plans. Without
     claims B sees no batch of A's and sends every row again (4 batches for 2 chunks). With them
     B waits for A's batches and awaits their answers: 2 batches, B creates none."""
     work_dir = WorkDir(str(tmp_path))
-    held = _HeldCreates()
-    said = _Said()
-    outcome: dict[str, Submitted | None] = {}
-    first = threading.Thread(
-        target=lambda: outcome.update(a=_submission(work_dir, "a", held, _logger("a")).submit(ROWS))
-    )
-    first.start()
-    assert held.creating.wait(30)  # A has planned: its first create is on its way
-    second = threading.Thread(
-        target=lambda: outcome.update(
-            b=_submission(work_dir, "b", ClaudeBatchHook(retry_backoff=0), _logger("b", said)).submit(ROWS)
-        )
-    )
-    second.start()
-    # B has seen A's claim and waits (or, without claims, has planned and sent on its own).
-    wait_until(lambda: said.waiting.is_set() or not second.is_alive(), timeout=30, interval=0.01, what="run B")
-    held.release.set()
-    first.join(30)
-    second.join(60)
-    a, b = outcome["a"], outcome["b"]
-    assert a is not None and b is not None
+    a, b = _race(lambda: work_dir)
     assert emulator.emulator.stats["batches_created"] == 2
     assert len(a.created) == 2 and b.created == []
     assert b.manifest.reuse is not None and b.manifest.reuse["awaited"] == len(ROWS)
@@ -252,23 +259,6 @@ def test_two_runs_on_s3_each_with_its_own_file_system_send_each_request_once(
     def work_dir() -> WorkDir:
         return WorkDir(UPath(location, **options))
 
-    held, said = _HeldCreates(), _Said()
-    outcome: dict[str, Submitted | None] = {}
-    first = threading.Thread(
-        target=lambda: outcome.update(a=_submission(work_dir(), "a", held, _logger("a")).submit(ROWS))
-    )
-    first.start()
-    assert held.creating.wait(60)
-    hook = ClaudeBatchHook(retry_backoff=0)
-    second = threading.Thread(
-        target=lambda: outcome.update(b=_submission(work_dir(), "b", hook, _logger("b", said)).submit(ROWS))
-    )
-    second.start()
-    wait_until(lambda: said.waiting.is_set() or not second.is_alive(), timeout=60, interval=0.01, what="run B")
-    held.release.set()
-    first.join(60)
-    second.join(90)
-    a, b = outcome["a"], outcome["b"]
-    assert a is not None and b is not None
+    _, b = _race(work_dir)
     assert emulator.emulator.stats["batches_created"] == 2
     assert b.created == [] and b.manifest.reuse is not None and b.manifest.reuse["awaited"] == len(ROWS)
