@@ -246,6 +246,8 @@ class S3FaultProxy:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        # A client killed mid-request (the soak kills workers) resets its connection: not an error.
+        self.server.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
         self.port = int(self.server.server_address[1])
         self._thread = threading.Thread(target=self.server.serve_forever, name="s3-fault-proxy", daemon=True)
 
