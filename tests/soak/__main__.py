@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -26,6 +27,18 @@ def tally(results: list[SeedResult]) -> dict[str, dict[str, Any]]:
         if result.held:
             held.update(set(result.kinds_fired))
     return {kind: {"drawn": drawn[kind], "fired": fired[kind], "held": held[kind]} for kind in sorted(drawn)}
+
+
+def write_report(path: Path, shape: str, small: bool, seconds: float, results: list[SeedResult]) -> None:
+    report = {
+        "shape": shape,
+        "small": small,
+        "seconds": round(seconds),
+        "held": sum(r.held for r in results),
+        "seeds": [as_dict(r) for r in results],
+        "kinds": tally(results),
+    }
+    path.write_text(json.dumps(report, indent=1))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,16 +69,13 @@ def main(argv: list[str] | None = None) -> int:
             )
             if not result.held:
                 print(describe_failure(result, args.shape, args.small), flush=True)
+            if args.report:  # after every seed: a soak stopped early still leaves its figures
+                write_report(args.report, args.shape, args.small, time.monotonic() - started, results)
     held = sum(r.held for r in results)
-    if args.report:
-        report = {
-            "shape": args.shape,
-            "small": args.small,
-            "seconds": round(time.monotonic() - started),
-            "seeds": [as_dict(r) for r in results],
-            "kinds": tally(results),
-        }
-        args.report.write_text(json.dumps(report, indent=1))
+    if held == len(results):
+        shutil.rmtree(home, ignore_errors=True)
+    else:
+        print(f"logs of the deployment kept in {home}", flush=True)
     print(f"{len(results)} seeds, {held} held", flush=True)
     return 0 if held == len(results) else 1
 
