@@ -1,8 +1,8 @@
 """Three fixed seeds of the fault soak, small, on the LocalExecutor deployment (PostgreSQL, S3
 behind the fault proxy, a triggerer): the same runner and oracles as ``python3 dev.py soak``.
-Between them they kill a submit after its create, the triggerer holding the waits and a
-transfer mid-download; run a second DAG and a backfill over overlapping rows; feed through a
-full queue; and rerun a run that succeeded (see docs/soak.md)."""
+Between them they kill a submit after its create and the triggerer holding the waits; run a
+second DAG and a backfill over overlapping rows; fail S3 requests; refuse creates (429, 500),
+feed through a full queue and rerun a run that succeeded (see docs/soak.md)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from tests.soak.runner import describe_failure, run_seed, soak_deployment
 
 pytestmark = [pytest.mark.soak, pytest.mark.timeout(1500)]
 
-CI_SEEDS = (3, 5, 8)
+CI_SEEDS = (3, 4, 5)
 
 
 def test_three_fixed_seeds_hold_every_invariant(tmp_path: Path) -> None:
