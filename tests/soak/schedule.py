@@ -142,8 +142,8 @@ def draw(seed: int, *, small: bool = False) -> Schedule:
     schedule.process_faults = sorted(rng.sample(PROCESS_FAULTS, rng.choice((0, 1, 1, 2))))
     schedule.people_faults = [k for k in PEOPLE_FAULTS if rng.random() < 0.25]
     if {"kill-triggerer", "clear-submit-in-wait"} & {*schedule.process_faults, *schedule.people_faults}:
-        # Their moment is a deferred wait: batches that last keep the waits deferred a while.
-        emulator["processing_seconds"] = max(emulator["processing_seconds"], 12.0)
+        # Their moment is a deferred wait: batches that last keep the waits deferred a while (a task starts in seconds to tens of seconds).
+        emulator["processing_seconds"] = max(emulator["processing_seconds"], 30.0)
     if rng.random() < 0.4:
         schedule.s3 = {"latency_seconds": rng.choice((0.0, 0.02, 0.05)), "fail_every": rng.choice((0, 7, 11))}
     return schedule
