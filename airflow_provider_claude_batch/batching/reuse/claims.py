@@ -150,12 +150,24 @@ class Claim:
 
 
 def _read_state(work_dir: WorkDir, owner: str) -> tuple[datetime, datetime | None] | None:
-    """``(alive_at, claimed_at)`` of ``owner``'s claim; None when it is gone or unreadable."""
+    """``(alive_at, claimed_at)`` of ``owner``'s claim; None when it is gone or not a state.
+
+    A state the storage fails to read (a 503, a timeout) is *unknown*, not gone: it reads as a
+    run still choosing, seen alive now, so the reader waits and looks again (at most
+    ``CHOOSING_TIMEOUT`` while it stays unreadable). Taking it for gone let two runs over the
+    same rows each plan without the other: the shared requests were paid twice."""
     try:
-        state = json.loads(work_dir.claim_state_file(owner).read_bytes())
+        raw = work_dir.claim_state_file(owner).read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        log.warning("Could not read the claim of %s (%s): waiting for it as for a run still choosing.", owner, error)
+        return _now(), None
+    try:
+        state = json.loads(raw)
         claimed_at = state["claimed_at"] and datetime.fromisoformat(state["claimed_at"])
         return datetime.fromisoformat(state["alive_at"]), claimed_at
-    except (OSError, ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):
         return None
 
 

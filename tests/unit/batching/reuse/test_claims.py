@@ -262,3 +262,29 @@ def test_two_runs_on_s3_each_with_its_own_file_system_send_each_request_once(
     _, b = _race(work_dir)
     assert emulator.emulator.stats["batches_created"] == 2
     assert b.created == [] and b.manifest.reuse is not None and b.manifest.reuse["awaited"] == len(ROWS)
+
+
+def test_a_claim_the_storage_fails_to_read_holds_a_run_back_until_it_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An earlier claim whose state the storage fails to read (S3 answering 503) is unknown,
+    not gone: the later run waits as for a run still choosing, then sees the claim again.
+    Taken for gone, both runs planned alone and paid for the shared rows twice (the soak)."""
+    work_dir = WorkDir(str(tmp_path))
+    keys = np.arange(2 * KEY_BYTES, dtype=np.uint8).reshape(2, KEY_BYTES)
+    claim_and_wait(work_dir, "first", keys)
+    later = claims.Claim(work_dir, "later", keys)
+    later.make()
+    assert later.blocking() == (0, 1, 2)
+    real = WorkDir.claim_state_file
+
+    class Failing:
+        def read_bytes(self) -> bytes:
+            raise OSError("503 SlowDown")
+
+    monkeypatch.setattr(
+        WorkDir, "claim_state_file", lambda self, owner: Failing() if owner == "first" else real(self, owner)
+    )
+    assert later.blocking()[0] == 1  # one run whose claim is unknown: waited for
+    monkeypatch.undo()
+    assert later.blocking() == (0, 1, 2)
