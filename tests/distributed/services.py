@@ -172,6 +172,14 @@ _HOP_BY_HOP = {
 }
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A client killed mid-request (the soak kills workers) resets its connection: not an error
+    to print."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass
+
+
 class S3FaultProxy:
     """An HTTP proxy on loopback in front of the S3 server, for S3 answering slowly or failing.
 
@@ -244,10 +252,8 @@ class S3FaultProxy:
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _QuietServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        # A client killed mid-request (the soak kills workers) resets its connection: not an error.
-        self.server.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
         self.port = int(self.server.server_address[1])
         self._thread = threading.Thread(target=self.server.serve_forever, name="s3-fault-proxy", daemon=True)
 
