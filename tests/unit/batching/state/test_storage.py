@@ -123,12 +123,12 @@ def test_a_listing_through_airflows_path_type_sees_what_other_workers_wrote_sinc
     }.items():
         monkeypatch.setenv(name, value)
     bucket = s3_partition.path.split("/")[0]
-    folder = as_path(f"s3://{bucket}/work/_inflight")
+    folder = as_path(f"s3://{bucket}/workdir/_inflight")
     assert type(folder).__name__ == "ObjectStoragePath"
     (folder / "mine.claim.json").write_bytes(b"{}")
     assert [p.name for p in children(folder)] == ["mine.claim.json"]
     other_worker = boto3.client(
         "s3", endpoint_url=s3_endpoint, aws_access_key_id="t", aws_secret_access_key="t", region_name="us-east-1"
     )
-    other_worker.put_object(Bucket=bucket, Key="work/_inflight/theirs.parquet", Body=b"2")
+    other_worker.put_object(Bucket=bucket, Key="workdir/_inflight/theirs.parquet", Body=b"2")
     assert sorted(p.name for p in children(folder)) == ["mine.claim.json", "theirs.parquet"]
