@@ -52,6 +52,7 @@ from airflow_provider_claude_batch.batching.reuse.answer_store import AnswerOrig
 from airflow_provider_claude_batch.batching.reuse.answered_rows import NewAnswers
 from airflow_provider_claude_batch.batching.reuse.awaited import resolve_awaited
 from airflow_provider_claude_batch.batching.reuse.plan import ReuseCounts
+from airflow_provider_claude_batch.batching.schema.citations import CitedAnswers, asks_for_citations
 from airflow_provider_claude_batch.batching.schema.output_schema import OutputSchema
 from airflow_provider_claude_batch.batching.schema.typed_columns import TypedAnswers, invalid_answer_ids
 from airflow_provider_claude_batch.batching.state.manifest import BatchRecord, Manifest
@@ -349,6 +350,7 @@ class Landing:
         keep_columns, rename = keep_columns_spec(settings.keep_columns)
         staged = stage(as_path(settings.destination))
         typed = None if manifest.output_schema is None else TypedAnswers(OutputSchema.from_user(manifest.output_schema))
+        cited = CitedAnswers() if typed is None and asks_for_citations(manifest.spec) else None
         new_answers = NewAnswers(self.run_dir, manifest)
         try:
             stats = write_parts(
@@ -361,7 +363,7 @@ class Landing:
                 prices=settings.prices,
                 row_group_size=settings.row_group_size,
                 compression=settings.compression,
-                typed=typed,
+                answer_columns=typed or cited,
                 new_answers=new_answers,
             )
         except BaseException:

@@ -56,6 +56,7 @@ from airflow_provider_claude_batch.batching.reuse.answered_rows import (
     answered_input_schema,
 )
 from airflow_provider_claude_batch.batching.reuse.plan import ANSWER_SOURCES, NEW
+from airflow_provider_claude_batch.batching.schema.citations import CitedAnswers
 from airflow_provider_claude_batch.batching.schema.typed_columns import TypedAnswers
 from airflow_provider_claude_batch.batching.state.manifest import BatchRecord, Manifest
 from airflow_provider_claude_batch.batching.state.run_dir import LANDING_SUMMARY_NAME as LANDING_SUMMARY_NAME
@@ -65,6 +66,10 @@ from airflow_provider_claude_batch.exceptions import (
     ClaudeBatchInputError,
     ClaudeBatchMissingResultsError,
 )
+
+#: What adds the answer's own columns after the results: typed fields (an output schema) or
+#: citations (a run that asked for them); the API takes one or the other, never both.
+AnswerColumns = TypedAnswers | CitedAnswers
 
 
 @dataclass
@@ -312,7 +317,7 @@ def output_schema(
     return schema
 
 
-def result_column_names(typed: TypedAnswers | None = None) -> list[str]:
+def result_column_names(typed: AnswerColumns | None = None) -> list[str]:
     """Every column the output has besides the kept ones: the results, the answer's source and,
     with an output schema, its status, error and field columns."""
     schema = landed_schema()
@@ -492,13 +497,14 @@ def write_parts(
     rename: Mapping[str, str] | None = None,
     row_group_size: int = 65_536,
     compression: str = "zstd",
-    typed: TypedAnswers | None = None,
+    answer_columns: AnswerColumns | None = None,
     new_answers: NewAnswers | None = None,
 ) -> LandingStats:
     """Write ``part-NNNNN.parquet`` per chunk into ``staged_dir`` and return the totals.
 
-    Each request's row comes from the last round it was submitted in. With ``typed``, each
-    final row also gets its answer's typed columns (see ``typed_columns``).
+    Each request's row comes from the last round it was submitted in. With ``answer_columns``,
+    each final row also gets its answer's typed columns (``typed_columns``) or citations
+    (``citations``).
     """
     run_dir = RunDir.of(run_dir)
     with _landing_memory_pool():
@@ -511,9 +517,9 @@ def write_parts(
             prices=prices,
             row_group_size=row_group_size,
             compression=compression,
-            typed=typed,
+            answer_columns=answer_columns,
             parsed_schema=parsed_schema,
-            schema=parsed_schema if typed is None else typed.extend_schema(parsed_schema),
+            schema=parsed_schema if answer_columns is None else answer_columns.extend_schema(parsed_schema),
             stats=LandingStats(prices=prices),
             answered=AnsweredRows(run_dir, manifest),
             new_answers=new_answers if new_answers is not None else NewAnswers(run_dir, manifest),
@@ -530,7 +536,7 @@ def write_parts(
                 parts.schema,
                 keep_columns,
                 rename,
-                typed,
+                answer_columns,
                 stats,
                 row_group_size=row_group_size,
                 compression=compression,
@@ -552,7 +558,7 @@ class _ChunkParts:
     prices: PriceTable
     row_group_size: int
     compression: str
-    typed: TypedAnswers | None
+    answer_columns: AnswerColumns | None
     parsed_schema: pa.Schema
     schema: pa.Schema
     stats: LandingStats
@@ -618,8 +624,8 @@ class _ChunkParts:
             kept = _keep_final(table, record.round, retried, retried_rounds)
             if kept.num_rows:
                 self.answered.collect(kept)
-                if self.typed is not None:
-                    kept = self.typed.add_columns(kept)
+                if self.answer_columns is not None:
+                    kept = self.answer_columns.add_columns(kept)
                 self.stats.add(kept)
                 yield kept
 
@@ -632,7 +638,7 @@ def _write_answered(
     schema: pa.Schema,
     keep_columns: list[str],
     rename: Mapping[str, str] | None,
-    typed: TypedAnswers | None,
+    answer_columns: AnswerColumns | None,
     stats: LandingStats,
     *,
     row_group_size: int,
@@ -651,8 +657,8 @@ def _write_answered(
             stats.reuse_saved_usd += float(pc.sum(table.column("saved_usd")).as_py() or 0.0)
             place = table.column(ANSWERED_ROW_COLUMN)
             table = table.drop_columns(["saved_usd", ANSWERED_ROW_COLUMN])
-            if typed is not None:
-                table = typed.add_columns(table)
+            if answer_columns is not None:
+                table = answer_columns.add_columns(table)
             stats.add(table)
             rows += table.num_rows
             in_order.add(table.append_column(_PLACE_COLUMN, place))

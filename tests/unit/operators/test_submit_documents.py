@@ -131,6 +131,35 @@ def test_columns_of_paths_and_bytes_with_images_titles_and_citations(tmp_path: P
     assert document["title"] == "invoice"
 
 
+def test_citations_land_as_a_typed_column_for_new_and_reused_answers(tmp_path: Path, emulator: RunningEmulator) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, first_line in (("acme.pdf", "ACME Corp"), ("globex.pdf", "Globex Inc")):
+        (folder / name).write_bytes(make_pdf([[first_line, "Total 1.00"]]))
+    (folder / "notes.txt").write_bytes(b"Initech memo\nsecond line")
+    content = [DocumentBlock("path", title="source", citations=True), PROMPT]
+    first = _land(_submit(tmp_path / "work", str(folder), documents=None, content=content), tmp_path / "out1")
+    # A second run reuses every answer from the store: its citations come from the same content.
+    again = _submit(tmp_path / "work", str(folder), run="run2", documents=None, content=content)
+    assert again["created_now"] == []
+    second = _land(again, tmp_path / "out2")
+    assert {row["answer_source"] for row in second.values()} == {"reused"}
+    for rows in (first, second):
+        acme, notes = rows["acme.pdf"]["citations"], rows["notes.txt"]["citations"]
+        assert [(c["type"], c["cited_text"], c["document_title"]) for c in acme] == [
+            ("page_location", "ACME Corp", "source")
+        ]
+        assert (acme[0]["document_index"], acme[0]["start_page_number"], acme[0]["end_page_number"]) == (0, 1, 2)
+        assert acme[0]["start_char_index"] is None
+        assert [(c["type"], c["cited_text"], c["start_char_index"], c["end_char_index"]) for c in notes] == [
+            ("char_location", "Initech memo", 0, 12)
+        ]
+        assert rows["globex.pdf"]["citations"][0]["cited_text"] == "Globex Inc"
+    # Without citations asked, no such column (the schema never depends on the answers).
+    plain = _land(_submit(tmp_path / "work2", str(folder), documents=["path"]), tmp_path / "out3")
+    assert "citations" not in plain["acme.pdf"]
+
+
 def _bad_inputs(tmp_path: Path) -> dict[str, tuple[Any, dict[str, Any], str]]:
     folder = tmp_path / "bad"
     folder.mkdir()
