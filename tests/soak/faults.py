@@ -18,11 +18,20 @@ from typing import Any
 
 from airflow_provider_claude_batch.testing import Fault
 from tests.distributed.deployment import Deployment
+from tests.soak.schedule import MAX_LIST_LAG_SECONDS
 
 #: How long a stalled call is held (the moment to strike), and the client's timeout it must
 #: exceed for a create that lands after the timeout (the soak's connection: 15 s).
 STALL_SECONDS = 8.0
 CLIENT_TIMEOUT = 15.0
+#: How long after the client's timeout a late create makes its batch.
+CREATE_LATENESS = 2.0
+#: How long the soak's connection looks for a lost create after its timeout
+#: (``create_settle_seconds``): past the lateness and the longest ``list`` lag a seed draws, as
+#: the default (at least 120 s) is past a real API's. Shorter, a late create that ``list``
+#: shows late is missed and made again: the documented limit "a server that makes a batch
+#: later than the timeout plus the settle time", which the soak then draws by its own setting.
+CREATE_SETTLE_SECONDS = CREATE_LATENESS + MAX_LIST_LAG_SECONDS + 4.0
 
 
 def api(deployment: Deployment, method: str, path: str, **kwargs: Any) -> Any:
@@ -134,7 +143,7 @@ class Striker:
             spec = {"endpoint": "create", "status": 500, "after_commit": True, "delay_seconds": STALL_SECONDS}
             self._stalled_then_kill(kind, spec, "submit")
         elif kind == "create-after-timeout":  # made after the client gave up: the lookup must adopt it
-            self._stalled_then_kill(kind, {"endpoint": "create", "delay_seconds": CLIENT_TIMEOUT + 2}, None)
+            self._stalled_then_kill(kind, {"endpoint": "create", "delay_seconds": CLIENT_TIMEOUT + CREATE_LATENESS}, None)
         elif kind == "kill-land-in-download":
             self._stalled_then_kill(kind, {"endpoint": "results", "delay_seconds": STALL_SECONDS}, "land")
         elif kind == "kill-triggerer":

@@ -24,7 +24,7 @@ from tests.distributed.deployment import Deployment, start_deployment
 from tests.helpers import TEST_API_KEY
 from tests.soak import oracles
 from tests.soak.deployment_dags import dag_files, source_key
-from tests.soak.faults import CLIENT_TIMEOUT, Run, Striker, api
+from tests.soak.faults import CLIENT_TIMEOUT, CREATE_SETTLE_SECONDS, Run, Striker, api
 from tests.soak.schedule import Schedule, draw, replay_command
 
 #: The longest a seed's runs may take before the seed counts as hung.
@@ -51,7 +51,7 @@ def soak_deployment(home: Path, shape: str) -> Iterator[Deployment]:
     try:
         # The connection's timeout bounds how long a lost create is looked for (timeout plus
         # settle): short, so a killed create costs a seed seconds, not the default minutes.
-        extra = {"timeout": CLIENT_TIMEOUT, "create_settle_seconds": 5}
+        extra = {"timeout": CLIENT_TIMEOUT, "create_settle_seconds": CREATE_SETTLE_SECONDS}
         with start_deployment(home, emulator, executor=shape, dags=dag_files(), connection_extra=extra) as deployment:
             yield deployment
     finally:

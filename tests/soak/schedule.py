@@ -15,6 +15,9 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+#: The longest a drawn ``list`` lags the creates it should show (the soak's connection must
+#: look for a lost create longer than this, see ``faults.CREATE_SETTLE_SECONDS``).
+MAX_LIST_LAG_SECONDS = 6.0
 #: API faults: endpoint -> statuses it may answer.
 API_FAULTS = {
     "create": (429, 500, 529),
@@ -131,7 +134,7 @@ def draw(seed: int, *, small: bool = False) -> Schedule:
         runs.append(RunPlan("claude_batch_soak_b", _day(seed, 2), rows, rng.randint(1, min(rows, runs[0].rows))))
     emulator: dict[str, Any] = {"processing_seconds": round(rng.uniform(2, 6), 1)}
     if rng.random() < 0.3:
-        emulator["list_lag_seconds"] = round(rng.uniform(1, 6), 1)
+        emulator["list_lag_seconds"] = round(rng.uniform(1, MAX_LIST_LAG_SECONDS), 1)
     if rng.random() < 0.25:
         emulator["errored_fraction"] = 0.05
         emulator["expired_fraction"] = 0.05
