@@ -37,6 +37,7 @@ def write_report(path: Path, shape: str, small: bool, seconds: float, results: l
         "held": sum(r.held for r in results),
         "seeds": [as_dict(r) for r in results],
         "kinds": tally(results),
+        "limits": dict(sum((Counter(r.limits) for r in results), Counter[str]())),
     }
     path.write_text(json.dumps(report, indent=1))
 

@@ -143,7 +143,9 @@ class Striker:
             spec = {"endpoint": "create", "status": 500, "after_commit": True, "delay_seconds": STALL_SECONDS}
             self._stalled_then_kill(kind, spec, "submit")
         elif kind == "create-after-timeout":  # made after the client gave up: the lookup must adopt it
-            self._stalled_then_kill(kind, {"endpoint": "create", "delay_seconds": CLIENT_TIMEOUT + CREATE_LATENESS}, None)
+            self._stalled_then_kill(
+                kind, {"endpoint": "create", "delay_seconds": CLIENT_TIMEOUT + CREATE_LATENESS}, None
+            )
         elif kind == "kill-land-in-download":
             self._stalled_then_kill(kind, {"endpoint": "results", "delay_seconds": STALL_SECONDS}, "land")
         elif kind == "kill-triggerer":

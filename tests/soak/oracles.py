@@ -8,10 +8,16 @@
 * no API key in any log, file of the lake or the work directory, or database row.
 
 Each returns the violations it found, as sentences naming rows, keys and files.
+
+:func:`limits` measures, without judging, how often a seed met the situations the known
+limits are about (docs/guarantees.md): rows awaited from another run's batch, awaited rows
+sent after all, and batches the API made that no run recorded (a create made twice, or
+made and lost); each of them would pay twice only if the ledger shows it.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -20,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from airflow_provider_claude_batch.batching.land.partitions import read_partition
+from airflow_provider_claude_batch.batching.state.run_dir import MANIFEST_NAME, task_folder_names
 from airflow_provider_claude_batch.testing.emulator_requests import answer_digest
 from tests.distributed.deployment import BUCKET, Deployment
 from tests.soak.deployment_dags import PROMPT, destination
@@ -69,6 +76,31 @@ def billed_twice(deployment: Deployment) -> list[str]:
     if not twice:
         return []
     return [f"{len(twice)} request contents billed more than once (times: {sorted(twice.values())[:10]})"]
+
+
+def limits(deployment: Deployment, runs: Iterable[tuple[str, str]]) -> dict[str, int]:
+    """What the seed's runs (``(dag_id, run_id)``) met of the known limits, from their submit
+    tasks' manifests and the emulator's batches (reset for each seed)."""
+    s3 = deployment.s3()
+    recorded: set[str] = set()
+    awaited = awaited_sent = 0
+    for dag_id, run_id in runs:
+        path = "/".join([BUCKET, "_claude_batch", *task_folder_names(dag_id, run_id, "submit", -1), MANIFEST_NAME])
+        try:
+            manifest = json.loads(s3.cat_file(path))
+        except FileNotFoundError:
+            continue
+        recorded |= {record["batch_id"] for record in manifest["batches"] if record.get("batch_id")}
+        reuse = manifest.get("reuse") or {}
+        awaited += int(reuse.get("awaited", 0))
+        awaited_sent += int(reuse.get("awaited_sent", 0))
+    made = set(deployment.emulator.emulator.batch_ids())
+    return {
+        "batches made": len(made),
+        "batches no run recorded": len(made - recorded),
+        "rows awaited from another run's batch": awaited,
+        "awaited rows sent after all": awaited_sent,
+    }
 
 
 def _answer_files(deployment: Deployment) -> Iterable[str]:

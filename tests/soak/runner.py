@@ -39,6 +39,8 @@ class SeedResult:
     kinds_fired: list[str]
     kinds_drawn: list[str]
     notes: list[str] = field(default_factory=list)
+    #: How often the seed met the known limits' situations (``oracles.limits``).
+    limits: dict[str, int] = field(default_factory=dict)
 
     @property
     def held(self) -> bool:
@@ -110,6 +112,16 @@ def _wait_all(deployment: Deployment, runs: list[Run], deadline: float) -> None:
         time.sleep(0.5)  # polling the API's view of the runs, not synchronising with them
 
 
+def _wait_left(deployment: Deployment, runs: list[Run], ended: str, deadline: float) -> None:
+    """Until every cleared run has left ``ended`` (the state it ended in before the clear): a
+    clear with ``reset_dag_runs`` queues the run again, and only then may its end be awaited."""
+    while time.monotonic() < deadline:
+        states = [api(deployment, "GET", f"/dags/{run.dag_id}/dagRuns/{run.run_id}")["state"] for run in runs]
+        if ended not in states:
+            return
+        time.sleep(0.2)  # polling the API's view of the runs, not synchronising with them
+
+
 def _failed_tasks(deployment: Deployment, run: Run) -> list[str]:
     tis = api(deployment, "GET", f"/dags/{run.dag_id}/dagRuns/{run.run_id}/taskInstances")["task_instances"]
     return [f"{ti['task_id']}:{ti['state']}" for ti in tis if ti["state"] not in ("success",)]
@@ -131,7 +143,7 @@ def _rerun(deployment: Deployment, striker: Striker, run: Run, deadline: float) 
     billed = _billed_requests(deployment)
     _clear(deployment, run, None)
     striker.fired["rerun-after-success"] = True
-    time.sleep(1.0)  # the cleared run's state moves off "success" on the scheduler's next loop
+    _wait_left(deployment, [run], "success", deadline)
     _wait_all(deployment, [run], deadline)
     after = _billed_requests(deployment)
     if run.state != "success":
@@ -153,7 +165,7 @@ def _recover(deployment: Deployment, striker: Striker, runs: list[Run], deadline
             run.failed_tasks = _failed_tasks(deployment, run)
             run.recovered_by_clear = True
             _clear(deployment, run, None, only_failed=True)
-        time.sleep(1.0)  # as above: the cleared runs leave "failed" on the scheduler's next loop
+        _wait_left(deployment, failed, "failed", deadline + RUN_TIMEOUT / 2)
         _wait_all(deployment, failed, deadline + RUN_TIMEOUT / 2)
         problems += [
             f"{run.dag_id} {run.day} failed ({run.failed_tasks}) and again after a clear: {_failed_tasks(deployment, run)}"
@@ -199,7 +211,8 @@ def run_seed(deployment: Deployment, seed: int, *, small: bool, every_body: dict
         f"{run.dag_id} {run.day} failed before a clear: {run.failed_tasks}" for run in runs if run.recovered_by_clear
     ]
     notes += striker.errors
-    return SeedResult(seed, time.monotonic() - started, violations, fired, schedule.kinds(), notes)
+    measured = oracles.limits(deployment, [(run.dag_id, run.run_id) for run in runs])
+    return SeedResult(seed, time.monotonic() - started, violations, fired, schedule.kinds(), notes, measured)
 
 
 def _fired_kinds(schedule: Schedule, striker: Striker) -> list[str]:
