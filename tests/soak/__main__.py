@@ -37,7 +37,7 @@ def write_report(path: Path, shape: str, small: bool, seconds: float, results: l
         "held": sum(r.held for r in results),
         "seeds": [as_dict(r) for r in results],
         "kinds": tally(results),
-        "limits": dict(sum((Counter(r.limits) for r in results), Counter[str]())),
+        "limits": {name: sum(r.limits.get(name, 0) for r in results) for r in results for name in r.limits},
     }
     path.write_text(json.dumps(report, indent=1))
 
