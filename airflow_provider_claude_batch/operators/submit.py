@@ -210,10 +210,21 @@ class ClaudeBatchSubmitOperator(BaseOperator):
     refusals); the rest wait, deferred (no worker slot held), and a worker is used again only
     to create them. A full queue is a reason to wait, never to fail; the task succeeds once
     every chunk is sent (docs/queue.md).
+
+    A run whose requests an earlier run has claimed (it plans or feeds the same rows) waits for
+    that run to create its batches, then awaits their answers instead of paying for them again.
+    It waits in the worker for ``claim_patience`` seconds (two runs planning at once settle in
+    seconds), then deferred, looking again every ``claim_recheck_interval`` seconds: a run
+    feeding the queue keeps its claim for hours, and waiting runs must not fill the worker slots
+    it needs (docs/answer-reuse.md).
     """
 
     #: Seconds between two looks at the batch queue while the run waits for room.
     queue_poll_interval: float = 60.0
+    #: Seconds a submit waits in its worker for an earlier run's claim before it waits deferred.
+    claim_patience: float = 60.0
+    #: Seconds between two looks at an earlier run's claim while the submit waits deferred.
+    claim_recheck_interval: float = 300.0
 
     template_fields: Sequence[str] = (
         "source",
@@ -448,18 +459,50 @@ class ClaudeBatchSubmitOperator(BaseOperator):
                 raise AirflowSkipException("estimate_only=True: estimated, nothing submitted")
             submitted = None
         else:
-            submitted = submission.submit(
-                source,
-                input_columns=self.input_columns,
-                source_format=self.source_format,
-                source_location=source_location(source),
-            )
+            submitted = self._submit_or_defer(context, submission, source)
         if submitted is None:
             message = "The source has no rows: nothing to submit."
             if self.on_empty == "fail":
                 raise ClaudeBatchInputError(message + " (on_empty='fail')")
             raise AirflowSkipException(message)
         return self._fed(context, hook, run_dir, submitted, submission)
+
+    def _submit_or_defer(self, context: Context, submission: Submission, source: Any) -> Submitted | None:
+        """``submission.submit``; while an earlier run's claim holds shared requests past
+        ``claim_patience``, wait deferred and submit again when resumed (or, with no triggerer,
+        wait here as long as it takes)."""
+        from airflow_provider_claude_batch.batching.reuse.claims import ClaimHeldElsewhere
+
+        def submit() -> Submitted | None:
+            return submission.submit(
+                source,
+                input_columns=self.input_columns,
+                source_format=self.source_format,
+                source_location=source_location(source),
+            )
+
+        submission.claim_patience = self.claim_patience
+        try:
+            return submit()
+        except ClaimHeldElsewhere as held:
+            looks = f"looking again every {self.claim_recheck_interval:g} s"
+            if may_defer(self.log, f"Waiting for the earlier run's claim in this task ({looks})"):
+                from datetime import timedelta
+
+                from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
+
+                self.log.info("%s: waiting deferred, %s; this run then awaits their answers.", held, looks)
+                self.defer(
+                    trigger=TimeDeltaTrigger(timedelta(seconds=self.claim_recheck_interval)),
+                    method_name="resume_after_claim_wait",
+                )
+        submission.claim_patience = None  # no triggerer: wait here as long as it takes
+        return submit()
+
+    def resume_after_claim_wait(self, context: Context, event: Any = None) -> dict[str, Any]:
+        """Resumed after waiting deferred for an earlier run's claim: submit again from the
+        start (the input is rendered again; the claim is made again, later in the order)."""
+        return self.execute(context)
 
     def resume_feeding(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resumed by the queue trigger: the next feeding step (on a worker only to create), then

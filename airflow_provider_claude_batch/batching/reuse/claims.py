@@ -27,7 +27,12 @@ request. A run that **feeds** its chunks through the batch queue (``batching/sub
 creates them over several steps, hours apart: it keeps its claim until its last chunk is created
 (each step finds it again with :meth:`Claim.resume` and refreshes its sign of life, a step at
 least every few minutes), so a later run never plans while rows of the earlier one wait for room:
-it waits, then awaits them like any request in flight. Limits: worker clocks are assumed to agree to within the time between two claims
+it waits, then awaits them like any request in flight. Such a wait may last hours: a caller that
+can wait elsewhere gives :func:`claim_and_wait` a ``patience``; past it, while an earlier claimed
+run still holds the keys, the claim is dropped (nothing was planned under it) and
+:class:`ClaimHeldElsewhere` says so: the submit then waits deferred, holding no worker slot (a
+pool full of waiting runs would starve the very run they wait for), and claims again, later
+in the order, when it resumes. Limits: worker clocks are assumed to agree to within the time between two claims
 (NTP); a run killed after claiming holds others back until its sign of life is ``timeout`` old.
 """
 
@@ -60,6 +65,18 @@ CHOOSING_TIMEOUT = timedelta(minutes=2)
 ALIVE_EVERY = timedelta(seconds=60)
 #: Pauses between two looks at the claims (doubling from the first).
 FIRST_PAUSE, MAX_PAUSE = 0.25, 5.0
+
+
+class ClaimHeldElsewhere(Exception):
+    """An earlier run still holds keys of this claim after the caller's patience; this claim
+    was dropped (see the module docstring). Control flow for the submit, not a failure."""
+
+    def __init__(self, earlier: int, common: int, waited_seconds: float) -> None:
+        super().__init__(
+            f"{earlier} earlier run(s) still hold {common} of these requests after {waited_seconds:.0f} s "
+            "(a run feeding the batch queue keeps its claim until its last chunk is created)"
+        )
+        self.earlier, self.common = earlier, common
 
 
 def _now() -> datetime:
@@ -177,15 +194,18 @@ def claim_and_wait(
     keys: np.ndarray,
     *,
     timeout: timedelta = CLAIM_TIMEOUT,
+    patience: float | None = None,
     logger: Any = log,
 ) -> tuple[Claim, int]:
     """Claim ``keys`` for ``owner``, then wait until no other run is choosing and no earlier live
     claim overlaps them. Returns the claim (the caller keeps it alive while it creates and drops
     it once its batches are recorded in flight) and how many keys earlier claims held at the
-    first look (0: this run waited for nobody)."""
+    first look (0: this run waited for nobody). With ``patience`` (seconds): an earlier claim
+    still overlapping after that long raises :class:`ClaimHeldElsewhere`, the claim dropped."""
     claim = Claim(WorkDir.of(work_dir), owner, keys, timeout)
     claim.make()
     pause, first, told = FIRST_PAUSE, None, None
+    started = time.monotonic()
     try:
         while True:
             choosing, earlier, common = claim.blocking()
@@ -193,6 +213,9 @@ def claim_and_wait(
                 first = common
             if not choosing and not earlier:
                 return claim, first
+            waited = time.monotonic() - started
+            if earlier and patience is not None and waited >= patience:
+                raise ClaimHeldElsewhere(earlier, common, waited)
             if (choosing, earlier, common) != told:  # said once per change, not once per look
                 told = (choosing, earlier, common)
                 if earlier:

@@ -292,6 +292,10 @@ class Submission:
     queue: QueueSettings | None = None
     #: Send documents and images by reference to uploaded files (None: inline; see ``uploads``).
     uploads: UploadSettings | None = None
+    #: How long to wait in this process for an earlier run's claim on shared requests before
+    #: giving up the claim with ``ClaimHeldElsewhere`` (the operator then waits deferred);
+    #: None: wait here as long as it takes (no triggerer to defer to).
+    claim_patience: float | None = None
     logger: Any = log
 
     def submit(
@@ -319,7 +323,13 @@ class Submission:
             if self.reuse is not None and not _same_input(existing, staged):
                 # A retry of the same input re-attaches to what its first try planned and sent.
                 assert staged.keys is not None
-                claim = claim_and_wait(self.reuse.store.work_dir, self._owner, staged.keys, logger=self.logger)[0]
+                claim = claim_and_wait(
+                    self.reuse.store.work_dir,
+                    self._owner,
+                    staged.keys,
+                    patience=self.claim_patience,
+                    logger=self.logger,
+                )[0]
                 staged = plan_reuse(staged, self.run_dir, self.reuse, self.chunk_limits, self._owner)
                 assert staged.reuse is not None
                 self.logger.info("Reuse: %s.", staged.reuse.describe())

@@ -271,6 +271,52 @@ def test_a_run_overlapping_one_still_feeding_sends_no_request_twice(
     assert _land(tmp_path, summary_b, "out-b") == {f"row-{i}" for i in range(30)}
 
 
+def test_a_run_held_by_a_feeding_runs_claim_waits_deferred_not_in_a_worker(
+    tmp_path: Path, emulator: RunningEmulator, connection_env: Any
+) -> None:
+    """Run a feeds 40 rows through a queue of two chunks and keeps its claim while two chunks
+    wait for room, for as long as batches take. Run b, over 20 of a's rows, gives up waiting in
+    its worker after ``claim_patience``: it defers on a timer (no worker slot held, nothing
+    sent, its claim dropped so it holds nobody back), and once resumed after a finished it
+    awaits a's answers. Oracles: the emulator received each distinct request once (50), every
+    row of both runs landed."""
+    from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
+
+    from airflow_provider_claude_batch.batching.state.run_dir import WorkDir
+
+    _queue(emulator, limit=20, connection_env=connection_env)
+
+    def reusing(rows: list[str]) -> ClaudeBatchSubmitOperator:
+        operator = _operator(tmp_path, rows)
+        operator.reuse_answers = True
+        operator.claim_patience = 0.0
+        return operator
+
+    run_a = reusing([f"q{i}" for i in range(40)])
+    deferred_a = _step(run_a, _context(run_id="a"), None)
+    assert isinstance(deferred_a, TaskDeferred) and emulator.emulator.stats["requests_received"] == 20
+    run_b = reusing([f"q{i}" for i in range(20, 50)])
+    with pytest.raises(TaskDeferred) as waiting:
+        run_b.execute(_context(run_id="b"))
+    assert isinstance(waiting.value.trigger, TimeDeltaTrigger)
+    assert waiting.value.method_name == "resume_after_claim_wait"
+    assert emulator.emulator.stats["requests_received"] == 20  # b sent nothing
+    assert len(WorkDir(str(tmp_path / "work")).claim_owners()) == 1  # a's claim only
+    emulator.emulator.advance(PROCESSING)
+    summary_a = _feed_to_the_end([(run_a, _context(run_id="a"))], emulator, [deferred_a])[0]
+    try:
+        summary_b = run_b.resume_after_claim_wait(_context(run_id="b"), None)
+    except TaskDeferred as feeding:  # b's own 10 requests wait for room in turn
+        emulator.emulator.advance(PROCESSING)
+        summary_b = _feed_to_the_end([(run_b, _context(run_id="b"))], emulator, [feeding])[0]
+    assert emulator.emulator.stats["requests_received"] == 50  # each distinct request sent once
+    reuse = load_manifest(summary_b["manifest"]).reuse
+    assert reuse is not None and reuse["awaited"] == 20
+    emulator.emulator.advance(PROCESSING)
+    assert _land(tmp_path, summary_a, "out-a") == {f"row-{i}" for i in range(40)}
+    assert _land(tmp_path, summary_b, "out-b") == {f"row-{i}" for i in range(30)}
+
+
 def test_a_resumed_feeding_step_reports_the_ceiling_and_keeps_to_the_budget(
     tmp_path: Path, emulator: RunningEmulator, connection_env: Any
 ) -> None:

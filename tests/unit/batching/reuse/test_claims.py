@@ -288,3 +288,23 @@ def test_a_claim_the_storage_fails_to_read_holds_a_run_back_until_it_reads(
     assert later.blocking()[0] == 1  # one run whose claim is unknown: waited for
     monkeypatch.undo()
     assert later.blocking() == (0, 1, 2)
+
+
+def test_a_run_out_of_patience_drops_its_claim_and_says_who_holds_it(tmp_path: Path) -> None:
+    """With ``patience``, a run held back by an earlier claim gives up its own after that long
+    (it planned nothing under it): no third run waits for it, and it claims again later in the
+    order. A run only choosing never makes it give up (a write of seconds)."""
+    work_dir = WorkDir(str(tmp_path))
+    keys = np.arange(2 * KEY_BYTES, dtype=np.uint8).reshape(2, KEY_BYTES)
+    first, _ = claim_and_wait(work_dir, "first", keys)
+    with pytest.raises(claims.ClaimHeldElsewhere, match="1 earlier run.* hold 1 of these requests") as held:
+        claim_and_wait(work_dir, "patient", keys[:1], patience=0.0)
+    assert (held.value.earlier, held.value.common) == (1, 1)
+    assert "patient" not in work_dir.claim_owners()
+    third = claims.Claim(work_dir, "third", keys[1:])
+    third.make()
+    assert third.blocking() == (0, 1, 1)  # held back by first only
+    first.drop()
+    again, waited = claim_and_wait(work_dir, "patient", keys[:1], patience=0.0)
+    assert waited == 0 and again.claimed_at is not None and third.claimed_at is not None
+    assert again.claimed_at > third.claimed_at  # claimed again: after the third run now
