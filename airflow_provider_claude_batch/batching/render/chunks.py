@@ -173,11 +173,23 @@ class ChunkBody:
 
     def add(self, line: bytes) -> bytes:
         """Count ``line`` in; returns it with its newline, as the JSONL file holds it."""
-        self.body_bytes += self.added_bytes(line)
-        self.count += 1
+        self._count(line)
         jsonl = line + b"\n"
         self.digest.update(jsonl)
         return jsonl
+
+    def write(self, line: bytes, out: IO[bytes]) -> None:
+        """:meth:`add`, writing the line and its newline to ``out`` without joining them (a
+        line with documents is megabytes: no copy of it)."""
+        self._count(line)
+        self.digest.update(line)
+        self.digest.update(b"\n")
+        out.write(line)
+        out.write(b"\n")
+
+    def _count(self, line: bytes) -> None:
+        self.body_bytes += self.added_bytes(line)
+        self.count += 1
 
     def count_in(self, lengths: np.ndarray) -> None:
         """Count in lines of these lengths (without newlines) at once: the whole-column path,
@@ -302,7 +314,7 @@ class ChunkWriter:
                     self._finish()
                 chunk = self._start(first_row + offset)
                 segment_start = offset
-            chunk.handle.write(chunk.body.add(request.line))
+            chunk.body.write(request.line, chunk.handle)
         if chunk is not None:
             self._write_inputs(chunk, inputs, segment_start, len(rendered))
         self.rows += batch.num_rows

@@ -217,11 +217,19 @@ class ContentRenderer:
 
     def message_content(self, rendered: RenderedBlocks, prompt: str) -> bytes:
         """The user turn's ``content`` list: the blocks and the prompt's text in order."""
-        parts: list[bytes] = []
+        return b"".join(self.message_content_parts(rendered, prompt))
+
+    def message_content_parts(self, rendered: RenderedBlocks, prompt: str) -> list[bytes]:
+        """:meth:`message_content` as the parts it joins: a caller that builds a longer line
+        joins them once with the rest (each join of a block copies its base64 once more)."""
+        parts: list[bytes] = [b"["]
         blocks = iter(rendered.json)
-        for item in self.content:
+        for index, item in enumerate(self.content):
+            if index:
+                parts.append(b",")
             if isinstance(item, str):
-                parts.append(b'{"type":"text","text":' + _encode(prompt) + b"}")
+                parts += [b'{"type":"text","text":', _encode(prompt), b"}"]
             else:
                 parts.append(next(blocks))
-        return b"[" + b",".join(parts) + b"]"
+        parts.append(b"]")
+        return parts

@@ -336,16 +336,16 @@ class RequestRenderer:
                     f"row {row} (custom_id {custom_id!r}): the prompt template failed: {exc}"
                 ) from None
             blocks = self._blocks(columns, offset, f"row {row} (custom_id {custom_id!r})")
-            turn = _encode(prompt) if blocks is None else self._message_content(blocks, prompt)
-            message = (
-                b'"messages":['
-                + self._turns_before
-                + b'{"role":"user","content":'
-                + turn
-                + b"}"
-                + self._turns_after
-                + b"]"
-            )
+            turn_parts = [_encode(prompt)] if blocks is None else self._message_content_parts(blocks, prompt)
+            message = [
+                b'"messages":[',
+                self._turns_before,
+                b'{"role":"user","content":',
+                *turn_parts,
+                b"}",
+                self._turns_after,
+                b"]",
+            ]
             extra = b""
             if system_columns is not None:
                 assert self.system is not None
@@ -357,17 +357,19 @@ class RequestRenderer:
                     )
                 extra = b'"system":' + _encode(self.system.render(system_values)) + b","
             if per_row_params is not None and per_row_params[offset] is not None:
+                turn = b"".join(turn_parts)
                 line = self._merged_line(custom_id, turn, system_columns, offset, per_row_params[offset], row, blocks)
             else:
-                line = head + _encode(custom_id) + middle + extra + message + tail
+                # One join: a document's base64 is copied into the line once.
+                line = b"".join([head, _encode(custom_id), middle, extra, *message, tail])
                 self._base_rows += 1
                 self._base_bytes += len(line) - (0 if blocks is None else blocks.data_chars - blocks.tokens)
             yield RenderedRequest(custom_id, line)
         self.rows_rendered += batch.num_rows
 
-    def _message_content(self, blocks: RenderedBlocks, prompt: str) -> bytes:
+    def _message_content_parts(self, blocks: RenderedBlocks, prompt: str) -> list[bytes]:
         assert self._content is not None  # blocks exist only with content
-        return self._content.message_content(blocks, prompt)
+        return self._content.message_content_parts(blocks, prompt)
 
     def _blocks(self, columns: dict[str, list[Any]], offset: int, where: str) -> RenderedBlocks | None:
         """A row's documents and images (read, checked, encoded), or None without any. The bytes
