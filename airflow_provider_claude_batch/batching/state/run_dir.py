@@ -54,10 +54,10 @@ from typing import Any
 from airflow_provider_claude_batch.batching.state.storage import (
     StoragePath,
     as_path,
-    atomic_writer,
     children,
     is_local,
     remove_tree,
+    write_whole,
 )
 from airflow_provider_claude_batch.exceptions import ClaudeBatchManifestError
 
@@ -413,7 +413,7 @@ class RunDir:
     # ------------------------------------------------------------------ writes
     @staticmethod
     def write_atomic(target: StoragePath, data: bytes) -> StoragePath:
-        """Write ``data`` to ``target`` whole or not at all (see ``storage.atomic_writer``)."""
-        with atomic_writer(target) as out:
-            out.write(data)
+        """Write ``data`` to ``target`` whole or not at all, replacing it without a moment where
+        it is missing (see ``storage.write_whole``)."""
+        write_whole(target, data)
         return target

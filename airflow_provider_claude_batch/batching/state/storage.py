@@ -66,7 +66,12 @@ def local_os_path(path: Any) -> str:
 
 
 def replace(source: Any, target: Any) -> None:
-    """Move ``source`` to ``target``, replacing it (atomically on local disk)."""
+    """Move ``source`` to ``target``, replacing it: a reader finds the old ``target`` or the new
+    one at every moment, never none. On local disk one ``os.replace``; on object storage a
+    server-side copy onto ``target`` (an object store replaces an object in one step), then the
+    source is deleted. Never a delete of ``target`` first: for the moment between that delete
+    and the copy the file would be missing, and a reader would take a run's claim for dropped
+    (two runs then planned alone and paid for their shared requests twice)."""
     if isinstance(source, Path) and isinstance(target, Path):
         os.replace(source, target)
         return
@@ -76,9 +81,9 @@ def replace(source: Any, target: Any) -> None:
             str(target.path if hasattr(target, "path") else target),
         )
         return
-    if target.exists():
-        target.unlink()
-    source.rename(target)
+    fs = source.fs
+    fs.copy(source.path, target.path)
+    fs.rm(source.path)
 
 
 @contextmanager
@@ -102,11 +107,11 @@ def atomic_writer(target: Any, mode: str = "wb") -> Iterator[IO[Any]]:
 
 
 def write_whole(target: Any, data: bytes) -> None:
-    """Write a new small file so that readers see all of it or nothing: on local disk through
-    :func:`atomic_writer`; on object storage as one upload (an object appears only once its
-    upload completes), which saves the copy and the delete a rename costs there. For files
-    written once under a name of their own (answer-store files); a file that is replaced while
-    others read it (the manifest) keeps :func:`atomic_writer` everywhere."""
+    """Write ``data`` as ``target`` so that readers see all of the old file or all of the new
+    one, never half of one and never none: on local disk through :func:`atomic_writer`; on
+    object storage as one upload, which an object store makes visible only once complete and
+    which replaces an existing object in one step (it saves the copy and the delete a rename
+    costs there). Streams too large to hold in memory use :func:`atomic_writer` everywhere."""
     target = as_path(target)
     if is_local(target):
         with atomic_writer(target) as out:

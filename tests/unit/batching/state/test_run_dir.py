@@ -102,12 +102,16 @@ def test_writes_are_atomic_and_leave_no_temporary(work_dir: WorkDir, monkeypatch
     run_dir.write_atomic(run_dir.landing_summary, b'{"rows": 1}')
     assert json.loads(run_dir.landing_summary.read_bytes()) == {"rows": 1}
 
-    def fail(source: Any, target: Any) -> None:
-        raise OSError("the process died before the rename")
+    def fail(*args: Any, **kwargs: Any) -> None:
+        raise OSError("the process died before the write was whole")
 
-    monkeypatch.setattr(storage, "replace", fail)
-    with pytest.raises(OSError, match="before the rename"):
+    if storage.is_local(run_dir.path):  # a temporary renamed over the file: fails before the rename
+        monkeypatch.setattr(storage, "replace", fail)
+    else:  # one upload replaces the object: fails before the upload completes
+        monkeypatch.setattr(type(run_dir.path.fs), "_open", fail)
+    with pytest.raises(OSError, match="before the write was whole"):
         run_dir.write_atomic(run_dir.landing_summary, b'{"rows": 2}')
+    monkeypatch.undo()
     assert json.loads(run_dir.landing_summary.read_bytes()) == {"rows": 1}  # the old file, whole
     assert [child.name for child in run_dir.path.iterdir()] == ["landing.json"]  # no temporary left
 

@@ -7,8 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fsspec import register_implementation
+from fsspec.implementations.memory import MemoryFileSystem
 from upath import UPath
 
+from airflow_provider_claude_batch.batching.state.run_dir import RunDir
 from airflow_provider_claude_batch.batching.state.storage import (
     as_path,
     atomic_writer,
@@ -132,3 +135,53 @@ def test_a_listing_through_airflows_path_type_sees_what_other_workers_wrote_sinc
     )
     other_worker.put_object(Bucket=bucket, Key="workdir/_inflight/theirs.parquet", Body=b"2")
     assert sorted(p.name for p in children(folder)) == ["mine.claim.json", "theirs.parquet"]
+
+
+class _WatchedMemory(MemoryFileSystem):
+    """The in-memory file system, looking after every change whether a watched file is there:
+    a replace on object storage must never pass through a moment without it."""
+
+    protocol = "watchedmem"
+    root_marker = "/"
+    watched: str | None = None
+    missing: list[str] = []
+
+    def _look(self, operation: str) -> None:
+        if self.watched is not None and not self.exists(self.watched):
+            self.missing.append(operation)
+
+    def rm_file(self, path: str) -> None:
+        super().rm_file(path)
+        self._look(f"rm_file {path}")
+
+    def rm(self, path: Any, recursive: bool = False, maxdepth: int | None = None) -> None:
+        super().rm(path, recursive=recursive, maxdepth=maxdepth)
+        self._look(f"rm {path}")
+
+    def cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
+        super().cp_file(path1, path2, **kwargs)
+        self._look(f"cp_file {path1} {path2}")
+
+
+def test_a_file_replaced_on_object_storage_is_never_missing_for_a_reader() -> None:
+    """The soak's defect: replacing a claim's state on S3 deleted the old object before copying
+    the new one in, so another run listing the claims in that moment found none and planned
+    alone (both paid for the shared requests). Oracle: after every change the file system
+    makes, the file is there; with a delete first, the rewrite is seen missing."""
+    register_implementation("memory", _WatchedMemory, clobber=True)  # memory:// paths, watched
+    _WatchedMemory.missing = []
+    try:
+        target = as_path(f"memory://claims-{uuid.uuid4().hex[:8]}/owner.claim.json")
+        assert isinstance(target.fs, _WatchedMemory)
+        RunDir.write_atomic(target, b'{"state": "choosing"}')
+        _WatchedMemory.watched = target.path
+        RunDir.write_atomic(target, b'{"state": "claimed"}')  # one upload
+        with atomic_writer(target) as out:  # a stream: a temporary, then a copy over the file
+            out.write(b'{"state": "claimed again"}')
+    finally:
+        _WatchedMemory.watched = None
+        register_implementation("memory", MemoryFileSystem, clobber=True)
+    assert _WatchedMemory.missing == []
+    assert target.read_bytes() == b'{"state": "claimed again"}'
+    left = target.fs.ls(target.parent.path, detail=False)
+    assert [name.rsplit("/", 1)[-1] for name in left] == ["owner.claim.json"]  # no temporary left
