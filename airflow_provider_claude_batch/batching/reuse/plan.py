@@ -130,22 +130,30 @@ def classify(
     first[first_row_of_code] = True
     found = np.zeros(len(distinct), dtype=bool)
     hits = None
+    awaited_code = np.zeros(len(distinct), dtype=bool)
+    awaited_from: list[tuple[str, str] | None] = [None] * len(distinct)
+    flying: tuple[np.ndarray, pa.Table] | None = None
+    if store is not None and owner is not None and len(distinct):
+        # The requests in flight are read BEFORE the answers: a landing stores its answers, then
+        # retires its batches from flight. Read in the other order, a landing between the two
+        # reads hides its rows from both (not stored yet, no longer in flight) and they are sent
+        # (and paid) again. In this order a row retired before the first read was stored before
+        # it, so the second read finds its answer.
+        flying = store.in_flight(keys[first_row_of_code], exclude=owner)
     if store is not None and len(distinct):
         hits = store.lookup(keys[first_row_of_code], max_age=max_age)
         found = hits.found
-    awaited_code = np.zeros(len(distinct), dtype=bool)
-    awaited_from: list[tuple[str, str] | None] = [None] * len(distinct)
-    if store is not None and owner is not None and len(distinct) and not found.all():
-        missing = np.flatnonzero(~found)
-        flying, entries = store.in_flight(keys[first_row_of_code[missing]], exclude=owner)
+    if flying is not None:
+        in_flight, entries = flying
         for code, batch_id, custom_id in zip(
-            missing[flying].tolist(),
+            np.flatnonzero(in_flight).tolist(),
             entries.column("batch_id").to_pylist(),
             entries.column("custom_id").to_pylist(),
             strict=True,
         ):
-            awaited_code[code] = True
-            awaited_from[code] = (batch_id, custom_id)
+            if not found[code]:  # answered meanwhile: reused, not awaited
+                awaited_code[code] = True
+                awaited_from[code] = (batch_id, custom_id)
     reused = found[codes] if len(keys) else np.zeros(0, dtype=bool)
     awaited = awaited_code[codes] if len(keys) else np.zeros(0, dtype=bool)
     return _Classified(

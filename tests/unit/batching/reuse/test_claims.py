@@ -308,3 +308,62 @@ def test_a_run_out_of_patience_drops_its_claim_and_says_who_holds_it(tmp_path: P
     again, waited = claim_and_wait(work_dir, "patient", keys[:1], patience=0.0)
     assert waited == 0 and again.claimed_at is not None and third.claimed_at is not None
     assert again.claimed_at > third.claimed_at  # claimed again: after the third run now
+
+
+class _LandsBetweenReads(AnswerStore):
+    """The answer store of a run that plans while another run lands: right after the plan's
+    first read of the store (its requests in flight, or its answers), ``land`` runs, whole."""
+
+    def __init__(self, work_dir: WorkDir, land: Callable[[], None]) -> None:
+        super().__init__(work_dir)
+        self._land: Callable[[], None] | None = land
+
+    def _after_a_read(self) -> None:
+        land, self._land = self._land, None
+        if land is not None:
+            land()
+
+    def in_flight(self, keys: np.ndarray, *, exclude: str) -> Any:
+        try:
+            return super().in_flight(keys, exclude=exclude)
+        finally:
+            self._after_a_read()
+
+    def lookup(self, keys: np.ndarray, **kwargs: Any) -> Any:
+        try:
+            return super().lookup(keys, **kwargs)
+        finally:
+            self._after_a_read()
+
+
+def test_a_run_planning_while_another_lands_finds_each_row_in_flight_or_answered(
+    tmp_path: Path, emulator: RunningEmulator
+) -> None:
+    """The soak's seed 9: run B planned while run A landed the same rows. A landing stores its
+    answers, then retires its batches from flight; B read the store before A stored and the
+    requests in flight after A retired them, found the rows in neither and paid for them again.
+    Oracle: the emulator's batches (A's 2, none of B's) and B's plan (every row reused or
+    awaited, none new)."""
+    from airflow_provider_claude_batch.transfers.batch_to_parquet import ClaudeBatchToParquetOperator
+
+    work_dir = WorkDir(str(tmp_path / "work"))
+    a = _submission(work_dir, "a", ClaudeBatchHook(retry_backoff=0), _logger("a")).submit(ROWS)
+    assert a is not None and len(a.created) == 2
+    emulator.emulator.end_all()
+
+    def land_a() -> None:
+        ClaudeBatchToParquetOperator(
+            task_id="land",
+            manifest=str(work_dir.run("dag", "a", "submit").manifest),
+            destination=str(tmp_path / "out-a"),
+            deferrable=False,
+        ).execute({})
+
+    b_run = _submission(work_dir, "b", ClaudeBatchHook(retry_backoff=0), _logger("b"))
+    assert b_run.reuse is not None
+    b_run.reuse = ReuseSettings(_LandsBetweenReads(work_dir, land_a), None)
+    b = b_run.submit(ROWS)
+    assert (tmp_path / "out-a").exists()  # A landed during B's plan
+    assert emulator.emulator.stats["batches_created"] == 2
+    assert b is not None and b.created == []
+    assert b.manifest.reuse is not None and b.manifest.reuse["new"] == 0
