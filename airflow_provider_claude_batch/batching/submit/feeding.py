@@ -177,17 +177,25 @@ def _create_what_fits(
     fed = Fed()
     sent: dict[str, int | None] = {"queued": queued, "room": room, "sending": 0}
 
+    probed: list[bool] = []
+
     def admit(record: BatchRecord) -> bool:
         sent["sending"] = record.request_count
-        if not fits(record.request_count, sent["room"]):
-            fed.reason = "the queue is full" if limit is not None and queued >= limit else "no room for the next chunk"
-            if limit is not None and record.request_count > limit:
-                raise ClaudeBatchInputError(
-                    f"A chunk of {record.request_count:,} requests can never fit the batch queue of {limit:,} requests"
-                    f"{' (learned from refusals)' if settings.limit is None else ''}: lower max_requests_per_batch."
-                )
-            return False
-        return True
+        if fits(record.request_count, sent["room"]):
+            return True
+        if settings.limit is not None and record.request_count > settings.limit:
+            raise ClaudeBatchInputError(
+                f"A chunk of {record.request_count:,} requests can never fit the batch queue of {settings.limit:,} "
+                "requests (the connection's queue_limit): lower max_requests_per_batch."
+            )
+        if settings.limit is None and limit is not None and record.request_count > limit and not probed:
+            # A learned limit is a guess from refusals (this workspace's batches only, read when it
+            # could be): one under a whole chunk would hold the run back for ever. The API
+            # decides: one create a step, which teaches the limit again either way.
+            probed.append(True)
+            return True
+        fed.reason = "the queue is full" if limit is not None and queued >= limit else "no room for the next chunk"
+        return False
 
     def created() -> None:
         count = sent["sending"] or 0
@@ -205,7 +213,7 @@ def _create_what_fits(
         fed.refusals += 1
         fed.reason = "the API refused a create: the queue is full"
         if settings.limit is None and refusal.certain:  # an unclear refusal teaches no limit
-            turns.learn(turns.learned().refused(sent["queued"] or 0, refusal.request_count or 0))
+            _learn_refused(hook, turns, states, sent["queued"], refusal.request_count or 0)
         log.warning("The batch queue is full (%s); waiting for batches to end.", refusal)
     fed.created = [batch_id for batch_id in manifest.batch_ids() if batch_id not in before]
     return fed
@@ -252,6 +260,21 @@ def _report(
     if not fed.done and not fed.reason:
         fed.reason = "no room for the next chunk"
     return fed
+
+
+def _learn_refused(
+    hook: FeedClient, turns: QueueTurns, states: Sequence[BatchState] | None, queued: int | None, count: int
+) -> None:
+    """Learn from a queue-full refusal of ``count`` requests, with what the queue held then: the
+    step's own reading and its creates since (``queued``), or, when the step did not read the
+    queue (no limit known yet), a reading taken now. A queue that cannot be read teaches
+    nothing: taking it for empty would learn a limit of less than one chunk."""
+    if not states:
+        now = _read_queue(hook)
+        if now is None:
+            return
+        queued = queued_requests(now)
+    _bookkeep(lambda: turns.learn(turns.learned().refused(queued or 0, count)))
 
 
 def _learn_accepted(turns: QueueTurns, queued: int, count: int) -> None:

@@ -111,3 +111,30 @@ def test_a_record_the_queue_cannot_write_after_a_create_does_not_fail_the_step(
     fed = _feed(manifest, work_dir, limit=None)
     assert len(fed.created) == 2 and fed.done
     assert emulator.emulator.stats["batches_created"] == 2
+
+
+def test_a_refusal_learns_from_the_queue_as_it_is_and_a_learned_limit_never_fails_a_run(
+    tmp_path: Path, emulator: RunningEmulator
+) -> None:
+    """Run A fills a queue of 20 with no limit known; run B's create is refused. B read no queue
+    before (nothing to plan with), so it reads it now: the limit learned is under 30 (20 queued
+    plus B's 10), not under 10, which would have failed every later run with "can never fit".
+    A learned limit under a whole chunk (a stale guess) gets one create a step: the API decides."""
+    from airflow_provider_claude_batch.batching.api.queue_limit import LearnedLimit
+
+    emulator.emulator.config.processing_seconds = 60
+    emulator.emulator.config.queue_limit = 20
+    a, work_dir = _staged(tmp_path, "a", rows=20)
+    assert len(_feed(a, work_dir, limit=None).created) == 2
+    b, _ = _staged(tmp_path, "b", rows=10)
+    fed = _feed(b, work_dir, limit=None)
+    assert fed.created == [] and fed.refusals == 1
+    assert QueueTurns(work_dir, "c").learned().limit == 29
+    again = _feed(b, work_dir, limit=None)  # 20 queued of 29: no room for 10, it waits
+    assert again.created == [] and again.reason == "no room for the next chunk"
+    emulator.emulator.advance(60)
+    assert len(_feed(b, work_dir, limit=None).created) == 1
+    QueueTurns(work_dir, "c").learn(LearnedLimit(at_least=0, below=5))  # a guess under one chunk
+    c, _ = _staged(tmp_path, "c", rows=10)
+    probed = _feed(c, work_dir, limit=None)
+    assert len(probed.created) == 1 and QueueTurns(work_dir, "c").learned().limit is None
