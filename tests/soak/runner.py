@@ -27,8 +27,16 @@ from tests.soak.deployment_dags import dag_files, source_key
 from tests.soak.faults import CLIENT_TIMEOUT, CREATE_SETTLE_SECONDS, Run, Striker, api
 from tests.soak.schedule import Schedule, draw, replay_command
 
-#: The longest a seed's runs may take before the seed counts as hung.
+#: The longest a seed's runs may take before the seed counts as hung, beside the time its
+#: batches take (:func:`run_timeout`).
 RUN_TIMEOUT = 300.0
+
+
+def run_timeout(schedule: Schedule) -> float:
+    """A seed's timeout: :data:`RUN_TIMEOUT` plus eight batch processing times (a first batch,
+    two resubmission rounds, rows awaited and sent after all, each waited on twice by a clear
+    or a rerun): a seed whose batches take 30 s each is slow, not hung, at 300 s."""
+    return RUN_TIMEOUT + 8 * float(schedule.emulator.get("processing_seconds", 0.0))
 
 
 @dataclass
@@ -151,7 +159,7 @@ def _rerun(deployment: Deployment, striker: Striker, run: Run, deadline: float) 
     return [] if after == billed else [f"the rerun of {run.dag_id} {run.day} billed {after - billed} requests again"]
 
 
-def _recover(deployment: Deployment, striker: Striker, runs: list[Run], deadline: float) -> list[str]:
+def _recover(deployment: Deployment, striker: Striker, runs: list[Run], deadline: float, timeout: float) -> list[str]:
     """Runs that failed get what a person gives them: the faults stop, one clear of what failed.
     A run that hung (still running at the deadline) is a violation."""
     problems = []
@@ -165,8 +173,8 @@ def _recover(deployment: Deployment, striker: Striker, runs: list[Run], deadline
             run.failed_tasks = _failed_tasks(deployment, run)
             run.recovered_by_clear = True
             _clear(deployment, run, None, only_failed=True)
-        _wait_left(deployment, failed, "failed", deadline + RUN_TIMEOUT / 2)
-        _wait_all(deployment, failed, deadline + RUN_TIMEOUT / 2)
+        _wait_left(deployment, failed, "failed", deadline + timeout / 2)
+        _wait_all(deployment, failed, deadline + timeout / 2)
         problems += [
             f"{run.dag_id} {run.day} failed ({run.failed_tasks}) and again after a clear: {_failed_tasks(deployment, run)}"
             for run in failed
@@ -195,15 +203,18 @@ def run_seed(deployment: Deployment, seed: int, *, small: bool, every_body: dict
         _trigger(deployment, run)
     for kind in schedule.people_faults:
         striker.people(kind, lambda run, tasks: _clear(deployment, run, tasks))
-    deadline = started + RUN_TIMEOUT
+    timeout = run_timeout(schedule)
+    deadline = started + timeout
     _wait_all(deployment, runs, deadline)
-    violations = _recover(deployment, striker, runs, deadline)
+    violations = _recover(deployment, striker, runs, deadline, timeout)
     if "rerun-after-success" in schedule.people_faults and runs[0].state == "success":
-        violations += _rerun(deployment, striker, runs[0], time.monotonic() + RUN_TIMEOUT)
+        violations += _rerun(deployment, striker, runs[0], time.monotonic() + timeout)
     striker.finish()
     for run, run_rows in zip(runs, rows, strict=True):
         violations += oracles.landed_rows(deployment, run.dag_id, run.day, run_rows)
-    violations += oracles.billed_twice(deployment)
+    seed_runs = [(run.dag_id, run.run_id) for run in runs]
+    documented = oracles.sent_after_all(deployment, seed_runs)
+    violations += oracles.billed_twice(deployment, documented)
     violations += oracles.answer_store(deployment, every_body)
     violations += oracles.key_nowhere(deployment, TEST_API_KEY, wall_started)
     fired = _fired_kinds(schedule, striker)
@@ -211,7 +222,7 @@ def run_seed(deployment: Deployment, seed: int, *, small: bool, every_body: dict
         f"{run.dag_id} {run.day} failed before a clear: {run.failed_tasks}" for run in runs if run.recovered_by_clear
     ]
     notes += striker.errors
-    measured = oracles.limits(deployment, [(run.dag_id, run.run_id) for run in runs])
+    measured = oracles.limits(deployment, seed_runs, documented)
     return SeedResult(seed, time.monotonic() - started, violations, fired, schedule.kinds(), notes, measured)
 
 
