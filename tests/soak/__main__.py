@@ -42,6 +42,15 @@ def write_report(path: Path, shape: str, small: bool, seconds: float, results: l
     path.write_text(json.dumps(report, indent=1))
 
 
+def seed_list(text: str) -> list[int]:
+    """``6,9,10,14-50`` -> the seeds, in that order."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        first, _, last = part.strip().partition("-")
+        seeds += range(int(first), int(last or first) + 1)
+    return seeds
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 dev.py soak", description=__doc__)
     parser.add_argument("--seeds", type=int, default=50, help="how many seeds (default: %(default)s)")
@@ -49,8 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shape", choices=("local", "celery"), default="local", help="LocalExecutor or Celery")
     parser.add_argument("--small", action="store_true", help="fewer rows per run (CI)")
     parser.add_argument("--report", type=Path, help="write the results as JSON here")
+    parser.add_argument("--only", type=seed_list, help="these seeds instead, e.g. 6,9,10,14-50")
     args = parser.parse_args(argv)
-    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    seeds = args.only or range(args.first_seed, args.first_seed + args.seeds)
     results: list[SeedResult] = []
     started = time.monotonic()
     every_body: dict[str, str] = {}

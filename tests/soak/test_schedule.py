@@ -27,3 +27,9 @@ def test_fifty_seeds_draw_every_kind_of_fault() -> None:
 
 def test_a_failing_seed_is_replayed_by_one_command() -> None:
     assert replay_command(7, "celery") == "python3 dev.py soak --first-seed 7 --seeds 1 --shape celery"
+
+
+def test_a_list_of_seeds_reads_as_written() -> None:
+    from tests.soak.__main__ import seed_list
+
+    assert seed_list("6,9,10,14-17") == [6, 9, 10, 14, 15, 16, 17]
