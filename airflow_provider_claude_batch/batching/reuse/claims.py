@@ -95,6 +95,8 @@ class Claim:
     _alive_at: datetime | None = None
     #: Keys in common with another claim, by (owner, its claim time): a claim's keys never change.
     _overlaps: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: Since when another owner's claim state has failed to read, by owner (see ``_read_state``).
+    _unreadable: dict[str, datetime] = field(default_factory=dict)
 
     def make(self) -> None:
         """Steps 1-3: choosing, the keys, then the claim's time."""
@@ -132,7 +134,7 @@ class Claim:
         for other in self.work_dir.claim_owners():
             if other == self.owner:
                 continue
-            state = _read_state(self.work_dir, other)
+            state = _read_state(self.work_dir, other, self._unreadable)
             if state is None:
                 continue
             alive_at, claimed_at = state
@@ -166,20 +168,33 @@ class Claim:
         self._alive_at, self.claimed_at = alive_at, claimed_at
 
 
-def _read_state(work_dir: WorkDir, owner: str) -> tuple[datetime, datetime | None] | None:
+def _read_state(
+    work_dir: WorkDir, owner: str, unreadable: dict[str, datetime] | None = None
+) -> tuple[datetime, datetime | None] | None:
     """``(alive_at, claimed_at)`` of ``owner``'s claim; None when it is gone or not a state.
 
     A state the storage fails to read (a 503, a timeout) is *unknown*, not gone: it reads as a
-    run still choosing, seen alive now, so the reader waits and looks again (at most
-    ``CHOOSING_TIMEOUT`` while it stays unreadable). Taking it for gone let two runs over the
-    same rows each plan without the other: the shared requests were paid twice."""
+    run still choosing, seen alive now, so the reader waits and looks again. Taking it for gone
+    let two runs over the same rows each plan without the other: the shared requests were paid
+    twice. With ``unreadable`` (the reader's record of failed reads) a state still unreadable
+    after ``CHOOSING_TIMEOUT`` is an error: a storage that never answers (a permission, a
+    key it cannot decrypt) fails the task, which a retry may get past, rather than holding it
+    for ever."""
     try:
         raw = work_dir.claim_state_file(owner).read_bytes()
     except FileNotFoundError:
         return None
     except OSError as error:
+        since = _now() if unreadable is None else unreadable.setdefault(owner, _now())
+        if _now() - since >= CHOOSING_TIMEOUT:
+            raise OSError(
+                f"The claim of {owner} in {work_dir.in_flight_folder} has not been readable for "
+                f"{CHOOSING_TIMEOUT.total_seconds():.0f} s: {error}"
+            ) from error
         log.warning("Could not read the claim of %s (%s): waiting for it as for a run still choosing.", owner, error)
         return _now(), None
+    if unreadable is not None:
+        unreadable.pop(owner, None)
     try:
         state = json.loads(raw)
         claimed_at = state["claimed_at"] and datetime.fromisoformat(state["claimed_at"])

@@ -145,6 +145,10 @@ class QueueTurns:
             if self._create_exclusive(path, {"owner": owner, "token": token, "alive_at": _now().isoformat()}):
                 return token
             holder = _read_json(path)
+            if holder is None and self._unreadable_and_old(path):
+                log.warning("Taking over the batch queue lock: it cannot be read and is older than %s.", LOCK_TIMEOUT)
+                self._break(path)
+                continue
             if holder is not None and (holder.get("owner") == owner or self._stale(holder)):
                 log.warning(
                     "Taking over the batch queue lock of %s (%s).",
@@ -157,6 +161,17 @@ class QueueTurns:
                 return None
             time.sleep(pause)
             pause = min(pause * 2, _MAX_PAUSE)
+
+    @staticmethod
+    def _unreadable_and_old(path: Any) -> bool:
+        """A lock file that is there but holds no holder (a worker killed, or a disk full, between
+        creating it and writing it) and was last written ``LOCK_TIMEOUT`` ago: nobody holds it,
+        and without this every run of the connection would wait on it for ever."""
+        try:
+            written = path.stat().st_mtime
+        except (OSError, ValueError, AttributeError, TypeError):  # gone since, or no time known
+            return False
+        return time.time() - float(written) >= LOCK_TIMEOUT.total_seconds()
 
     @staticmethod
     def _stale(holder: dict[str, Any]) -> bool:

@@ -269,7 +269,8 @@ def test_a_claim_the_storage_fails_to_read_holds_a_run_back_until_it_reads(
 ) -> None:
     """An earlier claim whose state the storage fails to read (S3 answering 503) is unknown,
     not gone: the later run waits as for a run still choosing, then sees the claim again.
-    Taken for gone, both runs planned alone and paid for the shared rows twice (the soak)."""
+    Taken for gone, both runs planned alone and paid for the shared rows twice (the soak).
+    Unreadable past ``CHOOSING_TIMEOUT`` it is an error, never a wait without end."""
     work_dir = WorkDir(str(tmp_path))
     keys = np.arange(2 * KEY_BYTES, dtype=np.uint8).reshape(2, KEY_BYTES)
     claim_and_wait(work_dir, "first", keys)
@@ -286,6 +287,9 @@ def test_a_claim_the_storage_fails_to_read_holds_a_run_back_until_it_reads(
         WorkDir, "claim_state_file", lambda self, owner: Failing() if owner == "first" else real(self, owner)
     )
     assert later.blocking()[0] == 1  # one run whose claim is unknown: waited for
+    monkeypatch.setattr(claims, "CHOOSING_TIMEOUT", timedelta(0))  # unreadable for too long
+    with pytest.raises(OSError, match="claim of first .* has not been readable"):
+        later.blocking()
     monkeypatch.undo()
     assert later.blocking() == (0, 1, 2)
 

@@ -5,6 +5,8 @@ kept."""
 from __future__ import annotations
 
 import json
+import os
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -37,6 +39,23 @@ def test_the_same_run_takes_its_own_lock_and_a_dead_holder_loses_it(tmp_path: Pa
         assert again  # a killed try of the same run left it: its next try goes on
     stale = datetime.now(timezone.utc) - queue_turns.LOCK_TIMEOUT - timedelta(seconds=1)
     lock.write_text(json.dumps({"owner": "run-dead", "token": "x", "alive_at": stale.isoformat()}))
+    with turns.locked("run-b", wait_seconds=0.2) as taken:
+        assert taken
+    assert not lock.exists()
+
+
+def test_a_lock_file_left_empty_is_taken_over_once_it_is_old(tmp_path: Path) -> None:
+    """A worker killed between creating the lock and writing its holder leaves an empty file:
+    it holds the others back while it may still be written, then no longer (it used to hold
+    every run of the connection back for ever)."""
+    turns = _turns(tmp_path)
+    lock = WorkDir(tmp_path).queue_lock("conn")
+    lock.parent.mkdir(parents=True)
+    lock.write_bytes(b"")
+    with turns.locked("run-b", wait_seconds=0.2) as young:
+        assert not young
+    old = time.time() - queue_turns.LOCK_TIMEOUT.total_seconds() - 1
+    os.utime(lock, (old, old))
     with turns.locked("run-b", wait_seconds=0.2) as taken:
         assert taken
     assert not lock.exists()
