@@ -169,7 +169,8 @@ def test_a_file_replaced_on_object_storage_is_never_missing_for_a_reader() -> No
     alone (both paid for the shared requests). Oracle: after every change the file system
     makes, the file is there; with a delete first, the rewrite is seen missing."""
     register_implementation("memory", _WatchedMemory, clobber=True)  # memory:// paths, watched
-    _WatchedMemory.missing = []
+    missing: list[str] = []
+    _WatchedMemory.missing = missing
     try:
         target = as_path(f"memory://claims-{uuid.uuid4().hex[:8]}/owner.claim.json")
         assert isinstance(target.fs, _WatchedMemory)
@@ -181,7 +182,7 @@ def test_a_file_replaced_on_object_storage_is_never_missing_for_a_reader() -> No
     finally:
         _WatchedMemory.watched = None
         register_implementation("memory", MemoryFileSystem, clobber=True)
-    assert _WatchedMemory.missing == []
+    assert missing == []
     assert target.read_bytes() == b'{"state": "claimed again"}'
     left = target.fs.ls(target.parent.path, detail=False)
     assert [name.rsplit("/", 1)[-1] for name in left] == ["owner.claim.json"]  # no temporary left
