@@ -213,16 +213,18 @@ class ClaudeBatchSubmitOperator(BaseOperator):
 
     A run whose requests an earlier run has claimed (it plans or feeds the same rows) waits for
     that run to create its batches, then awaits their answers instead of paying for them again.
-    It waits in the worker for ``claim_patience`` seconds (two runs planning at once settle in
-    seconds), then deferred, looking again every ``claim_recheck_interval`` seconds: a run
+    It waits in the worker for ``claim_patience`` seconds (300: two runs planning at once settle
+    well within it), then deferred, looking again every ``claim_recheck_interval`` seconds: a run
     feeding the queue keeps its claim for hours, and waiting runs must not fill the worker slots
     it needs (docs/answer-reuse.md).
     """
 
     #: Seconds between two looks at the batch queue while the run waits for room.
     queue_poll_interval: float = 60.0
-    #: Seconds a submit waits in its worker for an earlier run's claim before it waits deferred.
-    claim_patience: float = 60.0
+    #: Seconds a submit waits in its worker for an earlier run's claim before it waits deferred:
+    #: runs planning at once settle well within it, even on a slow object store; a run that
+    #: feeds the batch queue keeps its claim for hours.
+    claim_patience: float = 300.0
     #: Seconds between two looks at an earlier run's claim while the submit waits deferred.
     claim_recheck_interval: float = 300.0
 

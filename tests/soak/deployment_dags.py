@@ -23,6 +23,7 @@ with DAG({dag_id!r}, schedule=None, start_date=datetime(2020, 1, 1), max_active_
         prompt={prompt!r}, model="claude-haiku-4-5", max_tokens=64, max_requests_per_batch={batch},
     )
     submit.queue_poll_interval = 1  # a full queue is checked again every second, not every minute
+    submit.claim_recheck_interval = 10  # a wait deferred on another run's claim: looked at every 10 s
     wait = ClaudeBatchSensor(task_id="wait", manifest=submit.output, poll_interval=1)
     land = ClaudeBatchToParquetOperator(
         task_id="land", manifest=submit.output, destination="s3://{bucket}/soak-out/{dag_id}/ds={{{{ ds }}}}/",
