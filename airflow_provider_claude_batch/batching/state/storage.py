@@ -84,6 +84,7 @@ def replace(source: Any, target: Any) -> None:
     fs = source.fs
     fs.copy(source.path, target.path)
     fs.rm(source.path)
+    forget_listings(target)  # see write_whole
 
 
 @contextmanager
@@ -111,13 +112,19 @@ def write_whole(target: Any, data: bytes) -> None:
     one, never half of one and never none: on local disk through :func:`atomic_writer`; on
     object storage as one upload, which an object store makes visible only once complete and
     which replaces an existing object in one step (it saves the copy and the delete a rename
-    costs there). Streams too large to hold in memory use :func:`atomic_writer` everywhere."""
+    costs there). Streams too large to hold in memory use :func:`atomic_writer` everywhere.
+    Either way the caches of the path are dropped after the write, so this process reads the
+    new file next."""
     target = as_path(target)
     if is_local(target):
         with atomic_writer(target) as out:
             out.write(data)
     else:
         target.write_bytes(data)
+        # Every file system the path answers through forgets what it knew of the old file: s3fs
+        # reads with the ETag it cached (from a listing, an earlier read), and a stale one makes
+        # the next read of the new file fail (412), in this process, until the cache is dropped.
+        forget_listings(target)
 
 
 def children(folder: Any) -> list[Any]:

@@ -186,3 +186,35 @@ def test_a_file_replaced_on_object_storage_is_never_missing_for_a_reader() -> No
     assert target.read_bytes() == b'{"state": "claimed again"}'
     left = target.fs.ls(target.parent.path, detail=False)
     assert [name.rsplit("/", 1)[-1] for name in left] == ["owner.claim.json"]  # no temporary left
+
+
+def test_a_file_replaced_on_s3_reads_back_new_in_the_same_process(
+    s3_partition: Any, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process that read a file, listed its folder, then replaced the file (the queue lock:
+    read, refreshed, read again to release it) must read the new file. s3fs reads with the
+    ETag it knows: a replace that left a cached, older ETag behind made the next read fail
+    with 412 (the soak's seed 4: the lock could not be read to be released, and every run of
+    the connection waited ten minutes for it to go stale)."""
+    from airflow_provider_claude_batch.batching.state.storage import as_path, atomic_writer, children
+
+    for name, value in {
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    bucket = s3_partition.path.split("/")[0]
+    lock = as_path(f"s3://{bucket}/workdir/_queue/conn/_lock.json")
+    assert type(lock).__name__ == "ObjectStoragePath"
+    RunDir.write_atomic(lock, b'{"v": 1}')
+    seen = [lock.read_bytes()]
+    children(lock.parent)  # a listing caches each file's details, its ETag among them
+    lock.exists()
+    with atomic_writer(lock) as out:  # a streamed replace (the lock's refresh)
+        out.write(b'{"v": 2}')
+    seen.append(lock.read_bytes())
+    RunDir.write_atomic(lock, b'{"v": 3}')  # one upload
+    seen.append(lock.read_bytes())
+    assert seen == [b'{"v": 1}', b'{"v": 2}', b'{"v": 3}']
