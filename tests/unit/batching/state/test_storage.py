@@ -107,6 +107,18 @@ def test_a_listing_on_s3_sees_what_other_workers_wrote_since(s3_partition: Any, 
     assert sorted(p.name for p in children(folder)) == ["mine.parquet", "theirs.parquet"]
 
 
+def _airflow_s3(s3_partition: Any, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Credentials and endpoint as a task finds them in its environment; the test bucket."""
+    for name, value in {
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    return str(s3_partition.path.split("/")[0])
+
+
 def test_a_listing_through_airflows_path_type_sees_what_other_workers_wrote_since(
     s3_partition: Any, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -118,14 +130,7 @@ def test_a_listing_through_airflows_path_type_sees_what_other_workers_wrote_sinc
 
     from airflow_provider_claude_batch.batching.state.storage import as_path, children
 
-    for name, value in {
-        "AWS_ENDPOINT_URL": s3_endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    bucket = s3_partition.path.split("/")[0]
+    bucket = _airflow_s3(s3_partition, s3_endpoint, monkeypatch)
     folder = as_path(f"s3://{bucket}/workdir/_inflight")
     assert type(folder).__name__ == "ObjectStoragePath"
     (folder / "mine.claim.json").write_bytes(b"{}")
@@ -198,14 +203,7 @@ def test_a_file_replaced_on_s3_reads_back_new_in_the_same_process(
     the connection waited ten minutes for it to go stale)."""
     from airflow_provider_claude_batch.batching.state.storage import as_path, atomic_writer, children
 
-    for name, value in {
-        "AWS_ENDPOINT_URL": s3_endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    bucket = s3_partition.path.split("/")[0]
+    bucket = _airflow_s3(s3_partition, s3_endpoint, monkeypatch)
     lock = as_path(f"s3://{bucket}/workdir/_queue/conn/_lock.json")
     assert type(lock).__name__ == "ObjectStoragePath"
     RunDir.write_atomic(lock, b'{"v": 1}')
