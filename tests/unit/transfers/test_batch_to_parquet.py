@@ -151,3 +151,25 @@ def test_the_submit_s_typed_columns_and_saved_columns_are_checked_at_parse() -> 
         ClaudeBatchToParquetOperator(
             task_id="l3", manifest=submit.output, destination="d", keep_columns=[{"product": "sentiment_of"}]
         )
+
+
+def test_requests_of_a_batch_canceled_under_them_are_sent_again_and_land_answered(
+    submit_run: SubmitRun, emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    """A clear of the run while its wait is deferred kills the wait, which cancels its batches;
+    the submit then re-attaches to them. Their requests end ``canceled`` (never run, not
+    billed): the landing sends them again in a round, and every row lands answered. Oracle: the
+    rows by custom_id and their result_type; the emulator's creates (the round's batch)."""
+    from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+
+    emulator.emulator.config.processing_seconds = 3600
+    manifest, run_dir = submit_run(ROWS)
+    for batch_id in manifest.batch_ids():
+        ClaudeBatchHook(retry_backoff=0).cancel_batch(batch_id)
+    created = emulator.emulator.stats["batches_created"]
+    emulator.emulator.config.processing_seconds = 0
+    _land(run_dir, tmp_path, deferrable=False, poll_interval=0.05).execute({})
+    rows = pq.read_table(tmp_path / "out").to_pylist()
+    assert sorted(row["custom_id"] for row in rows) == [f"row-{i}" for i in range(len(ROWS))]
+    assert {row["result_type"] for row in rows} == {"succeeded"} and {row["round"] for row in rows} == {1}
+    assert emulator.emulator.stats["batches_created"] > created

@@ -74,6 +74,7 @@ def test_a_file_the_api_no_longer_knows_is_retryable_and_other_invalid_requests_
     assert is_retryable("errored", "invalid_request_error", message)
     assert not is_retryable("errored", "invalid_request_error", "max_tokens: too large")
     assert not is_retryable("errored", "invalid_request_error", None)
+    assert is_retryable("canceled", None) and is_retryable("expired", None) and not is_retryable("succeeded", None)
     assert not is_retryable("succeeded", None, message)
 
 
