@@ -23,6 +23,7 @@ __all__ = [
     "ClaudeBatchAPIError",
     "ClaudeBatchAuthError",
     "ClaudeBatchBudgetError",
+    "ClaudeBatchClaimHeldError",
     "ClaudeBatchCreateAmbiguousError",
     "ClaudeBatchError",
     "ClaudeBatchFailedRequestsError",
@@ -82,6 +83,19 @@ class ClaudeBatchUnsupportedAirflowError(ClaudeBatchError, RuntimeError):
 
 class ClaudeBatchJobError(ClaudeBatchError):
     """Something went wrong after work was submitted (or while reading what was)."""
+
+
+class ClaudeBatchClaimHeldError(ClaudeBatchJobError):
+    """An earlier run still claims requests of this run after the caller's patience; this run's
+    claim was dropped (``batching/reuse/claims``). The submit operator catches it and waits
+    deferred; uncaught, nothing was planned or sent under that claim."""
+
+    def __init__(self, earlier: int, common: int, waited_seconds: float) -> None:
+        super().__init__(
+            f"{earlier} earlier run(s) still hold {common} of these requests after {waited_seconds:.0f} s "
+            "(a run feeding the batch queue keeps its claim until its last chunk is created)"
+        )
+        self.earlier, self.common = earlier, common
 
 
 class ClaudeBatchManifestError(ClaudeBatchJobError):

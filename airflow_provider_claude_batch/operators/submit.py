@@ -473,7 +473,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         """``submission.submit``; while an earlier run's claim holds shared requests past
         ``claim_patience``, wait deferred and submit again when resumed (or, with no triggerer,
         wait here as long as it takes)."""
-        from airflow_provider_claude_batch.batching.reuse.claims import ClaimHeldElsewhere
+        from airflow_provider_claude_batch.exceptions import ClaudeBatchClaimHeldError
 
         def submit() -> Submitted | None:
             return submission.submit(
@@ -486,7 +486,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         submission.claim_patience = self.claim_patience
         try:
             return submit()
-        except ClaimHeldElsewhere as held:
+        except ClaudeBatchClaimHeldError as held:
             looks = f"looking again every {self.claim_recheck_interval:g} s"
             if may_defer(self.log, f"Waiting for the earlier run's claim in this task ({looks})"):
                 from datetime import timedelta

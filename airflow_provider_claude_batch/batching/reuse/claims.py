@@ -30,7 +30,7 @@ least every few minutes), so a later run never plans while rows of the earlier o
 it waits, then awaits them like any request in flight. Such a wait may last hours: a caller that
 can wait elsewhere gives :func:`claim_and_wait` a ``patience``; past it, while an earlier claimed
 run still holds the keys, the claim is dropped (nothing was planned under it) and
-:class:`ClaimHeldElsewhere` says so: the submit then waits deferred, holding no worker slot (a
+:class:`ClaudeBatchClaimHeldError` says so: the submit then waits deferred, holding no worker slot (a
 pool full of waiting runs would starve the very run they wait for), and claims again, later
 in the order, when it resumes. Limits: worker clocks are assumed to agree to within the time between two claims
 (NTP); a run killed after claiming holds others back until its sign of life is ``timeout`` old.
@@ -54,6 +54,7 @@ import pyarrow.parquet as pq
 from airflow_provider_claude_batch.batching.render.content_key import KEY_BYTES, as_arrow
 from airflow_provider_claude_batch.batching.state.run_dir import RunDir, WorkDir
 from airflow_provider_claude_batch.batching.state.storage import parquet_bytes, write_whole
+from airflow_provider_claude_batch.exceptions import ClaudeBatchClaimHeldError
 
 log = logging.getLogger(__name__)
 
@@ -65,18 +66,6 @@ CHOOSING_TIMEOUT = timedelta(minutes=2)
 ALIVE_EVERY = timedelta(seconds=60)
 #: Pauses between two looks at the claims (doubling from the first).
 FIRST_PAUSE, MAX_PAUSE = 0.25, 5.0
-
-
-class ClaimHeldElsewhere(Exception):
-    """An earlier run still holds keys of this claim after the caller's patience; this claim
-    was dropped (see the module docstring). Control flow for the submit, not a failure."""
-
-    def __init__(self, earlier: int, common: int, waited_seconds: float) -> None:
-        super().__init__(
-            f"{earlier} earlier run(s) still hold {common} of these requests after {waited_seconds:.0f} s "
-            "(a run feeding the batch queue keeps its claim until its last chunk is created)"
-        )
-        self.earlier, self.common = earlier, common
 
 
 def _now() -> datetime:
@@ -216,7 +205,7 @@ def claim_and_wait(
     claim overlaps them. Returns the claim (the caller keeps it alive while it creates and drops
     it once its batches are recorded in flight) and how many keys earlier claims held at the
     first look (0: this run waited for nobody). With ``patience`` (seconds): an earlier claim
-    still overlapping after that long raises :class:`ClaimHeldElsewhere`, the claim dropped."""
+    still overlapping after that long raises :class:`ClaudeBatchClaimHeldError`, the claim dropped."""
     claim = Claim(WorkDir.of(work_dir), owner, keys, timeout)
     claim.make()
     pause, first, told = FIRST_PAUSE, None, None
@@ -230,7 +219,7 @@ def claim_and_wait(
                 return claim, first
             waited = time.monotonic() - started
             if earlier and patience is not None and waited >= patience:
-                raise ClaimHeldElsewhere(earlier, common, waited)
+                raise ClaudeBatchClaimHeldError(earlier, common, waited)
             if (choosing, earlier, common) != told:  # said once per change, not once per look
                 told = (choosing, earlier, common)
                 if earlier:

@@ -293,7 +293,7 @@ class Submission:
     #: Send documents and images by reference to uploaded files (None: inline; see ``uploads``).
     uploads: UploadSettings | None = None
     #: How long to wait in this process for an earlier run's claim on shared requests before
-    #: giving up the claim with ``ClaimHeldElsewhere`` (the operator then waits deferred);
+    #: giving up the claim with ``ClaudeBatchClaimHeldError`` (the operator then waits deferred);
     #: None: wait here as long as it takes (no triggerer to defer to).
     claim_patience: float | None = None
     logger: Any = log
@@ -323,13 +323,7 @@ class Submission:
             if self.reuse is not None and not _same_input(existing, staged):
                 # A retry of the same input re-attaches to what its first try planned and sent.
                 assert staged.keys is not None
-                claim = claim_and_wait(
-                    self.reuse.store.work_dir,
-                    self._owner,
-                    staged.keys,
-                    patience=self.claim_patience,
-                    logger=self.logger,
-                )[0]
+                claim = self._claim(staged.keys)
                 staged = plan_reuse(staged, self.run_dir, self.reuse, self.chunk_limits, self._owner)
                 assert staged.reuse is not None
                 self.logger.info("Reuse: %s.", staged.reuse.describe())
@@ -374,6 +368,12 @@ class Submission:
         finally:  # recorded in flight first: a run waiting on the claim then finds the batches
             self._settle_claim(claim, manifest)
         return Submitted(manifest, fed.created, ceiling, reattached, fed if self.queue is not None else None)
+
+    def _claim(self, keys: Any) -> Claim:
+        """Claim this run's requests and wait for earlier claims (see ``claims``)."""
+        assert self.reuse is not None
+        store, patience = self.reuse.store, self.claim_patience
+        return claim_and_wait(store.work_dir, self._owner, keys, patience=patience, logger=self.logger)[0]
 
     def _create(self, manifest: Manifest, fence: TryFence, alive: Callable[[], None] | None) -> Fed:
         """Create the manifest's missing batches: all at once, or with a queue, what fits now."""

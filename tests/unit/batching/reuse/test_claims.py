@@ -24,7 +24,7 @@ from airflow_provider_claude_batch.batching.reuse.answer_store import AnswerStor
 from airflow_provider_claude_batch.batching.reuse.claims import claim_and_wait
 from airflow_provider_claude_batch.batching.state.run_dir import WorkDir
 from airflow_provider_claude_batch.batching.submit.submission import ReuseSettings, Submission, SubmitTask, Submitted
-from airflow_provider_claude_batch.exceptions import ClaudeBatchBudgetError
+from airflow_provider_claude_batch.exceptions import ClaudeBatchBudgetError, ClaudeBatchClaimHeldError
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 from airflow_provider_claude_batch.testing import RunningEmulator
 from tests.system.stack import wait_until
@@ -301,7 +301,7 @@ def test_a_run_out_of_patience_drops_its_claim_and_says_who_holds_it(tmp_path: P
     work_dir = WorkDir(str(tmp_path))
     keys = np.arange(2 * KEY_BYTES, dtype=np.uint8).reshape(2, KEY_BYTES)
     first, _ = claim_and_wait(work_dir, "first", keys)
-    with pytest.raises(claims.ClaimHeldElsewhere, match="1 earlier run.* hold 1 of these requests") as held:
+    with pytest.raises(ClaudeBatchClaimHeldError, match="1 earlier run.* hold 1 of these requests") as held:
         claim_and_wait(work_dir, "patient", keys[:1], patience=0.0)
     assert (held.value.earlier, held.value.common) == (1, 1)
     assert "patient" not in work_dir.claim_owners()

@@ -177,7 +177,9 @@ def test_a_file_replaced_on_object_storage_is_never_missing_for_a_reader() -> No
     missing: list[str] = []
     _WatchedMemory.missing = missing
     try:
-        target = as_path(f"memory://claims-{uuid.uuid4().hex[:8]}/owner.claim.json")
+        # A plain UPath: in a process where Airflow is set up, as_path gives Airflow's path
+        # type, whose file systems Airflow makes itself (not the watched one).
+        target = UPath(f"memory://claims-{uuid.uuid4().hex[:8]}/owner.claim.json")
         assert isinstance(target.fs, _WatchedMemory)
         RunDir.write_atomic(target, b'{"state": "choosing"}')
         _WatchedMemory.watched = target.path
